@@ -1,0 +1,22 @@
+"""Datasets by name: synthetic mixtures, 8×8 digits, stacked digits and user tables.
+
+`load_dataset(name, n_samples, seed, params)` builds one; `DATASETS` holds the factories
+(`ring`, `grid`, `two_gaussians`, `digits`, `stacked_digits`, `table`) and also accepts
+`module:attr` / `file.py:attr` plug-ins.
+"""
+
+from simulator.data.base import DataError, Dataset, Modes
+from simulator.data.registry import DATASETS, DatasetFactory, dataset_params, load_dataset
+
+# Imported for their registrations.
+from simulator.data import mixtures, digits, table  # noqa: E402, F401  # isort: skip
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "Dataset",
+    "DatasetFactory",
+    "Modes",
+    "dataset_params",
+    "load_dataset",
+]

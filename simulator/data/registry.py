@@ -1,0 +1,124 @@
+"""The dataset registry and `load_dataset`, which checks parameters before calling a factory."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from simulator.data.base import DataError, Dataset, check_int
+from simulator.registry import Registry
+
+# A factory is called as factory(n_samples=..., seed=..., **params) and returns a Dataset.
+# Callable[..., Dataset] rather than a Protocol with **params: factories have concrete keyword
+# parameters, which a `**params: Any` protocol would reject.
+DatasetFactory = Callable[..., Dataset]
+
+_RESERVED = ("n_samples", "seed")
+
+
+def _check_factory(obj: object) -> str | None:
+    if not callable(obj):
+        return f"expected a callable (n_samples, seed, **params) -> Dataset, got {obj!r}"
+    return None
+
+
+DATASETS: Registry[DatasetFactory] = Registry("dataset", check=_check_factory)
+
+
+def _signature(name: str, factory: DatasetFactory) -> inspect.Signature:
+    try:
+        return inspect.signature(factory)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"dataset {name!r}: cannot read the factory's signature: {exc}") from exc
+
+
+def dataset_params(name: str) -> dict[str, Any]:
+    """The parameters (besides n_samples, seed) of dataset `name` and their defaults.
+
+    A required parameter maps to `inspect.Parameter.empty`.
+    """
+    sig = _signature(name, DATASETS.get(name))
+    return {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.name not in _RESERVED and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _check_params(name: str, sig: inspect.Signature, params: Mapping[str, Any]) -> None:
+    ps = sig.parameters
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in ps.values())
+    for reserved in _RESERVED:
+        if reserved in params:
+            raise DataError(
+                f"dataset {name!r}: pass {reserved!r} as load_dataset's argument, not in params"
+            )
+        if reserved not in ps and not var_kw:
+            raise DataError(f"dataset {name!r}: the factory does not accept {reserved!r}")
+    allowed = [
+        p.name
+        for p in ps.values()
+        if p.name not in _RESERVED and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    if not var_kw:
+        unknown = sorted(k for k in params if k not in allowed)
+        if unknown:
+            raise DataError(
+                f"dataset {name!r}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(allowed) if allowed else '(none)'}"
+            )
+    missing = [
+        p.name
+        for p in ps.values()
+        if p.name not in _RESERVED
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is p.empty
+        and p.name not in params
+    ]
+    if missing:
+        raise DataError(
+            f"dataset {name!r}: missing required parameter(s) {', '.join(map(repr, missing))}"
+        )
+
+
+def load_dataset(
+    name: str, n_samples: int | None, seed: int, params: Mapping[str, Any] | None = None
+) -> Dataset:
+    """Build dataset `name` (a registered name or a `module:attr` / `file.py:attr` plug-in).
+
+    Parameters
+    ----------
+    name : str
+        Registry name or plug-in spec.
+    n_samples : int or None
+        Number of samples; None means the dataset's default (all rows for finite data).
+    seed : int
+        Seed for every random choice the factory makes.
+    params : mapping, optional
+        Extra keyword parameters, checked against the factory's signature first.
+
+    Raises
+    ------
+    RegistryError
+        Unknown name (the message lists the allowed names) or a broken plug-in.
+    DataError
+        Unknown/missing parameter, a bad value, or a bad file; the message names the dataset.
+    """
+    factory = DATASETS.get(name)
+    params = dict(params or {})
+    n = None if n_samples is None else check_int("n_samples", n_samples, minimum=1)
+    s = check_int("seed", seed, minimum=0)
+    _check_params(name, _signature(name, factory), params)
+    try:
+        ds = factory(n_samples=n, seed=s, **params)
+    except DataError as exc:
+        msg = str(exc)
+        # Factories' own messages rarely say which dataset; avoid saying it twice.
+        raise DataError(msg if msg.startswith("dataset ") else f"dataset {name!r}: {msg}") from exc
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        # Plug-in code raises whatever it likes; give it the dataset's name and keep the cause.
+        raise DataError(f"dataset {name!r}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ds, Dataset):
+        raise DataError(f"dataset {name!r}: the factory returned {type(ds).__name__}, not Dataset")
+    return ds

@@ -1,0 +1,336 @@
+"""Generator and critic networks: MLPs, small conv nets for 8×8 images, a two-branch critic.
+
+Spectral normalization is written functionally: each normalized layer keeps its power-iteration
+vector `u` as a buffer that the forward pass only reads; `power_iteration(...)` returns the
+updated buffers. That keeps the forward pure (no in-place buffer update), so the same network
+works under `torch.func.functional_call` and `vmap`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from simulator.registry import Registry
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+}
+
+
+def _activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; allowed: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
+
+
+def _normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    return x / (x.norm() + eps)
+
+
+class SNLinear(nn.Linear):
+    """Linear layer divided by its largest singular value (Miyato et al. 2018).
+
+    σ(W) is estimated as uᵀ W v with v = normalize(Wᵀu), u and v held fixed (detached): the
+    gradient flows through W only, as in SN-GAN. `u` (shape [out]) is a buffer.
+    """
+
+    u: Tensor
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("u", _normalize(torch.randn(out_features)))
+
+    def weight_matrix(self) -> Tensor:
+        return self.weight
+
+    def sigma(self) -> Tensor:
+        w = self.weight_matrix()
+        u = self.u.detach()
+        v = _normalize(w.detach().t() @ u)
+        return u @ (w @ v)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight / self.sigma(), self.bias)
+
+
+class SNConv2d(nn.Conv2d):
+    """Conv layer whose [out, in·kh·kw] weight matrix is spectrally normalized (see SNLinear)."""
+
+    u: Tensor
+
+    def __init__(self, *args: int, **kwargs: int) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.register_buffer("u", _normalize(torch.randn(self.out_channels)))
+
+    def weight_matrix(self) -> Tensor:
+        return self.weight.reshape(self.out_channels, -1)
+
+    def sigma(self) -> Tensor:
+        w = self.weight_matrix()
+        u = self.u.detach()
+        v = _normalize(w.detach().t() @ u)
+        return u @ (w @ v)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight / self.sigma(), self.bias)
+
+
+SN_LAYERS = (SNLinear, SNConv2d)
+
+
+def power_iteration(
+    module: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], n_iter: int = 1
+) -> dict[str, Tensor]:
+    """One (or `n_iter`) power-iteration step for every spectrally normalized layer.
+
+    Pure: reads weights from `params` and `u` vectors from `buffers`, returns new buffers.
+    """
+    new = dict(buffers)
+    for name, layer in module.named_modules():
+        if not isinstance(layer, SN_LAYERS):
+            continue
+        prefix = f"{name}." if name else ""
+        w = params[prefix + "weight"].detach()
+        w = w.reshape(w.shape[0], -1)
+        u = buffers[prefix + "u"]
+        for _ in range(n_iter):
+            v = _normalize(w.t() @ u)
+            u = _normalize(w @ v)
+        new[prefix + "u"] = u
+    return new
+
+
+def _linear(i: int, o: int, sn: bool) -> nn.Linear:
+    return SNLinear(i, o) if sn else nn.Linear(i, o)
+
+
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    widths: Sequence[int],
+    activation: str,
+    spectral_norm: bool = False,
+    output: str = "linear",
+) -> nn.Sequential:
+    """A plain MLP in_dim → widths… → out_dim; `output` is 'linear' or 'tanh'."""
+    layers: list[nn.Module] = []
+    prev = in_dim
+    for w in widths:
+        layers += [_linear(prev, w, spectral_norm), _activation(activation)]
+        prev = w
+    layers.append(_linear(prev, out_dim, spectral_norm))
+    if output == "tanh":
+        layers.append(nn.Tanh())
+    elif output != "linear":
+        raise ValueError(f"unknown output {output!r}; allowed: linear, tanh")
+    return nn.Sequential(*layers)
+
+
+class MLPCritic(nn.Module):
+    """x [B, d] → critic output v [B] (a logit for probabilistic objectives)."""
+
+    def __init__(
+        self, in_dim: int, widths: Sequence[int], activation: str, spectral_norm: bool
+    ) -> None:
+        super().__init__()
+        self.net = mlp(in_dim, 1, widths, activation, spectral_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class TwoBranchCritic(nn.Module):
+    """v(x) = f₁(x) + f₂(x), two parallel MLP branches summed.
+
+    With per-layer spectral norm each branch is 1-Lipschitz but the sum is only bounded by 2:
+    the case where per-layer normalization does *not* bound the whole network by 1.
+    """
+
+    def __init__(
+        self, in_dim: int, widths: Sequence[int], activation: str, spectral_norm: bool
+    ) -> None:
+        super().__init__()
+        self.branch_a = mlp(in_dim, 1, widths, activation, spectral_norm)
+        self.branch_b = mlp(in_dim, 1, widths, activation, spectral_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.branch_a(x) + self.branch_b(x)).squeeze(-1)
+
+
+class MLPGenerator(nn.Module):
+    """z [B, latent] → x [B, d]."""
+
+    def __init__(
+        self, latent_dim: int, out_dim: int, widths: Sequence[int], activation: str, output: str
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = mlp(latent_dim, out_dim, widths, activation, output=output)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+def _two_channels(channels: Sequence[int]) -> tuple[int, int]:
+    if len(channels) != 2:
+        raise ValueError(f"conv nets take exactly two channel widths, got {list(channels)}")
+    return channels[0], channels[1]
+
+
+def _conv(i: int, o: int, k: int, s: int, p: int, sn: bool) -> nn.Conv2d:
+    return SNConv2d(i, o, k, s, p) if sn else nn.Conv2d(i, o, k, s, p)
+
+
+class ConvCritic(nn.Module):
+    """Images flattened [B, C·8·8] → v [B]: two 4×4 stride-2 convs (8→4→2) and a linear head."""
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], channels: Sequence[int], activation: str,
+        spectral_norm: bool,
+    ) -> None:
+        super().__init__()
+        c, h, w = image_shape
+        if h != 8 or w != 8:
+            raise ValueError(f"conv nets are built for 8×8 images, got {h}×{w}")
+        c1, c2 = _two_channels(channels)
+        self.image_shape = image_shape
+        self.net = nn.Sequential(
+            _conv(c, c1, 4, 2, 1, spectral_norm), _activation(activation),
+            _conv(c1, c2, 4, 2, 1, spectral_norm), _activation(activation),
+            nn.Flatten(), _linear(c2 * 2 * 2, 1, spectral_norm),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.reshape(x.shape[0], *self.image_shape)).squeeze(-1)
+
+
+class ConvGenerator(nn.Module):
+    """z [B, latent] → images flattened [B, C·8·8] in [−1, 1]: linear to 2×2, two 4×4 up-convs."""
+
+    def __init__(
+        self, latent_dim: int, image_shape: tuple[int, int, int], channels: Sequence[int],
+        activation: str,
+    ) -> None:
+        super().__init__()
+        c, h, w = image_shape
+        if h != 8 or w != 8:
+            raise ValueError(f"conv nets are built for 8×8 images, got {h}×{w}")
+        c2, c1 = _two_channels(channels)[::-1]
+        self.latent_dim = latent_dim
+        self.c2 = c2
+        self.fc = nn.Linear(latent_dim, c2 * 2 * 2)
+        self.net = nn.Sequential(
+            _activation(activation),
+            nn.ConvTranspose2d(c2, c1, 4, 2, 1), _activation(activation),
+            nn.ConvTranspose2d(c1, c, 4, 2, 1), nn.Tanh(),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.fc(z).reshape(z.shape[0], self.c2, 2, 2)
+        return self.net(h).flatten(1)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What a network looks like. `kind`: mlp | conv | two_branch (critic only).
+
+    `widths`: hidden widths (MLP) or channels (conv). `output`: generator output layer.
+    """
+
+    kind: str = "mlp"
+    widths: tuple[int, ...] = (128, 128)
+    activation: str = "relu"
+    output: str = "linear"
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+GeneratorFactory = Callable[[NetworkSpec, int, int, "tuple[int, int, int] | None"], nn.Module]
+CriticFactory = Callable[[NetworkSpec, int, "tuple[int, int, int] | None", bool], nn.Module]
+
+GENERATORS: Registry[GeneratorFactory] = Registry("generator network")
+CRITICS: Registry[CriticFactory] = Registry("critic network")
+
+
+def _need_image(kind: str, image_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    if image_shape is None:
+        raise ValueError(f"network kind {kind!r} needs image data (the dataset has no image_shape)")
+    return image_shape
+
+
+GENERATORS.add(
+    "mlp", lambda s, latent, d, img: MLPGenerator(latent, d, s.widths, s.activation, s.output)
+)
+GENERATORS.add(
+    "conv",
+    lambda s, latent, d, img: ConvGenerator(
+        latent, _need_image("conv", img), s.widths, s.activation
+    ),
+)
+CRITICS.add("mlp", lambda s, d, img, sn: MLPCritic(d, s.widths, s.activation, sn))
+CRITICS.add("two_branch", lambda s, d, img, sn: TwoBranchCritic(d, s.widths, s.activation, sn))
+CRITICS.add(
+    "conv", lambda s, d, img, sn: ConvCritic(_need_image("conv", img), s.widths, s.activation, sn)
+)
+
+
+def build_generator(
+    spec: NetworkSpec, latent_dim: int, data_dim: int,
+    image_shape: tuple[int, int, int] | None = None,
+) -> nn.Module:
+    """Generator mapping z [B, latent_dim] → x [B, data_dim]."""
+    return GENERATORS.get(spec.kind)(spec, latent_dim, data_dim, image_shape)
+
+
+def build_critic(
+    spec: NetworkSpec, data_dim: int, image_shape: tuple[int, int, int] | None = None,
+    spectral_norm: bool = False,
+) -> nn.Module:
+    """Critic mapping x [B, data_dim] → v [B]; every layer spectrally normalized if asked."""
+    return CRITICS.get(spec.kind)(spec, data_dim, image_shape, spectral_norm)
+
+
+def layer_spectral_norms(
+    module: nn.Module,
+    params: dict[str, Tensor] | None = None,
+    buffers: dict[str, Tensor] | None = None,
+) -> list[float]:
+    """Exact largest singular value of every linear/conv weight matrix, after normalization.
+
+    For SN layers the effective weight W/σ̂ is used, so an SN critic's entries are ≈ 1. The
+    product is an upper bound on the Lipschitz constant of a chain with 1-Lipschitz
+    activations (for convs, of the reshaped matrix: a heuristic, as in SN-GAN).
+
+    `buffers` are the power-iteration vectors `u` that go with `params` (e.g. a GANState's
+    `d_buf`); the module's own buffers are only the template's, stale once training ran.
+    """
+    params = params if params is not None else dict(module.named_parameters())
+    buffers = buffers if buffers is not None else dict(module.named_buffers())
+    out: list[float] = []
+    for name, layer in module.named_modules():
+        if not isinstance(layer, nn.Linear | nn.Conv2d):
+            continue
+        prefix = f"{name}." if name else ""
+        w = params[prefix + "weight"].detach().reshape(layer.weight.shape[0], -1)
+        if isinstance(layer, SN_LAYERS):
+            u = buffers[prefix + "u"]
+            v = _normalize(w.t() @ u)
+            w = w / (u @ (w @ v))
+        out.append(float(torch.linalg.matrix_norm(w, ord=2)))
+    return out
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

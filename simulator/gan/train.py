@@ -1,0 +1,288 @@
+"""The local GAN training loop, written as a pure step function.
+
+`GAN.step(state, batch, noise, lr_scale) -> (state, stats)` takes every input explicitly —
+parameters, optimizer state, spectral-norm vectors, real batches and pre-drawn noise — and
+returns new tensors without touching the modules. Randomness is drawn *outside* the step
+(`GAN.draw`) from a per-run `torch.Generator`, so the same step can later be batched over
+clients with `vmap` while each client keeps its own random stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from simulator.gan import optim
+from simulator.gan.lipschitz import LipschitzControl, get_control
+from simulator.gan.networks import NetworkSpec, build_critic, build_generator, power_iteration
+from simulator.gan.objectives import Objective, get_objective
+from simulator.gan.optim import OptimizerSpec
+
+Params = dict[str, Tensor]
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Everything that defines local GAN training (networks, losses, optimizers, steps)."""
+
+    latent_dim: int = 2
+    generator: NetworkSpec = field(default_factory=NetworkSpec)
+    critic: NetworkSpec = field(default_factory=NetworkSpec)
+    objective: str = "non_saturating"
+    lipschitz: str = "none"
+    lipschitz_params: dict[str, Any] = field(default_factory=dict)
+    n_critic: int = 1
+    batch_size: int = 256
+    g_opt: OptimizerSpec = field(default_factory=OptimizerSpec)
+    d_opt: OptimizerSpec = field(default_factory=OptimizerSpec)
+    lr_schedule: str = "constant"
+    lr_final: float = 0.1
+    """Learning rate at the end of the schedule, as a fraction of the base rate."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of generator weights (0 = off), used for sampling."""
+    prox_mu: float = 0.0
+    """FedProx proximal weight μ: adds μ/2‖θ − θ_anchor‖² to each network's loss."""
+
+    def lr_scale(self, step: int, total: int) -> float:
+        """Multiplier of the base learning rate at generator step `step` of `total`."""
+        if self.lr_schedule == "constant" or total <= 1:
+            return 1.0
+        t = min(max(step / (total - 1), 0.0), 1.0)
+        if self.lr_schedule == "linear":
+            return 1.0 + (self.lr_final - 1.0) * t
+        return self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@dataclass
+class GANState:
+    """All tensors of one GAN: generator `g`, critic `d`, critic buffers (spectral-norm vectors),
+    optimizer states, the generator EMA and the anchors of the proximal term."""
+
+    g: Params
+    d: Params
+    d_buf: Params
+    g_opt: Params
+    d_opt: Params
+    g_ema: Params
+    g_anchor: Params = field(default_factory=dict)
+    d_anchor: Params = field(default_factory=dict)
+    step: int = 0
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Flat `prefix.name → array` view (prefixes: generator, critic, critic_buffer, ...)."""
+        out: dict[str, np.ndarray] = {}
+        for prefix, group in self._groups().items():
+            for k, v in group.items():
+                out[f"{prefix}.{k}"] = v.detach().cpu().numpy()
+        return out
+
+    def _groups(self) -> dict[str, Params]:
+        return {
+            "generator": self.g, "critic": self.d, "critic_buffer": self.d_buf,
+            "generator_opt": self.g_opt, "critic_opt": self.d_opt, "generator_ema": self.g_ema,
+        }
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> GANState:
+        """A copy with the groups named in `arrays` replaced (missing keys are kept)."""
+        groups = {p: dict(g) for p, g in self._groups().items()}
+        for key, value in arrays.items():
+            prefix, _, name = key.partition(".")
+            if prefix not in groups or name not in groups[prefix]:
+                raise KeyError(f"unexpected array {key!r}")
+            groups[prefix][name] = torch.as_tensor(np.array(value, copy=True))
+        return replace(
+            self, g=groups["generator"], d=groups["critic"], d_buf=groups["critic_buffer"],
+            g_opt=groups["generator_opt"], d_opt=groups["critic_opt"],
+            g_ema=groups["generator_ema"],
+        )
+
+
+@dataclass(frozen=True)
+class StepNoise:
+    """Randomness of one generator step: indices into the data [n_critic, B], latent codes for
+    the critic steps [n_critic, B, latent] and the generator step [B, latent], and
+    interpolation weights [n_critic, B, 1] for the gradient penalty."""
+
+    idx: Tensor
+    z_d: Tensor
+    z_g: Tensor
+    eps: Tensor
+
+
+def _prox(params: Params, anchor: Params, mu: float) -> Tensor:
+    if not mu or not anchor:
+        return torch.zeros(())
+    return 0.5 * mu * sum(((params[k] - anchor[k]) ** 2).sum() for k in params)  # type: ignore[return-value]
+
+
+class GAN:
+    """A generator/critic pair with its objective, Lipschitz control and optimizers.
+
+    The modules are templates only: all tensors live in `GANState`.
+    """
+
+    def __init__(
+        self, config: GANConfig, data_dim: int, image_shape: tuple[int, int, int] | None = None
+    ) -> None:
+        self.config = config
+        self.data_dim = data_dim
+        self.objective: Objective = get_objective(config.objective)
+        self.control: LipschitzControl = get_control(config.lipschitz, config.lipschitz_params)
+        self.generator: nn.Module = build_generator(
+            config.generator, config.latent_dim, data_dim, image_shape
+        )
+        self.critic: nn.Module = build_critic(
+            config.critic, data_dim, image_shape, spectral_norm=self.control.spectral_norm
+        )
+        for spec in (config.g_opt, config.d_opt):
+            spec.validate()
+        if config.lr_schedule not in SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; allowed: {SCHEDULES}")
+        self._n_power = getattr(self.control, "n_power_iterations", 1)
+
+    # ---- state -------------------------------------------------------------------------------
+    def init_state(self, seed: int) -> GANState:
+        """Fresh parameters drawn from torch's default initializers under `seed`."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for m in (self.generator, self.critic):
+                for layer in m.modules():
+                    if hasattr(layer, "reset_parameters") and layer is not m:
+                        layer.reset_parameters()
+                    if hasattr(layer, "u"):
+                        layer.u.copy_(torch.nn.functional.normalize(torch.randn_like(layer.u), dim=0))
+            g = {k: v.detach().clone() for k, v in self.generator.named_parameters()}
+            d = {k: v.detach().clone() for k, v in self.critic.named_parameters()}
+            d_buf = {k: v.detach().clone() for k, v in self.critic.named_buffers()}
+        d = self.control.project(d)
+        return GANState(
+            g=g, d=d, d_buf=d_buf,
+            g_opt=optim.init_state(self.config.g_opt, g),
+            d_opt=optim.init_state(self.config.d_opt, d),
+            g_ema={k: v.clone() for k, v in g.items()} if self.config.ema else {},
+        )
+
+    # ---- pure functions ----------------------------------------------------------------------
+    def G(self, g: Params, z: Tensor) -> Tensor:
+        """Generator forward: z [B, latent] → x [B, d]."""
+        return functional_call(self.generator, g, (z,))
+
+    def D(self, d: Params, d_buf: Params, x: Tensor) -> Tensor:
+        """Critic forward: x [B, d] → v [B]."""
+        return functional_call(self.critic, {**d, **d_buf}, (x,))
+
+    def draw(self, n_data: int, gen: torch.Generator) -> StepNoise:
+        """Pre-draw the randomness of one generator step from `gen`."""
+        c = self.config
+        nc, b, L = c.n_critic, c.batch_size, c.latent_dim
+        return StepNoise(
+            idx=torch.randint(n_data, (nc, b), generator=gen),
+            z_d=torch.randn(nc, b, L, generator=gen),
+            z_g=torch.randn(b, L, generator=gen),
+            eps=torch.rand(nc, b, 1, generator=gen),
+        )
+
+    def critic_step(
+        self, s: GANState, real: Tensor, z: Tensor, eps: Tensor, lr_scale: float
+    ) -> tuple[GANState, dict[str, Tensor]]:
+        """One critic update on real [B, d] against G(z); returns the new state and stats."""
+        c = self.config
+        d_buf = power_iteration(self.critic, s.d, s.d_buf, self._n_power) if s.d_buf else s.d_buf
+        fake = self.G(s.g, z).detach()
+
+        def loss_fn(d: Params) -> tuple[Tensor, dict[str, Tensor]]:
+            v_real = self.D(d, d_buf, real)
+            v_fake = self.D(d, d_buf, fake)
+            loss = self.objective.critic_loss(v_real, v_fake)
+            pen = self.control.penalty(lambda x: self.D(d, d_buf, x), real, fake, eps)
+            total = loss + pen + _prox(d, s.d_anchor, c.prox_mu)
+            return total, {
+                "d_loss": loss.detach(), "penalty": pen.detach(),
+                "v_real": v_real.detach().mean(), "v_fake": v_fake.detach().mean(),
+            }
+
+        grads, stats = torch.func.grad(loss_fn, has_aux=True)(s.d)
+        d, d_opt = optim.update(c.d_opt, s.d, grads, s.d_opt, c.d_opt.lr * lr_scale)
+        d = self.control.project(d)
+        stats["d_grad_norm"] = _global_norm(grads)
+        return replace(s, d=d, d_opt=d_opt, d_buf=d_buf), stats
+
+    def generator_step(
+        self, s: GANState, z: Tensor, lr_scale: float
+    ) -> tuple[GANState, dict[str, Tensor]]:
+        """One generator update against the current critic."""
+        c = self.config
+
+        def loss_fn(g: Params) -> tuple[Tensor, dict[str, Tensor]]:
+            v_fake = self.D(s.d, s.d_buf, self.G(g, z))
+            loss = self.objective.generator_loss(v_fake)
+            return loss + _prox(g, s.g_anchor, c.prox_mu), {
+                "g_loss": loss.detach(), "d_fake_g": torch.sigmoid(v_fake.detach()).mean(),
+            }
+
+        grads, stats = torch.func.grad(loss_fn, has_aux=True)(s.g)
+        g, g_opt = optim.update(c.g_opt, s.g, grads, s.g_opt, c.g_opt.lr * lr_scale)
+        g_ema = s.g_ema
+        if c.ema:
+            g_ema = {k: c.ema * g_ema[k] + (1 - c.ema) * g[k].detach() for k in g}
+        stats["g_grad_norm"] = _global_norm(grads)
+        return replace(s, g=g, g_opt=g_opt, g_ema=g_ema, step=s.step + 1), stats
+
+    def step(
+        self, s: GANState, data: Tensor, noise: StepNoise, lr_scale: float = 1.0
+    ) -> tuple[GANState, dict[str, Tensor]]:
+        """n_critic critic updates then one generator update. data [N, d]; pure."""
+        acc: dict[str, Tensor] = {}
+        for i in range(self.config.n_critic):
+            s, st = self.critic_step(s, data[noise.idx[i]], noise.z_d[i], noise.eps[i], lr_scale)
+            acc = st if not acc else {k: acc[k] + st[k] for k in acc}
+        stats = {k: v / self.config.n_critic for k, v in acc.items()}
+        s, gst = self.generator_step(s, noise.z_g, lr_scale)
+        stats.update(gst)
+        if self.objective.probabilistic:
+            stats["d_real"] = torch.sigmoid(stats["v_real"])
+            stats["d_fake"] = torch.sigmoid(stats["v_fake"])
+        return s, stats
+
+    # ---- loops -------------------------------------------------------------------------------
+    def train(
+        self,
+        s: GANState,
+        data: Tensor,
+        n_steps: int,
+        gen: torch.Generator,
+        total_steps: int | None = None,
+        callback: Callable[[GANState, dict[str, float]], None] | None = None,
+    ) -> tuple[GANState, list[dict[str, float]]]:
+        """Run `n_steps` generator steps on data [N, d]; the lr schedule spans `total_steps`
+        (default n_steps) counted from `s.step`. Returns the state and per-step statistics."""
+        total = total_steps or (s.step + n_steps)
+        history: list[dict[str, float]] = []
+        for _ in range(n_steps):
+            noise = self.draw(data.shape[0], gen)
+            s, st = self.step(s, data, noise, self.config.lr_scale(s.step, total))
+            row = {k: float(v) for k, v in st.items()}
+            history.append(row)
+            if callback is not None:
+                callback(s, row)
+        return s, history
+
+    @torch.no_grad()
+    def sample(self, s: GANState, n: int, gen: torch.Generator, use_ema: bool = True) -> Tensor:
+        """n generated points [n, d] (from the EMA generator when there is one)."""
+        g = s.g_ema if (use_ema and s.g_ema) else s.g
+        z = torch.randn(n, self.config.latent_dim, generator=gen)
+        return self.G(g, z)
+
+
+def _global_norm(grads: Params) -> Tensor:
+    return torch.sqrt(sum((v.detach() ** 2).sum() for v in grads.values()))  # type: ignore[arg-type]

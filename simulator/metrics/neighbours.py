@@ -1,0 +1,405 @@
+"""Exact k-th-neighbour radii and strict ball memberships between two point sets, in bounded memory.
+
+Two back ends give the same answers:
+
+* ``brute``: squared distances by chunked GEMM in torch (one chunk of rows against all columns at a
+  time, so memory is O(chunk · n), never O(n · m)). The GEMM runs in float32 when its rounding
+  bound is small against the radii, else in float64. Every pair that the bound cannot settle is
+  re-checked with the exact float64 formula, so rounding never changes a result.
+* ``tree``: ``scipy.spatial.cKDTree`` neighbour and ball queries, good for low dimension (d ≲ 8).
+  Balls are queried slightly enlarged (``<=`` on a radius nudged outwards) and the candidates are
+  then re-checked with the same exact formula under the strict ``<``.
+
+Both decide every comparison ``d² < r²`` with :func:`sqdist`, whose summation order is fixed, so a
+point that exactly copies another sits exactly *on* a ball's boundary (and so outside it) in both.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from scipy.spatial import cKDTree
+
+Method = Literal["brute", "tree"]
+
+# Extra neighbours fetched beyond k + 1 (self) by the GEMM top-k, so that float32 rounding rarely
+# leaves the true k-th neighbour outside the candidates (the exact fallback then handles it).
+_EXTRA_CANDIDATES = 4
+# Bytes for one chunk of the distance matrix; 64 MiB keeps 100k × 100k far under 2 GB of peak
+# memory while each GEMM stays large enough to run at full speed.
+_CHUNK_BYTES = 64 * 2**20
+# float32 is used only while its error band is this small against a typical squared radius: a
+# wider band would pull in many candidates in high dimension ((1 + band/2)^d of them).
+_MAX_RELATIVE_BAND = 1e-3
+# Queries per cKDTree ball-query call: bounds the Python lists that scipy returns.
+_TREE_QUERY_ROWS = 8192
+
+
+def sqdist(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Squared Euclidean distances between paired rows, summed in a fixed order.
+
+    Parameters
+    ----------
+    a, b : ndarray, shape [p, d]
+        Row i of `a` is paired with row i of `b`.
+
+    Returns
+    -------
+    ndarray, shape [p]
+        Σ_t (a[i, t] − b[i, t])², accumulated left to right over t. The fixed order makes the
+        value depend on the two rows only (not on p or memory layout), which the strict
+        ball tests rely on when points are duplicated.
+    """
+    diff_t = np.ascontiguousarray((a - b).T)  # [d, p]: each feature contiguous
+    np.square(diff_t, out=diff_t)
+    acc = diff_t[0].copy()
+    for t in range(1, diff_t.shape[0]):
+        acc += diff_t[t]
+    return acc
+
+
+def squared_norms(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Row-wise squared norms [n] of `x` [n, d] (same fixed order as :func:`sqdist`)."""
+    return sqdist(x, np.zeros_like(x))
+
+
+@dataclass(frozen=True, eq=False)
+class Memberships:
+    """Strict ball memberships between real [N, d] and fake [M, d] points.
+
+    Attributes
+    ----------
+    real_balls_per_fake : ndarray of int64, shape [M]
+        Number of real balls (radius = real k-NN radius) strictly containing each fake point.
+    real_covered : ndarray of bool, shape [N]
+        Whether each real ball strictly contains at least one fake point.
+    real_recalled : ndarray of bool, shape [N]
+        Whether each real point lies strictly inside at least one fake ball.
+    nearest_real : ndarray of intp, shape [M]
+        Index of each fake point's nearest real point.
+    """
+
+    real_balls_per_fake: NDArray[np.int64]
+    real_covered: NDArray[np.bool_]
+    real_recalled: NDArray[np.bool_]
+    nearest_real: NDArray[np.intp]
+
+
+def kth_neighbour_sqdist(
+    x: NDArray[np.float64], k: int, method: Method, chunk_rows: int | None = None
+) -> NDArray[np.float64]:
+    """Squared distance of each point to its k-th nearest neighbour in the same set, self excluded.
+
+    Parameters
+    ----------
+    x : ndarray, shape [n, d], float64, n > k
+    k : int
+    method : {"brute", "tree"}
+    chunk_rows : int, optional
+        Rows per GEMM chunk (brute only); default fits `_CHUNK_BYTES`.
+
+    Returns
+    -------
+    ndarray, shape [n]
+        r², in squared feature units. Duplicated points count as neighbours at distance 0, so a
+        point with at least k exact copies has radius 0.
+    """
+    if method == "tree":
+        return _tree_kth_sqdist(x, k)
+    return _brute_kth_sqdist(x, k, chunk_rows)
+
+
+def memberships(
+    real: NDArray[np.float64],
+    fake: NDArray[np.float64],
+    real_r2: NDArray[np.float64],
+    fake_r2: NDArray[np.float64],
+    method: Method,
+    chunk_rows: int | None = None,
+) -> Memberships:
+    """Which fakes lie strictly inside which real balls, and which reals inside fake balls.
+
+    Parameters
+    ----------
+    real : ndarray, shape [N, d]
+    fake : ndarray, shape [M, d]
+    real_r2 : ndarray, shape [N]
+        Squared radii of the real balls.
+    fake_r2 : ndarray, shape [M]
+        Squared radii of the fake balls.
+    method : {"brute", "tree"}
+    chunk_rows : int, optional
+        Fake rows per GEMM chunk (brute only).
+    """
+    if method == "tree":
+        return _tree_memberships(real, fake, real_r2, fake_r2)
+    return _brute_memberships(real, fake, real_r2, fake_r2, chunk_rows)
+
+
+# --------------------------------------------------------------------------- brute force (torch)
+
+
+def _unit_roundoff(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).eps) / 2.0
+
+
+def _gemm_error_factor(dtype: torch.dtype, d: int) -> float:
+    """c such that |GEMM d² − exact d²| ≤ c · (|a|² + |b|²) for rows a, b.
+
+    The augmented GEMM sums K = d + 2 products whose absolute values add up to at most
+    2(|a|² + |b|²); the textbook dot-product bound gives γ_K = K·u / (1 − K·u) on that sum.
+    Rounding the inputs to the GEMM dtype adds ≤ 3u(|a|² + |b|²) more; 4u keeps a margin.
+    """
+    u = _unit_roundoff(dtype)
+    kk = d + 2
+    gamma = kk * u / (1.0 - kk * u)
+    return 2.0 * gamma + 4.0 * u
+
+
+def _rows_per_chunk(n_cols: int, itemsize: int, chunk_rows: int | None, n_rows: int) -> int:
+    if chunk_rows is not None:
+        return max(1, min(int(chunk_rows), n_rows))
+    return max(1, min(n_rows, _CHUNK_BYTES // max(1, n_cols * itemsize)))
+
+
+def _upper(values: NDArray[np.float64], dtype: torch.dtype) -> torch.Tensor:
+    """`values` cast to `dtype`, rounded up, so a `<=` test in `dtype` never loses a candidate."""
+    if dtype == torch.float64:
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+    v32 = values.astype(np.float32)
+    v32 = np.nextafter(v32, np.float32(np.inf))
+    return torch.from_numpy(v32)
+
+
+class _PairwiseSq:
+    """Squared distances from row chunks of `a` [n, d] to all rows of `b` [m, d], by one GEMM.
+
+    The norms ride along as two extra columns, [a, 1, |a|²] · [−2b, |b|², 1]ᵀ = |a − b|², so a
+    chunk costs a single GEMM and no further pass over the [rows, m] block.
+    """
+
+    def __init__(
+        self,
+        a: NDArray[np.float64],
+        b: NDArray[np.float64],
+        a_n2: NDArray[np.float64],
+        b_n2: NDArray[np.float64],
+        dtype: torch.dtype,
+        rows: int,
+    ) -> None:
+        ones_a = np.ones((a.shape[0], 1))
+        ones_b = np.ones((b.shape[0], 1))
+        left = np.hstack([a, ones_a, a_n2[:, None]])
+        right_t = np.ascontiguousarray(np.hstack([-2.0 * b, b_n2[:, None], ones_b]).T)
+        self.left = torch.from_numpy(left).to(dtype)
+        self.right_t = torch.from_numpy(right_t).to(dtype)
+        self.a_n2 = a_n2
+        self.b_n2_max = float(b_n2.max())
+        self.factor = _gemm_error_factor(dtype, a.shape[1])
+        self.dtype = dtype
+        self.buf = torch.empty((rows, b.shape[0]), dtype=dtype)
+
+    def block(self, s: int, e: int) -> torch.Tensor:
+        """Approximate squared distances [e − s, m] for rows s..e−1 of `a`."""
+        out = self.buf[: e - s]
+        torch.mm(self.left[s:e], self.right_t, out=out)
+        return out
+
+    def tol(self, s: int, e: int) -> float:
+        """Bound on |approximate − exact| squared distance over the block's entries."""
+        return self.factor * (float(self.a_n2[s:e].max()) + self.b_n2_max)
+
+
+def _brute_kth_sqdist(
+    x: NDArray[np.float64], k: int, chunk_rows: int | None
+) -> NDArray[np.float64]:
+    n = x.shape[0]
+    n2 = squared_norms(x)
+    kk = min(n, k + 1 + _EXTRA_CANDIDATES)
+    rows = _rows_per_chunk(n, 4, chunk_rows, n)
+    engines: dict[torch.dtype, _PairwiseSq] = {}
+
+    def engine(dtype: torch.dtype) -> _PairwiseSq:
+        if dtype not in engines:
+            engines[dtype] = _PairwiseSq(x, x, n2, n2, dtype, rows)
+        return engines[dtype]
+
+    # A float32 GEMM is only trusted while matmuls really run in float32 (not bf16/TF32).
+    first = torch.float32 if torch.get_float32_matmul_precision() == "highest" else torch.float64
+    out = np.empty(n)
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        r2 = _brute_radii_chunk(x, engine(first), s, e, k, kk)
+        if r2 is None:
+            # The float32 band is wide against these radii (tight clusters far from the origin,
+            # or many duplicates): redo the chunk in float64, whose band is ~1e-9 as wide.
+            r2 = _brute_radii_chunk(x, engine(torch.float64), s, e, k, kk)
+        assert r2 is not None  # float64 never asks for a redo
+        out[s:e] = r2
+    return out
+
+
+def _brute_radii_chunk(
+    x: NDArray[np.float64], g: _PairwiseSq, s: int, e: int, k: int, kk: int
+) -> NDArray[np.float64] | None:
+    """k-th neighbour r² [e − s] for rows s..e−1 of `x`; None if float32 is too coarse here."""
+    n, d = x.shape
+    block = g.block(s, e)
+    vals, idx_t = torch.topk(block, kk, dim=1, largest=False, sorted=False)
+    idx = idx_t.numpy()
+    rows = np.arange(s, e)
+    # Exact distances to the candidates; self is excluded by index (not by value), so exact
+    # copies of a point still count as neighbours at distance 0.
+    cand = sqdist(np.repeat(x[s:e], kk, axis=0), x[idx.ravel()]).reshape(e - s, kk)
+    cand[idx == rows[:, None]] = np.inf
+    r2 = np.partition(cand, k - 1, axis=1)[:, k - 1]
+    if kk == n:
+        return r2  # every point was a candidate: nothing left to verify
+    tol = g.tol(s, e)
+    if g.dtype != torch.float64 and tol > _MAX_RELATIVE_BAND * _typical_sq_radius(r2):
+        return None
+    # Every non-candidate has GEMM value ≥ the largest candidate value, hence exact value
+    # ≥ that − tol. If that is ≥ r², no non-candidate can be nearer than the k-th candidate.
+    last = vals.max(dim=1).values.numpy().astype(np.float64)
+    unsure = np.flatnonzero((r2 > 0) & (r2 > last - tol))
+    for i in unsure:
+        # Every point with exact d² ≤ r² has GEMM value ≤ r² + tol: check them all exactly.
+        thr = _upper(np.array([r2[i] + tol]), g.dtype)
+        band = torch.nonzero(block[i] <= thr).ravel().numpy()
+        dd = sqdist(np.broadcast_to(x[s + i], (band.size, d)), x[band])
+        dd[band == s + i] = np.inf
+        r2[i] = np.partition(dd, k - 1)[k - 1]
+    return r2
+
+
+def _typical_sq_radius(*r2s: NDArray[np.float64]) -> float:
+    medians = [float(np.median(r[r > 0])) for r in r2s if np.any(r > 0)]
+    return min(medians) if medians else 0.0
+
+
+def _brute_memberships(
+    real: NDArray[np.float64],
+    fake: NDArray[np.float64],
+    real_r2: NDArray[np.float64],
+    fake_r2: NDArray[np.float64],
+    chunk_rows: int | None,
+) -> Memberships:
+    n_real, n_fake = real.shape[0], fake.shape[0]
+    real_n2 = squared_norms(real)
+    fake_n2 = squared_norms(fake)
+    d = real.shape[1]
+    bound32 = _gemm_error_factor(torch.float32, d) * (float(real_n2.max()) + float(fake_n2.max()))
+    use32 = torch.get_float32_matmul_precision() == "highest" and (
+        bound32 <= _MAX_RELATIVE_BAND * _typical_sq_radius(real_r2, fake_r2)
+    )
+    dtype = torch.float32 if use32 else torch.float64
+    rows = _rows_per_chunk(n_real, 4 if use32 else 8, chunk_rows, n_fake)
+    # Rows are fakes, columns reals: the per-fake reductions (ball count, nearest real) run along
+    # contiguous rows and the per-real ones are gathered from the few candidate pairs.
+    g = _PairwiseSq(fake, real, fake_n2, real_n2, dtype, rows)
+    cand_real = torch.empty((rows, n_real), dtype=torch.bool)
+    cand_fake = torch.empty((rows, n_real), dtype=torch.bool)
+
+    balls_per_fake = np.zeros(n_fake, dtype=np.int64)
+    covered = np.zeros(n_real, dtype=bool)
+    recalled = np.zeros(n_real, dtype=bool)
+    nearest = np.empty(n_fake, dtype=np.intp)
+    for s in range(0, n_fake, rows):
+        e = min(n_fake, s + rows)
+        block = g.block(s, e)
+        tol = g.tol(s, e)
+        # Candidates: any pair whose GEMM value is within the error bound of either radius.
+        # The strict decision is then made on exact distances for these few pairs only.
+        m_real = cand_real[: e - s]
+        m_fake = cand_fake[: e - s]
+        torch.le(block, _upper(real_r2 + tol, dtype), out=m_real)
+        torch.le(block, _upper(fake_r2[s:e] + tol, dtype)[:, None], out=m_fake)
+        m_real.logical_or_(m_fake)
+        pairs = torch.nonzero(m_real).numpy()
+        # Nearest real by GEMM value: exact up to near-ties within the rounding band.
+        nearest[s:e] = block.argmin(dim=1).numpy()
+        if pairs.size == 0:
+            continue
+        j = pairs[:, 0] + s
+        i = pairs[:, 1]
+        d2 = sqdist(fake[j], real[i])
+        in_real = d2 < real_r2[i]
+        in_fake = d2 < fake_r2[j]
+        balls_per_fake[s:e] += np.bincount(j[in_real] - s, minlength=e - s)
+        covered[i[in_real]] = True
+        recalled[i[in_fake]] = True
+    return Memberships(balls_per_fake, covered, recalled, nearest)
+
+
+# ------------------------------------------------------------------------------- k-d tree (scipy)
+
+
+def _tree_kth_sqdist(x: NDArray[np.float64], k: int) -> NDArray[np.float64]:
+    n, _ = x.shape
+    tree = cKDTree(x)
+    _, idx = tree.query(x, k=k + 1, workers=-1)
+    idx = np.asarray(idx, dtype=np.intp)
+    # Recompute the tree's candidates exactly so radii and ball tests share one formula; the
+    # tree's own distances differ from it only in the last bits (ties within rounding aside,
+    # its k + 1 neighbours are the exact ones).
+    cand = sqdist(np.repeat(x, k + 1, axis=0), x[idx.ravel()]).reshape(n, k + 1)
+    cand[idx == np.arange(n)[:, None]] = np.inf
+    return np.partition(cand, k - 1, axis=1)[:, k - 1]
+
+
+def _ball_pairs(
+    centres: NDArray[np.float64],
+    r2: NDArray[np.float64],
+    points: NDArray[np.float64],
+    tree: cKDTree,
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Pairs (centre c, point p) with exact d² < r²[c]; `tree` indexes `points`.
+
+    The tree query is inclusive (``<=``) and its distances are not bit-identical to
+    :func:`sqdist`, so it is run on a radius nudged outwards and then filtered exactly; a zero
+    radius contains nothing under ``<`` and is not queried at all.
+    """
+    centre_idx: list[NDArray[np.intp]] = []
+    point_idx: list[NDArray[np.intp]] = []
+    live = np.flatnonzero(r2 > 0)
+    for s in range(0, live.size, _TREE_QUERY_ROWS):
+        c = live[s : s + _TREE_QUERY_ROWS]
+        radius = np.sqrt(r2[c]) * (1.0 + 1e-9)
+        found = tree.query_ball_point(centres[c], radius, workers=-1, return_sorted=False)
+        lengths = np.fromiter((len(f) for f in found), dtype=np.intp, count=len(found))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(found), dtype=np.intp, count=int(lengths.sum())
+        )
+        ci = np.repeat(c, lengths)
+        keep = sqdist(centres[ci], points[flat]) < r2[ci]
+        centre_idx.append(ci[keep])
+        point_idx.append(flat[keep])
+    if not centre_idx:
+        empty = np.empty(0, dtype=np.intp)
+        return empty, empty
+    return np.concatenate(centre_idx), np.concatenate(point_idx)
+
+
+def _tree_memberships(
+    real: NDArray[np.float64],
+    fake: NDArray[np.float64],
+    real_r2: NDArray[np.float64],
+    fake_r2: NDArray[np.float64],
+) -> Memberships:
+    n_real, n_fake = real.shape[0], fake.shape[0]
+    real_tree = cKDTree(real)
+    fake_tree = cKDTree(fake)
+    ri, fj = _ball_pairs(real, real_r2, fake, fake_tree)  # fake fj inside real ball ri
+    balls_per_fake = np.bincount(fj, minlength=n_fake).astype(np.int64)
+    covered = np.zeros(n_real, dtype=bool)
+    covered[ri] = True
+    _, rec = _ball_pairs(fake, fake_r2, real, real_tree)  # real rec inside a fake ball
+    recalled = np.zeros(n_real, dtype=bool)
+    recalled[rec] = True
+    _, nearest = real_tree.query(fake, k=1, workers=-1)
+    return Memberships(balls_per_fake, covered, recalled, np.asarray(nearest, dtype=np.intp))

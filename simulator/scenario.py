@@ -1,0 +1,290 @@
+"""The scenario schema: one validated, typed description of a run, loaded from YAML.
+
+Every default lives here. Unknown keys are rejected, and all errors are reported at once,
+each with its YAML path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from simulator.gan.lipschitz import LIPSCHITZ, get_control
+from simulator.gan.networks import CRITICS, GENERATORS, NetworkSpec
+from simulator.gan.objectives import OBJECTIVES
+from simulator.gan.optim import OPTIMIZERS, OptimizerSpec
+from simulator.gan.train import SCHEDULES, GANConfig
+from simulator.registry import RegistryError
+from simulator.yamlsafe import YAMLError, load_yaml
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used; `errors` lists every problem as 'path: message'."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  - {e}" for e in errors)
+        super().__init__(f"{source}: {len(errors)} error(s) in the scenario\n{lines}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _in_registry(value: str, registry: Any) -> str:
+    if value in registry or ":" in value:
+        return value
+    raise ValueError(f"unknown {registry.kind} {value!r}; allowed: {registry.allowed()}")
+
+
+class DataSpec(_Model):
+    """The dataset: a registered name (or `module:attr` plug-in) and its parameters."""
+
+    dataset: str = "ring"
+    n_samples: int | None = Field(default=20000, ge=10, le=10_000_000)
+    params: dict[str, Any] = Field(default_factory=dict)
+    holdout: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Share of the data held out (stratified by the first group column) for evaluation."""
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from simulator.data import DATASETS
+
+        return _in_registry(v, DATASETS)
+
+
+class NetworkModel(_Model):
+    kind: str = "mlp"
+    widths: list[int] = Field(default_factory=lambda: [128, 128, 128], min_length=1)
+    activation: Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "silu"] = "relu"
+    output: Literal["linear", "tanh"] = "linear"
+
+    @field_validator("widths")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(w < 1 or w > 65536 for w in v):
+            raise ValueError(f"every width must lie in 1..65536, got {v}")
+        return v
+
+    def spec(self) -> NetworkSpec:
+        return NetworkSpec(self.kind, tuple(self.widths), self.activation, self.output)
+
+
+class OptimizerModel(_Model):
+    name: str = "adam"
+    lr: float = Field(default=2e-4, gt=0.0, le=10.0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    alpha: float = Field(default=0.99, ge=0.0, lt=1.0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    eps: float = Field(default=1e-8, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {v!r}; allowed: {', '.join(OPTIMIZERS)}")
+        return v
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"betas must lie in [0, 1), got {list(v)}")
+        return v
+
+    def spec(self) -> OptimizerSpec:
+        return OptimizerSpec(**self.model_dump())
+
+
+class LipschitzModel(_Model):
+    name: str = "none"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _in_registry(v, LIPSCHITZ)
+
+
+class GANModel(_Model):
+    """Networks, objective, Lipschitz control and optimizers of local GAN training."""
+
+    latent_dim: int = Field(default=2, ge=1, le=4096)
+    generator: NetworkModel = Field(default_factory=NetworkModel)
+    critic: NetworkModel = Field(default_factory=NetworkModel)
+    objective: str = "non_saturating"
+    lipschitz: LipschitzModel = Field(default_factory=LipschitzModel)
+    n_critic: int = Field(default=1, ge=1, le=100)
+    batch_size: int = Field(default=256, ge=1, le=65536)
+    g_opt: OptimizerModel = Field(default_factory=OptimizerModel)
+    d_opt: OptimizerModel = Field(default_factory=OptimizerModel)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    lr_final: float = Field(default=0.1, gt=0.0, le=1.0)
+    ema: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @field_validator("objective")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _in_registry(v, OBJECTIVES)
+
+    def config(self, prox_mu: float = 0.0) -> GANConfig:
+        return GANConfig(
+            latent_dim=self.latent_dim, generator=self.generator.spec(),
+            critic=self.critic.spec(), objective=self.objective,
+            lipschitz=self.lipschitz.name, lipschitz_params=dict(self.lipschitz.params),
+            n_critic=self.n_critic, batch_size=self.batch_size, g_opt=self.g_opt.spec(),
+            d_opt=self.d_opt.spec(), lr_schedule=self.lr_schedule, lr_final=self.lr_final,
+            ema=self.ema, prox_mu=prox_mu,
+        )
+
+
+assert set(SCHEDULES) == {"constant", "linear", "cosine"}  # kept in step with GANConfig
+
+
+class TrainModel(_Model):
+    """Centralized training: the number of generator steps."""
+
+    steps: int = Field(default=10000, ge=1, le=10_000_000)
+
+
+class EvaluationModel(_Model):
+    """When and how the generator is evaluated."""
+
+    every: int = Field(default=2000, ge=1)
+    """Evaluate every `every` generator steps (centralized) or rounds (federated)."""
+    n_samples: int = Field(default=2500, ge=10, le=1_000_000)
+    k: int = Field(default=5, ge=1, le=100)
+    group_by: list[str] = Field(default_factory=list)
+    """Group columns of the per-group tables (default: every group column of the dataset)."""
+    mode_threshold: float = Field(default=3.0, gt=0.0)
+    """Standardized distance under which a sample is high quality (3σ protocol)."""
+    min_group_size: int = Field(default=20, ge=1)
+    """Groups with fewer held-out real points than this are flagged as unreliable."""
+
+
+class Scenario(_Model):
+    """A whole run: data, GAN, training, evaluation."""
+
+    name: str = Field(default="scenario", pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    data: DataSpec = Field(default_factory=DataSpec)
+    gan: GANModel = Field(default_factory=GANModel)
+    train: TrainModel = Field(default_factory=TrainModel)
+    evaluation: EvaluationModel = Field(default_factory=EvaluationModel)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def _cross_checks(s: Scenario) -> list[str]:
+    """Checks that need several fields at once (each returns 'path: message')."""
+    errors: list[str] = []
+    try:
+        get_control(s.gan.lipschitz.name, s.gan.lipschitz.params)
+    except (RegistryError, TypeError) as exc:
+        errors.append(f"gan.lipschitz.params: {exc}")
+    for net, reg in (("generator", GENERATORS), ("critic", CRITICS)):
+        kind = getattr(s.gan, net).kind
+        if kind not in reg and ":" not in kind:
+            errors.append(f"gan.{net}.kind: unknown {reg.kind} {kind!r}; allowed: {reg.allowed()}")
+    if s.gan.generator.kind == "conv" and len(s.gan.generator.widths) != 2:
+        errors.append("gan.generator.widths: conv networks take exactly two channel widths")
+    if s.gan.critic.kind == "conv" and len(s.gan.critic.widths) != 2:
+        errors.append("gan.critic.widths: conv networks take exactly two channel widths")
+    return errors
+
+
+def _format(err: dict[str, Any], model_fields: dict[tuple[str, ...], list[str]]) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    path = ".".join(loc) or "(top)"
+    if err["type"] == "extra_forbidden":
+        allowed = model_fields.get(loc[:-1], [])
+        return f"{path}: unknown key; allowed here: {', '.join(allowed)}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{path}: {msg} (got {err.get('input')!r})"
+
+
+def _fields_by_path() -> dict[tuple[str, ...], list[str]]:
+    """Allowed keys at each nesting level of the schema, for 'unknown key' messages."""
+    out: dict[tuple[str, ...], list[str]] = {}
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
+        out[prefix] = list(model.model_fields)
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, prefix + (name,))
+
+    walk(Scenario, ())
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'a.b.c=value' → (['a', 'b', 'c'], parsed YAML value)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError("override", [f"{item!r}: expected dotted.key=value"])
+    return key.strip().split("."), load_yaml(raw, f"override {key}") if raw.strip() else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of `raw` with each `dotted.key=value` set (intermediate mappings created)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def validate(raw: Any, source: str = "<scenario>") -> Scenario:
+    """Validate a parsed mapping; raises ScenarioError listing every problem."""
+    if not isinstance(raw, dict):
+        raise ScenarioError(source, [f"(top): expected a mapping, got {type(raw).__name__}"])
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        fields = _fields_by_path()
+        raise ScenarioError(source, [_format(e, fields) for e in exc.errors()]) from None
+    errors = _cross_checks(scenario)
+    if errors:
+        raise ScenarioError(source, errors)
+    return scenario
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read, override and validate a scenario file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        raw = load_yaml(text, str(path))
+    except YAMLError as exc:
+        raise ScenarioError(str(path), [str(exc)]) from None
+    raw = {} if raw is None else raw
+    if isinstance(raw, dict) and overrides:
+        raw = apply_overrides(raw, overrides)
+    return validate(raw, str(path))
+
+
+def resolved_yaml(s: Scenario) -> str:
+    """The scenario with every default filled in, as YAML."""
+    import yaml
+
+    return yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,177 @@
+"""The run folder: resolved scenario, environment, tidy metrics, events, samples, checkpoints.
+
+Every file is written atomically (temporary file + rename), table by table after each
+evaluation, so an interrupted run keeps every completed evaluation readable and a crash never
+leaves a half-written table behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+METRIC_COLUMNS = ["round", "scope", "client", "group_by", "group", "metric", "value", "n"]
+"""Tidy metrics table: one row per (round, scope, client, grouping, group, metric).
+
+scope: 'global' | 'client' | 'centralized'; client: partition id or -1; group_by/group: the
+group column and value ('' for whole-population rows); n: the number of points behind it."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("torch", "numpy", "pandas", "fairlearn", "scikit-learn", "flwr", "fedgan"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+class RunStore:
+    """Writer of one run folder `<out>/<scenario-name>/<YYYYmmdd-HHMMSS>-<id>/`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._metrics: list[dict[str, Any]] = []
+        self._timings: list[dict[str, Any]] = []
+        self._diagnoses: list[dict[str, Any]] = []
+
+    @classmethod
+    def create(
+        cls, out_dir: str | Path, name: str, scenario_yaml: str, env: dict[str, Any]
+    ) -> RunStore:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        path = Path(out_dir) / name / f"{stamp}-{secrets.token_hex(3)}"
+        path.mkdir(parents=True, exist_ok=False)
+        store = cls(path)
+        atomic_write_text(path / "scenario.yaml", scenario_yaml)
+        atomic_write_text(
+            path / "env.json", json.dumps({**env, "versions": _versions()}, indent=2, default=str)
+        )
+        return store
+
+    # ---- tables ------------------------------------------------------------------------------
+    def add_metrics(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append tidy rows (missing columns get defaults) and rewrite the tables atomically."""
+        for r in rows:
+            self._metrics.append({
+                "round": int(r["round"]), "scope": r.get("scope", "global"),
+                "client": int(r.get("client", -1)), "group_by": r.get("group_by", ""),
+                "group": str(r.get("group", "")), "metric": r["metric"],
+                "value": float(r["value"]), "n": int(r.get("n", 0)),
+            })
+        df = self.metrics()
+        atomic_write_text(self.path / "metrics.csv", df.to_csv(index=False))
+        tmp = self.path / ".metrics.parquet.tmp"
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, self.path / "metrics.parquet")
+
+    def metrics(self) -> pd.DataFrame:
+        return pd.DataFrame(self._metrics, columns=METRIC_COLUMNS)
+
+    def add_timings(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Wall times live here, never in the (deterministic) metrics table."""
+        self._timings.extend(rows)
+        atomic_write_text(self.path / "timings.csv", pd.DataFrame(self._timings).to_csv(index=False))
+
+    def add_diagnosis(self, row: dict[str, Any]) -> None:
+        self._diagnoses.append(row)
+        atomic_write_text(
+            self.path / "diagnosis.csv", pd.DataFrame(self._diagnoses).to_csv(index=False)
+        )
+
+    def write_table(self, name: str, df: pd.DataFrame) -> None:
+        atomic_write_text(self.path / name, df.to_csv(index=False))
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append one JSON line to events.jsonl (failures, warnings, notes)."""
+        line = json.dumps({"time": time.time(), "kind": kind, **fields}, default=str)
+        with open(self.path / "events.jsonl", "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    # ---- arrays ------------------------------------------------------------------------------
+    def save_samples(self, round_: int, x: np.ndarray) -> Path:
+        p = self.path / "samples" / f"round-{round_:06d}.npy"
+        p.parent.mkdir(exist_ok=True)
+        tmp = p.with_suffix(".tmp.npy")
+        np.save(tmp, x)
+        os.replace(tmp, p)
+        return p
+
+    def save_checkpoint(self, round_: int, arrays: dict[str, np.ndarray]) -> Path:
+        p = self.path / "checkpoints" / f"round-{round_:06d}.npz"
+        p.parent.mkdir(exist_ok=True)
+        tmp = p.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, p)
+        return p
+
+
+@dataclass
+class Run:
+    """A finished (or interrupted) run folder, loaded for inspection."""
+
+    path: Path
+    scenario: dict[str, Any]
+    metrics: pd.DataFrame
+    events: list[dict[str, Any]]
+
+    def latest(self, scope: str | None = None) -> pd.DataFrame:
+        """Rows of the last evaluated round (optionally one scope)."""
+        df = self.metrics if scope is None else self.metrics[self.metrics["scope"] == scope]
+        return df[df["round"] == df["round"].max()] if len(df) else df
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a run folder written by RunStore."""
+    from simulator.yamlsafe import load_yaml
+
+    p = Path(path)
+    if not (p / "scenario.yaml").is_file():
+        raise FileNotFoundError(f"{p} is not a run folder (no scenario.yaml)")
+    scenario = load_yaml((p / "scenario.yaml").read_text(), str(p / "scenario.yaml"))
+    if (p / "metrics.parquet").is_file():
+        metrics = pd.read_parquet(p / "metrics.parquet")
+    else:
+        metrics = pd.DataFrame(columns=METRIC_COLUMNS)
+    events = []
+    if (p / "events.jsonl").is_file():
+        for line in (p / "events.jsonl").read_text().splitlines():
+            if line.strip():
+                events.append(json.loads(line))
+    return Run(path=p, scenario=scenario, metrics=metrics, events=events)
