@@ -7,11 +7,12 @@ each with its YAML path, the bad value and what is allowed.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simulator.gan.lipschitz import LIPSCHITZ, get_control
 from simulator.gan.networks import CRITICS, GENERATORS, NetworkSpec
@@ -57,6 +58,28 @@ class DataSpec(_Model):
         from simulator.data import DATASETS
 
         return _in_registry(v, DATASETS)
+
+    @model_validator(mode="after")
+    def _dry_run(self) -> DataSpec:
+        """Build a tiny version of the dataset, so bad parameters fail before any training."""
+        problem = _dry_build(self.dataset, json.dumps(self.params, sort_keys=True, default=str))
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+@functools.lru_cache(maxsize=64)
+def _dry_build(dataset: str, params_json: str) -> str | None:
+    from simulator.data import DataError, load_dataset
+    from simulator.registry import RegistryError as _RegistryError
+
+    try:
+        load_dataset(dataset, 64, 0, json.loads(params_json))
+    except (DataError, _RegistryError) as exc:
+        return str(exc)
+    except ValueError as exc:  # e.g. a requested size the dataset cannot provide at 64 points
+        return str(exc)
+    return None
 
 
 class NetworkModel(_Model):
@@ -112,6 +135,14 @@ class LipschitzModel(_Model):
     def _known(cls, v: str) -> str:
         return _in_registry(v, LIPSCHITZ)
 
+    @model_validator(mode="after")
+    def _params(self) -> LipschitzModel:
+        try:
+            get_control(self.name, self.params)
+        except (RegistryError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
 
 class GANModel(_Model):
     """Networks, objective, Lipschitz control and optimizers of local GAN training."""
@@ -133,6 +164,21 @@ class GANModel(_Model):
     @classmethod
     def _known(cls, v: str) -> str:
         return _in_registry(v, OBJECTIVES)
+
+    @model_validator(mode="after")
+    def _networks(self) -> GANModel:
+        problems = []
+        for net, reg in (("generator", GENERATORS), ("critic", CRITICS)):
+            spec = getattr(self, net)
+            if spec.kind not in reg and ":" not in spec.kind:
+                problems.append(
+                    f"{net}.kind: unknown {reg.kind} {spec.kind!r}; allowed: {reg.allowed()}"
+                )
+            if spec.kind == "conv" and len(spec.widths) != 2:
+                problems.append(f"{net}.widths: conv networks take exactly two channel widths")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def config(self, prox_mu: float = 0.0) -> GANConfig:
         return GANConfig(
@@ -184,24 +230,6 @@ class Scenario(_Model):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-def _cross_checks(s: Scenario) -> list[str]:
-    """Checks that need several fields at once (each returns 'path: message')."""
-    errors: list[str] = []
-    try:
-        get_control(s.gan.lipschitz.name, s.gan.lipschitz.params)
-    except (RegistryError, TypeError) as exc:
-        errors.append(f"gan.lipschitz.params: {exc}")
-    for net, reg in (("generator", GENERATORS), ("critic", CRITICS)):
-        kind = getattr(s.gan, net).kind
-        if kind not in reg and ":" not in kind:
-            errors.append(f"gan.{net}.kind: unknown {reg.kind} {kind!r}; allowed: {reg.allowed()}")
-    if s.gan.generator.kind == "conv" and len(s.gan.generator.widths) != 2:
-        errors.append("gan.generator.widths: conv networks take exactly two channel widths")
-    if s.gan.critic.kind == "conv" and len(s.gan.critic.widths) != 2:
-        errors.append("gan.critic.widths: conv networks take exactly two channel widths")
-    return errors
-
-
 def _format(err: dict[str, Any], model_fields: dict[tuple[str, ...], list[str]]) -> str:
     loc = tuple(str(p) for p in err["loc"])
     path = ".".join(loc) or "(top)"
@@ -209,7 +237,10 @@ def _format(err: dict[str, Any], model_fields: dict[tuple[str, ...], list[str]])
         allowed = model_fields.get(loc[:-1], [])
         return f"{path}: unknown key; allowed here: {', '.join(allowed)}"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{path}: {msg} (got {err.get('input')!r})"
+    if err["type"] == "value_error" and isinstance(err.get("input"), dict):
+        return f"{path}: {msg}"  # a whole-section check: the message names the field
+    got = repr(err.get("input"))
+    return f"{path}: {msg} (got {got if len(got) < 80 else got[:77] + '...'})"
 
 
 def _fields_by_path() -> dict[tuple[str, ...], list[str]]:
@@ -260,9 +291,6 @@ def validate(raw: Any, source: str = "<scenario>") -> Scenario:
     except ValidationError as exc:
         fields = _fields_by_path()
         raise ScenarioError(source, [_format(e, fields) for e in exc.errors()]) from None
-    errors = _cross_checks(scenario)
-    if errors:
-        raise ScenarioError(source, errors)
     return scenario
 
 

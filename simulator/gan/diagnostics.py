@@ -85,6 +85,10 @@ def generator_gradient_profile(
 ) -> GradientProfile:
     """Per-sample generator gradients at the logit and at the parameters.
 
+    Only the objective's generator loss is differentiated (no proximal term): this is the
+    learning signal the critic hands the generator, e.g. |∂ℓ/∂v| = D → 0 for the saturating
+    loss when the critic wins, while the non-saturating 1 − D → 1.
+
     Parameters
     ----------
     gan, state
@@ -496,7 +500,10 @@ def dirac_gan(
     if gan.control.spectral_norm:
         raise ValueError("the Dirac-GAN critic is a bare linear map: spectral_norm is unsupported")
     # The GAN's modules are templates only (all tensors live in GANState), so swapping them
-    # before init_state is safe; init_state does not reset a module's own parameters.
+    # before init_state is safe. init_state re-draws every layer, so θ and ψ are set after it.
     gan.generator = DiracGenerator(theta)
     gan.critic = LinearCritic(psi)
-    return gan, gan.init_state(0)
+    state = gan.init_state(0)
+    state.g["theta"] = torch.full_like(state.g["theta"], float(theta))
+    state.d["weight"] = torch.full_like(state.d["weight"], float(psi))
+    return gan, state

@@ -16,12 +16,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from simulator.gan import optim
 from simulator.gan.lipschitz import LipschitzControl, get_control
-from simulator.gan.networks import NetworkSpec, build_critic, build_generator, power_iteration
+from simulator.gan.networks import (
+    SN_LAYERS,
+    NetworkSpec,
+    build_critic,
+    build_generator,
+    power_iteration,
+)
 from simulator.gan.objectives import Objective, get_objective
 from simulator.gan.optim import OptimizerSpec
 
@@ -98,7 +105,8 @@ class GANState:
             prefix, _, name = key.partition(".")
             if prefix not in groups or name not in groups[prefix]:
                 raise KeyError(f"unexpected array {key!r}")
-            groups[prefix][name] = torch.as_tensor(np.array(value, copy=True))
+            old = groups[prefix][name]
+            groups[prefix][name] = torch.as_tensor(np.array(value, copy=True), dtype=old.dtype)
         return replace(
             self, g=groups["generator"], d=groups["critic"], d_buf=groups["critic_buffer"],
             g_opt=groups["generator_opt"], d_opt=groups["critic_opt"],
@@ -156,10 +164,11 @@ class GAN:
             torch.manual_seed(seed)
             for m in (self.generator, self.critic):
                 for layer in m.modules():
-                    if hasattr(layer, "reset_parameters") and layer is not m:
-                        layer.reset_parameters()
-                    if hasattr(layer, "u"):
-                        layer.u.copy_(torch.nn.functional.normalize(torch.randn_like(layer.u), dim=0))
+                    reset = getattr(layer, "reset_parameters", None)
+                    if callable(reset):
+                        reset()
+                    if isinstance(layer, SN_LAYERS):
+                        layer.u.copy_(F.normalize(torch.randn_like(layer.u), dim=0))
             g = {k: v.detach().clone() for k, v in self.generator.named_parameters()}
             d = {k: v.detach().clone() for k, v in self.critic.named_parameters()}
             d_buf = {k: v.detach().clone() for k, v in self.critic.named_buffers()}
@@ -205,10 +214,14 @@ class GAN:
             loss = self.objective.critic_loss(v_real, v_fake)
             pen = self.control.penalty(lambda x: self.D(d, d_buf, x), real, fake, eps)
             total = loss + pen + _prox(d, s.d_anchor, c.prox_mu)
-            return total, {
+            stats = {
                 "d_loss": loss.detach(), "penalty": pen.detach(),
                 "v_real": v_real.detach().mean(), "v_fake": v_fake.detach().mean(),
             }
+            if self.objective.probabilistic:
+                stats["d_real"] = torch.sigmoid(v_real.detach()).mean()
+                stats["d_fake"] = torch.sigmoid(v_fake.detach()).mean()
+            return total, stats
 
         grads, stats = torch.func.grad(loss_fn, has_aux=True)(s.d)
         d, d_opt = optim.update(c.d_opt, s.d, grads, s.d_opt, c.d_opt.lr * lr_scale)
@@ -225,9 +238,10 @@ class GAN:
         def loss_fn(g: Params) -> tuple[Tensor, dict[str, Tensor]]:
             v_fake = self.D(s.d, s.d_buf, self.G(g, z))
             loss = self.objective.generator_loss(v_fake)
-            return loss + _prox(g, s.g_anchor, c.prox_mu), {
-                "g_loss": loss.detach(), "d_fake_g": torch.sigmoid(v_fake.detach()).mean(),
-            }
+            stats = {"g_loss": loss.detach()}
+            if self.objective.probabilistic:
+                stats["d_fake_g"] = torch.sigmoid(v_fake.detach()).mean()
+            return loss + _prox(g, s.g_anchor, c.prox_mu), stats
 
         grads, stats = torch.func.grad(loss_fn, has_aux=True)(s.g)
         g, g_opt = optim.update(c.g_opt, s.g, grads, s.g_opt, c.g_opt.lr * lr_scale)
@@ -248,9 +262,6 @@ class GAN:
         stats = {k: v / self.config.n_critic for k, v in acc.items()}
         s, gst = self.generator_step(s, noise.z_g, lr_scale)
         stats.update(gst)
-        if self.objective.probabilistic:
-            stats["d_real"] = torch.sigmoid(stats["v_real"])
-            stats["d_fake"] = torch.sigmoid(stats["v_fake"])
         return s, stats
 
     # ---- loops -------------------------------------------------------------------------------

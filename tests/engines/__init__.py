@@ -1,0 +1,1 @@
+"""Tests of the engines that run the Flower apps (in-process grid, Ray wrapper)."""

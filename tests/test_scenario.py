@@ -1,0 +1,97 @@
+"""The scenario schema: defaults, overrides, and every error reported at once with its path."""
+
+from pathlib import Path
+
+import pytest
+
+from simulator.scenario import ScenarioError, apply_overrides, load, resolved_yaml, validate
+from simulator.yamlsafe import load_yaml
+
+SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+def test_every_bundled_scenario_validates(path: Path) -> None:
+    s = load(path)
+    assert s.name
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# Run: fedgan run "), "every bundled scenario opens with its command"
+
+
+def test_empty_mapping_gets_every_default() -> None:
+    s = validate({})
+    assert s.data.dataset == "ring"
+    assert s.gan.objective == "non_saturating"
+    assert s.train.steps > 0
+
+
+def test_resolved_yaml_round_trips() -> None:
+    s = load(SCENARIOS[0])
+    again = validate(load_yaml(resolved_yaml(s)))
+    assert again == s
+
+
+def test_overrides_set_nested_values_and_parse_yaml_scalars() -> None:
+    raw = {"gan": {"batch_size": 8}}
+    out = apply_overrides(raw, ["gan.batch_size=64", "train.steps=5", "gan.lipschitz.name=none"])
+    assert out == {"gan": {"batch_size": 64, "lipschitz": {"name": "none"}}, "train": {"steps": 5}}
+    assert raw == {"gan": {"batch_size": 8}}, "the input mapping is not modified"
+
+
+def test_all_errors_reported_at_once_with_paths(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(
+        "nme: x\n"
+        "data: {dataset: rin}\n"
+        "gan:\n"
+        "  objective: foo\n"
+        "  batch_size: -1\n"
+        "  lipschitz: {name: weight_clip, params: {cc: 1}}\n"
+    )
+    with pytest.raises(ScenarioError) as info:
+        load(f)
+    errors = info.value.errors
+    text = str(info.value)
+    assert str(f) in text, "the message names the file"
+    assert len(errors) == 5
+    joined = "\n".join(errors)
+    assert "nme: unknown key; allowed here: name" in joined
+    assert "data.dataset: unknown dataset 'rin'; allowed: digits, grid, ring" in joined
+    assert "gan.objective: unknown objective 'foo'; allowed:" in joined and "hinge" in joined
+    assert "gan.batch_size" in joined and "-1" in joined
+    assert "gan.lipschitz" in joined and "'cc'" in joined and "allowed: c" in joined
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("data.params.sigma=-0.5", "sigma"),
+        ("data.params.weights=[0, 0, 0, 0, 0, 0, 0, 0]", "weights"),
+        ("data.params.bogus=1", "bogus"),
+        ("gan.lipschitz.params.lam=-1", "lam"),
+        ("gan.g_opt.name=adamw", "adamw"),
+        ("gan.lr_schedule=step", "step"),
+        ("gan.critic.kind=resnet", "resnet"),
+        ("evaluation.k=0", "evaluation.k"),
+    ],
+)
+def test_bad_values_name_the_field(override: str, needle: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load(SCENARIOS[0], [override])
+    assert needle in str(info.value)
+
+
+def test_yaml_aliases_and_python_tags_are_refused(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text('a: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\n')
+    with pytest.raises(ScenarioError, match="aliases"):
+        load(bomb)
+    tag = tmp_path / "tag.yaml"
+    tag.write_text("name: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ScenarioError, match=r"tag\.yaml:1:7"):
+        load(tag)
+
+
+def test_missing_file_is_a_scenario_error(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load(tmp_path / "nope.yaml")

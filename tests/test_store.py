@@ -1,0 +1,51 @@
+"""The run folder: tidy tables written atomically, loadable back."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simulator.store import METRIC_COLUMNS, RunStore, load_run
+
+
+def _store(tmp_path: Path) -> RunStore:
+    return RunStore.create(tmp_path, "demo", "name: demo\n", {"engine": "test", "seed": 3})
+
+
+def test_layout_and_round_trip(tmp_path: Path) -> None:
+    st = _store(tmp_path)
+    assert st.path.parent == tmp_path / "demo"
+    env = json.loads((st.path / "env.json").read_text())
+    assert env["seed"] == 3 and "torch" in env["versions"]
+    st.add_metrics([{"round": 1, "metric": "recall", "value": 0.5, "n": 10}])
+    st.add_metrics([{"round": 2, "scope": "client", "client": 3, "group_by": "mode",
+                     "group": 7, "metric": "recall", "value": 0.25, "n": 4}])
+    st.event("client_failed", client=3, round=2, error="boom")
+    st.save_samples(2, np.ones((3, 2), dtype=np.float32))
+    run = load_run(st.path)
+    assert list(run.metrics.columns) == METRIC_COLUMNS
+    assert len(run.metrics) == 2
+    row = run.metrics.iloc[1]
+    assert (row["scope"], row["client"], row["group"], row["value"]) == ("client", 3, "7", 0.25)
+    assert run.scenario == {"name": "demo"}
+    assert run.events[0]["kind"] == "client_failed" and run.events[0]["client"] == 3
+    assert np.load(st.path / "samples" / "round-000002.npy").shape == (3, 2)
+    csv = pd.read_csv(st.path / "metrics.csv")
+    assert csv["value"].tolist() == [0.5, 0.25]
+    assert run.latest()["round"].unique().tolist() == [2]
+
+
+def test_no_temporary_files_left_behind(tmp_path: Path) -> None:
+    st = _store(tmp_path)
+    for r in range(3):
+        st.add_metrics([{"round": r, "metric": "m", "value": r}])
+        st.save_checkpoint(r, {"generator.w": np.zeros(2)})
+    leftovers = [p.name for p in st.path.rglob("*") if "tmp" in p.name]
+    assert leftovers == []
+    assert sorted(p.name for p in (st.path / "checkpoints").iterdir()) == [
+        "round-000000.npz", "round-000001.npz", "round-000002.npz"]
+
+
+def test_two_runs_get_distinct_folders(tmp_path: Path) -> None:
+    assert _store(tmp_path).path != _store(tmp_path).path
