@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -54,8 +55,9 @@ def run_ours(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
 
 
 def run_reference(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
-    import prdc as reference  # test/benchmark-only dependency
-
+    # The reference package (test/benchmark-only dependency), imported by name because this
+    # file shares it.
+    reference = importlib.import_module("prdc")
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the sample sizes
         out = reference.compute_prdc(real, fake, k)
     return {m: float(out[m]) for m in METRICS}
@@ -76,10 +78,8 @@ def measure_child(impl: str, n: int, d: int, k: int, seed: int, threads: int) ->
         run_ours(real[: k + 2], fake[: k + 2], k)  # load lazily imported code before measuring
     else:
         run_reference(real[: k + 2], fake[: k + 2], k)
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # "5": reset VmHWM to the current RSS
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # "5": reset VmHWM to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
     base = _status_kib("VmHWM")
     t0 = time.perf_counter()
     out = run_ours(real, fake, k) if impl == "ours" else run_reference(real, fake, k)
@@ -154,21 +154,29 @@ def main() -> None:
 
     n, big = (2_000, 10_000) if args.quick else (10_000, 100_000)
     repeats = args.repeats or (2 if args.quick else 3)
-    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads, no GPU used")
-    print(f"{'case':<24}{'ours s':>9}{'ref s':>9}{'speed-up':>10}"
-          f"{'ours MiB':>10}{'ref MiB':>9}  agree")
+    print(
+        f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads, no GPU used"
+    )
+    print(
+        f"{'case':<24}{'ours s':>9}{'ref s':>9}{'speed-up':>10}"
+        f"{'ours MiB':>10}{'ref MiB':>9}  agree"
+    )
     for d in (64, 2):
         r = compare_case(n, d, 5, repeats, args.threads)
-        print(f"{r['case']:<24}{r['ours_s']:>9.3f}{r['ref_s']:>9.3f}{r['speedup']:>9.1f}x"
-              f"{r['ours_peak_mib']:>10.0f}{r['ref_peak_mib']:>9.0f}  {r['agree']}")
+        print(
+            f"{r['case']:<24}{r['ours_s']:>9.3f}{r['ref_s']:>9.3f}{r['speedup']:>9.1f}x"
+            f"{r['ours_peak_mib']:>10.0f}{r['ref_peak_mib']:>9.0f}  {r['agree']}"
+        )
         if not r["agree"]:
             print(f"  ours {r['ours']}\n  ref  {r['ref']}")
     m = measure("ours", big, 64, 5, 64, args.threads)
-    print(f"{big // 1000}k x {big // 1000}k, d=64, k=5 (ours only): {m['seconds']:.1f} s, "
-          f"peak RSS {m['peak_kib'] / 1024:.0f} MiB (+{m['delta_kib'] / 1024:.0f} MiB during "
-          f"the call); P={m['precision']:.4f} R={m['recall']:.4f} "
-          f"D={m['density']:.4f} C={m['coverage']:.4f}")
+    print(
+        f"{big // 1000}k x {big // 1000}k, d=64, k=5 (ours only): {m['seconds']:.1f} s, "
+        f"peak RSS {m['peak_kib'] / 1024:.0f} MiB (+{m['delta_kib'] / 1024:.0f} MiB during "
+        f"the call); P={m['precision']:.4f} R={m['recall']:.4f} "
+        f"D={m['density']:.4f} C={m['coverage']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ class RunResult:
 
     path: Path
     metrics: pd.DataFrame
-    last: Evaluation
+    last: Evaluation | None
+    """The last global evaluation, when the run happened in this process."""
 
 
 def stratified_split(

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from simulator.summary import summary_tables
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True,
     help="A federated, fairness-aware GAN simulator: run scenarios, inspect per-group metrics.",
@@ -19,15 +21,6 @@ console = Console()
 err = Console(stderr=True)
 
 BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
-
-HEADLINE = [
-    ("precision", "precision"), ("recall", "recall"), ("density", "density"),
-    ("coverage", "coverage"), ("expected_coverage", "coverage ceiling"),
-    ("modes_captured", "modes captured"), ("high_quality_rate", "high quality (3σ)"),
-    ("reverse_kl", "reverse KL"), ("min_mass_ratio", "min mode mass ratio"),
-    ("worst_group_recall", "worst-group recall"), ("frechet_distance", "Fréchet (classifier)"),
-]
-
 
 def _fail(message: str) -> None:
     err.print(f"[red]error:[/red] {message}", highlight=False)
@@ -47,12 +40,16 @@ def _load(path: Path, overrides: list[str]):  # type: ignore[no-untyped-def]
 def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
     overrides: Annotated[
-        list[str] | None, typer.Argument(help="Dotted overrides, e.g. train.steps=2000.")
+        list[str] | None, typer.Argument(help="Dotted overrides, e.g. federation.rounds=5.")
     ] = None,
     out: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
-    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    centralized: Annotated[bool, typer.Option(
+        "--centralized", help="Run the matched centralized twin (same generator steps).")] = False,
+    threads: Annotated[int, typer.Option(
+        help="torch CPU threads. Tiny GAN layers gain nothing from more, and oversubscribed "
+             "cores make torch's thread pool spin: 1 is the fast default.")] = 1,
 ) -> None:
-    """Run a scenario and write its run folder."""
+    """Run a scenario (federated if it has a `federation` section) and write its run folder."""
     import torch
 
     from simulator.centralized import run_centralized
@@ -60,51 +57,53 @@ def run(
     from simulator.registry import RegistryError
 
     s = _load(scenario, overrides or [])
+    if centralized:
+        s = s.centralized_twin()
     if threads:
         torch.set_num_threads(threads)
-    console.print(f"[bold]{s.name}[/bold]: centralized, {s.train.steps} generator steps, "
-                  f"dataset {s.data.dataset}, objective {s.gan.objective}, "
-                  f"Lipschitz control {s.gan.lipschitz.name}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("training", total=s.train.steps)
+    if s.federated:
+        from simulator.engines.runner import check_scenario
+        from simulator.scenario import ScenarioError
 
-        def on_eval(step: int, total: int, ev) -> None:  # type: ignore[no-untyped-def]
-            sm = ev.summary
-            progress.update(task, completed=step, description=(
-                f"step {step}: recall {sm.get('recall', float('nan')):.3f} "
-                f"coverage {sm.get('coverage', float('nan')):.3f} "
-                f"modes {sm.get('modes_captured', float('nan')):.0f}"))
+        problems = check_scenario(s)
+        if problems:
+            _fail(str(ScenarioError(str(scenario), problems)))
+    f = s.federation
+    what = (f"federated on {s.engine.name}: {s.partition.n_clients} clients "
+            f"({s.partition.name}), {f.rounds} rounds × {f.local_steps} local steps, "
+            f"federating {f.federate}, strategy {s.strategy.name}" if f else
+            f"centralized, {s.train.steps} generator steps")
+    console.print(f"[bold]{s.name}[/bold]: {what}; dataset {s.data.dataset}, objective "
+                  f"{s.gan.objective}, Lipschitz control {s.gan.lipschitz.name}")
+    total = f.rounds if f else s.train.steps
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("starting", total=total)
+
+        def on_eval(step: int, _total: int, ev) -> None:  # type: ignore[no-untyped-def]
+            if ev is not None:
+                sm = ev.summary
+                progress.update(task, description=(
+                    f"{'round' if f else 'step'} {step}: recall {sm.get('recall', float('nan')):.3f}"
+                    f" worst group {sm.get('worst_group_recall', float('nan')):.3f}"
+                    f" modes {sm.get('modes_captured', float('nan')):.0f}"))
+            progress.update(task, completed=step)
 
         try:
-            result = run_centralized(s, out, on_eval=on_eval)
+            if f:
+                from server.loop import ROUND_HOOKS
+                from simulator.engines.runner import run_federated
+
+                ROUND_HOOKS.append(on_eval)
+                result = run_federated(s, out)
+            else:
+                result = run_centralized(s, out, on_eval=on_eval)
         except (DataError, RegistryError, ValueError) as exc:
             _fail(str(exc))
-    _print_summary(result.last)
+    for table in summary_tables(result.metrics):
+        console.print(table)
     console.print(f"run folder: [bold]{result.path}[/bold]")
-
-
-def _print_summary(ev) -> None:  # type: ignore[no-untyped-def]
-    t = Table(title="final evaluation (held-out real data)")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for key, label in HEADLINE:
-        if key in ev.summary:
-            v = ev.summary[key]
-            t.add_row(label, f"{v:.0f}" if key == "modes_captured" else f"{v:.3f}")
-    t.add_row("diagnosis", f"{ev.diagnosis.label}")
-    console.print(t)
-    groups = [r for r in ev.rows if r.get("metric") == "recall" and r.get("group", "") != ""]
-    if groups:
-        g = Table(title=f"per-group recall ({groups[0]['group_by']})")
-        g.add_column("group")
-        g.add_column("recall", justify="right")
-        g.add_column("n real", justify="right")
-        for r in groups:
-            style = "red" if r["value"] < 0.5 else ""
-            g.add_row(str(r["group"]), f"[{style}]{r['value']:.3f}[/{style}]" if style else
-                      f"{r['value']:.3f}", str(r["n"]))
-        console.print(g)
 
 
 @app.command()

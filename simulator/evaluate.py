@@ -15,15 +15,14 @@ import pandas as pd
 
 from simulator.data import Dataset
 from simulator.metrics import (
+    Diagnosis,
     diagnose,
     expected_coverage,
     frechet_distance,
-    group_table,
-    label_mode_metrics,
+    group_prdc,
     mode_metrics,
     prdc,
 )
-from simulator.metrics.diagnosis import Diagnosis
 
 Row = dict[str, Any]
 
@@ -63,6 +62,43 @@ def _image_labeller(ds: Dataset) -> tuple[Callable[[np.ndarray], np.ndarray] | N
     return features, labels
 
 
+@dataclass(frozen=True)
+class LabelModes:
+    """Mode histogram of generated samples: `mass_per_mode` [K] over the modes `mode_ids`."""
+
+    modes_captured: int
+    mode_ids: np.ndarray
+    mass_per_mode: np.ndarray
+    reverse_kl: float
+    min_mass_ratio: float
+    off_support_rate: float
+
+
+def label_mode_metrics(
+    labels: np.ndarray, mode_ids: np.ndarray, weights: np.ndarray
+) -> LabelModes:
+    """Mode metrics from classifier labels (digits, stacked digits).
+
+    labels [M]: predicted mode of each generated sample; mode_ids [K] and weights [K]: the true
+    modes and their shares. Modes captured = modes predicted at least once (PacGAN); the
+    histogram is taken over samples whose label is a true mode (like high-quality samples of a
+    mixture); reverse KL = Σ p log(p / w) with 0·log 0 = 0; min mass ratio = min p / w.
+    """
+    pos = {int(m): i for i, m in enumerate(mode_ids)}
+    idx = np.array([pos.get(int(v), -1) for v in labels], dtype=np.int64)
+    inside = idx >= 0
+    counts = np.bincount(idx[inside], minlength=len(mode_ids)).astype(float)
+    total = counts.sum()
+    if total == 0:
+        nan = float("nan")
+        return LabelModes(0, mode_ids, counts * nan, nan, nan, 1.0)
+    p = counts / total
+    nz = p > 0
+    kl = float(np.sum(p[nz] * np.log(p[nz] / weights[nz])))
+    return LabelModes(int(nz.sum()), mode_ids, p, kl, float(np.min(p / weights)),
+                      float(1.0 - inside.mean()))
+
+
 class Evaluator:
     """Evaluates generated samples against one held-out real set.
 
@@ -88,6 +124,7 @@ class Evaluator:
         self.seed = seed
         self._features, self._labels = _image_labeller(real)
         self.real_feats = self._features(real.X) if self._features else real.X
+        self.warnings: list[str] = []
 
     def __call__(self, fake: np.ndarray) -> Evaluation:
         """fake [M, d] generated points in data space."""
@@ -119,15 +156,34 @@ class Evaluator:
 
         fake_groups = self.real.groups.iloc[res.nearest_real_index].reset_index(drop=True)
         for col in self.group_by:
-            table = group_table(
-                res, self.real.groups[[col]], fake_groups[[col]],
-                min_group_size=self.min_group_size, n_boot=self.n_boot, random_state=self.seed,
+            report = group_prdc(
+                res, self.real.groups[col], fake_groups[col],
+                min_group_size=self.min_group_size, n_boot=self.n_boot or None,
+                random_state=self.seed,
             )
-            rows.extend({**r, "group_by": col} for r in table.rows())
-            summary[f"worst_group_recall[{col}]"] = table.group_min["recall"]
+            tidy = report.tidy()
+            quantiles = [c for c in tidy.columns if c.startswith("q")]
+            for r in tidy.itertuples(index=False):
+                row = r._asdict()
+                rows.append({"metric": row["metric"], "value": row["value"], "n": row["n"],
+                             "group_by": col, "group": row[col]})
+                for q in quantiles:  # bootstrap quantiles as their own metrics
+                    rows.append({"metric": f"{row['metric']}.{q}", "value": row[q],
+                                 "n": row["n"], "group_by": col, "group": row[col]})
+            for metric, stats in report.summary.iterrows():
+                for stat in ("group_min", "difference", "ratio"):
+                    rows.append({"metric": f"{metric}.{stat}", "value": stats[stat],
+                                 "n": n_real, "group_by": col})
+            if report.small_groups:
+                self.warnings.append(
+                    f"groups {report.small_groups} of {col!r} have fewer than "
+                    f"{self.min_group_size} held-out points: their values swing widely"
+                )
             if col == self.group_by[0]:
-                summary["worst_group_recall"] = table.group_min["recall"]
-                summary["worst_group_coverage"] = table.group_min["coverage"]
+                summary["worst_group_recall"] = float(report.summary.loc["recall", "group_min"])
+                summary["worst_group_coverage"] = float(
+                    report.summary.loc["coverage", "group_min"])
+                summary["recall_difference"] = float(report.summary.loc["recall", "difference"])
 
         diag = diagnose(res.precision, res.recall, res.density, res.coverage, exp_cov)
         return Evaluation(rows, summary, diag, fake_groups, {"modes": modes})
@@ -135,13 +191,16 @@ class Evaluator:
     def _mode_rows(self, fake: np.ndarray, rows: list[Row], summary: dict[str, float]) -> Any:
         if self.real.modes is not None:
             m = self.real.modes
-            mm = mode_metrics(fake, m.means, m.sigma, m.weights, threshold=self.mode_threshold)
-            extra = {"high_quality_rate": mm.high_quality_rate}
+            gm = mode_metrics(fake, m.means, m.sigma, m.weights, threshold=self.mode_threshold)
+            ids = np.arange(m.n_modes)  # mixture mode ids are 0..K−1 (the "mode" column)
+            mm = LabelModes(gm.modes_captured, ids, gm.mass_per_mode, gm.reverse_kl,
+                            gm.min_mass_ratio, 0.0)
+            extra = {"high_quality_rate": gm.high_quality_rate}
         elif self._labels is not None:
             col = self.real.groups.columns[0]
             true = self.real.groups[col].value_counts(normalize=True).sort_index()
             mm = label_mode_metrics(self._labels(fake), true.index.to_numpy(), true.to_numpy())
-            extra = {}
+            extra = {"off_support_rate": mm.off_support_rate}
         else:
             return None
         n = len(fake)
@@ -153,7 +212,7 @@ class Evaluator:
             rows.append({"metric": name, "value": float(value), "n": n})
             summary[name] = float(value)
         col = self.real.groups.columns[0]
-        for mode, mass in zip(mm.mode_ids, mm.mass_per_mode, strict=True):
+        for mode, mass in zip(mm.mode_ids.tolist(), mm.mass_per_mode.tolist(), strict=True):
             rows.append({"metric": "mode_mass", "value": float(mass), "n": n,
                          "group_by": col, "group": mode})
         return mm

@@ -10,7 +10,7 @@ import copy
 import functools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -215,8 +215,66 @@ class EvaluationModel(_Model):
     """Groups with fewer held-out real points than this are flagged as unreliable."""
 
 
+class PartitionModel(_Model):
+    """How training points are split over clients (see simulator.partition)."""
+
+    name: str = "iid"
+    params: dict[str, Any] = Field(default_factory=dict)
+    n_clients: int = Field(default=10, ge=1, le=100_000)
+    group_by: str | None = None
+    """Group column the partitioner splits by (default: the dataset's first group column)."""
+    client_holdout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """Share of each client's points kept aside for its per-client evaluation."""
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from simulator.partition import PARTITIONERS
+
+        return _in_registry(v, PARTITIONERS)
+
+
+class FederationModel(_Model):
+    """Rounds, local steps, client sampling and what is federated."""
+
+    rounds: int = Field(default=20, ge=1, le=1_000_000)
+    local_steps: int = Field(default=20, ge=1, le=1_000_000)
+    clients_per_round: int | None = Field(default=None, ge=1)
+    """Clients sampled each round (seeded, over partition ids); default: all of them."""
+    federate: Literal["both", "generator", "critic"] = "both"
+    """Which networks travel; the other stays private on each client, optimizer state included."""
+    proximal_mu: float = Field(default=0.0, ge=0.0)
+    """FedProx μ applied on the client (also taken from a fedprox strategy's proximal_mu)."""
+    min_replies: int = Field(default=1, ge=1)
+    """A round with fewer valid replies is skipped (an event), never waited on forever."""
+    timeout: float = Field(default=600.0, gt=0.0)
+    """Bound, in seconds, on every wait for replies."""
+
+
+class StrategyModel(_Model):
+    """A Flower strategy by name (fedavg, fedadam, ...) or `module:Class` / `file.py:Class`."""
+
+    name: str = "fedavg"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EngineModel(_Model):
+    """Where the ServerApp and ClientApp run."""
+
+    name: Literal["inprocess", "ray"] = "inprocess"
+    num_cpus: float = Field(default=1.0, gt=0.0)
+    """Ray: CPUs per client."""
+    num_gpus: float = Field(default=0.0, ge=0.0)
+    """Ray: GPUs per client."""
+    address: str | None = None
+    """Ray: address of an existing cluster to join (default: start a local one)."""
+
+
 class Scenario(_Model):
-    """A whole run: data, GAN, training, evaluation."""
+    """A whole run: data, GAN, training (centralized or federated), evaluation.
+
+    A scenario with a `federation` section is federated; without one it is centralized.
+    """
 
     name: str = Field(default="scenario", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -225,6 +283,38 @@ class Scenario(_Model):
     gan: GANModel = Field(default_factory=GANModel)
     train: TrainModel = Field(default_factory=TrainModel)
     evaluation: EvaluationModel = Field(default_factory=EvaluationModel)
+    partition: PartitionModel = Field(default_factory=PartitionModel)
+    federation: FederationModel | None = None
+    strategy: StrategyModel = Field(default_factory=StrategyModel)
+    engine: EngineModel = Field(default_factory=EngineModel)
+
+    @property
+    def federated(self) -> bool:
+        return self.federation is not None
+
+    @model_validator(mode="after")
+    def _sampling(self) -> Scenario:
+        f = self.federation
+        if f is not None and f.clients_per_round and f.clients_per_round > self.partition.n_clients:
+            raise ValueError(
+                f"federation.clients_per_round ({f.clients_per_round}) exceeds "
+                f"partition.n_clients ({self.partition.n_clients})"
+            )
+        if f is not None and f.min_replies > (f.clients_per_round or self.partition.n_clients):
+            raise ValueError("federation.min_replies exceeds the clients sampled per round")
+        return self
+
+    def centralized_twin(self) -> Scenario:
+        """The matched centralized run: same data and GAN, as many generator steps as the
+        federated run's global model takes (rounds × local steps), no federation."""
+        if self.federation is None:
+            return self
+        f = self.federation
+        data = self.model_dump()
+        data.update(federation=None, name=f"{self.name}-centralized")
+        data["train"] = {"steps": f.rounds * f.local_steps}
+        data["evaluation"] = {**data["evaluation"], "every": self.evaluation.every * f.local_steps}
+        return Scenario.model_validate(data)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -250,9 +340,9 @@ def _fields_by_path() -> dict[tuple[str, ...], list[str]]:
     def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
         out[prefix] = list(model.model_fields)
         for name, field in model.model_fields.items():
-            ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann, prefix + (name,))
+            for ann in (field.annotation, *get_args(field.annotation)):  # X and X | None
+                if isinstance(ann, type) and issubclass(ann, BaseModel):
+                    walk(ann, prefix + (name,))
 
     walk(Scenario, ())
     return out

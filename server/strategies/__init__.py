@@ -1,0 +1,103 @@
+"""Flower strategies by name, and `module:Class` / `file.py:Class` plug-ins.
+
+Every built-in of Flower 1.42's Message API is usable by its lower-case name. Sampling
+arguments (`fraction_*`, `min_*_nodes`) are set by the server loop, which samples clients
+itself (seeded, over partition ids) and shows the strategy only the sampled nodes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+    QFedAvg,
+    Strategy,
+)
+
+from simulator.registry import Registry, RegistryError
+
+
+def _check_strategy(obj: object) -> str | None:
+    if isinstance(obj, type) and issubclass(obj, Strategy):
+        return None
+    return f"expected a subclass of flwr.serverapp.strategy.Strategy, got {obj!r}"
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", check=_check_strategy)
+for _name, _cls in {
+    "fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam, "fedyogi": FedYogi,
+    "fedadagrad": FedAdagrad, "fedavgm": FedAvgM, "fedmedian": FedMedian,
+    "fedtrimmedavg": FedTrimmedAvg, "krum": Krum, "multikrum": MultiKrum, "bulyan": Bulyan,
+    "qfedavg": QFedAvg,
+}.items():
+    STRATEGIES.add(_name, _cls)
+
+SAMPLING_ARGS = {
+    "fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": 1,
+    "min_evaluate_nodes": 1, "min_available_nodes": 1,
+}
+"""Set by the server loop: it samples the nodes and shows the strategy only those."""
+
+RESERVED = {
+    "weighted_by_key", "arrayrecord_key", "configrecord_key", "train_metrics_aggr_fn",
+    "evaluate_metrics_aggr_fn",
+}
+"""Record keys the client and server agree on, and callables: not settable from YAML."""
+
+DEFAULT_ARGS: dict[str, dict[str, Any]] = {"qfedavg": {"train_loss_key": "train_loss"}}
+
+
+def strategy_params(cls: type[Strategy]) -> dict[str, inspect.Parameter]:
+    """The constructor's keyword parameters that a scenario may set."""
+    sig = inspect.signature(cls.__init__)
+    return {
+        n: p for n, p in sig.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and n not in SAMPLING_ARGS and n not in RESERVED
+    }
+
+
+def check_strategy(name: str, params: dict[str, Any]) -> list[str]:
+    """Problems with a strategy name and its parameters (empty when fine)."""
+    try:
+        cls = STRATEGIES.get(name)
+    except RegistryError as exc:
+        return [f"strategy.name: {exc}"]
+    allowed = strategy_params(cls)
+    problems = []
+    for key in params:
+        if key in SAMPLING_ARGS:
+            problems.append(f"strategy.params.{key}: set by the simulator (use "
+                            "federation.clients_per_round)")
+        elif key not in allowed:
+            problems.append(f"strategy.params.{key}: {name} has no such parameter; allowed: "
+                            f"{', '.join(allowed) or '(none)'}")
+    missing = [n for n, p in allowed.items() if p.default is inspect.Parameter.empty
+               and n not in params and n not in DEFAULT_ARGS.get(name, {})]
+    problems += [f"strategy.params.{n}: required by {name}" for n in missing]
+    return problems
+
+
+def build_strategy(name: str, params: dict[str, Any]) -> Strategy:
+    """Instantiate a strategy with the scenario's parameters and the loop's sampling args."""
+    problems = check_strategy(name, params)
+    if problems:
+        raise RegistryError("; ".join(problems))
+    cls = STRATEGIES.get(name)
+    sig = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in SAMPLING_ARGS.items() if k in sig}
+    kwargs.update(DEFAULT_ARGS.get(name, {}))
+    kwargs.update(params)
+    return cls(**kwargs)

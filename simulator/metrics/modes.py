@@ -140,14 +140,13 @@ def mode_metrics(
 
     if n_hq == 0:
         # No high-quality sample: the histogram, and everything built on it, is undefined.
-        nan = float("nan")
-        return ModeMetrics(
-            distance, assignment, hq, 0.0, 0, 0, n_modes, np.full(n_modes, np.nan), nan, nan,
-            True, float(threshold),
-        )
-    mass = counts / n_hq
-    nz = mass > 0  # 0 · log 0 = 0
-    reverse_kl = float(np.sum(mass[nz] * np.log(mass[nz] / w[nz])))
+        mass = np.full(n_modes, np.nan)
+        reverse_kl = min_mass_ratio = float("nan")
+    else:
+        mass = counts / n_hq
+        nz = mass > 0  # 0 · log 0 = 0
+        reverse_kl = float(np.sum(mass[nz] * np.log(mass[nz] / w[nz])))
+        min_mass_ratio = float(np.min(mass / w))
     return ModeMetrics(
         distance=distance,
         assignment=assignment,
@@ -158,7 +157,7 @@ def mode_metrics(
         n_modes=n_modes,
         mass_per_mode=mass,
         reverse_kl=reverse_kl,
-        min_mass_ratio=float(np.min(mass / w)),
-        no_high_quality=False,
+        min_mass_ratio=min_mass_ratio,
+        no_high_quality=n_hq == 0,
         threshold=float(threshold),
     )

@@ -2,16 +2,18 @@
 
 Two back ends give the same answers:
 
-* ``brute``: squared distances by chunked GEMM in torch (one chunk of rows against all columns at a
-  time, so memory is O(chunk · n), never O(n · m)). The GEMM runs in float32 when its rounding
-  bound is small against the radii, else in float64. Every pair that the bound cannot settle is
-  re-checked with the exact float64 formula, so rounding never changes a result.
+* ``brute``: squared distances by GEMM in torch, one block (a chunk of rows × a tile of columns,
+  8 MiB) at a time, so memory beyond the inputs is O(block), never O(n · m). The GEMM runs in
+  float32 when its rounding bound is small against the radii, else in float64. Every pair that
+  the bound cannot settle is re-checked with the exact float64 formula, so rounding never
+  changes a result.
 * ``tree``: ``scipy.spatial.cKDTree`` neighbour and ball queries, good for low dimension (d ≲ 8).
   Balls are queried slightly enlarged (``<=`` on a radius nudged outwards) and the candidates are
   then re-checked with the same exact formula under the strict ``<``.
 
-Both decide every comparison ``d² < r²`` with :func:`sqdist`, whose summation order is fixed, so a
-point that exactly copies another sits exactly *on* a ball's boundary (and so outside it) in both.
+Both decide every comparison ``d² < r²`` with :func:`sqdist`, whose result depends on the two
+points alone, so a point that exactly copies another's k-th neighbour sits exactly *on* that
+ball's boundary (and so outside it) in both.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ Method = Literal["brute", "tree"]
 # Extra neighbours fetched beyond k + 1 (self) by the GEMM top-k, so that float32 rounding rarely
 # leaves the true k-th neighbour outside the candidates (the exact fallback then handles it).
 _EXTRA_CANDIDATES = 2
-# Bytes for one chunk of the distance matrix. Small enough that the block stays in cache between
+# Bytes for one block of the distance matrix. Small enough that the block stays in cache between
 # the GEMM that writes it and the passes that read it (8 MiB measured fastest on 2 cores, ~25 %
-# faster than 64 MiB), and it bounds the memory: O(chunk) beyond the inputs, never N × M.
-_CHUNK_BYTES = 8 * 2**20
-# ... but at least this many rows, so that each GEMM still amortizes its start-up cost.
-_MIN_CHUNK_ROWS = 32
+# faster than 64 MiB), and it bounds the memory: O(block) beyond the inputs, never N × M.
+_BLOCK_BYTES = 8 * 2**20
+# Columns per block. Wider sets are cut into column tiles, so that a block keeps enough rows for
+# an efficient GEMM (32 × 100k ran at half the speed of 256 × 8192 on 2 cores).
+_TILE_COLS = 8192
 # float32 is used only while its error band is this small against a typical squared radius: a
 # wider band would pull in many candidates in high dimension ((1 + band/2)^d of them).
 _MAX_RELATIVE_BAND = 1e-3
@@ -66,7 +69,7 @@ def sqdist(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64
 
 
 def squared_norms(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Row-wise squared norms [n] of `x` [n, d] (same fixed order as :func:`sqdist`)."""
+    """Row-wise squared norms [n] of `x` [n, d], computed as :func:`sqdist` to the origin."""
     return sqdist(x, np.zeros_like(x))
 
 
@@ -103,7 +106,7 @@ def kth_neighbour_sqdist(
     k : int
     method : {"brute", "tree"}
     chunk_rows : int, optional
-        Rows per GEMM chunk (brute only); default fits `_CHUNK_BYTES`.
+        Rows per GEMM block (brute only); default fits `_BLOCK_BYTES`.
 
     Returns
     -------
@@ -136,7 +139,7 @@ def memberships(
         Squared radii of the fake balls.
     method : {"brute", "tree"}
     chunk_rows : int, optional
-        Fake rows per GEMM chunk (brute only).
+        Fake rows per GEMM block (brute only).
     """
     if method == "tree":
         return _tree_memberships(real, fake, real_r2, fake_r2)
@@ -163,11 +166,19 @@ def _gemm_error_factor(dtype: torch.dtype, d: int) -> float:
     return 2.0 * gamma + 4.0 * u
 
 
-def _rows_per_chunk(n_cols: int, itemsize: int, chunk_rows: int | None, n_rows: int) -> int:
+def _tiles(m: int) -> list[tuple[int, int]]:
+    """Column ranges [t0, t1) covering m columns: one range, or near-equal tiles ≤ _TILE_COLS."""
+    n_tiles = -(-m // _TILE_COLS)
+    if n_tiles <= 1:
+        return [(0, m)]
+    step = -(-m // n_tiles)
+    return [(t0, min(m, t0 + step)) for t0 in range(0, m, step)]
+
+
+def _rows_per_block(width: int, itemsize: int, chunk_rows: int | None, n_rows: int) -> int:
     if chunk_rows is not None:
         return max(1, min(int(chunk_rows), n_rows))
-    by_bytes = _CHUNK_BYTES // max(1, n_cols * itemsize)
-    return max(1, min(n_rows, max(_MIN_CHUNK_ROWS, by_bytes)))
+    return max(1, min(n_rows, _BLOCK_BYTES // max(1, width * itemsize)))
 
 
 def _upper(values: NDArray[np.float64], dtype: np.dtype[np.floating]) -> NDArray[np.floating]:
@@ -196,12 +207,12 @@ def _sparse_nonzero(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[
 
 
 class _PairwiseSq:
-    """Squared distances from row chunks of `a` [n, d] to all rows of `b` [m, d], by one GEMM.
+    """Squared distances between row chunks of `a` [n, d] and column tiles of `b` [m, d].
 
     The norms ride along as two extra columns, [a, 1, |a|²] · [−2b, |b|², 1]ᵀ = |a − b|², so a
-    chunk costs a single GEMM and no further pass over the [rows, m] block. The block is `width`
-    columns wide, m rounded up to a multiple of 8 for `_sparse_nonzero`; the padding columns
-    hold a huge value, so they are never a neighbour, a minimum or a candidate.
+    block costs a single GEMM and no further pass. Each tile is padded to a multiple of 8
+    columns for `_sparse_nonzero`; padding columns hold a huge value, so they are never a
+    neighbour, a minimum or a candidate.
     """
 
     def __init__(
@@ -211,32 +222,46 @@ class _PairwiseSq:
         a_n2: NDArray[np.float64],
         b_n2: NDArray[np.float64],
         dtype: torch.dtype,
-        rows: int,
+        chunk_rows: int | None,
     ) -> None:
         m, d = b.shape
         self.m = m
-        self.width = -(-m // 8) * 8
-        left = np.hstack([a, np.ones((a.shape[0], 1)), a_n2[:, None]])
-        right = np.zeros((self.width, d + 2))
-        right[:m, :d] = -2.0 * b
-        right[:m, d] = b_n2
-        right[:m, d + 1] = 1.0
-        right[m:, d] = float(torch.finfo(dtype).max) / 4.0
-        self.left = torch.from_numpy(left).to(dtype)
-        self.right_t = torch.from_numpy(np.ascontiguousarray(right.T)).to(dtype)
+        self.tiles = _tiles(m)
+        pad_value = float(torch.finfo(dtype).max) / 4.0
+        self.left = torch.from_numpy(np.hstack([a, np.ones((a.shape[0], 1)), a_n2[:, None]]))
+        self.left = self.left.to(dtype)
+        # Every tile is padded to one width, so one buffer (and its views) serves all blocks.
+        self.width = max(-(-(t1 - t0) // 8) * 8 for t0, t1 in self.tiles)
+        self.right_t: list[torch.Tensor] = []
+        for t0, t1 in self.tiles:
+            right = np.zeros((self.width, d + 2))
+            right[: t1 - t0, :d] = -2.0 * b[t0:t1]
+            right[: t1 - t0, d] = b_n2[t0:t1]
+            right[: t1 - t0, d + 1] = 1.0
+            right[t1 - t0 :, d] = pad_value
+            self.right_t.append(torch.from_numpy(np.ascontiguousarray(right.T)).to(dtype))
+        self.rows = _rows_per_block(self.width, dtype.itemsize, chunk_rows, a.shape[0])
         self.a_n2 = a_n2
         self.b_n2_max = float(b_n2.max())
         self.factor = _gemm_error_factor(dtype, d)
         self.dtype = dtype
-        self.np_dtype: np.dtype[np.floating] = np.dtype(np.float32 if dtype == torch.float32
-                                                        else np.float64)
-        self.buf = torch.empty((rows, self.width), dtype=dtype)
+        self.np_dtype: np.dtype[np.floating] = np.dtype(
+            np.float32 if dtype == torch.float32 else np.float64
+        )
+        self.buf = torch.empty((self.rows, self.width), dtype=dtype)
 
-    def block(self, s: int, e: int) -> torch.Tensor:
-        """Approximate squared distances [e − s, width] for rows s..e−1 of `a`."""
+    def block(self, s: int, e: int, tile: int) -> torch.Tensor:
+        """Approximate squared distances [e − s, width] for rows s..e−1 of `a` and one tile."""
+        if e - s > self.rows:
+            raise ValueError(f"block of {e - s} rows exceeds the buffer's {self.rows}")
         out = self.buf[: e - s]
-        torch.mm(self.left[s:e], self.right_t, out=out)
+        torch.mm(self.left[s:e], self.right_t[tile], out=out)
         return out
+
+    def row(self, i: int) -> NDArray[np.floating]:
+        """Approximate squared distances [m] from row i of `a` to every row of `b`."""
+        parts = [torch.mm(self.left[i : i + 1], r)[0].numpy() for r in self.right_t]
+        return np.concatenate([p[: t1 - t0] for p, (t0, t1) in zip(parts, self.tiles, strict=True)])
 
     def tol(self, s: int, e: int) -> float:
         """Bound on |approximate − exact| squared distance over the block's entries."""
@@ -249,7 +274,12 @@ def _brute_kth_sqdist(
     n = x.shape[0]
     n2 = squared_norms(x)
     kk = min(n, k + 1 + _EXTRA_CANDIDATES)
-    rows = _rows_per_chunk(n, 4, chunk_rows, n)
+    # A float32 GEMM is only trusted while matmuls really run in float32 (not bf16/TF32).
+    first = torch.float32 if torch.get_float32_matmul_precision() == "highest" else torch.float64
+    # Both dtypes walk the same row chunks (a float64 redo replaces a float32 chunk), sized
+    # for the first one.
+    width = max(t1 - t0 for t0, t1 in _tiles(n))
+    rows = _rows_per_block(width, first.itemsize, chunk_rows, n)
     engines: dict[torch.dtype, _PairwiseSq] = {}
 
     def engine(dtype: torch.dtype) -> _PairwiseSq:
@@ -257,8 +287,6 @@ def _brute_kth_sqdist(
             engines[dtype] = _PairwiseSq(x, x, n2, n2, dtype, rows)
         return engines[dtype]
 
-    # A float32 GEMM is only trusted while matmuls really run in float32 (not bf16/TF32).
-    first = torch.float32 if torch.get_float32_matmul_precision() == "highest" else torch.float64
     out = np.empty(n)
     for s in range(0, n, rows):
         e = min(n, s + rows)
@@ -272,13 +300,27 @@ def _brute_kth_sqdist(
     return out
 
 
+def _chunk_topk(g: _PairwiseSq, s: int, e: int, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GEMM values [e − s, kk] and column indices of the kk smallest entries of each row."""
+    vals: list[torch.Tensor] = []
+    idxs: list[torch.Tensor] = []
+    for t, (t0, _) in enumerate(g.tiles):
+        v, i = torch.topk(g.block(s, e, t), kk, dim=1, largest=False, sorted=False)
+        vals.append(v)
+        idxs.append(i + t0)
+    if len(vals) == 1:
+        return vals[0], idxs[0]
+    # Merge: the kk smallest of the union of each tile's kk smallest are the row's kk smallest.
+    v, j = torch.topk(torch.cat(vals, dim=1), kk, dim=1, largest=False, sorted=False)
+    return v, torch.cat(idxs, dim=1).gather(1, j)
+
+
 def _brute_radii_chunk(
     x: NDArray[np.float64], g: _PairwiseSq, s: int, e: int, k: int, kk: int
 ) -> NDArray[np.float64] | None:
     """k-th neighbour r² [e − s] for rows s..e−1 of `x`; None if float32 is too coarse here."""
     n, d = x.shape
-    block = g.block(s, e)
-    vals, idx_t = torch.topk(block, kk, dim=1, largest=False, sorted=False)
+    vals, idx_t = _chunk_topk(g, s, e, kk)
     idx = idx_t.numpy()
     rows = np.arange(s, e)
     # Exact distances to the candidates; self is excluded by index (not by value), so exact
@@ -295,11 +337,10 @@ def _brute_radii_chunk(
     # ≥ that − tol. If that is ≥ r², no non-candidate can be nearer than the k-th candidate.
     last = vals.max(dim=1).values.numpy().astype(np.float64)
     unsure = np.flatnonzero((r2 > 0) & (r2 > last - tol))
-    block_np = block.numpy()
-    for i in unsure:
+    for i in unsure.tolist():
         # Every point with exact d² ≤ r² has GEMM value ≤ r² + tol: check them all exactly.
         thr = _upper(np.array([r2[i] + tol]), g.np_dtype)[0]
-        band = np.flatnonzero(block_np[i, :n] <= thr)
+        band = np.flatnonzero(g.row(s + i) <= thr)
         dd = sqdist(np.broadcast_to(x[s + i], (band.size, d)), x[band])
         dd[band == s + i] = np.inf
         r2[i] = np.partition(dd, k - 1)[k - 1]
@@ -326,44 +367,56 @@ def _brute_memberships(
     use32 = torch.get_float32_matmul_precision() == "highest" and (
         bound32 <= _MAX_RELATIVE_BAND * _typical_sq_radius(real_r2, fake_r2)
     )
-    dtype = torch.float32 if use32 else torch.float64
-    rows = _rows_per_chunk(n_real, 4 if use32 else 8, chunk_rows, n_fake)
     # Rows are fakes, columns reals: the per-fake reductions (ball count, nearest real) run along
     # contiguous rows and the per-real ones are gathered from the few candidate pairs.
-    g = _PairwiseSq(fake, real, fake_n2, real_n2, dtype, rows)
-    cand_real = np.empty((rows, g.width), dtype=bool)
-    cand_fake = np.empty((rows, g.width), dtype=bool)
-    hi_col = np.empty(g.width, dtype=g.np_dtype)
+    g = _PairwiseSq(
+        fake, real, fake_n2, real_n2, torch.float32 if use32 else torch.float64, chunk_rows
+    )
+    cand_real = np.empty((g.rows, g.width), dtype=bool)
+    cand_fake = np.empty((g.rows, g.width), dtype=bool)
+    hi_col = np.full(g.width, -np.inf, dtype=g.np_dtype)  # padding columns: never candidates
 
     balls_per_fake = np.zeros(n_fake, dtype=np.int64)
     covered = np.zeros(n_real, dtype=bool)
     recalled = np.zeros(n_real, dtype=bool)
-    nearest = np.empty(n_fake, dtype=np.intp)
-    for s in range(0, n_fake, rows):
-        e = min(n_fake, s + rows)
-        block = g.block(s, e).numpy()  # shares memory; numpy's compares beat torch's here
+    nearest = np.zeros(n_fake, dtype=np.intp)
+    nearest_val = np.empty(g.rows, dtype=g.np_dtype)
+    for s in range(0, n_fake, g.rows):
+        e = min(n_fake, s + g.rows)
         tol = g.tol(s, e)
-        # Candidates: any pair whose GEMM value is within the error bound of either radius.
-        # The strict decision is then made on exact distances for these few pairs only.
-        hi_col[:n_real] = _upper(real_r2 + tol, g.np_dtype)
-        m_real = cand_real[: e - s]
-        m_fake = cand_fake[: e - s]
-        np.less_equal(block, hi_col, out=m_real)
-        np.less_equal(block, _upper(fake_r2[s:e] + tol, g.np_dtype)[:, None], out=m_fake)
-        np.logical_or(m_real, m_fake, out=m_real)
-        m_real[:, n_real:] = False  # padding columns
-        # Nearest real by GEMM value: exact up to near-ties within the rounding band.
-        nearest[s:e] = np.argmin(block[:, :n_real], axis=1)
-        jj, i = _sparse_nonzero(m_real)
-        if jj.size == 0:
-            continue
-        j = jj + s
-        d2 = sqdist(fake[j], real[i])
-        in_real = d2 < real_r2[i]
-        in_fake = d2 < fake_r2[j]
-        balls_per_fake[s:e] += np.bincount(jj[in_real], minlength=e - s)
-        covered[i[in_real]] = True
-        recalled[i[in_fake]] = True
+        hi_real = _upper(real_r2 + tol, g.np_dtype)
+        hi_row = _upper(fake_r2[s:e] + tol, g.np_dtype)[:, None]
+        best = nearest_val[: e - s]
+        best.fill(np.inf)
+        for t, (t0, t1) in enumerate(g.tiles):
+            block = g.block(s, e, t).numpy()  # shares memory; numpy's compares beat torch's
+            # Candidates: any pair whose GEMM value is within the error bound of either
+            # radius. The strict decision is then made on exact distances for these few pairs.
+            hi_col[: t1 - t0] = hi_real[t0:t1]
+            hi_col[t1 - t0 :] = -np.inf
+            m_real = cand_real[: e - s]
+            m_fake = cand_fake[: e - s]
+            np.less_equal(block, hi_col, out=m_real)
+            np.less_equal(block, hi_row, out=m_fake)
+            np.logical_or(m_real, m_fake, out=m_real)
+            m_real[:, t1 - t0 :] = False  # padding columns
+            # Nearest real by GEMM value: exact up to near-ties within the rounding band.
+            arg = np.argmin(block[:, : t1 - t0], axis=1)
+            val = block[np.arange(e - s), arg]
+            better = val < best
+            best[better] = val[better]
+            nearest[s:e][better] = arg[better] + t0
+            jj, ii = _sparse_nonzero(m_real)
+            if jj.size == 0:
+                continue
+            i = ii + t0
+            j = jj + s
+            d2 = sqdist(fake[j], real[i])
+            in_real = d2 < real_r2[i]
+            in_fake = d2 < fake_r2[j]
+            balls_per_fake[s:e] += np.bincount(jj[in_real], minlength=e - s)
+            covered[i[in_real]] = True
+            recalled[i[in_fake]] = True
     return Memberships(balls_per_fake, covered, recalled, nearest)
 
 

@@ -136,11 +136,8 @@ def prdc(
         raise ValueError(f"method must be 'auto', 'brute' or 'tree', got {method!r}")
     if chunk_rows is not None and (isinstance(chunk_rows, bool) or int(chunk_rows) < 1):
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    used: Method
-    if method == "auto":
-        used = "tree" if real_x.shape[1] <= TREE_MAX_DIM else "brute"
-    else:
-        used = method
+    auto: Method = "tree" if real_x.shape[1] <= TREE_MAX_DIM else "brute"
+    used: Method = auto if method == "auto" else method
 
     # Distances are translation invariant; centring on the real mean shrinks the norms that
     # bound the GEMM rounding error (and so the number of pairs to re-check exactly).

@@ -36,7 +36,8 @@ def check_same_dim(a: NDArray[np.float64], b: NDArray[np.float64], na: str, nb: 
     """Raise ValueError unless `a` [n, d] and `b` [m, d] share the feature dimension d."""
     if a.shape[1] != b.shape[1]:
         raise ValueError(
-            f"{na} and {nb} must have the same number of features, got {a.shape[1]} and {b.shape[1]}"
+            f"{na} and {nb} must have the same number of features, "
+            f"got {a.shape[1]} and {b.shape[1]}"
         )
 
 

@@ -1,0 +1,23 @@
+"""The Flower ServerApp: read the scenario from the run config and drive the rounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from clients.records import scenario_from
+from server.loop import run_rounds
+from simulator.store import RunStore
+
+RUN_DIR_KEY = "run-dir"
+"""run_config key with the absolute path of the run folder the server writes."""
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    s = scenario_from(context.run_config)
+    run_rounds(grid, s, RunStore(Path(str(context.run_config[RUN_DIR_KEY]))))

@@ -1,0 +1,80 @@
+"""The reply gate: every client reply is checked before any strategy sees it.
+
+Checks: no error, exactly the expected arrays (keys, shapes, finite values), the expected
+metrics, a partition id that matches the node. Bad replies are dropped and reported as events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+
+
+@dataclass
+class GateResult:
+    """Replies that passed, sorted by partition id, and the reasons others were dropped."""
+
+    accepted: list[tuple[int, Message]] = field(default_factory=list)
+    dropped: list[tuple[int, str, str]] = field(default_factory=list)
+    """(partition id, kind, detail) — kind: client_error | client_diverged | bad_reply."""
+
+    def messages(self) -> list[Message]:
+        return [m for _, m in self.accepted]
+
+
+def check_replies(
+    replies: list[Message],
+    partition_of: dict[int, int],
+    expected: dict[str, tuple[int, ...]] | None,
+    required_metrics: tuple[str, ...] = ("num-examples", "partition-id"),
+) -> GateResult:
+    """Check replies. `partition_of`: node id → partition id; `expected`: array key → shape
+    (None when no arrays are expected, e.g. evaluation replies)."""
+    out = GateResult()
+    for msg in replies:
+        pid = partition_of.get(msg.metadata.src_node_id, -1)
+        kind, detail = _problem(msg, pid, expected, required_metrics)
+        if kind:
+            out.dropped.append((pid, kind, detail))
+        else:
+            out.accepted.append((pid, msg))
+    out.accepted.sort(key=lambda t: t[0])
+    return out
+
+
+def _problem(
+    msg: Message, pid: int, expected: dict[str, tuple[int, ...]] | None,
+    required: tuple[str, ...],
+) -> tuple[str, str]:
+    if msg.has_error():
+        return "client_error", f"code {msg.error.code}: {msg.error.reason}"
+    content = msg.content
+    metrics = content.get("metrics")
+    if not isinstance(metrics, MetricRecord):
+        return "bad_reply", "no MetricRecord 'metrics'"
+    missing = [k for k in required if k not in metrics]
+    if missing:
+        return "bad_reply", f"metrics lack {missing}"
+    if "partition-id" in metrics and int(metrics["partition-id"]) != pid:  # type: ignore[arg-type]
+        return "bad_reply", f"echoed partition id {metrics['partition-id']} != {pid}"
+    if expected is None:
+        return "", ""
+    arrays = content.get("arrays")
+    if not isinstance(arrays, ArrayRecord):
+        return "bad_reply", "no ArrayRecord 'arrays'"
+    keys = set(arrays.keys())
+    if keys != set(expected):
+        extra, lack = sorted(keys - set(expected)), sorted(set(expected) - keys)
+        return "bad_reply", f"unexpected arrays {extra}, missing {lack}"
+    for k, shape in expected.items():
+        a = arrays[k]
+        if tuple(a.shape) != tuple(shape):
+            return "bad_reply", f"{k} has shape {tuple(a.shape)}, expected {tuple(shape)}"
+        if not np.isfinite(a.numpy()).all():
+            return "client_diverged", f"{k} holds non-finite values"
+    for k, v in metrics.items():
+        if k.startswith("train.") and not np.all(np.isfinite(v)):
+            return "client_diverged", f"training statistic {k} = {v}"
+    return "", ""

@@ -1,0 +1,235 @@
+"""The server's round loop over a Flower strategy's configure/aggregate methods.
+
+Why not `Strategy.start`: it cannot start at a later round, evaluates every round, offers no
+hook to check replies before aggregation, drops per-client replies and waits forever for nodes
+that are not there. This loop samples clients itself (seeded, over partition ids), shows the
+strategy only the sampled nodes, passes every reply through one gate, sorts replies by
+partition id, bounds every wait, evaluates every k rounds and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from clients.records import from_record, to_record
+from server.gate import check_replies
+from server.strategies import build_strategy
+from simulator.evaluate import Evaluation
+from simulator.federation import (
+    FederatedData,
+    federated_data,
+    initial_state,
+    make_gan,
+    split_arrays,
+)
+from simulator.scenario import Scenario
+from simulator.seeding import numpy_rng, torch_generator
+from simulator.centralized import eval_rows, make_evaluator
+from simulator.store import RunStore
+
+RoundHook = Callable[[int, int, "Evaluation | None"], None]
+ROUND_HOOKS: list[RoundHook] = []
+"""Called after every round with (round, rounds, global evaluation or None): CLI progress."""
+
+
+class SampledGrid(Grid):
+    """A view of a Grid that lists only this round's sampled nodes, so a stock strategy's own
+    sampling (`fraction_train=1.0`) selects exactly them; everything else is delegated."""
+
+    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
+        self._grid = grid
+        self._nodes = list(node_ids)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._nodes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    # Grid's abstract methods, delegated.
+    def set_run(self, run_id: int) -> None:  # type: ignore[override]
+        self._grid.set_run(run_id)
+
+    @property
+    def run(self) -> Any:  # type: ignore[override]
+        return self._grid.run
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:  # type: ignore[override]
+        return self._grid.create_message(*args, **kwargs)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+def discover(grid: Grid, n_clients: int, timeout: float) -> dict[int, int]:
+    """node id → partition id, asked of every node (node ids are random under Flower)."""
+    nodes = list(grid.get_node_ids())
+    msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition-id"})}),
+                    dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+    out: dict[int, int] = {}
+    for reply in grid.send_and_receive(msgs, timeout=timeout):
+        if not reply.has_error():
+            out[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])  # type: ignore[arg-type]
+    pids = sorted(out.values())
+    if len(set(pids)) != len(pids) or any(p < 0 or p >= n_clients for p in pids):
+        raise RuntimeError(f"nodes report partition ids {pids}; expected distinct ids in "
+                           f"0..{n_clients - 1}")
+    return out
+
+
+def sample_clients(s: Scenario, round_: int) -> list[int]:
+    """The partition ids trained in `round_` (seeded by scenario seed and round)."""
+    assert s.federation is not None
+    n = s.partition.n_clients
+    k = s.federation.clients_per_round or n
+    if k >= n:
+        return list(range(n))
+    return sorted(numpy_rng(s.seed, "sampling", round_).choice(n, size=k, replace=False).tolist())
+
+
+def _scalar_metrics(rec: MetricRecord) -> dict[str, float]:
+    return {k: float(v) for k, v in rec.items() if isinstance(v, int | float)}  # type: ignore[arg-type]
+
+
+def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
+    """Drive `federation.rounds` rounds on `grid` and write everything to `store`."""
+    assert s.federation is not None
+    f = s.federation
+    data = federated_data(s)
+    gan = make_gan(s, data)
+    state = initial_state(s, gan)
+    arrays, _ = split_arrays(state.arrays(), f.federate)
+    expected = {k: tuple(v.shape) for k, v in arrays.items()}
+    record = to_record(arrays)
+    strategy = build_strategy(s.strategy.name, dict(s.strategy.params))
+    evaluator = make_evaluator(s, data.held)
+    store.write_table("partition.csv", _partition_table(data))
+    store.event("run_started", engine=s.engine.name, strategy=s.strategy.name,
+                clients=data.n_clients, rounds=f.rounds)
+
+    node_pid = discover(grid, data.n_clients, f.timeout)
+    pid_node = {p: n for n, p in node_pid.items()}
+    missing = sorted(set(range(data.n_clients)) - set(pid_node))
+    if missing:
+        store.event("clients_missing", clients=missing)
+
+    for rnd in range(1, f.rounds + 1):
+        t0 = time.perf_counter()
+        sampled = [p for p in sample_clients(s, rnd) if p in pid_node]
+        view = SampledGrid(grid, [pid_node[p] for p in sampled])
+        msgs = list(strategy.configure_train(rnd, record, ConfigRecord({}), view))
+        replies = list(grid.send_and_receive(msgs, timeout=f.timeout))
+        gate = check_replies(replies, node_pid, expected, ("num-examples", "partition-id"))
+        answered = {node_pid.get(r.metadata.src_node_id, -1) for r in replies}
+        for p in sorted(set(sampled) - answered):
+            store.event("client_timeout", round=rnd, client=p)
+        for pid, kind, detail in gate.dropped:
+            store.event(kind, round=rnd, client=pid, detail=detail)
+        rows: list[dict[str, Any]] = []
+        for pid, msg in gate.accepted:
+            met = msg.content["metrics"]
+            assert isinstance(met, MetricRecord)
+            rows += [{"round": rnd, "scope": "client", "client": pid, "metric": k, "value": v}
+                     for k, v in _scalar_metrics(met).items() if k != "partition-id"]
+        rows += [
+            {"round": rnd, "scope": "global", "metric": "fed.replies", "value": len(gate.accepted)},
+            {"round": rnd, "scope": "global", "metric": "fed.dropped",
+             "value": len(gate.dropped) + len(set(sampled) - answered)},
+        ]
+        if len(gate.accepted) < f.min_replies:
+            store.event("round_skipped", round=rnd, replies=len(gate.accepted),
+                        min_replies=f.min_replies)
+        else:
+            new_record, _ = strategy.aggregate_train(rnd, gate.messages())
+            if new_record is not None:
+                record = new_record
+        t_train = time.perf_counter() - t0
+        store.add_metrics(rows)
+        ev = None
+        if rnd % s.evaluation.every == 0 or rnd == f.rounds:
+            ev = _evaluate(s, grid, store, rnd, record, data, gan, evaluator, node_pid, f.timeout)
+        store.add_timings([{"round": rnd, "phase": "train", "seconds": t_train},
+                           {"round": rnd, "phase": "evaluate",
+                            "seconds": time.perf_counter() - t0 - t_train}])
+        for hook in ROUND_HOOKS:
+            hook(rnd, f.rounds, ev)
+    store.event("run_finished", rounds=f.rounds)
+
+
+def _evaluate(
+    s: Scenario, grid: Grid, store: RunStore, rnd: int, record: ArrayRecord,
+    data: FederatedData, gan: Any, evaluator: Any, node_pid: dict[int, int], timeout: float,
+) -> Evaluation | None:
+    """Global evaluation on the pooled held-out set, then every client on its own split."""
+    arrays = from_record(record)
+    store.save_checkpoint(rnd, arrays)
+    generator = {k: v for k, v in arrays.items() if k.startswith("generator.")}
+    ev = None
+    if generator:
+        state = initial_state(s, gan).load_arrays(generator)
+        fake = gan.sample(state, s.evaluation.n_samples, torch_generator(s.seed, "sample", rnd)).numpy()
+        store.save_samples(rnd, fake)
+        try:
+            ev = evaluator(fake)
+        except FloatingPointError as exc:
+            store.event("global_generator_diverged", round=rnd, detail=str(exc))
+        if ev is not None:
+            store.add_metrics(eval_rows(ev, rnd, "global"))
+            store.add_diagnosis({"round": rnd, "scope": "global", "client": -1,
+                                 "label": ev.diagnosis.label, "reason": ev.diagnosis.reason})
+    # Per-client evaluation of the global generator (a private generator when not federated).
+    content = RecordDict({"arrays": to_record(generator),
+                          "config": ConfigRecord({"server-round": rnd})})
+    msgs = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in node_pid]
+    replies = list(grid.send_and_receive(msgs, timeout=timeout))
+    gate = check_replies(replies, node_pid, None, ("partition-id", "recall_hits"))
+    for pid, kind, detail in gate.dropped:
+        store.event(kind, round=rnd, client=pid, detail=f"evaluation: {detail}")
+    rows: list[dict[str, Any]] = []
+    G = len(data.groups)
+    pooled = np.zeros((3, G))
+    for pid, msg in gate.accepted:
+        met = msg.content["metrics"]
+        assert isinstance(met, MetricRecord)
+        n_real = int(met["num-examples"])  # type: ignore[arg-type]
+        for key in ("recall", "coverage", "expected_coverage"):
+            rows.append({"round": rnd, "scope": "client", "client": pid, "metric": f"eval.{key}",
+                         "value": float(met[key]), "n": n_real})  # type: ignore[arg-type]
+        hits = np.array([met["recall_hits"], met["coverage_hits"], met["group_n"]], dtype=float)
+        pooled += hits
+        for g in range(G):
+            if hits[2, g] > 0:
+                for i, key in enumerate(("recall", "coverage")):
+                    rows.append({"round": rnd, "scope": "client", "client": pid,
+                                 "group_by": data.group_col, "group": data.groups[g],
+                                 "metric": f"eval.{key}", "value": hits[i, g] / hits[2, g],
+                                 "n": int(hits[2, g])})
+    for g in range(G):  # per-group client recall pooled exactly over every client's points
+        if pooled[2, g] > 0:
+            for i, key in enumerate(("recall", "coverage")):
+                rows.append({"round": rnd, "scope": "clients", "client": -1,
+                             "group_by": data.group_col, "group": data.groups[g],
+                             "metric": f"eval.{key}", "value": pooled[i, g] / pooled[2, g],
+                             "n": int(pooled[2, g])})
+    store.add_metrics(rows)
+    return ev
+
+
+def _partition_table(data: FederatedData) -> Any:
+    t = data.partition.tidy()
+    t.insert(1, "group_by", data.group_col)
+    return t

@@ -1,0 +1,54 @@
+"""Run a federated scenario on an engine: make the run folder, start the apps, load the result."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from simulator.centralized import RunResult
+from simulator.scenario import Scenario, resolved_yaml
+from simulator.store import RunStore, load_run
+
+ENGINES = ("inprocess", "ray")
+
+
+def check_scenario(s: Scenario) -> list[str]:
+    """Checks that need Flower (the strategy and its parameters): 'path: message' strings."""
+    from server.strategies import check_strategy
+
+    return check_strategy(s.strategy.name, dict(s.strategy.params)) if s.federated else []
+
+
+def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
+    """Run the scenario's ServerApp and ClientApp on `s.engine` and return the run folder."""
+    from clients.app import app as client_app
+    from clients.records import RUN_CONFIG_KEY
+    from server.app import RUN_DIR_KEY
+    from server.app import app as server_app
+    from server.strategies import build_strategy
+
+    assert s.federation is not None
+    build_strategy(s.strategy.name, dict(s.strategy.params))  # fail before any training
+    store = RunStore.create(out_dir, s.name, resolved_yaml(s),
+                            {"engine": s.engine.name, "seed": s.seed})
+    run_config: dict[str, bool | int | float | str] = {
+        RUN_CONFIG_KEY: s.to_json(), RUN_DIR_KEY: str(store.path.resolve()),
+    }
+    n = s.partition.n_clients
+    if s.engine.name == "inprocess":
+        from simulator.engines.inprocess import run_inprocess
+
+        run_inprocess(server_app, client_app, n, run_config)
+    else:
+        from simulator.engines.ray_engine import run_ray
+
+        os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")
+        init_args: dict[str, object] = {"logging_level": "ERROR", "log_to_driver": False}
+        if s.engine.address:
+            init_args["address"] = s.engine.address
+        run_ray(server_app, client_app, n, run_config, backend_config={
+            "client_resources": {"num_cpus": s.engine.num_cpus, "num_gpus": s.engine.num_gpus},
+            "init_args": init_args,
+        })
+    run = load_run(store.path)
+    return RunResult(store.path, run.metrics, None)
