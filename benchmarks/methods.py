@@ -19,7 +19,7 @@ import numpy as np
 
 BASE = Path(__file__).resolve().parent.parent / "scenarios" / "ring-centralized.yaml"
 
-NONE = "gan.lipschitz.name=none"
+NONE = "gan.lipschitz={name: none}"
 METHODS: dict[str, list[str]] = {
     "non-saturating + R1 (default)": [],
     "saturating": ["gan.objective=saturating", NONE],

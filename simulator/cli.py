@@ -103,7 +103,7 @@ def run(
             _fail(str(exc))
     for table in summary_tables(result.metrics):
         console.print(table)
-    console.print(f"run folder: [bold]{result.path}[/bold]")
+    console.print(f"run folder: [bold]{result.path}[/bold]", soft_wrap=True)
 
 
 @app.command()
@@ -146,10 +146,13 @@ def list_scenarios() -> None:
 def inspect(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
     round_: Annotated[int | None, typer.Option("--round", help="Round/step (default: last).")] = None,
-    by: Annotated[str, typer.Option(help="group (per-group table) or metric (headline).")] = "group",
+    by: Annotated[str, typer.Option(help="group | client | metric")] = "group",
 ) -> None:
-    """Print the metrics of one evaluation of a run."""
+    """Per-group, per-client or headline tables of one evaluation of a run."""
+    import pandas as pd
+
     from simulator.store import load_run
+    from simulator.summary import main_scope
 
     try:
         r = load_run(run_dir)
@@ -158,20 +161,39 @@ def inspect(
     df = r.metrics
     if df.empty:
         _fail(f"{run_dir} has no metrics yet")
-    rnd = int(df["round"].max()) if round_ is None else round_
-    df = df[df["round"] == rnd]
-    if df.empty:
-        _fail(f"no evaluation at round {rnd}; rounds: {sorted(r.metrics['round'].unique())}")
-    if by == "group":
-        sub = df[df["group"] != ""]
-        table = sub.pivot_table(index=["group_by", "group"], columns="metric", values="value")
-    elif by == "metric":
-        sub = df[df["group"] == ""]
-        table = sub.pivot_table(index="metric", columns="scope", values="value")
+    if by not in ("group", "client", "metric"):
+        _fail(f"--by must be group, client or metric, got {by!r}")
+    scope = main_scope(df)
+    if by == "client":
+        sub = df[(df["scope"] == "client") & (df["group"] == "")]
+        if sub.empty:
+            _fail(f"{run_dir} has no per-client metrics (a centralized run?)")
     else:
-        _fail(f"--by must be group or metric, got {by!r}")
-    console.print(f"[bold]{run_dir}[/bold] round {rnd}")
-    console.print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+        sub = df[df["scope"] == scope]
+    rounds = sorted(sub["round"].unique())
+    rnd = int(rounds[-1]) if round_ is None else round_
+    sub = sub[sub["round"] == rnd]
+    if sub.empty:
+        _fail(f"no evaluation at round {rnd}; rounds: {[int(x) for x in rounds]}")
+    table: pd.DataFrame
+    if by == "group":
+        g = sub[sub["group"] != ""]
+        table = g.pivot_table(index=["group_by", "group"], columns="metric", values="value",
+                              aggfunc="first")
+        clients = df[(df["scope"] == "client") & (df["group"] != "") & (df["round"] == rnd)]
+        if len(clients):  # client × group recall on each client's own held-out data
+            console.print(f"[bold]client × group recall[/bold] (round {rnd})")
+            console.print(clients[clients["metric"] == "eval.recall"].pivot_table(
+                index="client", columns="group", values="value", aggfunc="first"
+            ).to_string(float_format=lambda v: f"{v:.3f}"))
+    elif by == "client":
+        table = sub.pivot_table(index="client", columns="metric", values="value", aggfunc="first")
+    else:
+        table = sub[(sub["group"] == "")].pivot_table(index="metric", values="value",
+                                                     aggfunc="first")
+    console.print(f"[bold]{run_dir}[/bold] {scope if by != 'client' else 'client'} round {rnd}")
+    with pd.option_context("display.max_columns", 50, "display.width", 200):
+        console.print(table.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -32,6 +32,9 @@ class ScenarioError(ValueError):
         lines = "\n".join(f"  - {e}" for e in errors)
         super().__init__(f"{source}: {len(errors)} error(s) in the scenario\n{lines}")
 
+    def __reduce__(self) -> tuple[type[ScenarioError], tuple[str, list[str]]]:
+        return (ScenarioError, (self.source, self.errors))  # picklable across processes
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

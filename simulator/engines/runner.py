@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,10 +22,8 @@ def check_scenario(s: Scenario) -> list[str]:
 
 def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
     """Run the scenario's ServerApp and ClientApp on `s.engine` and return the run folder."""
-    from clients.app import app as client_app
     from clients.records import RUN_CONFIG_KEY
     from server.app import RUN_DIR_KEY
-    from server.app import app as server_app
     from server.strategies import build_strategy
 
     assert s.federation is not None
@@ -35,6 +34,22 @@ def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
         RUN_CONFIG_KEY: s.to_json(), RUN_DIR_KEY: str(store.path.resolve()),
     }
     n = s.partition.n_clients
+    # Stock strategies log INFO lines every round; our own progress and events say more.
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    flwr_logger.setLevel(logging.WARNING)
+    try:
+        _run_engine(s, n, run_config)
+    finally:
+        flwr_logger.setLevel(level)
+    run = load_run(store.path)
+    return RunResult(store.path, run.metrics, None)
+
+
+def _run_engine(s: Scenario, n: int, run_config: dict[str, bool | int | float | str]) -> None:
+    from clients.app import app as client_app
+    from server.app import app as server_app
+
     if s.engine.name == "inprocess":
         from simulator.engines.inprocess import run_inprocess
 
@@ -50,5 +65,3 @@ def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
             "client_resources": {"num_cpus": s.engine.num_cpus, "num_gpus": s.engine.num_gpus},
             "init_args": init_args,
         })
-    run = load_run(store.path)
-    return RunResult(store.path, run.metrics, None)
