@@ -62,7 +62,7 @@ def one(args: tuple[str, list[str], int, int, str]) -> tuple[str, int, dict[str,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=10000)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--only", default="", help="substring of the method names to run")
     ap.add_argument("--quick", action="store_true", help="200 steps, 1 seed: a smoke test")

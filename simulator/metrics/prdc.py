@@ -93,13 +93,13 @@ def prdc(
         density   = 1/(kM) Σ_j Σ_i 1[fake_j ∈ B(real_i, r_i)]        (not capped at 1)
         coverage  = 1/N Σ_i 1[min_j ‖real_i − fake_j‖ < r_i]
 
-    Degenerate sets: a point with at least k exact copies in its own set has radius 0, and with
-    the strict ``<`` a zero ball contains nothing (not even the copies). So a fully collapsed
-    generator (M ≥ k + 1 identical fakes) has fake radii 0 and recall exactly 0; its precision,
-    density and coverage count only the real balls that contain the collapse point (all 0 when
-    it lies off the real manifold, and coverage at most the share of such balls). Likewise a
-    collapsed real set gives precision = density = coverage = 0. No case divides by zero or
-    returns NaN.
+    Degenerate sets: a point with at least k exact copies in its own set has radius 0, and under
+    the strict ``<`` a zero ball contains nothing, not even the copies. So a fully collapsed
+    generator (all M > k fakes identical) has fake radii 0 and recall exactly 0. Its coverage
+    is the share of real balls that contain the collapse point: small, and exactly 0 (with
+    precision and density) when that point lies off the real manifold. A collapsed real set
+    gives precision = density = coverage = 0. Nothing is divided by a radius or a count that
+    can be 0, so no case returns NaN.
 
     Parameters
     ----------
@@ -113,7 +113,7 @@ def prdc(
         "tree" (scipy k-d tree) for d ≤ 8, else "brute" (chunked torch GEMM). Both give the
         same result; memory is O((N + M)·d + chunk) either way, never N × M.
     chunk_rows : int, optional
-        Rows per GEMM chunk for "brute" (default: a 64 MiB distance block).
+        Rows per GEMM block for "brute" (default: as many as fit an 8 MiB block).
 
     Returns
     -------
