@@ -387,9 +387,26 @@ def validate(raw: Any, source: str = "<scenario>") -> Scenario:
     return scenario
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Read, override and validate a scenario file."""
-    path = Path(path)
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, mapping by mapping (lists and scalars in `top` replace).
+
+    A component that changes its `name` (objective, control, partitioner, strategy) starts
+    from empty `params`: the old component's parameters would not fit the new one.
+    """
+    out = copy.deepcopy(base)
+    renamed = "name" in top and top["name"] != base.get("name")
+    for k, v in top.items():
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict)
+        if k == "params" and renamed:
+            merge = False
+        out[k] = _deep_merge(out[k], v) if merge else copy.deepcopy(v)
+    if renamed and "params" in out and "params" not in top:
+        out["params"] = {}
+    return out
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> Any:
+    """Parse a scenario file, resolving `base: other.yaml` (relative to this file) first."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -399,6 +416,24 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Scenario:
     except YAMLError as exc:
         raise ScenarioError(str(path), [str(exc)]) from None
     raw = {} if raw is None else raw
+    if isinstance(raw, dict) and "base" in raw:
+        base = raw.pop("base")
+        if not isinstance(base, str):
+            raise ScenarioError(str(path), [f"base: expected a file path, got {base!r}"])
+        base_path = (path.parent / base).resolve()
+        if base_path in chain or base_path == path.resolve():
+            raise ScenarioError(str(path), [f"base: {base} includes itself"])
+        parent = _read(base_path, (*chain, path.resolve()))
+        if isinstance(parent, dict):
+            parent.pop("description", None)  # a description describes one file only
+            raw = _deep_merge(parent, raw)
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read a scenario file (with its `base:` chain), apply overrides, validate."""
+    path = Path(path)
+    raw = _read(path)
     if isinstance(raw, dict) and overrides:
         raw = apply_overrides(raw, overrides)
     return validate(raw, str(path))
