@@ -189,6 +189,8 @@ def _evaluate(
             store.event("global_generator_diverged", round=rnd, detail=str(exc))
         if ev is not None:
             store.add_metrics(eval_rows(ev, rnd, "global"))
+            for w in ev.warnings:
+                store.event("warning", round=rnd, detail=w)
             store.add_diagnosis({"round": rnd, "scope": "global", "client": -1,
                                  "label": ev.diagnosis.label, "reason": ev.diagnosis.reason})
     # Per-client evaluation of the global generator (a private generator when not federated).

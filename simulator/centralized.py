@@ -61,7 +61,7 @@ def make_evaluator(s: Scenario, held: Dataset) -> Evaluator:
     e = s.evaluation
     return Evaluator(
         held, k=e.k, group_by=e.group_by or None, mode_threshold=e.mode_threshold,
-        min_group_size=e.min_group_size, seed=derive_seed(s.seed, "eval"),
+        min_group_size=e.min_group_size, n_boot=e.n_boot, seed=derive_seed(s.seed, "eval"),
     )
 
 
@@ -102,6 +102,8 @@ def run_centralized(
         fake_np = fake.numpy()
         last = evaluator(fake_np)
         store.add_metrics(eval_rows(last, state.step, "centralized"))
+        for w in last.warnings:
+            store.event("warning", round=state.step, detail=w)
         store.add_diagnosis({"round": state.step, "scope": "centralized", "client": -1,
                              "label": last.diagnosis.label, "reason": last.diagnosis.reason})
         store.save_samples(state.step, fake_np)

@@ -36,6 +36,8 @@ class Evaluation:
     diagnosis: Diagnosis
     fake_groups: pd.DataFrame | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """E.g. groups with too few held-out points for their values to mean much."""
 
 
 def _image_labeller(ds: Dataset) -> tuple[Callable[[np.ndarray], np.ndarray] | None,
@@ -124,13 +126,13 @@ class Evaluator:
         self.seed = seed
         self._features, self._labels = _image_labeller(real)
         self.real_feats = self._features(real.X) if self._features else real.X
-        self.warnings: list[str] = []
 
     def __call__(self, fake: np.ndarray) -> Evaluation:
         """fake [M, d] generated points in data space."""
         fake = np.asarray(fake, dtype=np.float32)
         rows: list[Row] = []
         summary: dict[str, float] = {}
+        warnings: list[str] = []
         n_real, n_fake = len(self.real_feats), len(fake)
 
         if not np.isfinite(fake).all():
@@ -163,8 +165,7 @@ class Evaluator:
             )
             tidy = report.tidy()
             quantiles = [c for c in tidy.columns if c.startswith("q")]
-            for r in tidy.itertuples(index=False):
-                row = r._asdict()
+            for row in tidy.to_dict("records"):  # not itertuples: 'class' is no identifier
                 rows.append({"metric": row["metric"], "value": row["value"], "n": row["n"],
                              "group_by": col, "group": row[col]})
                 for q in quantiles:  # bootstrap quantiles as their own metrics
@@ -175,7 +176,7 @@ class Evaluator:
                     rows.append({"metric": f"{metric}.{stat}", "value": stats[stat],
                                  "n": n_real, "group_by": col})
             if report.small_groups:
-                self.warnings.append(
+                warnings.append(
                     f"groups {report.small_groups} of {col!r} have fewer than "
                     f"{self.min_group_size} held-out points: their values swing widely"
                 )
@@ -186,7 +187,7 @@ class Evaluator:
                 summary["recall_difference"] = float(report.summary.loc["recall", "difference"])
 
         diag = diagnose(res.precision, res.recall, res.density, res.coverage, exp_cov)
-        return Evaluation(rows, summary, diag, fake_groups, {"modes": modes})
+        return Evaluation(rows, summary, diag, fake_groups, {"modes": modes}, warnings)
 
     def _mode_rows(self, fake: np.ndarray, rows: list[Row], summary: dict[str, float]) -> Any:
         if self.real.modes is not None:

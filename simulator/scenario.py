@@ -216,6 +216,8 @@ class EvaluationModel(_Model):
     """Standardized distance under which a sample is high quality (3σ protocol)."""
     min_group_size: int = Field(default=20, ge=1)
     """Groups with fewer held-out real points than this are flagged as unreliable."""
+    n_boot: int = Field(default=0, ge=0, le=10_000)
+    """Bootstrap resamples for per-group confidence intervals (fairlearn; ~4 s per 50)."""
 
 
 class PartitionModel(_Model):
