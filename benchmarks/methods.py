@@ -2,7 +2,7 @@
 
     python benchmarks/methods.py [--seeds 3] [--steps 10000] [--jobs 2] [--quick]
 
-Runs `scenarios/ring-centralized.yaml` with the overrides below, one process per run (one torch
+Runs `scenarios/ring-centralized.yaml` (3,000 steps by default) with the overrides below, one process per run (one torch
 thread each), and prints modes captured / % high quality (3σ) / min mode mass ratio / recall /
 coverage / seconds as mean ± std over seeds — laid out like the VEEGAN/PacGAN tables.
 """
@@ -24,7 +24,9 @@ METHODS: dict[str, list[str]] = {
     "non-saturating + R1 (default)": [],
     "saturating": ["gan.objective=saturating", NONE],
     "non-saturating": [NONE],
-    "non-saturating + SN": ["gan.lipschitz.name=spectral_norm", "gan.lipschitz.params={}"],
+    "non-saturating + SN (Adam 2e-4, β (0, 0.9))": [
+        "gan.lipschitz={name: spectral_norm}",
+        "gan.g_opt={lr: 2.0e-4, betas: [0.0, 0.9]}", "gan.d_opt={lr: 2.0e-4, betas: [0.0, 0.9]}"],
     "WGAN (clip 0.01, RMSprop 5e-5, n_critic 5)": [
         "gan.objective=wasserstein", "gan.lipschitz.name=weight_clip",
         "gan.lipschitz.params={c: 0.01}", "gan.n_critic=5",
@@ -32,8 +34,9 @@ METHODS: dict[str, list[str]] = {
     "WGAN-GP (λ 0.1, n_critic 5)": [
         "gan.objective=wasserstein", "gan.lipschitz.params={lam: 0.1}", "gan.n_critic=5",
         "gan.g_opt={lr: 1.0e-4, betas: [0.5, 0.9]}", "gan.d_opt={lr: 1.0e-4, betas: [0.5, 0.9]}"],
-    "hinge + SN": ["gan.objective=hinge", "gan.lipschitz.name=spectral_norm",
-                   "gan.lipschitz.params={}"],
+    "hinge + SN (SN-GAN: Adam 2e-4, β (0, 0.9), n_critic 5)": [
+        "gan.objective=hinge", "gan.lipschitz={name: spectral_norm}", "gan.n_critic=5",
+        "gan.g_opt={lr: 2.0e-4, betas: [0.0, 0.9]}", "gan.d_opt={lr: 2.0e-4, betas: [0.0, 0.9]}"],
     "least squares": ["gan.objective=least_squares", NONE],
     "f-GAN reverse KL": ["gan.objective=reverse_kl", NONE],
     "f-GAN KL": ["gan.objective=kl", NONE],
@@ -54,7 +57,8 @@ def one(args: tuple[str, list[str], int, int, str]) -> tuple[str, int, dict[str,
                     f"evaluation.every={steps}"])
     t0 = time.perf_counter()
     res = run_centralized(s, out)
-    row = {k: res.last.summary.get(k, float("nan")) for k in COLUMNS}
+    summary = res.last.summary if res.last is not None else {}  # None: the generator diverged
+    row = {k: summary.get(k, float("nan")) for k in COLUMNS}
     row["seconds"] = time.perf_counter() - t0
     return name, seed, row
 
@@ -80,6 +84,7 @@ def main() -> None:
                   flush=True)
     print(f"\n8-ring (r=2, σ=0.02), centralized, {a.steps} generator steps, {a.seeds} seeds, "
           "mean ± std; 2,500 samples vs 4,000 held-out points, k=5\n")
+    print("n/a: no high-quality sample, or a diverged generator.\n")
     print("| method | modes (of 8) | % high quality | min mass ratio | recall | coverage | s/run |")
     print("|---|---|---|---|---|---|---|")
     for name, rows in results.items():
@@ -89,7 +94,10 @@ def main() -> None:
             scale = 100.0 if k == "high_quality_rate" else 1.0
             fmt = ".1f" if k in ("modes_captured", "high_quality_rate") else (
                 ".0f" if k == "seconds" else ".3f")
-            cells.append(f"{np.mean(v) * scale:{fmt}} ± {np.std(v) * scale:{fmt}}")
+            bad = int(np.isnan(v).sum())
+            cell = f"{np.nanmean(v) * scale:{fmt}} ± {np.nanstd(v) * scale:{fmt}}" \
+                if bad < len(v) else "n/a"
+            cells.append(cell + (f" ({bad} n/a)" if bad else ""))
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

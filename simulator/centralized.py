@@ -100,7 +100,14 @@ def run_centralized(
         )
         fake = gan.sample(state, s.evaluation.n_samples, torch_generator(s.seed, "sample", state.step))
         fake_np = fake.numpy()
-        last = evaluator(fake_np)
+        try:
+            last = evaluator(fake_np)
+        except FloatingPointError as exc:  # training diverged: say so, keep what was written
+            store.event("generator_diverged", round=state.step, detail=str(exc))
+            store.add_metrics([{"round": state.step, "scope": "centralized",
+                                "metric": "diverged", "value": 1.0}])
+            last = None
+            break
         store.add_metrics(eval_rows(last, state.step, "centralized"))
         for w in last.warnings:
             store.event("warning", round=state.step, detail=w)
@@ -113,7 +120,6 @@ def run_centralized(
                             "seconds": time.perf_counter() - t0 - t_train}])
         if on_eval is not None:
             on_eval(state.step, total, last)
-    assert last is not None
     return RunResult(store.path, store.metrics(), last)
 
 
