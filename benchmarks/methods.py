@@ -1,10 +1,11 @@
 """Centralized ring: every standard objective × Lipschitz control, several seeds.
 
-    python benchmarks/methods.py [--seeds 3] [--steps 10000] [--jobs 2] [--quick]
+    python benchmarks/methods.py [--seeds 3] [--steps 3000] [--jobs 2] [--quick]
 
-Runs `scenarios/ring-centralized.yaml` (3,000 steps by default) with the overrides below, one process per run (one torch
-thread each), and prints modes captured / % high quality (3σ) / min mode mass ratio / recall /
-coverage / seconds as mean ± std over seeds — laid out like the VEEGAN/PacGAN tables.
+Runs `scenarios/ring-centralized.yaml` (3,000 steps by default) with the overrides below,
+one process per run (one torch thread each), and prints modes captured / % high quality (3σ) /
+min mode mass ratio / recall / coverage / seconds as mean ± std over seeds — laid out like the
+VEEGAN/PacGAN tables.
 """
 
 from __future__ import annotations
@@ -26,17 +27,31 @@ METHODS: dict[str, list[str]] = {
     "non-saturating": [NONE],
     "non-saturating + SN (Adam 2e-4, β (0, 0.9))": [
         "gan.lipschitz={name: spectral_norm}",
-        "gan.g_opt={lr: 2.0e-4, betas: [0.0, 0.9]}", "gan.d_opt={lr: 2.0e-4, betas: [0.0, 0.9]}"],
+        "gan.g_opt={lr: 2.0e-4, betas: [0.0, 0.9]}",
+        "gan.d_opt={lr: 2.0e-4, betas: [0.0, 0.9]}",
+    ],
     "WGAN (clip 0.01, RMSprop 5e-5, n_critic 5)": [
-        "gan.objective=wasserstein", "gan.lipschitz.name=weight_clip",
-        "gan.lipschitz.params={c: 0.01}", "gan.n_critic=5",
-        "gan.g_opt={name: rmsprop, lr: 5.0e-5}", "gan.d_opt={name: rmsprop, lr: 5.0e-5}"],
+        "gan.objective=wasserstein",
+        "gan.lipschitz.name=weight_clip",
+        "gan.lipschitz.params={c: 0.01}",
+        "gan.n_critic=5",
+        "gan.g_opt={name: rmsprop, lr: 5.0e-5}",
+        "gan.d_opt={name: rmsprop, lr: 5.0e-5}",
+    ],
     "WGAN-GP (λ 0.1, n_critic 5)": [
-        "gan.objective=wasserstein", "gan.lipschitz.params={lam: 0.1}", "gan.n_critic=5",
-        "gan.g_opt={lr: 1.0e-4, betas: [0.5, 0.9]}", "gan.d_opt={lr: 1.0e-4, betas: [0.5, 0.9]}"],
+        "gan.objective=wasserstein",
+        "gan.lipschitz.params={lam: 0.1}",
+        "gan.n_critic=5",
+        "gan.g_opt={lr: 1.0e-4, betas: [0.5, 0.9]}",
+        "gan.d_opt={lr: 1.0e-4, betas: [0.5, 0.9]}",
+    ],
     "hinge + SN (SN-GAN: Adam 2e-4, β (0, 0.9), n_critic 5)": [
-        "gan.objective=hinge", "gan.lipschitz={name: spectral_norm}", "gan.n_critic=5",
-        "gan.g_opt={lr: 2.0e-4, betas: [0.0, 0.9]}", "gan.d_opt={lr: 2.0e-4, betas: [0.0, 0.9]}"],
+        "gan.objective=hinge",
+        "gan.lipschitz={name: spectral_norm}",
+        "gan.n_critic=5",
+        "gan.g_opt={lr: 2.0e-4, betas: [0.0, 0.9]}",
+        "gan.d_opt={lr: 2.0e-4, betas: [0.0, 0.9]}",
+    ],
     "least squares": ["gan.objective=least_squares", NONE],
     "f-GAN reverse KL": ["gan.objective=reverse_kl", NONE],
     "f-GAN KL": ["gan.objective=kl", NONE],
@@ -53,8 +68,9 @@ def one(args: tuple[str, list[str], int, int, str]) -> tuple[str, int, dict[str,
 
     name, overrides, seed, steps, out = args
     torch.set_num_threads(1)
-    s = load(BASE, [*overrides, f"seed={seed}", f"train.steps={steps}",
-                    f"evaluation.every={steps}"])
+    s = load(
+        BASE, [*overrides, f"seed={seed}", f"train.steps={steps}", f"evaluation.every={steps}"]
+    )
     t0 = time.perf_counter()
     res = run_centralized(s, out)
     summary = res.last.summary if res.last is not None else {}  # None: the generator diverged
@@ -74,16 +90,24 @@ def main() -> None:
     if a.quick:
         a.seeds, a.steps = 1, 200
     out = tempfile.mkdtemp(prefix="fedgan-methods-")
-    jobs = [(n, o, seed, a.steps, out) for n, o in METHODS.items() if a.only in n
-            for seed in range(a.seeds)]
+    jobs = [
+        (n, o, seed, a.steps, out)
+        for n, o in METHODS.items()
+        if a.only in n
+        for seed in range(a.seeds)
+    ]
     results: dict[str, list[dict[str, float]]] = {}
     with ProcessPoolExecutor(a.jobs) as pool:
         for name, seed, row in pool.map(one, jobs):
             results.setdefault(name, []).append(row)
-            print(f"  done: {name} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()),
-                  flush=True)
-    print(f"\n8-ring (r=2, σ=0.02), centralized, {a.steps} generator steps, {a.seeds} seeds, "
-          "mean ± std; 2,500 samples vs 4,000 held-out points, k=5\n")
+            print(
+                f"  done: {name} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()),
+                flush=True,
+            )
+    print(
+        f"\n8-ring (r=2, σ=0.02), centralized, {a.steps} generator steps, {a.seeds} seeds, "
+        "mean ± std; 2,500 samples vs 4,000 held-out points, k=5\n"
+    )
     print("n/a: no high-quality sample, or a diverged generator.\n")
     print("| method | modes (of 8) | % high quality | min mass ratio | recall | coverage | s/run |")
     print("|---|---|---|---|---|---|---|")
@@ -92,11 +116,17 @@ def main() -> None:
         for k in [*COLUMNS, "seconds"]:
             v = np.array([r[k] for r in rows], dtype=float)
             scale = 100.0 if k == "high_quality_rate" else 1.0
-            fmt = ".1f" if k in ("modes_captured", "high_quality_rate") else (
-                ".0f" if k == "seconds" else ".3f")
+            fmt = (
+                ".1f"
+                if k in ("modes_captured", "high_quality_rate")
+                else (".0f" if k == "seconds" else ".3f")
+            )
             bad = int(np.isnan(v).sum())
-            cell = f"{np.nanmean(v) * scale:{fmt}} ± {np.nanstd(v) * scale:{fmt}}" \
-                if bad < len(v) else "n/a"
+            cell = (
+                f"{np.nanmean(v) * scale:{fmt}} ± {np.nanstd(v) * scale:{fmt}}"
+                if bad < len(v)
+                else "n/a"
+            )
             cells.append(cell + (f" ({bad} n/a)" if bad else ""))
         print(f"| {name} | " + " | ".join(cells) + " |")
 

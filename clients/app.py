@@ -6,11 +6,17 @@ optimizers' moments) stays in `context.state["private"]` across rounds.
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.records import from_record, metric_record, scenario_from, to_record
-from simulator.federation import client_train, evaluate_locally, federated_data, initial_state, make_gan
+from simulator.federation import (
+    client_train,
+    evaluate_locally,
+    federated_data,
+    initial_state,
+    make_gan,
+)
 
 app = ClientApp()
 
@@ -21,25 +27,50 @@ def _partition_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
+def _arrays(msg: Message) -> ArrayRecord:
+    record = msg.content["arrays"]
+    if not isinstance(record, ArrayRecord):
+        raise TypeError("the message has no ArrayRecord 'arrays'")
+    return record
+
+
+def _config(msg: Message) -> ConfigRecord:
+    record = msg.content["config"]
+    if not isinstance(record, ConfigRecord):
+        raise TypeError("the message has no ConfigRecord 'config'")
+    return record
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Receive the global networks, train locally, reply with the federated ones."""
     s = scenario_from(context.run_config)
     pid = _partition_id(context)
-    config = msg.content["config"]
-    round_ = int(config["server-round"])
-    private = from_record(context.state[PRIVATE]) if PRIVATE in context.state else None
+    config = _config(msg)
+    round_ = int(config["server-round"])  # type: ignore[arg-type]
+    stored = context.state.get(PRIVATE)
+    private = from_record(stored) if isinstance(stored, ArrayRecord) else None
     mu = config.get("proximal-mu")
     update = client_train(
-        s, pid, round_, from_record(msg.content["arrays"]), private,
-        prox_mu=float(mu) if mu is not None else None,
+        s,
+        pid,
+        round_,
+        from_record(_arrays(msg)),
+        private,
+        prox_mu=float(mu) if isinstance(mu, int | float) else None,
     )
     context.state[PRIVATE] = to_record(update.private) if update.private else ArrayRecord()
     rec = update.received
-    metrics = {**update.metrics, "local.recall_hits": rec.recall_hits,
-               "local.coverage_hits": rec.coverage_hits, "local.group_n": rec.group_n}
-    return Message(RecordDict({"arrays": to_record(update.arrays),
-                               "metrics": metric_record(metrics)}), reply_to=msg)
+    metrics = {
+        **update.metrics,
+        "local.recall_hits": rec.recall_hits,
+        "local.coverage_hits": rec.coverage_hits,
+        "local.group_n": rec.group_n,
+    }
+    return Message(
+        RecordDict({"arrays": to_record(update.arrays), "metrics": metric_record(metrics)}),
+        reply_to=msg,
+    )
 
 
 @app.evaluate()
@@ -47,15 +78,25 @@ def evaluate(msg: Message, context: Context) -> Message:
     """The global generator against this client's held-out split (counts per group)."""
     s = scenario_from(context.run_config)
     pid = _partition_id(context)
-    round_ = int(msg.content["config"]["server-round"])
+    round_ = int(_config(msg)["server-round"])  # type: ignore[arg-type]
     data = federated_data(s)
     gan = make_gan(s, data)
-    state = initial_state(s, gan).load_arrays(from_record(msg.content["arrays"]))
+    state = initial_state(s, gan)
+    received = from_record(_arrays(msg))
+    stored = context.state.get(PRIVATE)
+    if not received and isinstance(stored, ArrayRecord):  # the generator is private here
+        state = state.load_arrays(from_record(stored))
+    state = state.load_arrays(received)
     ev = evaluate_locally(s, gan, state, data, pid, round_)
     metrics = {
-        "partition-id": float(pid), "num-examples": float(ev.n_real), "recall": ev.recall,
-        "coverage": ev.coverage, "expected_coverage": ev.expected_coverage,
-        "recall_hits": ev.recall_hits, "coverage_hits": ev.coverage_hits, "group_n": ev.group_n,
+        "partition-id": float(pid),
+        "num-examples": float(ev.n_real),
+        "recall": ev.recall,
+        "coverage": ev.coverage,
+        "expected_coverage": ev.expected_coverage,
+        "recall_hits": ev.recall_hits,
+        "coverage_hits": ev.coverage_hits,
+        "group_n": ev.group_n,
     }
     return Message(RecordDict({"metrics": metric_record(metrics)}), reply_to=msg)
 
@@ -63,7 +104,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Tell the server this node's partition id (Flower's node ids are random)."""
-    from flwr.app import MetricRecord
-
-    return Message(RecordDict({"metrics": MetricRecord(
-        {"partition-id": _partition_id(context)})}), reply_to=msg)
+    return Message(
+        RecordDict({"metrics": MetricRecord({"partition-id": _partition_id(context)})}),
+        reply_to=msg,
+    )

@@ -20,7 +20,7 @@ def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
 
 
 def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: record[k].numpy() for k in record.keys()}
+    return {k: v.numpy() for k, v in record.items()}
 
 
 def metric_record(values: Mapping[str, Any]) -> MetricRecord:

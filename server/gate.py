@@ -45,7 +45,9 @@ def check_replies(
 
 
 def _problem(
-    msg: Message, pid: int, expected: dict[str, tuple[int, ...]] | None,
+    msg: Message,
+    pid: int,
+    expected: dict[str, tuple[int, ...]] | None,
     required: tuple[str, ...],
 ) -> tuple[str, str]:
     if msg.has_error():

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 
 from clients.records import from_record, to_record
 from server.gate import check_replies
 from server.strategies import build_strategy
+from simulator.centralized import eval_rows, make_evaluator
 from simulator.evaluate import Evaluation
 from simulator.federation import (
     FederatedData,
@@ -30,7 +32,6 @@ from simulator.federation import (
 )
 from simulator.scenario import Scenario
 from simulator.seeding import numpy_rng, torch_generator
-from simulator.centralized import eval_rows, make_evaluator
 from simulator.store import RunStore
 
 RoundHook = Callable[[int, int, "Evaluation | None"], None]
@@ -53,14 +54,14 @@ class SampledGrid(Grid):
         return getattr(self._grid, name)
 
     # Grid's abstract methods, delegated.
-    def set_run(self, run_id: int) -> None:  # type: ignore[override]
-        self._grid.set_run(run_id)
+    def set_run(self, run: Run) -> None:
+        self._grid.set_run(run)
 
     @property
-    def run(self) -> Any:  # type: ignore[override]
+    def run(self) -> Any:
         return self._grid.run
 
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:  # type: ignore[override]
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
         return self._grid.create_message(*args, **kwargs)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
@@ -78,16 +79,25 @@ class SampledGrid(Grid):
 def discover(grid: Grid, n_clients: int, timeout: float) -> dict[int, int]:
     """node id → partition id, asked of every node (node ids are random under Flower)."""
     nodes = list(grid.get_node_ids())
-    msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition-id"})}),
-                    dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+    msgs = [
+        Message(
+            RecordDict({"config": ConfigRecord({"ask": "partition-id"})}),
+            dst_node_id=n,
+            message_type=MessageType.QUERY,
+        )
+        for n in nodes
+    ]
     out: dict[int, int] = {}
     for reply in grid.send_and_receive(msgs, timeout=timeout):
         if not reply.has_error():
-            out[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])  # type: ignore[arg-type]
+            metrics = reply.content["metrics"]
+            assert isinstance(metrics, MetricRecord)
+            out[reply.metadata.src_node_id] = int(metrics["partition-id"])  # type: ignore[arg-type]
     pids = sorted(out.values())
     if len(set(pids)) != len(pids) or any(p < 0 or p >= n_clients for p in pids):
-        raise RuntimeError(f"nodes report partition ids {pids}; expected distinct ids in "
-                           f"0..{n_clients - 1}")
+        raise RuntimeError(
+            f"nodes report partition ids {pids}; expected distinct ids in 0..{n_clients - 1}"
+        )
     return out
 
 
@@ -102,7 +112,7 @@ def sample_clients(s: Scenario, round_: int) -> list[int]:
 
 
 def _scalar_metrics(rec: MetricRecord) -> dict[str, float]:
-    return {k: float(v) for k, v in rec.items() if isinstance(v, int | float)}  # type: ignore[arg-type]
+    return {k: float(v) for k, v in rec.items() if isinstance(v, int | float)}
 
 
 def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
@@ -118,8 +128,13 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
     strategy = build_strategy(s.strategy.name, dict(s.strategy.params))
     evaluator = make_evaluator(s, data.held)
     store.write_table("partition.csv", _partition_table(data))
-    store.event("run_started", engine=s.engine.name, strategy=s.strategy.name,
-                clients=data.n_clients, rounds=f.rounds)
+    store.event(
+        "run_started",
+        engine=s.engine.name,
+        strategy=s.strategy.name,
+        clients=data.n_clients,
+        rounds=f.rounds,
+    )
 
     node_pid = discover(grid, data.n_clients, f.timeout)
     pid_node = {p: n for n, p in node_pid.items()}
@@ -143,16 +158,24 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
         for pid, msg in gate.accepted:
             met = msg.content["metrics"]
             assert isinstance(met, MetricRecord)
-            rows += [{"round": rnd, "scope": "client", "client": pid, "metric": k, "value": v}
-                     for k, v in _scalar_metrics(met).items() if k != "partition-id"]
+            rows += [
+                {"round": rnd, "scope": "client", "client": pid, "metric": k, "value": v}
+                for k, v in _scalar_metrics(met).items()
+                if k != "partition-id"
+            ]
         rows += [
             {"round": rnd, "scope": "global", "metric": "fed.replies", "value": len(gate.accepted)},
-            {"round": rnd, "scope": "global", "metric": "fed.dropped",
-             "value": len(gate.dropped) + len(set(sampled) - answered)},
+            {
+                "round": rnd,
+                "scope": "global",
+                "metric": "fed.dropped",
+                "value": len(gate.dropped) + len(set(sampled) - answered),
+            },
         ]
         if len(gate.accepted) < f.min_replies:
-            store.event("round_skipped", round=rnd, replies=len(gate.accepted),
-                        min_replies=f.min_replies)
+            store.event(
+                "round_skipped", round=rnd, replies=len(gate.accepted), min_replies=f.min_replies
+            )
         else:
             new_record, _ = strategy.aggregate_train(rnd, gate.messages())
             if new_record is not None:
@@ -162,17 +185,28 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
         ev = None
         if rnd % s.evaluation.every == 0 or rnd == f.rounds:
             ev = _evaluate(s, grid, store, rnd, record, data, gan, evaluator, node_pid, f.timeout)
-        store.add_timings([{"round": rnd, "phase": "train", "seconds": t_train},
-                           {"round": rnd, "phase": "evaluate",
-                            "seconds": time.perf_counter() - t0 - t_train}])
+        store.add_timings(
+            [
+                {"round": rnd, "phase": "train", "seconds": t_train},
+                {"round": rnd, "phase": "evaluate", "seconds": time.perf_counter() - t0 - t_train},
+            ]
+        )
         for hook in ROUND_HOOKS:
             hook(rnd, f.rounds, ev)
     store.event("run_finished", rounds=f.rounds)
 
 
 def _evaluate(
-    s: Scenario, grid: Grid, store: RunStore, rnd: int, record: ArrayRecord,
-    data: FederatedData, gan: Any, evaluator: Any, node_pid: dict[int, int], timeout: float,
+    s: Scenario,
+    grid: Grid,
+    store: RunStore,
+    rnd: int,
+    record: ArrayRecord,
+    data: FederatedData,
+    gan: Any,
+    evaluator: Any,
+    node_pid: dict[int, int],
+    timeout: float,
 ) -> Evaluation | None:
     """Global evaluation on the pooled held-out set, then every client on its own split."""
     arrays = from_record(record)
@@ -181,7 +215,9 @@ def _evaluate(
     ev = None
     if generator:
         state = initial_state(s, gan).load_arrays(generator)
-        fake = gan.sample(state, s.evaluation.n_samples, torch_generator(s.seed, "sample", rnd)).numpy()
+        fake = gan.sample(
+            state, s.evaluation.n_samples, torch_generator(s.seed, "sample", rnd)
+        ).numpy()
         store.save_samples(rnd, fake)
         try:
             ev = evaluator(fake)
@@ -191,11 +227,19 @@ def _evaluate(
             store.add_metrics(eval_rows(ev, rnd, "global"))
             for w in ev.warnings:
                 store.event("warning", round=rnd, detail=w)
-            store.add_diagnosis({"round": rnd, "scope": "global", "client": -1,
-                                 "label": ev.diagnosis.label, "reason": ev.diagnosis.reason})
+            store.add_diagnosis(
+                {
+                    "round": rnd,
+                    "scope": "global",
+                    "client": -1,
+                    "label": ev.diagnosis.label,
+                    "reason": ev.diagnosis.reason,
+                }
+            )
     # Per-client evaluation of the global generator (a private generator when not federated).
-    content = RecordDict({"arrays": to_record(generator),
-                          "config": ConfigRecord({"server-round": rnd})})
+    content = RecordDict(
+        {"arrays": to_record(generator), "config": ConfigRecord({"server-round": rnd})}
+    )
     msgs = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in node_pid]
     replies = list(grid.send_and_receive(msgs, timeout=timeout))
     gate = check_replies(replies, node_pid, None, ("partition-id", "recall_hits"))
@@ -209,24 +253,48 @@ def _evaluate(
         assert isinstance(met, MetricRecord)
         n_real = int(met["num-examples"])  # type: ignore[arg-type]
         for key in ("recall", "coverage", "expected_coverage"):
-            rows.append({"round": rnd, "scope": "client", "client": pid, "metric": f"eval.{key}",
-                         "value": float(met[key]), "n": n_real})  # type: ignore[arg-type]
+            rows.append(
+                {
+                    "round": rnd,
+                    "scope": "client",
+                    "client": pid,
+                    "metric": f"eval.{key}",
+                    "value": float(met[key]),
+                    "n": n_real,
+                }
+            )  # type: ignore[arg-type]
         hits = np.array([met["recall_hits"], met["coverage_hits"], met["group_n"]], dtype=float)
         pooled += hits
         for g in range(G):
             if hits[2, g] > 0:
                 for i, key in enumerate(("recall", "coverage")):
-                    rows.append({"round": rnd, "scope": "client", "client": pid,
-                                 "group_by": data.group_col, "group": data.groups[g],
-                                 "metric": f"eval.{key}", "value": hits[i, g] / hits[2, g],
-                                 "n": int(hits[2, g])})
+                    rows.append(
+                        {
+                            "round": rnd,
+                            "scope": "client",
+                            "client": pid,
+                            "group_by": data.group_col,
+                            "group": data.groups[g],
+                            "metric": f"eval.{key}",
+                            "value": hits[i, g] / hits[2, g],
+                            "n": int(hits[2, g]),
+                        }
+                    )
     for g in range(G):  # per-group client recall pooled exactly over every client's points
         if pooled[2, g] > 0:
             for i, key in enumerate(("recall", "coverage")):
-                rows.append({"round": rnd, "scope": "clients", "client": -1,
-                             "group_by": data.group_col, "group": data.groups[g],
-                             "metric": f"eval.{key}", "value": pooled[i, g] / pooled[2, g],
-                             "n": int(pooled[2, g])})
+                rows.append(
+                    {
+                        "round": rnd,
+                        "scope": "clients",
+                        "client": -1,
+                        "group_by": data.group_col,
+                        "group": data.groups[g],
+                        "metric": f"eval.{key}",
+                        "value": pooled[i, g] / pooled[2, g],
+                        "n": int(pooled[2, g]),
+                    }
+                )
     store.add_metrics(rows)
     return ev
 

@@ -1,8 +1,8 @@
 """The simulator from Python (notebooks): run a scenario, load a finished run.
 
-    from simulator.api import run, load
-    result = run("scenarios/quickstart.yaml", ["federation.rounds=5"])
-    result.metrics.query("scope == 'global' and metric == 'recall'")
+from simulator.api import run, load
+result = run("scenarios/quickstart.yaml", ["federation.rounds=5"])
+result.metrics.query("scope == 'global' and metric == 'recall'")
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from simulator.centralized import RunResult, run_centralized
-from simulator.scenario import Scenario, ScenarioError, apply_overrides, load as load_scenario
-from simulator.scenario import validate
+from simulator.scenario import Scenario, ScenarioError, apply_overrides, validate
+from simulator.scenario import load as load_scenario
 from simulator.store import Run, load_run
 
 
@@ -37,8 +37,9 @@ def run(
 
     problems = check_scenario(s)
     if problems:
-        raise ScenarioError(str(scenario) if not isinstance(scenario, Scenario) else s.name,
-                            problems)
+        raise ScenarioError(
+            str(scenario) if not isinstance(scenario, Scenario) else s.name, problems
+        )
     return run_federated(s, out_dir)
 
 

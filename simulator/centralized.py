@@ -60,8 +60,13 @@ def prepare_data(s: Scenario) -> tuple[Dataset, Dataset]:
 def make_evaluator(s: Scenario, held: Dataset) -> Evaluator:
     e = s.evaluation
     return Evaluator(
-        held, k=e.k, group_by=e.group_by or None, mode_threshold=e.mode_threshold,
-        min_group_size=e.min_group_size, n_boot=e.n_boot, seed=derive_seed(s.seed, "eval"),
+        held,
+        k=e.k,
+        group_by=e.group_by or None,
+        mode_threshold=e.mode_threshold,
+        min_group_size=e.min_group_size,
+        n_boot=e.n_boot,
+        seed=derive_seed(s.seed, "eval"),
     )
 
 
@@ -80,8 +85,15 @@ def run_centralized(
     gan = GAN(s.gan.config(), train.X.shape[1], train.image_shape)
     evaluator = make_evaluator(s, held)
     store = RunStore.create(
-        out_dir, s.name, resolved_yaml(s),
-        {"engine": "centralized", "seed": s.seed, "n_train": len(train.X), "n_holdout": len(held.X)},
+        out_dir,
+        s.name,
+        resolved_yaml(s),
+        {
+            "engine": "centralized",
+            "seed": s.seed,
+            "n_train": len(train.X),
+            "n_holdout": len(held.X),
+        },
     )
     store.write_table("partition.csv", _group_counts(train))
     state = gan.init_state(derive_seed(s.seed, "init"))
@@ -95,29 +107,52 @@ def run_centralized(
         state, history = gan.train(state, data, n, gen, total_steps=total)
         t_train = time.perf_counter() - t0
         store.add_metrics(
-            {"round": state.step, "scope": "centralized", "metric": f"train.{k}", "value": v, "n": n}
+            {
+                "round": state.step,
+                "scope": "centralized",
+                "metric": f"train.{k}",
+                "value": v,
+                "n": n,
+            }
             for k, v in pd.DataFrame(history).mean().items()
         )
-        fake = gan.sample(state, s.evaluation.n_samples, torch_generator(s.seed, "sample", state.step))
+        fake = gan.sample(
+            state, s.evaluation.n_samples, torch_generator(s.seed, "sample", state.step)
+        )
         fake_np = fake.numpy()
         try:
             last = evaluator(fake_np)
         except FloatingPointError as exc:  # training diverged: say so, keep what was written
             store.event("generator_diverged", round=state.step, detail=str(exc))
-            store.add_metrics([{"round": state.step, "scope": "centralized",
-                                "metric": "diverged", "value": 1.0}])
+            store.add_metrics(
+                [{"round": state.step, "scope": "centralized", "metric": "diverged", "value": 1.0}]
+            )
             last = None
             break
         store.add_metrics(eval_rows(last, state.step, "centralized"))
         for w in last.warnings:
             store.event("warning", round=state.step, detail=w)
-        store.add_diagnosis({"round": state.step, "scope": "centralized", "client": -1,
-                             "label": last.diagnosis.label, "reason": last.diagnosis.reason})
+        store.add_diagnosis(
+            {
+                "round": state.step,
+                "scope": "centralized",
+                "client": -1,
+                "label": last.diagnosis.label,
+                "reason": last.diagnosis.reason,
+            }
+        )
         store.save_samples(state.step, fake_np)
         store.save_checkpoint(state.step, state.arrays())
-        store.add_timings([{"round": state.step, "phase": "train", "seconds": t_train},
-                           {"round": state.step, "phase": "evaluate",
-                            "seconds": time.perf_counter() - t0 - t_train}])
+        store.add_timings(
+            [
+                {"round": state.step, "phase": "train", "seconds": t_train},
+                {
+                    "round": state.step,
+                    "phase": "evaluate",
+                    "seconds": time.perf_counter() - t0 - t_train,
+                },
+            ]
+        )
         if on_eval is not None:
             on_eval(state.step, total, last)
     return RunResult(store.path, store.metrics(), last)

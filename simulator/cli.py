@@ -14,13 +14,15 @@ from rich.table import Table
 from simulator.summary import summary_tables
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True,
+    add_completion=False,
+    no_args_is_help=True,
     help="A federated, fairness-aware GAN simulator: run scenarios, inspect per-group metrics.",
 )
 console = Console()
 err = Console(stderr=True)
 
 BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
+
 
 def _fail(message: str) -> None:
     err.print(f"[red]error:[/red] {message}", highlight=False)
@@ -43,11 +45,19 @@ def run(
         list[str] | None, typer.Argument(help="Dotted overrides, e.g. federation.rounds=5.")
     ] = None,
     out: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
-    centralized: Annotated[bool, typer.Option(
-        "--centralized", help="Run the matched centralized twin (same generator steps).")] = False,
-    threads: Annotated[int, typer.Option(
-        help="torch CPU threads. Tiny GAN layers gain nothing from more, and oversubscribed "
-             "cores make torch's thread pool spin: 1 is the fast default.")] = 1,
+    centralized: Annotated[
+        bool,
+        typer.Option(
+            "--centralized", help="Run the matched centralized twin (same generator steps)."
+        ),
+    ] = False,
+    threads: Annotated[
+        int,
+        typer.Option(
+            help="torch CPU threads. Tiny GAN layers gain nothing from more, and oversubscribed "
+            "cores make torch's thread pool spin: 1 is the fast default."
+        ),
+    ] = 1,
 ) -> None:
     """Run a scenario (federated if it has a `federation` section) and write its run folder."""
     import torch
@@ -69,25 +79,39 @@ def run(
         if problems:
             _fail(str(ScenarioError(str(scenario), problems)))
     f = s.federation
-    what = (f"federated on {s.engine.name}: {s.partition.n_clients} clients "
-            f"({s.partition.name}), {f.rounds} rounds × {f.local_steps} local steps, "
-            f"federating {f.federate}, strategy {s.strategy.name}" if f else
-            f"centralized, {s.train.steps} generator steps")
-    console.print(f"[bold]{s.name}[/bold]: {what}; dataset {s.data.dataset}, objective "
-                  f"{s.gan.objective}, Lipschitz control {s.gan.lipschitz.name}")
+    what = (
+        f"federated on {s.engine.name}: {s.partition.n_clients} clients "
+        f"({s.partition.name}), {f.rounds} rounds × {f.local_steps} local steps, "
+        f"federating {f.federate}, strategy {s.strategy.name}"
+        if f
+        else f"centralized, {s.train.steps} generator steps"
+    )
+    console.print(
+        f"[bold]{s.name}[/bold]: {what}; dataset {s.data.dataset}, objective "
+        f"{s.gan.objective}, Lipschitz control {s.gan.lipschitz.name}"
+    )
     total = f.rounds if f else s.train.steps
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("starting", total=total)
 
         def on_eval(step: int, _total: int, ev) -> None:  # type: ignore[no-untyped-def]
             if ev is not None:
                 sm = ev.summary
-                progress.update(task, description=(
-                    f"{'round' if f else 'step'} {step}: recall {sm.get('recall', float('nan')):.3f}"
-                    f" worst group {sm.get('worst_group_recall', float('nan')):.3f}"
-                    f" modes {sm.get('modes_captured', float('nan')):.0f}"))
+                progress.update(
+                    task,
+                    description=(
+                        f"{'round' if f else 'step'} {step}: "
+                        f"recall {sm.get('recall', float('nan')):.3f}"
+                        f" worst group {sm.get('worst_group_recall', float('nan')):.3f}"
+                        f" modes {sm.get('modes_captured', float('nan')):.0f}"
+                    ),
+                )
             progress.update(task, completed=step)
 
         try:
@@ -145,7 +169,9 @@ def list_scenarios() -> None:
 @app.command()
 def inspect(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
-    round_: Annotated[int | None, typer.Option("--round", help="Round/step (default: last).")] = None,
+    round_: Annotated[
+        int | None, typer.Option("--round", help="Round/step (default: last).")
+    ] = None,
     by: Annotated[str, typer.Option(help="group | client | metric")] = "group",
 ) -> None:
     """Per-group, per-client or headline tables of one evaluation of a run."""
@@ -178,19 +204,23 @@ def inspect(
     table: pd.DataFrame
     if by == "group":
         g = sub[sub["group"] != ""]
-        table = g.pivot_table(index=["group_by", "group"], columns="metric", values="value",
-                              aggfunc="first")
+        table = g.pivot_table(
+            index=["group_by", "group"], columns="metric", values="value", aggfunc="first"
+        )
         clients = df[(df["scope"] == "client") & (df["group"] != "") & (df["round"] == rnd)]
         if len(clients):  # client × group recall on each client's own held-out data
             console.print(f"[bold]client × group recall[/bold] (round {rnd})")
-            console.print(clients[clients["metric"] == "eval.recall"].pivot_table(
-                index="client", columns="group", values="value", aggfunc="first"
-            ).to_string(float_format=lambda v: f"{v:.3f}"))
+            console.print(
+                clients[clients["metric"] == "eval.recall"]
+                .pivot_table(index="client", columns="group", values="value", aggfunc="first")
+                .to_string(float_format=lambda v: f"{v:.3f}")
+            )
     elif by == "client":
         table = sub.pivot_table(index="client", columns="metric", values="value", aggfunc="first")
     else:
-        table = sub[(sub["group"] == "")].pivot_table(index="metric", values="value",
-                                                     aggfunc="first")
+        table = sub[(sub["group"] == "")].pivot_table(
+            index="metric", values="value", aggfunc="first"
+        )
     console.print(f"[bold]{run_dir}[/bold] {scope if by != 'client' else 'client'} round {rnd}")
     with pd.option_context("display.max_columns", 50, "display.width", 200):
         console.print(table.to_string(float_format=lambda v: f"{v:.3f}"))

@@ -43,8 +43,9 @@ class Evaluation:
     """E.g. groups with too few held-out points for their values to mean much."""
 
 
-def _image_labeller(ds: Dataset) -> tuple[Callable[[np.ndarray], np.ndarray] | None,
-                                         Callable[[np.ndarray], np.ndarray] | None]:
+def _image_labeller(
+    ds: Dataset,
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, Callable[[np.ndarray], np.ndarray] | None]:
     """For digit images: (feature map, label map) from the digit classifier, else (None, None)."""
     if ds.image_shape is None or ds.image_shape[1:] != (8, 8):
         return None, None
@@ -79,9 +80,7 @@ class LabelModes:
     off_support_rate: float
 
 
-def label_mode_metrics(
-    labels: np.ndarray, mode_ids: np.ndarray, weights: np.ndarray
-) -> LabelModes:
+def label_mode_metrics(labels: np.ndarray, mode_ids: np.ndarray, weights: np.ndarray) -> LabelModes:
     """Mode metrics from classifier labels (digits, stacked digits).
 
     labels [M]: predicted mode of each generated sample; mode_ids [K] and weights [K]: the true
@@ -100,8 +99,9 @@ def label_mode_metrics(
     p = counts / total
     nz = p > 0
     kl = float(np.sum(p[nz] * np.log(p[nz] / weights[nz])))
-    return LabelModes(int(nz.sum()), mode_ids, p, kl, float(np.min(p / weights)),
-                      float(1.0 - inside.mean()))
+    return LabelModes(
+        int(nz.sum()), mode_ids, p, kl, float(np.min(p / weights)), float(1.0 - inside.mean())
+    )
 
 
 class Evaluator:
@@ -112,8 +112,14 @@ class Evaluator:
     """
 
     def __init__(
-        self, real: Dataset, k: int = 5, group_by: list[str] | None = None,
-        mode_threshold: float = 3.0, min_group_size: int = 20, n_boot: int = 0, seed: int = 0,
+        self,
+        real: Dataset,
+        k: int = 5,
+        group_by: list[str] | None = None,
+        mode_threshold: float = 3.0,
+        min_group_size: int = 20,
+        n_boot: int = 0,
+        seed: int = 0,
     ) -> None:
         self.real = real
         self.k = k
@@ -121,7 +127,8 @@ class Evaluator:
         missing = [g for g in self.group_by if g not in real.groups.columns]
         if missing:
             raise ValueError(
-                f"group columns {missing} are not in the dataset; it has {list(real.groups.columns)}"
+                f"group columns {missing} are not in the dataset; "
+                f"it has {list(real.groups.columns)}"
             )
         self.mode_threshold = mode_threshold
         self.min_group_size = min_group_size
@@ -145,8 +152,10 @@ class Evaluator:
         res = prdc(self.real_feats, fake_feats, k=self.k)
         exp_cov = expected_coverage(n_real, n_fake, self.k)
         for name, value, n in (
-            ("precision", res.precision, n_fake), ("recall", res.recall, n_real),
-            ("density", res.density, n_fake), ("coverage", res.coverage, n_real),
+            ("precision", res.precision, n_fake),
+            ("recall", res.recall, n_real),
+            ("density", res.density, n_fake),
+            ("coverage", res.coverage, n_real),
             ("expected_coverage", exp_cov, n_real),
         ):
             rows.append({"metric": name, "value": value, "n": n})
@@ -162,22 +171,45 @@ class Evaluator:
         fake_groups = self.real.groups.iloc[res.nearest_real_index].reset_index(drop=True)
         for col in self.group_by:
             report = group_prdc(
-                res, self.real.groups[col], fake_groups[col],
-                min_group_size=self.min_group_size, n_boot=self.n_boot or None,
+                res,
+                self.real.groups[col],
+                fake_groups[col],
+                min_group_size=self.min_group_size,
+                n_boot=self.n_boot or None,
                 random_state=self.seed,
             )
             tidy = report.tidy()
             quantiles = [c for c in tidy.columns if c.startswith("q")]
             for row in tidy.to_dict("records"):  # not itertuples: 'class' is no identifier
-                rows.append({"metric": row["metric"], "value": row["value"], "n": row["n"],
-                             "group_by": col, "group": row[col]})
+                rows.append(
+                    {
+                        "metric": row["metric"],
+                        "value": row["value"],
+                        "n": row["n"],
+                        "group_by": col,
+                        "group": row[col],
+                    }
+                )
                 for q in quantiles:  # bootstrap quantiles as their own metrics
-                    rows.append({"metric": f"{row['metric']}.{q}", "value": row[q],
-                                 "n": row["n"], "group_by": col, "group": row[col]})
+                    rows.append(
+                        {
+                            "metric": f"{row['metric']}.{q}",
+                            "value": row[q],
+                            "n": row["n"],
+                            "group_by": col,
+                            "group": row[col],
+                        }
+                    )
             for metric, stats in report.summary.iterrows():
                 for stat in ("group_min", "difference", "ratio"):
-                    rows.append({"metric": f"{metric}.{stat}", "value": stats[stat],
-                                 "n": n_real, "group_by": col})
+                    rows.append(
+                        {
+                            "metric": f"{metric}.{stat}",
+                            "value": stats[stat],
+                            "n": n_real,
+                            "group_by": col,
+                        }
+                    )
             if report.small_groups:
                 warnings.append(
                     f"groups {report.small_groups} of {col!r} have fewer than "
@@ -185,8 +217,7 @@ class Evaluator:
                 )
             if col == self.group_by[0]:
                 summary["worst_group_recall"] = float(report.summary.loc["recall", "group_min"])
-                summary["worst_group_coverage"] = float(
-                    report.summary.loc["coverage", "group_min"])
+                summary["worst_group_coverage"] = float(report.summary.loc["coverage", "group_min"])
                 summary["recall_difference"] = float(report.summary.loc["recall", "difference"])
 
         diag = diagnose(res.precision, res.recall, res.density, res.coverage, exp_cov)
@@ -198,7 +229,8 @@ class Evaluator:
                 "mode_dropping",
                 f"totals look healthy but the worst {self.group_by[0]!r} group has recall "
                 f"{worst:.3f} < {DROPPED_GROUP_RECALL}: that group is dropped",
-                fidelity_ok=True, diversity_ok=False,
+                fidelity_ok=True,
+                diversity_ok=False,
             )
         return Evaluation(rows, summary, diag, fake_groups, {"modes": modes}, warnings)
 
@@ -207,8 +239,9 @@ class Evaluator:
             m = self.real.modes
             gm = mode_metrics(fake, m.means, m.sigma, m.weights, threshold=self.mode_threshold)
             ids = np.arange(m.n_modes)  # mixture mode ids are 0..K−1 (the "mode" column)
-            mm = LabelModes(gm.modes_captured, ids, gm.mass_per_mode, gm.reverse_kl,
-                            gm.min_mass_ratio, 0.0)
+            mm = LabelModes(
+                gm.modes_captured, ids, gm.mass_per_mode, gm.reverse_kl, gm.min_mass_ratio, 0.0
+            )
             extra = {"high_quality_rate": gm.high_quality_rate}
         elif self._labels is not None:
             col = self.real.groups.columns[0]
@@ -219,14 +252,24 @@ class Evaluator:
             return None
         n = len(fake)
         base = {
-            "modes_captured": mm.modes_captured, "modes_total": len(mm.mass_per_mode),
-            "reverse_kl": mm.reverse_kl, "min_mass_ratio": mm.min_mass_ratio, **extra,
+            "modes_captured": mm.modes_captured,
+            "modes_total": len(mm.mass_per_mode),
+            "reverse_kl": mm.reverse_kl,
+            "min_mass_ratio": mm.min_mass_ratio,
+            **extra,
         }
         for name, value in base.items():
             rows.append({"metric": name, "value": float(value), "n": n})
             summary[name] = float(value)
         col = self.real.groups.columns[0]
         for mode, mass in zip(mm.mode_ids.tolist(), mm.mass_per_mode.tolist(), strict=True):
-            rows.append({"metric": "mode_mass", "value": float(mass), "n": n,
-                         "group_by": col, "group": mode})
+            rows.append(
+                {
+                    "metric": "mode_mass",
+                    "value": float(mass),
+                    "n": n,
+                    "group_by": col,
+                    "group": mode,
+                }
+            )
         return mm

@@ -71,8 +71,11 @@ def _federated_data(scenario_json: str) -> FederatedData:
             f"{list(train.groups.columns)}"
         )
     part = partition(
-        train.groups[col], s.partition.n_clients, derive_seed(s.seed, "partition"),
-        s.partition.name, s.partition.params,
+        train.groups[col],
+        s.partition.n_clients,
+        derive_seed(s.seed, "partition"),
+        s.partition.name,
+        s.partition.params,
     )
     rng = numpy_rng(s.seed, "client-holdout")
     client_train, client_held = [], []
@@ -120,7 +123,8 @@ def split_arrays(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(travelling, private) parts of a state's arrays for `federate`."""
     keep = FEDERATED_PREFIXES[federate]
-    out, private = {}, {}
+    out: dict[str, np.ndarray] = {}
+    private: dict[str, np.ndarray] = {}
     for k, v in arrays.items():
         (out if k.split(".", 1)[0] in keep else private)[k] = v
     return out, private
@@ -151,19 +155,34 @@ def evaluate_locally(
     G = len(data.groups)
     k = s.evaluation.k
     if len(idx) <= k:  # radii need k neighbours: too few held-out points to say anything
-        return LocalEvaluation(float("nan"), float("nan"), float("nan"), len(idx),
-                               [0] * G, [0] * G, np.bincount(data.group_codes(idx), minlength=G).tolist())
+        return LocalEvaluation(
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            len(idx),
+            [0] * G,
+            [0] * G,
+            np.bincount(data.group_codes(idx), minlength=G).tolist(),
+        )
     real = data.train.X[idx]
-    fake = gan.sample(state, len(idx), torch_generator(s.seed, "client-eval", client, round_)).numpy()
+    fake = gan.sample(
+        state, len(idx), torch_generator(s.seed, "client-eval", client, round_)
+    ).numpy()
     if not np.isfinite(fake).all():
         raise FloatingPointError(f"client {client}: the generator produced non-finite points")
     res = prdc(real, fake, k=k)
     codes = data.group_codes(idx)
     return LocalEvaluation(
-        recall=float(res.recall), coverage=float(res.coverage),
-        expected_coverage=expected_coverage(len(idx), len(idx), k), n_real=len(idx),
-        recall_hits=np.bincount(codes, weights=res.recall_per_real, minlength=G).astype(int).tolist(),
-        coverage_hits=np.bincount(codes, weights=res.coverage_per_real, minlength=G).astype(int).tolist(),
+        recall=float(res.recall),
+        coverage=float(res.coverage),
+        expected_coverage=expected_coverage(len(idx), len(idx), k),
+        n_real=len(idx),
+        recall_hits=np.bincount(codes, weights=res.recall_per_real, minlength=G)
+        .astype(int)
+        .tolist(),
+        coverage_hits=np.bincount(codes, weights=res.coverage_per_real, minlength=G)
+        .astype(int)
+        .tolist(),
         group_n=np.bincount(codes, minlength=G).tolist(),
     )
 
@@ -201,24 +220,33 @@ def client_train(
     state.step = (round_ - 1) * f.local_steps
     if gan.config.prox_mu:
         state.g_anchor = {k: v.clone() for k, v in state.g.items()}
-        state.d_anchor = {k: v.clone() for k, v in state.d.items()} if f.federate != "generator" else {}
+        state.d_anchor = (
+            {k: v.clone() for k, v in state.d.items()} if f.federate != "generator" else {}
+        )
         if f.federate == "critic":
             state.g_anchor = {}
     x = torch.as_tensor(data.train.X[data.client_train[client]])
     state, history = gan.train(
-        state, x, f.local_steps, torch_generator(s.seed, "train", client, round_),
+        state,
+        x,
+        f.local_steps,
+        torch_generator(s.seed, "train", client, round_),
         total_steps=f.rounds * f.local_steps,
     )
     arrays, private_out = split_arrays(state.arrays(), f.federate)
     metrics = {f"train.{k}": float(v) for k, v in pd.DataFrame(history).mean().items()}
     # A positive quality loss (q-FedAvg raises it to a fractional power): 1 − local coverage.
     cov = received.coverage if np.isfinite(received.coverage) else 0.0
-    metrics.update({
-        "num-examples": float(len(x)), "partition-id": float(client),
-        "local.recall": received.recall, "local.coverage": received.coverage,
-        "local.expected_coverage": received.expected_coverage,
-        "train_loss": 1.0 - cov + 1e-3,
-        "bytes.received": float(sum(v.nbytes for v in global_arrays.values())),
-        "bytes.sent": float(sum(v.nbytes for v in arrays.values())),
-    })
+    metrics.update(
+        {
+            "num-examples": float(len(x)),
+            "partition-id": float(client),
+            "local.recall": received.recall,
+            "local.coverage": received.coverage,
+            "local.expected_coverage": received.expected_coverage,
+            "train_loss": 1.0 - cov + 1e-3,
+            "bytes.received": float(sum(v.nbytes for v in global_arrays.values())),
+            "bytes.sent": float(sum(v.nbytes for v in arrays.values())),
+        }
+    )
     return ClientUpdate(arrays, private_out, metrics, received)

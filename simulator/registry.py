@@ -23,7 +23,9 @@ def load_plugin(spec: str, kind: str) -> object:
     """
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
-        raise RegistryError(f"{kind} plug-in {spec!r} must look like 'module:attr' or 'file.py:attr'")
+        raise RegistryError(
+            f"{kind} plug-in {spec!r} must look like 'module:attr' or 'file.py:attr'"
+        )
     if target.endswith(".py"):
         path = Path(target).expanduser()
         if not path.is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -185,12 +186,20 @@ class GANModel(_Model):
 
     def config(self, prox_mu: float = 0.0) -> GANConfig:
         return GANConfig(
-            latent_dim=self.latent_dim, generator=self.generator.spec(),
-            critic=self.critic.spec(), objective=self.objective,
-            lipschitz=self.lipschitz.name, lipschitz_params=dict(self.lipschitz.params),
-            n_critic=self.n_critic, batch_size=self.batch_size, g_opt=self.g_opt.spec(),
-            d_opt=self.d_opt.spec(), lr_schedule=self.lr_schedule, lr_final=self.lr_final,
-            ema=self.ema, prox_mu=prox_mu,
+            latent_dim=self.latent_dim,
+            generator=self.generator.spec(),
+            critic=self.critic.spec(),
+            objective=self.objective,
+            lipschitz=self.lipschitz.name,
+            lipschitz_params=dict(self.lipschitz.params),
+            n_critic=self.n_critic,
+            batch_size=self.batch_size,
+            g_opt=self.g_opt.spec(),
+            d_opt=self.d_opt.spec(),
+            lr_schedule=self.lr_schedule,
+            lr_final=self.lr_final,
+            ema=self.ema,
+            prox_mu=prox_mu,
         )
 
 
@@ -325,7 +334,7 @@ class Scenario(_Model):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-def _format(err: dict[str, Any], model_fields: dict[tuple[str, ...], list[str]]) -> str:
+def _format(err: Mapping[str, Any], model_fields: dict[tuple[str, ...], list[str]]) -> str:
     loc = tuple(str(p) for p in err["loc"])
     path = ".".join(loc) or "(top)"
     if err["type"] == "extra_forbidden":

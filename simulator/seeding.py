@@ -7,6 +7,7 @@ import zlib
 import numpy as np
 import torch
 
+
 def derive_seed(seed: int, purpose: str, *keys: int) -> int:
     """A 63-bit seed for (`purpose`, keys…) under the scenario `seed`; stable across runs."""
     tag = zlib.crc32(purpose.encode())

@@ -87,12 +87,18 @@ class RunStore:
     def add_metrics(self, rows: Iterable[dict[str, Any]]) -> None:
         """Append tidy rows (missing columns get defaults) and rewrite the tables atomically."""
         for r in rows:
-            self._metrics.append({
-                "round": int(r["round"]), "scope": r.get("scope", "global"),
-                "client": int(r.get("client", -1)), "group_by": r.get("group_by", ""),
-                "group": str(r.get("group", "")), "metric": r["metric"],
-                "value": float(r["value"]), "n": int(r.get("n", 0)),
-            })
+            self._metrics.append(
+                {
+                    "round": int(r["round"]),
+                    "scope": r.get("scope", "global"),
+                    "client": int(r.get("client", -1)),
+                    "group_by": r.get("group_by", ""),
+                    "group": str(r.get("group", "")),
+                    "metric": r["metric"],
+                    "value": float(r["value"]),
+                    "n": int(r.get("n", 0)),
+                }
+            )
         df = self.metrics()
         atomic_write_text(self.path / "metrics.csv", df.to_csv(index=False))
         tmp = self.path / ".metrics.parquet.tmp"
@@ -105,7 +111,9 @@ class RunStore:
     def add_timings(self, rows: Iterable[dict[str, Any]]) -> None:
         """Wall times live here, never in the (deterministic) metrics table."""
         self._timings.extend(rows)
-        atomic_write_text(self.path / "timings.csv", pd.DataFrame(self._timings).to_csv(index=False))
+        atomic_write_text(
+            self.path / "timings.csv", pd.DataFrame(self._timings).to_csv(index=False)
+        )
 
     def add_diagnosis(self, row: dict[str, Any]) -> None:
         self._diagnoses.append(row)

@@ -8,11 +8,17 @@ import pandas as pd
 from rich.table import Table
 
 HEADLINE = [
-    ("precision", "precision"), ("recall", "recall"), ("density", "density"),
-    ("coverage", "coverage"), ("expected_coverage", "coverage ceiling (same-distribution)"),
-    ("modes_captured", "modes captured"), ("high_quality_rate", "high quality (3σ)"),
-    ("reverse_kl", "reverse KL (modes)"), ("min_mass_ratio", "min mode mass ratio"),
-    ("recall.group_min", "worst-group recall"), ("recall.difference", "recall gap (max − min)"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("density", "density"),
+    ("coverage", "coverage"),
+    ("expected_coverage", "coverage ceiling (same-distribution)"),
+    ("modes_captured", "modes captured"),
+    ("high_quality_rate", "high quality (3σ)"),
+    ("reverse_kl", "reverse KL (modes)"),
+    ("min_mass_ratio", "min mode mass ratio"),
+    ("recall.group_min", "worst-group recall"),
+    ("recall.difference", "recall gap (max − min)"),
     ("frechet_distance", "Fréchet distance (classifier features)"),
 ]
 
@@ -20,8 +26,12 @@ HEADLINE = [
 def main_scope(metrics: pd.DataFrame) -> str:
     """'global' for federated runs, 'centralized' for centralized ones."""
     scopes = set(metrics["scope"])
-    return "global" if "global" in scopes and "recall" in set(
-        metrics.loc[metrics["scope"] == "global", "metric"]) else "centralized"
+    return (
+        "global"
+        if "global" in scopes
+        and "recall" in set(metrics.loc[metrics["scope"] == "global", "metric"])
+        else "centralized"
+    )
 
 
 def last_round(metrics: pd.DataFrame, scope: str, metric: str) -> int | None:
@@ -41,8 +51,11 @@ def headline(metrics: pd.DataFrame, round_: int | None = None) -> dict[str, floa
     for r in rows.itertuples():
         if r.group == "" and (r.group_by in ("", first_group)):
             out.setdefault(str(r.metric), float(r.value))
-    clients = metrics[(metrics["scope"] == "client") & (metrics["metric"] == "eval.recall")
-                      & (metrics["group"] == "")]
+    clients = metrics[
+        (metrics["scope"] == "client")
+        & (metrics["metric"] == "eval.recall")
+        & (metrics["group"] == "")
+    ]
     if len(clients):
         last = clients[clients["round"] == clients["round"].max()]["value"].dropna()
         if len(last):
@@ -64,8 +77,10 @@ def summary_tables(metrics: pd.DataFrame, round_: int | None = None) -> list[Tab
     scope = main_scope(metrics)
     rnd = round_ if round_ is not None else last_round(metrics, scope, "recall")
     h = headline(metrics, rnd)
-    t = Table(title=f"{scope} evaluation at {'step' if scope == 'centralized' else 'round'} {rnd}"
-              " (held-out real data)")
+    t = Table(
+        title=f"{scope} evaluation at {'step' if scope == 'centralized' else 'round'} {rnd}"
+        " (held-out real data)"
+    )
     t.add_column("metric")
     t.add_column("value", justify="right")
     for key, label in HEADLINE:
@@ -74,20 +89,27 @@ def summary_tables(metrics: pd.DataFrame, round_: int | None = None) -> list[Tab
             if key == "modes_captured" and "modes_total" in h:
                 value += f" / {h['modes_total']:.0f}"
             t.add_row(label, value)
-    for key, label in (("worst_client_recall", "worst-client recall (own data)"),
-                       ("client_recall_spread", "client recall spread (max − min)")):
+    for key, label in (
+        ("worst_client_recall", "worst-client recall (own data)"),
+        ("client_recall_spread", "client recall spread (max − min)"),
+    ):
         if key in h:
             t.add_row(label, _fmt(key, h[key]))
     tables = [t]
-    rows = metrics[(metrics["scope"] == scope) & (metrics["round"] == rnd) & (metrics["group"] != "")]
+    rows = metrics[
+        (metrics["scope"] == scope) & (metrics["round"] == rnd) & (metrics["group"] != "")
+    ]
     if len(rows):
         col = rows["group_by"].iloc[0]
         rows = rows[rows["group_by"] == col]
         wide = rows.pivot_table(index="group", columns="metric", values="value", aggfunc="first")
         n = rows[rows["metric"] == "recall"].set_index("group")["n"]
         pooled = metrics[(metrics["scope"] == "clients") & (metrics["metric"] == "eval.recall")]
-        pooled = pooled[pooled["round"] == pooled["round"].max()].set_index("group")["value"] \
-            if len(pooled) else pd.Series(dtype=float)
+        pooled = (
+            pooled[pooled["round"] == pooled["round"].max()].set_index("group")["value"]
+            if len(pooled)
+            else pd.Series(dtype=float)
+        )
         g = Table(title=f"per-group ({col}): low recall = a group the generator forgets")
         cols = [c for c in ("recall", "coverage", "precision", "mode_mass") if c in wide.columns]
         g.add_column(col)

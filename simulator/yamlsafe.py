@@ -14,7 +14,7 @@ class YAMLError(ValueError):
 class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors/aliases outright instead of expanding them."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             mark = event.start_mark

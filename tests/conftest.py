@@ -21,10 +21,16 @@ def tiny_raw(**sections: Any) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "name": "tiny",
         "seed": 3,
-        "data": {"dataset": "ring", "n_samples": 800,
-                 "params": {"minority_modes": [0], "minority_weight": 0.05}},
-        "gan": {"generator": {"widths": [16, 16]}, "critic": {"widths": [16, 16]},
-                "batch_size": 32},
+        "data": {
+            "dataset": "ring",
+            "n_samples": 800,
+            "params": {"minority_modes": [0], "minority_weight": 0.05},
+        },
+        "gan": {
+            "generator": {"widths": [16, 16]},
+            "critic": {"widths": [16, 16]},
+            "batch_size": 32,
+        },
         "partition": {"name": "dirichlet", "params": {"alpha": 1.0}, "n_clients": 4},
         "federation": {"rounds": 2, "local_steps": 3},
         "evaluation": {"every": 1, "n_samples": 200, "min_group_size": 5},

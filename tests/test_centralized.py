@@ -12,8 +12,13 @@ from simulator.data import load_dataset
 from simulator.scenario import validate
 
 RAW = {
-    "name": "c", "seed": 1,
-    "data": {"dataset": "ring", "n_samples": 600, "params": {"minority_modes": [0], "minority_weight": 0.01}},
+    "name": "c",
+    "seed": 1,
+    "data": {
+        "dataset": "ring",
+        "n_samples": 600,
+        "params": {"minority_modes": [0], "minority_weight": 0.01},
+    },
     "gan": {"generator": {"widths": [16]}, "critic": {"widths": [16]}, "batch_size": 32},
     "train": {"steps": 20},
     "evaluation": {"every": 10, "n_samples": 200, "min_group_size": 5},
@@ -36,9 +41,17 @@ def test_run_writes_folder_and_is_deterministic(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(a.metrics, b.metrics)
     assert sorted(a.metrics["round"].unique()) == [10, 20]
     assert set(a.metrics["scope"]) == {"centralized"}
-    for name in ("scenario.yaml", "env.json", "metrics.parquet", "metrics.csv", "timings.csv",
-                 "diagnosis.csv", "partition.csv", "samples/round-000020.npy",
-                 "checkpoints/round-000020.npz"):
+    for name in (
+        "scenario.yaml",
+        "env.json",
+        "metrics.parquet",
+        "metrics.csv",
+        "timings.csv",
+        "diagnosis.csv",
+        "partition.csv",
+        "samples/round-000020.npy",
+        "checkpoints/round-000020.npz",
+    ):
         assert (a.path / name).exists(), name
     assert "train.g_loss" in set(a.metrics["metric"])
     c = run_centralized(validate({**RAW, "seed": 2}), tmp_path / "c")

@@ -21,7 +21,9 @@ def _write(tmp_path: Path, raw: dict) -> Path:
 
 def test_run_federated_prints_tables_and_the_run_folder(tmp_path: Path) -> None:
     p = _write(tmp_path, tiny_raw())
-    res = runner.invoke(app, ["run", str(p), "federation.rounds=1", "--out", str(tmp_path / "runs")])
+    res = runner.invoke(
+        app, ["run", str(p), "federation.rounds=1", "--out", str(tmp_path / "runs")]
+    )
     assert res.exit_code == 0, res.output
     assert "per-group (mode)" in res.output and "worst-group recall" in res.output
     folder = res.output.split("run folder:")[1].split()[0]

@@ -16,8 +16,11 @@ def held():
 
 
 def _rows(ev, metric: str) -> pd.DataFrame:
-    rows = [{**r, "group": str(r["group"])} for r in ev.rows
-            if r["metric"] == metric and r.get("group", "") != ""]
+    rows = [
+        {**r, "group": str(r["group"])}
+        for r in ev.rows
+        if r["metric"] == metric and r.get("group", "") != ""
+    ]
     return pd.DataFrame(rows)
 
 
@@ -64,8 +67,9 @@ def test_non_finite_samples_raise(held) -> None:
 
 def test_label_mode_metrics_by_hand() -> None:
     # True modes 0..3 at weights .4 .4 .1 .1; generated labels: 0 ×3, 1 ×1, and one 9 (off support).
-    lm = label_mode_metrics(np.array([0, 0, 0, 1, 9]), np.array([0, 1, 2, 3]),
-                            np.array([0.4, 0.4, 0.1, 0.1]))
+    lm = label_mode_metrics(
+        np.array([0, 0, 0, 1, 9]), np.array([0, 1, 2, 3]), np.array([0.4, 0.4, 0.1, 0.1])
+    )
     assert lm.modes_captured == 2
     np.testing.assert_allclose(lm.mass_per_mode, [0.75, 0.25, 0, 0])
     assert lm.reverse_kl == pytest.approx(0.75 * np.log(0.75 / 0.4) + 0.25 * np.log(0.25 / 0.4))

@@ -100,7 +100,8 @@ def test_missing_file_is_a_scenario_error(tmp_path: Path) -> None:
 def test_base_files_merge_mapping_by_mapping(tmp_path: Path) -> None:
     (tmp_path / "parent.yaml").write_text(
         "name: parent\ndescription: the parent\ngan: {batch_size: 16, objective: hinge}\n"
-        "train: {steps: 7}\n")
+        "train: {steps: 7}\n"
+    )
     sub = tmp_path / "sub"
     sub.mkdir()
     (sub / "child.yaml").write_text("base: ../parent.yaml\nname: child\ngan: {batch_size: 32}\n")
@@ -114,7 +115,8 @@ def test_base_files_merge_mapping_by_mapping(tmp_path: Path) -> None:
 
 def test_a_renamed_component_starts_from_empty_params(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(
-        "gan: {lipschitz: {name: gradient_penalty, params: {lam: 5.0}}}\n")
+        "gan: {lipschitz: {name: gradient_penalty, params: {lam: 5.0}}}\n"
+    )
     (tmp_path / "a.yaml").write_text("base: p.yaml\ngan: {lipschitz: {name: weight_clip}}\n")
     (tmp_path / "b.yaml").write_text("base: p.yaml\ngan: {lipschitz: {params: {sampling: real}}}\n")
     assert load(tmp_path / "a.yaml").gan.lipschitz.params == {}

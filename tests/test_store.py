@@ -19,8 +19,20 @@ def test_layout_and_round_trip(tmp_path: Path) -> None:
     env = json.loads((st.path / "env.json").read_text())
     assert env["seed"] == 3 and "torch" in env["versions"]
     st.add_metrics([{"round": 1, "metric": "recall", "value": 0.5, "n": 10}])
-    st.add_metrics([{"round": 2, "scope": "client", "client": 3, "group_by": "mode",
-                     "group": 7, "metric": "recall", "value": 0.25, "n": 4}])
+    st.add_metrics(
+        [
+            {
+                "round": 2,
+                "scope": "client",
+                "client": 3,
+                "group_by": "mode",
+                "group": 7,
+                "metric": "recall",
+                "value": 0.25,
+                "n": 4,
+            }
+        ]
+    )
     st.event("client_failed", client=3, round=2, error="boom")
     st.save_samples(2, np.ones((3, 2), dtype=np.float32))
     run = load_run(st.path)
@@ -44,7 +56,10 @@ def test_no_temporary_files_left_behind(tmp_path: Path) -> None:
     leftovers = [p.name for p in st.path.rglob("*") if "tmp" in p.name]
     assert leftovers == []
     assert sorted(p.name for p in (st.path / "checkpoints").iterdir()) == [
-        "round-000000.npz", "round-000001.npz", "round-000002.npz"]
+        "round-000000.npz",
+        "round-000001.npz",
+        "round-000002.npz",
+    ]
 
 
 def test_two_runs_get_distinct_folders(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ itself (seeded, over partition ids) and shows the strategy only the sampled node
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, cast
 
 from flwr.serverapp.strategy import (
     Bulyan,
@@ -37,21 +37,35 @@ def _check_strategy(obj: object) -> str | None:
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", check=_check_strategy)
 for _name, _cls in {
-    "fedavg": FedAvg, "fedprox": FedProx, "fedadam": FedAdam, "fedyogi": FedYogi,
-    "fedadagrad": FedAdagrad, "fedavgm": FedAvgM, "fedmedian": FedMedian,
-    "fedtrimmedavg": FedTrimmedAvg, "krum": Krum, "multikrum": MultiKrum, "bulyan": Bulyan,
+    "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "fedadagrad": FedAdagrad,
+    "fedavgm": FedAvgM,
+    "fedmedian": FedMedian,
+    "fedtrimmedavg": FedTrimmedAvg,
+    "krum": Krum,
+    "multikrum": MultiKrum,
+    "bulyan": Bulyan,
     "qfedavg": QFedAvg,
 }.items():
-    STRATEGIES.add(_name, _cls)
+    STRATEGIES.add(_name, cast(type[Strategy], _cls))
 
 SAMPLING_ARGS = {
-    "fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": 1,
-    "min_evaluate_nodes": 1, "min_available_nodes": 1,
+    "fraction_train": 1.0,
+    "fraction_evaluate": 1.0,
+    "min_train_nodes": 1,
+    "min_evaluate_nodes": 1,
+    "min_available_nodes": 1,
 }
 """Set by the server loop: it samples the nodes and shows the strategy only those."""
 
 RESERVED = {
-    "weighted_by_key", "arrayrecord_key", "configrecord_key", "train_metrics_aggr_fn",
+    "weighted_by_key",
+    "arrayrecord_key",
+    "configrecord_key",
+    "train_metrics_aggr_fn",
     "evaluate_metrics_aggr_fn",
 }
 """Record keys the client and server agree on, and callables: not settable from YAML."""
@@ -63,9 +77,12 @@ def strategy_params(cls: type[Strategy]) -> dict[str, inspect.Parameter]:
     """The constructor's keyword parameters that a scenario may set."""
     sig = inspect.signature(cls.__init__)
     return {
-        n: p for n, p in sig.parameters.items()
-        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        and n not in SAMPLING_ARGS and n not in RESERVED
+        n: p
+        for n, p in sig.parameters.items()
+        if n != "self"
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and n not in SAMPLING_ARGS
+        and n not in RESERVED
     }
 
 
@@ -79,13 +96,21 @@ def check_strategy(name: str, params: dict[str, Any]) -> list[str]:
     problems = []
     for key in params:
         if key in SAMPLING_ARGS:
-            problems.append(f"strategy.params.{key}: set by the simulator (use "
-                            "federation.clients_per_round)")
+            problems.append(
+                f"strategy.params.{key}: set by the simulator (use federation.clients_per_round)"
+            )
         elif key not in allowed:
-            problems.append(f"strategy.params.{key}: {name} has no such parameter; allowed: "
-                            f"{', '.join(allowed) or '(none)'}")
-    missing = [n for n, p in allowed.items() if p.default is inspect.Parameter.empty
-               and n not in params and n not in DEFAULT_ARGS.get(name, {})]
+            problems.append(
+                f"strategy.params.{key}: {name} has no such parameter; allowed: "
+                f"{', '.join(allowed) or '(none)'}"
+            )
+    missing = [
+        n
+        for n, p in allowed.items()
+        if p.default is inspect.Parameter.empty
+        and n not in params
+        and n not in DEFAULT_ARGS.get(name, {})
+    ]
     problems += [f"strategy.params.{n}: required by {name}" for n in missing]
     return problems
 

@@ -28,10 +28,12 @@ def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
 
     assert s.federation is not None
     build_strategy(s.strategy.name, dict(s.strategy.params))  # fail before any training
-    store = RunStore.create(out_dir, s.name, resolved_yaml(s),
-                            {"engine": s.engine.name, "seed": s.seed})
+    store = RunStore.create(
+        out_dir, s.name, resolved_yaml(s), {"engine": s.engine.name, "seed": s.seed}
+    )
     run_config: dict[str, bool | int | float | str] = {
-        RUN_CONFIG_KEY: s.to_json(), RUN_DIR_KEY: str(store.path.resolve()),
+        RUN_CONFIG_KEY: s.to_json(),
+        RUN_DIR_KEY: str(store.path.resolve()),
     }
     n = s.partition.n_clients
     # Stock strategies log INFO lines every round; our own progress and events say more.
@@ -61,7 +63,13 @@ def _run_engine(s: Scenario, n: int, run_config: dict[str, bool | int | float | 
         init_args: dict[str, object] = {"logging_level": "ERROR", "log_to_driver": False}
         if s.engine.address:
             init_args["address"] = s.engine.address
-        run_ray(server_app, client_app, n, run_config, backend_config={
-            "client_resources": {"num_cpus": s.engine.num_cpus, "num_gpus": s.engine.num_gpus},
-            "init_args": init_args,
-        })
+        run_ray(
+            server_app,
+            client_app,
+            n,
+            run_config,
+            backend_config={
+                "client_resources": {"num_cpus": s.engine.num_cpus, "num_gpus": s.engine.num_gpus},
+                "init_args": init_args,
+            },
+        )

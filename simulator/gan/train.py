@@ -94,8 +94,12 @@ class GANState:
 
     def _groups(self) -> dict[str, Params]:
         return {
-            "generator": self.g, "critic": self.d, "critic_buffer": self.d_buf,
-            "generator_opt": self.g_opt, "critic_opt": self.d_opt, "generator_ema": self.g_ema,
+            "generator": self.g,
+            "critic": self.d,
+            "critic_buffer": self.d_buf,
+            "generator_opt": self.g_opt,
+            "critic_opt": self.d_opt,
+            "generator_ema": self.g_ema,
         }
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> GANState:
@@ -108,8 +112,12 @@ class GANState:
             old = groups[prefix][name]
             groups[prefix][name] = torch.as_tensor(np.array(value, copy=True), dtype=old.dtype)
         return replace(
-            self, g=groups["generator"], d=groups["critic"], d_buf=groups["critic_buffer"],
-            g_opt=groups["generator_opt"], d_opt=groups["critic_opt"],
+            self,
+            g=groups["generator"],
+            d=groups["critic"],
+            d_buf=groups["critic_buffer"],
+            g_opt=groups["generator_opt"],
+            d_opt=groups["critic_opt"],
             g_ema=groups["generator_ema"],
         )
 
@@ -174,7 +182,9 @@ class GAN:
             d_buf = {k: v.detach().clone() for k, v in self.critic.named_buffers()}
         d = self.control.project(d)
         return GANState(
-            g=g, d=d, d_buf=d_buf,
+            g=g,
+            d=d,
+            d_buf=d_buf,
             g_opt=optim.init_state(self.config.g_opt, g),
             d_opt=optim.init_state(self.config.d_opt, d),
             g_ema={k: v.clone() for k, v in g.items()} if self.config.ema else {},
@@ -215,8 +225,10 @@ class GAN:
             pen = self.control.penalty(lambda x: self.D(d, d_buf, x), real, fake, eps)
             total = loss + pen + _prox(d, s.d_anchor, c.prox_mu)
             stats = {
-                "d_loss": loss.detach(), "penalty": pen.detach(),
-                "v_real": v_real.detach().mean(), "v_fake": v_fake.detach().mean(),
+                "d_loss": loss.detach(),
+                "penalty": pen.detach(),
+                "v_real": v_real.detach().mean(),
+                "v_fake": v_fake.detach().mean(),
             }
             if self.objective.probabilistic:
                 stats["d_real"] = torch.sigmoid(v_real.detach()).mean()

@@ -46,24 +46,25 @@ def test_fedavg_round_equals_weighted_mean_of_client_updates(tmp_path: Path) -> 
     ckpt = np.load(res.path / "checkpoints" / "round-000001.npz")
     assert set(ckpt.files) == set(init)
     for key in init:
-        expected = sum(w * u.arrays[key] for w, u in zip(weights, updates)) / weights.sum()
+        expected = sum(w * u.arrays[key] for w, u in zip(weights, updates, strict=True)) / weights.sum()
         np.testing.assert_allclose(ckpt[key], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_generator_only_federation_keeps_critics_private(tmp_path: Path) -> None:
     s = tiny(federation={"rounds": 2, "local_steps": 3, "federate": "generator"})
     store = RunStore.create(tmp_path, s.name, resolved_yaml(s), {})
-    grid = InProcessGrid(real_client_app, 4, {RUN_CONFIG_KEY: s.to_json(),
-                                                RUN_DIR_KEY: str(store.path)})
+    grid = InProcessGrid(
+        real_client_app, 4, {RUN_CONFIG_KEY: s.to_json(), RUN_DIR_KEY: str(store.path)}
+    )
     run_serverapp(server_app, grid)
     ckpt = np.load(store.path / "checkpoints" / "round-000002.npz")
     assert all(k.startswith("generator.") for k in ckpt.files)
     critics = []
-    for pid, state in grid.states().items():
+    for state in grid.states().values():
         private = state["private"]
         assert isinstance(private, ArrayRecord)
-        assert any(k.startswith("critic.") for k in private.keys())
-        assert not any(k.startswith("generator.") for k in private.keys())
+        assert any(k.startswith("critic.") for k in private)
+        assert not any(k.startswith("generator.") for k in private)
         critics.append(private["critic.net.0.weight"].numpy())
     assert not np.allclose(critics[0], critics[1]), "each client trains its own critic"
 
@@ -85,8 +86,9 @@ class FaultyClient:
         if pid == 2:
             arrays = reply.content["arrays"]
             bad = {k: Array(np.full(v.shape, np.nan, dtype=np.float32)) for k, v in arrays.items()}
-            content = RecordDict({"arrays": ArrayRecord(array_dict=bad),
-                                  "metrics": reply.content["metrics"]})
+            content = RecordDict(
+                {"arrays": ArrayRecord(array_dict=bad), "metrics": reply.content["metrics"]}
+            )
             return Message(content, reply_to=msg)
         return reply
 
@@ -94,8 +96,9 @@ class FaultyClient:
 def test_raising_and_diverging_clients_are_events_and_the_run_goes_on(tmp_path: Path) -> None:
     s = tiny()
     store = RunStore.create(tmp_path, s.name, resolved_yaml(s), {})
-    grid = InProcessGrid(FaultyClient().app, 4, {RUN_CONFIG_KEY: s.to_json(),
-                                                 RUN_DIR_KEY: str(store.path)})
+    grid = InProcessGrid(
+        FaultyClient().app, 4, {RUN_CONFIG_KEY: s.to_json(), RUN_DIR_KEY: str(store.path)}
+    )
     run_serverapp(server_app, grid)
     run = load_run(store.path)
     kinds = [(e["kind"], e.get("client"), e.get("round")) for e in run.events]
@@ -107,14 +110,17 @@ def test_raising_and_diverging_clients_are_events_and_the_run_goes_on(tmp_path: 
     assert "disk on fire" in error["detail"]
     replies = run.metrics.query("metric == 'fed.replies'")["value"].tolist()
     assert replies == [2.0, 2.0]
-    assert np.isfinite(np.load(store.path / "checkpoints" / "round-000002.npz")["generator.net.0.weight"]).all()
+    assert np.isfinite(
+        np.load(store.path / "checkpoints" / "round-000002.npz")["generator.net.0.weight"]
+    ).all()
 
 
 def test_too_few_replies_skips_the_round(tmp_path: Path) -> None:
     s = tiny(federation={"rounds": 1, "min_replies": 3})
     store = RunStore.create(tmp_path, s.name, resolved_yaml(s), {})
-    grid = InProcessGrid(FaultyClient().app, 4, {RUN_CONFIG_KEY: s.to_json(),
-                                                 RUN_DIR_KEY: str(store.path)})
+    grid = InProcessGrid(
+        FaultyClient().app, 4, {RUN_CONFIG_KEY: s.to_json(), RUN_DIR_KEY: str(store.path)}
+    )
     run_serverapp(server_app, grid)
     events = load_run(store.path).events
     skipped = [e for e in events if e["kind"] == "round_skipped"]
@@ -145,14 +151,26 @@ def test_per_group_client_counts_pool_exactly(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("fedavg", {}), ("fedprox", {"proximal_mu": 0.1}), ("fedadam", {"eta": 0.01}),
-     ("fedyogi", {"eta": 0.01}), ("fedadagrad", {"eta": 0.01}),
-     ("fedavgm", {"server_momentum": 0.5}), ("fedmedian", {}), ("fedtrimmedavg", {"beta": 0.25}),
-     ("krum", {}), ("multikrum", {"num_nodes_to_select": 2}), ("qfedavg", {"client_learning_rate": 0.1})],
+    [
+        ("fedavg", {}),
+        ("fedprox", {"proximal_mu": 0.1}),
+        ("fedadam", {"eta": 0.01}),
+        ("fedyogi", {"eta": 0.01}),
+        ("fedadagrad", {"eta": 0.01}),
+        ("fedavgm", {"server_momentum": 0.5}),
+        ("fedmedian", {}),
+        ("fedtrimmedavg", {"beta": 0.25}),
+        ("krum", {}),
+        ("multikrum", {"num_nodes_to_select": 2}),
+        ("qfedavg", {"client_learning_rate": 0.1}),
+    ],
 )
 def test_every_builtin_strategy_runs_by_name(tmp_path: Path, name: str, params: dict) -> None:
-    s = tiny(strategy={"name": name, "params": params}, federation={"rounds": 1},
-             evaluation={"every": 1, "n_samples": 100})
+    s = tiny(
+        strategy={"name": name, "params": params},
+        federation={"rounds": 1},
+        evaluation={"every": 1, "n_samples": 100},
+    )
     res = run_federated(s, tmp_path)
     bad = [e for e in load_run(res.path).events if e["kind"] not in ("run_started", "run_finished")]
     assert bad == []
@@ -168,12 +186,17 @@ def test_fedprox_sends_mu_and_clients_apply_it(tmp_path: Path) -> None:
     sgd = {"g_opt": {"name": "sgd", "lr": 0.01}, "d_opt": {"name": "sgd", "lr": 0.01}}
 
     def drift(mu: float, sub: str) -> float:
-        s = tiny(strategy={"name": "fedprox", "params": {"proximal_mu": mu}}, gan=sgd,
-                 federation={"rounds": 1, "local_steps": 20})
+        s = tiny(
+            strategy={"name": "fedprox", "params": {"proximal_mu": mu}},
+            gan=sgd,
+            federation={"rounds": 1, "local_steps": 20},
+        )
         res = run_federated(s, tmp_path / sub)
         init, _ = split_arrays(initial_state(s, make_gan(s)).arrays(), "both")
         ckpt = np.load(res.path / "checkpoints/round-000001.npz")
-        return float(sum(np.sum((ckpt[k] - init[k]) ** 2) for k in init if k.startswith("generator")))
+        return float(
+            sum(np.sum((ckpt[k] - init[k]) ** 2) for k in init if k.startswith("generator"))
+        )
 
     assert drift(100.0, "near") < 0.2 * drift(0.0, "far")
 
@@ -193,8 +216,11 @@ def test_plugin_strategy_from_a_file(tmp_path: Path) -> None:
     run_federated(s, tmp_path / "runs")
     import sys
 
-    module = next(m for n, m in sys.modules.items() if n.startswith("fedgan_plugin_")
-                  and getattr(m, "Recording", None) is not None)
+    module = next(
+        m
+        for n, m in sys.modules.items()
+        if n.startswith("fedgan_plugin_") and getattr(m, "Recording", None) is not None
+    )
     assert module.CALLS == [(1, 4), (2, 4)]
 
 
