@@ -14,6 +14,7 @@ import torch
 
 from simulator.data import Dataset, load_dataset
 from simulator.evaluate import Evaluation, Evaluator
+from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.train import GAN
 from simulator.scenario import Scenario, resolved_yaml
 from simulator.seeding import derive_seed, numpy_rng, torch_generator
@@ -106,15 +107,13 @@ def run_centralized(
         n = min(every, total - state.step)
         state, history = gan.train(state, data, n, gen, total_steps=total)
         t_train = time.perf_counter() - t0
+        means = dict(pd.DataFrame(history).mean())
+        lip_gen = torch_generator(s.seed, "lipschitz", state.step)
+        means.update(lipschitz_metrics(gan, state, data, lip_gen))
         store.add_metrics(
-            {
-                "round": state.step,
-                "scope": "centralized",
-                "metric": f"train.{k}",
-                "value": v,
-                "n": n,
-            }
-            for k, v in pd.DataFrame(history).mean().items()
+            {"round": state.step, "scope": "centralized", "metric": f"train.{k}",
+             "value": v, "n": n}
+            for k, v in means.items()
         )
         fake = gan.sample(
             state, s.evaluation.n_samples, torch_generator(s.seed, "sample", state.step)

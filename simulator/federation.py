@@ -17,6 +17,7 @@ import torch
 
 from simulator.centralized import prepare_data
 from simulator.data import Dataset
+from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.train import GAN, GANState
 from simulator.metrics import expected_coverage, prdc
 from simulator.partition import Partition, partition
@@ -235,6 +236,8 @@ def client_train(
     )
     arrays, private_out = split_arrays(state.arrays(), f.federate)
     metrics = {f"train.{k}": float(v) for k, v in pd.DataFrame(history).mean().items()}
+    lip = lipschitz_metrics(gan, state, x, torch_generator(s.seed, "lipschitz", client, round_))
+    metrics.update({f"train.{k}": v for k, v in lip.items()})
     # A positive quality loss (q-FedAvg raises it to a fractional power): 1 − local coverage.
     cov = received.coverage if np.isfinite(received.coverage) else 0.0
     metrics.update(

@@ -53,6 +53,8 @@ def test_run_writes_folder_and_is_deterministic(tmp_path: Path) -> None:
         "checkpoints/round-000020.npz",
     ):
         assert (a.path / name).exists(), name
-    assert "train.g_loss" in set(a.metrics["metric"])
+    assert {"train.g_loss", "train.lipschitz.real", "train.lipschitz.layer_product"} <= set(
+        a.metrics["metric"]
+    )
     c = run_centralized(validate({**RAW, "seed": 2}), tmp_path / "c")
     assert not np.array_equal(a.metrics["value"].to_numpy(), c.metrics["value"].to_numpy())

@@ -209,6 +209,18 @@ def _sub_params(params: Mapping[str, Tensor], prefix: str) -> Params:
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def lipschitz_metrics(
+    gan: GAN, state: GANState, data: Tensor, gen: torch.Generator, n: int = 256
+) -> dict[str, float]:
+    """`lipschitz_estimates` on n points of `data` [N, d] and n fresh samples, as metrics
+    (`lipschitz.real`, `.fake`, `.interpolates`, `.layer_product`, `.bound`)."""
+    idx = torch.randint(data.shape[0], (n,), generator=gen)
+    fake = gan.sample(state, n, gen, use_ema=False)
+    est = lipschitz_estimates(gan, state, data[idx], fake, torch.rand(n, 1, generator=gen))
+    return {f"lipschitz.{k}": float(getattr(est, k))
+            for k in ("real", "fake", "interpolates", "layer_product", "bound")}
+
+
 def lipschitz_estimates(
     gan: GAN, state: GANState, real: Tensor, fake: Tensor, eps: Tensor | float
 ) -> LipschitzEstimates:
