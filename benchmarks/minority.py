@@ -67,7 +67,8 @@ def main() -> None:
     with ProcessPoolExecutor(a.jobs) as pool:
         for name, row in pool.map(one, jobs):
             results.setdefault(name, []).append(row)
-            print(f"  done: {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+            text = ", ".join(f"{k} {v:.3f}" for k, v in row.items())
+            print(f"  done: {name}: {text}", flush=True)
     cols = list(next(iter(results.values()))[0])
     print(f"\nminority modes 0 and 1 (2 % each) on client 0 of 10; {seeds} seed(s), mean ± std\n")
     print("| run | " + " | ".join(cols) + " |")
