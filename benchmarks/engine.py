@@ -28,7 +28,6 @@ import importlib.util
 import statistics
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,11 +131,12 @@ def timers(
 def breakdown(s: Any, out: Path) -> tuple[FedTime, dict[str, float]]:
     """One instrumented in-process run: seconds spent in each layer of the rounds' train
     phases (the timers stop during set-up, node discovery and the server's evaluation)."""
+    from flwr.clientapp import ClientApp
+
     import clients.app as capp
     import server.loop as loop
     import simulator.engines.inprocess as inproc
     import simulator.federation as fed
-    from flwr.clientapp import ClientApp
     from simulator.gan.train import GAN, GANState
 
     phase = ["setup"]

@@ -44,6 +44,7 @@ Other facts of `run_simulation` worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -52,7 +53,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +119,9 @@ class _RunConfigClientApp(ClientApp):
 
 
 def _set_torch_threads(n: int) -> None:
-    """Cap torch's intra-op threads in this (actor) process: one actor per CPU must not spin
-    more threads than the CPU it was given."""
+    """Cap torch's intra-op threads in this (actor) process: an actor given one CPU must not
+    spin more threads. Ray's own OMP_NUM_THREADS default loses to a value set in the driver's
+    environment, which the actors inherit."""
     try:
         import torch
     except ImportError:  # a ClientApp without torch has nothing to cap
@@ -182,13 +183,14 @@ def _require_ray() -> None:
 # --- containment: environment, log noise, processes ----------------------------------------
 
 
-@contextmanager
+@contextlib.contextmanager
 def _run_environment(defaults: Mapping[str, str]) -> Iterator[None]:
-    """Set `defaults` where unset and restore the whole environment afterwards (Flower's Ray
-    backend rewrites PYTHONPATH in the driver); the driver's telemetry flag follows the env."""
+    """Set `defaults` where unset for the run, then put back those and PYTHONPATH (Flower's Ray
+    backend rewrites it in the driver); the driver's telemetry flag follows the env meanwhile."""
     from flwr.supercore import telemetry
 
-    saved_env = dict(os.environ)
+    keys = [*defaults, "PYTHONPATH"]
+    saved_env = {k: os.environ.get(k) for k in keys}
     saved_flag = telemetry.FLWR_TELEMETRY_ENABLED
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
@@ -197,9 +199,11 @@ def _run_environment(defaults: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         telemetry.FLWR_TELEMETRY_ENABLED = saved_flag
-        for key in set(os.environ) - set(saved_env):
-            del os.environ[key]
-        os.environ.update(saved_env)
+        for key, old in saved_env.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 class _DropDeprecation(logging.Filter):
@@ -210,7 +214,7 @@ class _DropDeprecation(logging.Filter):
                     and "run_simulation" in str(record.args))
 
 
-@contextmanager
+@contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the two notices every run prints (Flower's deprecation, Ray's FutureWarning)."""
     flwr_logger = logging.getLogger("flwr")
@@ -280,10 +284,8 @@ def _reap(procs: set[ProcKey], timeout: float) -> None:
         left = {p for p in left if _alive(p)}
     for pid, _ in sorted(left):
         log.warning("Ray process %d still running %.0f s after shutdown: killing it", pid, timeout)
-        try:
+        with contextlib.suppress(OSError):  # it may have exited meanwhile
             os.kill(pid, signal.SIGKILL)
-        except OSError:  # exited meanwhile
-            pass
 
 
 def run_ray(
