@@ -40,6 +40,15 @@ def _normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
     return x / (x.norm() + eps)
 
 
+def _sigma(weight: Tensor, u: Tensor) -> Tensor:
+    """σ̂(W) = uᵀ W v, v = normalize(Wᵀu), for W reshaped to [out, rest]; u and v are detached
+    so the gradient flows through W only, as in SN-GAN."""
+    w = weight.reshape(weight.shape[0], -1)
+    u = u.detach()
+    v = _normalize(w.detach().t() @ u)
+    return u @ (w @ v)
+
+
 class SNLinear(nn.Linear):
     """Linear layer divided by its largest singular value (Miyato et al. 2018).
 
@@ -53,17 +62,8 @@ class SNLinear(nn.Linear):
         super().__init__(in_features, out_features, bias)
         self.register_buffer("u", _normalize(torch.randn(out_features)))
 
-    def weight_matrix(self) -> Tensor:
-        return self.weight
-
-    def sigma(self) -> Tensor:
-        w = self.weight_matrix()
-        u = self.u.detach()
-        v = _normalize(w.detach().t() @ u)
-        return u @ (w @ v)
-
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight / self.sigma(), self.bias)
+        return F.linear(x, self.weight / _sigma(self.weight, self.u), self.bias)
 
 
 class SNConv2d(nn.Conv2d):
@@ -75,17 +75,8 @@ class SNConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.register_buffer("u", _normalize(torch.randn(self.out_channels)))
 
-    def weight_matrix(self) -> Tensor:
-        return self.weight.reshape(self.out_channels, -1)
-
-    def sigma(self) -> Tensor:
-        w = self.weight_matrix()
-        u = self.u.detach()
-        v = _normalize(w.detach().t() @ u)
-        return u @ (w @ v)
-
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.weight / self.sigma(), self.bias)
+        return self._conv_forward(x, self.weight / _sigma(self.weight, self.u), self.bias)
 
 
 SN_LAYERS = (SNLinear, SNConv2d)
@@ -325,9 +316,7 @@ def layer_spectral_norms(
         prefix = f"{name}." if name else ""
         w = params[prefix + "weight"].detach().reshape(layer.weight.shape[0], -1)
         if isinstance(layer, SN_LAYERS):
-            u = buffers[prefix + "u"]
-            v = _normalize(w.t() @ u)
-            w = w / (u @ (w @ v))
+            w = w / _sigma(w, buffers[prefix + "u"])
         out.append(float(torch.linalg.matrix_norm(w, ord=2)))
     return out
 
