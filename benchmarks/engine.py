@@ -183,6 +183,12 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray engine")
     ap.add_argument("--breakdown", action="store_true", help="always show where time goes")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:  # run folders: not kept
+        run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, out: Path) -> None:
+    """Measure, print the ratios and, above target (or on request), the breakdown."""
     rounds = args.rounds or (2 if args.quick else 6)
     reps = args.reps or (1 if args.quick else 3)
     torch.set_num_threads(1)  # tiny MLPs gain nothing from threads on a busy 2-core machine
@@ -193,7 +199,6 @@ def main() -> None:
           f"{rounds} rounds x {f.local_steps} local steps, batch {s_in.gan.batch_size} "
           f"-> {total_steps(s_in)} GAN steps; torch threads {torch.get_num_threads()}")
     has_ray = importlib.util.find_spec("ray") is not None and not args.no_ray
-    out = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     # Warm-up (imports, data caches, first-call costs) outside every timer.
     central_seconds(scenario(1, "inprocess"))
     federated_seconds(scenario(1, "inprocess"), out / "warmup")

@@ -259,10 +259,10 @@ def _evaluate(
                     "scope": "client",
                     "client": pid,
                     "metric": f"eval.{key}",
-                    "value": float(met[key]),
+                    "value": float(met[key]),  # type: ignore[arg-type]
                     "n": n_real,
                 }
-            )  # type: ignore[arg-type]
+            )
         hits = np.array([met["recall_hits"], met["coverage_hits"], met["group_n"]], dtype=float)
         pooled += hits
         for g in range(G):

@@ -26,8 +26,9 @@ Other facts of `run_simulation` worth knowing:
   `node_config["partition-id"]` and sort replies before aggregating.
 - A ClientApp exception comes back as an error reply whose reason wraps it in
   `ClientAppException` (the in-process engine writes a SuperNode's `"<class 'X'>:<'text'>"`).
-- `backend_config` keys: `init_args` (for `ray.init`), `client_resources` (default
-  `num_cpus=2, num_gpus=0`: one actor on a 2-core machine), `actor`; `-` in keys becomes `_`.
+- `backend_config` keys: `init_args` (for `ray.init`), `client_resources` (Flower's default
+  `num_cpus=2, num_gpus=0`: one actor on a 2-core machine; `run_ray`'s: 1 CPU), `actor`; `-` in
+  keys becomes `_`.
 - It sets Flower's process-global TaskIdentity (random run id) and leaves it set.
 - It is deprecated in 1.42 in favour of `flwr run` (logs a warning, filtered out here).
 - The ServerApp thread starts *before* the virtual nodes are registered, so a ServerApp that
