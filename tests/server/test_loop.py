@@ -46,7 +46,8 @@ def test_fedavg_round_equals_weighted_mean_of_client_updates(tmp_path: Path) -> 
     ckpt = np.load(res.path / "checkpoints" / "round-000001.npz")
     assert set(ckpt.files) == set(init)
     for key in init:
-        expected = sum(w * u.arrays[key] for w, u in zip(weights, updates, strict=True)) / weights.sum()
+        pairs = zip(weights, updates, strict=True)
+        expected = sum(w * u.arrays[key] for w, u in pairs) / weights.sum()
         np.testing.assert_allclose(ckpt[key], expected, rtol=1e-5, atol=1e-6)
 
 
