@@ -24,8 +24,8 @@ def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 
 def metric_record(values: Mapping[str, Any]) -> MetricRecord:
-    """Finite floats / ints / lists of them; NaN travels as a missing key would break
-    strategies, so it is sent as-is (the server gate tolerates NaN only in 'local.*' keys)."""
+    """Scalars and lists of them. Every reply carries the same keys (Flower's strategies refuse
+    replies whose keys differ), so an undefined value travels as NaN rather than missing."""
     return MetricRecord({k: v for k, v in values.items()})
 
 

@@ -97,21 +97,20 @@ def federated_data(s: Scenario) -> FederatedData:
 
 
 @functools.lru_cache(maxsize=8)
-def _gan(scenario_json: str, data_dim: int, image_shape: tuple[int, int, int] | None) -> GAN:
+def _gan(
+    scenario_json: str, data_dim: int, image_shape: tuple[int, int, int] | None, prox_mu: float
+) -> GAN:
     s = Scenario.model_validate_json(scenario_json)
-    mu = s.federation.proximal_mu if s.federation else 0.0
-    return GAN(s.gan.config(prox_mu=mu), data_dim, image_shape)
+    return GAN(s.gan.config(prox_mu=prox_mu), data_dim, image_shape)
 
 
 def make_gan(s: Scenario, data: FederatedData | None = None, prox_mu: float | None = None) -> GAN:
-    """The scenario's GAN template (cached); `prox_mu` overrides federation.proximal_mu."""
+    """The scenario's GAN template (cached); `prox_mu` (FedProx's μ, sent by the strategy)
+    overrides `federation.proximal_mu`."""
     d = data or federated_data(s)
-    gan = _gan(s.to_json(), d.train.X.shape[1], d.train.image_shape)
-    if prox_mu is not None and prox_mu != gan.config.prox_mu:
-        from dataclasses import replace
-
-        return GAN(replace(gan.config, prox_mu=prox_mu), d.train.X.shape[1], d.train.image_shape)
-    return gan
+    if prox_mu is None:
+        prox_mu = s.federation.proximal_mu if s.federation else 0.0
+    return _gan(s.to_json(), d.train.X.shape[1], d.train.image_shape, prox_mu)
 
 
 def initial_state(s: Scenario, gan: GAN) -> GANState:
@@ -219,13 +218,12 @@ def client_train(
     state = state.load_arrays(global_arrays)
     received = evaluate_locally(s, gan, state, data, client, round_)
     state.step = (round_ - 1) * f.local_steps
-    if gan.config.prox_mu:
-        state.g_anchor = {k: v.clone() for k, v in state.g.items()}
-        state.d_anchor = (
-            {k: v.clone() for k, v in state.d.items()} if f.federate != "generator" else {}
-        )
-        if f.federate == "critic":
-            state.g_anchor = {}
+    if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
+        travelling = FEDERATED_PREFIXES[f.federate]
+        if "generator" in travelling:
+            state.g_anchor = {k: v.clone() for k, v in state.g.items()}
+        if "critic" in travelling:
+            state.d_anchor = {k: v.clone() for k, v in state.d.items()}
     x = torch.as_tensor(data.train.X[data.client_train[client]])
     state, history = gan.train(
         state,
