@@ -21,6 +21,7 @@ from flwr.supercore.run import Run
 from clients.records import from_record, to_record
 from server.gate import check_replies
 from server.strategies import build_strategy
+from server.strategies.per_network import PerNetwork
 from simulator.centralized import eval_rows, make_evaluator
 from simulator.evaluate import Evaluation
 from simulator.federation import (
@@ -125,7 +126,10 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
     arrays, _ = split_arrays(state.arrays(), f.federate)
     expected = {k: tuple(v.shape) for k, v in arrays.items()}
     record = to_record(arrays)
-    strategy = build_strategy(s.strategy.name, dict(s.strategy.params))
+    strategy: Any = build_strategy(s.strategy.name, dict(s.strategy.params))
+    if s.strategy.critic is not None:
+        critic = build_strategy(s.strategy.critic.name, dict(s.strategy.critic.params))
+        strategy = PerNetwork(strategy, critic)
     evaluator = make_evaluator(s, data.held)
     store.write_table("partition.csv", _partition_table(data))
     store.event(

@@ -266,7 +266,18 @@ class FederationModel(_Model):
 
 
 class StrategyModel(_Model):
-    """A Flower strategy by name (fedavg, fedadam, ...) or `module:Class` / `file.py:Class`."""
+    """A Flower strategy by name (fedavg, fedadam, ...) or `module:Class` / `file.py:Class`.
+
+    With `critic` set, this strategy aggregates the generator and `critic` the critic.
+    """
+
+    name: str = "fedavg"
+    params: dict[str, Any] = Field(default_factory=dict)
+    critic: CriticStrategyModel | None = None
+
+
+class CriticStrategyModel(_Model):
+    """The critic's own strategy (see StrategyModel.critic)."""
 
     name: str = "fedavg"
     params: dict[str, Any] = Field(default_factory=dict)

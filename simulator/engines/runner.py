@@ -17,7 +17,15 @@ def check_scenario(s: Scenario) -> list[str]:
     """Checks that need Flower (the strategy and its parameters): 'path: message' strings."""
     from server.strategies import check_strategy
 
-    return check_strategy(s.strategy.name, dict(s.strategy.params)) if s.federated else []
+    if not s.federated:
+        return []
+    problems = check_strategy(s.strategy.name, dict(s.strategy.params))
+    if s.strategy.critic is not None:
+        critic = check_strategy(s.strategy.critic.name, dict(s.strategy.critic.params))
+        problems += [p.replace("strategy.", "strategy.critic.", 1) for p in critic]
+        if s.federation is not None and s.federation.federate != "both":
+            problems.append("strategy.critic: a critic strategy needs federation.federate: both")
+    return problems
 
 
 def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:

@@ -232,3 +232,20 @@ def test_partition_table_is_written(tmp_path: Path) -> None:
     assert table["n"].sum() == len(federated_data(tiny()).train.X)
     env = json.loads((res.path / "env.json").read_text())
     assert env["engine"] == "inprocess"
+
+
+def test_one_strategy_per_network(tmp_path: Path) -> None:
+    """FedAvg for the generator, FedMedian for the critic: oracle against the client updates."""
+    s = tiny(strategy={"name": "fedavg", "critic": {"name": "fedmedian"}}, federation={"rounds": 1})
+    res = run_federated(s, tmp_path)
+    init, _ = split_arrays(initial_state(s, make_gan(s)).arrays(), "both")
+    updates = [client_train(s, c, 1, init, None) for c in range(4)]
+    weights = np.array([u.metrics["num-examples"] for u in updates])
+    ckpt = np.load(res.path / "checkpoints" / "round-000001.npz")
+    for key in init:
+        stack = np.stack([u.arrays[key] for u in updates])
+        if key.startswith("generator."):
+            expected = np.tensordot(weights, stack, axes=1) / weights.sum()
+        else:
+            expected = np.median(stack, axis=0)
+        np.testing.assert_allclose(ckpt[key], expected, rtol=1e-5, atol=1e-6, err_msg=key)
