@@ -246,6 +246,11 @@ def client_train(
             "local.coverage": received.coverage,
             "local.expected_coverage": received.expected_coverage,
             "train_loss": 1.0 - cov + 1e-3,
+            # Shortfall of local coverage below what two same-distribution samples reach
+            # (positive; 0 when the received generator covers this client's data fully).
+            "local.quality_loss": max(received.expected_coverage - cov, 0.0)
+            if np.isfinite(received.expected_coverage)
+            else 0.0,
             "bytes.received": float(sum(v.nbytes for v in global_arrays.values())),
             "bytes.sent": float(sum(v.nbytes for v in arrays.values())),
         }
