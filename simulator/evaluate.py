@@ -23,6 +23,7 @@ from simulator.metrics import (
     mode_metrics,
     prdc,
 )
+from simulator.metrics.modes import histogram_stats
 
 Row = dict[str, Any]
 
@@ -91,17 +92,10 @@ def label_mode_metrics(labels: np.ndarray, mode_ids: np.ndarray, weights: np.nda
     pos = {int(m): i for i, m in enumerate(mode_ids)}
     idx = np.array([pos.get(int(v), -1) for v in labels], dtype=np.int64)
     inside = idx >= 0
-    counts = np.bincount(idx[inside], minlength=len(mode_ids)).astype(float)
-    total = counts.sum()
-    if total == 0:
-        nan = float("nan")
-        return LabelModes(0, mode_ids, counts * nan, nan, nan, 1.0)
-    p = counts / total
-    nz = p > 0
-    kl = float(np.sum(p[nz] * np.log(p[nz] / weights[nz])))
-    return LabelModes(
-        int(nz.sum()), mode_ids, p, kl, float(np.min(p / weights)), float(1.0 - inside.mean())
-    )
+    counts = np.bincount(idx[inside], minlength=len(mode_ids))
+    mass, kl, ratio = histogram_stats(counts, np.asarray(weights, dtype=np.float64))
+    off_support = float(1.0 - inside.mean()) if len(labels) else 1.0
+    return LabelModes(int(np.count_nonzero(counts)), mode_ids, mass, kl, ratio, off_support)
 
 
 class Evaluator:

@@ -69,6 +69,24 @@ class ModeMetrics:
     threshold: float
 
 
+def histogram_stats(
+    counts: NDArray[np.int64], weights: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], float, float]:
+    """(mass per mode, reverse KL, min mass ratio) of a mode histogram against true weights.
+
+    counts [K]: samples per mode; weights [K]: true shares (sum 1). mass = counts / Σ counts;
+    reverse KL = Σ mass log(mass / w) in nats with 0 · log 0 = 0; ratio = min mass / w.
+    With no samples at all the histogram, and everything built on it, is undefined (NaN).
+    """
+    total = int(np.sum(counts))
+    if total == 0:
+        return np.full(len(counts), np.nan), float("nan"), float("nan")
+    mass = counts / total
+    nz = mass > 0
+    reverse_kl = float(np.sum(mass[nz] * np.log(mass[nz] / weights[nz])))
+    return mass, reverse_kl, float(np.min(mass / weights))
+
+
 def mode_metrics(
     fake: ArrayLike,
     means: ArrayLike,
@@ -138,15 +156,7 @@ def mode_metrics(
     counts = np.bincount(assignment[hq], minlength=n_modes)
     modes_captured = int(np.count_nonzero(counts))
 
-    if n_hq == 0:
-        # No high-quality sample: the histogram, and everything built on it, is undefined.
-        mass = np.full(n_modes, np.nan)
-        reverse_kl = min_mass_ratio = float("nan")
-    else:
-        mass = counts / n_hq
-        nz = mass > 0  # 0 · log 0 = 0
-        reverse_kl = float(np.sum(mass[nz] * np.log(mass[nz] / w[nz])))
-        min_mass_ratio = float(np.min(mass / w))
+    mass, reverse_kl, min_mass_ratio = histogram_stats(counts, w)
     return ModeMetrics(
         distance=distance,
         assignment=assignment,
