@@ -6,6 +6,8 @@ optimizers' moments) stays in `context.state["private"]` across rounds.
 
 from __future__ import annotations
 
+import time
+
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -44,6 +46,7 @@ def _config(msg: Message) -> ConfigRecord:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Receive the global networks, train locally, reply with the federated ones."""
+    t0 = time.perf_counter()
     s = scenario_from(context.run_config)
     pid = _partition_id(context)
     config = _config(msg)
@@ -66,6 +69,8 @@ def train(msg: Message, context: Context) -> Message:
         "local.recall_hits": rec.recall_hits,
         "local.coverage_hits": rec.coverage_hits,
         "local.group_n": rec.group_n,
+        # Wall time: the server moves `time.*` keys to timings.csv, out of the metrics table.
+        "time.client_train": time.perf_counter() - t0,
     }
     return Message(
         RecordDict({"arrays": to_record(update.arrays), "metrics": metric_record(metrics)}),

@@ -159,14 +159,17 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
         for pid, kind, detail in gate.dropped:
             store.event(kind, round=rnd, client=pid, detail=detail)
         rows: list[dict[str, Any]] = []
+        client_times: list[dict[str, Any]] = []
         for pid, msg in gate.accepted:
             met = msg.content["metrics"]
             assert isinstance(met, MetricRecord)
-            rows += [
-                {"round": rnd, "scope": "client", "client": pid, "metric": k, "value": v}
-                for k, v in _scalar_metrics(met).items()
-                if k != "partition-id"
-            ]
+            for k, v in _scalar_metrics(met).items():
+                if k.startswith("time."):  # wall times stay out of the deterministic table
+                    client_times.append({"round": rnd, "phase": k[5:], "client": pid, "seconds": v})
+                elif k != "partition-id":
+                    rows.append(
+                        {"round": rnd, "scope": "client", "client": pid, "metric": k, "value": v}
+                    )
         rows += [
             {"round": rnd, "scope": "global", "metric": "fed.replies", "value": len(gate.accepted)},
             {
@@ -190,9 +193,15 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
         if rnd % s.evaluation.every == 0 or rnd == f.rounds:
             ev = _evaluate(s, grid, store, rnd, record, data, gan, evaluator, node_pid, f.timeout)
         store.add_timings(
-            [
-                {"round": rnd, "phase": "train", "seconds": t_train},
-                {"round": rnd, "phase": "evaluate", "seconds": time.perf_counter() - t0 - t_train},
+            client_times
+            + [
+                {"round": rnd, "phase": "train", "client": -1, "seconds": t_train},
+                {
+                    "round": rnd,
+                    "phase": "evaluate",
+                    "client": -1,
+                    "seconds": time.perf_counter() - t0 - t_train,
+                },
             ]
         )
         for hook in ROUND_HOOKS:

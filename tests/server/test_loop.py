@@ -232,6 +232,10 @@ def test_partition_table_is_written(tmp_path: Path) -> None:
     assert table["n"].sum() == len(federated_data(tiny()).train.X)
     env = json.loads((res.path / "env.json").read_text())
     assert env["engine"] == "inprocess"
+    timings = pd.read_csv(res.path / "timings.csv")
+    per_client = timings[timings["phase"] == "client_train"]
+    assert sorted(per_client["client"]) == [0, 1, 2, 3] and (per_client["seconds"] > 0).all()
+    assert not res.metrics["metric"].str.startswith("time.").any(), "wall times stay out"
 
 
 def test_one_strategy_per_network(tmp_path: Path) -> None:
