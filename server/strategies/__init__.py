@@ -126,3 +126,22 @@ def build_strategy(name: str, params: dict[str, Any]) -> Strategy:
     kwargs.update(DEFAULT_ARGS.get(name, {}))
     kwargs.update(params)
     return cls(**kwargs)
+
+
+# The simulator's own rules, registered after the built-ins (they import this package's helpers).
+from server.strategies.fair import (  # noqa: E402
+    AgnosticFedAvg,
+    CoverageWeightedFedAvg,
+    GroupAwareFedAvg,
+    QualityQFedAvg,
+)
+from server.strategies.mdgan import CriticSwapFedAvg  # noqa: E402
+
+for _name, _cls in {
+    "coverage_weighted": CoverageWeightedFedAvg,
+    "quality_qfedavg": QualityQFedAvg,
+    "agnostic": AgnosticFedAvg,
+    "group_aware": GroupAwareFedAvg,
+    "critic_swap": CriticSwapFedAvg,
+}.items():
+    STRATEGIES.add(_name, cast(type[Strategy], _cls))

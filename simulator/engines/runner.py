@@ -19,7 +19,16 @@ def check_scenario(s: Scenario) -> list[str]:
 
     if not s.federated:
         return []
+    from server.strategies import STRATEGIES
+
     problems = check_strategy(s.strategy.name, dict(s.strategy.params))
+    needs = (
+        getattr(STRATEGIES.get(s.strategy.name), "requires_federate", None)
+        if not problems
+        else None
+    )
+    if needs and s.federation is not None and s.federation.federate != needs:
+        problems.append(f"strategy.name: {s.strategy.name} needs federation.federate: {needs}")
     if s.strategy.critic is not None:
         critic = check_strategy(s.strategy.critic.name, dict(s.strategy.critic.params))
         problems += [p.replace("strategy.", "strategy.critic.", 1) for p in critic]

@@ -1,0 +1,118 @@
+"""Critic swapping between clients, after MD-GAN (Hardy, Le Merrer & Sericola 2019).
+
+MD-GAN keeps one generator and one discriminator per worker and, every few epochs, swaps the
+discriminators between workers so that each one sees more of the data than its own shard —
+a discriminator that only ever sees one non-IID shard overfits it. Here: the generator is
+averaged (FedAvg over the replies), and each client's critic parameters travel back to the
+server and are handed to *another* client next round (a seeded rotation of last round's
+holders, so no client gets its own critic back when two or more are held). Optimizer moments
+stay private. Needs `federation.federate: both` (the critics must travel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+CRITIC_PREFIXES = ("critic.", "critic_buffer.")
+
+
+class CriticSwapFedAvg(FedAvg):
+    """FedAvg of the generator; private critics rotated between clients every round.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the rotation (a fresh offset each round).
+    fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes
+        FedAvg's sampling arguments (the simulator's round loop sets them).
+
+    Attributes
+    ----------
+    critics : dict[int, dict[str, Array]]
+        The last critic each client sent, by partition id: part of the run's state.
+    """
+
+    requires_federate = "both"
+    """The critics must travel for the server to swap them (checked before a run)."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+    ) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=fraction_evaluate,
+            min_train_nodes=min_train_nodes,
+            min_evaluate_nodes=min_evaluate_nodes,
+            min_available_nodes=min_available_nodes,
+        )
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer ≥ 0, got {seed!r}")
+        self.seed = seed
+        self.critics: dict[int, dict[str, Array]] = {}
+        self.partition_of: dict[int, int] = {}
+
+    def sources(self, server_round: int, receivers: list[int]) -> dict[int, int]:
+        """receiver partition id → the partition id whose stored critic it gets."""
+        holders = sorted(self.critics)
+        if not holders:
+            return {}
+        rng = np.random.default_rng([self.seed, server_round])
+        shift = int(rng.integers(1, len(holders))) if len(holders) > 1 else 0
+        rotated = {h: holders[(i + shift) % len(holders)] for i, h in enumerate(holders)}
+        return {r: rotated.get(r, holders[int(rng.integers(len(holders)))]) for r in receivers}
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        receivers = {
+            m.metadata.dst_node_id: self.partition_of.get(m.metadata.dst_node_id) for m in messages
+        }
+        known = [p for p in receivers.values() if p is not None]
+        source = self.sources(server_round, known)
+        out = []
+        for m in messages:
+            pid = receivers[m.metadata.dst_node_id]
+            if pid is None or pid not in source:
+                out.append(m)  # first round, or a node never heard from: the global critic
+                continue
+            record = ArrayRecord(
+                array_dict={
+                    **{k: v for k, v in arrays.items() if not k.startswith(CRITIC_PREFIXES)},
+                    **self.critics[source[pid]],
+                }
+            )
+            content = RecordDict({"arrays": record, "config": m.content["config"]})
+            out.append(
+                Message(
+                    content,
+                    dst_node_id=m.metadata.dst_node_id,
+                    message_type=m.metadata.message_type,
+                )
+            )
+        return out
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        for r in replies:
+            if r.has_error():
+                continue
+            metrics, arrays = r.content["metrics"], r.content["arrays"]
+            assert isinstance(metrics, MetricRecord) and isinstance(arrays, ArrayRecord)
+            pid = int(metrics["partition-id"])  # type: ignore[arg-type]
+            self.partition_of[r.metadata.src_node_id] = pid
+            self.critics[pid] = {k: v for k, v in arrays.items() if k.startswith(CRITIC_PREFIXES)}
+        return super().aggregate_train(server_round, replies)
