@@ -25,7 +25,7 @@ BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -224,6 +224,167 @@ def inspect(
     console.print(f"[bold]{run_dir}[/bold] {scope if by != 'client' else 'client'} round {rnd}")
     with pd.option_context("display.max_columns", 50, "display.width", 200):
         console.print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+@app.command()
+def sweep(
+    scenario: Annotated[Path, typer.Argument(help="Base scenario YAML file.")],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(help="key=v1,v2 (values parsed as YAML scalars); repeat for more keys."),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="0-4 or 0,2,5 (default: the scenario's seed).")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Runs in parallel (processes, 1 thread each).")] = 1,
+    out: Annotated[Path, typer.Option(help="Where the sweep folder goes.")] = Path("runs"),
+    name: Annotated[
+        str | None, typer.Option(help="Sweep folder name (default: <scenario>-sweep-<stamp>).")
+    ] = None,
+    sweep_dir: Annotated[
+        Path | None,
+        typer.Option(help="Use this sweep folder; if it exists, finished runs are skipped."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Resume an existing sweep folder: rerun only unfinished runs."),
+    ] = None,
+) -> None:
+    """Run every grid combination × seed, each in its own folder; resumable."""
+    import torch
+
+    from simulator.scenario import ScenarioError
+    from simulator.sweep import SweepError, parse_grid, parse_seeds
+    from simulator.sweep import sweep as run_sweep
+
+    if resume is not None and not (resume / "sweep.json").is_file():
+        _fail(f"--resume {resume}: not a sweep folder (no sweep.json)")
+    if resume is not None and sweep_dir is not None and resume != sweep_dir:
+        _fail("give --resume or --sweep-dir, not both")
+    try:
+        grid_values = parse_grid(grid or [])
+        seed_list = parse_seeds(seeds) if seeds else None
+    except ValueError as exc:
+        _fail(str(exc))
+    torch.set_num_threads(1)  # the in-process runs (--jobs 1) too: see `run --threads`
+
+    def on_done(e: dict[str, object]) -> None:
+        mark = "[green]done[/green]" if e["status"] == "done" else "[red]failed[/red]"
+        why = f": {e.get('error', '')}" if e["status"] == "failed" else ""
+        console.print(f"{mark} {e['folder']}{why}", highlight=False, soft_wrap=True)
+
+    try:
+        result = run_sweep(
+            scenario,
+            grid_values,
+            seed_list,
+            out_dir=out,
+            jobs=jobs,
+            sweep_dir=resume or sweep_dir,
+            name=name,
+            on_done=on_done,
+        )
+    except ScenarioError as exc:
+        _fail(str(exc))
+    except SweepError as exc:
+        _fail(f"no run started; {exc}")
+    skipped = len(result.entries) - len(result.ran)
+    console.print(
+        f"{len(result.ran)} run(s) this time, {skipped} already finished, "
+        f"{len(result.failed)} failed"
+    )
+    _print_frame(
+        result.summary,
+        [
+            *(k for k in grid_values),
+            "seed",
+            "status",
+            "recall",
+            "coverage",
+            "recall.group_min",
+            "min_mass_ratio",
+            "worst_client_recall",
+            "modes_captured",
+        ],
+        "sweep summary (last evaluation of each run)",
+    )
+    console.print(f"sweep folder: [bold]{result.path}[/bold]", soft_wrap=True)
+    if result.failed:
+        raise typer.Exit(code=1)
+
+
+def _print_frame(df, columns: list[str], title: str) -> None:  # type: ignore[no-untyped-def]
+    """Print the chosen columns of a table (those it has), numbers to 3 decimals."""
+    t = Table(title=title)
+    cols = [c for c in columns if c in df.columns]
+    for c in cols:
+        t.add_column(c, justify="right")
+    for _, row in df.iterrows():
+        t.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row[cols]))
+    console.print(t)
+
+
+@app.command()
+def compare(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders and/or sweep folders.")],
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated headline metrics (default: fairness set).")
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(help="Group by these dotted scenario keys only (comma-separated)."),
+    ] = None,
+    csv: Annotated[Path | None, typer.Option(help="Also save the table as CSV.")] = None,
+) -> None:
+    """Mean ± std over seeds of chosen metrics, one row per configuration."""
+    import math
+
+    from simulator.compare import DEFAULT_METRICS, LABELS, CompareError
+    from simulator.compare import compare as compare_runs
+
+    asked = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    keys = [k.strip() for k in by.split(",") if k.strip()] if by else None
+    try:
+        df = compare_runs(paths, asked, keys)
+    except (CompareError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    chosen = [m for m in asked or DEFAULT_METRICS if f"{m}.mean" in df.columns]
+    t = Table(title=f"{len(df)} configuration(s): mean ± std over seeds (last evaluation)")
+    t.add_column("configuration")
+    t.add_column("runs", justify="right")
+    for m in chosen:
+        t.add_column(LABELS.get(m, m), justify="right")
+    for _, row in df.iterrows():
+        cells = []
+        for m in chosen:
+            mean, std = row[f"{m}.mean"], row[f"{m}.std"]
+            cells.append(
+                "n/a"
+                if math.isnan(mean)
+                else f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
+            )
+        t.add_row(str(row["config"]), str(row["n_runs"]), *cells)
+    console.print(t)
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(csv, index=False)
+        console.print(f"saved {csv}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write (default RUN/report.html).")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report of a run (figures embedded, no network)."""
+    from simulator.report import write_report
+
+    if not (run_dir / "scenario.yaml").is_file():
+        _fail(f"{run_dir} is not a run folder (no scenario.yaml)")
+    path = write_report(run_dir, out)
+    console.print(f"report: [bold]{path}[/bold]", soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry

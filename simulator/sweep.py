@@ -375,9 +375,15 @@ def sweep(
     combos = combinations(grid, seeds)
     resolved = _resolve(scenario, combos, source)
 
-    if sweep_dir is None:
+    if sweep_dir is None and name is not None:
+        sweep_dir = Path(out_dir) / name  # a chosen name: running the same command resumes
+    elif sweep_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        sweep_dir = Path(out_dir) / (name or f"{scenario.name}-sweep-{stamp}")
+        sweep_dir = Path(out_dir) / f"{scenario.name}-sweep-{stamp}"
+        n = 2
+        while Path(sweep_dir).exists():  # two sweeps in one second: never resume the other
+            sweep_dir = Path(out_dir) / f"{scenario.name}-sweep-{stamp}-{n}"
+            n += 1
     path = Path(sweep_dir)
     old: dict[str, dict[str, Any]] = {}
     if (path / MANIFEST).is_file():

@@ -71,3 +71,15 @@ def test_validate_and_scenarios(tmp_path: Path) -> None:
     assert "ok" in res.output and "gan.batch_size" in res.output
     listing = runner.invoke(app, ["scenarios"])
     assert listing.exit_code == 0 and "quickstart.yaml" in listing.output
+
+
+def test_report_command_writes_html(tmp_path: Path) -> None:
+    p = _write(tmp_path, tiny_raw(federation={"rounds": 1}))
+    res = runner.invoke(app, ["run", str(p), "--out", str(tmp_path / "runs")])
+    folder = Path(res.output.split("run folder:")[1].split()[0])
+    rep = runner.invoke(app, ["report", str(folder)])
+    assert rep.exit_code == 0, rep.output
+    html = (folder / "report.html").read_text()
+    assert 'id="fig-group-metrics"' in html and "data:image/png;base64," in html
+    bad = runner.invoke(app, ["report", str(tmp_path)])
+    assert bad.exit_code == 2 and "not a run folder" in bad.output
