@@ -315,19 +315,23 @@ def explicit(
     rng: np.random.Generator,
     assign: Mapping[Any, Sequence[int] | int],
     rest: str = "iid",
+    alpha: float = 1.0,
 ) -> list[np.ndarray]:
     """Named groups only on the listed clients; the other groups IID over the rest.
 
     `assign` maps a group value (matched by str(), since YAML keys may be ints or strings)
     to client ids (a list, or one id); that group's points are dealt at random and equally
     over those clients. The remaining groups are dealt stratified over all clients
-    (rest="iid") or over the clients named nowhere in `assign` (rest="others").
-    E.g. assign={0: [0], 1: [0]} keeps minority modes 0 and 1 on client 0 only.
+    (rest="iid") or over the clients named nowhere in `assign` (rest="others"), or each split
+    over all clients by Dirichlet(`alpha`) proportions (rest="dirichlet": a label skew for
+    everything else). E.g. assign={0: [0], 1: [0]} keeps minority modes 0 and 1 on client 0.
     """
     if not isinstance(assign, Mapping):
         raise PartitionError(f"assign must be a mapping group → client ids, got {assign!r}")
-    if rest not in ("iid", "others"):
-        raise PartitionError(f"rest must be 'iid' or 'others', got {rest!r}")
+    if rest not in ("iid", "others", "dirichlet"):
+        raise PartitionError(f"rest must be 'iid', 'others' or 'dirichlet', got {rest!r}")
+    if rest == "dirichlet":
+        _positive("alpha", alpha)
     codes, uniques = _factorize(groups)
     by_name = {str(v): g for g, v in enumerate(uniques)}
     if len(by_name) != len(uniques):
@@ -361,7 +365,12 @@ def explicit(
             f"({', '.join(str(uniques[g]) for g in range(len(uniques)) if g not in chosen)}) "
             "have nowhere to go; use rest='iid' or more clients"
         )
-    if remaining:
+    if remaining and rest == "dirichlet":
+        for idx in remaining:
+            counts = _allocate(len(idx), rng.dirichlet(np.full(n_clients, float(alpha))))
+            for c, part in enumerate(_split(rng.permutation(idx), counts)):
+                pieces[c].append(part)
+    elif remaining:
         for c, parts in _deal(remaining, targets, rng).items():
             pieces[c].extend(parts)
     return _finish(pieces)

@@ -211,7 +211,9 @@ def test_explicit_bad_client_and_group() -> None:
         partition(EIGHT, 10, 0, name="explicit", params={"assign": {0: [0, 10]}})
     with pytest.raises(PartitionError, match=r"group 'zz'.*groups: 0, 1, 2, 3, 4, 5, 6, 7"):
         partition(EIGHT, 10, 0, name="explicit", params={"assign": {"zz": [0]}})
-    with pytest.raises(PartitionError, match="rest must be 'iid' or 'others', got 'all'"):
+    with pytest.raises(
+        PartitionError, match="rest must be 'iid', 'others' or 'dirichlet', got 'all'"
+    ):
         partition(EIGHT, 10, 0, name="explicit", params={"assign": {0: [0]}, "rest": "all"})
     with pytest.raises(PartitionError, match="every client is named"):
         partition(
@@ -252,3 +254,25 @@ def test_plugin_results_are_validated(tmp_path: Path) -> None:
     # A plug-in may leave points out; it is checked, not completed.
     p = partition(EIGHT, 2, 0, name=f"{f}:half", params={"k": 2})
     assert p.sizes.sum() == len(EIGHT) // 2
+
+
+def test_explicit_with_a_dirichlet_rest() -> None:
+    """Minority groups pinned to two clients, every other group label-skewed by Dirichlet."""
+    groups = pd.Series(np.repeat(np.arange(8), [40, 40] + [400] * 6))
+    part = partition(
+        groups,
+        20,
+        0,
+        "explicit",
+        {"assign": {0: [3, 7], 1: [3, 7]}, "rest": "dirichlet", "alpha": 0.1},
+        allow_empty=True,
+    )
+    counts = part.counts
+    assert set(np.flatnonzero(counts[0].to_numpy() > 0)) == {3, 7}
+    assert set(np.flatnonzero(counts[1].to_numpy() > 0)) == {3, 7}
+    assert counts.to_numpy().sum() == len(groups)
+    # α = 0.1 over 20 clients: each majority group's largest client holds a big share.
+    top = [counts[g].max() / 400 for g in range(2, 8)]
+    assert np.mean(top) > 0.3
+    with pytest.raises(PartitionError, match="alpha"):
+        partition(groups, 20, 0, "explicit", {"assign": {0: [1]}, "rest": "dirichlet", "alpha": 0})
