@@ -316,6 +316,8 @@ def explicit(
     assign: Mapping[Any, Sequence[int] | int],
     rest: str = "iid",
     alpha: float = 1.0,
+    min_size: int = 1,
+    max_retries: int = 100,
 ) -> list[np.ndarray]:
     """Named groups only on the listed clients; the other groups IID over the rest.
 
@@ -324,7 +326,8 @@ def explicit(
     over those clients. The remaining groups are dealt stratified over all clients
     (rest="iid") or over the clients named nowhere in `assign` (rest="others"), or each split
     over all clients by Dirichlet(`alpha`) proportions (rest="dirichlet": a label skew for
-    everything else). E.g. assign={0: [0], 1: [0]} keeps minority modes 0 and 1 on client 0.
+    everything else; redrawn until every client holds ≥ `min_size` points, at most
+    `max_retries` times). E.g. assign={0: [0], 1: [0]} keeps minority modes 0 and 1 on client 0.
     """
     if not isinstance(assign, Mapping):
         raise PartitionError(f"assign must be a mapping group → client ids, got {assign!r}")
@@ -366,9 +369,22 @@ def explicit(
             "have nowhere to go; use rest='iid' or more clients"
         )
     if remaining and rest == "dirichlet":
-        for idx in remaining:
-            counts = _allocate(len(idx), rng.dirichlet(np.full(n_clients, float(alpha))))
-            for c, part in enumerate(_split(rng.permutation(idx), counts)):
+        min_size = _int("min_size", min_size, 0)
+        pinned = np.array([sum(len(p) for p in ps) for ps in pieces])
+        for _ in range(_int("max_retries", max_retries, 1)):
+            draw = [_split(rng.permutation(idx),
+                           _allocate(len(idx), rng.dirichlet(np.full(n_clients, float(alpha)))))
+                    for idx in remaining]
+            sizes = pinned + np.array([sum(len(d[c]) for d in draw) for c in range(n_clients)])
+            if sizes.min() >= min_size:
+                break
+        else:
+            raise PartitionError(
+                f"no Dirichlet(alpha={alpha}) draw gave every client ≥ {min_size} points in "
+                f"{max_retries} tries; raise alpha, lower min_size or use fewer clients"
+            )
+        for d in draw:
+            for c, part in enumerate(d):
                 pieces[c].append(part)
     elif remaining:
         for c, parts in _deal(remaining, targets, rng).items():

@@ -63,10 +63,15 @@ def _parse(text: str) -> _Page:
     return page
 
 
+QUICKSTART = Path(__file__).resolve().parent.parent / "scenarios" / "quickstart.yaml"
+
+
 @pytest.fixture(scope="module")
 def federated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled quickstart, cut to 2 short rounds."""
     out = tmp_path_factory.mktemp("fed")
-    return run(tiny(), [], out_dir=out).path
+    short = ["federation.rounds=2", "federation.local_steps=5", "evaluation.every=1"]
+    return run(QUICKSTART, short, out_dir=out).path
 
 
 @pytest.fixture(scope="module")

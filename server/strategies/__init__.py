@@ -122,7 +122,9 @@ def build_strategy(name: str, params: dict[str, Any]) -> Strategy:
         raise RegistryError("; ".join(problems))
     cls = STRATEGIES.get(name)
     sig = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in SAMPLING_ARGS.items() if k in sig}
+    # A subclass that forwards **kwargs to FedAvg still takes the sampling arguments.
+    forwards = any(p.kind is p.VAR_KEYWORD for p in sig.values())
+    kwargs = {k: v for k, v in SAMPLING_ARGS.items() if k in sig or forwards}
     kwargs.update(DEFAULT_ARGS.get(name, {}))
     kwargs.update(params)
     return cls(**kwargs)
