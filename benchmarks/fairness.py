@@ -56,7 +56,8 @@ def main() -> None:
     labels = {str(s_["name"]): f"{s_['name']} {s_.get('params', '')}".strip() for s_ in STRATEGIES}
     for _, row in table.iterrows():
         cells = [f"{row[c]:.3f} ± {row[c.removesuffix('.mean') + '.std']:.3f}" for c in cols]
-        print(f"| {labels.get(str(row['strategy.name']), row['config'])} | " + " | ".join(cells) + " |")
+        label = labels.get(str(row["strategy.name"]), row["config"])
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -335,6 +335,9 @@ def compare(
         typer.Option(help="Group by these dotted scenario keys only (comma-separated)."),
     ] = None,
     csv: Annotated[Path | None, typer.Option(help="Also save the table as CSV.")] = None,
+    figure: Annotated[
+        Path | None, typer.Option(help="Also draw the table (bars ± std per metric) as PNG.")
+    ] = None,
 ) -> None:
     """Mean ± std over seeds of chosen metrics, one row per configuration."""
     import math
@@ -369,6 +372,11 @@ def compare(
         csv.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(csv, index=False)
         console.print(f"saved {csv}")
+    if figure is not None:
+        from simulator.compare import compare_figure
+
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        console.print(f"saved {compare_figure(df, figure)}")
 
 
 @app.command()

@@ -159,3 +159,42 @@ def compare(
         if labels.count(r["config"]) > 1 and differ:
             r["config"] = ", ".join(f"{k}={r[k]}" for k in differ)
     return pd.DataFrame(rows)
+
+
+def compare_figure(table: pd.DataFrame, path: str | Path) -> Path:
+    """One bar panel per metric (mean ± std over seeds, one bar per configuration) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    metrics = [c.removesuffix(".mean") for c in table.columns if c.endswith(".mean")]
+    if not metrics:
+        raise CompareError("the table has no metric columns to draw")
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 0.45 * len(table) * rows + 2.2), squeeze=False
+    )
+    labels = [str(v) for v in table["config"]]
+    y = list(range(len(table)))
+    for ax, m in zip(axes.flat, metrics, strict=False):
+        ax.barh(
+            y,
+            table[f"{m}.mean"],
+            xerr=table[f"{m}.std"].fillna(0.0),
+            color="#4c72b0",
+            ecolor="#333333",
+            capsize=3,
+        )
+        ax.set_title(m, fontsize=10)
+        ax.set_yticks(y, labels if ax in axes[:, 0] else [""] * len(y), fontsize=8)
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

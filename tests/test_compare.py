@@ -82,11 +82,22 @@ def test_compare_on_a_sweep_equals_compare_on_its_runs(tmp_path: Path) -> None:
     assert list(on_sweep["n_runs"]) == [2, 2]
     assert list(on_sweep["config"]) == ["federation.federate=both", "federation.federate=generator"]
 
-    csv = tmp_path / "cmp.csv"
+    csv, png = tmp_path / "cmp.csv", tmp_path / "cmp.png"
     out = runner.invoke(
-        app, ["compare", str(res.path), "--metrics", "recall,coverage", "--csv", str(csv)]
+        app,
+        [
+            "compare",
+            str(res.path),
+            "--metrics",
+            "recall,coverage",
+            "--csv",
+            str(csv),
+            "--figure",
+            str(png),
+        ],
     )
     assert out.exit_code == 0, out.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "2 configuration(s)" in out.output
     saved = pd.read_csv(csv)
     assert list(saved["config"]) == list(on_sweep["config"])
