@@ -1,0 +1,77 @@
+"""Plug-ins by `module:attr` / `file.py:attr`: they work, and failures name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.centralized import run_centralized
+from simulator.gan.lipschitz import get_control
+from simulator.gan.objectives import OBJECTIVES
+from simulator.registry import RegistryError
+from simulator.scenario import ScenarioError, validate
+
+
+def test_broken_file_names_the_file_and_the_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.py"
+    bad.write_text("def oops(:\n")
+    with pytest.raises(RegistryError, match=r"broken\.py.*failed to import: SyntaxError"):
+        OBJECTIVES.get(f"{bad}:Thing")
+    with pytest.raises(RegistryError, match=r"does not exist"):
+        OBJECTIVES.get(f"{tmp_path / 'nope.py'}:Thing")
+    with pytest.raises(RegistryError, match=r"failed to import: ModuleNotFoundError"):
+        OBJECTIVES.get("no_such_module_xyz:Thing")
+
+
+def test_wrong_type_and_missing_attribute(tmp_path: Path) -> None:
+    f = tmp_path / "things.py"
+    f.write_text("class NotAnObjective:\n    pass\n")
+    with pytest.raises(
+        RegistryError, match="expected a subclass of simulator.gan.objectives.Objective"
+    ):
+        OBJECTIVES.get(f"{f}:NotAnObjective")
+    with pytest.raises(RegistryError, match="has no attribute 'Missing'"):
+        OBJECTIVES.get(f"{f}:Missing")
+    with pytest.raises(RegistryError, match="expected a subclass of .*LipschitzControl"):
+        get_control(f"{f}:NotAnObjective")
+
+
+def test_objective_and_dataset_plugins_train(tmp_path: Path) -> None:
+    f = tmp_path / "mine.py"
+    f.write_text(
+        "import numpy as np, pandas as pd\n"
+        "from dataclasses import dataclass\n"
+        "import torch.nn.functional as F\n"
+        "from simulator.data import Dataset\n"
+        "from simulator.gan.objectives import Objective\n"
+        "@dataclass(frozen=True)\n"
+        "class Softplus(Objective):\n"
+        "    name: str = 'softplus'\n"
+        "    def critic_loss(self, r, f):\n"
+        "        return F.softplus(-r).mean() + F.softplus(f).mean()\n"
+        "    def generator_loss(self, f):\n"
+        "        return F.softplus(-f).mean()\n"
+        "def blobs(n_samples=None, seed=0, spread=1.0):\n"
+        "    rng = np.random.default_rng(seed)\n"
+        "    n = n_samples or 100\n"
+        "    g = rng.integers(0, 2, n)\n"
+        "    x = (rng.standard_normal((n, 2)) * spread + 3 * g[:, None]).astype('float32')\n"
+        "    return Dataset('blobs', x, pd.DataFrame({'blob': g}))\n"
+    )
+    raw = {
+        "data": {"dataset": f"{f}:blobs", "n_samples": 300, "params": {"spread": 0.5}},
+        "gan": {
+            "objective": f"{f}:Softplus",
+            "generator": {"widths": [8]},
+            "critic": {"widths": [8]},
+            "batch_size": 16,
+        },
+        "train": {"steps": 5},
+        "evaluation": {"every": 5, "n_samples": 50, "min_group_size": 2},
+    }
+    res = run_centralized(validate(raw), tmp_path / "runs")
+    assert "recall" in set(res.metrics["metric"])
+    assert set(res.metrics["group_by"]) >= {"blob"}
+    with pytest.raises(ScenarioError, match="bogus"):
+        validate({**raw, "data": {**raw["data"], "params": {"bogus": 1}}})
