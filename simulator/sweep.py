@@ -105,6 +105,15 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+def _flat(key: str, value: Any) -> list[tuple[str, Any]]:
+    """A mapping value as dotted (key, leaf) pairs, so folder names stay readable:
+    strategy={name: agnostic, params: {step_size: 0.5}} → strategy.name=agnostic+
+    strategy.params.step_size=0.5."""
+    if isinstance(value, dict) and value:
+        return [p for k, v in value.items() for p in _flat(f"{key}.{k}", v)]
+    return [(key, value)]
+
+
 def _sanitize(name: str) -> str:
     # Keep the folder greppable and portable: only characters that need no shell quoting.
     return re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)[:200]
@@ -120,7 +129,10 @@ class Combination:
 
     def __post_init__(self) -> None:
         if not self.folder:
-            parts = [f"{k}={_text(v)}" for k, v in self.values.items()]
+            parts = [
+                "+".join(f"{k}={_text(v)}" for k, v in _flat(key, value))
+                for key, value in self.values.items()
+            ]
             self.folder = _sanitize(",".join([*parts, f"seed={self.seed}"]))
 
     @property
