@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from simulator.store import Run, atomic_write_text, load_run
-from simulator.summary import HEADLINE, _fmt, headline, last_round, main_scope
+from simulator.summary import HEADLINE, format_value, headline, last_round, main_scope
 
 FIGURE_IDS = (
     "fig-samples",
@@ -318,8 +319,9 @@ def _heatmap(
     ax: Axes, table: pd.DataFrame, cmap: str, vmin: float | None, vmax: float | None, fmt: str
 ) -> Any:
     values = table.to_numpy(dtype=float)
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    im.cmap.set_bad("#dddddd")  # NaN = not measured (e.g. too few held-out points)
+    # NaN = not measured (e.g. too few held-out points): drawn grey.
+    colors = matplotlib.colormaps[cmap].with_extremes(bad="#dddddd")
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=colors, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns], fontsize=7)
     ax.set_yticks(range(table.shape[0]), [str(c) for c in table.index], fontsize=7)
     if values.size <= 400:  # numbers in cells stay readable up to ~20 × 20
@@ -489,7 +491,7 @@ def headline_section(ctx: _Context) -> str:
     rows = []
     for key, label in HEADLINE:
         if key in h:
-            value = _fmt(key, h[key])
+            value = format_value(key, h[key])
             if key == "modes_captured" and "modes_total" in h:
                 value += f" / {h['modes_total']:.0f}"
             rows.append((label, value))
@@ -498,7 +500,7 @@ def headline_section(ctx: _Context) -> str:
         ("client_recall_spread", "client recall spread (max − min)"),
     ):
         if key in h:
-            rows.append((label, _fmt(key, h[key])))
+            rows.append((label, format_value(key, h[key])))
     out = [
         f"<p>{html.escape(ctx.scope)} evaluation at {ctx.step_word} {rnd} "
         "(held-out real data).</p>",
@@ -524,7 +526,7 @@ def headline_section(ctx: _Context) -> str:
         n = rows_g[rows_g["metric"] == "recall"].set_index("group")["n"]
         if cols:
             body = [
-                [str(g)] + [_fmt(c, float(wide.loc[g, c])) for c in cols] + [str(int(n.get(g, 0)))]
+                [str(g)] + [format_value(c, float(wide.loc[g, c])) for c in cols] + [str(int(n.get(g, 0)))]
                 for g in _sorted(wide.index)
             ]
             out.append(_table([ctx.group_by, *cols, "n real"], body, "per-group"))

@@ -21,7 +21,7 @@ from simulator.gan.objectives import OBJECTIVES
 from simulator.gan.optim import OPTIMIZERS, OptimizerSpec
 from simulator.gan.train import SCHEDULES, GANConfig
 from simulator.registry import RegistryError
-from simulator.yamlsafe import YAMLError, load_yaml
+from simulator.yamlsafe import MAX_DEPTH, MAX_NODES, YAMLError, load_yaml, read_text
 
 
 class ScenarioError(ValueError):
@@ -38,7 +38,9 @@ class ScenarioError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN passes no bound check (every comparison is False) and ∞ passes every `gt`/`ge`: refuse
+    # both in typed fields; free-form `params` are checked by their component.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _in_registry(value: str, registry: Any) -> str:
@@ -83,12 +85,14 @@ def _dry_build(dataset: str, params_json: str) -> str | None:
         return str(exc)
     except ValueError as exc:  # e.g. a requested size the dataset cannot provide at 64 points
         return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a plug-in or a hostile parameter may raise anything
+        return f"dataset {dataset!r} failed on a 64-point dry run: {type(exc).__name__}: {exc}"
     return None
 
 
 class NetworkModel(_Model):
     kind: str = "mlp"
-    widths: list[int] = Field(default_factory=lambda: [128, 128, 128], min_length=1)
+    widths: list[int] = Field(default_factory=lambda: [128, 128, 128], min_length=1, max_length=64)
     activation: Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "silu"] = "relu"
     output: Literal["linear", "tanh"] = "linear"
 
@@ -143,7 +147,7 @@ class LipschitzModel(_Model):
     def _params(self) -> LipschitzModel:
         try:
             get_control(self.name, self.params)
-        except (RegistryError, TypeError) as exc:
+        except (RegistryError, TypeError, ArithmeticError) as exc:
             raise ValueError(str(exc)) from None
         return self
 
@@ -206,10 +210,14 @@ class GANModel(_Model):
 assert set(SCHEDULES) == {"constant", "linear", "cosine"}  # kept in step with GANConfig
 
 
+MAX_STEPS = 10_000_000
+"""Most generator steps of one run (centralized steps, or federated rounds × local steps)."""
+
+
 class TrainModel(_Model):
     """Centralized training: the number of generator steps."""
 
-    steps: int = Field(default=10000, ge=1, le=10_000_000)
+    steps: int = Field(default=10000, ge=1, le=MAX_STEPS)
 
 
 class EvaluationModel(_Model):
@@ -301,7 +309,8 @@ class Scenario(_Model):
     A scenario with a `federation` section is federated; without one it is centralized.
     """
 
-    name: str = Field(default="scenario", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(default="scenario", pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)
+    """Also the run folder's name: short enough for any file system, and never `.` or `..`."""
     description: str = ""
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -317,9 +326,22 @@ class Scenario(_Model):
     def federated(self) -> bool:
         return self.federation is not None
 
+    @field_validator("name")
+    @classmethod
+    def _not_dots(cls, v: str) -> str:
+        if set(v) == {"."}:  # `..` as a folder name would write the run outside the output dir
+            raise ValueError("a name made only of dots is not a folder name")
+        return v
+
     @model_validator(mode="after")
     def _sampling(self) -> Scenario:
         f = self.federation
+        if f is not None and f.rounds * f.local_steps > MAX_STEPS:
+            # The matched centralized twin runs rounds × local_steps steps: keep it valid.
+            raise ValueError(
+                f"federation.rounds × federation.local_steps ({f.rounds * f.local_steps}) "
+                f"exceeds the {MAX_STEPS:,} generator steps allowed for a run"
+            )
         if f is not None and f.clients_per_round and f.clients_per_round > self.partition.n_clients:
             raise ValueError(
                 f"federation.clients_per_round ({f.clients_per_round}) exceeds "
@@ -378,7 +400,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ScenarioError("override", [f"{item!r}: expected dotted.key=value"])
-    return key.strip().split("."), load_yaml(raw, f"override {key}") if raw.strip() else None
+    try:
+        value = load_yaml(raw, f"override {key.strip()}") if raw.strip() else None
+    except YAMLError as exc:  # callers catch ScenarioError only
+        raise ScenarioError("override", [str(exc)]) from None
+    return key.strip().split("."), value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -397,10 +423,35 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
+def _shape_problem(raw: Any) -> str | None:
+    """'path: message' if `raw` nests deeper or holds more nodes than a YAML file may.
+
+    YAML input is capped by the loader; this covers mappings built in Python (API, sweeps,
+    overrides), so that deep copies, pydantic and json never meet a structure that
+    overflows the stack. Iterative, so it cannot overflow itself.
+    """
+    stack: list[tuple[Any, tuple[str, ...]]] = [(raw, ())]
+    nodes = 0
+    while stack:
+        node, path = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            return f"(top): more than {MAX_NODES} values; a scenario is small"
+        if isinstance(node, dict | list | tuple | set | frozenset):
+            if len(path) >= MAX_DEPTH:
+                return f"{'.'.join(path[:8])}...: nested deeper than {MAX_DEPTH} levels"
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((v, (*path, str(k))) for k, v in items)
+    return None
+
+
 def validate(raw: Any, source: str = "<scenario>") -> Scenario:
     """Validate a parsed mapping; raises ScenarioError listing every problem."""
     if not isinstance(raw, dict):
         raise ScenarioError(source, [f"(top): expected a mapping, got {type(raw).__name__}"])
+    problem = _shape_problem(raw)
+    if problem:
+        raise ScenarioError(source, [problem])
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
@@ -430,22 +481,28 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> Any:
     """Parse a scenario file, resolving `base: other.yaml` (relative to this file) first."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
-    try:
-        raw = load_yaml(text, str(path))
-    except YAMLError as exc:
+        raw = load_yaml(read_text(path), str(path))
+    except YAMLError as exc:  # too large, not UTF-8, or not YAML: the message has line:column
         raise ScenarioError(str(path), [str(exc)]) from None
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ScenarioError(str(path), [f"cannot read the file: {reason}"]) from None
     raw = {} if raw is None else raw
     if isinstance(raw, dict) and "base" in raw:
         base = raw.pop("base")
         if not isinstance(base, str):
             raise ScenarioError(str(path), [f"base: expected a file path, got {base!r}"])
-        base_path = (path.parent / base).resolve()
+        try:
+            base_path = (path.parent / base).resolve()
+        except (OSError, ValueError) as exc:  # a NUL byte, a symlink loop
+            raise ScenarioError(str(path), [f"base: cannot resolve {base!r}: {exc}"]) from None
         if base_path in chain or base_path == path.resolve():
             raise ScenarioError(str(path), [f"base: {base} includes itself"])
-        parent = _read(base_path, (*chain, path.resolve()))
+        try:
+            parent = _read(base_path, (*chain, path.resolve()))
+        except ScenarioError as exc:  # report it as this file's `base:` problem, naming the file
+            errors = [e if e.startswith(exc.source) else f"{exc.source}: {e}" for e in exc.errors]
+            raise ScenarioError(str(path), [f"base: {e}" for e in errors]) from None
         if isinstance(parent, dict):
             parent.pop("description", None)  # a description describes one file only
             raw = _deep_merge(parent, raw)
@@ -466,3 +523,144 @@ def resolved_yaml(s: Scenario) -> str:
     import yaml
 
     return yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False)
+
+
+# --- memory estimate ----------------------------------------------------------------------------
+
+DATA_COPIES = 3
+"""Copies of the data set's float32 points alive at once: the full array, its train/holdout
+split, and the clients' shards (federated) or the training tensor (centralized)."""
+ACTIVATION_COPIES = 4
+"""Per-unit activations kept per sample: forward, backward, and the double backward of a
+gradient penalty."""
+_SLOTS = {"adam": 2, "rmsprop": 1}
+"""Optimizer moments per parameter (see simulator.gan.optim.init_state)."""
+
+
+def _slots(opt: OptimizerModel) -> int:
+    return _SLOTS.get(opt.name, 1 if opt.momentum else 0)
+
+
+def _mlp_params(in_dim: int, widths: list[int], out_dim: int) -> int:
+    dims = [in_dim, *widths, out_dim]
+    return sum(i * o + o for i, o in zip(dims, dims[1:], strict=False))
+
+
+def network_params(net: NetworkModel, in_dim: int, out_dim: int, channels: int, *, critic: bool
+                   ) -> int:
+    """Parameter count of a network, by formula: building one may be what does not fit.
+
+    Follows simulator.gan.networks (4×4 stride-2 convs on 8×8 images); a plug-in kind is
+    counted as an MLP of its widths.
+    """
+    if net.kind == "conv" and len(net.widths) == 2:
+        a, b = net.widths
+        if critic:  # c→a→b convs, linear head from b·2·2
+            return channels * a * 16 + a + a * b * 16 + b + b * 4 + 1
+        # linear latent→b·2·2, up-convs b→a→channels
+        return in_dim * b * 4 + b * 4 + b * a * 16 + a + a * channels * 16 + channels
+    branches = 2 if critic and net.kind == "two_branch" else 1
+    return branches * _mlp_params(in_dim, net.widths, out_dim)
+
+
+@functools.lru_cache(maxsize=16)
+def _data_shape(dataset: str, n_samples: int | None, params_json: str) -> tuple[int, int, int]:
+    """(points, dimensions, image channels) of a validated data spec."""
+    from simulator.data import load_dataset
+
+    params = json.loads(params_json)
+    small = load_dataset(dataset, 64, 0, params)
+    d = int(small.X.shape[1])
+    channels = small.image_shape[0] if small.image_shape else 1
+    n = n_samples
+    if n is None:  # "all rows": only a full build knows how many
+        try:
+            n = int(load_dataset(dataset, None, 0, params).X.shape[0])
+        except Exception:  # noqa: BLE001 - an estimate must not fail; assume a typical size
+            n = 20_000
+    return n, d, channels
+
+
+def memory_breakdown(s: Scenario) -> dict[str, int]:
+    """Estimated peak bytes of a run, by part (float32 everywhere but evaluation, float64).
+
+    * data: points × dims × 4 × DATA_COPIES;
+    * models: the global generator and critic, gradients, optimizer moments, EMA copy;
+    * private: federated, what never travels (see federation.FEDERATED_PREFIXES) × clients,
+      since every client's state is kept across rounds;
+    * replies: federated, the travelling arrays of one round's sampled clients, all held
+      by the strategy before it aggregates;
+    * activations: batch × units × ACTIVATION_COPIES;
+    * evaluation: generated + held-out points in float64 plus one bounded k-NN block.
+    """
+    from simulator.metrics.neighbours import _BLOCK_BYTES
+
+    f4 = 4
+    n, d, channels = _data_shape(
+        s.data.dataset, s.data.n_samples, json.dumps(s.data.params, sort_keys=True, default=str)
+    )
+    g = network_params(s.gan.generator, s.gan.latent_dim, d, channels, critic=False)
+    c = network_params(s.gan.critic, d, 1, channels, critic=True)
+    g_opt, d_opt = _slots(s.gan.g_opt) * g, _slots(s.gan.d_opt) * c
+    ema = g if s.gan.ema else 0
+    parts = {
+        "data": n * d * f4 * DATA_COPIES,
+        "models": (2 * g + 2 * c + g_opt + d_opt + ema) * f4,  # weights + gradients + state
+        "private": 0,
+        "replies": 0,
+    }
+    f = s.federation
+    if f is not None:
+        travel = {"both": g + c, "generator": g, "critic": c}[f.federate]
+        private = g + c + g_opt + d_opt + ema - travel
+        parts["private"] = private * s.partition.n_clients * f4
+        parts["replies"] = travel * (f.clients_per_round or s.partition.n_clients) * f4
+    spatial = 16  # a conv layer's units are channels × (at most) 4×4 positions
+    units = sum(
+        sum(net.widths) * (spatial if net.kind == "conv" else 1)
+        for net in (s.gan.generator, s.gan.critic)
+    )
+    parts["activations"] = s.gan.batch_size * (units + d + s.gan.latent_dim) * f4 * (
+        ACTIVATION_COPIES
+    )
+    held_out = int(n * s.data.holdout)
+    parts["evaluation"] = (s.evaluation.n_samples + held_out) * d * 8 + _BLOCK_BYTES
+    return parts
+
+
+def estimate_memory_bytes(s: Scenario) -> int:
+    """Estimated peak memory of a run in bytes (the sum of `memory_breakdown`)."""
+    return sum(memory_breakdown(s).values())
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, or None where it cannot be read (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the value is in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def scenario_warnings(s: Scenario, available: int | None = None) -> list[str]:
+    """Problems that do not stop a run but probably should: today, not enough memory.
+
+    `available` defaults to the machine's MemAvailable; with neither, nothing is said.
+    """
+    available = available_memory_bytes() if available is None else available
+    if available is None:
+        return []
+    parts = memory_breakdown(s)
+    total = sum(parts.values())
+    if total <= available:
+        return []
+    top = ", ".join(
+        f"{k} {v / 2**30:.1f} GiB" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3]
+    )
+    return [
+        f"(top): the run needs about {total / 2**30:.1f} GiB of memory ({top}) but "
+        f"{available / 2**30:.1f} GiB is available"
+    ]

@@ -64,7 +64,7 @@ def headline(metrics: pd.DataFrame, round_: int | None = None) -> dict[str, floa
     return out
 
 
-def _fmt(key: str, v: float) -> str:
+def format_value(key: str, v: float) -> str:
     if math.isnan(v):
         return "n/a"
     return f"{v:.0f}" if key in ("modes_captured", "modes_total") else f"{v:.3f}"
@@ -85,7 +85,7 @@ def summary_tables(metrics: pd.DataFrame, round_: int | None = None) -> list[Tab
     t.add_column("value", justify="right")
     for key, label in HEADLINE:
         if key in h:
-            value = _fmt(key, h[key])
+            value = format_value(key, h[key])
             if key == "modes_captured" and "modes_total" in h:
                 value += f" / {h['modes_total']:.0f}"
             t.add_row(label, value)
@@ -94,7 +94,7 @@ def summary_tables(metrics: pd.DataFrame, round_: int | None = None) -> list[Tab
         ("client_recall_spread", "client recall spread (max − min)"),
     ):
         if key in h:
-            t.add_row(label, _fmt(key, h[key]))
+            t.add_row(label, format_value(key, h[key]))
     tables = [t]
     rows = metrics[
         (metrics["scope"] == scope) & (metrics["round"] == rnd) & (metrics["group"] != "")
@@ -123,10 +123,10 @@ def summary_tables(metrics: pd.DataFrame, round_: int | None = None) -> list[Tab
             cells = []
             for c in cols:
                 v = float(wide.loc[grp, c])
-                text = _fmt(c, v)
+                text = format_value(c, v)
                 cells.append(f"[red]{text}[/red]" if c == "recall" and v < 0.5 else text)
             if len(pooled):
-                cells.append(_fmt("", float(pooled.get(grp, float("nan")))))
+                cells.append(format_value("", float(pooled.get(grp, float("nan")))))
             g.add_row(str(grp), *cells, str(int(n.get(grp, 0))))
         tables.append(g)
     return tables

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
@@ -54,7 +56,11 @@ def _sqrtm_product(
     cov_a: NDArray[np.float64], cov_b: NDArray[np.float64], eps: float
 ) -> NDArray[np.float64]:
     """(Σa Σb)^{1/2}, real part, with the usual guards against numerical failure."""
-    covmean = np.asarray(scipy.linalg.sqrtm(cov_a @ cov_b))
+    with warnings.catch_warnings():
+        # A singular product (e.g. features that are constant, like dead ReLU units) is
+        # expected: it is handled just below, so scipy's warning says nothing new.
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = np.asarray(scipy.linalg.sqrtm(cov_a @ cov_b))
     if not np.isfinite(covmean).all():
         # Singular product: a small ridge makes the square root well defined.
         offset = eps * np.eye(cov_a.shape[0])
