@@ -526,7 +526,9 @@ def headline_section(ctx: _Context) -> str:
         n = rows_g[rows_g["metric"] == "recall"].set_index("group")["n"]
         if cols:
             body = [
-                [str(g)] + [format_value(c, float(wide.loc[g, c])) for c in cols] + [str(int(n.get(g, 0)))]
+                [str(g)]
+                + [format_value(c, float(wide.loc[g, c])) for c in cols]
+                + [str(int(n.get(g, 0)))]
                 for g in _sorted(wide.index)
             ]
             out.append(_table([ctx.group_by, *cols, "n real"], body, "per-group"))
