@@ -128,6 +128,7 @@ def run(
     for table in summary_tables(result.metrics):
         console.print(table)
     console.print(f"run folder: [bold]{result.path}[/bold]", soft_wrap=True)
+    console.print(f"pictures:   fedgan report {result.path}", soft_wrap=True, highlight=False)
 
 
 @app.command()
