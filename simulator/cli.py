@@ -29,6 +29,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _warn(s) -> None:  # type: ignore[no-untyped-def]
+    """Print warnings about a valid scenario (e.g. a memory estimate above what is free)."""
+    from simulator.scenario import scenario_warnings
+
+    for w in scenario_warnings(s):
+        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+
+
 def _load(path: Path, overrides: list[str]):  # type: ignore[no-untyped-def]
     from simulator.scenario import ScenarioError, load
 
@@ -69,6 +77,7 @@ def run(
     s = _load(scenario, overrides or [])
     if centralized:
         s = s.centralized_twin()
+    _warn(s)
     if threads:
         torch.set_num_threads(threads)
     if s.federated:
@@ -141,7 +150,7 @@ def validate(
     bad = 0
     for p in scenarios:
         try:
-            load(p)
+            _warn(load(p))
             console.print(f"[green]ok[/green] {p}")
         except ScenarioError as exc:
             bad += 1

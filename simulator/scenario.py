@@ -68,10 +68,24 @@ class DataSpec(_Model):
     @model_validator(mode="after")
     def _dry_run(self) -> DataSpec:
         """Build a tiny version of the dataset, so bad parameters fail before any training."""
+        for key, cap in _SIZE_CAPS.get(self.dataset, {}).items():
+            v = self.params.get(key)
+            if isinstance(v, int) and not isinstance(v, bool) and v > cap:
+                # Checked before the dry run: even 64 points of a 10⁹-mode ring fill the memory.
+                raise ValueError(f"dataset {self.dataset!r}: {key} must be <= {cap:,}, got {v}")
         problem = _dry_build(self.dataset, json.dumps(self.params, sort_keys=True, default=str))
         if problem:
             raise ValueError(problem)
         return self
+
+
+_SIZE_CAPS: dict[str, dict[str, int]] = {
+    "ring": {"n_modes": 10_000},
+    "grid": {"n_per_side": 100},  # n² modes
+    "two_gaussians": {"dim": 100_000},
+}
+"""Bounds on the built-in datasets' size parameters, whose arrays grow with them whatever the
+number of points."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -546,8 +560,9 @@ def _mlp_params(in_dim: int, widths: list[int], out_dim: int) -> int:
     return sum(i * o + o for i, o in zip(dims, dims[1:], strict=False))
 
 
-def network_params(net: NetworkModel, in_dim: int, out_dim: int, channels: int, *, critic: bool
-                   ) -> int:
+def network_params(
+    net: NetworkModel, in_dim: int, out_dim: int, channels: int, *, critic: bool
+) -> int:
     """Parameter count of a network, by formula: building one may be what does not fit.
 
     Follows simulator.gan.networks (4×4 stride-2 convs on 8×8 images); a plug-in kind is
@@ -620,8 +635,8 @@ def memory_breakdown(s: Scenario) -> dict[str, int]:
         sum(net.widths) * (spatial if net.kind == "conv" else 1)
         for net in (s.gan.generator, s.gan.critic)
     )
-    parts["activations"] = s.gan.batch_size * (units + d + s.gan.latent_dim) * f4 * (
-        ACTIVATION_COPIES
+    parts["activations"] = (
+        s.gan.batch_size * (units + d + s.gan.latent_dim) * f4 * (ACTIVATION_COPIES)
     )
     held_out = int(n * s.data.holdout)
     parts["evaluation"] = (s.evaluation.n_samples + held_out) * d * 8 + _BLOCK_BYTES

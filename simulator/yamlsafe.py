@@ -38,13 +38,17 @@ class _NoAliasLoader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             raise yaml.composer.ComposerError(
-                None, None, "YAML aliases (*name) are not allowed in scenario files",
+                None,
+                None,
+                "YAML aliases (*name) are not allowed in scenario files",
                 event.start_mark,
             )
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise yaml.composer.ComposerError(
-                None, None, f"more than {MAX_NODES} YAML nodes; scenario files are small",
+                None,
+                None,
+                f"more than {MAX_NODES} YAML nodes; scenario files are small",
                 event.start_mark,
             )
         nested = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from simulator.scenario import (
     DATA_COPIES,
-    ScenarioError,
     Scenario,
+    ScenarioError,
     _read,
     estimate_memory_bytes,
     load,
@@ -31,7 +31,10 @@ BUNDLED = [_read(p) for p in SCENARIOS]
 # Deterministic, so that CI sees the same examples every run; no deadline (validation does
 # a dry dataset build whose first call is slow).
 FUZZ = settings(
-    max_examples=150, deadline=None, derandomize=True, database=None,
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=list(HealthCheck),
 )
 LINE_COL = re.compile(r":\d+:\d+: ")
@@ -58,7 +61,13 @@ values = st.recursive(
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every path to a value inside dicts and lists."""
     out = []
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
     for k, v in items:
         out.append((*prefix, k))
         out.extend(_paths(v, (*prefix, k)))
@@ -98,8 +107,9 @@ def _check_errors(exc: ScenarioError, raw: Any) -> None:
     assert exc.errors, "an error lists at least one problem"
     keys = [str(k) for k in raw] if isinstance(raw, dict) else []
     for e in exc.errors:
-        named = e.startswith("(top)") or any(e.startswith(k + ".") or e.startswith(k + ":")
-                                              for k in keys)
+        named = e.startswith("(top)") or any(
+            e.startswith(k + ".") or e.startswith(k + ":") for k in keys
+        )
         assert named or LINE_COL.search(e), f"error names no field path: {e!r}"
 
 
@@ -146,16 +156,56 @@ def _load_text(text: str | bytes) -> None:
 
 
 tokens = st.sampled_from(
-    ["{", "}", "[", "]", ":", "- ", ",", "\n", "  ", "&a", "*a", "!!python/name:os.system", "?",
-     "|", ">", "'", '"', "#", "name", "gan", "data", "base", "base: .", "base: /dev/zero",
-     "2001-13-45", "!!binary", "!!set", "<<:", "~", ".nan", "1e999", "%YAML 1.1\n", "---",
-     "...", "\t", "\x00", "\x85", "\ufeff", "é"]
+    [
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        "- ",
+        ",",
+        "\n",
+        "  ",
+        "&a",
+        "*a",
+        "!!python/name:os.system",
+        "?",
+        "|",
+        ">",
+        "'",
+        '"',
+        "#",
+        "name",
+        "gan",
+        "data",
+        "base",
+        "base: .",
+        "base: /dev/zero",
+        "2001-13-45",
+        "!!binary",
+        "!!set",
+        "<<:",
+        "~",
+        ".nan",
+        "1e999",
+        "%YAML 1.1\n",
+        "---",
+        "...",
+        "\t",
+        "\x00",
+        "\x85",
+        "\ufeff",
+        "é",
+    ]
 )
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=200), st.lists(tokens, max_size=40).map("".join),
-                 st.text(max_size=100)))
+@given(
+    st.one_of(
+        st.binary(max_size=200), st.lists(tokens, max_size=40).map("".join), st.text(max_size=100)
+    )
+)
 def test_random_text_parses_or_says_where(text: str | bytes) -> None:
     _load_text(text)
 
@@ -209,6 +259,8 @@ def test_bad_override_values_are_scenario_errors() -> None:
         {"gan": {"critic": {"widths": [1] * 65}}},
         {"federation": {"rounds": 1_000_000, "local_steps": 1_000}},
         {"data": {"params": {"n_modes": math.inf}}},
+        {"data": {"params": {"n_modes": 10**9}}},  # was: the dry run filled the memory
+        {"data": {"dataset": "grid", "params": {"n_per_side": 10**6}}},
     ],
 )
 def test_hostile_values_are_refused(raw: dict[str, Any]) -> None:
@@ -258,8 +310,9 @@ def test_memory_estimate_matches_a_hand_computation() -> None:
 
 
 def test_memory_warning_only_when_the_estimate_exceeds_what_is_available() -> None:
-    s = validate({"data": {"n_samples": 10_000_000, "dataset": "two_gaussians",
-                           "params": {"dim": 1000}}})
+    s = validate(
+        {"data": {"n_samples": 10_000_000, "dataset": "two_gaussians", "params": {"dim": 1000}}}
+    )
     need = estimate_memory_bytes(s)
     assert need > 3 * 10**10
     assert scenario_warnings(s, available=need + 1) == []
