@@ -1,7 +1,9 @@
 """The reply gate: every client reply is checked before any strategy sees it.
 
-Checks: no error, exactly the expected arrays (keys, shapes, finite values), the expected
-metrics, a partition id that matches the node. Bad replies are dropped and reported as events.
+Checks: no error, the expected metrics, a partition id that matches the node, optionally a
+bound on the reply's array bytes, exactly the expected arrays (keys, shapes, finite values) and
+optionally a bound on the update's distance from the global model. Bad replies are dropped and
+reported as events.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ class GateResult:
 
     accepted: list[tuple[int, Message]] = field(default_factory=list)
     dropped: list[tuple[int, str, str]] = field(default_factory=list)
-    """(partition id, kind, detail) — kind: client_error | client_diverged | bad_reply."""
+    """(partition id, kind, detail) — kind: client_error | client_diverged | bad_reply |
+    reply_too_large | update_too_far."""
 
     def messages(self) -> list[Message]:
         return [m for _, m in self.accepted]
@@ -29,13 +32,21 @@ def check_replies(
     partition_of: dict[int, int],
     expected: dict[str, tuple[int, ...]] | None,
     required_metrics: tuple[str, ...] = ("num-examples", "partition-id"),
+    *,
+    reference: dict[str, np.ndarray] | None = None,
+    max_update_norm: float | None = None,
+    max_reply_bytes: int | None = None,
 ) -> GateResult:
     """Check replies. `partition_of`: node id → partition id; `expected`: array key → shape
-    (None when no arrays are expected, e.g. evaluation replies)."""
+    (None when no arrays are expected, e.g. evaluation replies); `reference`: the global
+    arrays the update is measured from (needed for `max_update_norm`)."""
+    if max_update_norm is not None and reference is None:
+        raise ValueError("max_update_norm needs the reference (global) arrays")
+    bounds = _Bounds(reference, max_update_norm, max_reply_bytes)
     out = GateResult()
     for msg in replies:
         pid = partition_of.get(msg.metadata.src_node_id, -1)
-        kind, detail = _problem(msg, pid, expected, required_metrics)
+        kind, detail = _problem(msg, pid, expected, required_metrics, bounds)
         if kind:
             out.dropped.append((pid, kind, detail))
         else:
@@ -44,11 +55,19 @@ def check_replies(
     return out
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    reference: dict[str, np.ndarray] | None = None
+    max_update_norm: float | None = None
+    max_reply_bytes: int | None = None
+
+
 def _problem(
     msg: Message,
     pid: int,
     expected: dict[str, tuple[int, ...]] | None,
     required: tuple[str, ...],
+    bounds: _Bounds,
 ) -> tuple[str, str]:
     if msg.has_error():
         return "client_error", f"code {msg.error.code}: {msg.error.reason}"
@@ -66,16 +85,34 @@ def _problem(
     arrays = content.get("arrays")
     if not isinstance(arrays, ArrayRecord):
         return "bad_reply", "no ArrayRecord 'arrays'"
+    if bounds.max_reply_bytes is not None:
+        # Counted on the serialized buffers, before anything is decoded into memory.
+        size = sum(len(arrays[k].data) for k in arrays)
+        if size > bounds.max_reply_bytes:
+            return (
+                "reply_too_large",
+                f"{size} array bytes > max_reply_bytes {bounds.max_reply_bytes}",
+            )
     keys = set(arrays.keys())
     if keys != set(expected):
         extra, lack = sorted(keys - set(expected)), sorted(set(expected) - keys)
         return "bad_reply", f"unexpected arrays {extra}, missing {lack}"
+    sq = 0.0
     for k, shape in expected.items():
         a = arrays[k]
         if tuple(a.shape) != tuple(shape):
             return "bad_reply", f"{k} has shape {tuple(a.shape)}, expected {tuple(shape)}"
-        if not np.isfinite(a.numpy()).all():
+        values = a.numpy()
+        if not np.isfinite(values).all():
             return "client_diverged", f"{k} holds non-finite values"
+        if bounds.max_update_norm is not None and bounds.reference is not None:
+            diff = values.astype(np.float64) - bounds.reference[k].astype(np.float64)
+            sq += float(np.sum(diff * diff))
+    # After the finite check: a NaN update is divergence, not a far-away update.
+    if bounds.max_update_norm is not None and np.sqrt(sq) > bounds.max_update_norm:
+        return "update_too_far", (
+            f"‖θ − θ_global‖₂ = {np.sqrt(sq):.4g} > max_update_norm {bounds.max_update_norm}"
+        )
     for k, v in metrics.items():
         if k.startswith("train.") and not np.all(np.isfinite(v)):
             return "client_diverged", f"training statistic {k} = {v}"

@@ -10,6 +10,7 @@ partition id, bounds every wait, evaluates every k rounds and writes the run fol
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,6 +25,7 @@ from server.strategies import build_strategy
 from server.strategies.per_network import PerNetwork
 from simulator.centralized import eval_rows, make_evaluator
 from simulator.evaluate import Evaluation
+from simulator.faults import draw as draw_faults
 from simulator.federation import (
     FederatedData,
     federated_data,
@@ -149,15 +151,46 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
     for rnd in range(1, f.rounds + 1):
         t0 = time.perf_counter()
         sampled = [p for p in sample_clients(s, rnd) if p in pid_node]
-        view = SampledGrid(grid, [pid_node[p] for p in sampled])
-        msgs = list(strategy.configure_train(rnd, record, ConfigRecord({}), view))
-        replies = list(grid.send_and_receive(msgs, timeout=f.timeout))
-        gate = check_replies(replies, node_pid, expected, ("num-examples", "partition-id"))
+        faults = {p: draw_faults(s, rnd, p) for p in sampled}
+        # Dropped-out clients are never sent the round: the server learns nothing from them.
+        dropped: list[tuple[int, str, str]] = [
+            (p, "client_dropped", "simulated dropout") for p in sampled if faults[p].dropout
+        ]
+        sent = [p for p in sampled if not faults[p].dropout]
+        replies: list[Message] = []
+        if sent:  # an empty view would make a stock strategy wait for nodes forever
+            view = SampledGrid(grid, [pid_node[p] for p in sent])
+            msgs = list(strategy.configure_train(rnd, record, ConfigRecord({}), view))
+            replies = list(grid.send_and_receive(msgs, timeout=f.timeout))
         answered = {node_pid.get(r.metadata.src_node_id, -1) for r in replies}
-        for p in sorted(set(sampled) - answered):
-            store.event("client_timeout", round=rnd, client=p)
-        for pid, kind, detail in gate.dropped:
-            store.event(kind, round=rnd, client=pid, detail=detail)
+        dropped += [(p, "client_timeout", "") for p in sorted(set(sent) - answered)]
+        # Stragglers past the deadline are discarded unread, as a server that stopped waiting
+        # would; the virtual clock only advances, nobody sleeps.
+        on_time = []
+        for r in replies:
+            pid = node_pid.get(r.metadata.src_node_id, -1)
+            fault = faults.get(pid)
+            if fault is not None and fault.late:
+                dropped.append(
+                    (pid, "client_late", f"virtual delay {fault.delay:.3f} s past the deadline")
+                )
+            else:
+                on_time.append(r)
+        gate = check_replies(
+            on_time,
+            node_pid,
+            expected,
+            ("num-examples", "partition-id"),
+            reference=from_record(record) if f.max_update_norm is not None else None,
+            max_update_norm=f.max_update_norm,
+            max_reply_bytes=f.max_reply_bytes,
+        )
+        dropped += gate.dropped
+        for pid, kind, detail in dropped:
+            if kind == "client_timeout":  # kept as before: no detail
+                store.event(kind, round=rnd, client=pid)
+            else:
+                store.event(kind, round=rnd, client=pid, detail=detail)
         rows: list[dict[str, Any]] = []
         client_times: list[dict[str, Any]] = []
         for pid, msg in gate.accepted:
@@ -172,13 +205,24 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
                     )
         rows += [
             {"round": rnd, "scope": "global", "metric": "fed.replies", "value": len(gate.accepted)},
-            {
-                "round": rnd,
-                "scope": "global",
-                "metric": "fed.dropped",
-                "value": len(gate.dropped) + len(set(sampled) - answered),
-            },
+            {"round": rnd, "scope": "global", "metric": "fed.dropped", "value": len(dropped)},
         ]
+        # Per-kind counts only for kinds that occurred: a fault-free run's table is unchanged.
+        for kind, count in sorted(Counter(kind for _, kind, _ in dropped).items()):
+            rows.append(
+                {"round": rnd, "scope": "global", "metric": f"fed.dropped.{kind}", "value": count}
+            )
+        if s.faults is not None:
+            # The round lasts as long as its slowest accepted reply, on the virtual clock.
+            delays = [faults[pid].delay for pid, _ in gate.accepted if pid in faults]
+            rows.append(
+                {
+                    "round": rnd,
+                    "scope": "global",
+                    "metric": "fed.virtual_seconds",
+                    "value": max(delays, default=0.0),
+                }
+            )
         if len(gate.accepted) < f.min_replies:
             store.event(
                 "round_skipped", round=rnd, replies=len(gate.accepted), min_replies=f.min_replies

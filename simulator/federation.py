@@ -17,6 +17,8 @@ import torch
 
 from simulator.centralized import prepare_data
 from simulator.data import Dataset
+from simulator.faults import SimulatedFault, inject
+from simulator.faults import draw as draw_faults
 from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.train import GAN, GANState
 from simulator.metrics import expected_coverage, prdc
@@ -210,6 +212,9 @@ def client_train(
     `private`), and return the travelling arrays, the private ones and the statistics."""
     assert s.federation is not None
     f = s.federation
+    fault = draw_faults(s, round_, client)
+    if fault.raise_:  # before any work: a crashing client costs the simulation nothing
+        raise SimulatedFault(f"simulated fault: client {client} raised in round {round_}")
     data = federated_data(s)
     gan = make_gan(s, data, prox_mu)
     state = initial_state(s, gan)
@@ -233,6 +238,8 @@ def client_train(
         total_steps=f.rounds * f.local_steps,
     )
     arrays, private_out = split_arrays(state.arrays(), f.federate)
+    # Only the reply is faulty: the client's private state keeps its honest training.
+    arrays = inject(s, fault, arrays, global_arrays)
     metrics = {f"train.{k}": float(v) for k, v in pd.DataFrame(history).mean().items()}
     lip = lipschitz_metrics(gan, state, x, torch_generator(s.seed, "lipschitz", client, round_))
     metrics.update({f"train.{k}": v for k, v in lip.items()})

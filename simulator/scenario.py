@@ -285,6 +285,78 @@ class FederationModel(_Model):
     """A round with fewer valid replies is skipped (an event), never waited on forever."""
     timeout: float = Field(default=600.0, gt=0.0)
     """Bound, in seconds, on every wait for replies."""
+    max_update_norm: float | None = Field(default=None, gt=0.0)
+    """Gate: drop a reply whose ‖θ_k − θ_global‖₂ over the travelling arrays exceeds this."""
+    max_reply_bytes: int | None = Field(default=None, ge=1)
+    """Gate: drop a reply whose arrays take more bytes than this (checked before decoding)."""
+
+
+class ClientFaultModel(_Model):
+    """A fault that hits `clients` (default: every client) with `probability` each round."""
+
+    clients: list[int] | None = None
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @field_validator("clients")
+    @classmethod
+    def _ids(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(c < 0 for c in v):
+            raise ValueError(f"client ids must be >= 0, got {v}")
+        return v
+
+
+class StragglerModel(ClientFaultModel):
+    """A virtual delay ~ U(delay) seconds; replies later than `deadline` are discarded."""
+
+    probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    delay: tuple[float, float] = (1.0, 5.0)
+    deadline: float | None = Field(default=None, ge=0.0)
+    """Virtual seconds the server waits (None: it waits for every straggler)."""
+
+    @field_validator("delay")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] <= v[1]:
+            raise ValueError(f"delay must be [low, high] with 0 <= low <= high, got {list(v)}")
+        return v
+
+
+class CorruptModel(ClientFaultModel):
+    """The update θ_k − θ_global is multiplied by `scale` (a poisoned or broken client)."""
+
+    scale: float = Field(default=1000.0, gt=0.0)
+
+
+class OversizedModel(ClientFaultModel):
+    """The reply carries an extra array of `extra_bytes` bytes."""
+
+    extra_bytes: int = Field(default=10_000_000, ge=1, le=2**30)
+
+
+class FaultsModel(_Model):
+    """Simulated faults, drawn per (round, client) from the scenario seed (simulator.faults)."""
+
+    # `raise` is a Python keyword: the field is `raise_`, the YAML key (and the dump) `raise`.
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    dropout: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Probability a sampled client never gets the round's message (event client_dropped)."""
+    straggler: StragglerModel | None = None
+    raise_: ClientFaultModel | None = Field(default=None, alias="raise")
+    diverge: ClientFaultModel | None = None
+    corrupt: CorruptModel | None = None
+    oversized: OversizedModel | None = None
+
+    def client_faults(self) -> dict[str, ClientFaultModel]:
+        """The configured faults that name clients, by YAML key."""
+        specs = {
+            "straggler": self.straggler,
+            "raise": self.raise_,
+            "diverge": self.diverge,
+            "corrupt": self.corrupt,
+            "oversized": self.oversized,
+        }
+        return {k: v for k, v in specs.items() if v is not None}
 
 
 class StrategyModel(_Model):
@@ -333,6 +405,8 @@ class Scenario(_Model):
     evaluation: EvaluationModel = Field(default_factory=EvaluationModel)
     partition: PartitionModel = Field(default_factory=PartitionModel)
     federation: FederationModel | None = None
+    faults: FaultsModel | None = None
+    """Simulated faults of a federated run (see simulator.faults)."""
     strategy: StrategyModel = Field(default_factory=StrategyModel)
     engine: EngineModel = Field(default_factory=EngineModel)
 
@@ -363,6 +437,16 @@ class Scenario(_Model):
             )
         if f is not None and f.min_replies > (f.clients_per_round or self.partition.n_clients):
             raise ValueError("federation.min_replies exceeds the clients sampled per round")
+        if self.faults is not None:
+            if f is None:
+                raise ValueError("faults: simulated faults need a federation section")
+            n = self.partition.n_clients
+            for key, spec in self.faults.client_faults().items():
+                bad = [c for c in spec.clients or [] if c >= n]
+                if bad:
+                    raise ValueError(
+                        f"faults.{key}.clients: ids must be < partition.n_clients ({n}), got {bad}"
+                    )
         return self
 
     def centralized_twin(self) -> Scenario:
@@ -372,7 +456,7 @@ class Scenario(_Model):
             return self
         f = self.federation
         data = self.model_dump()
-        data.update(federation=None, name=f"{self.name}-centralized")
+        data.update(federation=None, faults=None, name=f"{self.name}-centralized")
         data["train"] = {"steps": f.rounds * f.local_steps}
         data["evaluation"] = {**data["evaluation"], "every": self.evaluation.every * f.local_steps}
         return Scenario.model_validate(data)
@@ -399,11 +483,12 @@ def _fields_by_path() -> dict[tuple[str, ...], list[str]]:
     out: dict[tuple[str, ...], list[str]] = {}
 
     def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
-        out[prefix] = list(model.model_fields)
+        # YAML keys are aliases where a field has one (`raise` → field `raise_`).
+        out[prefix] = [f.alias or n for n, f in model.model_fields.items()]
         for name, field in model.model_fields.items():
             for ann in (field.annotation, *get_args(field.annotation)):  # X and X | None
                 if isinstance(ann, type) and issubclass(ann, BaseModel):
-                    walk(ann, prefix + (name,))
+                    walk(ann, prefix + (field.alias or name,))
 
     walk(Scenario, ())
     return out
