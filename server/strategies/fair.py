@@ -19,8 +19,9 @@ arithmetic is exactly FedAvg's with other weights. Train metrics are still avera
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from logging import INFO
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
@@ -36,8 +37,6 @@ WEIGHT_KEY = "fair.weight"
 
 QUALITY_LOSS_KEY = "fair.quality_loss"
 """MetricRecord key `QualityQFedAvg` writes the floored quality loss under for q-FedAvg."""
-
-MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
 
 
 def _metrics(msg: Message) -> MetricRecord:
@@ -98,28 +97,10 @@ class _ReweightedFedAvg(FedAvg):
 
     def __init__(
         self,
-        fraction_train: float = 1.0,
-        fraction_evaluate: float = 1.0,
-        min_train_nodes: int = 2,
-        min_evaluate_nodes: int = 2,
-        min_available_nodes: int = 2,
-        weighted_by_key: str = "num-examples",
-        arrayrecord_key: str = "arrays",
-        configrecord_key: str = "config",
-        train_metrics_aggr_fn: MetricsAggrFn | None = None,
-        evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            fraction_train=fraction_train,
-            fraction_evaluate=fraction_evaluate,
-            min_train_nodes=min_train_nodes,
-            min_evaluate_nodes=min_evaluate_nodes,
-            min_available_nodes=min_available_nodes,
-            weighted_by_key=weighted_by_key,
-            arrayrecord_key=arrayrecord_key,
-            configrecord_key=configrecord_key,
-            train_metrics_aggr_fn=train_metrics_aggr_fn,
-            evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
+            **kwargs,
         )
         self.last_weights: dict[int, float] = {}
 
@@ -187,30 +168,12 @@ class CoverageWeightedFedAvg(_ReweightedFedAvg):
         self,
         q: float = 1.0,
         eps: float = 0.05,
-        fraction_train: float = 1.0,
-        fraction_evaluate: float = 1.0,
-        min_train_nodes: int = 2,
-        min_evaluate_nodes: int = 2,
-        min_available_nodes: int = 2,
-        weighted_by_key: str = "num-examples",
-        arrayrecord_key: str = "arrays",
-        configrecord_key: str = "config",
-        train_metrics_aggr_fn: MetricsAggrFn | None = None,
-        evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        **kwargs: Any,
     ) -> None:
         _check("q", q, math.isfinite(q) and q >= 0, "a finite number ≥ 0")
         _check("eps", eps, math.isfinite(eps) and eps > 0, "a finite number > 0")
         super().__init__(
-            fraction_train,
-            fraction_evaluate,
-            min_train_nodes,
-            min_evaluate_nodes,
-            min_available_nodes,
-            weighted_by_key,
-            arrayrecord_key,
-            configrecord_key,
-            train_metrics_aggr_fn,
-            evaluate_metrics_aggr_fn,
+            **kwargs,
         )
         self.q = float(q)
         self.eps = float(eps)
@@ -255,16 +218,7 @@ class QualityQFedAvg(QFedAvg):
         client_learning_rate: float,
         q: float = 0.1,
         loss_floor: float = 1e-3,
-        fraction_train: float = 1.0,
-        fraction_evaluate: float = 1.0,
-        min_train_nodes: int = 2,
-        min_evaluate_nodes: int = 2,
-        min_available_nodes: int = 2,
-        weighted_by_key: str = "num-examples",
-        arrayrecord_key: str = "arrays",
-        configrecord_key: str = "config",
-        train_metrics_aggr_fn: MetricsAggrFn | None = None,
-        evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        **kwargs: Any,
     ) -> None:
         _check(
             "client_learning_rate",
@@ -283,16 +237,7 @@ class QualityQFedAvg(QFedAvg):
             client_learning_rate=float(client_learning_rate),
             q=float(q),
             train_loss_key=QUALITY_LOSS_KEY,
-            fraction_train=fraction_train,
-            fraction_evaluate=fraction_evaluate,
-            min_train_nodes=min_train_nodes,
-            min_evaluate_nodes=min_evaluate_nodes,
-            min_available_nodes=min_available_nodes,
-            weighted_by_key=weighted_by_key,
-            arrayrecord_key=arrayrecord_key,
-            configrecord_key=configrecord_key,
-            train_metrics_aggr_fn=train_metrics_aggr_fn,
-            evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
+            **kwargs,
         )
         self.loss_floor = float(loss_floor)
 
@@ -346,16 +291,7 @@ class AgnosticFedAvg(_ReweightedFedAvg):
     def __init__(
         self,
         step_size: float = 0.5,
-        fraction_train: float = 1.0,
-        fraction_evaluate: float = 1.0,
-        min_train_nodes: int = 2,
-        min_evaluate_nodes: int = 2,
-        min_available_nodes: int = 2,
-        weighted_by_key: str = "num-examples",
-        arrayrecord_key: str = "arrays",
-        configrecord_key: str = "config",
-        train_metrics_aggr_fn: MetricsAggrFn | None = None,
-        evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        **kwargs: Any,
     ) -> None:
         _check(
             "step_size",
@@ -364,16 +300,7 @@ class AgnosticFedAvg(_ReweightedFedAvg):
             "a finite number ≥ 0",
         )
         super().__init__(
-            fraction_train,
-            fraction_evaluate,
-            min_train_nodes,
-            min_evaluate_nodes,
-            min_available_nodes,
-            weighted_by_key,
-            arrayrecord_key,
-            configrecord_key,
-            train_metrics_aggr_fn,
-            evaluate_metrics_aggr_fn,
+            **kwargs,
         )
         self.step_size = float(step_size)
         self.relative_lambda: dict[int, float] = {}
@@ -448,16 +375,7 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
         beta: float = 1.0,
         worst_groups: int | None = None,
         metric: str = "recall",
-        fraction_train: float = 1.0,
-        fraction_evaluate: float = 1.0,
-        min_train_nodes: int = 2,
-        min_evaluate_nodes: int = 2,
-        min_available_nodes: int = 2,
-        weighted_by_key: str = "num-examples",
-        arrayrecord_key: str = "arrays",
-        configrecord_key: str = "config",
-        train_metrics_aggr_fn: MetricsAggrFn | None = None,
-        evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        **kwargs: Any,
     ) -> None:
         _check("beta", beta, math.isfinite(beta) and beta >= 0, "a finite number ≥ 0")
         if worst_groups is not None:
@@ -471,16 +389,7 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
             )
         _check("metric", metric, metric in ("recall", "coverage"), "'recall' or 'coverage'")
         super().__init__(
-            fraction_train,
-            fraction_evaluate,
-            min_train_nodes,
-            min_evaluate_nodes,
-            min_available_nodes,
-            weighted_by_key,
-            arrayrecord_key,
-            configrecord_key,
-            train_metrics_aggr_fn,
-            evaluate_metrics_aggr_fn,
+            **kwargs,
         )
         self.beta = float(beta)
         self.worst_groups = worst_groups

@@ -12,6 +12,7 @@ stay private. Needs `federation.federate: both` (the critics must travel).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -28,8 +29,8 @@ class CriticSwapFedAvg(FedAvg):
     ----------
     seed : int
         Seeds the rotation (a fresh offset each round).
-    fraction_train, fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes
-        FedAvg's sampling arguments (the simulator's round loop sets them).
+    **kwargs
+        FedAvg's arguments (the simulator's round loop sets the sampling ones).
 
     Attributes
     ----------
@@ -43,19 +44,9 @@ class CriticSwapFedAvg(FedAvg):
     def __init__(
         self,
         seed: int = 0,
-        fraction_train: float = 1.0,
-        fraction_evaluate: float = 1.0,
-        min_train_nodes: int = 2,
-        min_evaluate_nodes: int = 2,
-        min_available_nodes: int = 2,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            fraction_train=fraction_train,
-            fraction_evaluate=fraction_evaluate,
-            min_train_nodes=min_train_nodes,
-            min_evaluate_nodes=min_evaluate_nodes,
-            min_available_nodes=min_available_nodes,
-        )
+        super().__init__(**kwargs)
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer ≥ 0, got {seed!r}")
         self.seed = seed
