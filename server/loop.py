@@ -232,7 +232,7 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
             if new_record is not None:
                 record = new_record
         t_train = time.perf_counter() - t0
-        store.add_metrics(rows)
+        store.add_metrics(rows, flush=False)  # written with the next evaluation
         ev = None
         if rnd % s.evaluation.every == 0 or rnd == f.rounds:
             ev = _evaluate(s, grid, store, rnd, record, data, gan, evaluator, node_pid, f.timeout)
@@ -250,6 +250,7 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
         )
         for hook in ROUND_HOOKS:
             hook(rnd, f.rounds, ev)
+    store.flush()  # the last round's timings (its metrics were written by its evaluation)
     store.event("run_finished", rounds=f.rounds)
 
 

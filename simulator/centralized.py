@@ -111,9 +111,17 @@ def run_centralized(
         lip_gen = torch_generator(s.seed, "lipschitz", state.step)
         means.update(lipschitz_metrics(gan, state, data, lip_gen))
         store.add_metrics(
-            {"round": state.step, "scope": "centralized", "metric": f"train.{k}",
-             "value": v, "n": n}
-            for k, v in means.items()
+            (
+                {
+                    "round": state.step,
+                    "scope": "centralized",
+                    "metric": f"train.{k}",
+                    "value": v,
+                    "n": n,
+                }
+                for k, v in means.items()
+            ),
+            flush=False,
         )
         fake = gan.sample(
             state, s.evaluation.n_samples, torch_generator(s.seed, "sample", state.step)
@@ -128,7 +136,7 @@ def run_centralized(
             )
             last = None
             break
-        store.add_metrics(eval_rows(last, state.step, "centralized"))
+        store.add_metrics(eval_rows(last, state.step, "centralized"), flush=False)
         for w in last.warnings:
             store.event("warning", round=state.step, detail=w)
         store.add_diagnosis(
@@ -152,6 +160,7 @@ def run_centralized(
                 },
             ]
         )
+        store.flush()  # one rewrite per evaluation: train rows, evaluation rows, timings
         if on_eval is not None:
             on_eval(state.step, total, last)
     return RunResult(store.path, store.metrics(), last)

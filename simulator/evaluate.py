@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from simulator.data import Dataset
 from simulator.metrics import (
@@ -38,8 +37,6 @@ class Evaluation:
     rows: list[Row]
     summary: dict[str, float]
     diagnosis: Diagnosis
-    fake_groups: pd.DataFrame | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """E.g. groups with too few held-out points for their values to mean much."""
 
@@ -160,7 +157,7 @@ class Evaluator:
             rows.append({"metric": "frechet_distance", "value": fd, "n": n_fake})
             summary["frechet_distance"] = fd
 
-        modes = self._mode_rows(fake, rows, summary)
+        self._mode_rows(fake, rows, summary)
 
         fake_groups = self.real.groups.iloc[res.nearest_real_index].reset_index(drop=True)
         for col in self.group_by:
@@ -226,9 +223,10 @@ class Evaluator:
                 fidelity_ok=True,
                 diversity_ok=False,
             )
-        return Evaluation(rows, summary, diag, fake_groups, {"modes": modes}, warnings)
+        return Evaluation(rows, summary, diag, warnings)
 
-    def _mode_rows(self, fake: np.ndarray, rows: list[Row], summary: dict[str, float]) -> Any:
+    def _mode_rows(self, fake: np.ndarray, rows: list[Row], summary: dict[str, float]) -> None:
+        """Append mode metrics (mixtures: 3σ protocol; digits: classifier labels), if any."""
         if self.real.modes is not None:
             m = self.real.modes
             gm = mode_metrics(fake, m.means, m.sigma, m.weights, threshold=self.mode_threshold)
@@ -243,7 +241,7 @@ class Evaluator:
             mm = label_mode_metrics(self._labels(fake), true.index.to_numpy(), true.to_numpy())
             extra = {"off_support_rate": mm.off_support_rate}
         else:
-            return None
+            return
         n = len(fake)
         base = {
             "modes_captured": mm.modes_captured,
@@ -266,4 +264,3 @@ class Evaluator:
                     "group": mode,
                 }
             )
-        return mm

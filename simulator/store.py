@@ -84,8 +84,12 @@ class RunStore:
         return store
 
     # ---- tables ------------------------------------------------------------------------------
-    def add_metrics(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Append tidy rows (missing columns get defaults) and rewrite the tables atomically."""
+    def add_metrics(self, rows: Iterable[dict[str, Any]], flush: bool = True) -> None:
+        """Append tidy rows (missing columns get defaults); with `flush`, rewrite the tables.
+
+        Rewriting is O(table size): per-round rows of a long federated run are added with
+        flush=False and written at the next evaluation (or `flush()` at the end).
+        """
         for r in rows:
             self._metrics.append(
                 {
@@ -99,21 +103,28 @@ class RunStore:
                     "n": int(r.get("n", 0)),
                 }
             )
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Rewrite metrics (CSV + Parquet) and timings atomically from what was added."""
         df = self.metrics()
         atomic_write_text(self.path / "metrics.csv", df.to_csv(index=False))
         tmp = self.path / ".metrics.parquet.tmp"
         df.to_parquet(tmp, index=False)
         os.replace(tmp, self.path / "metrics.parquet")
+        if self._timings:
+            atomic_write_text(
+                self.path / "timings.csv", pd.DataFrame(self._timings).to_csv(index=False)
+            )
 
     def metrics(self) -> pd.DataFrame:
         return pd.DataFrame(self._metrics, columns=METRIC_COLUMNS)
 
     def add_timings(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Wall times live here, never in the (deterministic) metrics table."""
+        """Wall times live here, never in the (deterministic) metrics table; written with the
+        metrics at the next `flush()`."""
         self._timings.extend(rows)
-        atomic_write_text(
-            self.path / "timings.csv", pd.DataFrame(self._timings).to_csv(index=False)
-        )
 
     def add_diagnosis(self, row: dict[str, Any]) -> None:
         self._diagnoses.append(row)

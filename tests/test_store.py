@@ -64,3 +64,15 @@ def test_no_temporary_files_left_behind(tmp_path: Path) -> None:
 
 def test_two_runs_get_distinct_folders(tmp_path: Path) -> None:
     assert _store(tmp_path).path != _store(tmp_path).path
+
+
+def test_deferred_rows_are_written_at_the_next_flush(tmp_path: Path) -> None:
+    st = _store(tmp_path)
+    st.add_metrics([{"round": 1, "metric": "a", "value": 1.0}])
+    st.add_metrics([{"round": 2, "metric": "a", "value": 2.0}], flush=False)
+    st.add_timings([{"round": 2, "phase": "train", "seconds": 0.5}])
+    assert load_run(st.path).metrics["round"].tolist() == [1], "not written yet"
+    assert not (st.path / "timings.csv").exists()
+    st.flush()
+    assert load_run(st.path).metrics["round"].tolist() == [1, 2]
+    assert pd.read_csv(st.path / "timings.csv")["seconds"].tolist() == [0.5]

@@ -9,7 +9,7 @@ works under `torch.func.functional_call` and `vmap`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -245,7 +245,6 @@ class NetworkSpec:
     widths: tuple[int, ...] = (128, 128)
     activation: str = "relu"
     output: str = "linear"
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 GeneratorFactory = Callable[[NetworkSpec, int, int, "tuple[int, int, int] | None"], nn.Module]
