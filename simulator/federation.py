@@ -8,7 +8,8 @@ The Flower ClientApp (`clients/app.py`) is a thin adapter over these functions; 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,10 @@ import torch
 
 from simulator.centralized import prepare_data
 from simulator.data import Dataset
-from simulator.faults import SimulatedFault, inject
+from simulator.faults import FaultDraw, SimulatedFault, inject
 from simulator.faults import draw as draw_faults
 from simulator.gan.diagnostics import lipschitz_metrics
+from simulator.gan import batched
 from simulator.gan.train import GAN, GANState
 from simulator.metrics import expected_coverage, prdc
 from simulator.partition import Partition, partition
@@ -116,8 +118,18 @@ def make_gan(s: Scenario, data: FederatedData | None = None, prox_mu: float | No
 
 
 def initial_state(s: Scenario, gan: GAN) -> GANState:
-    """The round-0 state: every client and the server start from the same draw."""
-    return gan.init_state(derive_seed(s.seed, "init"))
+    """The round-0 state: every client and the server start from the same draw.
+
+    Drawn once per GAN template and seed: re-initializing the modules costs more than a small
+    client's whole local training. The copy shares the (never mutated) tensors, not the dicts.
+    """
+    st = _initial_state(gan, derive_seed(s.seed, "init"))
+    return replace(st, **{k: dict(v) for k, v in vars(st).items() if isinstance(v, dict)})
+
+
+@functools.lru_cache(maxsize=8)
+def _initial_state(gan: GAN, seed: int) -> GANState:
+    return gan.init_state(seed)
 
 
 def split_arrays(
@@ -199,6 +211,84 @@ class ClientUpdate:
     received: LocalEvaluation
 
 
+@dataclass(frozen=True)
+class TrainRequest:
+    """One client's train instruction: the received arrays, its private arrays (None before its
+    first round) and FedProx's μ when the strategy sent one."""
+
+    client: int
+    round: int
+    global_arrays: dict[str, np.ndarray]
+    private: dict[str, np.ndarray] | None = None
+    prox_mu: float | None = None
+
+
+@dataclass
+class _Started:
+    """A client's round up to its local training: starting state, data, received evaluation."""
+
+    request: TrainRequest
+    fault: FaultDraw
+    state: GANState
+    received: LocalEvaluation
+    x: torch.Tensor
+
+
+def _start(s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest) -> _Started:
+    assert s.federation is not None
+    f = s.federation
+    fault = draw_faults(s, r.round, r.client)
+    if fault.raise_:  # before any work: a crashing client costs the simulation nothing
+        raise SimulatedFault(f"simulated fault: client {r.client} raised in round {r.round}")
+    state = initial_state(s, gan)
+    if r.private:
+        state = state.load_arrays(r.private)
+    state = state.load_arrays(r.global_arrays)
+    received = evaluate_locally(s, gan, state, data, r.client, r.round)
+    state.step = (r.round - 1) * f.local_steps
+    if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
+        travelling = FEDERATED_PREFIXES[f.federate]
+        if "generator" in travelling:
+            state.g_anchor = {k: v.clone() for k, v in state.g.items()}
+        if "critic" in travelling:
+            state.d_anchor = {k: v.clone() for k, v in state.d.items()}
+    x = torch.as_tensor(data.train.X[data.client_train[r.client]])
+    return _Started(r, fault, state, received, x)
+
+
+def _finish(
+    s: Scenario, c: _Started, state: GANState, train: dict[str, float], lip: dict[str, float]
+) -> ClientUpdate:
+    """The reply of a client whose local training ended in `state`, with its statistics."""
+    assert s.federation is not None
+    r, received = c.request, c.received
+    arrays, private_out = split_arrays(state.arrays(), s.federation.federate)
+    # Only the reply is faulty: the client's private state keeps its honest training.
+    arrays = inject(s, c.fault, arrays, r.global_arrays)
+    metrics = {f"train.{k}": v for k, v in train.items()}
+    metrics.update({f"train.lipschitz.{k}": v for k, v in lip.items()})
+    # A positive quality loss (q-FedAvg raises it to a fractional power): 1 − local coverage.
+    cov = received.coverage if np.isfinite(received.coverage) else 0.0
+    metrics.update(
+        {
+            "num-examples": float(len(c.x)),
+            "partition-id": float(r.client),
+            "local.recall": received.recall,
+            "local.coverage": received.coverage,
+            "local.expected_coverage": received.expected_coverage,
+            "train_loss": 1.0 - cov + 1e-3,
+            # Shortfall of local coverage below what two same-distribution samples reach
+            # (positive; 0 when the received generator covers this client's data fully).
+            "local.quality_loss": max(received.expected_coverage - cov, 0.0)
+            if np.isfinite(received.expected_coverage)
+            else 0.0,
+            "bytes.received": float(sum(v.nbytes for v in r.global_arrays.values())),
+            "bytes.sent": float(sum(v.nbytes for v in arrays.values())),
+        }
+    )
+    return ClientUpdate(arrays, private_out, metrics, received)
+
+
 def client_train(
     s: Scenario,
     client: int,
@@ -212,54 +302,74 @@ def client_train(
     `private`), and return the travelling arrays, the private ones and the statistics."""
     assert s.federation is not None
     f = s.federation
-    fault = draw_faults(s, round_, client)
-    if fault.raise_:  # before any work: a crashing client costs the simulation nothing
-        raise SimulatedFault(f"simulated fault: client {client} raised in round {round_}")
     data = federated_data(s)
     gan = make_gan(s, data, prox_mu)
-    state = initial_state(s, gan)
-    if private:
-        state = state.load_arrays(private)
-    state = state.load_arrays(global_arrays)
-    received = evaluate_locally(s, gan, state, data, client, round_)
-    state.step = (round_ - 1) * f.local_steps
-    if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
-        travelling = FEDERATED_PREFIXES[f.federate]
-        if "generator" in travelling:
-            state.g_anchor = {k: v.clone() for k, v in state.g.items()}
-        if "critic" in travelling:
-            state.d_anchor = {k: v.clone() for k, v in state.d.items()}
-    x = torch.as_tensor(data.train.X[data.client_train[client]])
+    c = _start(s, gan, data, TrainRequest(client, round_, global_arrays, private, prox_mu))
     state, history = gan.train(
-        state,
-        x,
+        c.state,
+        c.x,
         f.local_steps,
         torch_generator(s.seed, "train", client, round_),
         total_steps=f.rounds * f.local_steps,
     )
-    arrays, private_out = split_arrays(state.arrays(), f.federate)
-    # Only the reply is faulty: the client's private state keeps its honest training.
-    arrays = inject(s, fault, arrays, global_arrays)
-    metrics = {f"train.{k}": float(v) for k, v in pd.DataFrame(history).mean().items()}
-    lip = lipschitz_metrics(gan, state, x, torch_generator(s.seed, "lipschitz", client, round_))
-    metrics.update({f"train.{k}": v for k, v in lip.items()})
-    # A positive quality loss (q-FedAvg raises it to a fractional power): 1 − local coverage.
-    cov = received.coverage if np.isfinite(received.coverage) else 0.0
-    metrics.update(
-        {
-            "num-examples": float(len(x)),
-            "partition-id": float(client),
-            "local.recall": received.recall,
-            "local.coverage": received.coverage,
-            "local.expected_coverage": received.expected_coverage,
-            "train_loss": 1.0 - cov + 1e-3,
-            # Shortfall of local coverage below what two same-distribution samples reach
-            # (positive; 0 when the received generator covers this client's data fully).
-            "local.quality_loss": max(received.expected_coverage - cov, 0.0)
-            if np.isfinite(received.expected_coverage)
-            else 0.0,
-            "bytes.received": float(sum(v.nbytes for v in global_arrays.values())),
-            "bytes.sent": float(sum(v.nbytes for v in arrays.values())),
-        }
-    )
-    return ClientUpdate(arrays, private_out, metrics, received)
+    means = {str(k): float(v) for k, v in pd.DataFrame(history).mean().items()}
+    lip = lipschitz_metrics(gan, state, c.x, torch_generator(s.seed, "lipschitz", client, round_))
+    return _finish(s, c, state, means, {k.split(".", 1)[1]: v for k, v in lip.items()})
+
+
+def clients_train(
+    s: Scenario, requests: Sequence[TrainRequest], device: torch.device | str = "cpu"
+) -> list[ClientUpdate | Exception]:
+    """`client_train` for many clients at once: their local training and Lipschitz estimates run
+    in lockstep as one vmapped computation on `device` (`simulator.gan.batched`); the rest —
+    fault draws, received evaluation, replies — per client. Same random streams as
+    `client_train`, so the results agree to float rounding. A client that fails gives its
+    exception in its slot; the others go on."""
+    assert s.federation is not None
+    f = s.federation
+    data = federated_data(s)
+    out: list[ClientUpdate | Exception | None] = [None] * len(requests)
+    by_mu: dict[float | None, list[int]] = {}
+    for i, r in enumerate(requests):
+        by_mu.setdefault(r.prox_mu, []).append(i)
+    for mu, slots in by_mu.items():  # one GAN template (and batch) per distinct μ
+        gan = make_gan(s, data, mu)
+        started: list[tuple[int, _Started]] = []
+        for i in slots:
+            try:
+                started.append((i, _start(s, gan, data, requests[i])))
+            except Exception as exc:  # noqa: BLE001 - reported per client, as a ClientApp would
+                out[i] = exc
+        if not started:
+            continue
+        clients = [c for _, c in started]
+        sizes = [len(c.x) for c in clients]
+        x = batched.pad_data([c.x for c in clients], device)
+        state = batched.stack([c.state for c in clients], device)
+        state, means = batched.train_batched(
+            gan,
+            state,
+            x,
+            sizes,
+            [torch_generator(s.seed, "train", c.request.client, c.request.round) for c in clients],
+            f.local_steps,
+            total_steps=f.rounds * f.local_steps,
+        )
+        lip = batched.lipschitz_batched(
+            gan,
+            state,
+            x,
+            sizes,
+            [torch_generator(s.seed, "lipschitz", c.request.client, c.request.round) for c in clients],
+        )
+        means_np = {k: v.detach().cpu().numpy() for k, v in means.items()}
+        lip_np = {k: v.detach().cpu().numpy() for k, v in lip.items()}
+        for j, ((i, c), st) in enumerate(zip(started, batched.unstack(state), strict=True)):
+            out[i] = _finish(
+                s,
+                c,
+                st,
+                {k: float(v[j]) for k, v in means_np.items()},
+                {k: float(v[j]) for k, v in lip_np.items()},
+            )
+    return [o for o in out if o is not None]

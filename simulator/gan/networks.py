@@ -308,7 +308,14 @@ def layer_spectral_norms(
     """
     params = params if params is not None else dict(module.named_parameters())
     buffers = buffers if buffers is not None else dict(module.named_buffers())
-    out: list[float] = []
+    return [float(v) for v in layer_spectral_norm_tensors(module, params, buffers)]
+
+
+def layer_spectral_norm_tensors(
+    module: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor]
+) -> list[Tensor]:
+    """`layer_spectral_norms` as 0-d tensors, in module order (vmap-able over stacked clients)."""
+    out: list[Tensor] = []
     for name, layer in module.named_modules():
         if not isinstance(layer, nn.Linear | nn.Conv2d):
             continue
@@ -316,7 +323,7 @@ def layer_spectral_norms(
         w = params[prefix + "weight"].detach().reshape(layer.weight.shape[0], -1)
         if isinstance(layer, SN_LAYERS):
             w = w / _sigma(w, buffers[prefix + "u"])
-        out.append(float(torch.linalg.matrix_norm(w, ord=2)))
+        out.append(torch.linalg.matrix_norm(w, ord=2))
     return out
 
 

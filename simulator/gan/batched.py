@@ -1,0 +1,213 @@
+"""Many clients' GANs trained in lockstep: the one `GAN.step`, under `torch.func.vmap`.
+
+Every client's tensors are stacked along a new leading axis (`stack`), the pure step runs once
+for all clients (`train_batched`), and the result is split again (`unstack`). Nothing here is a
+second implementation of training: the vmapped function *is* `GAN.step`, and each client's
+randomness comes from its own generator, drawn outside the batched function in the same blocks
+(`draw_blocks`) as the sequential `GAN.train` draws them, so client c's noise is bit-identical
+on both paths.
+
+Ragged clients are handled by padding and masking: data sets of different sizes are padded to
+the largest (indices are drawn per client below its own size, so padding is never read), and a
+client with fewer local steps stops updating (its state is held by `torch.where`) once its steps
+are done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+
+import torch
+from torch import Tensor
+
+from simulator.gan.train import GAN, GANState, Params, StepNoise, draw_blocks
+
+STATE_GROUPS = ("g", "d", "d_buf", "g_opt", "d_opt", "g_ema", "g_anchor", "d_anchor")
+"""The tensor dicts of a `GANState` (everything but the integer step counter)."""
+
+assert {f.name for f in fields(GANState)} == {*STATE_GROUPS, "step"}
+
+
+def stack(states: Sequence[GANState], device: torch.device | str | None = None) -> GANState:
+    """One GANState whose tensors carry a leading client axis [C, ...]. All states must have
+    the same keys, shapes and step counter (clients of one round)."""
+    if not states:
+        raise ValueError("stack needs at least one state")
+    step = states[0].step
+    if any(s.step != step for s in states):
+        raise ValueError("states of one batch must share their step counter")
+    groups: dict[str, Params] = {}
+    for name in STATE_GROUPS:
+        first: Params = getattr(states[0], name)
+        groups[name] = {
+            k: torch.stack([getattr(s, name)[k] for s in states]).to(device) for k in first
+        }
+    return GANState(**groups, step=step)
+
+
+def unstack(state: GANState, device: torch.device | str | None = "cpu") -> list[GANState]:
+    """The per-client states of a stacked state (moved to `device`)."""
+    n = client_count(state)
+    out = []
+    for i in range(n):
+        groups = {
+            name: {k: v[i].to(device) for k, v in getattr(state, name).items()}
+            for name in STATE_GROUPS
+        }
+        out.append(GANState(**groups, step=state.step))
+    return out
+
+
+def client_count(state: GANState) -> int:
+    """Size of the leading client axis of a stacked state."""
+    for name in STATE_GROUPS:
+        for v in getattr(state, name).values():
+            return int(v.shape[0])
+    raise ValueError("the state holds no tensors")
+
+
+def pad_data(datas: Sequence[Tensor], device: torch.device | str | None = None) -> Tensor:
+    """Client data sets [N_c, ...] padded with zeros to one tensor [C, max N_c, ...]."""
+    n_max = max(int(x.shape[0]) for x in datas)
+    out = torch.zeros((len(datas), n_max, *datas[0].shape[1:]), dtype=datas[0].dtype)
+    for i, x in enumerate(datas):
+        out[i, : x.shape[0]] = x
+    return out.to(device)
+
+
+def _groups(s: GANState) -> tuple[Params, ...]:
+    return tuple(getattr(s, name) for name in STATE_GROUPS)
+
+
+def _state(groups: Sequence[Params], step: int) -> GANState:
+    return GANState(**dict(zip(STATE_GROUPS, groups, strict=True)), step=step)
+
+
+def _where(active: Tensor, new: GANState, old: GANState) -> GANState:
+    """Per client: the new state where `active` [C] is true, else the old one."""
+    groups = {}
+    for name in STATE_GROUPS:
+        a, b = getattr(new, name), getattr(old, name)
+        groups[name] = {
+            k: torch.where(active.view(-1, *([1] * (v.dim() - 1))), v, b[k]) for k, v in a.items()
+        }
+    return GANState(**groups, step=new.step)
+
+
+def _stack_noise(noises: Sequence[StepNoise], device: torch.device | str | None) -> StepNoise:
+    return StepNoise(
+        *(
+            torch.stack([getattr(n, f) for n in noises]).to(device)
+            for f in ("idx", "z_d", "z_g", "eps")
+        )
+    )
+
+
+def _draw(
+    gan: GAN, n_data: int, gen: torch.Generator, n_steps: int, block: int, offset: int
+) -> StepNoise:
+    """A client's noise for steps offset..offset+block of its loop: the steps it really takes
+    are drawn exactly as `GAN.train` draws them; steps past its end are zeros (masked)."""
+    own = min(block, max(n_steps - offset, 0))
+    c = gan.config
+    pad = StepNoise(
+        idx=torch.zeros(block, c.n_critic, c.batch_size, dtype=torch.long),
+        z_d=torch.zeros(block, c.n_critic, c.batch_size, c.latent_dim),
+        z_g=torch.zeros(block, c.batch_size, c.latent_dim),
+        eps=torch.zeros(block, c.n_critic, c.batch_size, 1),
+    )
+    if own == 0:
+        return pad
+    drawn = gan.draw_steps(n_data, gen, own)
+    if own == block:
+        return drawn
+    return StepNoise(
+        *(
+            torch.cat([getattr(drawn, f), getattr(pad, f)[own:]])
+            for f in ("idx", "z_d", "z_g", "eps")
+        )
+    )
+
+
+def train_batched(
+    gan: GAN,
+    state: GANState,
+    data: Tensor,
+    n_data: Sequence[int],
+    gens: Sequence[torch.Generator],
+    n_steps: int | Sequence[int],
+    total_steps: int | None = None,
+) -> tuple[GANState, dict[str, Tensor]]:
+    """Train C clients at once: `n_steps` (one count, or one per client) generator steps each.
+
+    state: stacked (`stack`); data [C, N, ...] padded client data (`pad_data`), client c's
+    real points in its first `n_data[c]` rows; gens: one generator per client (its noise
+    stream). The lr schedule spans `total_steps` from `state.step`, as in `GAN.train`.
+    Returns the stacked new state (step counter advanced by the largest count) and each
+    statistic's mean over the client's own steps, [C].
+    """
+    C = len(gens)
+    steps = [int(n_steps)] * C if isinstance(n_steps, int) else [int(n) for n in n_steps]
+    if len(steps) != C or len(n_data) != C or data.shape[0] != C:
+        raise ValueError("state, data, n_data, gens and n_steps must all have one entry per client")
+    T = max(steps)
+    total = total_steps or (state.step + T)
+    device = data.device
+    counts = torch.tensor(steps, device=device)
+    ragged = min(steps) != T
+    start = state.step
+    sums: dict[str, Tensor] = {}
+
+    def one(
+        groups: tuple[Params, ...], x: Tensor, noise: tuple[Tensor, ...], lr: float
+    ) -> tuple[tuple[Params, ...], dict[str, Tensor]]:
+        new, stats = gan.step(_state(groups, 0), x, StepNoise(*noise), lr)
+        return _groups(new), stats
+
+    t = 0
+    for block in draw_blocks(T):
+        noise = _stack_noise(
+            [_draw(gan, n_data[c], gens[c], steps[c], block, t) for c in range(C)], device
+        )
+        for i in range(block):
+            lr = gan.config.lr_scale(start + t, total)
+            step_noise = (noise.idx[:, i], noise.z_d[:, i], noise.z_g[:, i], noise.eps[:, i])
+            groups, stats = torch.func.vmap(one, in_dims=(0, 0, 0, None))(
+                _groups(state), data, step_noise, lr
+            )
+            new = _state(groups, state.step + 1)
+            active = t < counts
+            if ragged:
+                new = _where(active, new, state)
+            state = new
+            for k, v in stats.items():
+                v = torch.where(active, v, torch.zeros_like(v)) if ragged else v
+                sums[k] = sums[k] + v if k in sums else v
+            t += 1
+    means = {k: v / counts.to(v.dtype) for k, v in sums.items()}
+    return state, means
+
+
+def lipschitz_batched(
+    gan: GAN,
+    state: GANState,
+    data: Tensor,
+    n_data: Sequence[int],
+    gens: Sequence[torch.Generator],
+    n: int = 256,
+) -> dict[str, Tensor]:
+    """`diagnostics.lipschitz_metrics` for every client of a stacked state: each key → [C].
+    Client c's points and noise are drawn from `gens[c]` exactly as the sequential call draws
+    them; the estimates are the same pure function, vmapped."""
+    from simulator.gan.diagnostics import lipschitz_draw, lipschitz_tensors
+
+    draws = [lipschitz_draw(gan, n_data[c], g, n) for c, g in enumerate(gens)]
+    idx, z, eps = (torch.stack([d[i] for d in draws]).to(data.device) for i in range(3))
+    real = data[torch.arange(len(gens), device=data.device)[:, None], idx]
+    fake = torch.func.vmap(gan.G)(state.g, z).detach()
+
+    def one(d: Params, d_buf: Params, r: Tensor, f: Tensor, e: Tensor) -> dict[str, Tensor]:
+        return lipschitz_tensors(gan, d, d_buf, r, f, e)
+
+    return torch.func.vmap(one)(state.d, state.d_buf, real, fake, eps)
