@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.records import from_record, metric_record, scenario_from, to_record
 from simulator.federation import (
+    ClientUpdate,
+    TrainRequest,
     client_train,
     evaluate_locally,
     federated_data,
@@ -48,21 +51,32 @@ def train(msg: Message, context: Context) -> Message:
     """Receive the global networks, train locally, reply with the federated ones."""
     t0 = time.perf_counter()
     s = scenario_from(context.run_config)
-    pid = _partition_id(context)
-    config = _config(msg)
-    round_ = int(config["server-round"])  # type: ignore[arg-type]
     stored = context.state.get(PRIVATE)
     private = from_record(stored) if isinstance(stored, ArrayRecord) else None
+    r = train_request(msg, _partition_id(context), private)
+    update = client_train(s, r.client, r.round, r.global_arrays, r.private, prox_mu=r.prox_mu)
+    context.state[PRIVATE] = to_record(update.private) if update.private else ArrayRecord()
+    return train_reply(msg, update, time.perf_counter() - t0)
+
+
+def train_request(
+    msg: Message, partition_id: int, private: dict[str, np.ndarray] | None
+) -> TrainRequest:
+    """What a train instruction asks of client `partition_id` (engines that batch clients read
+    instructions with this same function)."""
+    config = _config(msg)
     mu = config.get("proximal-mu")
-    update = client_train(
-        s,
-        pid,
-        round_,
-        from_record(_arrays(msg)),
-        private,
+    return TrainRequest(
+        client=partition_id,
+        round=int(config["server-round"]),  # type: ignore[arg-type]
+        global_arrays=from_record(_arrays(msg)),
+        private=private,
         prox_mu=float(mu) if isinstance(mu, int | float) else None,
     )
-    context.state[PRIVATE] = to_record(update.private) if update.private else ArrayRecord()
+
+
+def train_reply(msg: Message, update: ClientUpdate, seconds: float) -> Message:
+    """The reply to train instruction `msg`: travelling arrays, metrics, wall time `seconds`."""
     rec = update.received
     metrics = {
         **update.metrics,
@@ -70,7 +84,7 @@ def train(msg: Message, context: Context) -> Message:
         "local.coverage_hits": rec.coverage_hits,
         "local.group_n": rec.group_n,
         # Wall time: the server moves `time.*` keys to timings.csv, out of the metrics table.
-        "time.client_train": time.perf_counter() - t0,
+        "time.client_train": seconds,
     }
     return Message(
         RecordDict({"arrays": to_record(update.arrays), "metrics": metric_record(metrics)}),

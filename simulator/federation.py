@@ -20,8 +20,8 @@ from simulator.centralized import prepare_data
 from simulator.data import Dataset
 from simulator.faults import FaultDraw, SimulatedFault, inject
 from simulator.faults import draw as draw_faults
-from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan import batched
+from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.train import GAN, GANState
 from simulator.metrics import expected_coverage, prdc
 from simulator.partition import Partition, partition
@@ -124,7 +124,7 @@ def initial_state(s: Scenario, gan: GAN) -> GANState:
     client's whole local training. The copy shares the (never mutated) tensors, not the dicts.
     """
     st = _initial_state(gan, derive_seed(s.seed, "init"))
-    return replace(st, **{k: dict(v) for k, v in vars(st).items() if isinstance(v, dict)})
+    return replace(st, **{k: dict(getattr(st, k)) for k in batched.STATE_GROUPS})  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=8)
@@ -360,7 +360,10 @@ def clients_train(
             state,
             x,
             sizes,
-            [torch_generator(s.seed, "lipschitz", c.request.client, c.request.round) for c in clients],
+            [
+                torch_generator(s.seed, "lipschitz", c.request.client, c.request.round)
+                for c in clients
+            ],
         )
         means_np = {k: v.detach().cpu().numpy() for k, v in means.items()}
         lip_np = {k: v.detach().cpu().numpy() for k, v in lip.items()}

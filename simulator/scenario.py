@@ -380,7 +380,13 @@ class CriticStrategyModel(_Model):
 class EngineModel(_Model):
     """Where the ServerApp and ClientApp run."""
 
-    name: Literal["inprocess", "ray"] = "inprocess"
+    name: Literal["inprocess", "ray", "vectorized"] = "inprocess"
+    """inprocess: clients one by one in this process; ray: Flower's Ray simulation; vectorized:
+    in this process, every sampled client's local training in lockstep as one batched
+    computation (same metrics as inprocess up to float rounding)."""
+    private_memory_gb: float = Field(default=2.0, gt=0.0)
+    """Vectorized: RAM for clients' private state (critics, optimizer moments); beyond it the
+    state is kept in memory-mapped files in the run folder."""
     num_cpus: float = Field(default=1.0, gt=0.0)
     """Ray: CPUs per client."""
     num_gpus: float = Field(default=0.0, ge=0.0)
@@ -409,6 +415,9 @@ class Scenario(_Model):
     """Simulated faults of a federated run (see simulator.faults)."""
     strategy: StrategyModel = Field(default_factory=StrategyModel)
     engine: EngineModel = Field(default_factory=EngineModel)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    """Where training and metrics run: auto = cuda when there is a GPU, else cpu. Results on cpu
+    are bit-reproducible; on cuda, to float rounding."""
 
     @property
     def federated(self) -> bool:

@@ -234,8 +234,7 @@ class InProcessGrid(Grid):
                     accepted.append(msg)
                     ids.append(msg.metadata.message_id)
             # Stable sort: one node's messages still run in the order they were pushed.
-            for msg in sorted(accepted, key=lambda m: m.metadata.dst_node_id):
-                self._replies[msg.metadata.message_id] = self._deliver(msg)
+            self._deliver_all(sorted(accepted, key=lambda m: m.metadata.dst_node_id))
             return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
@@ -297,6 +296,17 @@ class InProcessGrid(Grid):
             return False
         return True
 
+    def _deliver_all(self, messages: list[Message]) -> None:
+        """Run every accepted instruction (in node-id order) and keep its reply until pulled."""
+        for msg in messages:
+            self._replies[msg.metadata.message_id] = self._deliver(msg)
+
+    def _error_reply(self, msg: Message, ex: BaseException) -> Message:
+        """The error reply a SuperNode sends when its ClientApp raised `ex`."""
+        return Message(
+            Error(code=fi.CLIENT_APP_RAISED_EXCEPTION, reason=_error_reason(ex)), reply_to=msg
+        )
+
     def _deliver(self, msg: Message) -> Message:
         """Run the ClientApp on a copy of `msg` and of its node's Context; return the reply."""
         node_id = msg.metadata.dst_node_id
@@ -318,10 +328,7 @@ class InProcessGrid(Grid):
                     out = self._client_app(message=delivered, context=work)
             except Exception as ex:  # any ClientApp failure becomes an error reply, as in Flower
                 log.error("ClientApp raised on node %s", node_id, exc_info=ex)
-                reply = Message(
-                    Error(code=fi.CLIENT_APP_RAISED_EXCEPTION, reason=_error_reason(ex)),
-                    reply_to=msg,
-                )
+                reply = self._error_reply(msg, ex)
                 ok = False
             else:
                 reply = self._checked_reply(out, msg, work)

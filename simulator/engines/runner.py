@@ -10,7 +10,7 @@ from simulator.centralized import RunResult
 from simulator.scenario import Scenario, resolved_yaml
 from simulator.store import RunStore, load_run
 
-ENGINES = ("inprocess", "ray")
+ENGINES = ("inprocess", "ray", "vectorized")
 
 
 def check_scenario(s: Scenario) -> list[str]:
@@ -67,12 +67,18 @@ def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
 
 def _run_engine(s: Scenario, n: int, run_config: dict[str, bool | int | float | str]) -> None:
     from clients.app import app as client_app
+    from server.app import RUN_DIR_KEY
     from server.app import app as server_app
 
     if s.engine.name == "inprocess":
         from simulator.engines.inprocess import run_inprocess
 
         run_inprocess(server_app, client_app, n, run_config)
+    elif s.engine.name == "vectorized":
+        from simulator.engines.vectorized import run_vectorized
+
+        spill = str(run_config[RUN_DIR_KEY])
+        run_vectorized(server_app, client_app, n, run_config, spill_dir=spill)
     else:
         from simulator.engines.ray_engine import run_ray
 

@@ -559,8 +559,14 @@ def dirac_gan(
     opt = OptimizerSpec(name=optimizer, lr=lr)
     tiny = NetworkSpec(kind="mlp", widths=())
     config = GANConfig(
-        latent_dim=1, generator=tiny, critic=tiny, objective=objective, lipschitz=lipschitz,
-        lipschitz_params=dict(lipschitz_params or {}), batch_size=batch_size, g_opt=opt,
+        latent_dim=1,
+        generator=tiny,
+        critic=tiny,
+        objective=objective,
+        lipschitz=lipschitz,
+        lipschitz_params=dict(lipschitz_params or {}),
+        batch_size=batch_size,
+        g_opt=opt,
         d_opt=opt,
     )
     gan = GAN(config, data_dim=1)

@@ -189,7 +189,10 @@ class ConvCritic(nn.Module):
     """Images flattened [B, C·8·8] → v [B]: two 4×4 stride-2 convs (8→4→2) and a linear head."""
 
     def __init__(
-        self, image_shape: tuple[int, int, int], channels: Sequence[int], activation: str,
+        self,
+        image_shape: tuple[int, int, int],
+        channels: Sequence[int],
+        activation: str,
         spectral_norm: bool,
     ) -> None:
         super().__init__()
@@ -199,9 +202,12 @@ class ConvCritic(nn.Module):
         c1, c2 = _two_channels(channels)
         self.image_shape = image_shape
         self.net = nn.Sequential(
-            _conv(c, c1, 4, 2, 1, spectral_norm), _activation(activation),
-            _conv(c1, c2, 4, 2, 1, spectral_norm), _activation(activation),
-            nn.Flatten(), _linear(c2 * 2 * 2, 1, spectral_norm),
+            _conv(c, c1, 4, 2, 1, spectral_norm),
+            _activation(activation),
+            _conv(c1, c2, 4, 2, 1, spectral_norm),
+            _activation(activation),
+            nn.Flatten(),
+            _linear(c2 * 2 * 2, 1, spectral_norm),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -212,7 +218,10 @@ class ConvGenerator(nn.Module):
     """z [B, latent] → images flattened [B, C·8·8] in [−1, 1]: linear to 2×2, two 4×4 up-convs."""
 
     def __init__(
-        self, latent_dim: int, image_shape: tuple[int, int, int], channels: Sequence[int],
+        self,
+        latent_dim: int,
+        image_shape: tuple[int, int, int],
+        channels: Sequence[int],
         activation: str,
     ) -> None:
         super().__init__()
@@ -225,8 +234,10 @@ class ConvGenerator(nn.Module):
         self.fc = nn.Linear(latent_dim, c2 * 2 * 2)
         self.net = nn.Sequential(
             _activation(activation),
-            nn.ConvTranspose2d(c2, c1, 4, 2, 1), _activation(activation),
-            nn.ConvTranspose2d(c1, c, 4, 2, 1), nn.Tanh(),
+            nn.ConvTranspose2d(c2, c1, 4, 2, 1),
+            _activation(activation),
+            nn.ConvTranspose2d(c1, c, 4, 2, 1),
+            nn.Tanh(),
         )
 
     def forward(self, z: Tensor) -> Tensor:
@@ -277,7 +288,9 @@ CRITICS.add(
 
 
 def build_generator(
-    spec: NetworkSpec, latent_dim: int, data_dim: int,
+    spec: NetworkSpec,
+    latent_dim: int,
+    data_dim: int,
     image_shape: tuple[int, int, int] | None = None,
 ) -> nn.Module:
     """Generator mapping z [B, latent_dim] → x [B, data_dim]."""
@@ -285,7 +298,9 @@ def build_generator(
 
 
 def build_critic(
-    spec: NetworkSpec, data_dim: int, image_shape: tuple[int, int, int] | None = None,
+    spec: NetworkSpec,
+    data_dim: int,
+    image_shape: tuple[int, int, int] | None = None,
     spectral_norm: bool = False,
 ) -> nn.Module:
     """Critic mapping x [B, data_dim] → v [B]; every layer spectrally normalized if asked."""

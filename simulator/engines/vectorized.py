@@ -1,0 +1,152 @@
+"""Vectorized engine: the in-process engine, with each round's local training batched.
+
+Flower's Ray simulation runs clients one by one (seconds to start, milliseconds per message), and
+even calling the ClientApp in process leaves a round of a hundred small GANs to a hundred rounds
+of tiny matrix products and Python overhead. Here the train instructions of one push — every
+sampled client of a round — run as *one* computation: `simulator.federation.clients_train`
+stacks the clients' tensors and runs the one `GAN.step` under `torch.func.vmap`
+(`simulator.gan.batched`).
+
+Everything Flower-facing is unchanged: the server loop and any strategy see the same `Grid`
+API and get the very replies the ClientApp would send (built by the ClientApp's own
+`train_request`/`train_reply`), one per client, in node order; a client that fails gives an
+error reply and the round goes on. Evaluation and query messages still run the ClientApp, one
+node at a time, as in the in-process engine.
+
+Private state (a private critic, optimizer moments) lives in a `PrivateStore` — one stacked array
+per key for all clients, spilled to memory-mapped files beyond `engine.private_memory_gb` — not
+in each node's `context.state`. It is copied into `context.state["private"]` only for the
+messages that read it there (queries; evaluation when the generator is private) and read back
+after a query (which may restore it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flwr.app import ArrayRecord, Message, MessageType
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+from clients.app import PRIVATE, train_reply, train_request
+from clients.records import from_record, scenario_from, to_record
+from simulator.devices import resolve_device
+from simulator.engines import _flwr_internals as fi
+from simulator.engines.inprocess import (
+    DEFAULT_RUN_ID,
+    ClientCall,
+    InProcessGrid,
+    RunConfig,
+    partition_id_of,
+    run_serverapp,
+)
+from simulator.federation import FEDERATED_PREFIXES, ClientUpdate, TrainRequest, clients_train
+from simulator.private_store import PrivateStore
+
+__all__ = ["VectorizedGrid", "run_vectorized"]
+
+
+class VectorizedGrid(InProcessGrid):
+    """In-process virtual nodes whose train instructions of one push run as one batch."""
+
+    def __init__(
+        self,
+        client_app: ClientApp,
+        num_nodes: int,
+        run_config: RunConfig,
+        *,
+        run_id: int = DEFAULT_RUN_ID,
+        spill_dir: str | Path | None = None,
+    ) -> None:
+        """`spill_dir`: where private state goes once it outgrows `engine.private_memory_gb`."""
+        super().__init__(client_app, num_nodes, run_config, run_id=run_id)
+        self.scenario = scenario_from(run_config)
+        self.device = resolve_device(self.scenario.device)
+        budget = int(self.scenario.engine.private_memory_gb * 2**30)
+        self.private = PrivateStore(num_nodes, budget, spill_dir)
+        federate = self.scenario.federation.federate if self.scenario.federation else "both"
+        self._generator_private = "generator" not in FEDERATED_PREFIXES[federate]
+
+    def _deliver_all(self, messages: list[Message]) -> None:
+        """Non-train instructions one by one (in node order), then all train ones as a batch."""
+        train: list[Message] = []
+        for msg in messages:
+            if msg.metadata.message_type == MessageType.TRAIN:
+                train.append(msg)
+            else:
+                self._replies[msg.metadata.message_id] = self._deliver_with_private(msg)
+        if train:
+            self._train(train)
+
+    def _deliver_with_private(self, msg: Message) -> Message:
+        """Run the ClientApp with the node's private state in its context where it reads it."""
+        node = msg.metadata.dst_node_id
+        pid = partition_id_of(node)
+        kind = msg.metadata.message_type
+        query = kind == MessageType.QUERY
+        context = self._contexts[node]
+        reads = query or (kind == MessageType.EVALUATE and self._generator_private)
+        arrays = self.private.get(pid) if reads else None
+        if arrays is not None:
+            context.state[PRIVATE] = to_record(arrays)
+        try:
+            reply = self._deliver(msg)
+            stored = context.state.get(PRIVATE)
+            if query and isinstance(stored, ArrayRecord) and len(stored) > 0:
+                self.private.put(pid, from_record(stored))
+        finally:
+            if PRIVATE in context.state:  # one copy only: the store's
+                del context.state[PRIVATE]
+        return reply
+
+    def _train(self, messages: list[Message]) -> None:
+        t0 = time.perf_counter()
+        requests: list[TrainRequest] = []
+        ready: list[Message] = []
+        for msg in messages:
+            pid = partition_id_of(msg.metadata.dst_node_id)
+            try:
+                requests.append(train_request(msg, pid, self.private.get(pid)))
+                ready.append(msg)
+            except Exception as ex:  # a malformed instruction: an error reply, as a node gives
+                self._reply(msg, ex, 0.0)
+        results = clients_train(self.scenario, requests, self.device) if requests else []
+        seconds = (time.perf_counter() - t0) / max(len(messages), 1)
+        for msg, res in zip(ready, results, strict=True):
+            if isinstance(res, ClientUpdate):
+                self.private.put(partition_id_of(msg.metadata.dst_node_id), res.private)
+            self._reply(msg, res, seconds)
+
+    def _reply(self, msg: Message, result: ClientUpdate | Exception, seconds: float) -> None:
+        node = msg.metadata.dst_node_id
+        ok = isinstance(result, ClientUpdate)
+        # Replies are made under the node's identity, as its ClientApp would make them.
+        with fi.task_identity(self._run_id, node, task_id=node):
+            if isinstance(result, ClientUpdate):
+                reply = train_reply(msg, result, seconds)
+            else:
+                reply = self._error_reply(msg, result)
+        self.calls.append(
+            ClientCall(
+                partition_id_of(node), msg.metadata.message_type, msg.metadata.group_id, seconds, ok
+            )
+        )
+        fi.set_message_id(reply, self._next_id())
+        self._replies[msg.metadata.message_id] = reply
+
+
+def run_vectorized(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_nodes: int,
+    run_config: dict[str, bool | int | float | str],
+    *,
+    spill_dir: str | Path | None = None,
+) -> None:
+    """Run the apps on `num_nodes` batched virtual nodes in this process."""
+    grid = VectorizedGrid(client_app, num_nodes, run_config, spill_dir=spill_dir)
+    try:
+        run_serverapp(server_app, grid)
+    finally:
+        grid.private.close()
