@@ -60,7 +60,11 @@ class FederatedData:
 
     def group_codes(self, idx: np.ndarray) -> np.ndarray:
         """Position of each point's group in `groups`, for points `idx` of `train`."""
-        values = self.train.groups[self.group_col].to_numpy()[idx]
+        return self._codes[idx]
+
+    @functools.cached_property
+    def _codes(self) -> np.ndarray:
+        values = self.train.groups[self.group_col].to_numpy()
         lookup = {g: i for i, g in enumerate(self.groups)}
         return np.array([lookup[v] for v in values], dtype=np.int64)
 

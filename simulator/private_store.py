@@ -65,14 +65,15 @@ class PrivateStore:
                 f"client {client}: private keys {sorted(arrays)} differ from the store's "
                 f"{sorted(self._arrays)}"
             )
-        for k, v in arrays.items():
+        for k, v in arrays.items():  # check everything first: a refused put writes nothing
             slot = self._arrays[k]
             if v.shape != slot.shape[1:] or v.dtype != slot.dtype:
                 raise ValueError(
                     f"client {client}: {k} has shape {v.shape} {v.dtype}, the store holds "
                     f"{slot.shape[1:]} {slot.dtype}"
                 )
-            slot[client] = v
+        for k, v in arrays.items():
+            self._arrays[k][client] = v
         self._has[client] = True
 
     def _allocate(self, first: Arrays) -> None:
