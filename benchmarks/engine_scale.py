@@ -1,0 +1,185 @@
+"""Vectorized vs in-process (sequential) vs Ray engine, client scaling and memory at scale.
+
+    .venv/bin/python benchmarks/engine_scale.py [--quick] [--widths 64,128,256] [--rounds N]
+        [--no-ray] [--device cpu|cuda|auto] [--threads N] [--only compare,scaling,memory]
+        [--clients 10,100,1000]
+
+compare: `scenarios/scale/ring-100-clients.yaml` (8-ring, 100 Dirichlet clients all sampled, 20
+local steps, 2 hidden layers of the given width, batch 64) on each engine, one after another in
+this process. Timed: the round loop's "train" phase from the run's `timings.csv` — sampling,
+messages, local training (incl. each client's evaluation of the received generator and its
+Lipschitz estimates), the reply gate and FedAvg — summed over rounds; set-up, node discovery,
+Ray's start and the server's evaluation are outside it (the whole call's wall time is shown
+beside it). The vectorized and sequential runs also print the largest difference between their
+metrics tables (the engines must agree).
+
+scaling: seconds per round on the vectorized engine for each client count (200 training points
+per client), the median over the rounds after the first (the first pays one-time warm-up).
+
+memory: peak RSS of a fresh process running 1,000 clients with private critics
+(`federate: generator`: each client keeps its critic and both optimizers' moments) for two
+rounds, and the bytes held by the private store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = ROOT / "scenarios" / "scale" / "ring-100-clients.yaml"
+KEYS = ["round", "scope", "client", "group_by", "group", "metric"]
+
+
+def scenario(overrides: list[str]) -> Any:
+    from simulator.scenario import load
+
+    return load(SCENARIO, overrides)
+
+
+def timed_run(s: Any, out: Path) -> tuple[list[float], float, pd.DataFrame, Path]:
+    """Per-round "train" seconds, whole-call wall seconds, metrics, run folder."""
+    from simulator.engines.runner import run_federated
+
+    t0 = time.perf_counter()
+    res = run_federated(s, out)
+    wall = time.perf_counter() - t0
+    t = pd.read_csv(res.path / "timings.csv")
+    per_round = t[(t["phase"] == "train") & (t["client"] == -1)].sort_values("round")
+    dropped = res.metrics.loc[res.metrics["metric"] == "fed.dropped", "value"].sum()
+    if dropped:  # a failing client trains less: the timing would flatter the engine
+        raise RuntimeError(f"{s.engine.name}: {dropped:.0f} client replies dropped")
+    return per_round["seconds"].tolist(), wall, res.metrics, res.path
+
+
+def max_gap(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    """Largest |a − b| / max(1, |a|) over the rows of two metrics tables (NaN rows skipped)."""
+    x = a.sort_values(KEYS, kind="stable").reset_index(drop=True)
+    y = b.sort_values(KEYS, kind="stable").reset_index(drop=True)
+    if not x[KEYS].equals(y[KEYS]):
+        return float("inf")
+    rel = (x["value"] - y["value"]).abs() / x["value"].abs().clip(lower=1.0)
+    return float(rel.max(skipna=True))
+
+
+def compare(args: argparse.Namespace, out: Path) -> None:
+    engines = ["vectorized", "inprocess"] + ([] if args.no_ray else ["ray"])
+    print(f"\n## compare: 100 clients x {args.rounds} rounds x 20 local steps, batch 64, "
+          f"device {args.device}, torch threads {torch.get_num_threads()}")
+    print("| width | engine | train phase (s) | s/round | whole call (s) | vectorized faster by |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    for width in args.widths:
+        common = [f"federation.rounds={args.rounds}", f"evaluation.every={args.rounds}",
+                  f"gan.generator.widths=[{width},{width}]", f"gan.critic.widths=[{width},{width}]"]
+        results: dict[str, tuple[list[float], float, pd.DataFrame]] = {}
+        for eng in engines:
+            dev = args.device if eng == "vectorized" else "cpu"
+            rounds, wall, metrics, _ = timed_run(
+                scenario(common + [f"engine.name={eng}", f"device={dev}"]), out / f"{eng}{width}"
+            )
+            results[eng] = (rounds, wall, metrics)
+        vec = sum(results["vectorized"][0])
+        for eng, (rounds, wall, _) in results.items():
+            ratio = "1" if eng == "vectorized" else f"{sum(rounds) / vec:.1f}x"
+            print(f"| {width} | {eng} | {sum(rounds):.2f} | {sum(rounds) / len(rounds):.3f} | "
+                  f"{wall:.1f} | {ratio} |")
+        gap = max_gap(results["inprocess"][2], results["vectorized"][2])
+        print(f"|  | largest metric gap, vectorized vs sequential: {gap:.1e} (relative) | | | | |")
+
+
+def scaling(args: argparse.Namespace, out: Path) -> None:
+    print(f"\n## scaling: vectorized engine, device {args.device}, width 64, 20 local steps, "
+          f"batch 64, every client every round")
+    print("| clients | s/round (median after the first) | first round (s) | per client-step (µs) |")
+    print("| ---: | ---: | ---: | ---: |")
+    rounds = max(args.rounds, 3)
+    for n in args.clients:
+        s = scenario([f"partition.n_clients={n}", f"data.n_samples={200 * n}",
+                      f"federation.rounds={rounds}", f"evaluation.every={rounds}",
+                      "evaluation.n_samples=2000", f"device={args.device}"])
+        per_round, _, _, _ = timed_run(s, out / f"scale{n}")
+        steady = statistics.median(per_round[1:])
+        print(f"| {n} | {steady:.3f} | {per_round[0]:.2f} | {steady / (n * 20) * 1e6:.0f} |")
+
+
+def memory(args: argparse.Namespace, out: Path) -> None:
+    n = 1000
+    print(f"\n## memory: {n} clients with private critics (federate: generator), 2 rounds, "
+          f"device {args.device}")
+    code = (
+        "import json, resource, sys, torch; torch.set_num_threads(1)\n"
+        "from simulator.scenario import load\n"
+        "from simulator.engines import vectorized as v\n"
+        "sizes = {}\n"
+        "close = v.PrivateStore.close\n"
+        "def spy(self):\n"
+        "    sizes['private'] = self.nbytes; sizes['spilled'] = self.spilled; close(self)\n"
+        "v.PrivateStore.close = spy\n"
+        "from simulator.engines.runner import run_federated\n"
+        f"s = load({str(SCENARIO)!r}, ['partition.n_clients={n}', 'data.n_samples={200 * n}',\n"
+        "  'federation.rounds=2', 'evaluation.every=2', 'federation.federate=generator',\n"
+        f"  'gan.critic.widths=[{args.widths[0]},{args.widths[0]}]',\n"
+        f"  'device={args.device}'])\n"
+        f"run_federated(s, {str(out / 'memory')!r})\n"
+        "sizes['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "print(json.dumps(sizes))\n"
+    )
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    if done.returncode:
+        print(done.stderr[-3000:])
+        raise SystemExit("memory run failed")
+    sizes = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"critic width {args.widths[0]}: peak RSS {sizes['peak_rss'] / 2**20:.0f} MiB, private "
+          f"store {sizes['private'] / 2**20:.1f} MiB (spilled to disk: {sizes['spilled']}), "
+          f"{time.perf_counter() - t0:.0f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="2 rounds, width 64, 10 and 100 clients, no memory run")
+    ap.add_argument("--widths", default=None, help="comma-separated (default 64,128,256)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 10; quick 2)")
+    ap.add_argument("--clients", default=None, help="scaling client counts (default 10,100,1000)")
+    ap.add_argument("--no-ray", action="store_true", help="skip the Ray engine")
+    ap.add_argument("--device", default="cpu", help="vectorized engine's device")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--only", default="compare,scaling,memory", help="sections to run")
+    args = ap.parse_args()
+    args.widths = [int(w) for w in (args.widths or ("64" if args.quick else "64,128,256")).split(",")]
+    args.rounds = args.rounds or (2 if args.quick else 10)
+    args.clients = [int(c) for c in (args.clients or ("10,100" if args.quick else "10,100,1000"))
+                    .split(",")]
+    only = set(args.only.split(","))
+    if args.quick:
+        only.discard("memory")
+    torch.set_num_threads(args.threads)
+    from simulator.devices import resolve_device
+
+    dev = resolve_device(args.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    print(f"machine: {name}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:  # run folders: not kept
+        for section, fn in (("compare", compare), ("scaling", scaling), ("memory", memory)):
+            if section in only:
+                fn(args, Path(tmp))
+    print(f"\npeak RSS of this process: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
