@@ -438,3 +438,7 @@ def report(
 
 def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # python -m simulator.cli
+    main()
