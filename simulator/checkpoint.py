@@ -167,7 +167,10 @@ def load_latest(run_dir: Path) -> ResumeState | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{pointer}: unreadable checkpoint pointer ({exc})") from exc
     if ref.get("format") != FORMAT or Path(path.name) != Path(str(ref["file"])):
-        raise CheckpointError(f"{pointer}: format {ref.get('format')!r} / file {ref['file']!r}")
+        raise CheckpointError(
+            f"{pointer}: expected format {FORMAT} and a file beside it, got format "
+            f"{ref.get('format')!r}, file {ref['file']!r}"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())

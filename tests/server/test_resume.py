@@ -32,7 +32,12 @@ from clients.app import app as real_client_app
 from clients.records import RUN_CONFIG_KEY
 from server.app import RUN_DIR_KEY
 from server.app import app as server_app
-from server.resume import load_strategy_state, strategy_state
+from server.resume import (
+    collect_private,
+    load_strategy_state,
+    restore_private,
+    strategy_state,
+)
 from server.strategies.fair import AgnosticFedAvg
 from server.strategies.mdgan import CriticSwapFedAvg
 from server.strategies.per_network import PerNetwork
@@ -375,3 +380,36 @@ def test_sigkilled_run_resumes_from_the_command_line(
     again = _cli("run", "--resume", str(run_dir))
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 0 and "nothing to resume" in out, out
+
+
+# ---- the QUERY protocol with the real ClientApp ----------------------------------------------
+
+
+def test_private_state_queries_round_trip() -> None:
+    s = tiny(federation={"federate": "generator"})
+    grid = InProcessGrid(real_client_app, 3, {RUN_CONFIG_KEY: s.to_json()})
+    pid_node = {p: node_id_of(p) for p in range(3)}
+    rng = np.random.default_rng(0)
+    put = {1: {"critic.w": rng.normal(size=(2, 3)).astype(np.float32), "critic_opt.m": np.ones(2)}}
+    with task_identity(grid.run.run_id, 1, 1):
+        assert collect_private(grid, pid_node, [0, 1, 2], 10.0) == ({}, [])  # nothing yet
+        assert restore_private(grid, pid_node, put, 10.0) == []
+        got, failed = collect_private(grid, pid_node, [0, 1, 2, 3], 10.0)
+    assert failed == [3]  # no such client: reported, not invented
+    assert list(got) == [1] and got[1].keys() == put[1].keys()
+    for k, v in put[1].items():
+        np.testing.assert_array_equal(got[1][k], v)
+    state = grid.context_of(1).state["private"]
+    assert isinstance(state, ArrayRecord)
+    np.testing.assert_array_equal(state["critic.w"].numpy(), put[1]["critic.w"])
+    with task_identity(grid.run.run_id, 1, 1):
+        msg = Message(
+            RecordDict({"config": ConfigRecord({"ask": "everything"})}),
+            dst_node_id=node_id_of(0),
+            message_type=MessageType.QUERY,
+        )
+        (reply,) = grid.send_and_receive([msg])
+    assert reply.has_error()
+    assert "'everything'" in reply.error.reason and "partition-id, private, restore" in (
+        reply.error.reason
+    )
