@@ -35,6 +35,7 @@ from server.app import app as server_app
 from server.resume import (
     collect_private,
     load_strategy_state,
+    rebind_nodes,
     restore_private,
     strategy_state,
 )
@@ -413,3 +414,25 @@ def test_private_state_queries_round_trip() -> None:
     assert "'everything'" in reply.error.reason and "partition-id, private, restore" in (
         reply.error.reason
     )
+
+
+def test_cli_resume_refuses_what_it_cannot_resume(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", "--resume", str(tmp_path)])
+    assert res.exit_code == 2 and "not a run folder (no scenario.yaml)" in res.output
+    res = runner.invoke(app, ["run", "scenarios/quickstart.yaml", "--resume", str(tmp_path)])
+    assert res.exit_code == 2 and "--resume takes no scenario" in res.output
+    res = runner.invoke(app, ["run"])
+    assert res.exit_code == 2 and "give a scenario file" in res.output
+
+
+def test_critic_holders_are_rebound_to_new_node_ids() -> None:
+    """Ray draws new node ids when a run restarts; critic_swap's node → partition map follows."""
+    s = CriticSwapFedAvg(seed=0)
+    s.partition_of = {555: 0, 777: 2}  # the killed run's node ids
+    rebind_nodes(PerNetwork(s, FedAvg()), {11: 0, 12: 1, 13: 2})
+    assert s.partition_of == {11: 0, 13: 2}  # partition 1 never sent a critic
