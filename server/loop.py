@@ -285,8 +285,20 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -
         )
         if evaluated:
             store.flush()  # every row of rounds ≤ rnd is on disk before the checkpoint says so
+            t1 = time.perf_counter()
             touched = _checkpoint(
                 grid, store, rnd, record, strategy, private, touched, pid_node, f.timeout
+            )
+            # Written with the next flush (a kill before it loses only this wall time).
+            store.add_timings(
+                [
+                    {
+                        "round": rnd,
+                        "phase": "checkpoint",
+                        "client": -1,
+                        "seconds": time.perf_counter() - t1,
+                    }
+                ]
             )
         for hook in ROUND_HOOKS:
             hook(rnd, f.rounds, ev)
