@@ -120,10 +120,38 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metric_record(metrics)}), reply_to=msg)
 
 
+ASK_PARTITION = "partition-id"
+ASK_PRIVATE = "private"
+ASK_RESTORE = "restore"
+QUERIES = (ASK_PARTITION, ASK_PRIVATE, ASK_RESTORE)
+"""What a QUERY's `config["ask"]` may be (absent: the partition id)."""
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Tell the server this node's partition id (Flower's node ids are random)."""
-    return Message(
-        RecordDict({"metrics": MetricRecord({"partition-id": _partition_id(context)})}),
-        reply_to=msg,
-    )
+    """Answer the server: this node's partition id (Flower's node ids are random), its private
+    state for a checkpoint (`ask: private`) or put a checkpointed one back (`ask: restore`).
+
+    The one place private state crosses to the server: an engine that keeps it elsewhere syncs
+    it into `context.state["private"]` around this handler.
+    """
+    config = msg.content.config_records.get("config")
+    ask = config.get("ask", ASK_PARTITION) if config is not None else ASK_PARTITION
+    pid = _partition_id(context)
+    content = RecordDict()
+    if ask == ASK_PRIVATE:
+        stored = context.state.get(PRIVATE)
+        has = isinstance(stored, ArrayRecord)
+        # A copy: the reply must not alias the state the node keeps.
+        content["arrays"] = (
+            to_record(from_record(stored)) if isinstance(stored, ArrayRecord) else ArrayRecord()
+        )
+        content["metrics"] = MetricRecord({"partition-id": pid, "has-private": int(has)})
+    elif ask == ASK_RESTORE:
+        context.state[PRIVATE] = to_record(from_record(_arrays(msg)))
+        content["metrics"] = MetricRecord({"partition-id": pid})
+    elif ask == ASK_PARTITION:
+        content["metrics"] = MetricRecord({"partition-id": pid})
+    else:
+        raise ValueError(f"unknown query ask={ask!r}; allowed: {', '.join(QUERIES)}")
+    return Message(content, reply_to=msg)

@@ -14,10 +14,14 @@ from simulator.store import RunStore
 RUN_DIR_KEY = "run-dir"
 """run_config key with the absolute path of the run folder the server writes."""
 
+RESUME_KEY = "resume"
+"""run_config key: true to continue the run folder's run after its latest checkpoint."""
+
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     s = scenario_from(context.run_config)
-    run_rounds(grid, s, RunStore(Path(str(context.run_config[RUN_DIR_KEY]))))
+    store = RunStore(Path(str(context.run_config[RUN_DIR_KEY])))
+    run_rounds(grid, s, store, resume=bool(context.run_config.get(RESUME_KEY, False)))

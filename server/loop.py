@@ -21,9 +21,18 @@ from flwr.supercore.run import Run
 
 from clients.records import from_record, to_record
 from server.gate import check_replies
+from server.resume import (
+    collect_private,
+    load_strategy_state,
+    rebind_nodes,
+    restore_private,
+    strategy_state,
+)
 from server.strategies import build_strategy
 from server.strategies.per_network import PerNetwork
 from simulator.centralized import eval_rows, make_evaluator
+from simulator.checkpoint import ResumeState, load_latest, rng_state, set_rng_state
+from simulator.checkpoint import save as save_resume_state
 from simulator.evaluate import Evaluation
 from simulator.faults import draw as draw_faults
 from simulator.federation import (
@@ -118,8 +127,12 @@ def _scalar_metrics(rec: MetricRecord) -> dict[str, float]:
     return {k: float(v) for k, v in rec.items() if isinstance(v, int | float)}
 
 
-def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
-    """Drive `federation.rounds` rounds on `grid` and write everything to `store`."""
+def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -> None:
+    """Drive `federation.rounds` rounds on `grid` and write everything to `store`.
+
+    Every evaluation round ends with a resume checkpoint; with `resume`, the run continues
+    after the folder's latest one (from round 1 when there is none).
+    """
     assert s.federation is not None
     f = s.federation
     data = federated_data(s)
@@ -134,21 +147,41 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
         strategy = PerNetwork(strategy, critic)
     evaluator = make_evaluator(s, data.held)
     store.write_table("partition.csv", _partition_table(data))
-    store.event(
-        "run_started",
-        engine=s.engine.name,
-        strategy=s.strategy.name,
-        clients=data.n_clients,
-        rounds=f.rounds,
-    )
+    ckpt = load_latest(store.path) if resume else None
+    start = ckpt.round + 1 if ckpt is not None else 1
+    if resume:
+        # Rows of rounds after the checkpoint may have been written before the run stopped.
+        store.reopen(start - 1)
+        store.event("run_resumed", round=start - 1, engine=s.engine.name, rounds=f.rounds)
+    else:
+        store.event(
+            "run_started",
+            engine=s.engine.name,
+            strategy=s.strategy.name,
+            clients=data.n_clients,
+            rounds=f.rounds,
+        )
 
     node_pid = discover(grid, data.n_clients, f.timeout)
     pid_node = {p: n for n, p in node_pid.items()}
     missing = sorted(set(range(data.n_clients)) - set(pid_node))
     if missing:
         store.event("clients_missing", clients=missing)
+    # Private state of every client that has any, as of the last checkpoint (partition id →
+    # arrays), and the clients sent a train message since (only they can have changed it).
+    private: dict[int, dict[str, np.ndarray]] = {}
+    touched: set[int] = set()
+    if ckpt is not None:
+        record = to_record(ckpt.arrays)
+        load_strategy_state(strategy, ckpt.strategy)
+        rebind_nodes(strategy, node_pid)
+        private = dict(ckpt.clients)
+        failed = restore_private(grid, pid_node, private, f.timeout)
+        if failed:
+            store.event("clients_not_restored", round=ckpt.round, clients=failed)
+        set_rng_state(ckpt.rng)
 
-    for rnd in range(1, f.rounds + 1):
+    for rnd in range(start, f.rounds + 1):
         t0 = time.perf_counter()
         sampled = [p for p in sample_clients(s, rnd) if p in pid_node]
         faults = {p: draw_faults(s, rnd, p) for p in sampled}
@@ -161,6 +194,7 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
         if sent:  # an empty view would make a stock strategy wait for nodes forever
             view = SampledGrid(grid, [pid_node[p] for p in sent])
             msgs = list(strategy.configure_train(rnd, record, ConfigRecord({}), view))
+            touched.update(sent)
             replies = list(grid.send_and_receive(msgs, timeout=f.timeout))
         answered = {node_pid.get(r.metadata.src_node_id, -1) for r in replies}
         dropped += [(p, "client_timeout", "") for p in sorted(set(sent) - answered)]
@@ -234,7 +268,8 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
         t_train = time.perf_counter() - t0
         store.add_metrics(rows, flush=False)  # written with the next evaluation
         ev = None
-        if rnd % s.evaluation.every == 0 or rnd == f.rounds:
+        evaluated = rnd % s.evaluation.every == 0 or rnd == f.rounds
+        if evaluated:
             ev = _evaluate(s, grid, store, rnd, record, data, gan, evaluator, node_pid, f.timeout)
         store.add_timings(
             client_times
@@ -248,6 +283,23 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore) -> None:
                 },
             ]
         )
+        if evaluated:
+            store.flush()  # every row of rounds ≤ rnd is on disk before the checkpoint says so
+            t1 = time.perf_counter()
+            touched = _checkpoint(
+                grid, store, rnd, record, strategy, private, touched, pid_node, f.timeout
+            )
+            # Written with the next flush (a kill before it loses only this wall time).
+            store.add_timings(
+                [
+                    {
+                        "round": rnd,
+                        "phase": "checkpoint",
+                        "client": -1,
+                        "seconds": time.perf_counter() - t1,
+                    }
+                ]
+            )
         for hook in ROUND_HOOKS:
             hook(rnd, f.rounds, ev)
     store.flush()  # the last round's timings (its metrics were written by its evaluation)
@@ -353,8 +405,38 @@ def _evaluate(
                         "n": int(pooled[2, g]),
                     }
                 )
-    store.add_metrics(rows)
+    store.add_metrics(rows, flush=False)  # the loop flushes once the round's timings are in
     return ev
+
+
+def _checkpoint(
+    grid: Grid,
+    store: RunStore,
+    rnd: int,
+    record: ArrayRecord,
+    strategy: Any,
+    private: dict[int, dict[str, np.ndarray]],
+    touched: set[int],
+    pid_node: dict[int, int],
+    timeout: float,
+) -> set[int]:
+    """Write the resume checkpoint of round `rnd` (updates `private` in place); returns the
+    clients whose private state could not be collected, to ask again next time."""
+    got, failed = collect_private(grid, pid_node, sorted(touched), timeout)
+    private.update(got)
+    state, skipped = strategy_state(strategy)
+    notes = []
+    if failed:
+        notes.append(f"private state of clients {failed} is from an earlier checkpoint")
+    if skipped:
+        notes.append(f"strategy attributes not saved (cannot be pickled as data): {skipped}")
+    if notes:
+        store.event("checkpoint_incomplete", round=rnd, detail="; ".join(notes))
+    save_resume_state(
+        store.path,
+        ResumeState(rnd, from_record(record), private, state, rng_state(), notes),
+    )
+    return set(failed)
 
 
 def _partition_table(data: FederatedData) -> Any:

@@ -43,6 +43,14 @@ def run(
     return run_federated(s, out_dir)
 
 
+def resume(path: str | Path) -> RunResult:
+    """Continue an interrupted federated run folder after its latest checkpoint (a finished
+    run is returned as it is)."""
+    from simulator.engines.runner import resume_federated
+
+    return resume_federated(path)
+
+
 def load(path: str | Path) -> Run:
     """Load a finished (or interrupted) run folder."""
     return load_run(path)

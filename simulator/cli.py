@@ -48,7 +48,7 @@ def _load(path: Path, overrides: list[str]):  # type: ignore[no-untyped-def]
 
 @app.command()
 def run(
-    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML file.")] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Dotted overrides, e.g. federation.rounds=5.")
     ] = None,
@@ -66,6 +66,14 @@ def run(
             "cores make torch's thread pool spin: 1 is the fast default."
         ),
     ] = 1,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue this interrupted federated run folder after its latest checkpoint "
+            "(its scenario.yaml is the scenario).",
+        ),
+    ] = None,
 ) -> None:
     """Run a scenario (federated if it has a `federation` section) and write its run folder."""
     import torch
@@ -74,6 +82,24 @@ def run(
     from simulator.data import DataError
     from simulator.registry import RegistryError
 
+    if resume is not None:
+        if scenario is not None or overrides or centralized:
+            _fail("--resume takes no scenario, overrides or --centralized: it continues the run")
+        if not (resume / "scenario.yaml").is_file():
+            _fail(f"--resume {resume}: not a run folder (no scenario.yaml)")
+        from simulator.sweep import run_is_finished
+
+        if run_is_finished(resume):
+            console.print(f"{resume}: the run has finished; nothing to resume", soft_wrap=True)
+            return
+        scenario = resume / "scenario.yaml"
+        if _load(scenario, []).federation is None:
+            _fail(
+                f"--resume {resume}: only federated runs can be resumed (this one is centralized)"
+            )
+    if scenario is None:
+        _fail("give a scenario file (or --resume RUN_DIR)")
+        return
     s = _load(scenario, overrides or [])
     if centralized:
         s = s.centralized_twin()
@@ -129,7 +155,12 @@ def run(
                 from simulator.engines.runner import run_federated
 
                 ROUND_HOOKS.append(on_eval)
-                result = run_federated(s, out)
+                if resume is not None:
+                    from simulator.engines.runner import resume_federated
+
+                    result = resume_federated(resume)
+                else:
+                    result = run_federated(s, out)
             else:
                 result = run_centralized(s, out, on_eval=on_eval)
         except (DataError, RegistryError, ValueError) as exc:
@@ -407,3 +438,7 @@ def report(
 
 def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # python -m simulator.cli
+    main()

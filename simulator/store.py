@@ -83,6 +83,28 @@ class RunStore:
         )
         return store
 
+    def reopen(self, last_round: int) -> None:
+        """Take up the tables already in the folder, keeping only rounds ≤ `last_round`, and
+        rewrite them (resume: rows of later rounds may have been written before a kill)."""
+        metrics = self.path / "metrics.parquet"
+        if metrics.is_file():
+            df = pd.read_parquet(metrics)
+            self.add_metrics(df[df["round"] <= last_round].to_dict("records"), flush=False)
+        for name, rows in (("timings.csv", self._timings), ("diagnosis.csv", self._diagnoses)):
+            p = self.path / name
+            if p.is_file() and p.stat().st_size:
+                df = pd.read_csv(p, keep_default_na=False)
+                rows.extend(df[df["round"] <= last_round].to_dict("records"))
+        self.flush()
+        if self._diagnoses:
+            atomic_write_text(
+                self.path / "diagnosis.csv", pd.DataFrame(self._diagnoses).to_csv(index=False)
+            )
+        # A table whose every row was of a later round: as if never written.
+        for name, rows in (("timings.csv", self._timings), ("diagnosis.csv", self._diagnoses)):
+            if not rows:
+                (self.path / name).unlink(missing_ok=True)
+
     # ---- tables ------------------------------------------------------------------------------
     def add_metrics(self, rows: Iterable[dict[str, Any]], flush: bool = True) -> None:
         """Append tidy rows (missing columns get defaults); with `flush`, rewrite the tables.

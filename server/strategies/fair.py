@@ -275,8 +275,9 @@ class AgnosticFedAvg(_ReweightedFedAvg):
     Step 1 uses λ^t, not λ^{t+1}: AFL's stochastic algorithm updates w and λ simultaneously from
     the gradients at (w_t, λ_t); with η = 0 every round is a plain per-client mean.
 
-    λ is part of the run's state (like FedAdam's moments): it lives on this object and is not
-    in the checkpoint. Because the strategy never learns N, it is kept *relative to uniform*:
+    λ is part of the run's state (like FedAdam's moments): it lives on this object and is saved
+    in the resume checkpoint. Because the strategy never learns N, it is kept *relative to
+    uniform*:
     `relative_lambda[k] = N · λ_k`, starting at 1 and implicitly 1 for clients not seen yet
     (updates preserve Σ_k N λ_k = N). `mixture(n_clients)` gives λ itself.
 

@@ -39,8 +39,6 @@ def check_scenario(s: Scenario) -> list[str]:
 
 def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
     """Run the scenario's ServerApp and ClientApp on `s.engine` and return the run folder."""
-    from clients.records import RUN_CONFIG_KEY
-    from server.app import RUN_DIR_KEY
     from server.strategies import build_strategy
 
     assert s.federation is not None
@@ -48,9 +46,37 @@ def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
     store = RunStore.create(
         out_dir, s.name, resolved_yaml(s), {"engine": s.engine.name, "seed": s.seed}
     )
+    return _run_in(s, store.path, resume=False)
+
+
+def resume_federated(run_dir: str | Path) -> RunResult:
+    """Continue an interrupted federated run in its own folder, after its latest checkpoint.
+
+    The scenario is the folder's `scenario.yaml`; a finished run is returned as it is.
+    Raises ScenarioError (bad scenario file) or ValueError (not a resumable run folder).
+    """
+    from simulator.scenario import load
+    from simulator.sweep import run_is_finished
+
+    path = Path(run_dir)
+    if not (path / "scenario.yaml").is_file():
+        raise ValueError(f"{path} is not a run folder (no scenario.yaml)")
+    s = load(path / "scenario.yaml")
+    if not s.federated:
+        raise ValueError(f"{path}: only federated runs can be resumed (this one is centralized)")
+    if not run_is_finished(path):
+        _run_in(s, path, resume=True)
+    return RunResult(path, load_run(path).metrics, None)
+
+
+def _run_in(s: Scenario, path: Path, resume: bool) -> RunResult:
+    from clients.records import RUN_CONFIG_KEY
+    from server.app import RESUME_KEY, RUN_DIR_KEY
+
     run_config: dict[str, bool | int | float | str] = {
         RUN_CONFIG_KEY: s.to_json(),
-        RUN_DIR_KEY: str(store.path.resolve()),
+        RUN_DIR_KEY: str(path.resolve()),
+        RESUME_KEY: resume,
     }
     n = s.partition.n_clients
     # Stock strategies log INFO lines every round; our own progress and events say more.
@@ -61,8 +87,8 @@ def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
         _run_engine(s, n, run_config)
     finally:
         flwr_logger.setLevel(level)
-    run = load_run(store.path)
-    return RunResult(store.path, run.metrics, None)
+    run = load_run(path)
+    return RunResult(path, run.metrics, None)
 
 
 def _run_engine(s: Scenario, n: int, run_config: dict[str, bool | int | float | str]) -> None:

@@ -1,0 +1,192 @@
+"""Resume checkpoints: everything a federated run needs to go on after round r, in one file.
+
+`checkpoints/resume-<r>.npz` holds the global arrays after round r, every client's private
+arrays (private networks, optimizer moments), the strategy's attributes and the server
+process's global RNG states; `checkpoints/latest.json` points at it. Both are written
+atomically (temporary file + rename) and the pointer only after its file, so a run killed at
+any moment leaves either the previous checkpoint or the new one. Only the latest is kept: it
+holds every client's private state, which can be large.
+
+The strategy's attributes travel as a pickle, read back by an unpickler that builds only
+numpy arrays, Flower records and plain Python values (a checkpoint is data, not code).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simulator.store import atomic_write_bytes, atomic_write_text
+
+FORMAT = 1
+POINTER = "latest.json"
+
+# (module, name) pairs the unpickler may build: what pickling numpy arrays and scalars and
+# Flower's Array/ArrayRecord/MetricRecord/ConfigRecord needs (numpy 1.x and 2.x spellings).
+_NUMPY = {"_frombuffer", "_reconstruct", "scalar", "dtype", "ndarray"}
+_NUMPY_MODULES = {"numpy", "numpy.core.numeric", "numpy._core.numeric"}
+_NUMPY_MODULES |= {"numpy.core.multiarray", "numpy._core.multiarray"}
+_FLWR = {
+    ("flwr.app.message.array", "Array"),
+    ("flwr.app.message.arrayrecord", "ArrayRecord"),
+    ("flwr.app.message.metricrecord", "MetricRecord"),
+    ("flwr.app.message.configrecord", "ConfigRecord"),
+}
+_FLWR_MODULES = {m for m, _ in _FLWR}
+_BUILTINS = {"set", "frozenset", "complex", "bytearray", "slice", "range"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read (names the file and what is wrong)."""
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        ok = (
+            (module in _NUMPY_MODULES and name in _NUMPY)
+            or (module == "numpy.dtypes" and name.endswith("DType"))
+            or (module, name) in _FLWR
+            # The records' key/value checkers, referenced by their pickled instances.
+            or (module in _FLWR_MODULES and name in ("_check_key", "_check_value"))
+            or (module == "builtins" and name in _BUILTINS)
+            or (module == "collections" and name == "OrderedDict")
+        )
+        if not ok:
+            raise pickle.UnpicklingError(
+                f"{module}.{name} is not allowed in a checkpoint (only numpy arrays, Flower "
+                "records and plain Python values)"
+            )
+        return super().find_class(module, name)
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle `obj` (protocol 5)."""
+    return pickle.dumps(obj, protocol=5)
+
+
+def loads(data: bytes) -> Any:
+    """Unpickle what `dumps` wrote, refusing any class outside the allowed data types."""
+    return _SafeUnpickler(io.BytesIO(data)).load()
+
+
+def round_trips(value: Any) -> bool:
+    """Whether `value` survives `dumps` then `loads` (what a checkpoint can hold)."""
+    try:
+        loads(dumps(value))
+    except Exception:  # noqa: BLE001 - any failure means "cannot be checkpointed"
+        return False
+    return True
+
+
+def rng_state() -> dict[str, Any]:
+    """The process-global RNG states (Python, numpy, torch CPU). The simulator itself draws
+    every random number from a stream derived statelessly from (seed, purpose, keys), so these
+    only matter to plug-ins that use a global RNG."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state().numpy().copy(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(torch.from_numpy(np.asarray(state["torch"], dtype=np.uint8)))
+
+
+@dataclass
+class ResumeState:
+    """What the server loop carries from round r to round r+1.
+
+    `arrays`: the global arrays (`prefix.name` → ndarray) after round r, in record order;
+    `clients`: each client's private arrays by partition id (only clients that have any);
+    `strategy`: the strategy's attributes (see `server.resume.strategy_state`);
+    `rng`: `rng_state()` at the end of round r; `notes`: what could not be saved.
+    """
+
+    round: int
+    arrays: dict[str, np.ndarray]
+    clients: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    strategy: dict[str, Any] = field(default_factory=dict)
+    rng: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _name(round_: int) -> str:
+    return f"resume-{round_:06d}.npz"
+
+
+def save(run_dir: Path, st: ResumeState) -> Path:
+    """Write `st` as the run's latest checkpoint (atomic), then drop older ones."""
+    folder = run_dir / "checkpoints"
+    for k in list(st.arrays) + [a for c in st.clients.values() for a in c]:
+        if "/" in k:  # npz members are file names
+            raise ValueError(f"array name {k!r} contains '/'")
+    meta = {
+        "format": FORMAT,
+        "round": st.round,
+        "arrays": list(st.arrays),
+        "clients": {str(p): list(a) for p, a in sorted(st.clients.items())},
+        "notes": st.notes,
+    }
+    members: dict[str, np.ndarray] = {f"global/{k}": v for k, v in st.arrays.items()}
+    for pid, arrays in st.clients.items():
+        members.update({f"client/{pid}/{k}": v for k, v in arrays.items()})
+    members["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    members["state"] = np.frombuffer(dumps({"strategy": st.strategy, "rng": st.rng}), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **members)  # type: ignore[arg-type]
+    path = folder / _name(st.round)
+    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_text(
+        folder / POINTER, json.dumps({"format": FORMAT, "round": st.round, "file": path.name})
+    )
+    for old in folder.glob("resume-*.npz"):  # leftovers too (a kill between write and pointer)
+        if old.name != path.name:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(run_dir: Path) -> ResumeState | None:
+    """The run's latest checkpoint, or None when it has none yet."""
+    pointer = run_dir / "checkpoints" / POINTER
+    if not pointer.is_file():
+        return None
+    try:
+        ref = json.loads(pointer.read_text())
+        path = pointer.parent / str(ref["file"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{pointer}: unreadable checkpoint pointer ({exc})") from exc
+    if ref.get("format") != FORMAT or Path(path.name) != Path(str(ref["file"])):
+        raise CheckpointError(
+            f"{pointer}: expected format {FORMAT} and a file beside it, got format "
+            f"{ref.get('format')!r}, file {ref['file']!r}"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes())
+            state = loads(z["state"].tobytes())
+            arrays = {k: z[f"global/{k}"] for k in meta["arrays"]}
+            clients = {
+                int(p): {k: z[f"client/{p}/{k}"] for k in keys}
+                for p, keys in meta["clients"].items()
+            }
+    except (OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from exc
+    return ResumeState(
+        round=int(meta["round"]),
+        arrays=arrays,
+        clients=clients,
+        strategy=state["strategy"],
+        rng=state["rng"],
+        notes=list(meta.get("notes", [])),
+    )
