@@ -16,7 +16,11 @@ RUN_CONFIG_KEY = "scenario"
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord(array_dict={k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    # np.require, not np.ascontiguousarray: the latter turns 0-d arrays (an optimizer's step
+    # counter) into shape (1,), so a state would not come back with the shapes it left with.
+    return ArrayRecord(
+        array_dict={k: Array(np.require(v, requirements="C")) for k, v in arrays.items()}
+    )
 
 
 def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:

@@ -124,3 +124,32 @@ def test_private_state_spills_to_disk_and_still_matches(tmp_path: Path) -> None:
         tmp_path / "d",
     )
     pd.testing.assert_frame_equal(_table(mem.metrics), _table(disk.metrics))
+
+
+def test_stopped_vectorized_run_resumes_to_the_same_metrics(tmp_path: Path) -> None:
+    # Private critics live in the engine's PrivateStore: the checkpoint's private-state queries
+    # and the resume's restore queries must reach it. Stopped at round 4's checkpoint, resumed.
+    from flwr.app import MessageType
+
+    from clients.records import RUN_CONFIG_KEY
+    from server.app import RUN_DIR_KEY
+    from server.app import app as server_app
+    from simulator.checkpoint import load_latest
+    from simulator.engines.inprocess import run_serverapp
+    from simulator.engines.runner import resume_federated
+    from simulator.engines.vectorized import VectorizedGrid
+    from simulator.scenario import resolved_yaml
+    from simulator.store import RunStore
+    from tests.server.test_resume import Killed, killer, scenario
+
+    s = scenario(engine={"name": "vectorized"})
+    reference = run_federated(s, tmp_path / "ref").metrics
+    store = RunStore.create(tmp_path / "stopped", s.name, resolved_yaml(s), {})
+    config = {RUN_CONFIG_KEY: s.to_json(), RUN_DIR_KEY: str(store.path)}
+    grid = VectorizedGrid(killer(MessageType.QUERY, 4, "private"), 4, config)
+    with pytest.raises(Killed):
+        run_serverapp(server_app, grid)
+    ckpt = load_latest(store.path)
+    assert ckpt is not None and ckpt.round == 2 and ckpt.clients
+    assert any(k.startswith("critic.") for arrays in ckpt.clients.values() for k in arrays)
+    pd.testing.assert_frame_equal(resume_federated(store.path).metrics, reference)
