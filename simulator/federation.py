@@ -169,10 +169,22 @@ def evaluate_locally(
     s: Scenario, gan: GAN, state: GANState, data: FederatedData, client: int, round_: int
 ) -> LocalEvaluation:
     """Global generator vs client `client`'s held-out split, k-NN radii from those points."""
+    n = len(data.client_held[client])
+    fake = None
+    if n > s.evaluation.k:
+        fake = gan.sample(state, n, torch_generator(s.seed, "client-eval", client, round_)).numpy()
+    return local_evaluation(s, data, client, fake)
+
+
+def local_evaluation(
+    s: Scenario, data: FederatedData, client: int, fake: np.ndarray | None
+) -> LocalEvaluation:
+    """`fake` [n_held, d] (None when the client holds ≤ k points) against the client's held-out
+    split: PRDC totals and per-group hit counts."""
     idx = data.client_held[client]
     G = len(data.groups)
     k = s.evaluation.k
-    if len(idx) <= k:  # radii need k neighbours: too few held-out points to say anything
+    if fake is None:  # radii need k neighbours: too few held-out points to say anything
         return LocalEvaluation(
             float("nan"),
             float("nan"),
@@ -182,13 +194,9 @@ def evaluate_locally(
             [0] * G,
             np.bincount(data.group_codes(idx), minlength=G).tolist(),
         )
-    real = data.train.X[idx]
-    fake = gan.sample(
-        state, len(idx), torch_generator(s.seed, "client-eval", client, round_)
-    ).numpy()
     if not np.isfinite(fake).all():
         raise FloatingPointError(f"client {client}: the generator produced non-finite points")
-    res = prdc(real, fake, k=k)
+    res = prdc(data.train.X[idx], fake, k=k)
     codes = data.group_codes(idx)
     return LocalEvaluation(
         recall=float(res.recall),
@@ -203,6 +211,50 @@ def evaluate_locally(
         .tolist(),
         group_n=np.bincount(codes, minlength=G).tolist(),
     )
+
+
+def _local_evaluations(
+    s: Scenario,
+    gan: GAN,
+    data: FederatedData,
+    states: Sequence[GANState],
+    requests: Sequence[TrainRequest],
+    device: torch.device | str,
+) -> list[LocalEvaluation | Exception]:
+    """`evaluate_locally` for many clients: every client's samples from one vmapped generator
+    pass on `device` (each from its own noise stream), then PRDC per client."""
+    k, L = s.evaluation.k, gan.config.latent_dim
+    sizes = [len(data.client_held[r.client]) for r in requests]
+    todo = [i for i, n in enumerate(sizes) if n > k]
+    fakes: dict[int, np.ndarray] = {}
+    if todo:
+        z = [
+            torch.randn(
+                sizes[i],
+                L,
+                generator=torch_generator(
+                    s.seed, "client-eval", requests[i].client, requests[i].round
+                ),
+            )
+            for i in todo
+        ]
+        ema = bool(states[todo[0]].g_ema)  # as GAN.sample: the EMA generator when there is one
+        g = {
+            key: torch.stack([(states[i].g_ema if ema else states[i].g)[key] for i in todo]).to(
+                device
+            )
+            for key in states[todo[0]].g
+        }
+        with torch.no_grad():
+            out = torch.func.vmap(gan.G)(g, batched.pad_data(z, device)).cpu().numpy()
+        fakes = {i: out[j, : sizes[i]] for j, i in enumerate(todo)}
+    results: list[LocalEvaluation | Exception] = []
+    for i, r in enumerate(requests):
+        try:
+            results.append(local_evaluation(s, data, r.client, fakes.get(i)))
+        except Exception as exc:  # noqa: BLE001 - this client's failure, reported in its slot
+            results.append(exc)
+    return results
 
 
 @dataclass
@@ -227,6 +279,9 @@ class TrainRequest:
     prox_mu: float | None = None
 
 
+_NOT_EVALUATED = LocalEvaluation(float("nan"), float("nan"), float("nan"), 0, [], [], [])
+
+
 @dataclass
 class _Started:
     """A client's round up to its local training: starting state, data, received evaluation."""
@@ -238,7 +293,11 @@ class _Started:
     x: torch.Tensor
 
 
-def _start(s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest) -> _Started:
+def _start(
+    s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest, evaluate: bool = True
+) -> _Started:
+    """A client's state before local training (and, with `evaluate`, its verdict on what it
+    received; else `received` is a placeholder filled in by the caller)."""
     assert s.federation is not None
     f = s.federation
     fault = draw_faults(s, r.round, r.client)
@@ -248,7 +307,9 @@ def _start(s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest) -> _Star
     if r.private:
         state = state.load_arrays(r.private)
     state = state.load_arrays(r.global_arrays)
-    received = evaluate_locally(s, gan, state, data, r.client, r.round)
+    received = (
+        evaluate_locally(s, gan, state, data, r.client, r.round) if evaluate else _NOT_EVALUATED
+    )
     state.step = (r.round - 1) * f.local_steps
     if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
         travelling = FEDERATED_PREFIXES[f.federate]
@@ -338,12 +399,22 @@ def clients_train(
         by_mu.setdefault(r.prox_mu, []).append(i)
     for mu, slots in by_mu.items():  # one GAN template (and batch) per distinct μ
         gan = make_gan(s, data, mu)
-        started: list[tuple[int, _Started]] = []
+        begun: list[tuple[int, _Started]] = []
         for i in slots:
             try:
-                started.append((i, _start(s, gan, data, requests[i])))
+                begun.append((i, _start(s, gan, data, requests[i], evaluate=False)))
             except Exception as exc:  # noqa: BLE001 - reported per client, as a ClientApp would
                 out[i] = exc
+        evaluations = _local_evaluations(
+            s, gan, data, [c.state for _, c in begun], [c.request for _, c in begun], device
+        )
+        started: list[tuple[int, _Started]] = []
+        for (i, c), ev in zip(begun, evaluations, strict=True):
+            if isinstance(ev, Exception):
+                out[i] = ev
+            else:
+                c.received = ev
+                started.append((i, c))
         if not started:
             continue
         clients = [c for _, c in started]

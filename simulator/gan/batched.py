@@ -49,12 +49,13 @@ def stack(states: Sequence[GANState], device: torch.device | str | None = None) 
 def unstack(state: GANState, device: torch.device | str | None = "cpu") -> list[GANState]:
     """The per-client states of a stacked state (moved to `device`)."""
     n = client_count(state)
+    # One device-to-host copy per stacked tensor, then views: not one tiny copy per client.
+    moved = {
+        name: {k: v.to(device) for k, v in getattr(state, name).items()} for name in STATE_GROUPS
+    }
     out = []
     for i in range(n):
-        groups = {
-            name: {k: v[i].to(device) for k, v in getattr(state, name).items()}
-            for name in STATE_GROUPS
-        }
+        groups = {name: {k: v[i] for k, v in moved[name].items()} for name in STATE_GROUPS}
         out.append(GANState(**groups, step=state.step))
     return out
 
