@@ -7,6 +7,7 @@ optimizers' moments) stays in `context.state["private"]` across rounds.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -60,22 +61,30 @@ def train(msg: Message, context: Context) -> Message:
 
 
 def train_request(
-    msg: Message, partition_id: int, private: dict[str, np.ndarray] | None
+    msg: Message,
+    partition_id: int,
+    private: dict[str, np.ndarray] | None,
+    decode: Callable[[ArrayRecord], dict[str, np.ndarray]] = from_record,
 ) -> TrainRequest:
     """What a train instruction asks of client `partition_id` (engines that batch clients read
-    instructions with this same function)."""
+    instructions with this same function; `decode` lets them decode a shared record once)."""
     config = _config(msg)
     mu = config.get("proximal-mu")
     return TrainRequest(
         client=partition_id,
         round=int(config["server-round"]),  # type: ignore[arg-type]
-        global_arrays=from_record(_arrays(msg)),
+        global_arrays=decode(_arrays(msg)),
         private=private,
         prox_mu=float(mu) if isinstance(mu, int | float) else None,
     )
 
 
-def train_reply(msg: Message, update: ClientUpdate, seconds: float) -> Message:
+def train_reply(
+    msg: Message,
+    update: ClientUpdate,
+    seconds: float,
+    make_record: Callable[[Mapping[str, np.ndarray]], ArrayRecord] = to_record,
+) -> Message:
     """The reply to train instruction `msg`: travelling arrays, metrics, wall time `seconds`."""
     rec = update.received
     metrics = {
@@ -87,7 +96,7 @@ def train_reply(msg: Message, update: ClientUpdate, seconds: float) -> Message:
         "time.client_train": seconds,
     }
     return Message(
-        RecordDict({"arrays": to_record(update.arrays), "metrics": metric_record(metrics)}),
+        RecordDict({"arrays": make_record(update.arrays), "metrics": metric_record(metrics)}),
         reply_to=msg,
     )
 

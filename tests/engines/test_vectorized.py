@@ -128,7 +128,8 @@ def test_private_state_spills_to_disk_and_still_matches(tmp_path: Path) -> None:
 
 def test_stopped_vectorized_run_resumes_to_the_same_metrics(tmp_path: Path) -> None:
     # Private critics live in the engine's PrivateStore: the checkpoint's private-state queries
-    # and the resume's restore queries must reach it. Stopped at round 4's checkpoint, resumed.
+    # and the resume's restore queries must reach it. Stopped in round 4's evaluation (the 5th
+    # evaluate message: 4 clients evaluate every 2 rounds), after the round-2 checkpoint.
     from flwr.app import MessageType
 
     from clients.records import RUN_CONFIG_KEY
@@ -146,7 +147,7 @@ def test_stopped_vectorized_run_resumes_to_the_same_metrics(tmp_path: Path) -> N
     reference = run_federated(s, tmp_path / "ref").metrics
     store = RunStore.create(tmp_path / "stopped", s.name, resolved_yaml(s), {})
     config = {RUN_CONFIG_KEY: s.to_json(), RUN_DIR_KEY: str(store.path)}
-    grid = VectorizedGrid(killer(MessageType.QUERY, 4, "private"), 4, config)
+    grid = VectorizedGrid(killer(MessageType.EVALUATE, 5), 4, config)
     with pytest.raises(Killed):
         run_serverapp(server_app, grid)
     ckpt = load_latest(store.path)
