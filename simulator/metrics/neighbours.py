@@ -57,6 +57,8 @@ _DEVICE_MIN_BLOCK_BYTES = 8 * 2**20
 # Columns per block on a GPU: 100k × 100k is one tile, wider sets are still cut so that a
 # block keeps thousands of rows.
 _DEVICE_TILE_COLS = 2**17
+# Fewest candidate pairs per exact re-check batch on a device (launch overhead dominates below).
+_MIN_PAIRS_PER_BATCH = 1024
 
 
 def sqdist(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -615,7 +617,7 @@ def _device_memberships(
     fake_r2_t = torch.from_numpy(fake_r2).to(dev)
     # Exact re-checks go in batches whose float64 temporaries (gathered rows, differences,
     # squares: ~4 × [p, d]) fit in one block's memory.
-    max_pairs = max(1024, g.block_bytes // (32 * real.shape[1]))
+    max_pairs = max(_MIN_PAIRS_PER_BATCH, g.block_bytes // (32 * real.shape[1]))
     cand_real = torch.empty((g.rows, g.width), dtype=torch.bool, device=dev)
     cand_fake = torch.empty((g.rows, g.width), dtype=torch.bool, device=dev)
     hi_col = torch.full((g.width,), -torch.inf, dtype=g.dtype, device=dev)
