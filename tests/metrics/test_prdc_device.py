@@ -154,8 +154,8 @@ def test_sqdist_torch_rounds_as_numpy(d: int) -> None:
 
 def test_gpu_block_bytes() -> None:
     mib = 2**20
-    assert device_block_bytes(80 * 1024 * mib) == 512 * mib  # a free H100: the 512 MiB target
-    assert device_block_bytes(4096 * mib) == 512 * mib  # exactly 1/8
+    assert device_block_bytes(80 * 1024 * mib) == 1024 * mib  # a free H100: the 1 GiB target
+    assert device_block_bytes(8192 * mib) == 1024 * mib  # exactly 1/8
     assert device_block_bytes(1024 * mib) == 128 * mib  # 1/8 of what is free
     assert device_block_bytes(16 * mib) == 8 * mib  # floor
 
@@ -165,8 +165,8 @@ def test_block_layout_by_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert neighbours._block_layout(torch.device("cpu")) == (8 * mib, 8192)  # CPU unchanged
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2048 * mib, 80 * 2**30))
     assert neighbours._block_layout(torch.device("cuda")) == (256 * mib, 2**17)
-    # 100k columns of float32 in a 512 MiB block: floor(512 · 2^20 / (100000 · 4)) = 1342 rows.
-    assert neighbours._rows_per_block(100_000, 4, None, 100_000, 512 * mib) == 1342
+    # 100k columns of float32 in a 1 GiB block: floor(2^30 / (100000 · 4)) = 2684 rows.
+    assert neighbours._rows_per_block(100_000, 4, None, 100_000, 1024 * mib) == 2684
     assert neighbours._tiles(100_000, 2**17) == [(0, 100_000)]
     assert neighbours._tiles(300_000, 2**17) == [
         (0, 100_000),
@@ -265,9 +265,9 @@ def test_cuda_float32_gemm_within_the_rounding_bound() -> None:
     rng = np.random.default_rng(43)
     x = 3.0 + rng.standard_normal((4000, 64))
     n2 = neighbours.squared_norms(x)
-    dev = torch.device("cuda")
-    g32 = neighbours._PairwiseSq(x, x, n2, n2, torch.float32, None, dev)
-    g64 = neighbours._PairwiseSq(x, x, n2, n2, torch.float64, g32.rows, dev)
+    xt = torch.from_numpy(x).cuda()
+    g32 = neighbours._PairwiseSq(xt, xt, n2, n2, torch.float32, None)
+    g64 = neighbours._PairwiseSq(xt, xt, n2, n2, torch.float64, g32.rows)
     for s in range(0, len(x), g32.rows):
         e = min(len(x), s + g32.rows)
         err = (g32.block(s, e, 0)[:, : len(x)].double() - g64.block(s, e, 0)[:, : len(x)]).abs()
