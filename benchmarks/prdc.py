@@ -4,6 +4,8 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/prdc.py            # 10k × 10k at 64-D and 2-D, then 100k × 100k
     .venv/bin/python benchmarks/prdc.py --quick    # small sizes, a few seconds
+    .venv/bin/python benchmarks/prdc.py --n 20000 --big 0 --d 64   # other sizes
+    python3 benchmarks/prdc.py --device cuda --n 100000   # GPU: 100k × 100k, 64-D, vs CPU
 
 Times are the best of ``--repeats`` runs in this process (both implementations on the same
 arrays, alternating). Peak memory is measured in a fresh subprocess per case as the growth of
@@ -42,7 +44,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simulator.metrics.prdc import prdc  # noqa: E402
+from simulator.devices import float32_matmul_is_ieee, resolve_device  # noqa: E402
+from simulator.metrics.neighbours import device_block_bytes  # noqa: E402
+from simulator.metrics.prdc import PRDC, prdc  # noqa: E402
 
 METRICS = ("precision", "recall", "density", "coverage")
 
@@ -143,11 +147,78 @@ def compare_case(n: int, d: int, k: int, repeats: int, threads: int) -> dict[str
     }
 
 
+PER_SAMPLE = (
+    "precision_per_fake",
+    "density_per_fake",
+    "recall_per_real",
+    "coverage_per_real",
+    "real_radii",
+    "fake_radii",
+)
+
+
+def timed_prdc(
+    real: np.ndarray, fake: np.ndarray, k: int, device: torch.device, repeats: int
+) -> tuple[float, PRDC]:
+    """Best wall time of `repeats` calls (results come back as numpy: the GPU is done)."""
+    best = float("inf")
+    res: PRDC | None = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = prdc(real, fake, k, device=device)
+        best = min(best, time.perf_counter() - t0)
+    assert res is not None
+    return best, res
+
+
+def device_main(device: torch.device, n: int, d: int, cpu_n: int, repeats: int) -> None:
+    """Time PRDC on `device` at n × n, then GPU against CPU in this process at cpu_n × cpu_n."""
+    k = 5
+    name = torch.cuda.get_device_name(device)
+    free, total = torch.cuda.mem_get_info(device)
+    print(
+        f"device: {name} ({total / 2**30:.0f} GiB, {free / 2**30:.0f} GiB free), "
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}), {os.cpu_count()} CPU cores, "
+        f"{torch.get_num_threads()} torch threads; block {device_block_bytes(free) / 2**20:.0f} "
+        f"MiB; float32 GEMM trusted (no TF32): {float32_matmul_is_ieee(device)}"
+    )
+    real, fake = make_sets(n, d, seed=d)
+    prdc(real[:2000], fake[:2000], k, device=device)  # warm-up: CUDA context, cuBLAS, kernels
+    torch.cuda.reset_peak_memory_stats(device)
+    t_dev, res = timed_prdc(real, fake, k, device, repeats)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20
+    print(
+        f"{n // 1000}k x {n // 1000}k, d={d}, k={k} on {device}: {t_dev:.3f} s (best of "
+        f"{repeats}), peak GPU memory {peak:.0f} MiB; P={res.precision:.4f} "
+        f"R={res.recall:.4f} D={res.density:.4f} C={res.coverage:.4f}"
+    )
+    # The CPU path at full size takes minutes; compare both in this process at cpu_n.
+    r, f = real[:cpu_n], fake[:cpu_n]
+    t_cpu, on_cpu = timed_prdc(r, f, k, torch.device("cpu"), max(1, repeats - 1))
+    t_gpu, on_gpu = timed_prdc(r, f, k, device, repeats)
+    same = all(np.array_equal(getattr(on_cpu, m), getattr(on_gpu, m)) for m in PER_SAMPLE)
+    near = int(np.count_nonzero(on_cpu.nearest_real_index != on_gpu.nearest_real_index))
+    print(
+        f"{cpu_n // 1000}k x {cpu_n // 1000}k, d={d}, k={k}: CPU {t_cpu:.3f} s, {device} "
+        f"{t_gpu:.3f} s, {t_cpu / t_gpu:.1f}x; per-sample arrays identical: {same}; "
+        f"nearest-real index differs (float32 near-ties) for {near} of {cpu_n}"
+    )
+    if not same:
+        raise SystemExit("GPU and CPU results differ")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    parser.add_argument("--n", type=int, default=None, help="points per set (compared case)")
+    parser.add_argument("--big", type=int, default=None, help="ours-only case size, 0: none")
+    parser.add_argument("--d", type=int, default=None, help="dimension (default 64 and 2)")
+    parser.add_argument(
+        "--cpu-n", type=int, default=None, help="GPU vs CPU size (default min(n, 20000))"
+    )
     parser.add_argument("--child", nargs=5, metavar=("IMPL", "N", "D", "K", "SEED"))
     args = parser.parse_args()
     # One torch thread per core: more would only time-slice the same cores.
@@ -156,8 +227,17 @@ def main() -> None:
         impl, n, d, k, seed = args.child
         measure_child(impl, int(n), int(d), int(k), int(seed), args.threads)
         return
+    device = resolve_device(args.device, field="--device")
+    if device.type == "cuda":
+        n = args.n or 100_000
+        cpu_n = args.cpu_n or min(n, 20_000)
+        device_main(device, n, args.d or 64, cpu_n, args.repeats or 3)
+        return
 
     n, big = (2_000, 5_000) if args.quick else (10_000, 100_000)
+    n = args.n or n
+    big = big if args.big is None else args.big
+    dims = (64, 2) if args.d is None else (args.d,)
     repeats = args.repeats or (2 if args.quick else 3)
     print(
         f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
@@ -167,7 +247,7 @@ def main() -> None:
         f"{'case':<24}{'ours s':>9}{'ref s':>9}{'speed-up':>10}"
         f"{'ours MiB':>10}{'ref MiB':>9}  agree"
     )
-    for d in (64, 2):
+    for d in dims:
         r = compare_case(n, d, 5, repeats, args.threads)
         print(
             f"{r['case']:<24}{r['ours_s']:>9.3f}{r['ref_s']:>9.3f}{r['speedup']:>9.1f}x"
@@ -175,9 +255,11 @@ def main() -> None:
         )
         if not r["agree"]:
             print(f"  ours {r['ours']}\n  ref  {r['ref']}")
-    m = measure("ours", big, 64, 5, 64, args.threads)
+    if not big:
+        return
+    m = measure("ours", big, dims[0], 5, dims[0], args.threads)
     print(
-        f"{big // 1000}k x {big // 1000}k, d=64, k=5 (ours only): {m['seconds']:.1f} s, "
+        f"{big // 1000}k x {big // 1000}k, d={dims[0]}, k=5 (ours only): {m['seconds']:.1f} s, "
         f"peak RSS {m['peak_kib'] / 1024:.0f} MiB (+{m['delta_kib'] / 1024:.0f} MiB during "
         f"the call); P={m['precision']:.4f} R={m['recall']:.4f} "
         f"D={m['density']:.4f} C={m['coverage']:.4f}"

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from simulator.data import Dataset
+from simulator.devices import resolve_device
 from simulator.metrics import (
     Diagnosis,
     diagnose,
@@ -99,7 +101,8 @@ class Evaluator:
     """Evaluates generated samples against one held-out real set.
 
     `real` is the held-out dataset (its groups give the per-group tables). Image data is
-    compared in the digit classifier's feature space, everything else in data space.
+    compared in the digit classifier's feature space, everything else in data space. `device`
+    ("cpu", "cuda", "auto" or a torch.device) is where PRDC's k-NN work runs.
     """
 
     def __init__(
@@ -111,8 +114,10 @@ class Evaluator:
         min_group_size: int = 20,
         n_boot: int = 0,
         seed: int = 0,
+        device: str | torch.device = "cpu",
     ) -> None:
         self.real = real
+        self.device = resolve_device(device)
         self.k = k
         self.group_by = group_by or list(real.groups.columns)
         missing = [g for g in self.group_by if g not in real.groups.columns]
@@ -140,7 +145,7 @@ class Evaluator:
             bad = int((~np.isfinite(fake)).any(axis=1).sum())
             raise FloatingPointError(f"{bad} of {n_fake} generated points are not finite")
         fake_feats = self._features(fake) if self._features else fake
-        res = prdc(self.real_feats, fake_feats, k=self.k)
+        res = prdc(self.real_feats, fake_feats, k=self.k, device=self.device)
         exp_cov = expected_coverage(n_real, n_fake, self.k)
         for name, value, n in (
             ("precision", res.precision, n_fake),

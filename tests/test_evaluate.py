@@ -85,3 +85,28 @@ def test_digits_are_scored_in_classifier_space() -> None:
     assert good.summary["frechet_distance"] < bad.summary["frechet_distance"]
     assert good.summary["modes_captured"] == 10
     assert good.summary["recall"] > bad.summary["recall"]
+
+
+def test_device_is_resolved_and_reaches_prdc(held, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import simulator.evaluate as evaluate
+
+    devices: list[torch.device] = []
+    real_prdc = evaluate.prdc
+
+    def spy(*args, **kwargs):
+        devices.append(kwargs["device"])
+        return real_prdc(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "prdc", spy)
+    fake = load_dataset("ring", 600, 4, {}).X
+    want = Evaluator(held)(fake).summary
+    got = Evaluator(held, device="auto")(fake).summary
+    auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices == [torch.device("cpu"), auto]
+    for metric in ("precision", "recall", "density", "coverage"):
+        assert got[metric] == want[metric]  # the same numbers on either device
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' was asked for.*no CUDA device"):
+            Evaluator(held, device="cuda")

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike, NDArray
 
+from simulator.devices import resolve_device
 from simulator.metrics.neighbours import Method, kth_neighbour_sqdist, memberships
 from simulator.metrics.validation import as_features, check_k, check_same_dim
 
@@ -82,6 +84,7 @@ def prdc(
     *,
     method: Literal["auto", "brute", "tree"] = "auto",
     chunk_rows: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> PRDC:
     """Precision, recall, density and coverage of `fake` against `real` with k-NN balls.
 
@@ -110,10 +113,15 @@ def prdc(
     k : int, default 5
         Neighbour count for the radii.
     method : {"auto", "brute", "tree"}, default "auto"
-        "tree" (scipy k-d tree) for d ≤ 8, else "brute" (chunked torch GEMM). Both give the
-        same result; memory is O((N + M)·d + chunk) either way, never N × M.
+        "tree" (scipy k-d tree) for d ≤ 8 on the CPU, else "brute" (chunked torch GEMM). Both
+        give the same result; memory is O((N + M)·d + chunk) either way, never N × M.
     chunk_rows : int, optional
-        Rows per GEMM block for "brute" (default: as many as fit an 8 MiB block).
+        Rows per GEMM block for "brute" (default: as many as fit an 8 MiB block on the CPU,
+        512 MiB but at most 1/8 of the free memory on a GPU).
+    device : str or torch.device, default "cpu"
+        "cpu", "cuda", "cuda:<index>" or "auto" (a GPU if there is one). On a GPU "brute" runs
+        its GEMM, top-k, candidate masks, exact float64 re-checks and counts there, with the
+        same result as on the CPU (near-ties of `nearest_real_index` aside); "tree" is CPU-only.
 
     Returns
     -------
@@ -123,7 +131,8 @@ def prdc(
     ------
     ValueError
         If an input is not a finite 2-D array, the dimensions differ, k is not a positive
-        integer, N ≤ k or M ≤ k, or `method` is unknown.
+        integer, N ≤ k or M ≤ k, `method` is unknown, `device` is unknown or unavailable, or
+        `method` is "tree" on a GPU.
     """
     real_x = as_features(real, "real")
     fake_x = as_features(fake, "fake")
@@ -136,7 +145,9 @@ def prdc(
         raise ValueError(f"method must be 'auto', 'brute' or 'tree', got {method!r}")
     if chunk_rows is not None and (isinstance(chunk_rows, bool) or int(chunk_rows) < 1):
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    auto: Method = "tree" if real_x.shape[1] <= TREE_MAX_DIM else "brute"
+    dev = resolve_device(device)
+    # The k-d tree is CPU-only: on a GPU brute force wins at any dimension.
+    auto: Method = "tree" if real_x.shape[1] <= TREE_MAX_DIM and dev.type == "cpu" else "brute"
     used: Method = auto if method == "auto" else method
 
     # Distances are translation invariant; centring on the real mean shrinks the norms that
@@ -145,9 +156,9 @@ def prdc(
     real_c = real_x - centre
     fake_c = fake_x - centre
 
-    real_r2 = kth_neighbour_sqdist(real_c, k, used, chunk_rows)
-    fake_r2 = kth_neighbour_sqdist(fake_c, k, used, chunk_rows)
-    m = memberships(real_c, fake_c, real_r2, fake_r2, used, chunk_rows)
+    real_r2 = kth_neighbour_sqdist(real_c, k, used, chunk_rows, dev)
+    fake_r2 = kth_neighbour_sqdist(fake_c, k, used, chunk_rows, dev)
+    m = memberships(real_c, fake_c, real_r2, fake_r2, used, chunk_rows, dev)
 
     precision_per_fake = m.real_balls_per_fake > 0
     density_per_fake = m.real_balls_per_fake / float(k)
