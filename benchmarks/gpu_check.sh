@@ -41,10 +41,10 @@ fi
 echo "install: $(( $(date +%s) - start )) s"
 
 echo; echo "=== 1. vectorized engine on cuda: 10, 100, 1000 clients ==="
-"$PY" benchmarks/engine_scale.py --device cuda --only scaling --clients 10,100,1000 --rounds 4
+"$PY" benchmarks/engine_scale.py --device cuda --only scaling --clients 10,100,1000 --rounds 3
 
 echo; echo "=== 2. 100 clients: vectorized on cuda vs on the CPU vs sequential (one process) ==="
-"$PY" benchmarks/engine_scale.py --device cuda --only compare --widths 64,256 --rounds 3 \
+"$PY" benchmarks/engine_scale.py --device cuda --only compare --widths 64,256 --rounds 2 \
   --engines vectorized,vectorized-cpu,inprocess --threads 8
 
 echo; echo "=== 3. PRDC, 100k x 100k x 64-D on cuda ==="
