@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -380,13 +381,32 @@ class CriticStrategyModel(_Model):
 class EngineModel(_Model):
     """Where the ServerApp and ClientApp run."""
 
-    name: Literal["inprocess", "ray"] = "inprocess"
+    name: Literal["inprocess", "ray", "deployment"] = "inprocess"
     num_cpus: float = Field(default=1.0, gt=0.0)
     """Ray: CPUs per client."""
     num_gpus: float = Field(default=0.0, ge=0.0)
     """Ray: GPUs per client."""
     address: str | None = None
-    """Ray: address of an existing cluster to join (default: start a local one)."""
+    """Ray: address of an existing cluster to join (default: start a local one).
+    Deployment: host:port of the SuperLink (default 127.0.0.1:9093, `fedgan up`'s)."""
+    root_certificates: str | None = None
+    """Deployment: CA certificate (PEM) of a TLS SuperLink (`fedgan certs` writes ca.crt)."""
+    run_timeout: float | None = Field(default=None, gt=0.0)
+    """Deployment: stop the run and fail after this many seconds (default: wait)."""
+
+    @model_validator(mode="after")
+    def _deployment_only(self) -> EngineModel:
+        if self.name != "deployment":
+            for key in ("root_certificates", "run_timeout"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"engine.{key} is only for engine.name: deployment, not {self.name}"
+                    )
+        elif self.address is not None and not re.fullmatch(r"[^\s:/]+:\d{1,5}", self.address):
+            raise ValueError(
+                f"engine.address: expected host:port of the SuperLink, got {self.address!r}"
+            )
+        return self
 
 
 class Scenario(_Model):
