@@ -123,8 +123,15 @@ def run_deployment(
         try:
             started = cli_json(
                 flwr_cli(
-                    ["run", str(app), CONNECTION, "--run-config", str(overrides),
-                     "--format", "json"],
+                    [
+                        "run",
+                        str(app),
+                        CONNECTION,
+                        "--run-config",
+                        str(overrides),
+                        "--format",
+                        "json",
+                    ],
                     env,
                     timeout=120.0,
                 )

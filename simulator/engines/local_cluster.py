@@ -27,11 +27,12 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-from simulator.engines.ray_engine import ProcKey, _alive, _stat
+if TYPE_CHECKING:
+    from simulator.engines.ray_engine import ProcKey
 
 __all__ = [
     "CONNECTION",
@@ -144,6 +145,8 @@ def descendants(root: int) -> set[ProcKey]:
     Flower starts its SuperExec and app processes in sessions of their own, so a process group
     does not hold them: they are found through their parents before anything is stopped.
     """
+    from simulator.engines.ray_engine import _stat  # /proc parsing, shared with the Ray engine
+
     if not sys.platform.startswith("linux"):
         return set()
     children: dict[int, list[int]] = {}
@@ -163,13 +166,17 @@ def descendants(root: int) -> set[ProcKey]:
 
 
 def _signal(procs: set[ProcKey], sig: int) -> None:
-    for pid, _ in procs:
-        if _alive((pid, _)):
+    from simulator.engines.ray_engine import _alive
+
+    for pid, start in procs:
+        if _alive((pid, start)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
 
 
 def _wait_gone(procs: set[ProcKey], timeout: float) -> set[ProcKey]:
+    from simulator.engines.ray_engine import _alive
+
     deadline = time.monotonic() + timeout
     left = {p for p in procs if _alive(p)}
     while left and time.monotonic() < deadline:
@@ -226,8 +233,9 @@ class LocalCluster:
         self.home = Path(self.home).resolve()
         if self.tls is not None:
             self.tls = Path(self.tls).resolve()
-            missing = [f for f in ("ca.crt", "server.pem", "server.key")
-                       if not (self.tls / f).is_file()]
+            missing = [
+                f for f in ("ca.crt", "server.pem", "server.key") if not (self.tls / f).is_file()
+            ]
             if missing:
                 raise ValueError(
                     f"TLS folder {self.tls} lacks {', '.join(missing)}: "
@@ -280,14 +288,25 @@ class LocalCluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def start_superlink(self) -> None:
-        cmd = [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port),
-               "--disable-runtime-dependency-installation"]
+        cmd = [
+            _bin("flower-superlink"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-runtime-dependency-installation",
+        ]
         if self.tls is None:
             cmd.append("--insecure")
         else:
-            cmd += ["--ssl-ca-certfile", str(self.tls / "ca.crt"),
-                    "--ssl-certfile", str(self.tls / "server.pem"),
-                    "--ssl-keyfile", str(self.tls / "server.key")]
+            cmd += [
+                "--ssl-ca-certfile",
+                str(self.tls / "ca.crt"),
+                "--ssl-certfile",
+                str(self.tls / "server.pem"),
+                "--ssl-keyfile",
+                str(self.tls / "server.key"),
+            ]
         if self.auth:
             cmd.append("--enable-supernode-auth")
         self._spawn("superlink", cmd)
@@ -306,9 +325,15 @@ class LocalCluster:
     ) -> subprocess.Popen[bytes]:
         """Start SuperNode `node-<i>` with partition-id=i (and its key when auth is on)."""
         n = self.n_nodes if n_partitions is None else n_partitions
-        cmd = [_bin("flower-supernode"),
-               "--superlink", self.address, "--port", str(free_port()),
-               "--node-config", f"partition-id={i} num-partitions={n}"]
+        cmd = [
+            _bin("flower-supernode"),
+            "--superlink",
+            self.address,
+            "--port",
+            str(free_port()),
+            "--node-config",
+            f"partition-id={i} num-partitions={n}",
+        ]
         if self.tls is None:
             cmd.append("--insecure")
         else:
@@ -336,8 +361,7 @@ class LocalCluster:
 
     def nodes_online(self) -> int:
         """How many SuperNodes the SuperLink lists as online (`flwr supernode ls`)."""
-        out = cli_json(flwr_cli(["supernode", "ls", CONNECTION, "--format", "json"],
-                                self.cli_env))
+        out = cli_json(flwr_cli(["supernode", "ls", CONNECTION, "--format", "json"], self.cli_env))
         nodes = out.get("nodes", [])
         return sum(1 for n in nodes if str(n.get("status", "")).lower() == "online")
 

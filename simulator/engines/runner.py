@@ -107,7 +107,7 @@ def _run_deployment(
 
     cert = s.engine.root_certificates
     if cert is not None and not Path(cert).is_file():
-        raise FileNotFoundError(
+        raise ValueError(
             f"engine.root_certificates: no file {cert!r} (make one with `fedgan certs DIR`)"
         )
     run_deployment(
