@@ -256,8 +256,13 @@ class LocalCluster:
         return None if self.tls is None else self.tls / "ca.crt"
 
     def env(self, role: str) -> dict[str, str]:
-        """Environment of one process (`role`: superlink, node-<i>, cli): its own FLWR_HOME."""
-        return flwr_env(self.home / role)
+        """Environment of one process (`role`: superlink, node-<i>, cli): its own FLWR_HOME.
+
+        Servers log at INFO: a node's log then shows each message it receives and sends."""
+        env = flwr_env(self.home / role)
+        if role != "cli":
+            env["FLWR_LOG_LEVEL"] = "INFO"
+        return env
 
     @property
     def cli_env(self) -> dict[str, str]:
