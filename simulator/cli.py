@@ -501,3 +501,7 @@ def certs(
 
 def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # python -m simulator.cli
+    main()

@@ -120,26 +120,17 @@ def run_deployment(
         app = make_app_dir(Path(tmp) / "app", list(run_config))
         overrides = Path(tmp) / "run-config.toml"
         overrides.write_text(tomli_w.dumps(dict(run_config)))
+        cmd = ["run", str(app), CONNECTION, "--run-config", str(overrides), "--format", "json"]
         try:
-            started = cli_json(
-                flwr_cli(
-                    [
-                        "run",
-                        str(app),
-                        CONNECTION,
-                        "--run-config",
-                        str(overrides),
-                        "--format",
-                        "json",
-                    ],
-                    env,
-                    timeout=120.0,
-                )
-            )
+            # `flwr run --format json` reports a refused submission in its JSON, exit code 0.
+            started = cli_json(flwr_cli(cmd, env, timeout=120.0, check=False))
         except ClusterError as err:
             raise DeploymentError(f"could not submit the run to {address}: {err}") from err
         if not started.get("success") or started.get("run-id") is None:
-            raise DeploymentError(f"the SuperLink at {address} did not start the run: {started}")
+            why = str(started.get("error-message", started)).replace(
+                f"Using SuperLink: {CONNECTION} ({address})", ""
+            )
+            raise DeploymentError(f"could not submit the run to {address}: {why.strip()}")
         run_id = int(started["run-id"])
         t0 = time.monotonic()
         last_status = -float("inf")

@@ -42,6 +42,7 @@ __all__ = [
     "flwr_env",
     "free_port",
     "stop_process",
+    "stop_processes",
     "write_connection",
 ]
 
@@ -185,27 +186,37 @@ def _wait_gone(procs: set[ProcKey], timeout: float) -> set[ProcKey]:
     return left
 
 
-def stop_process(
-    proc: subprocess.Popen[bytes],
+def stop_processes(
+    procs: list[subprocess.Popen[bytes]],
     timeout: float = STOP_WAIT_S,
     extra: set[ProcKey] | None = None,
 ) -> None:
-    """Stop `proc` and every descendant (plus `extra`, say the children of a killed process):
-    SIGTERM the leader and let it stop its own children, then SIGTERM what is left, then
-    SIGKILL after `timeout` s."""
-    procs = descendants(proc.pid) | (extra or set())
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+    """Stop `procs` together with every descendant (plus `extra`, say the children of a killed
+    process): SIGTERM all leaders at once and let them stop their own children, then SIGTERM
+    what is left, then SIGKILL after `timeout` s."""
+    tree = set(extra or set())
+    for proc in procs:
+        tree |= descendants(proc.pid)
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
         try:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(timeout=timeout)
-    _signal(procs, signal.SIGTERM)
-    left = _wait_gone(procs, timeout)
+            proc.wait()
+    _signal(tree, signal.SIGTERM)
+    left = _wait_gone(tree, timeout)
     _signal(left, signal.SIGKILL)
     _wait_gone(left, 2.0)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_WAIT_S) -> None:
+    """Stop one process and its descendants (see `stop_processes`)."""
+    stop_processes([proc], timeout)
 
 
 @dataclass
@@ -276,7 +287,7 @@ class LocalCluster:
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / f"{name}.log", "ab") as log:
+        with open(logs / f"{name}.log", "wb") as log:  # a restarted name starts afresh
             proc = subprocess.Popen(
                 cmd,
                 env=self.env(name),
@@ -370,20 +381,29 @@ class LocalCluster:
         nodes = out.get("nodes", [])
         return sum(1 for n in nodes if str(n.get("status", "")).lower() == "online")
 
-    def wait_nodes(self, n: int, timeout: float = 60.0) -> None:
-        """Block until `n` nodes are online; a node process that exits meanwhile is an error."""
+    def wait_nodes(self, timeout: float = 60.0) -> None:
+        """Block until every started node has joined; a node that exits meanwhile is an error.
+
+        A node logs its `SuperNode ID` once the SuperLink has accepted (and, with auth,
+        activated) it: reading the logs costs nothing, where `flwr supernode ls` costs ~2 s.
+        """
         deadline = time.monotonic() + timeout
         while True:
+            waiting = []
             for name, proc in self.procs.items():
-                if name.startswith("node-") and proc.poll() is not None:
+                if not name.startswith("node-"):
+                    continue
+                if proc.poll() is not None:
                     raise ClusterError(
                         f"{name} exited with {proc.returncode}:\n{self.log_text(name)[-2000:]}"
                     )
-            if self.nodes_online() >= n:
+                if "SuperNode ID:" not in self.log_text(name):
+                    waiting.append(name)
+            if not waiting:
                 return
             if time.monotonic() >= deadline:
-                raise ClusterError(f"fewer than {n} SuperNodes online after {timeout:.0f} s")
-            time.sleep(0.5)
+                raise ClusterError(f"{', '.join(waiting)} not online after {timeout:.0f} s")
+            time.sleep(0.2)
 
     def start(self) -> LocalCluster:
         """Start the SuperLink, register node keys (auth), start the nodes, wait for them."""
@@ -395,7 +415,7 @@ class LocalCluster:
                     self.register(self.tls / f"node-{i}.pub")
             for i in range(self.n_nodes):
                 self.start_node(i)
-            self.wait_nodes(self.n_nodes)
+            self.wait_nodes()
         except BaseException:
             self.stop()
             raise
@@ -411,9 +431,10 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop every process this cluster started (nodes first, then the SuperLink)."""
         orphans, self.orphans = self.orphans, set()
-        for name in sorted(self.procs, key=lambda n: n == "superlink"):
-            stop_process(self.procs[name], extra=orphans)
-            orphans = set()
+        nodes = [p for name, p in self.procs.items() if name != "superlink"]
+        stop_processes(nodes, extra=orphans)
+        if "superlink" in self.procs:
+            stop_process(self.procs["superlink"])
 
     def __enter__(self) -> LocalCluster:
         return self.start()
