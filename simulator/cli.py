@@ -428,7 +428,7 @@ def up(
     import tempfile
     import time
 
-    from simulator.engines.local_cluster import ClusterError, LocalCluster
+    from simulator.engines.local_cluster import CONNECTION, ClusterError, LocalCluster
 
     where = home if home is not None else Path(tempfile.mkdtemp(prefix="fedgan-up-"))
     try:
@@ -463,7 +463,13 @@ def up(
                     f" logs in {where}/logs\n"
                     f"run against it:  fedgan run scenarios/deployment.yaml"
                     f" partition.n_clients={nodes} engine.address={cluster.address}{cert}\n"
-                    "Ctrl-C stops them all.",
+                    + (
+                        f"register another node: FLWR_HOME={where}/cli"
+                        f" flwr supernode register NODE.pub {CONNECTION}\n"
+                        if auth
+                        else ""
+                    )
+                    + "Ctrl-C stops them all.",
                     soft_wrap=True,
                     highlight=False,
                 )

@@ -408,6 +408,7 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         """Start the SuperLink, register node keys (auth), start the nodes, wait for them."""
         try:
+            write_connection(self.home / "cli", self.address, self.root_certificates)
             self.start_superlink()
             if self.auth:
                 assert self.tls is not None
@@ -444,13 +445,18 @@ class LocalCluster:
 
     @contextlib.contextmanager
     def signals_stop(self) -> Iterator[None]:
-        """Turn SIGTERM into KeyboardInterrupt meanwhile, so `finally: stop()` runs on it."""
+        """Turn SIGTERM and SIGINT into KeyboardInterrupt meanwhile, so `finally: stop()` runs.
+
+        SIGINT too: a shell starts background jobs with SIGINT ignored, and Python then never
+        raises KeyboardInterrupt on its own.
+        """
 
         def _raise(signum: int, frame: object) -> None:
             raise KeyboardInterrupt
 
-        old = signal.signal(signal.SIGTERM, _raise)
+        old = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, old)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
