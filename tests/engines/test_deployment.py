@@ -30,7 +30,11 @@ from tests.conftest import tiny
 HAVE_FLOWER = (Path(sys.executable).parent / "flower-superlink").exists() or bool(
     shutil.which("flower-superlink")
 )
-pytestmark = pytest.mark.skipif(not HAVE_FLOWER, reason="flower-superlink is not installed")
+# Real processes, ~2.5 minutes together: `-m 'not slow'` skips them while developing.
+pytestmark = [
+    pytest.mark.skipif(not HAVE_FLOWER, reason="flower-superlink is not installed"),
+    pytest.mark.slow,
+]
 
 KEYS = ["round", "scope", "client", "group_by", "group", "metric"]
 
