@@ -42,8 +42,9 @@ PACKAGES = ("simulator", "server", "clients")
 
 POLL_S = 1.0
 """How often the run folder is checked for the server's `run_finished` event."""
-STATUS_EVERY_S = 10.0
-"""How often the SuperLink is asked for the run's status meanwhile (a `flwr` process, ~1 s CPU)."""
+STATUS_EVERY_S = (1.0, 2.0, 4.0, 8.0, 10.0)
+"""Waits between asking the SuperLink for the run's status (a `flwr` process, ~1 s CPU each):
+short at first, where a broken app fails, then every 10 s."""
 
 
 class DeploymentError(RuntimeError):
@@ -133,12 +134,13 @@ def run_deployment(
             raise DeploymentError(f"could not submit the run to {address}: {why.strip()}")
         run_id = int(started["run-id"])
         t0 = time.monotonic()
-        last_status = -float("inf")
+        next_status, n_status = t0, 0
         try:
             while True:
                 done = _finished_event(run_dir)
-                if done or time.monotonic() - last_status >= STATUS_EVERY_S:
-                    last_status = time.monotonic()
+                if done or time.monotonic() >= next_status:
+                    wait = STATUS_EVERY_S[min(n_status, len(STATUS_EVERY_S) - 1)]
+                    next_status, n_status = time.monotonic() + wait, n_status + 1
                     status, details = run_status(run_id, env)
                     if status.startswith("finished"):
                         if status != "finished:completed":

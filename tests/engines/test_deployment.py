@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from simulator.engines.certs import make_certs, make_node_key
+from simulator.engines.deployment import DeploymentError, run_deployment
 from simulator.engines.local_cluster import LocalCluster, descendants, stop_process
 from simulator.engines.runner import run_federated
 from simulator.store import load_run
@@ -108,6 +109,18 @@ def test_two_nodes_two_rounds_match_the_inprocess_engine(
     # Same seeds, partition ids and reply order: the very same numbers as in process.
     pd.testing.assert_frame_equal(a[KEYS], b[KEYS])
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
+
+
+def test_a_run_that_fails_on_the_superlink_is_an_error(
+    secure: LocalCluster, tmp_path: Path
+) -> None:
+    # The ServerApp cannot parse its scenario and raises: `flwr run` itself succeeded, only the
+    # run's status on the SuperLink says that the run failed.
+    run_config = {"scenario": "{not json", "run-dir": str(tmp_path)}
+    t0 = time.monotonic()
+    with pytest.raises(DeploymentError, match="ended finished:failed"):
+        run_deployment(run_config, tmp_path, secure.address, secure.root_certificates, timeout=120)
+    assert time.monotonic() - t0 < 60
 
 
 def test_killed_node_run_finishes_with_the_survivor(tmp_path: Path) -> None:
