@@ -3,7 +3,7 @@
 `flwr run` packages a Flower App folder (a pyproject.toml with `[tool.flwr.app]` and the code)
 into a FAB and starts a run on the SuperLink named by a connection in `$FLWR_HOME/config.toml`.
 This engine builds that folder itself (`make_app_dir`: the `simulator`, `server` and `clients`
-packages and a small pyproject, ~0.3 MB, so no tests, runs or benchmarks travel) and uses a
+packages and a small pyproject, a ~0.5 MB FAB: no tests, runs or benchmarks travel) and uses a
 private FLWR_HOME, so a user's own Flower configuration is neither needed nor touched.
 
 The scenario JSON and the absolute run folder travel as run_config overrides (declared, empty,
