@@ -80,6 +80,7 @@ def run(
 
     from simulator.centralized import run_centralized
     from simulator.data import DataError
+    from simulator.engines.deployment import DeploymentError
     from simulator.registry import RegistryError
 
     if resume is not None:
@@ -163,7 +164,7 @@ def run(
                     result = run_federated(s, out)
             else:
                 result = run_centralized(s, out, on_eval=on_eval)
-        except (DataError, RegistryError, ValueError) as exc:
+        except (DataError, RegistryError, ValueError, DeploymentError) as exc:
             _fail(str(exc))
     for table in summary_tables(result.metrics):
         console.print(table)
@@ -434,6 +435,105 @@ def report(
         _fail(f"{run_dir} is not a run folder (no scenario.yaml)")
     path = write_report(run_dir, out)
     console.print(f"report: [bold]{path}[/bold]", soft_wrap=True)
+
+
+@app.command()
+def up(
+    nodes: Annotated[int, typer.Option("--nodes", "-n", min=1, help="SuperNodes to start.")] = 2,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="SuperLink port on 127.0.0.1 (0: any free).")
+    ] = 9093,
+    tls: Annotated[
+        Path | None,
+        typer.Option(help="Folder from `fedgan certs` (ca.crt, server.pem, server.key): TLS."),
+    ] = None,
+    auth: Annotated[
+        bool, typer.Option("--auth", help="Node authentication with node-<i>.key/.pub (TLS).")
+    ] = False,
+    home: Annotated[
+        Path | None, typer.Option(help="Flower state and logs (default: a temporary folder).")
+    ] = None,
+) -> None:
+    """Start a SuperLink and N SuperNodes on 127.0.0.1 (partition-id i); Ctrl-C stops them."""
+    import shutil
+    import tempfile
+    import time
+
+    from simulator.engines.local_cluster import CONNECTION, ClusterError, LocalCluster
+
+    where = home if home is not None else Path(tempfile.mkdtemp(prefix="fedgan-up-"))
+    try:
+        if auth and tls is not None:
+            lacking = [
+                f"node-{i}.{e}"
+                for i in range(nodes)
+                for e in ("key", "pub")
+                if not (tls / f"node-{i}.{e}").is_file()
+            ]
+            if lacking:
+                _fail(
+                    f"--auth: {tls} lacks {', '.join(lacking[:4])}: "
+                    f"run `fedgan certs {tls} --nodes {nodes}`"
+                )
+        try:
+            cluster = LocalCluster(nodes, where, port=port, tls=tls, auth=auth)
+        except ValueError as exc:
+            _fail(str(exc))
+        with cluster.signals_stop():
+            try:
+                cluster.start()
+                cert = (
+                    f" engine.root_certificates={cluster.root_certificates}"
+                    if cluster.root_certificates
+                    else ""
+                )
+                console.print(
+                    f"SuperLink on [bold]{cluster.address}[/bold]"
+                    f" ({'TLS' if tls else 'insecure'}{', node auth' if auth else ''});"
+                    f" {nodes} SuperNodes online (partition-id 0..{nodes - 1});"
+                    f" logs in {where}/logs\n"
+                    f"run against it:  fedgan run scenarios/deployment.yaml"
+                    f" partition.n_clients={nodes} engine.address={cluster.address}{cert}\n"
+                    + (
+                        f"register another node: FLWR_HOME={where}/cli"
+                        f" flwr supernode register NODE.pub {CONNECTION}\n"
+                        if auth
+                        else ""
+                    )
+                    + "Ctrl-C stops them all.",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+                while True:
+                    for name, proc in cluster.procs.items():
+                        if proc.poll() is not None:
+                            raise ClusterError(
+                                f"{name} exited with {proc.returncode}; see {where}/logs/{name}.log"
+                            )
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                console.print("stopping...")
+            except ClusterError as exc:
+                err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+                raise typer.Exit(code=1) from None
+            finally:
+                cluster.stop()
+    finally:
+        if home is None:
+            shutil.rmtree(where, ignore_errors=True)
+
+
+@app.command()
+def certs(
+    out: Annotated[Path, typer.Argument(help="Folder to write the certificates and keys to.")],
+    nodes: Annotated[int, typer.Option("--nodes", "-n", min=0, help="Node key pairs.")] = 2,
+    days: Annotated[int, typer.Option(min=1, help="Validity in days.")] = 365,
+) -> None:
+    """Make a CA, a SuperLink certificate for 127.0.0.1/localhost and SuperNode key pairs."""
+    from simulator.engines.certs import make_certs
+
+    for path in make_certs(out, nodes, days):
+        console.print(str(path), highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry

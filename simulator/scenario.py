@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -380,10 +381,11 @@ class CriticStrategyModel(_Model):
 class EngineModel(_Model):
     """Where the ServerApp and ClientApp run."""
 
-    name: Literal["inprocess", "ray", "vectorized"] = "inprocess"
+    name: Literal["inprocess", "ray", "vectorized", "deployment"] = "inprocess"
     """inprocess: clients one by one in this process; ray: Flower's Ray simulation; vectorized:
     in this process, every sampled client's local training in lockstep as one batched
-    computation (same metrics as inprocess up to float rounding)."""
+    computation (same metrics as inprocess up to float rounding); deployment: a Flower
+    SuperLink and its SuperNodes (`fedgan up`)."""
     private_memory_gb: float = Field(default=2.0, gt=0.0)
     """Vectorized: RAM for clients' private state (critics, optimizer moments); beyond it the
     state is kept in memory-mapped files in the run folder."""
@@ -392,7 +394,26 @@ class EngineModel(_Model):
     num_gpus: float = Field(default=0.0, ge=0.0)
     """Ray: GPUs per client."""
     address: str | None = None
-    """Ray: address of an existing cluster to join (default: start a local one)."""
+    """Ray: address of an existing cluster to join (default: start a local one).
+    Deployment: host:port of the SuperLink (default 127.0.0.1:9093, `fedgan up`'s)."""
+    root_certificates: str | None = None
+    """Deployment: CA certificate (PEM) of a TLS SuperLink (`fedgan certs` writes ca.crt)."""
+    run_timeout: float | None = Field(default=None, gt=0.0)
+    """Deployment: stop the run and fail after this many seconds (default: wait)."""
+
+    @model_validator(mode="after")
+    def _deployment_only(self) -> EngineModel:
+        if self.name != "deployment":
+            for key in ("root_certificates", "run_timeout"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"engine.{key} is only for engine.name: deployment, not {self.name}"
+                    )
+        elif self.address is not None and not re.fullmatch(r"[^\s:/]+:\d{1,5}", self.address):
+            raise ValueError(
+                f"engine.address: expected host:port of the SuperLink, got {self.address!r}"
+            )
+        return self
 
 
 class Scenario(_Model):

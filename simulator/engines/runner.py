@@ -10,7 +10,7 @@ from simulator.centralized import RunResult
 from simulator.scenario import Scenario, resolved_yaml
 from simulator.store import RunStore, load_run
 
-ENGINES = ("inprocess", "ray", "vectorized")
+ENGINES = ("inprocess", "ray", "vectorized", "deployment")
 
 
 def check_scenario(s: Scenario) -> list[str]:
@@ -84,7 +84,10 @@ def _run_in(s: Scenario, path: Path, resume: bool) -> RunResult:
     level = flwr_logger.level
     flwr_logger.setLevel(logging.WARNING)
     try:
-        _run_engine(s, n, run_config)
+        if s.engine.name == "deployment":
+            _run_deployment(s, run_config, path.resolve())
+        else:
+            _run_engine(s, n, run_config)
     finally:
         flwr_logger.setLevel(level)
     run = load_run(path)
@@ -122,3 +125,27 @@ def _run_engine(s: Scenario, n: int, run_config: dict[str, bool | int | float | 
                 "init_args": init_args,
             },
         )
+
+
+DEFAULT_SUPERLINK = "127.0.0.1:9093"
+"""Where `engine: deployment` looks for the SuperLink when no address is given (`fedgan up`)."""
+
+
+def _run_deployment(
+    s: Scenario, run_config: dict[str, bool | int | float | str], run_dir: Path
+) -> None:
+    """Submit to the SuperLink at `engine.address`; the ServerApp there writes `run_dir`."""
+    from simulator.engines.deployment import run_deployment
+
+    cert = s.engine.root_certificates
+    if cert is not None and not Path(cert).is_file():
+        raise ValueError(
+            f"engine.root_certificates: no file {cert!r} (make one with `fedgan certs DIR`)"
+        )
+    run_deployment(
+        run_config,
+        run_dir,
+        s.engine.address or DEFAULT_SUPERLINK,
+        root_certificates=cert,
+        timeout=s.engine.run_timeout,
+    )
