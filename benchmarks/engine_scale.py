@@ -171,7 +171,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--only", default="compare,scaling,memory", help="sections to run")
     args = ap.parse_args()
-    args.widths = [int(w) for w in (args.widths or ("64" if args.quick else "64,128,256")).split(",")]
+    widths = args.widths or ("64" if args.quick else "64,128,256")
+    args.widths = [int(w) for w in widths.split(",")]
     args.rounds = args.rounds or (2 if args.quick else 10)
     args.clients = [int(c) for c in (args.clients or ("10,100" if args.quick else "10,100,1000"))
                     .split(",")]
