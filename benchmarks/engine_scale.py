@@ -108,19 +108,60 @@ def compare(args: argparse.Namespace, out: Path) -> None:
                       "| | | | |")
 
 
+class _MathTimer:
+    """Seconds spent in the batched math (local training and Lipschitz estimates, synchronized
+    with the device), to split a round into the GAN math and everything around it."""
+
+    def __init__(self) -> None:
+        from simulator.gan import batched
+
+        self.seconds = 0.0
+        names = ("train_batched", "lipschitz_batched")
+        self._saved = {name: getattr(batched, name) for name in names}
+        for name, fn in self._saved.items():
+            setattr(batched, name, self._timed(fn))
+
+    def _timed(self, fn: Any) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+            sync()
+            t0 = time.perf_counter()
+            try:
+                out = fn(*a, **k)
+                sync()
+                return out
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return wrapper
+
+    def close(self) -> None:
+        from simulator.gan import batched
+
+        for name, fn in self._saved.items():
+            setattr(batched, name, fn)
+
+
 def scaling(args: argparse.Namespace, out: Path) -> None:
     print(f"\n## scaling: vectorized engine, device {args.device}, width 64, 20 local steps, "
           f"batch 64, every client every round")
-    print("| clients | s/round (median after the first) | first round (s) | per client-step (µs) |")
-    print("| ---: | ---: | ---: | ---: |")
+    print("| clients | s/round (median after the first) | first round (s) | per client-step (µs) "
+          "| GAN math share |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
     rounds = max(args.rounds, 3)
     for n in args.clients:
         s = scenario([f"partition.n_clients={n}", f"data.n_samples={200 * n}",
                       f"federation.rounds={rounds}", f"evaluation.every={rounds}",
                       "evaluation.n_samples=2000", f"device={args.device}"])
-        per_round, _, _, _ = timed_run(s, out / f"scale{n}")
+        timer = _MathTimer()
+        try:
+            per_round, _, _, _ = timed_run(s, out / f"scale{n}")
+        finally:
+            timer.close()
         steady = statistics.median(per_round[1:])
-        print(f"| {n} | {steady:.3f} | {per_round[0]:.2f} | {steady / (n * 20) * 1e6:.0f} |")
+        share = timer.seconds / sum(per_round)
+        print(f"| {n} | {steady:.3f} | {per_round[0]:.2f} | {steady / (n * 20) * 1e6:.0f} "
+              f"| {share:.0%} |")
 
 
 def memory(args: argparse.Namespace, out: Path) -> None:

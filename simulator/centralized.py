@@ -68,6 +68,7 @@ def make_evaluator(s: Scenario, held: Dataset) -> Evaluator:
         min_group_size=e.min_group_size,
         n_boot=e.n_boot,
         seed=derive_seed(s.seed, "eval"),
+        device=s.device,
     )
 
 
