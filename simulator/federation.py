@@ -24,6 +24,7 @@ from simulator.gan import batched
 from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.train import GAN, GANState
 from simulator.metrics import expected_coverage, prdc
+from simulator.metrics.small_sets import recall_coverage_terms
 from simulator.partition import Partition, partition
 from simulator.scenario import Scenario
 from simulator.seeding import derive_seed, numpy_rng, torch_generator
@@ -194,19 +195,34 @@ def local_evaluation(
             [0] * G,
             np.bincount(data.group_codes(idx), minlength=G).tolist(),
         )
+    _check_finite(fake, client)
+    res = prdc(data.train.X[idx], fake, k=k)
+    return _from_terms(s, data, client, res.recall_per_real, res.coverage_per_real)
+
+
+def _check_finite(fake: np.ndarray, client: int) -> None:
     if not np.isfinite(fake).all():
         raise FloatingPointError(f"client {client}: the generator produced non-finite points")
-    res = prdc(data.train.X[idx], fake, k=k)
+
+
+def _from_terms(
+    s: Scenario,
+    data: FederatedData,
+    client: int,
+    recall_per_real: np.ndarray,
+    coverage_per_real: np.ndarray,
+) -> LocalEvaluation:
+    """A client's evaluation from PRDC's per-real recall and coverage terms [n_held]."""
+    idx = data.client_held[client]
+    G = len(data.groups)
     codes = data.group_codes(idx)
     return LocalEvaluation(
-        recall=float(res.recall),
-        coverage=float(res.coverage),
-        expected_coverage=expected_coverage(len(idx), len(idx), k),
+        recall=float(recall_per_real.mean()),
+        coverage=float(coverage_per_real.mean()),
+        expected_coverage=expected_coverage(len(idx), len(idx), s.evaluation.k),
         n_real=len(idx),
-        recall_hits=np.bincount(codes, weights=res.recall_per_real, minlength=G)
-        .astype(int)
-        .tolist(),
-        coverage_hits=np.bincount(codes, weights=res.coverage_per_real, minlength=G)
+        recall_hits=np.bincount(codes, weights=recall_per_real, minlength=G).astype(int).tolist(),
+        coverage_hits=np.bincount(codes, weights=coverage_per_real, minlength=G)
         .astype(int)
         .tolist(),
         group_n=np.bincount(codes, minlength=G).tolist(),
@@ -217,12 +233,15 @@ def _local_evaluations(
     s: Scenario,
     gan: GAN,
     data: FederatedData,
-    states: Sequence[GANState],
+    generator: dict[str, torch.Tensor],
     requests: Sequence[TrainRequest],
     device: torch.device | str,
+    dense: bool | None = None,
 ) -> list[LocalEvaluation | Exception]:
     """`evaluate_locally` for many clients: every client's samples from one vmapped generator
-    pass on `device` (each from its own noise stream), then PRDC per client."""
+    pass on `device` (each from its own noise stream), then PRDC per client — set by set with
+    k-d trees, or (`dense`, default on a GPU) all sets in one dense batch. `generator`: the
+    clients' stacked generator parameters [C, ...] (the EMA ones if kept, as `GAN.sample`)."""
     k, L = s.evaluation.k, gan.config.latent_dim
     sizes = [len(data.client_held[r.client]) for r in requests]
     todo = [i for i, n in enumerate(sizes) if n > k]
@@ -238,23 +257,37 @@ def _local_evaluations(
             )
             for i in todo
         ]
-        ema = bool(states[todo[0]].g_ema)  # as GAN.sample: the EMA generator when there is one
-        g = {
-            key: torch.stack([(states[i].g_ema if ema else states[i].g)[key] for i in todo]).to(
-                device
-            )
-            for key in states[todo[0]].g
-        }
+        rows = torch.tensor(todo, device=next(iter(generator.values())).device)
+        g = {key: v.index_select(0, rows).to(device) for key, v in generator.items()}
         with torch.no_grad():
             out = torch.func.vmap(gan.G)(g, batched.pad_data(z, device)).cpu().numpy()
         fakes = {i: out[j, : sizes[i]] for j, i in enumerate(todo)}
     results: list[LocalEvaluation | Exception] = []
+    if not (torch.device(device).type != "cpu" if dense is None else dense):
+        # On a CPU a k-d tree per small set beats one dense batch.
+        for i, r in enumerate(requests):
+            try:
+                results.append(local_evaluation(s, data, r.client, fakes.get(i)))
+            except Exception as exc:  # noqa: BLE001 - this client's failure, in its slot
+                results.append(exc)
+        return results
+    # On a GPU: every client's set decided in one dense batch (identical per-point answers).
+    ok: list[int] = []
+    slots: dict[int, LocalEvaluation | Exception] = {}
     for i, r in enumerate(requests):
         try:
-            results.append(local_evaluation(s, data, r.client, fakes.get(i)))
+            if i in fakes:
+                _check_finite(fakes[i], r.client)
+                ok.append(i)
+            else:
+                slots[i] = local_evaluation(s, data, r.client, None)
         except Exception as exc:  # noqa: BLE001 - this client's failure, reported in its slot
-            results.append(exc)
-    return results
+            slots[i] = exc
+    reals = [data.train.X[data.client_held[requests[i].client]] for i in ok]
+    terms = recall_coverage_terms(reals, [fakes[i] for i in ok], k, device)
+    for i, (rec, cov) in zip(ok, terms, strict=True):
+        slots[i] = _from_terms(s, data, requests[i].client, rec, cov)
+    return [slots[i] for i in range(len(requests))]
 
 
 @dataclass
@@ -279,25 +312,19 @@ class TrainRequest:
     prox_mu: float | None = None
 
 
-_NOT_EVALUATED = LocalEvaluation(float("nan"), float("nan"), float("nan"), 0, [], [], [])
-
-
 @dataclass
 class _Started:
     """A client's round up to its local training: starting state, data, received evaluation."""
 
     request: TrainRequest
     fault: FaultDraw
-    state: GANState
+    state: GANState | None  # None on the batched path: its state is stacked
     received: LocalEvaluation
     x: torch.Tensor
 
 
-def _start(
-    s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest, evaluate: bool = True
-) -> _Started:
-    """A client's state before local training (and, with `evaluate`, its verdict on what it
-    received; else `received` is a placeholder filled in by the caller)."""
+def _start(s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest) -> _Started:
+    """A client's state before local training and its verdict on what it received."""
     assert s.federation is not None
     f = s.federation
     fault = draw_faults(s, r.round, r.client)
@@ -307,9 +334,7 @@ def _start(
     if r.private:
         state = state.load_arrays(r.private)
     state = state.load_arrays(r.global_arrays)
-    received = (
-        evaluate_locally(s, gan, state, data, r.client, r.round) if evaluate else _NOT_EVALUATED
-    )
+    received = evaluate_locally(s, gan, state, data, r.client, r.round)
     state.step = (r.round - 1) * f.local_steps
     if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
         travelling = FEDERATED_PREFIXES[f.federate]
@@ -322,12 +347,17 @@ def _start(
 
 
 def _finish(
-    s: Scenario, c: _Started, state: GANState, train: dict[str, float], lip: dict[str, float]
+    s: Scenario,
+    c: _Started,
+    state_arrays: dict[str, np.ndarray],
+    train: dict[str, float],
+    lip: dict[str, float],
 ) -> ClientUpdate:
-    """The reply of a client whose local training ended in `state`, with its statistics."""
+    """The reply of a client whose local training ended in `state_arrays`
+    (`GANState.arrays()`), with its statistics."""
     assert s.federation is not None
     r, received = c.request, c.received
-    arrays, private_out = split_arrays(state.arrays(), s.federation.federate)
+    arrays, private_out = split_arrays(state_arrays, s.federation.federate)
     # Only the reply is faulty: the client's private state keeps its honest training.
     arrays = inject(s, c.fault, arrays, r.global_arrays)
     metrics = {f"train.{k}": v for k, v in train.items()}
@@ -379,17 +409,18 @@ def client_train(
     )
     means = {str(k): float(v) for k, v in pd.DataFrame(history).mean().items()}
     lip = lipschitz_metrics(gan, state, c.x, torch_generator(s.seed, "lipschitz", client, round_))
-    return _finish(s, c, state, means, {k.split(".", 1)[1]: v for k, v in lip.items()})
+    return _finish(s, c, state.arrays(), means, {k.split(".", 1)[1]: v for k, v in lip.items()})
 
 
 def clients_train(
     s: Scenario, requests: Sequence[TrainRequest], device: torch.device | str = "cpu"
 ) -> list[ClientUpdate | Exception]:
-    """`client_train` for many clients at once: their local training and Lipschitz estimates run
-    in lockstep as one vmapped computation on `device` (`simulator.gan.batched`); the rest —
-    fault draws, received evaluation, replies — per client. Same random streams as
-    `client_train`, so the results agree to float rounding. A client that fails gives its
-    exception in its slot; the others go on."""
+    """`client_train` for many clients at once: their received-generator samples, local
+    training and Lipschitz estimates run in lockstep as vmapped computations on `device`
+    (`simulator.gan.batched`), their state stacked straight from the arrays (no per-client
+    model objects); fault draws, PRDC on each client's held-out points and the replies are per
+    client. Same random streams as `client_train`, so the results agree to float rounding. A
+    client that fails gives its exception in its slot; the others go on."""
     assert s.federation is not None
     f = s.federation
     data = federated_data(s)
@@ -399,34 +430,55 @@ def clients_train(
         by_mu.setdefault(r.prox_mu, []).append(i)
     for mu, slots in by_mu.items():  # one GAN template (and batch) per distinct μ
         gan = make_gan(s, data, mu)
-        begun: list[tuple[int, _Started]] = []
+        base = initial_state(s, gan)
+        known = set(base.arrays())
+        faults: dict[int, FaultDraw] = {}
         for i in slots:
-            try:
-                begun.append((i, _start(s, gan, data, requests[i], evaluate=False)))
-            except Exception as exc:  # noqa: BLE001 - reported per client, as a ClientApp would
-                out[i] = exc
-        evaluations = _local_evaluations(
-            s, gan, data, [c.state for _, c in begun], [c.request for _, c in begun], device
-        )
-        started: list[tuple[int, _Started]] = []
-        for (i, c), ev in zip(begun, evaluations, strict=True):
-            if isinstance(ev, Exception):
-                out[i] = ev
+            r = requests[i]
+            fault = draw_faults(s, r.round, r.client)
+            unknown = sorted((set(r.global_arrays) | set(r.private or {})) - known)
+            if fault.raise_:  # as `client_train`: before any work
+                out[i] = SimulatedFault(
+                    f"simulated fault: client {r.client} raised in round {r.round}"
+                )
+            elif unknown:
+                out[i] = KeyError(f"unexpected array {unknown[0]!r}")
             else:
-                c.received = ev
-                started.append((i, c))
-        if not started:
+                faults[i] = fault
+        live = list(faults)
+        if not live:
             continue
-        clients = [c for _, c in started]
-        sizes = [len(c.x) for c in clients]
-        x = batched.pad_data([c.x for c in clients], device)
-        state = batched.stack([c.state for c in clients], device)
+        sources = [[requests[i].private or {}, requests[i].global_arrays] for i in live]
+        state = batched.stack_arrays(base, sources, device)
+        received = _local_evaluations(
+            s, gan, data, state.g_ema or state.g, [requests[i] for i in live], device
+        )
+        keep = [j for j, ev in enumerate(received) if not isinstance(ev, Exception)]
+        for j, ev in enumerate(received):
+            if isinstance(ev, Exception):
+                out[live[j]] = ev
+        if not keep:
+            continue
+        if len(keep) < len(live):
+            state = _select(state, torch.tensor(keep, device=device))
+        live = [live[j] for j in keep]
+        reqs = [requests[i] for i in live]
+        state.step = (reqs[0].round - 1) * f.local_steps
+        if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
+            travelling = FEDERATED_PREFIXES[f.federate]
+            if "generator" in travelling:
+                state.g_anchor = {k: v.clone() for k, v in state.g.items()}
+            if "critic" in travelling:
+                state.d_anchor = {k: v.clone() for k, v in state.d.items()}
+        xs = [torch.as_tensor(data.train.X[data.client_train[r.client]]) for r in reqs]
+        sizes = [len(x) for x in xs]
+        x = batched.pad_data(xs, device)
         state, means = batched.train_batched(
             gan,
             state,
             x,
             sizes,
-            [torch_generator(s.seed, "train", c.request.client, c.request.round) for c in clients],
+            [torch_generator(s.seed, "train", r.client, r.round) for r in reqs],
             f.local_steps,
             total_steps=f.rounds * f.local_steps,
         )
@@ -435,19 +487,29 @@ def clients_train(
             state,
             x,
             sizes,
-            [
-                torch_generator(s.seed, "lipschitz", c.request.client, c.request.round)
-                for c in clients
-            ],
+            [torch_generator(s.seed, "lipschitz", r.client, r.round) for r in reqs],
         )
+        arrays = batched.numpy_arrays(state)
         means_np = {k: v.detach().cpu().numpy() for k, v in means.items()}
         lip_np = {k: v.detach().cpu().numpy() for k, v in lip.items()}
-        for j, ((i, c), st) in enumerate(zip(started, batched.unstack(state), strict=True)):
+        for j, i in enumerate(live):
+            started = _Started(requests[i], faults[i], None, received[keep[j]], xs[j])
             out[i] = _finish(
                 s,
-                c,
-                st,
+                started,
+                {k: v[j] for k, v in arrays.items()},
                 {k: float(v[j]) for k, v in means_np.items()},
                 {k: float(v[j]) for k, v in lip_np.items()},
             )
     return [o for o in out if o is not None]
+
+
+def _select(state: GANState, rows: torch.Tensor) -> GANState:
+    """The clients `rows` of a stacked state."""
+    return replace(
+        state,
+        **{  # type: ignore[arg-type]
+            name: {k: v.index_select(0, rows) for k, v in getattr(state, name).items()}
+            for name in batched.STATE_GROUPS
+        },
+    )

@@ -15,13 +15,14 @@ are done.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from simulator.gan.train import GAN, GANState, Params, StepNoise, draw_blocks
+from simulator.gan.train import ARRAY_GROUPS, GAN, GANState, Params, StepNoise, draw_blocks
 
 STATE_GROUPS = ("g", "d", "d_buf", "g_opt", "d_opt", "g_ema", "g_anchor", "d_anchor")
 """The tensor dicts of a `GANState` (everything but the integer step counter)."""
@@ -44,6 +45,46 @@ def stack(states: Sequence[GANState], device: torch.device | str | None = None) 
             k: torch.stack([getattr(s, name)[k] for s in states]).to(device) for k in first
         }
     return GANState(**groups, step=step)
+
+
+def stack_arrays(
+    base: GANState,
+    sources: Sequence[Sequence[Mapping[str, np.ndarray]]],
+    device: torch.device | str | None = None,
+) -> GANState:
+    """One stacked state for C clients straight from their arrays, without a GANState each.
+
+    Client c's tensor for `prefix.name` comes from the last dict of `sources[c]` that holds the
+    key (e.g. [private, received]: received arrays win, as in `GANState.load_arrays`), else from
+    `base`. A value every client shares (the same array object: the round's global model) is
+    moved to the device once and broadcast, not copied C times. Anchors start empty.
+    """
+    C = len(sources)
+    groups: dict[str, Params] = {name: {} for name in STATE_GROUPS}
+    for prefix, name in ARRAY_GROUPS.items():
+        for key, old in getattr(base, name).items():
+            full = f"{prefix}.{key}"
+            vals: list[np.ndarray | None] = []
+            for src in sources:
+                vals.append(next((d[full] for d in reversed(src) if full in d), None))
+            first = vals[0]
+            if all(v is first for v in vals):
+                one = old if first is None else torch.as_tensor(np.asarray(first), dtype=old.dtype)
+                groups[name][key] = one.to(device).expand(C, *one.shape)
+            else:
+                fill = old.numpy()
+                rows = np.stack([fill if v is None else np.asarray(v) for v in vals])
+                groups[name][key] = torch.as_tensor(rows, dtype=old.dtype).to(device)
+    return GANState(**groups, step=base.step)
+
+
+def numpy_arrays(state: GANState) -> dict[str, np.ndarray]:
+    """`GANState.arrays()` of a stacked state: each key → one host array [C, ...]."""
+    return {
+        f"{prefix}.{k}": v.detach().cpu().numpy()
+        for prefix, name in ARRAY_GROUPS.items()
+        for k, v in getattr(state, name).items()
+    }
 
 
 def unstack(state: GANState, device: torch.device | str | None = "cpu") -> list[GANState]:

@@ -69,6 +69,17 @@ class GANConfig:
         return self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+ARRAY_GROUPS = {
+    "generator": "g",
+    "critic": "d",
+    "critic_buffer": "d_buf",
+    "generator_opt": "g_opt",
+    "critic_opt": "d_opt",
+    "generator_ema": "g_ema",
+}
+"""Key prefix of `GANState.arrays()` → the state's tensor dict it names (anchors never travel)."""
+
+
 @dataclass
 class GANState:
     """All tensors of one GAN: generator `g`, critic `d`, critic buffers (spectral-norm vectors),
@@ -93,14 +104,7 @@ class GANState:
         return out
 
     def _groups(self) -> dict[str, Params]:
-        return {
-            "generator": self.g,
-            "critic": self.d,
-            "critic_buffer": self.d_buf,
-            "generator_opt": self.g_opt,
-            "critic_opt": self.d_opt,
-            "generator_ema": self.g_ema,
-        }
+        return {prefix: getattr(self, name) for prefix, name in ARRAY_GROUPS.items()}
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> GANState:
         """A copy with the groups named in `arrays` replaced (missing keys are kept)."""
