@@ -355,6 +355,9 @@ def _evaluate(
     gate = check_replies(replies, node_pid, None, ("partition-id", "recall_hits"))
     for pid, kind, detail in gate.dropped:
         store.event(kind, round=rnd, client=pid, detail=f"evaluation: {detail}")
+    answered = {r.metadata.src_node_id for r in replies}
+    for node in sorted(set(node_pid) - answered, key=node_pid.__getitem__):  # a lost node
+        store.event("client_timeout", round=rnd, client=node_pid[node], detail="evaluation")
     rows: list[dict[str, Any]] = []
     G = len(data.groups)
     pooled = np.zeros((3, G))

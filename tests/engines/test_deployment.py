@@ -169,8 +169,12 @@ def test_killed_node_run_finishes_with_the_survivor(tmp_path: Path) -> None:
     assert not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid, _ in orphans)
 
     run_dir = result["run"].path
-    lost = [(e["round"], e["client"]) for e in _events(run_dir) if e["kind"] == "client_timeout"]
-    assert lost == [(2, 1)]
+    lost = [
+        (e["round"], e["client"], e.get("detail", ""))
+        for e in _events(run_dir)
+        if e["kind"] == "client_timeout"
+    ]
+    assert lost == [(2, 1, ""), (2, 1, "evaluation")]  # its round-2 training, then evaluation
     kinds = [e["kind"] for e in _events(run_dir)]
     assert kinds[-1] == "run_finished" and "round_skipped" not in kinds
     m = result["run"].metrics
