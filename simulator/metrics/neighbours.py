@@ -53,8 +53,9 @@ _PARALLEL_QUERY_ROWS = 2048
 # Queries per cKDTree ball-query call: bounds the Python lists that scipy returns.
 _TREE_QUERY_ROWS = 8192
 # On a GPU, blocks of this size (at most 1/8 of the free memory, see `device_block_bytes`) keep
-# kernel launches and host round trips to tens per pass: on an H100, 100k × 100k at 64-D took
-# 1.19 s with 512 MiB blocks, 1.07 s with 1 GiB and 1.02 s with 2 GiB.
+# kernel launches and host round trips to tens per pass. Measured on an H100, 100k × 100k at
+# 64-D: 0.78 s with 512 MiB blocks, 0.79 s with 1 GiB, 0.81 s with 2 GiB (flat: what made
+# small blocks slow was host work per chunk, since moved to the device).
 _DEVICE_BLOCK_BYTES = 2**30
 _DEVICE_MIN_BLOCK_BYTES = 8 * 2**20
 # Columns per block on a GPU: 100k × 100k is one tile, wider sets are still cut so that a

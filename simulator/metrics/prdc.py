@@ -117,7 +117,7 @@ def prdc(
         give the same result; memory is O((N + M)·d + chunk) either way, never N × M.
     chunk_rows : int, optional
         Rows per GEMM block for "brute" (default: as many as fit an 8 MiB block on the CPU,
-        512 MiB but at most 1/8 of the free memory on a GPU).
+        1 GiB but at most 1/8 of the free memory on a GPU).
     device : str or torch.device, default "cpu"
         "cpu", "cuda", "cuda:<index>" or "auto" (a GPU if there is one). On a GPU "brute" runs
         its GEMM, top-k, candidate masks, exact float64 re-checks and counts there, with the
