@@ -197,7 +197,9 @@ def memory(args: argparse.Namespace, out: Path) -> None:
         f"  'gan.critic.widths=[{args.widths[0]},{args.widths[0]}]',\n"
         f"  'device={args.device}'])\n"
         f"run_federated(s, {str(out / 'memory')!r})\n"
-        "sizes['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec.
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "sizes['peak_rss'] = int(hwm.split()[1]) * 1024\n"
         "print(json.dumps(sizes))\n"
     )
     t0 = time.perf_counter()
