@@ -195,6 +195,7 @@ def memory(args: argparse.Namespace, out: Path) -> None:
         f"s = load({str(SCENARIO)!r}, ['partition.n_clients={n}', 'data.n_samples={200 * n}',\n"
         "  'federation.rounds=2', 'evaluation.every=2', 'federation.federate=generator',\n"
         f"  'gan.critic.widths=[{args.widths[0]},{args.widths[0]}]',\n"
+        f"  'engine.max_batch={args.max_batch}',\n"
         f"  'device={args.device}'])\n"
         f"run_federated(s, {str(out / 'memory')!r})\n"
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec.
@@ -209,7 +210,7 @@ def memory(args: argparse.Namespace, out: Path) -> None:
         print(done.stderr[-3000:])
         raise SystemExit("memory run failed")
     sizes = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"critic width {args.widths[0]}: peak RSS {sizes['peak_rss'] / 2**20:.0f} MiB, private "
+    print(f"critic width {args.widths[0]}, max_batch {args.max_batch or 'all'}: peak RSS {sizes['peak_rss'] / 2**20:.0f} MiB, private "
           f"store {sizes['private'] / 2**20:.1f} MiB (spilled to disk: {sizes['spilled']}), "
           f"{time.perf_counter() - t0:.0f} s")
 
@@ -226,6 +227,8 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray engine")
     ap.add_argument("--device", default="cpu", help="vectorized engine's device")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--max-batch", type=int, default=0,
+                    help="memory run: engine.max_batch (0: all clients in one batch)")
     ap.add_argument("--only", default="compare,scaling,memory", help="sections to run")
     args = ap.parse_args()
     widths = args.widths or ("64" if args.quick else "64,128,256")

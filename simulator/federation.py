@@ -428,7 +428,11 @@ def clients_train(
     by_mu: dict[float | None, list[int]] = {}
     for i, r in enumerate(requests):
         by_mu.setdefault(r.prox_mu, []).append(i)
-    for mu, slots in by_mu.items():  # one GAN template (and batch) per distinct μ
+    size = s.engine.max_batch or len(requests)
+    batches = [  # one GAN template per distinct μ; at most `engine.max_batch` clients a batch
+        (mu, slots[b : b + size]) for mu, slots in by_mu.items() for b in range(0, len(slots), size)
+    ]
+    for mu, slots in batches:
         gan = make_gan(s, data, mu)
         base = initial_state(s, gan)
         known = set(base.arrays())

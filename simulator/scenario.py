@@ -386,6 +386,9 @@ class EngineModel(_Model):
     in this process, every sampled client's local training in lockstep as one batched
     computation (same metrics as inprocess up to float rounding); deployment: a Flower
     SuperLink and its SuperNodes (`fedgan up`)."""
+    max_batch: int = Field(default=0, ge=0)
+    """Vectorized: at most this many clients per batched computation (0: all sampled clients at
+    once). Peak memory grows with the batch: a bound for wide networks or many clients."""
     private_memory_gb: float = Field(default=2.0, gt=0.0)
     """Vectorized: RAM for clients' private state (critics, optimizer moments); beyond it the
     state is kept in memory-mapped files in the run folder."""

@@ -117,7 +117,7 @@ def test_vectorized_run_with_faults_goes_on(tmp_path: Path) -> None:
     assert not list(res.path.glob("private-*"))  # the store's spill files are gone
 
 
-def test_private_state_spills_to_disk_and_still_matches(tmp_path: Path) -> None:
+def test_private_state_spills_to_disk_and_batches_split_and_still_match(tmp_path: Path) -> None:
     fed = {"rounds": 2, "local_steps": 3, "federate": "generator"}
     mem = run_federated(tiny(federation=fed, engine={"name": "vectorized"}), tmp_path / "m")
     disk = run_federated(
@@ -125,6 +125,13 @@ def test_private_state_spills_to_disk_and_still_matches(tmp_path: Path) -> None:
         tmp_path / "d",
     )
     pd.testing.assert_frame_equal(_table(mem.metrics), _table(disk.metrics))
+    # Batches of 3 and 1 client instead of one of 4: the same numbers up to float rounding.
+    split = run_federated(
+        tiny(federation=fed, engine={"name": "vectorized", "max_batch": 3}), tmp_path / "s"
+    )
+    pd.testing.assert_frame_equal(
+        _table(mem.metrics), _table(split.metrics), check_exact=False, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_stopped_vectorized_run_resumes_to_the_same_metrics(tmp_path: Path) -> None:
