@@ -210,7 +210,9 @@ def memory(args: argparse.Namespace, out: Path) -> None:
         print(done.stderr[-3000:])
         raise SystemExit("memory run failed")
     sizes = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"critic width {args.widths[0]}, max_batch {args.max_batch or 'all'}: peak RSS {sizes['peak_rss'] / 2**20:.0f} MiB, private "
+    batch = args.max_batch or "all"
+    print(f"critic width {args.widths[0]}, max_batch {batch}: "
+          f"peak RSS {sizes['peak_rss'] / 2**20:.0f} MiB, private "
           f"store {sizes['private'] / 2**20:.1f} MiB (spilled to disk: {sizes['spilled']}), "
           f"{time.perf_counter() - t0:.0f} s")
 
