@@ -314,17 +314,18 @@ class TrainRequest:
 
 @dataclass
 class _Started:
-    """A client's round up to its local training: starting state, data, received evaluation."""
+    """A client's round up to its local training: its fault draw, received evaluation, data."""
 
     request: TrainRequest
     fault: FaultDraw
-    state: GANState | None  # None on the batched path: its state is stacked
     received: LocalEvaluation
     x: torch.Tensor
 
 
-def _start(s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest) -> _Started:
-    """A client's state before local training and its verdict on what it received."""
+def _start(
+    s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest
+) -> tuple[_Started, GANState]:
+    """A client's round before local training (its verdict on what it received) and state."""
     assert s.federation is not None
     f = s.federation
     fault = draw_faults(s, r.round, r.client)
@@ -343,7 +344,7 @@ def _start(s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest) -> _Star
         if "critic" in travelling:
             state.d_anchor = {k: v.clone() for k, v in state.d.items()}
     x = torch.as_tensor(data.train.X[data.client_train[r.client]])
-    return _Started(r, fault, state, received, x)
+    return _Started(r, fault, received, x), state
 
 
 def _finish(
@@ -399,9 +400,9 @@ def client_train(
     f = s.federation
     data = federated_data(s)
     gan = make_gan(s, data, prox_mu)
-    c = _start(s, gan, data, TrainRequest(client, round_, global_arrays, private, prox_mu))
+    c, state = _start(s, gan, data, TrainRequest(client, round_, global_arrays, private, prox_mu))
     state, history = gan.train(
-        c.state,
+        state,
         c.x,
         f.local_steps,
         torch_generator(s.seed, "train", client, round_),
@@ -457,10 +458,14 @@ def clients_train(
         received = _local_evaluations(
             s, gan, data, state.g_ema or state.g, [requests[i] for i in live], device
         )
-        keep = [j for j, ev in enumerate(received) if not isinstance(ev, Exception)]
+        keep: list[int] = []
+        evals: list[LocalEvaluation] = []
         for j, ev in enumerate(received):
             if isinstance(ev, Exception):
                 out[live[j]] = ev
+            else:
+                keep.append(j)
+                evals.append(ev)
         if not keep:
             continue
         if len(keep) < len(live):
@@ -497,7 +502,7 @@ def clients_train(
         means_np = {k: v.detach().cpu().numpy() for k, v in means.items()}
         lip_np = {k: v.detach().cpu().numpy() for k, v in lip.items()}
         for j, i in enumerate(live):
-            started = _Started(requests[i], faults[i], None, received[keep[j]], xs[j])
+            started = _Started(requests[i], faults[i], evals[j], xs[j])
             out[i] = _finish(
                 s,
                 started,

@@ -15,9 +15,10 @@ node at a time, as in the in-process engine.
 
 Private state (a private critic, optimizer moments) lives in a `PrivateStore` — one stacked array
 per key for all clients, spilled to memory-mapped files beyond `engine.private_memory_gb` — not
-in each node's `context.state`. It is copied into `context.state["private"]` only for the
-messages that read it there (queries; evaluation when the generator is private) and read back
-after a query (which may restore it).
+in each node's `context.state`. The checkpoint's and the resume's queries (`ask: private`,
+`ask: restore`) are answered from the store, following the ClientApp's query protocol; the
+state is copied into `context.state["private"]` only while the ClientApp evaluates a private
+generator.
 """
 
 from __future__ import annotations
@@ -109,25 +110,20 @@ class VectorizedGrid(InProcessGrid):
         return reply
 
     def _deliver_with_private(self, msg: Message) -> Message:
-        """Run the ClientApp with the node's private state in its context where it reads it."""
+        """Run the ClientApp; when it evaluates a private generator, with the node's private
+        state in its context (the one place outside training where the ClientApp reads it)."""
         node = msg.metadata.dst_node_id
-        pid = partition_id_of(node)
-        kind = msg.metadata.message_type
-        query = kind == MessageType.QUERY
+        reads = msg.metadata.message_type == MessageType.EVALUATE and self._generator_private
+        arrays = self.private.get(partition_id_of(node)) if reads else None
+        if arrays is None:
+            return self._deliver(msg)
         context = self._contexts[node]
-        reads = query or (kind == MessageType.EVALUATE and self._generator_private)
-        arrays = self.private.get(pid) if reads else None
-        if arrays is not None:
-            context.state[PRIVATE] = to_record(arrays)
+        context.state[PRIVATE] = to_record(arrays)
         try:
-            reply = self._deliver(msg)
-            stored = context.state.get(PRIVATE)
-            if query and isinstance(stored, ArrayRecord) and len(stored) > 0:
-                self.private.put(pid, from_record(stored))
-        finally:
-            if PRIVATE in context.state:  # one copy only: the store's
+            return self._deliver(msg)
+        finally:  # one copy only: the store's
+            if PRIVATE in context.state:
                 del context.state[PRIVATE]
-        return reply
 
     def _train(self, messages: list[Message]) -> None:
         t0 = time.perf_counter()
