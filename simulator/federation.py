@@ -8,6 +8,7 @@ The Flower ClientApp (`clients/app.py`) is a thin adapter over these functions; 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -120,6 +121,16 @@ def make_gan(s: Scenario, data: FederatedData | None = None, prox_mu: float | No
     if prox_mu is None:
         prox_mu = s.federation.proximal_mu if s.federation else 0.0
     return _gan(s.to_json(), d.train.X.shape[1], d.train.image_shape, prox_mu)
+
+
+def local_steps(s: Scenario, data: FederatedData, client: int) -> int:
+    """Generator steps client `client` runs each round: `federation.local_steps`, or with
+    `federation.local_epochs`, enough batches for that many passes over its training points."""
+    assert s.federation is not None
+    f = s.federation
+    if f.local_epochs is None:
+        return f.local_steps
+    return max(1, math.ceil(f.local_epochs * len(data.client_train[client]) / s.gan.batch_size))
 
 
 def initial_state(s: Scenario, gan: GAN) -> GANState:
@@ -336,7 +347,7 @@ def _start(
         state = state.load_arrays(r.private)
     state = state.load_arrays(r.global_arrays)
     received = evaluate_locally(s, gan, state, data, r.client, r.round)
-    state.step = (r.round - 1) * f.local_steps
+    state.step = (r.round - 1) * local_steps(s, data, r.client)
     if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
         travelling = FEDERATED_PREFIXES[f.federate]
         if "generator" in travelling:
@@ -394,19 +405,20 @@ def client_train(
     prox_mu: float | None = None,
 ) -> ClientUpdate:
     """One round on client `client`: evaluate the received generator on local held-out data,
-    run `federation.local_steps` GAN steps from the received networks (private ones from
+    run its local GAN steps (`local_steps`) from the received networks (private ones from
     `private`), and return the travelling arrays, the private ones and the statistics."""
     assert s.federation is not None
     f = s.federation
     data = federated_data(s)
     gan = make_gan(s, data, prox_mu)
     c, state = _start(s, gan, data, TrainRequest(client, round_, global_arrays, private, prox_mu))
+    n_steps = local_steps(s, data, client)
     state, history = gan.train(
         state,
         c.x,
-        f.local_steps,
+        n_steps,
         torch_generator(s.seed, "train", client, round_),
-        total_steps=f.rounds * f.local_steps,
+        total_steps=f.rounds * n_steps,
     )
     means = {str(k): float(v) for k, v in pd.DataFrame(history).mean().items()}
     lip = lipschitz_metrics(gan, state, c.x, torch_generator(s.seed, "lipschitz", client, round_))
@@ -472,7 +484,7 @@ def clients_train(
             state = _select(state, torch.tensor(keep, device=device))
         live = [live[j] for j in keep]
         reqs = [requests[i] for i in live]
-        state.step = (reqs[0].round - 1) * f.local_steps
+        steps = [local_steps(s, data, r.client) for r in reqs]
         if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
             travelling = FEDERATED_PREFIXES[f.federate]
             if "generator" in travelling:
@@ -488,8 +500,9 @@ def clients_train(
             x,
             sizes,
             [torch_generator(s.seed, "train", r.client, r.round) for r in reqs],
-            f.local_steps,
-            total_steps=f.rounds * f.local_steps,
+            steps,
+            total_steps=[f.rounds * n for n in steps],
+            start_steps=[(r.round - 1) * n for r, n in zip(reqs, steps, strict=True)],
         )
         lip = batched.lipschitz_batched(
             gan,

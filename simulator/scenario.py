@@ -276,6 +276,10 @@ class FederationModel(_Model):
 
     rounds: int = Field(default=20, ge=1, le=1_000_000)
     local_steps: int = Field(default=20, ge=1, le=1_000_000)
+    local_epochs: float | None = Field(default=None, gt=0.0, le=10_000.0)
+    """Instead of `local_steps`: each client runs ceil(local_epochs × its training points /
+    gan.batch_size) generator steps a round, so clients with more data do more local work
+    (heterogeneous local steps). The centralized twin keeps rounds × local_steps."""
     clients_per_round: int | None = Field(default=None, ge=1)
     """Clients sampled each round (seeded, over partition ids); default: all of them."""
     federate: Literal["both", "generator", "critic"] = "both"

@@ -179,32 +179,41 @@ def train_batched(
     n_data: Sequence[int],
     gens: Sequence[torch.Generator],
     n_steps: int | Sequence[int],
-    total_steps: int | None = None,
+    total_steps: int | Sequence[int] | None = None,
+    start_steps: Sequence[int] | None = None,
 ) -> tuple[GANState, dict[str, Tensor]]:
     """Train C clients at once: `n_steps` (one count, or one per client) generator steps each.
 
     state: stacked (`stack`); data [C, N, ...] padded client data (`pad_data`), client c's
     real points in its first `n_data[c]` rows; gens: one generator per client (its noise
-    stream). The lr schedule spans `total_steps` from `state.step`, as in `GAN.train`.
-    Returns the stacked new state (step counter advanced by the largest count) and each
-    statistic's mean over the client's own steps, [C].
+    stream). Client c's lr schedule spans `total_steps` (one, or one per client) from its
+    `start_steps[c]` (default: `state.step` for all), as in `GAN.train`. Returns the stacked
+    new state (step counter advanced by the largest count) and each statistic's mean over the
+    client's own steps, [C].
     """
     C = len(gens)
     steps = [int(n_steps)] * C if isinstance(n_steps, int) else [int(n) for n in n_steps]
-    if len(steps) != C or len(n_data) != C or data.shape[0] != C:
-        raise ValueError("state, data, n_data, gens and n_steps must all have one entry per client")
+    starts = [state.step] * C if start_steps is None else [int(s) for s in start_steps]
     T = max(steps)
-    total = total_steps or (state.step + T)
+    if total_steps is None:
+        totals = [st + T for st in starts]
+    elif isinstance(total_steps, int):
+        totals = [total_steps] * C
+    else:
+        totals = [int(n) for n in total_steps]
+    if {len(steps), len(starts), len(totals), len(n_data), data.shape[0]} != {C}:
+        raise ValueError("state, data, n_data, gens and the step counts need one entry a client")
     device = data.device
     counts = torch.tensor(steps, device=device)
     ragged = min(steps) != T
-    start = state.step
+    # One schedule for all (a Python float, as the sequential loop passes), else one lr a client.
+    shared = len(set(zip(starts, totals, strict=True))) == 1
     sums: dict[str, Tensor] = {}
 
     def one(
-        groups: tuple[Params, ...], x: Tensor, noise: tuple[Tensor, ...], lr: float
+        groups: tuple[Params, ...], x: Tensor, noise: tuple[Tensor, ...], lr: float | Tensor
     ) -> tuple[tuple[Params, ...], dict[str, Tensor]]:
-        new, stats = gan.step(_state(groups, 0), x, StepNoise(*noise), lr)
+        new, stats = gan.step(_state(groups, 0), x, StepNoise(*noise), lr)  # type: ignore[arg-type]
         return _groups(new), stats
 
     t = 0
@@ -213,9 +222,10 @@ def train_batched(
             [_draw(gan, n_data[c], gens[c], steps[c], block, t) for c in range(C)], device
         )
         for i in range(block):
-            lr = gan.config.lr_scale(start + t, total)
+            lrs = [gan.config.lr_scale(st + t, tot) for st, tot in zip(starts, totals, strict=True)]
+            lr: float | Tensor = lrs[0] if shared else torch.tensor(lrs, device=device)
             step_noise = (noise.idx[:, i], noise.z_d[:, i], noise.z_g[:, i], noise.eps[:, i])
-            groups, stats = torch.func.vmap(one, in_dims=(0, 0, 0, None))(
+            groups, stats = torch.func.vmap(one, in_dims=(0, 0, 0, None if shared else 0))(
                 _groups(state), data, step_noise, lr
             )
             new = _state(groups, state.step + 1)

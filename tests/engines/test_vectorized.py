@@ -209,3 +209,28 @@ def test_unknown_arrays_fail_only_their_client() -> None:
     assert isinstance(out[1], KeyError) and "generator.nope" in str(out[1])
     with pytest.raises(KeyError, match="generator.nope"):  # as the sequential client fails
         client_train(s, 1, 1, bad, None)
+
+
+def test_local_epochs_give_clients_their_own_step_counts() -> None:
+    from simulator.federation import federated_data, local_steps
+
+    s = tiny(
+        gan={"lr_schedule": "linear", "batch_size": 16},
+        federation={"local_epochs": 0.25, "federate": "generator"},
+        partition={"name": "quantity_skew", "params": {"alpha": 0.5}},
+    )
+    data = federated_data(s)
+    steps = [local_steps(s, data, c) for c in range(4)]
+    # ceil(0.25 × n_c / 16), by hand from each client's training points
+    assert steps == [max(1, -(-len(data.client_train[c]) // 64)) for c in range(4)]
+    assert len(set(steps)) > 1
+    g = make_gan(s)
+    arrays, _ = split_arrays(initial_state(s, g).arrays(), "generator")
+    seq = [client_train(s, c, 2, arrays, None) for c in range(4)]
+    vec = clients_train(s, [TrainRequest(c, 2, arrays) for c in range(4)])
+    for a, b in zip(seq, vec, strict=True):
+        assert not isinstance(b, Exception)
+        for k in a.arrays:
+            np.testing.assert_allclose(b.arrays[k], a.arrays[k], rtol=1e-4, atol=1e-5)
+        for k in a.private:
+            np.testing.assert_allclose(b.private[k], a.private[k], rtol=1e-4, atol=1e-5)

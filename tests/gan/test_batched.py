@@ -138,3 +138,31 @@ def test_stack_refuses_mixed_step_counters(make_gan: Callable[..., GAN]) -> None
     s = batched.stack([a, a])
     assert batched.client_count(s) == 2
     _close(batched.unstack(s)[1], a, tol=0.0)
+
+
+def test_per_client_schedules_match_each_client_alone(make_gan: Callable[..., GAN]) -> None:
+    # Clients at different points of different-length lr schedules (heterogeneous local steps).
+    gan = make_gan(lr_schedule="linear", lr_final=0.1)
+    sizes, steps, starts, totals = [20, 30, 25], [3, 5, 2], [3, 10, 0], [9, 20, 6]
+    datas = _datas(sizes)
+    states = [gan.init_state(c) for c in range(3)]
+    want = []
+    for c in range(3):
+        s0 = states[c]
+        s0.step = starts[c]
+        gen = torch.Generator().manual_seed(c)
+        want.append(gan.train(s0, datas[c], steps[c], gen, totals[c])[0])
+        s0.step = 0
+    got, _ = batched.train_batched(
+        gan,
+        batched.stack(states),
+        batched.pad_data(datas),
+        sizes,
+        [torch.Generator().manual_seed(c) for c in range(3)],
+        steps,
+        total_steps=totals,
+        start_steps=starts,
+    )
+    for c, s in enumerate(batched.unstack(got)):
+        for k in s.g:
+            torch.testing.assert_close(s.g[k], want[c].g[k], rtol=1e-5, atol=1e-6)
