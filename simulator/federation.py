@@ -348,14 +348,21 @@ def _start(
     state = state.load_arrays(r.global_arrays)
     received = evaluate_locally(s, gan, state, data, r.client, r.round)
     state.step = (r.round - 1) * local_steps(s, data, r.client)
-    if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
-        travelling = FEDERATED_PREFIXES[f.federate]
-        if "generator" in travelling:
-            state.g_anchor = {k: v.clone() for k, v in state.g.items()}
-        if "critic" in travelling:
-            state.d_anchor = {k: v.clone() for k, v in state.d.items()}
+    _anchor(gan, state, f.federate)
     x = torch.as_tensor(data.train.X[data.client_train[r.client]])
     return _Started(r, fault, received, x), state
+
+
+def _anchor(gan: GAN, state: GANState, federate: str) -> None:
+    """FedProx: anchor each federated network at what was received (a single or stacked state),
+    so the proximal term pulls local training toward it."""
+    if not gan.config.prox_mu:
+        return
+    travelling = FEDERATED_PREFIXES[federate]
+    if "generator" in travelling:
+        state.g_anchor = {k: v.clone() for k, v in state.g.items()}
+    if "critic" in travelling:
+        state.d_anchor = {k: v.clone() for k, v in state.d.items()}
 
 
 def _finish(
@@ -485,12 +492,7 @@ def clients_train(
         live = [live[j] for j in keep]
         reqs = [requests[i] for i in live]
         steps = [local_steps(s, data, r.client) for r in reqs]
-        if gan.config.prox_mu:  # FedProx: pull each federated network toward what was received
-            travelling = FEDERATED_PREFIXES[f.federate]
-            if "generator" in travelling:
-                state.g_anchor = {k: v.clone() for k, v in state.g.items()}
-            if "critic" in travelling:
-                state.d_anchor = {k: v.clone() for k, v in state.d.items()}
+        _anchor(gan, state, f.federate)
         xs = [torch.as_tensor(data.train.X[data.client_train[r.client]]) for r in reqs]
         sizes = [len(x) for x in xs]
         x = batched.pad_data(xs, device)

@@ -27,12 +27,11 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tomli_w
 
-if TYPE_CHECKING:
-    from simulator.engines.ray_engine import ProcKey
+from simulator.engines.procs import ProcKey, alive, descendants, wait_gone
 
 __all__ = [
     "CONNECTION",
@@ -140,50 +139,11 @@ def cli_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return out
 
 
-def descendants(root: int) -> set[ProcKey]:
-    """Live descendants of `root`, by parent links in /proc (Linux; empty elsewhere).
-
-    Flower starts its SuperExec and app processes in sessions of their own, so a process group
-    does not hold them: they are found through their parents before anything is stopped.
-    """
-    from simulator.engines.ray_engine import _stat  # /proc parsing, shared with the Ray engine
-
-    if not sys.platform.startswith("linux"):
-        return set()
-    children: dict[int, list[int]] = {}
-    info: dict[int, tuple[str, int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
-            info[int(entry.name)] = st
-            children.setdefault(st[1], []).append(int(entry.name))
-    out: set[ProcKey] = set()
-    stack = list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        stack += children.get(pid, [])
-        if info[pid][0] != "Z":
-            out.add((pid, info[pid][2]))
-    return out
-
-
 def _signal(procs: set[ProcKey], sig: int) -> None:
-    from simulator.engines.ray_engine import _alive
-
     for pid, start in procs:
-        if _alive((pid, start)):
+        if alive((pid, start)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-
-
-def _wait_gone(procs: set[ProcKey], timeout: float) -> set[ProcKey]:
-    from simulator.engines.ray_engine import _alive
-
-    deadline = time.monotonic() + timeout
-    left = {p for p in procs if _alive(p)}
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = {p for p in left if _alive(p)}
-    return left
 
 
 def stop_processes(
@@ -209,9 +169,9 @@ def stop_processes(
             proc.kill()
             proc.wait()
     _signal(tree, signal.SIGTERM)
-    left = _wait_gone(tree, timeout)
+    left = wait_gone(tree, timeout)
     _signal(left, signal.SIGKILL)
-    _wait_gone(left, 2.0)
+    wait_gone(left, 2.0)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_WAIT_S) -> None:

@@ -50,7 +50,6 @@ import importlib.util
 import logging
 import os
 import signal
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -60,6 +59,8 @@ from typing import Any
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+
+from simulator.engines.procs import ProcKey, descendants, wait_gone
 
 __all__ = ["RayNotInstalledError", "run_ray", "with_run_config"]
 
@@ -231,58 +232,24 @@ def _quiet() -> Iterator[None]:
         flwr_logger.removeFilter(drop)
 
 
-ProcKey = tuple[int, str]
-"""(pid, start time): a pid alone may be reused by an unrelated process."""
-
-
-def _stat(pid: int) -> tuple[str, int, str] | None:
-    """(state, parent pid, start time) of `pid` from /proc, or None if it is gone."""
+def _is_ray(pid: int) -> bool:
+    """gcs_server, raylet, agents and workers ("ray::ClientAppActor") all name Ray; other
+    children of this process (say, a caller's process pool) are none of ours to reap."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").lower()
     except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2:].split()  # the command name may hold spaces and ')'
-    return fields[0], int(fields[1]), fields[19]
+        return False
+    return b"ray" in cmd
 
 
 def _ray_descendants(root: int) -> set[ProcKey]:
     """Live descendants of `root` that belong to Ray (Linux /proc; empty elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return set()
-    children: dict[int, list[int]] = {}
-    info: dict[int, tuple[str, int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
-            info[int(entry.name)] = st
-            children.setdefault(st[1], []).append(int(entry.name))
-    out: set[ProcKey] = set()
-    stack = list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        stack += children.get(pid, [])
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").lower()
-        except OSError:
-            continue
-        # gcs_server, raylet, agents and workers ("ray::ClientAppActor") all name Ray; other
-        # children of this process (say, a caller's process pool) are none of ours to reap.
-        if b"ray" in cmd and info[pid][0] != "Z":
-            out.add((pid, info[pid][2]))
-    return out
-
-
-def _alive(proc: ProcKey) -> bool:
-    st = _stat(proc[0])
-    return st is not None and st[2] == proc[1] and st[0] != "Z"  # a zombie has freed it all
+    return descendants(root, keep=_is_ray)
 
 
 def _reap(procs: set[ProcKey], timeout: float) -> None:
     """Wait up to `timeout` s for `procs` to exit, then SIGKILL what is left (and say so)."""
-    deadline = time.monotonic() + timeout
-    left = {p for p in procs if _alive(p)}
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = {p for p in left if _alive(p)}
+    left = wait_gone(procs, timeout)
     for pid, _ in sorted(left):
         log.warning("Ray process %d still running %.0f s after shutdown: killing it", pid, timeout)
         with contextlib.suppress(OSError):  # it may have exited meanwhile
