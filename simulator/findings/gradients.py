@@ -108,7 +108,7 @@ def run(quick: bool, fig_dir: Path) -> Finding:
     table = md_table(
         [
             "loss",
-            "max ||∂ℓ/∂v| − closed form|",
+            "max error of ∣∂ℓ/∂v∣ vs D or 1 − D",
             f"‖∇θ ℓ‖ mean, D ≥ {HIGH}",
             f"var, D ≥ {HIGH}",
             f"‖∇θ ℓ‖ mean, D < {LOW}",
@@ -132,7 +132,7 @@ def run(quick: bool, fig_dir: Path) -> Finding:
         setup=(
             "8-ring (r = 2, σ = 0.02), MLPs 2×64 (2×32 quick), Adam 1e-3. Each loss trains its "
             "own GAN for 300 steps (50 quick); then the generator is frozen and the critic "
-            "trains on alone (12 × 40 steps; quick 6 × 15), so D(G(z)) falls from contested "
+            "trains on alone (12 × 100 steps; quick 8 × 60), so D(G(z)) falls from contested "
             "towards 0. Before every critic block, `generator_gradient_profile` records per "
             "sample D(G(z)), ∂ℓ/∂v and ‖∇θ ℓ‖ on 256 fresh codes (128 quick). "
             f"{len(seeds)} seed(s); mean ± std over seeds of per-seed bin statistics."
