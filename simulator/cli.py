@@ -413,8 +413,10 @@ def findings(
     only: Annotated[str | None, typer.Option(help="Items to run, e.g. 1,3 (default: all).")] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Where findings.md and figures/ go (default docs; quick: "
-                     "runs/findings-quick, so the full document is not overwritten)."),
+        typer.Option(
+            help="Where findings.md and figures/ go (default docs; quick: "
+            "runs/findings-quick, so the full document is not overwritten)."
+        ),
     ] = None,
     jobs: Annotated[int, typer.Option(help="Processes for the multi-run items (9, 10).")] = 2,
 ) -> None:

@@ -35,6 +35,7 @@ class Outcome:
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
     diverged: bool = False
     seconds: float = math.nan
+    error: str = ""
 
     def get(self, metric: str) -> float:
         return self.summary.get(metric, math.nan)
@@ -56,7 +57,17 @@ def _one(job: Job) -> Outcome:
     path = path if path.is_absolute() else SCENARIOS / path
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedgan-findings-") as tmp:
-        res = run(path, list(job.overrides), out_dir=tmp)
+        try:
+            res = run(path, list(job.overrides), out_dir=tmp)
+        except (FloatingPointError, RuntimeError) as exc:
+            # A run whose networks went non-finite (e.g. f-GAN KL's exp(v) overflowing) can
+            # fail before the evaluation notices; for a finding that is an outcome, not a crash.
+            return Outcome(
+                job.key,
+                diverged=True,
+                seconds=time.perf_counter() - t0,
+                error=f"{type(exc).__name__}: {exc}",
+            )
         m = res.metrics
     out = Outcome(job.key, seconds=time.perf_counter() - t0)
     out.diverged = bool((m["metric"] == "diverged").any())

@@ -14,8 +14,8 @@ from simulator.data import load_dataset
 from simulator.findings.common import (
     Finding,
     make_gan,
-    mean_std,
     md_table,
+    mean_std,
     nanmean,
     pyplot,
     save_figure,
@@ -63,15 +63,24 @@ def _grad_norms(gan: GAN, state: GANState, x: Tensor) -> np.ndarray:
 
 CONTROLS: dict[str, dict[str, Any]] = {
     "weight clip c = 0.01 (RMSprop 5e-5)": {
-        "lipschitz": "weight_clip", "params": {"c": C}, "optimizer": "rmsprop", "lr": 5e-5,
+        "lipschitz": "weight_clip",
+        "params": {"c": C},
+        "optimizer": "rmsprop",
+        "lr": 5e-5,
         "betas": (0.5, 0.999),
     },
     "gradient penalty λ = 10 (Adam 1e-4, β (0.5, 0.9))": {
-        "lipschitz": "gradient_penalty", "params": {"lam": 10.0}, "optimizer": "adam",
-        "lr": 1e-4, "betas": (0.5, 0.9),
+        "lipschitz": "gradient_penalty",
+        "params": {"lam": 10.0},
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "betas": (0.5, 0.9),
     },
     "spectral norm (Adam 2e-4, β (0, 0.9))": {
-        "lipschitz": "spectral_norm", "params": {}, "optimizer": "adam", "lr": 2e-4,
+        "lipschitz": "spectral_norm",
+        "params": {},
+        "optimizer": "adam",
+        "lr": 2e-4,
         "betas": (0.0, 0.9),
     },
 }
@@ -102,8 +111,13 @@ def _scale_into_box(state: GANState, c: float) -> GANState:
 def _control_gan(name: str, n_critic: int = 1) -> GAN:
     spec = CONTROLS[name]
     return make_gan(
-        "wasserstein", spec["lipschitz"], spec["params"], optimizer=spec["optimizer"],
-        lr=spec["lr"], betas=spec["betas"], n_critic=n_critic,
+        "wasserstein",
+        spec["lipschitz"],
+        spec["params"],
+        optimizer=spec["optimizer"],
+        lr=spec["lr"],
+        betas=spec["betas"],
+        n_critic=n_critic,
     )
 
 
@@ -123,7 +137,9 @@ def _clip_one(name: str, seed: int, quick: bool) -> dict[str, Any]:
     est = lipschitz_estimates(gan, state, x_real, x_fake, torch.rand(n, 1, generator=gen))
     lip = max(est.real, est.fake, est.interpolates)
     with torch.no_grad():
-        gap = float(gan.D(state.d, state.d_buf, x_real).mean() - gan.D(state.d, state.d_buf, x_fake).mean())
+        gap = float(
+            gan.D(state.d, state.d_buf, x_real).mean() - gan.D(state.d, state.d_buf, x_fake).mean()
+        )
     weights = torch.cat([v.reshape(-1) for k, v in state.d.items() if k.endswith("weight")])
     # B: a WGAN with this control on the ring, modes captured.
     g2 = _control_gan(name, n_critic=5)
@@ -154,21 +170,25 @@ def run_clipping(quick: bool, fig_dir: Path) -> Finding:
     res = {name: [_clip_one(name, s, quick) for s in seeds] for name in CONTROLS}
     rows = []
     for name, rs in res.items():
-        clip = name.startswith("weight clip")
-        rows.append([
-            name,
-            mean_std([r["sat0"] for r in rs], ".2f") if clip else "—",
-            mean_std([r["sat"] for r in rs], ".2f") if clip else "—",
-            mean_std([r["sat_gan"] for r in rs], ".2f") if clip else "—",
-            mean_std([r["lip"] for r in rs], ".3g"),
-            mean_std([r["bound"] for r in rs], ".3g"),
-            mean_std([r["capacity"] for r in rs], ".3f"),
-            mean_std([r["modes"] for r in rs], ".1f"),
-            mean_std([r["hq"] for r in rs], ".1f", 100.0),
-        ])
+        is_clip = name.startswith("weight clip")
+        rows.append(
+            [
+                name,
+                mean_std([r["sat0"] for r in rs], ".2f") if is_clip else "—",
+                mean_std([r["sat"] for r in rs], ".2f") if is_clip else "—",
+                mean_std([r["sat_gan"] for r in rs], ".2f") if is_clip else "—",
+                mean_std([r["lip"] for r in rs], ".3g"),
+                mean_std([r["bound"] for r in rs], ".3g"),
+                mean_std([r["capacity"] for r in rs], ".3f"),
+                mean_std([r["modes"] for r in rs], ".1f"),
+                mean_std([r["hq"] for r in rs], ".1f", 100.0),
+            ]
+        )
     names = list(CONTROLS)
-    mean = {n: {k: nanmean(r[k] for r in res[n]) for k in ("sat", "lip", "capacity", "sat_gan")}
-            for n in names}
+    mean = {
+        n: {k: nanmean(r[k] for r in res[n]) for k in ("sat0", "sat", "lip", "capacity", "sat_gan")}
+        for n in names
+    }
     clip, gp, sn = names
     agrees = bool(
         mean[clip]["sat"] >= 0.5
@@ -200,8 +220,17 @@ def run_clipping(quick: bool, fig_dir: Path) -> Finding:
         expectation=EXPECTATION_5,
         rule=RULE_5,
         table=md_table(
-            ["control", "at ±c, start", "at ±c, critic alone", "at ±c, in GAN", "Lipschitz est.",
-             "layer bound", "normalized gap", "modes (of 8)", "% high quality"],
+            [
+                "control",
+                "at ±c, start",
+                "at ±c, critic alone",
+                "at ±c, in GAN",
+                "Lipschitz est.",
+                "layer bound",
+                "normalized gap",
+                "modes (of 8)",
+                "% high quality",
+            ],
             rows,
         ),
         verdict=verdict,
@@ -304,6 +333,11 @@ def run_penalty_sampling(quick: bool, fig_dir: Path) -> Finding:
     )
 
 
+def _input_gradients(gan: GAN, state: GANState, x: Tensor) -> np.ndarray:
+    """∇ₓv(x) [B, 2] of the trained critic."""
+    return input_gradients(lambda y: gan.D(state.d, state.d_buf, y), x).detach().numpy()
+
+
 def _penalty_figure(res: dict[str, list[dict[str, Any]]], fig_dir: Path) -> str:
     plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -311,8 +345,7 @@ def _penalty_figure(res: dict[str, list[dict[str, Any]]], fig_dir: Path) -> str:
     grid = torch.as_tensor(np.stack([xs.ravel(), ys.ravel()], 1), dtype=torch.float32)
     for a, (name, rs) in zip(ax, res.items(), strict=True):
         r = rs[0]
-        gan, state = r["gan"], r["state"]
-        g = input_gradients(lambda y: gan.D(state.d, state.d_buf, y), grid).detach().numpy()
+        g = _input_gradients(r["gan"], r["state"], grid)
         norms = np.linalg.norm(g, axis=1).reshape(xs.shape)
         mesh = a.pcolormesh(xs, ys, np.minimum(norms, 3), cmap="viridis", shading="auto")
         sub = (slice(None, None, 6), slice(None, None, 6))
@@ -350,8 +383,9 @@ BRANCH_KEYS = ("layer_max", "branch", "lip", "bound")
 def _branch_one(kind: str, seed: int, quick: bool) -> dict[str, float]:
     real = _ring(seed)
     gen = torch_generator(seed, "critic")
-    gan = _blob_gan(make_gan("wasserstein", "spectral_norm", critic_kind=kind, lr=2e-4,
-                             betas=(0.0, 0.9)))
+    gan = _blob_gan(
+        make_gan("wasserstein", "spectral_norm", critic_kind=kind, lr=2e-4, betas=(0.0, 0.9))
+    )
     state = gan.init_state(derive_seed(seed, "init"))
     state = train_critic(gan, state, real, 200 if quick else 1000, gen)
     n = 1024
@@ -361,11 +395,19 @@ def _branch_one(kind: str, seed: int, quick: bool) -> dict[str, float]:
     branch = est.layer_product
     if isinstance(gan.critic, TwoBranchCritic):
         branch = max(
-            float(np.prod(layer_spectral_norms(
-                getattr(gan.critic, b),
-                {k[len(b) + 1:]: v for k, v in state.d.items() if k.startswith(b + ".")},
-                {k[len(b) + 1:]: v for k, v in state.d_buf.items() if k.startswith(b + ".")},
-            )))
+            float(
+                np.prod(
+                    layer_spectral_norms(
+                        getattr(gan.critic, b),
+                        {k[len(b) + 1 :]: v for k, v in state.d.items() if k.startswith(b + ".")},
+                        {
+                            k[len(b) + 1 :]: v
+                            for k, v in state.d_buf.items()
+                            if k.startswith(b + ".")
+                        },
+                    )
+                )
+            )
             for b in ("branch_a", "branch_b")
         )
     return {
@@ -381,8 +423,7 @@ def run_two_branch(quick: bool, fig_dir: Path) -> Finding:
     kinds = {"single chain (MLP)": "mlp", "two parallel branches": "two_branch"}
     res = {name: [_branch_one(k, s, quick) for s in seeds] for name, k in kinds.items()}
     rows = [
-        [name] + [mean_std([r[k] for r in rs]) for k in BRANCH_KEYS]
-        for name, rs in res.items()
+        [name] + [mean_std([r[k] for r in rs]) for k in BRANCH_KEYS] for name, rs in res.items()
     ]
     m = {n: {k: nanmean(r[k] for r in res[n]) for k in BRANCH_KEYS} for n in res}
     chain, two = list(kinds)
@@ -410,8 +451,13 @@ def run_two_branch(quick: bool, fig_dir: Path) -> Finding:
         expectation=EXPECTATION_7,
         rule=RULE_7,
         table=md_table(
-            ["critic", "largest layer norm", "largest branch product", "Lipschitz estimate",
-             "bound"],
+            [
+                "critic",
+                "largest layer norm",
+                "largest branch product",
+                "Lipschitz estimate",
+                "bound",
+            ],
             rows,
         ),
         verdict=verdict,
@@ -432,6 +478,14 @@ def _branch_figure(res: dict[str, list[dict[str, float]]], fig_dir: Path) -> str
     ax.axhline(1.0, color="k", ls=":", lw=1)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("spectral norm / Lipschitz")
-    ax.legend(["1", "largest layer norm", "largest branch product", "Lipschitz estimate",
-               "structural bound"], fontsize=7)
+    ax.legend(
+        [
+            "1",
+            "largest layer norm",
+            "largest branch product",
+            "Lipschitz estimate",
+            "structural bound",
+        ],
+        fontsize=7,
+    )
     return save_figure(fig, fig_dir, "07-two-branch-sn.png")

@@ -13,8 +13,8 @@ from simulator.findings.common import (
     Finding,
     fit_slope,
     make_gan,
-    mean_std,
     md_table,
+    mean_std,
     nanmean,
     pyplot,
     save_figure,
@@ -109,8 +109,13 @@ def run(quick: bool, fig_dir: Path) -> Finding:
     slope_js = [fit_slope(thetas, row) for row in js]
     slope_w = [fit_slope(thetas, row) for row in w]
     rows = [
-        [f"{t:.1f}", mean_std(js[:, i]), mean_std(gjs[:, i], ".4f"), mean_std(w[:, i]),
-         mean_std(gw[:, i])]
+        [
+            f"{t:.1f}",
+            mean_std(js[:, i]),
+            mean_std(gjs[:, i], ".4f"),
+            mean_std(w[:, i]),
+            mean_std(gw[:, i]),
+        ]
         for i, t in enumerate(thetas)
     ]
     rows.append(["slope d(·)/dθ", mean_std(slope_js), "", mean_std(slope_w), ""])
@@ -125,9 +130,7 @@ def run(quick: bool, fig_dir: Path) -> Finding:
         "grad_js_last_longer": nanmean(r[2] for r in res["js"]),
     }
     divergences_ok = bool(
-        np.abs(js - LN2).max() <= 0.1
-        and abs(values["slope_js"]) < 0.1
-        and values["slope_w"] > 0.5
+        np.abs(js - LN2).max() <= 0.1 and abs(values["slope_js"]) < 0.1 and values["slope_w"] > 0.5
     )
     gradients_ok = bool(gjs.mean(0).max() < 0.05 and values["grad_w"] > 0.5)
     agrees = divergences_ok and gradients_ok
@@ -162,7 +165,13 @@ def run(quick: bool, fig_dir: Path) -> Finding:
         expectation=EXPECTATION,
         rule=RULE,
         table=md_table(
-            ["θ", "JS estimate (nats)", "|∂L_G/∂θ|, JS critic", "W estimate", "|∂L_G/∂θ|, W critic"],
+            [
+                "θ",
+                "JS estimate (nats)",
+                "|∂L_G/∂θ|, JS critic",
+                "W estimate",
+                "|∂L_G/∂θ|, W critic",
+            ],
             rows,
         ),
         verdict=verdict,
@@ -173,7 +182,11 @@ def run(quick: bool, fig_dir: Path) -> Finding:
 
 
 def _figure(
-    thetas: list[float], js: np.ndarray, w: np.ndarray, gjs: np.ndarray, gw: np.ndarray,
+    thetas: list[float],
+    js: np.ndarray,
+    w: np.ndarray,
+    gjs: np.ndarray,
+    gw: np.ndarray,
     fig_dir: Path,
 ) -> str:
     plt = pyplot()

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from simulator.findings.batch import Job, Outcome, run_jobs
-from simulator.findings.common import Finding, mean_std, md_table, nanmean, pyplot, save_figure
+from simulator.findings.common import Finding, md_table, mean_std, nanmean, pyplot, save_figure
 
 RULES: dict[str, tuple[str, ...]] = {
     "FedAvg, both networks": (),
@@ -50,19 +49,40 @@ def run(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
     local = {5: 2, 20: 1} if quick else LOCAL
     small = ("gan.generator.widths=[16, 16]", "gan.critic.widths=[16, 16]") if quick else ()
     jobs = [
-        Job("federation.yaml",
-            (*ov, f"partition.params={{alpha: {a}}}", f"seed={s}", *small,
-             *(("federation.rounds=2", "federation.local_steps=5", "evaluation.every=2")
-               if quick else ())),
-            ("rule", rule, a, s))
-        for rule, ov in RULES.items() for a in alphas for s in seeds
+        Job(
+            "federation.yaml",
+            (
+                *ov,
+                f"partition.params={{alpha: {a}}}",
+                f"seed={s}",
+                *small,
+                *(
+                    ("federation.rounds=2", "federation.local_steps=5", "evaluation.every=2")
+                    if quick
+                    else ()
+                ),
+            ),
+            ("rule", rule, a, s),
+        )
+        for rule, ov in RULES.items()
+        for a in alphas
+        for s in seeds
     ]
     jobs += [
-        Job("federation.yaml",
-            ("partition.params={alpha: 0.3}", f"federation.local_steps={k}",
-             f"federation.rounds={r}", f"evaluation.every={r}", f"seed={s}", *small),
-            ("local", k, s))
-        for k, r in local.items() for s in seeds
+        Job(
+            "federation.yaml",
+            (
+                "partition.params={alpha: 0.3}",
+                f"federation.local_steps={k}",
+                f"federation.rounds={r}",
+                f"evaluation.every={r}",
+                f"seed={s}",
+                *small,
+            ),
+            ("local", k, s),
+        )
+        for k, r in local.items()
+        for s in seeds
     ]
     out = run_jobs(jobs, n_jobs)
     rule_out = {(o.key[1], o.key[2]): [] for o in out if o.key[0] == "rule"}  # type: ignore[var-annotated]
@@ -76,16 +96,28 @@ def run(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
 
     rows = []
     for rule in RULES:
-        rows.append([rule] + [cell(rule_out[(rule, a)], "recall") + " / "
-                              + cell(rule_out[(rule, a)], "coverage") for a in alphas])
+        rows.append(
+            [rule]
+            + [
+                cell(rule_out[(rule, a)], "recall") + " / " + cell(rule_out[(rule, a)], "coverage")
+                for a in alphas
+            ]
+        )
     local_rows = [
-        [f"{k} local steps × {local[k]} rounds", cell(os_, "recall"), cell(os_, "coverage"),
-         mean_std([o.get("coverage") for o in os_], ".2f"),
-         mean_std([o.get("modes_captured") for o in os_], ".1f")]
+        [
+            f"{k} local steps × {local[k]} rounds",
+            cell(os_, "recall"),
+            cell(os_, "coverage"),
+            mean_std([o.get("coverage") for o in os_], ".2f"),
+            mean_std([o.get("modes_captured") for o in os_], ".1f"),
+        ]
         for k, os_ in local_out.items()
     ]
-    rec = {(r, a): nanmean(_minority(o, "recall") for o in rule_out[(r, a)])
-           for r in RULES for a in alphas}
+    rec = {
+        (r, a): nanmean(_minority(o, "recall") for o in rule_out[(r, a)])
+        for r in RULES
+        for a in alphas
+    }
     lrec = {k: nanmean(_minority(o, "recall") for o in os_) for k, os_ in local_out.items()}
     fedavg = next(iter(RULES))
     lo, hi = min(alphas), max(alphas)
@@ -105,8 +137,10 @@ def run(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
         "Minority-mode recall / coverage (mean over modes 0 and 1) against Dirichlet α:\n\n"
         + md_table(["rule"] + [f"α = {a:g}" for a in alphas], rows)
         + "\n\nFedAvg at α = 0.3 against the local steps between synchronizations:\n\n"
-        + md_table(["schedule", "minority recall", "minority coverage", "coverage (all)",
-                    "modes (of 8)"], local_rows)
+        + md_table(
+            ["schedule", "minority recall", "minority coverage", "coverage (all)", "modes (of 8)"],
+            local_rows,
+        )
     )
     return Finding(
         number=10,

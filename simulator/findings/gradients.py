@@ -11,8 +11,8 @@ from simulator.data import load_dataset
 from simulator.findings.common import (
     Finding,
     make_gan,
-    mean_std,
     md_table,
+    mean_std,
     nanmean,
     pyplot,
     save_figure,

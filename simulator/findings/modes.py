@@ -10,7 +10,7 @@ import numpy as np
 from simulator.data import load_dataset
 from simulator.evaluate import Evaluator
 from simulator.findings.batch import Job, Outcome, run_jobs
-from simulator.findings.common import Finding, mean_std, md_table, nanmean, pyplot, save_figure
+from simulator.findings.common import Finding, md_table, mean_std, nanmean, pyplot, save_figure
 from simulator.seeding import numpy_rng
 
 # ---- item 4: f-GAN reverse KL vs forward KL ----------------------------------------------------
@@ -54,7 +54,8 @@ def run_mode_seeking(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
             ]
         )
         mass_rows.append(
-            [name] + [mean_std([o.group("mode_mass", str(k)) for o in os_], ".2f") for k in range(8)]
+            [name]
+            + [mean_std([o.group("mode_mass", str(k)) for o in os_], ".2f") for k in range(8)]
         )
     m = {
         name: {k: nanmean(o.get(k) for o in os_) for k in (*PRDC, "min_mass_ratio")}
@@ -71,6 +72,13 @@ def run_mode_seeking(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
         f"recall {m[rkl]['recall']:.3f} vs {m[fkl]['recall']:.3f}; minimum mode mass ratio "
         f"{m[rkl]['min_mass_ratio']:.3f} vs {m[fkl]['min_mass_ratio']:.3f}."
     )
+    for name, os_ in by.items():
+        errors = [o.error or "non-finite samples" for o in os_ if o.diverged]
+        if errors:
+            verdict += (
+                f" {name} diverged in {len(errors)} of {len(os_)} seeds ({errors[0][:80]}); "
+                "its means are over the other seeds."
+            )
     table = (
         md_table(["objective", *PRDC, "modes (of 8)", "min mass ratio", "diverged"], rows)
         + "\n\nMass per mode (true weights 0.05, 0.05, then 0.15 × 6):\n\n"
@@ -179,11 +187,12 @@ def run_dropping_vs_collapse(quick: bool, fig_dir: Path) -> Finding:
         )
     agrees = all(per_dist.values())
     bad = [d for d, ok in per_dist.items() if not ok]
+    good = [f"{d:g}" for d, ok in per_dist.items() if ok]
     verdict = (
         "Agrees at every distance."
         if agrees
         else (
-            f"Agrees at distance {', '.join(f'{d:g}' for d, ok in per_dist.items() if ok) or 'none'}; "
+            f"Agrees at distance {', '.join(good) or 'none'}; "
             f"disagrees at {', '.join(f'{d:g}' for d in bad)}. Why: there the segment between the "
             "components still lies inside the data's support (its tails); the k-NN balls of "
             "the few real points there are large, so density stays near 1 and the diagnosis "
@@ -210,8 +219,9 @@ def run_dropping_vs_collapse(quick: bool, fig_dir: Path) -> Finding:
         values={
             "per_distance": per_dist,
             "labels": {f"{d:g}/{k}": [r["label"] for r in rs] for (d, k), rs in res.items()},
-            "density": {f"{d:g}/{k}": nanmean(float(r["density"]) for r in rs)
-                        for (d, k), rs in res.items()},
+            "density": {
+                f"{d:g}/{k}": nanmean(float(r["density"]) for r in rs) for (d, k), rs in res.items()
+            },
         },
     )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator.findings.batch import Job, Outcome, run_jobs
-from simulator.findings.common import Finding, mean_std, md_table, nanmean, pyplot, save_figure
+from simulator.findings.common import Finding, md_table, mean_std, nanmean, pyplot, save_figure
 
 NONE = "gan.lipschitz={name: none}"
 SN_ADAM = ("gan.g_opt={lr: 2.0e-4, betas: [0.0, 0.9]}", "gan.d_opt={lr: 2.0e-4, betas: [0.0, 0.9]}")
@@ -18,18 +18,24 @@ METHODS: dict[str, tuple[str, ...]] = {
     "non-saturating": (NONE,),
     "non-saturating + SN": ("gan.lipschitz={name: spectral_norm}", *SN_ADAM),
     "WGAN-clip (c 0.01, RMSprop 5e-5, n_critic 5)": (
-        "gan.objective=wasserstein", "gan.lipschitz={name: weight_clip, params: {c: 0.01}}",
-        "gan.n_critic=5", "gan.g_opt={name: rmsprop, lr: 5.0e-5}",
+        "gan.objective=wasserstein",
+        "gan.lipschitz={name: weight_clip, params: {c: 0.01}}",
+        "gan.n_critic=5",
+        "gan.g_opt={name: rmsprop, lr: 5.0e-5}",
         "gan.d_opt={name: rmsprop, lr: 5.0e-5}",
     ),
     "WGAN-GP (λ 0.1, n_critic 5)": (
         "gan.objective=wasserstein",
         "gan.lipschitz={name: gradient_penalty, params: {lam: 0.1}}",
-        "gan.n_critic=5", "gan.g_opt={lr: 1.0e-4, betas: [0.5, 0.9]}",
+        "gan.n_critic=5",
+        "gan.g_opt={lr: 1.0e-4, betas: [0.5, 0.9]}",
         "gan.d_opt={lr: 1.0e-4, betas: [0.5, 0.9]}",
     ),
     "hinge + SN (n_critic 5)": (
-        "gan.objective=hinge", "gan.lipschitz={name: spectral_norm}", "gan.n_critic=5", *SN_ADAM,
+        "gan.objective=hinge",
+        "gan.lipschitz={name: spectral_norm}",
+        "gan.n_critic=5",
+        *SN_ADAM,
     ),
     "least squares": ("gan.objective=least_squares", NONE),
     "f-GAN reverse KL": ("gan.objective=reverse_kl", NONE),
@@ -91,11 +97,14 @@ def run(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
         for m in METHODS
         for ds, (_, k) in DATASETS.items()
     }
-    ratio = {(m, ds): nanmean(o.get("min_mass_ratio") for o in of(m, ds))
-             for m in METHODS for ds in DATASETS}
+    ratio = {
+        (m, ds): nanmean(o.get("min_mass_ratio") for o in of(m, ds))
+        for m in METHODS
+        for ds in DATASETS
+    }
     checks = []
     for ds in DATASETS:
-        best = max(CONTROLLED, key=lambda m, d=ds: share[(m, d)])
+        best = max(CONTROLLED, key=lambda m: share[(m, ds)])  # noqa: B023 (used at once)
         plain = nanmean(share[(m, ds)] for m in UNREGULARIZED)
         plain_ratio = nanmean(ratio[(m, ds)] for m in UNREGULARIZED)
         checks.append(share[(best, ds)] >= plain and ratio[(best, ds)] >= plain_ratio)
