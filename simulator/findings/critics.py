@@ -102,9 +102,12 @@ RULE_5 = (
 )
 
 
-def _scale_into_box(state: GANState, c: float) -> GANState:
-    """Scale every critic tensor so that max |w| = c/2: no weight starts at the box edge."""
-    state.d = {k: v * (0.5 * c / float(v.abs().max().clamp_min(1e-12))) for k, v in state.d.items()}
+def _scale_into_box(gan: GAN, state: GANState, c: float) -> GANState:
+    """Start the clipped critic from its *unclipped* initial weights (the template's; init_state
+    already clamped `state.d`, which would pile them at ±c), each tensor scaled so that
+    max |w| = c/2: no weight starts at the box edge and none is piled anywhere."""
+    raw = {k: v.detach().clone() for k, v in gan.critic.named_parameters()}
+    state.d = {k: v * (0.5 * c / float(v.abs().max().clamp_min(1e-12))) for k, v in raw.items()}
     return state
 
 
@@ -128,7 +131,7 @@ def _clip_one(name: str, seed: int, quick: bool) -> dict[str, Any]:
     gan = _blob_gan(_control_gan(name))
     state = gan.init_state(derive_seed(seed, "init"))
     if name.startswith("weight clip"):
-        state = _scale_into_box(state, C)
+        state = _scale_into_box(gan, state, C)
     sat0 = clip_saturation(state.d, C)
     state = train_critic(gan, state, real, 300 if quick else 1500, gen)
     n = 1024
@@ -145,7 +148,7 @@ def _clip_one(name: str, seed: int, quick: bool) -> dict[str, Any]:
     g2 = _control_gan(name, n_critic=5)
     s2 = g2.init_state(derive_seed(seed, "init", 1))
     if name.startswith("weight clip"):
-        s2 = _scale_into_box(s2, C)
+        s2 = _scale_into_box(g2, s2, C)
     s2, _ = g2.train(s2, real, 100 if quick else 500, gen)
     fake = g2.sample(s2, 2500, gen).numpy()
     ds_modes = load_dataset("ring", 16, 0, {"radius": 2.0, "sigma": 0.02}).modes
