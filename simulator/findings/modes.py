@@ -72,6 +72,19 @@ def run_mode_seeking(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
         f"recall {m[rkl]['recall']:.3f} vs {m[fkl]['recall']:.3f}; minimum mode mass ratio "
         f"{m[rkl]['min_mass_ratio']:.3f} vs {m[fkl]['min_mass_ratio']:.3f}."
     )
+    starved = [k for k in range(2) if nanmean(o.group("mode_mass", str(k)) for o in by[rkl]) < 0.01]
+    if starved:
+        verdict += (
+            f" Reverse KL leaves the 5 % mode(s) {starved} with < 1 % of the mass in the mean: "
+            "mode seeking at the minority modes."
+        )
+    if m[fkl]["precision"] < 0.1:
+        verdict += (
+            f" Forward KL never learned the ring (precision {m[fkl]['precision']:.3f}); its "
+            "conjugate f*(t) = exp(t − 1) grows exponentially in the critic's output, which "
+            "makes this objective unstable without a Lipschitz control. The comparison is then "
+            "a trained against an untrained generator, not mode covering against mode seeking."
+        )
     for name, os_ in by.items():
         errors = [o.error or "non-finite samples" for o in os_ if o.diverged]
         if errors:
