@@ -536,6 +536,38 @@ def certs(
         console.print(str(path), highlight=False, soft_wrap=True)
 
 
+@app.command()
+def findings(
+    quick: Annotated[
+        bool, typer.Option(help="CI-sized runs (1 seed, few steps; < 2 minutes).")
+    ] = False,
+    only: Annotated[str | None, typer.Option(help="Items to run, e.g. 1,3 (default: all).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where findings.md and figures/ go (default docs; quick: "
+            "runs/findings-quick, so the full document is not overwritten)."
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Processes for the multi-run items (9, 10).")] = 2,
+) -> None:
+    """Measure the GAN-failure findings and write findings.md with its figures."""
+    from simulator.findings.runner import parse_only, write_findings
+
+    try:
+        items = parse_only(only)
+    except ValueError as exc:
+        _fail(str(exc))
+    target = out or Path("runs/findings-quick" if quick else "docs")
+
+    def done(f, seconds: float) -> None:  # type: ignore[no-untyped-def]
+        tag = "agrees" if f.agrees else "[yellow]disagrees[/yellow]"
+        console.print(f"item {f.number}: {tag} ({seconds:.0f} s) — {f.title}", highlight=False)
+
+    path, _ = write_findings(target, quick=quick, only=items, jobs=jobs, on_done=done)
+    console.print(f"wrote [bold]{path}[/bold]", soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])
 

@@ -338,7 +338,11 @@ def layer_spectral_norm_tensors(
         w = params[prefix + "weight"].detach().reshape(layer.weight.shape[0], -1)
         if isinstance(layer, SN_LAYERS):
             w = w / _sigma(w, buffers[prefix + "u"])
-        out.append(torch.linalg.matrix_norm(w, ord=2))
+        # A diverged critic (NaN/inf weights) gets NaN, not an SVD error: no branch on values,
+        # so one diverged client does not stop a batch of them.
+        finite = torch.isfinite(w).all()
+        norm = torch.linalg.matrix_norm(torch.where(finite, w, torch.zeros_like(w)), ord=2)
+        out.append(torch.where(finite, norm, torch.full_like(norm, float("nan"))))
     return out
 
 

@@ -166,3 +166,24 @@ def test_per_client_schedules_match_each_client_alone(make_gan: Callable[..., GA
     for c, s in enumerate(batched.unstack(got)):
         for k in s.g:
             torch.testing.assert_close(s.g[k], want[c].g[k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_diverged_critic_gets_nan_estimates_not_an_error(make_gan: Callable[..., GAN]) -> None:
+    gan = make_gan(lipschitz="spectral_norm")
+    states = [gan.init_state(0), gan.init_state(1)]
+    bad = states[1].d
+    first = next(iter(bad))
+    bad[first] = torch.full_like(bad[first], float("nan"))
+    datas = _datas([20, 20])
+    alone = lipschitz_metrics(gan, states[1], datas[1], torch.Generator().manual_seed(1), n=16)
+    assert np.isnan(alone["lipschitz.layer_product"]) and np.isnan(alone["lipschitz.real"])
+    got = batched.lipschitz_batched(
+        gan,
+        batched.stack(states),
+        batched.pad_data(datas),
+        [20, 20],
+        [torch.Generator().manual_seed(c) for c in range(2)],
+        n=16,
+    )
+    assert all(np.isfinite(float(v[0])) for v in got.values())
+    assert np.isnan(float(got["layer_product"][1]))
