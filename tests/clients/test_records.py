@@ -36,7 +36,9 @@ def test_decoded_arrays_carry_the_bytes_flower_would_write() -> None:
         d = record[k]
         assert isinstance(d, DecodedArray)
         # Byte for byte what Flower's own Array(ndarray) holds, so any reader decodes the same.
-        assert d.data == Array(np.require(v, requirements="C")).data, k
+        flower = Array(np.require(v, requirements="C"))
+        assert d.data == flower.data and d.object_id == flower.object_id, k
+        assert (d.dtype, d.shape, d.stype) == (flower.dtype, flower.shape, flower.stype), k
         plain = Array(d.dtype, d.shape, d.stype, d.data).numpy()
         np.testing.assert_array_equal(plain, v)
         got = d.numpy()
