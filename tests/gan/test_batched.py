@@ -187,3 +187,30 @@ def test_a_diverged_critic_gets_nan_estimates_not_an_error(make_gan: Callable[..
     )
     assert all(np.isfinite(float(v[0])) for v in got.values())
     assert np.isnan(float(got["layer_product"][1]))
+
+
+def test_conv_networks_batch_too() -> None:
+    # The 8×8 image GANs (digits): convolutions, transposed convolutions, SN on conv weights.
+    from tests.gan.conftest import tiny_config
+
+    config = tiny_config(
+        latent_dim=4,
+        generator=NetworkSpec(kind="conv", widths=(8, 4), output="tanh"),
+        critic=NetworkSpec(kind="conv", widths=(4, 8)),
+        lipschitz="spectral_norm",
+    )
+    gan = GAN(config, 64, (1, 8, 8))
+    gen = torch.Generator().manual_seed(3)
+    datas = [torch.rand(n, 64, generator=gen) * 2 - 1 for n in (20, 28)]
+    states = [gan.init_state(c) for c in range(2)]
+    want = [gan.train(states[c], datas[c], 3, torch.Generator().manual_seed(c))[0] for c in (0, 1)]
+    got, _ = batched.train_batched(
+        gan,
+        batched.stack(states),
+        batched.pad_data(datas),
+        [20, 28],
+        [torch.Generator().manual_seed(c) for c in (0, 1)],
+        3,
+    )
+    for c, s in enumerate(batched.unstack(got)):
+        _close(s, want[c], tol=1e-4)
