@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 
 from simulator.devices import float32_matmul_is_ieee, resolve_device  # noqa: E402
 from simulator.metrics.neighbours import device_block_bytes  # noqa: E402
-from simulator.metrics.prdc import PRDC, prdc  # noqa: E402
+from simulator.metrics.prdc import PER_SAMPLE, PRDC, prdc  # noqa: E402
 
 METRICS = ("precision", "recall", "density", "coverage")
 
@@ -147,14 +147,6 @@ def compare_case(n: int, d: int, k: int, repeats: int, threads: int) -> dict[str
     }
 
 
-PER_SAMPLE = (
-    "precision_per_fake",
-    "density_per_fake",
-    "recall_per_real",
-    "coverage_per_real",
-    "real_radii",
-    "fake_radii",
-)
 
 
 def timed_prdc(

@@ -455,7 +455,7 @@ def clients_train(
     for mu, slots in batches:
         gan = make_gan(s, data, mu)
         base = initial_state(s, gan)
-        known = set(base.arrays())
+        known = base.array_keys()
         faults: dict[int, FaultDraw] = {}
         for i in slots:
             r = requests[i]

@@ -95,6 +95,10 @@ class GANState:
     d_anchor: Params = field(default_factory=dict)
     step: int = 0
 
+    def array_keys(self) -> set[str]:
+        """The keys `arrays()` would give, without converting any tensor."""
+        return {f"{prefix}.{k}" for prefix, group in self._groups().items() for k in group}
+
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat `prefix.name → array` view (prefixes: generator, critic, critic_buffer, ...)."""
         out: dict[str, np.ndarray] = {}
@@ -140,9 +144,6 @@ class StepNoise:
     def at(self, t: int) -> StepNoise:
         """Step `t` of noise drawn with a leading step axis (`GAN.draw_steps`)."""
         return StepNoise(self.idx[t], self.z_d[t], self.z_g[t], self.eps[t])
-
-    def to(self, device: torch.device | str) -> StepNoise:
-        return StepNoise(*(x.to(device) for x in (self.idx, self.z_d, self.z_g, self.eps)))
 
 
 DRAW_BLOCK = 64

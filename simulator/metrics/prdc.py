@@ -23,6 +23,17 @@ from simulator.metrics.validation import as_features, check_k, check_same_dim
 TREE_MAX_DIM = 8
 
 
+PER_SAMPLE = (
+    "precision_per_fake",
+    "density_per_fake",
+    "recall_per_real",
+    "coverage_per_real",
+    "real_radii",
+    "fake_radii",
+)
+"""The per-sample arrays of a `PRDC` result (two back ends agree when all of these are equal)."""
+
+
 @dataclass(frozen=True, eq=False)
 class PRDC:
     """Totals and per-sample terms of precision, recall, density and coverage.

@@ -17,18 +17,11 @@ import torch
 import simulator.metrics.neighbours as neighbours
 from simulator.metrics import PRDC, prdc
 from simulator.metrics.neighbours import device_block_bytes, sqdist, sqdist_torch
+from simulator.metrics.prdc import PER_SAMPLE
 
 HAS_CUDA = torch.cuda.is_available()
 cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 
-PER_SAMPLE = (
-    "precision_per_fake",
-    "density_per_fake",
-    "recall_per_real",
-    "coverage_per_real",
-    "real_radii",
-    "fake_radii",
-)
 Case = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray, int]]
 
 
