@@ -37,6 +37,7 @@ from simulator.evaluate import Evaluation
 from simulator.faults import draw as draw_faults
 from simulator.federation import (
     FederatedData,
+    ServerEMA,
     federated_data,
     initial_state,
     make_gan,
@@ -141,6 +142,7 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -
     arrays, _ = split_arrays(state.arrays(), f.federate)
     expected = {k: tuple(v.shape) for k, v in arrays.items()}
     record = to_record(arrays)
+    ema = ServerEMA.for_scenario(s, data, _generator(arrays))
     strategy: Any = build_strategy(s.strategy.name, dict(s.strategy.params))
     if s.strategy.critic is not None:
         critic = build_strategy(s.strategy.critic.name, dict(s.strategy.critic.params))
@@ -176,6 +178,8 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -
         load_strategy_state(strategy, ckpt.strategy)
         rebind_nodes(strategy, node_pid)
         private = dict(ckpt.clients)
+        if ema is not None:
+            ema.arrays = dict(ckpt.server)
         failed = restore_private(grid, pid_node, private, f.timeout)
         if failed:
             store.event("clients_not_restored", round=ckpt.round, clients=failed)
@@ -265,12 +269,16 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -
             new_record, _ = strategy.aggregate_train(rnd, gate.messages())
             if new_record is not None:
                 record = new_record
+                if ema is not None:
+                    ema.update(_generator(record))
         t_train = time.perf_counter() - t0
         store.add_metrics(rows, flush=False)  # written with the next evaluation
         ev = None
         evaluated = rnd % s.evaluation.every == 0 or rnd == f.rounds
         if evaluated:
-            ev = _evaluate(s, grid, store, rnd, record, data, gan, evaluator, node_pid, f.timeout)
+            ev = _evaluate(
+                s, grid, store, rnd, record, ema, data, gan, evaluator, node_pid, f.timeout
+            )
         store.add_timings(
             client_times
             + [
@@ -287,7 +295,7 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -
             store.flush()  # every row of rounds ≤ rnd is on disk before the checkpoint says so
             t1 = time.perf_counter()
             touched = _checkpoint(
-                grid, store, rnd, record, strategy, private, touched, pid_node, f.timeout
+                grid, store, rnd, record, ema, strategy, private, touched, pid_node, f.timeout
             )
             # Written with the next flush (a kill before it loses only this wall time).
             store.add_timings(
@@ -312,16 +320,18 @@ def _evaluate(
     store: RunStore,
     rnd: int,
     record: ArrayRecord,
+    ema: ServerEMA | None,
     data: FederatedData,
     gan: Any,
     evaluator: Any,
     node_pid: dict[int, int],
     timeout: float,
 ) -> Evaluation | None:
-    """Global evaluation on the pooled held-out set, then every client on its own split."""
+    """Global evaluation on the pooled held-out set, then every client on its own split —
+    of the generator that would be sampled: the server's EMA when it keeps one."""
     arrays = from_record(record)
-    store.save_checkpoint(rnd, arrays)
-    generator = {k: v for k, v in arrays.items() if k.startswith("generator.")}
+    store.save_checkpoint(rnd, arrays | (ema.as_state_arrays() if ema else {}))
+    generator = ema.arrays if ema is not None else _generator(arrays)
     ev = None
     if generator:
         state = initial_state(s, gan).load_arrays(generator)
@@ -417,6 +427,7 @@ def _checkpoint(
     store: RunStore,
     rnd: int,
     record: ArrayRecord,
+    ema: ServerEMA | None,
     strategy: Any,
     private: dict[int, dict[str, np.ndarray]],
     touched: set[int],
@@ -437,9 +448,25 @@ def _checkpoint(
         store.event("checkpoint_incomplete", round=rnd, detail="; ".join(notes))
     save_resume_state(
         store.path,
-        ResumeState(rnd, from_record(record), private, state, rng_state(), notes),
+        ResumeState(
+            rnd,
+            from_record(record),
+            private,
+            state,
+            rng_state(),
+            notes,
+            server=dict(ema.arrays) if ema is not None else {},
+        ),
     )
     return set(failed)
+
+
+def _generator(arrays: dict[str, np.ndarray] | ArrayRecord) -> dict[str, np.ndarray]:
+    """The `generator.*` arrays of a flat dict or a record (decoding only those)."""
+    keys = [k for k in arrays if k.startswith("generator.")]
+    if isinstance(arrays, ArrayRecord):
+        return {k: arrays[k].numpy() for k in keys}
+    return {k: arrays[k] for k in keys}
 
 
 def _partition_table(data: FederatedData) -> Any:

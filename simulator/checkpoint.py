@@ -110,7 +110,8 @@ class ResumeState:
     `arrays`: the global arrays (`prefix.name` → ndarray) after round r, in record order;
     `clients`: each client's private arrays by partition id (only clients that have any);
     `strategy`: the strategy's attributes (see `server.resume.strategy_state`);
-    `rng`: `rng_state()` at the end of round r; `notes`: what could not be saved.
+    `rng`: `rng_state()` at the end of round r; `notes`: what could not be saved;
+    `server`: arrays the server keeps beside the global ones (the generator EMA).
     """
 
     round: int
@@ -119,6 +120,7 @@ class ResumeState:
     strategy: dict[str, Any] = field(default_factory=dict)
     rng: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    server: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _name(round_: int) -> str:
@@ -128,17 +130,19 @@ def _name(round_: int) -> str:
 def save(run_dir: Path, st: ResumeState) -> Path:
     """Write `st` as the run's latest checkpoint (atomic), then drop older ones."""
     folder = run_dir / "checkpoints"
-    for k in list(st.arrays) + [a for c in st.clients.values() for a in c]:
+    for k in list(st.arrays) + list(st.server) + [a for c in st.clients.values() for a in c]:
         if "/" in k:  # npz members are file names
             raise ValueError(f"array name {k!r} contains '/'")
     meta = {
         "format": FORMAT,
         "round": st.round,
         "arrays": list(st.arrays),
+        "server": list(st.server),
         "clients": {str(p): list(a) for p, a in sorted(st.clients.items())},
         "notes": st.notes,
     }
     members: dict[str, np.ndarray] = {f"global/{k}": v for k, v in st.arrays.items()}
+    members.update({f"server/{k}": v for k, v in st.server.items()})
     for pid, arrays in st.clients.items():
         members.update({f"client/{pid}/{k}": v for k, v in arrays.items()})
     members["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -176,6 +180,7 @@ def load_latest(run_dir: Path) -> ResumeState | None:
             meta = json.loads(z["meta"].tobytes())
             state = loads(z["state"].tobytes())
             arrays = {k: z[f"global/{k}"] for k in meta["arrays"]}
+            server = {k: z[f"server/{k}"] for k in meta.get("server", [])}
             clients = {
                 int(p): {k: z[f"client/{p}/{k}"] for k in keys}
                 for p, keys in meta["clients"].items()
@@ -189,4 +194,5 @@ def load_latest(run_dir: Path) -> ResumeState | None:
         strategy=state["strategy"],
         rng=state["rng"],
         notes=list(meta.get("notes", [])),
+        server=server,
     )

@@ -111,7 +111,17 @@ def _gan(
     scenario_json: str, data_dim: int, image_shape: tuple[int, int, int] | None, prox_mu: float
 ) -> GAN:
     s = Scenario.model_validate_json(scenario_json)
-    return GAN(s.gan.config(prox_mu=prox_mu), data_dim, image_shape)
+    return GAN(s.gan.config(prox_mu=prox_mu, ema=client_ema(s)), data_dim, image_shape)
+
+
+def client_ema(s: Scenario) -> float:
+    """Decay of the generator EMA a client keeps. Only a private generator (`federate:
+    critic`) has a trajectory of its own to average; a federated generator restarts from the
+    aggregate every round, so its EMA is kept on the server, over the aggregated generators
+    (`ServerEMA`)."""
+    if s.federation is None or s.federation.federate == "critic":
+        return s.gan.ema
+    return 0.0
 
 
 def make_gan(s: Scenario, data: FederatedData | None = None, prox_mu: float | None = None) -> GAN:
@@ -131,6 +141,44 @@ def local_steps(s: Scenario, data: FederatedData, client: int) -> int:
     if f.local_epochs is None:
         return f.local_steps
     return max(1, math.ceil(f.local_epochs * len(data.client_train[client]) / s.gan.batch_size))
+
+
+class ServerEMA:
+    """The EMA of the aggregated generator, kept on the server: what a federated run samples and
+    evaluates when `gan.ema` > 0 (and what checkpoints store as `generator_ema.*`).
+
+    A round moves the global generator by K local generator steps, so the per-round decay is
+    `gan.ema ** K` — the same time constant, in generator steps, as the centralized twin's
+    per-step EMA. K is `federation.local_steps` (with `local_epochs`, the mean over clients).
+    A skipped round (no aggregation) leaves it alone. Arrays are keyed `generator.*`.
+    """
+
+    def __init__(self, decay_per_round: float, generator: dict[str, np.ndarray]) -> None:
+        self.decay = decay_per_round
+        self.arrays = {k: np.array(v, dtype=np.float32, copy=True) for k, v in generator.items()}
+
+    @classmethod
+    def for_scenario(
+        cls, s: Scenario, data: FederatedData, generator: dict[str, np.ndarray]
+    ) -> ServerEMA | None:
+        """The run's server EMA from the round-0 generator, or None when the server keeps none
+        (`gan.ema` = 0, or the generator is private)."""
+        if not s.gan.ema or client_ema(s) or not generator:
+            return None
+        k = float(np.mean([local_steps(s, data, c) for c in range(data.n_clients)]))
+        return cls(s.gan.ema**k, generator)
+
+    def update(self, generator: dict[str, np.ndarray]) -> None:
+        """One round: ema ← β·ema + (1 − β)·generator (β = the per-round decay)."""
+        b = self.decay
+        self.arrays = {
+            k: (b * self.arrays[k] + (1.0 - b) * generator[k]).astype(np.float32)
+            for k in self.arrays
+        }
+
+    def as_state_arrays(self) -> dict[str, np.ndarray]:
+        """The EMA under the names a `GANState` gives its EMA copy (`generator_ema.*`)."""
+        return {"generator_ema." + k.split(".", 1)[1]: v for k, v in self.arrays.items()}
 
 
 def initial_state(s: Scenario, gan: GAN) -> GANState:

@@ -203,7 +203,9 @@ class GANModel(_Model):
             raise ValueError("; ".join(problems))
         return self
 
-    def config(self, prox_mu: float = 0.0) -> GANConfig:
+    def config(self, prox_mu: float = 0.0, ema: float | None = None) -> GANConfig:
+        """The GAN's configuration; `ema` overrides `gan.ema` (federated clients whose generator
+        travels keep none: the server averages the aggregated generators instead)."""
         return GANConfig(
             latent_dim=self.latent_dim,
             generator=self.generator.spec(),
@@ -217,7 +219,7 @@ class GANModel(_Model):
             d_opt=self.d_opt.spec(),
             lr_schedule=self.lr_schedule,
             lr_final=self.lr_final,
-            ema=self.ema,
+            ema=self.ema if ema is None else ema,
             prox_mu=prox_mu,
         )
 
