@@ -102,7 +102,9 @@ def test_kept_is_coverage_at_least_0_3() -> None:
 # generated ones, k = 5 — the setting every run of the project evaluates in. The labels are
 # what a researcher looking at the samples would say (issue: "a diagnosis a researcher agrees
 # with"), not what the rule happens to return.
-RING = {"n_modes": 8, "radius": 2.0, "sigma": 0.02, "minority_modes": [0, 1], "minority_weight": 0.02}
+RING = {
+    "n_modes": 8, "radius": 2.0, "sigma": 0.02, "minority_modes": [0, 1], "minority_weight": 0.02
+}
 WEIGHTS = np.array([0.02, 0.02] + [0.96 / 6] * 6)
 
 
