@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/engine.py [--quick] [--rounds N] [--reps N] [--no-ray] [--breakdown]
 
-The federated run is `scenarios/quickstart.yaml` (10 clients, 5 sampled per round, 50 local steps,
+The federated run is `scenarios/ring-2pct-10-clients.yaml` (10 clients, 5 sampled per round, 50 local steps,
 batch 128) with fewer rounds; the central run is one `GAN.train` loop over the pooled training
 set with the same GAN config and batch size for `rounds × local_steps × clients_per_round` steps.
 
@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
+QUICKSTART = ROOT / "scenarios" / "ring-2pct-10-clients.yaml"
 TARGET = 1.2
 """In-process round time / central time we aim to stay under."""
 

@@ -20,6 +20,8 @@ HEADLINE = [
     ("reverse_kl", "reverse KL (modes)"),
     ("min_mass_ratio", "min mode mass ratio"),
     ("recall.group_min", "worst-group recall"),
+    ("coverage.group_min", "worst-group coverage"),
+    ("groups_kept", f"groups kept (coverage ≥ {KEEP_COVERAGE:g})"),
     ("recall.difference", "recall gap (max − min)"),
     ("frechet_distance", "Fréchet distance (classifier features)"),
 ]
@@ -53,6 +55,11 @@ def headline(metrics: pd.DataFrame, round_: int | None = None) -> dict[str, floa
     for r in rows.itertuples():
         if r.group == "" and (r.group_by in ("", first_group)):
             out.setdefault(str(r.metric), float(r.value))
+    cov = rows[(rows["group_by"] == first_group) & (rows["group"] != "")]
+    cov = cov[cov["metric"] == "coverage"]["value"]
+    if first_group and len(cov):
+        out["groups_kept"] = float(sum(kept(float(v)) for v in cov))
+        out["groups_total"] = float(len(cov))
     clients = metrics[
         (metrics["scope"] == "client")
         & (metrics["metric"] == "eval.recall")
@@ -69,7 +76,8 @@ def headline(metrics: pd.DataFrame, round_: int | None = None) -> dict[str, floa
 def format_value(key: str, v: float) -> str:
     if math.isnan(v):
         return "n/a"
-    return f"{v:.0f}" if key in ("modes_captured", "modes_total") else f"{v:.3f}"
+    counts = ("modes_captured", "modes_total", "groups_kept", "groups_total")
+    return f"{v:.0f}" if key in counts else f"{v:.3f}"
 
 
 def summary_tables(metrics: pd.DataFrame, round_: int | None = None) -> list[Table]:
@@ -90,6 +98,8 @@ def summary_tables(metrics: pd.DataFrame, round_: int | None = None) -> list[Tab
             value = format_value(key, h[key])
             if key == "modes_captured" and "modes_total" in h:
                 value += f" / {h['modes_total']:.0f}"
+            if key == "groups_kept" and "groups_total" in h:
+                value += f" / {h['groups_total']:.0f}"
             t.add_row(label, value)
     for key, label in (
         ("worst_client_recall", "worst-client recall (own data)"),
