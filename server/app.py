@@ -7,9 +7,9 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from clients.records import scenario_from
 from server.loop import run_rounds
 from simulator.store import RunStore
+from wire.records import scenario_from
 
 RUN_DIR_KEY = "run-dir"
 """run_config key with the absolute path of the run folder the server writes."""

@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from clients.records import from_record, to_record
 from server.gate import check_replies
 from server.resume import (
     collect_private,
@@ -41,11 +40,29 @@ from simulator.federation import (
     federated_data,
     initial_state,
     make_gan,
+)
+from simulator.messages import (
+    EVALUATE_REPLY_KEYS,
+    GENERATOR,
+    TRAIN_REPLY_KEYS,
+    EvaluateInstruction,
+    Query,
+    select,
     split_arrays,
+    table_metrics,
+    wall_times,
 )
 from simulator.scenario import Scenario
 from simulator.seeding import numpy_rng, torch_generator
 from simulator.store import RunStore
+from wire.messages import (
+    evaluate_content,
+    metrics_of,
+    query_content,
+    read_evaluate_reply,
+    read_query_reply,
+)
+from wire.records import from_record, to_record
 
 RoundHook = Callable[[int, int, "Evaluation | None"], None]
 ROUND_HOOKS: list[RoundHook] = []
@@ -93,19 +110,14 @@ def discover(grid: Grid, n_clients: int, timeout: float) -> dict[int, int]:
     """node id → partition id, asked of every node (node ids are random under Flower)."""
     nodes = list(grid.get_node_ids())
     msgs = [
-        Message(
-            RecordDict({"config": ConfigRecord({"ask": "partition-id"})}),
-            dst_node_id=n,
-            message_type=MessageType.QUERY,
-        )
+        Message(query_content(Query()), dst_node_id=n, message_type=MessageType.QUERY)
         for n in nodes
     ]
     out: dict[int, int] = {}
     for reply in grid.send_and_receive(msgs, timeout=timeout):
-        if not reply.has_error():
-            metrics = reply.content["metrics"]
-            assert isinstance(metrics, MetricRecord)
-            out[reply.metadata.src_node_id] = int(metrics["partition-id"])  # type: ignore[arg-type]
+        answer = read_query_reply(reply)
+        if answer is not None:
+            out[reply.metadata.src_node_id] = answer.partition_id
     pids = sorted(out.values())
     if len(set(pids)) != len(pids) or any(p < 0 or p >= n_clients for p in pids):
         raise RuntimeError(
@@ -122,10 +134,6 @@ def sample_clients(s: Scenario, round_: int) -> list[int]:
     if k >= n:
         return list(range(n))
     return sorted(numpy_rng(s.seed, "sampling", round_).choice(n, size=k, replace=False).tolist())
-
-
-def _scalar_metrics(rec: MetricRecord) -> dict[str, float]:
-    return {k: float(v) for k, v in rec.items() if isinstance(v, int | float)}
 
 
 def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -> None:
@@ -218,7 +226,7 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -
             on_time,
             node_pid,
             expected,
-            ("num-examples", "partition-id"),
+            TRAIN_REPLY_KEYS,
             reference=from_record(record) if f.max_update_norm is not None else None,
             max_update_norm=f.max_update_norm,
             max_reply_bytes=f.max_reply_bytes,
@@ -232,15 +240,15 @@ def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -
         rows: list[dict[str, Any]] = []
         client_times: list[dict[str, Any]] = []
         for pid, msg in gate.accepted:
-            met = msg.content["metrics"]
-            assert isinstance(met, MetricRecord)
-            for k, v in _scalar_metrics(met).items():
-                if k.startswith("time."):  # wall times stay out of the deterministic table
-                    client_times.append({"round": rnd, "phase": k[5:], "client": pid, "seconds": v})
-                elif k != "partition-id":
-                    rows.append(
-                        {"round": rnd, "scope": "client", "client": pid, "metric": k, "value": v}
-                    )
+            met = metrics_of(msg)
+            assert met is not None  # the gate checked
+            # Wall times stay out of the deterministic table.
+            for phase, v in wall_times(met).items():
+                client_times.append({"round": rnd, "phase": phase, "client": pid, "seconds": v})
+            for k, v in table_metrics(met).items():
+                rows.append(
+                    {"round": rnd, "scope": "client", "client": pid, "metric": k, "value": v}
+                )
         rows += [
             {"round": rnd, "scope": "global", "metric": "fed.replies", "value": len(gate.accepted)},
             {"round": rnd, "scope": "global", "metric": "fed.dropped", "value": len(dropped)},
@@ -357,12 +365,10 @@ def _evaluate(
                 }
             )
     # Per-client evaluation of the global generator (a private generator when not federated).
-    content = RecordDict(
-        {"arrays": to_record(generator), "config": ConfigRecord({"server-round": rnd})}
-    )
+    content = evaluate_content(generator, EvaluateInstruction(rnd))
     msgs = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in node_pid]
     replies = list(grid.send_and_receive(msgs, timeout=timeout))
-    gate = check_replies(replies, node_pid, None, ("partition-id", "recall_hits"))
+    gate = check_replies(replies, node_pid, None, EVALUATE_REPLY_KEYS)
     for pid, kind, detail in gate.dropped:
         store.event(kind, round=rnd, client=pid, detail=f"evaluation: {detail}")
     answered = {r.metadata.src_node_id for r in replies}
@@ -372,21 +378,23 @@ def _evaluate(
     G = len(data.groups)
     pooled = np.zeros((3, G))
     for pid, msg in gate.accepted:
-        met = msg.content["metrics"]
-        assert isinstance(met, MetricRecord)
-        n_real = int(met["num-examples"])  # type: ignore[arg-type]
-        for key in ("recall", "coverage", "expected_coverage"):
+        local = read_evaluate_reply(msg).evaluation
+        for key, value in (
+            ("recall", local.recall),
+            ("coverage", local.coverage),
+            ("expected_coverage", local.expected_coverage),
+        ):
             rows.append(
                 {
                     "round": rnd,
                     "scope": "client",
                     "client": pid,
                     "metric": f"eval.{key}",
-                    "value": float(met[key]),  # type: ignore[arg-type]
-                    "n": n_real,
+                    "value": value,
+                    "n": local.n_real,
                 }
             )
-        hits = np.array([met["recall_hits"], met["coverage_hits"], met["group_n"]], dtype=float)
+        hits = np.array([local.recall_hits, local.coverage_hits, local.group_n], dtype=float)
         pooled += hits
         for g in range(G):
             if hits[2, g] > 0:
@@ -463,10 +471,9 @@ def _checkpoint(
 
 def _generator(arrays: dict[str, np.ndarray] | ArrayRecord) -> dict[str, np.ndarray]:
     """The `generator.*` arrays of a flat dict or a record (decoding only those)."""
-    keys = [k for k in arrays if k.startswith("generator.")]
     if isinstance(arrays, ArrayRecord):
-        return {k: arrays[k].numpy() for k in keys}
-    return {k: arrays[k] for k in keys}
+        return {k: a.numpy() for k, a in select(arrays, GENERATOR).items()}
+    return select(arrays, GENERATOR)
 
 
 def _partition_table(data: FederatedData) -> Any:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from clients.app import ASK_PRIVATE, ASK_RESTORE
-from clients.records import from_record, to_record
 from server.strategies.per_network import PerNetwork
 from simulator.checkpoint import round_trips
+from simulator.messages import ARRAYS, ASK_PRIVATE, ASK_RESTORE, Query
+from wire.messages import query_content, read_query_reply
+from wire.records import from_record, to_record
 
 NESTED = "__nested__"
 """Key of the sub-dict holding nested strategies' states, by attribute name."""
@@ -85,17 +86,17 @@ def collect_private(
 ) -> tuple[dict[int, dict[str, Any]], list[int]]:
     """Ask clients `pids` for their private arrays: ({pid: arrays} of those that have any,
     the pids that did not answer)."""
-    ask = {pid_node[p]: _ask(ASK_PRIVATE) for p in pids if p in pid_node}
+    ask = {pid_node[p]: query_content(Query(ASK_PRIVATE)) for p in pids if p in pid_node}
     replies = _query(grid, ask, timeout)
     out: dict[int, dict[str, Any]] = {}
     failed = []
     for p in pids:
         reply = replies.get(pid_node.get(p, -1))
-        arrays = reply.content.array_records.get("arrays") if reply is not None else None
-        metrics = reply.content.metric_records.get("metrics") if reply is not None else None
-        if arrays is None or metrics is None or metrics.get("partition-id") != p:
+        arrays = reply.content.array_records.get(ARRAYS) if reply is not None else None
+        answer = read_query_reply(reply) if reply is not None else None
+        if arrays is None or answer is None or answer.partition_id != p:
             failed.append(p)
-        elif metrics.get("has-private"):
+        elif answer.has_private:
             out[p] = from_record(arrays)
     return out, failed
 
@@ -107,12 +108,6 @@ def restore_private(
     contents = {}
     for p, arrays in private.items():
         if p in pid_node:
-            content = _ask(ASK_RESTORE)
-            content["arrays"] = to_record(arrays)
-            contents[pid_node[p]] = content
+            contents[pid_node[p]] = query_content(Query(ASK_RESTORE), to_record(arrays))
     replies = _query(grid, contents, timeout)
     return sorted(p for p in private if pid_node.get(p, -1) not in replies)
-
-
-def _ask(what: str) -> RecordDict:
-    return RecordDict({"config": ConfigRecord({"ask": what})})

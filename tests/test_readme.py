@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from simulator.engines.runner import run_federated
-from simulator.federation import client_train, initial_state, make_gan, split_arrays
+from simulator.federation import client_train, initial_state, make_gan
+from simulator.messages import split_arrays
 from simulator.store import load_run
 from tests.conftest import tiny
 

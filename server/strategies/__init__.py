@@ -26,6 +26,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from simulator.messages import TRAIN_LOSS
 from simulator.registry import Registry, RegistryError
 
 
@@ -70,7 +71,7 @@ RESERVED = {
 }
 """Record keys the client and server agree on, and callables: not settable from YAML."""
 
-DEFAULT_ARGS: dict[str, dict[str, Any]] = {"qfedavg": {"train_loss_key": "train_loss"}}
+DEFAULT_ARGS: dict[str, dict[str, Any]] = {"qfedavg": {"train_loss_key": TRAIN_LOSS}}
 
 
 def strategy_params(cls: type[Strategy]) -> dict[str, inspect.Parameter]:

@@ -70,8 +70,8 @@ def resume_federated(run_dir: str | Path) -> RunResult:
 
 
 def _run_in(s: Scenario, path: Path, resume: bool) -> RunResult:
-    from clients.records import RUN_CONFIG_KEY
     from server.app import RESUME_KEY, RUN_DIR_KEY
+    from wire.records import RUN_CONFIG_KEY
 
     run_config: dict[str, bool | int | float | str] = {
         RUN_CONFIG_KEY: s.to_json(),
