@@ -30,8 +30,8 @@ def check_scenario(s: Scenario) -> list[str]:
     if needs and s.federation is not None and s.federation.federate != needs:
         problems.append(f"strategy.name: {s.strategy.name} needs federation.federate: {needs}")
     if s.strategy.critic is not None:
-        critic = check_strategy(s.strategy.critic.name, dict(s.strategy.critic.params))
-        problems += [p.replace("strategy.", "strategy.critic.", 1) for p in critic]
+        critic = s.strategy.critic
+        problems += check_strategy(critic.name, dict(critic.params), path="strategy.critic")
         if s.federation is not None and s.federation.federate != "both":
             problems.append("strategy.critic: a critic strategy needs federation.federate: both")
     return problems
