@@ -88,7 +88,7 @@ def run(
             _fail("--resume takes no scenario, overrides or --centralized: it continues the run")
         if not (resume / "scenario.yaml").is_file():
             _fail(f"--resume {resume}: not a run folder (no scenario.yaml)")
-        from simulator.sweep import run_is_finished
+        from simulator.store import run_is_finished
 
         if run_is_finished(resume):
             console.print(f"{resume}: the run has finished; nothing to resume", soft_wrap=True)

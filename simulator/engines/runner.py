@@ -56,7 +56,7 @@ def resume_federated(run_dir: str | Path) -> RunResult:
     Raises ScenarioError (bad scenario file) or ValueError (not a resumable run folder).
     """
     from simulator.scenario import load
-    from simulator.sweep import run_is_finished
+    from simulator.store import run_is_finished
 
     path = Path(run_dir)
     if not (path / "scenario.yaml").is_file():
