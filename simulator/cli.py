@@ -220,7 +220,7 @@ def inspect(
     import pandas as pd
 
     from simulator.store import load_run
-    from simulator.summary import main_scope
+    from simulator.summary import client_group_table, group_table, main_scope
 
     try:
         r = load_run(run_dir)
@@ -245,18 +245,16 @@ def inspect(
         _fail(f"no evaluation at round {rnd}; rounds: {[int(x) for x in rounds]}")
     table: pd.DataFrame
     if by == "group":
-        g = sub[sub["group"] != ""]
-        table = g.pivot_table(
-            index=["group_by", "group"], columns="metric", values="value", aggfunc="first"
+        groupings = [g for g in dict.fromkeys(sub["group_by"]) if g]
+        if not groupings:
+            _fail(f"{run_dir} has no per-group metrics at round {rnd}")
+        table = pd.concat(
+            {g: group_table(df, scope, rnd, g) for g in groupings}, names=["group_by", "group"]
         )
-        clients = df[(df["scope"] == "client") & (df["group"] != "") & (df["round"] == rnd)]
+        clients = client_group_table(df, rnd)
         if len(clients):  # client × group recall on each client's own held-out data
             console.print(f"[bold]client × group recall[/bold] (round {rnd})")
-            console.print(
-                clients[clients["metric"] == "eval.recall"]
-                .pivot_table(index="client", columns="group", values="value", aggfunc="first")
-                .to_string(float_format=lambda v: f"{v:.3f}")
-            )
+            console.print(clients.to_string(float_format=lambda v: f"{v:.3f}"))
     elif by == "client":
         table = sub.pivot_table(index="client", columns="metric", values="value", aggfunc="first")
     else:
