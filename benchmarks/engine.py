@@ -140,7 +140,7 @@ def breakdown(s: Any, out: Path) -> tuple[FedTime, dict[str, float]]:
     from simulator.gan.train import GAN, GANState
 
     phase = ["setup"]
-    discover, evaluate = loop.discover, loop._evaluate
+    discover, evaluate = loop.discover, loop.evaluate
 
     def timed_discover(*a: Any, **k: Any) -> Any:
         out = discover(*a, **k)
@@ -154,7 +154,7 @@ def breakdown(s: Any, out: Path) -> tuple[FedTime, dict[str, float]]:
         finally:
             phase[0] = "train"
 
-    loop.discover, loop._evaluate = timed_discover, timed_evaluate
+    loop.discover, loop.evaluate = timed_discover, timed_evaluate
     try:
         with timers([
             (ClientApp, "__call__", "ClientApp calls"),
@@ -171,7 +171,7 @@ def breakdown(s: Any, out: Path) -> tuple[FedTime, dict[str, float]]:
         ], active=lambda: phase[0] == "train") as totals:
             ft = federated_seconds(s, out)
     finally:
-        loop.discover, loop._evaluate = discover, evaluate
+        loop.discover, loop.evaluate = discover, evaluate
     return ft, totals
 
 

@@ -81,6 +81,7 @@ def run(
     from simulator.centralized import run_centralized
     from simulator.data import DataError
     from simulator.engines.deployment import DeploymentError
+    from simulator.progress import Progress as RunProgress
     from simulator.registry import RegistryError
 
     if resume is not None:
@@ -136,34 +137,32 @@ def run(
     ) as progress:
         task = progress.add_task("starting", total=total)
 
-        def on_eval(step: int, _total: int, ev) -> None:  # type: ignore[no-untyped-def]
-            if ev is not None:
-                sm = ev.summary
+        def on_progress(p: RunProgress) -> None:
+            # Called from the thread that follows the run folder's progress file: the
+            # ServerApp may run in another process (Ray, a SuperLink).
+            if p.summary:
+                sm = p.summary
                 progress.update(
                     task,
                     description=(
-                        f"{'round' if f else 'step'} {step}: "
+                        f"{'round' if f else 'step'} {p.done}: "
                         f"recall {sm.get('recall', float('nan')):.3f}"
                         f" worst group {sm.get('worst_group_recall', float('nan')):.3f}"
                         f" modes {sm.get('modes_captured', float('nan')):.0f}"
                     ),
                 )
-            progress.update(task, completed=step)
+            progress.update(task, completed=p.done)
 
         try:
             if f:
-                from server.loop import ROUND_HOOKS
-                from simulator.engines.runner import run_federated
+                from simulator.engines.runner import resume_federated, run_federated
 
-                ROUND_HOOKS.append(on_eval)
                 if resume is not None:
-                    from simulator.engines.runner import resume_federated
-
-                    result = resume_federated(resume)
+                    result = resume_federated(resume, on_progress)
                 else:
-                    result = run_federated(s, out)
+                    result = run_federated(s, out, on_progress)
             else:
-                result = run_centralized(s, out, on_eval=on_eval)
+                result = run_centralized(s, out, on_progress)
         except (DataError, RegistryError, ValueError, DeploymentError) as exc:
             _fail(str(exc))
     for table in summary_tables(result.metrics):
@@ -182,7 +181,14 @@ def validate(
     bad = 0
     for p in scenarios:
         try:
-            _warn(load(p))
+            s = load(p)
+            if s.federated:  # the protocol and the strategy: checks that need the apps' code
+                from simulator.engines.runner import check_scenario
+
+                problems = check_scenario(s)
+                if problems:
+                    raise ScenarioError(str(p), problems)
+            _warn(s)
             console.print(f"[green]ok[/green] {p}")
         except ScenarioError as exc:
             bad += 1

@@ -31,16 +31,11 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from clients.app import app as real_client_app
 from server.app import RUN_DIR_KEY
 from server.app import app as server_app
-from server.resume import (
-    collect_private,
-    load_strategy_state,
-    rebind_nodes,
-    restore_private,
-    strategy_state,
-)
+from server.nodes import collect_private, restore_private
 from server.strategies.fair import AgnosticFedAvg
 from server.strategies.mdgan import CriticSwapFedAvg
 from server.strategies.per_network import PerNetwork
+from server.strategies.state import load_strategy_state, rebind_nodes, strategy_state
 from simulator.checkpoint import dumps, load_latest, loads
 from simulator.engines.inprocess import InProcessGrid, node_id_of, run_serverapp
 from simulator.engines.runner import resume_federated, run_federated
