@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from simulator.federation import (
@@ -19,12 +19,12 @@ from simulator.federation import (
     initial_state,
     make_gan,
 )
-from simulator.messages import ASK_PRIVATE, ASK_RESTORE, EvaluateReply, QueryReply
+from simulator.messages import EvaluateReply
 from wire.messages import (
+    answer_query,
     arrays_of,
     partition_id,
     read_evaluate,
-    read_query,
     read_train,
     reply,
     train_reply,
@@ -73,13 +73,9 @@ def query(msg: Message, context: Context) -> Message:
     The one place private state crosses to the server: an engine that keeps it elsewhere syncs
     it into the context around this handler (or answers these queries the same way itself).
     """
-    ask = read_query(msg).ask
-    pid = partition_id(context)
-    if ask == ASK_PRIVATE:
-        private = load_private(context)
-        # A copy (from_record decodes): the reply must not alias the state the node keeps.
-        arrays = to_record(private) if private is not None else ArrayRecord()
-        return reply(msg, QueryReply(pid, private is not None).metrics(), arrays)
-    if ask == ASK_RESTORE:
-        store_private(context, from_record(arrays_of(msg)))
-    return reply(msg, QueryReply(pid).metrics())
+    return answer_query(
+        msg,
+        partition_id(context),
+        lambda: load_private(context),
+        lambda arrays: store_private(context, arrays),
+    )

@@ -64,6 +64,19 @@ def load_plugin(spec: str, kind: str) -> object:
         raise RegistryError(f"{kind} plug-in {where!r} has no attribute {attr!r}") from None
 
 
+def subclass_of(base: type, name: str | None = None) -> Callable[[object], str | None]:
+    """A plug-in check (`Registry(check=...)`): the plug-in must be a subclass of `base`
+    (named `name` in the message, default its module path)."""
+    shown = name or f"{base.__module__}.{base.__qualname__}"
+
+    def check(obj: object) -> str | None:
+        if isinstance(obj, type) and issubclass(obj, base):
+            return None
+        return f"expected a subclass of {shown}, got {obj!r}"
+
+    return check
+
+
 class Registry(Generic[T]):
     """A name → object table for one kind of component (dataset, objective, ...).
 

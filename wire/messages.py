@@ -6,7 +6,7 @@ holds them (a RecordDict of one ArrayRecord, one MetricRecord, one ConfigRecord)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +14,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 
 from simulator.messages import (
     ARRAYS,
+    ASK_PRIVATE,
+    ASK_RESTORE,
     CONFIG,
     METRICS,
     NODE_PARTITION_ID,
@@ -28,9 +30,10 @@ from simulator.messages import (
     TrainReply,
 )
 from wire.flwr_internals import copy_message
-from wire.records import metric_record, to_record
+from wire.records import from_record, metric_record, to_record
 
 __all__ = [
+    "answer_query",
     "arrays_of",
     "config_of",
     "content",
@@ -140,6 +143,28 @@ def reply(
 ) -> Message:
     """The reply to instruction `msg`: `arrays` (if any), then the metrics."""
     return Message(content(arrays=arrays, metrics=metrics), reply_to=msg)
+
+
+def answer_query(
+    msg: Message,
+    partition: int,
+    load: Callable[[], Mapping[str, np.ndarray] | None],
+    keep: Callable[[dict[str, np.ndarray]], None],
+    make_record: Callable[[Mapping[str, np.ndarray]], ArrayRecord] = to_record,
+) -> Message:
+    """The answer to query `msg` from the node holding `partition` — the one query protocol,
+    wherever the node's private state lives: `load()` gives it (None: it has none), `keep`
+    takes what a restore sends. ValueError names the allowed asks."""
+    ask = read_query(msg).ask
+    if ask == ASK_PRIVATE:
+        private = load()
+        # A fresh record: the reply must not alias the state the node keeps.
+        arrays = make_record(private) if private is not None else ArrayRecord()
+        return reply(msg, QueryReply(partition, private is not None).metrics(), arrays)
+    if ask == ASK_RESTORE:
+        sent = msg.content.array_records.get(ARRAYS)
+        keep(from_record(sent) if sent is not None else {})
+    return reply(msg, QueryReply(partition).metrics())
 
 
 def train_reply(msg: Message, stats: TrainReply, arrays: ArrayRecord, seconds: float) -> Message:

@@ -10,7 +10,7 @@ from typing import Any
 
 from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
 from server.protocols.fedavg import FedAvgProtocol
-from simulator.registry import Registry, RegistryError, signature
+from simulator.registry import Registry, RegistryError, signature, subclass_of
 from simulator.scenario import Scenario
 
 __all__ = [
@@ -27,13 +27,9 @@ __all__ = [
 ]
 
 
-def _check(obj: object) -> str | None:
-    if isinstance(obj, type) and issubclass(obj, Protocol):
-        return None
-    return f"expected a subclass of server.protocols.Protocol, got {obj!r}"
-
-
-PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", check=_check)
+PROTOCOLS: Registry[type[Protocol]] = Registry(
+    "protocol", check=subclass_of(Protocol, "server.protocols.Protocol")
+)
 PROTOCOLS.add("fedavg", FedAvgProtocol)
 
 

@@ -27,16 +27,11 @@ from flwr.serverapp.strategy import (
 )
 
 from simulator.messages import TRAIN_LOSS
-from simulator.registry import Registry, RegistryError, Signature, signature
+from simulator.registry import Registry, RegistryError, Signature, signature, subclass_of
 
-
-def _check_strategy(obj: object) -> str | None:
-    if isinstance(obj, type) and issubclass(obj, Strategy):
-        return None
-    return f"expected a subclass of flwr.serverapp.strategy.Strategy, got {obj!r}"
-
-
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy", check=_check_strategy)
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "strategy", check=subclass_of(Strategy, "flwr.serverapp.strategy.Strategy")
+)
 for _name, _cls in {
     "fedavg": FedAvg,
     "fedprox": FedProx,

@@ -41,10 +41,10 @@ from simulator.engines.inprocess import (
     run_serverapp,
 )
 from simulator.federation import ClientUpdate, TrainRequest, clients_train
-from simulator.messages import ARRAYS, ASK_PRIVATE, ASK_RESTORE, QueryReply, generator_travels
+from simulator.messages import ASK_PRIVATE, ASK_RESTORE, generator_travels
 from simulator.private_store import PrivateStore
 from wire import flwr_internals as fi
-from wire.messages import arrays_of, read_query, read_train, reply, train_reply
+from wire.messages import answer_query, arrays_of, read_query, read_train, train_reply
 from wire.records import PRIVATE_STATE, from_record, scenario_from, to_decoded_record, to_record
 
 __all__ = ["VectorizedGrid", "run_vectorized"]
@@ -97,16 +97,15 @@ class VectorizedGrid(InProcessGrid):
             return None
         node = msg.metadata.dst_node_id
         pid = partition_id_of(node)
+
+        def keep(arrays: dict[str, np.ndarray]) -> None:
+            if arrays:  # an empty restore leaves the store as it is
+                self.private.put(pid, arrays)
+
         with fi.task_identity(self._run_id, node, task_id=node):
-            if ask == ASK_PRIVATE:
-                arrays = self.private.get(pid)
-                record = to_decoded_record(arrays) if arrays is not None else ArrayRecord()
-                answer = reply(msg, QueryReply(pid, arrays is not None).metrics(), record)
-            else:
-                sent = msg.content.array_records.get(ARRAYS)
-                if sent is not None and len(sent) > 0:
-                    self.private.put(pid, from_record(sent))
-                answer = reply(msg, QueryReply(pid).metrics())
+            answer = answer_query(
+                msg, pid, lambda: self.private.get(pid), keep, to_decoded_record
+            )
         fi.set_message_id(answer, self._next_id())
         return answer
 
