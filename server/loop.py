@@ -86,6 +86,7 @@ def start(grid: Grid, s: Scenario, store: RunStore, resume: bool) -> tuple[Run, 
         store.event(
             "run_started",
             engine=s.engine.name,
+            protocol=f.protocol,
             strategy=s.strategy.name,
             clients=data.n_clients,
             rounds=f.rounds,
