@@ -124,7 +124,7 @@ class NetworkModel(_Model):
 
 class OptimizerModel(_Model):
     name: str = "adam"
-    lr: float = Field(default=2e-4, gt=0.0, le=10.0)
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
     betas: tuple[float, float] = (0.5, 0.999)
     alpha: float = Field(default=0.99, ge=0.0, lt=1.0)
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -150,7 +150,7 @@ class OptimizerModel(_Model):
 
 
 class LipschitzModel(_Model):
-    name: str = "none"
+    name: str = "r1"
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -176,17 +176,30 @@ class GANModel(_Model):
     objective: str = "non_saturating"
     lipschitz: LipschitzModel = Field(default_factory=LipschitzModel)
     n_critic: int = Field(default=1, ge=1, le=100)
-    batch_size: int = Field(default=256, ge=1, le=65536)
+    batch_size: int = Field(default=128, ge=1, le=65536)
     g_opt: OptimizerModel = Field(default_factory=OptimizerModel)
     d_opt: OptimizerModel = Field(default_factory=OptimizerModel)
-    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    lr_final: float = Field(default=0.1, gt=0.0, le=1.0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "linear"
+    lr_final: float = Field(default=0.05, gt=0.0, le=1.0)
     ema: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @field_validator("objective")
     @classmethod
     def _known(cls, v: str) -> str:
         return _in_registry(v, OBJECTIVES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _conv_widths(cls, data: Any) -> Any:
+        """A conv network without `widths` gets two channel widths (an MLP's three hidden
+        widths would not build): the digits recipe's, 64→32 up (generator), 32→64 down."""
+        if not isinstance(data, dict):
+            return data
+        for net, widths in (("generator", [64, 32]), ("critic", [32, 64])):
+            spec = data.get(net)
+            if isinstance(spec, dict) and spec.get("kind") == "conv" and "widths" not in spec:
+                data = {**data, net: {**spec, "widths": widths}}
+        return data
 
     @model_validator(mode="after")
     def _networks(self) -> GANModel:

@@ -9,6 +9,8 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
+from simulator.metrics.diagnosis import KEEP_COVERAGE, kept
+
 HEADLINE = [
     ("precision", "precision"),
     ("recall", "recall"),
@@ -176,22 +178,29 @@ def summary_tables(metrics: pd.DataFrame, round_: int | None = None) -> list[Tab
             if len(pooled)
             else pd.Series(dtype=float)
         )
-        g = Table(title=f"per-group ({col}): low recall = a group the generator forgets")
+        g = Table(
+            title=f"per-group ({col}): kept = coverage ≥ {KEEP_COVERAGE:g}; recall alone can "
+            "read high for a forgotten group (a few stray samples with large k-NN balls)"
+        )
         cols = [c for c in PER_GROUP if c in wide.columns]
         g.add_column(col)
         for c in cols:
             g.add_column(c, justify="right")
         if len(pooled):
             g.add_column("clients' recall", justify="right")
+        if "coverage" in wide.columns:
+            g.add_column("kept")
         g.add_column("n real", justify="right")
         for grp in wide.index:
             cells = []
             for c in cols:
                 v = float(wide.loc[grp, c])
                 text = format_value(c, v)
-                cells.append(f"[red]{text}[/red]" if c == "recall" and v < 0.5 else text)
+                cells.append(f"[red]{text}[/red]" if c == "coverage" and not kept(v) else text)
             if len(pooled):
                 cells.append(format_value("", float(pooled.get(grp, float("nan")))))
+            if "coverage" in wide.columns:
+                cells.append("yes" if kept(float(wide.loc[grp, "coverage"])) else "[red]no[/red]")
             g.add_row(str(grp), *cells, str(int(wide.loc[grp, "n"])))
         tables.append(g)
     return tables
