@@ -81,6 +81,7 @@ def run(
     from simulator.centralized import run_centralized
     from simulator.data import DataError
     from simulator.engines.deployment import DeploymentError
+    from simulator.progress import Progress as RunProgress
     from simulator.registry import RegistryError
 
     if resume is not None:
@@ -88,7 +89,7 @@ def run(
             _fail("--resume takes no scenario, overrides or --centralized: it continues the run")
         if not (resume / "scenario.yaml").is_file():
             _fail(f"--resume {resume}: not a run folder (no scenario.yaml)")
-        from simulator.sweep import run_is_finished
+        from simulator.store import run_is_finished
 
         if run_is_finished(resume):
             console.print(f"{resume}: the run has finished; nothing to resume", soft_wrap=True)
@@ -136,34 +137,32 @@ def run(
     ) as progress:
         task = progress.add_task("starting", total=total)
 
-        def on_eval(step: int, _total: int, ev) -> None:  # type: ignore[no-untyped-def]
-            if ev is not None:
-                sm = ev.summary
+        def on_progress(p: RunProgress) -> None:
+            # Called from the thread that follows the run folder's progress file: the
+            # ServerApp may run in another process (Ray, a SuperLink).
+            if p.summary:
+                sm = p.summary
                 progress.update(
                     task,
                     description=(
-                        f"{'round' if f else 'step'} {step}: "
+                        f"{'round' if f else 'step'} {p.done}: "
                         f"recall {sm.get('recall', float('nan')):.3f}"
                         f" worst group {sm.get('worst_group_recall', float('nan')):.3f}"
                         f" modes {sm.get('modes_captured', float('nan')):.0f}"
                     ),
                 )
-            progress.update(task, completed=step)
+            progress.update(task, completed=p.done)
 
         try:
             if f:
-                from server.loop import ROUND_HOOKS
-                from simulator.engines.runner import run_federated
+                from simulator.engines.runner import resume_federated, run_federated
 
-                ROUND_HOOKS.append(on_eval)
                 if resume is not None:
-                    from simulator.engines.runner import resume_federated
-
-                    result = resume_federated(resume)
+                    result = resume_federated(resume, on_progress)
                 else:
-                    result = run_federated(s, out)
+                    result = run_federated(s, out, on_progress)
             else:
-                result = run_centralized(s, out, on_eval=on_eval)
+                result = run_centralized(s, out, on_progress)
         except (DataError, RegistryError, ValueError, DeploymentError) as exc:
             _fail(str(exc))
     for table in summary_tables(result.metrics):
@@ -182,7 +181,14 @@ def validate(
     bad = 0
     for p in scenarios:
         try:
-            _warn(load(p))
+            s = load(p)
+            if s.federated:  # the protocol and the strategy: checks that need the apps' code
+                from simulator.engines.runner import check_scenario
+
+                problems = check_scenario(s)
+                if problems:
+                    raise ScenarioError(str(p), problems)
+            _warn(s)
             console.print(f"[green]ok[/green] {p}")
         except ScenarioError as exc:
             bad += 1
@@ -220,7 +226,7 @@ def inspect(
     import pandas as pd
 
     from simulator.store import load_run
-    from simulator.summary import main_scope
+    from simulator.summary import client_group_table, group_table, main_scope
 
     try:
         r = load_run(run_dir)
@@ -245,18 +251,16 @@ def inspect(
         _fail(f"no evaluation at round {rnd}; rounds: {[int(x) for x in rounds]}")
     table: pd.DataFrame
     if by == "group":
-        g = sub[sub["group"] != ""]
-        table = g.pivot_table(
-            index=["group_by", "group"], columns="metric", values="value", aggfunc="first"
+        groupings = [g for g in dict.fromkeys(sub["group_by"]) if g]
+        if not groupings:
+            _fail(f"{run_dir} has no per-group metrics at round {rnd}")
+        table = pd.concat(
+            {g: group_table(df, scope, rnd, g) for g in groupings}, names=["group_by", "group"]
         )
-        clients = df[(df["scope"] == "client") & (df["group"] != "") & (df["round"] == rnd)]
+        clients = client_group_table(df, rnd)
         if len(clients):  # client × group recall on each client's own held-out data
             console.print(f"[bold]client × group recall[/bold] (round {rnd})")
-            console.print(
-                clients[clients["metric"] == "eval.recall"]
-                .pivot_table(index="client", columns="group", values="value", aggfunc="first")
-                .to_string(float_format=lambda v: f"{v:.3f}")
-            )
+            console.print(clients.to_string(float_format=lambda v: f"{v:.3f}"))
     elif by == "client":
         table = sub.pivot_table(index="client", columns="metric", values="value", aggfunc="first")
     else:

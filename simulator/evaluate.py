@@ -1,7 +1,8 @@
 """Evaluation of a generator against held-out real data: PRDC, modes, groups, diagnosis.
 
 Produces tidy rows (metric, value, n, group_by, group) that the caller stamps with round,
-scope and client, plus a headline summary and the failure diagnosis.
+scope and client, plus a headline summary and the failure diagnosis; `evaluate_generator` is
+the sample → evaluate → rows → diagnosis sequence federated and centralized runs share.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from simulator.data import Dataset
 from simulator.devices import resolve_device
+from simulator.gan.train import GAN, GANState
 from simulator.metrics import (
     Diagnosis,
     diagnose,
@@ -26,6 +28,9 @@ from simulator.metrics import (
 )
 from simulator.metrics.diagnosis import DROPPED_MASS_RATIO, group_mass_ratios
 from simulator.metrics.modes import histogram_stats
+from simulator.scenario import Scenario
+from simulator.seeding import derive_seed, torch_generator
+from simulator.store import RunStore
 
 Row = dict[str, Any]
 
@@ -275,3 +280,60 @@ class Evaluator:
                     "group": mode,
                 }
             )
+
+
+def make_evaluator(s: Scenario, held: Dataset) -> Evaluator:
+    """The scenario's evaluator against the held-out set `held`."""
+    e = s.evaluation
+    return Evaluator(
+        held,
+        k=e.k,
+        group_by=e.group_by or None,
+        mode_threshold=e.mode_threshold,
+        min_group_size=e.min_group_size,
+        n_boot=e.n_boot,
+        seed=derive_seed(s.seed, "eval"),
+        device=s.device,
+    )
+
+
+def eval_rows(ev: Evaluation, round_: int, scope: str, client: int = -1) -> list[Row]:
+    """`ev`'s tidy rows stamped with round, scope and client."""
+    return [{"round": round_, "scope": scope, "client": client, **r} for r in ev.rows]
+
+
+def evaluate_generator(
+    s: Scenario,
+    store: RunStore,
+    evaluator: Evaluator,
+    gan: GAN,
+    state: GANState,
+    round_: int,
+    scope: str,
+    diverged: str,
+) -> Evaluation | None:
+    """One evaluation, recorded: `evaluation.n_samples` points from `state`'s generator (its EMA
+    when it keeps one; noise stream `sample`, `round_`) → samples file → evaluation → tidy rows,
+    warnings and diagnosis in `store`. Non-finite points are event `diverged` and give None.
+    The rows are added unflushed: the caller writes them with the rest of its round."""
+    gen = torch_generator(s.seed, "sample", round_)
+    fake = gan.sample(state, s.evaluation.n_samples, gen).numpy()
+    store.save_samples(round_, fake)
+    try:
+        ev = evaluator(fake)
+    except FloatingPointError as exc:
+        store.event(diverged, round=round_, detail=str(exc))
+        return None
+    store.add_metrics(eval_rows(ev, round_, scope), flush=False)
+    for w in ev.warnings:
+        store.event("warning", round=round_, detail=w)
+    store.add_diagnosis(
+        {
+            "round": round_,
+            "scope": scope,
+            "client": -1,
+            "label": ev.diagnosis.label,
+            "reason": ev.diagnosis.reason,
+        }
+    )
+    return ev

@@ -287,8 +287,14 @@ class PartitionModel(_Model):
 
 
 class FederationModel(_Model):
-    """Rounds, local steps, client sampling and what is federated."""
+    """The protocol, rounds, local steps, client sampling and what is federated."""
 
+    protocol: str = "fedavg"
+    """What a round sends, expects back and combines (`server.protocols`): `fedavg` (local G
+    and D steps on the clients, a Flower strategy aggregates), or a `module:Class` /
+    `file.py:Class` plug-in. Checked, with its parameters, before a run."""
+    protocol_params: dict[str, Any] = Field(default_factory=dict)
+    """The protocol's parameters (its constructor's, checked against its signature)."""
     rounds: int = Field(default=20, ge=1, le=1_000_000)
     local_steps: int = Field(default=20, ge=1, le=1_000_000)
     local_epochs: float | None = Field(default=None, gt=0.0, le=10_000.0)

@@ -216,3 +216,20 @@ def load_run(path: str | Path) -> Run:
             if line.strip():
                 events.append(json.loads(line))
     return Run(path=p, scenario=scenario, metrics=metrics, events=events)
+
+
+def run_is_finished(run_dir: Path) -> bool:
+    """A run folder whose run completed: `run_finished` in its events (federated), or a last
+    centralized evaluation at `train.steps` (or a recorded divergence, which ends the run)."""
+    try:
+        run = load_run(run_dir)
+    except (FileNotFoundError, ValueError):
+        return False
+    if any(e.get("kind") == "run_finished" for e in run.events):
+        return True
+    if run.scenario.get("federation") is None and len(run.metrics):
+        if any(e.get("kind") == "generator_diverged" for e in run.events):
+            return True
+        steps = int(run.scenario.get("train", {}).get("steps", -1))
+        return int(run.metrics["round"].max()) >= steps
+    return False

@@ -35,7 +35,7 @@ import pandas as pd
 
 from simulator.scenario import Scenario, ScenarioError, validate
 from simulator.scenario import load as load_scenario
-from simulator.store import atomic_write_text
+from simulator.store import atomic_write_text, run_is_finished
 from simulator.summary import HEADLINE, headline
 
 MANIFEST = "sweep.json"
@@ -207,25 +207,6 @@ def _resolve(base: Scenario, combos: list[Combination], source: str) -> list[Sce
 
 
 # ---- finished runs -----------------------------------------------------------------------------
-
-
-def run_is_finished(run_dir: Path) -> bool:
-    """A run folder whose run completed: `run_finished` in its events (federated), or a last
-    centralized evaluation at `train.steps` (or a recorded divergence, which ends the run)."""
-    from simulator.store import load_run
-
-    try:
-        run = load_run(run_dir)
-    except (FileNotFoundError, ValueError):
-        return False
-    if any(e.get("kind") == "run_finished" for e in run.events):
-        return True
-    if run.scenario.get("federation") is None and len(run.metrics):
-        if any(e.get("kind") == "generator_diverged" for e in run.events):
-            return True
-        steps = int(run.scenario.get("train", {}).get("steps", -1))
-        return int(run.metrics["round"].max()) >= steps
-    return False
 
 
 def _finished_run(combo_dir: Path, digest: str) -> Path | None:

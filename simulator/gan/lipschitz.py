@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from simulator.registry import Registry, RegistryError
+from simulator.registry import Registry, RegistryError, subclass_of
 
 Critic = Callable[[Tensor], Tensor]
 
@@ -57,13 +57,9 @@ class LipschitzControl:
         """Raise ValueError naming a parameter that is out of range."""
 
 
-def _check_control(obj: object) -> str | None:
-    if isinstance(obj, type) and issubclass(obj, LipschitzControl):
-        return None
-    return f"expected a subclass of simulator.gan.lipschitz.LipschitzControl, got {obj!r}"
-
-
-LIPSCHITZ: Registry[type[LipschitzControl]] = Registry("lipschitz control", check=_check_control)
+LIPSCHITZ: Registry[type[LipschitzControl]] = Registry(
+    "lipschitz control", check=subclass_of(LipschitzControl)
+)
 LIPSCHITZ.add("none", LipschitzControl)
 
 
