@@ -34,15 +34,15 @@ def run(
         s = load_scenario(scenario, overrides or [])
     if centralized:
         s = s.centralized_twin()
-    if not s.federated:
-        return run_centralized(s, out_dir, progress)
     from simulator.engines.runner import check_scenario, run_federated
 
-    problems = check_scenario(s)
+    problems = check_scenario(s)  # the checks `fedgan validate` makes, before any run folder
     if problems:
         raise ScenarioError(
             str(scenario) if not isinstance(scenario, Scenario) else s.name, problems
         )
+    if not s.federated:
+        return run_centralized(s, out_dir, progress)
     return run_federated(s, out_dir, progress)
 
 

@@ -14,6 +14,7 @@ import secrets
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 METRIC_COLUMNS = ["round", "scope", "client", "group_by", "group", "metric", "value", "n"]
+ERROR_FILE = "error.txt"
+"""The traceback of a run that failed (beside a `run_failed` event); a sweep reads it too."""
 """Tidy metrics table: one row per (round, scope, client, grouping, group, metric).
 
 scope: 'global' | 'client' | 'centralized'; client: partition id or -1; group_by/group: the
@@ -164,6 +167,16 @@ class RunStore:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def record_failure(self, exc: BaseException, round_: int, phase: str) -> None:
+        """The run died of `exc` in `phase` of round (or step) `round_`: the whole traceback
+        (no locals: they can be huge and hold data) goes to error.txt, and a `run_failed`
+        event says where. Everything written before stays as it was."""
+        text = "".join(traceback.format_exception(exc))
+        atomic_write_text(self.path / ERROR_FILE, text)
+        self.event(
+            "run_failed", round=round_, phase=phase, error=f"{type(exc).__name__}: {exc}"
+        )
 
     # ---- arrays ------------------------------------------------------------------------------
     def save_samples(self, round_: int, x: np.ndarray) -> Path:

@@ -95,6 +95,11 @@ def _check(name: str, value: object, ok: bool, what: str) -> None:
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
+def _finite(x: object) -> bool:
+    """A finite number (False for anything else: a YAML string is refused, not a TypeError)."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 class _ReweightedFedAvg(FedAvg):
     """FedAvg whose aggregation weights come from `client_weights` instead of `num-examples`.
 
@@ -178,8 +183,8 @@ class CoverageWeightedFedAvg(_ReweightedFedAvg):
         eps: float = 0.05,
         **kwargs: Any,
     ) -> None:
-        _check("q", q, math.isfinite(q) and q >= 0, "a finite number ≥ 0")
-        _check("eps", eps, math.isfinite(eps) and eps > 0, "a finite number > 0")
+        _check("q", q, _finite(q) and q >= 0, "a finite number ≥ 0")
+        _check("eps", eps, _finite(eps) and eps > 0, "a finite number > 0")
         super().__init__(
             **kwargs,
         )
@@ -231,14 +236,14 @@ class QualityQFedAvg(QFedAvg):
         _check(
             "client_learning_rate",
             client_learning_rate,
-            math.isfinite(client_learning_rate) and client_learning_rate > 0,
+            _finite(client_learning_rate) and client_learning_rate > 0,
             "a finite number > 0",
         )
-        _check("q", q, math.isfinite(q) and q >= 0, "a finite number ≥ 0")
+        _check("q", q, _finite(q) and q >= 0, "a finite number ≥ 0")
         _check(
             "loss_floor",
             loss_floor,
-            math.isfinite(loss_floor) and loss_floor > 0,
+            _finite(loss_floor) and loss_floor > 0,
             "a finite number > 0",
         )
         super().__init__(
@@ -305,7 +310,7 @@ class AgnosticFedAvg(_ReweightedFedAvg):
         _check(
             "step_size",
             step_size,
-            math.isfinite(step_size) and step_size >= 0,
+            _finite(step_size) and step_size >= 0,
             "a finite number ≥ 0",
         )
         super().__init__(
@@ -386,7 +391,7 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
         metric: str = "recall",
         **kwargs: Any,
     ) -> None:
-        _check("beta", beta, math.isfinite(beta) and beta >= 0, "a finite number ≥ 0")
+        _check("beta", beta, _finite(beta) and beta >= 0, "a finite number ≥ 0")
         if worst_groups is not None:
             _check(
                 "worst_groups",

@@ -15,13 +15,36 @@ ENGINES = ("inprocess", "ray", "vectorized", "deployment")
 
 
 def check_scenario(s: Scenario) -> list[str]:
-    """Checks that need the ServerApp's code: the protocol, its parameters and what it needs
-    (fedavg: the strategy and its parameters), as 'path: message' strings."""
-    if not s.federated:
-        return []
-    from server.protocols import check_protocol
+    """Every check a run makes before it trains, as 'path: message' strings (empty: fine).
 
-    return check_protocol(s)
+    The one preflight that `fedgan validate`, `fedgan run` (before the run folder exists),
+    `fedgan sweep` (every combination, before any trains) and `simulator.api.run` share, on
+    top of the schema's own checks (`simulator.scenario.validate`): the protocol, its
+    parameters and what it needs (fedavg: the strategy, its parameters and their values),
+    and the data at full size — the dataset (e.g. digits weights that need more images than
+    there are), the held-out split and, federated, the partition (cached: the run reuses it).
+    """
+    problems = _data_problems(s)
+    if s.federated:
+        from server.protocols import check_protocol
+
+        problems += check_protocol(s)
+    return problems
+
+
+def _data_problems(s: Scenario) -> list[str]:
+    from simulator.centralized import prepare_data
+    from simulator.data import DataError
+    from simulator.federation import federated_data
+    from simulator.partition import PartitionError
+
+    try:
+        federated_data(s) if s.federated else prepare_data(s)
+    except PartitionError as exc:
+        return [f"partition: {exc}"]
+    except (DataError, ValueError) as exc:
+        return [f"data: {exc}"]
+    return []
 
 
 def run_federated(
