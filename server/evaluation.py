@@ -11,7 +11,7 @@ from flwr.app import Message, MessageType
 from server.gate import check_replies
 from server.run import Run
 from simulator.evaluate import Evaluation, evaluate_generator
-from simulator.federation import initial_state
+from simulator.federation import FederatedData, initial_state
 from simulator.messages import EVALUATE_REPLY_KEYS, EvaluateInstruction
 from wire.messages import evaluate_content, read_evaluate_reply
 
@@ -52,6 +52,7 @@ def evaluate_clients(run: Run, rnd: int, generator: dict[str, np.ndarray]) -> No
     data = run.data
     rows: list[dict[str, Any]] = []
     pooled = np.zeros((3, len(data.groups)))
+    other_pooled = np.zeros((3, sum(len(o.groups) for o in data.others)))
     for pid, msg in gate.accepted:
         local = read_evaluate_reply(msg).evaluation
         for key, value in (
@@ -63,8 +64,13 @@ def evaluate_clients(run: Run, rnd: int, generator: dict[str, np.ndarray]) -> No
         hits = np.array([local.recall_hits, local.coverage_hits, local.group_n], dtype=float)
         pooled += hits
         rows += _group_rows(rnd, "client", pid, data.group_col, data.groups, hits)
+        other = [local.other_recall_hits, local.other_coverage_hits, local.other_group_n]
+        other_hits = np.array(other, dtype=float).reshape(3, -1)
+        other_pooled += other_hits
+        rows += _other_rows(rnd, "client", pid, data, other_hits)
     # Per-group client recall pooled exactly over every client's points.
     rows += _group_rows(rnd, "clients", -1, data.group_col, data.groups, pooled)
+    rows += _other_rows(rnd, "clients", -1, data, other_pooled)
     run.store.add_metrics(rows, flush=False)  # the loop flushes once the round's timings are in
 
 
@@ -79,6 +85,18 @@ def _group_rows(
             for i, key in enumerate(("recall", "coverage")):
                 row = _row(rnd, scope, client, f"eval.{key}", hits[i, g] / hits[2, g], hits[2, g])
                 out.append({**row, "group_by": col, "group": group})
+    return out
+
+
+def _other_rows(
+    rnd: int, scope: str, client: int, data: FederatedData, hits: np.ndarray
+) -> list[dict[str, Any]]:
+    """`_group_rows` of every other grouping (`data.others`) from their concatenated counts."""
+    out, start = [], 0
+    for o in data.others:
+        end = start + len(o.groups)
+        out += _group_rows(rnd, scope, client, o.name, o.groups, hits[:, start:end])
+        start = end
     return out
 
 

@@ -166,7 +166,11 @@ def run(
             _fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - a run that died: say why, briefly; exit 1
             _crashed(exc, resume if resume is not None else out / s.name)
-    for table in summary_tables(result.metrics):
+    from simulator.store import load_run
+
+    for table in summary_tables(
+        result.metrics, scenario=load_run(result.path).scenario, width=console.width
+    ):
         console.print(table)
     console.print(f"run folder: [bold]{result.path}[/bold]", soft_wrap=True)
     console.print(f"pictures:   fedgan report {result.path}", soft_wrap=True, highlight=False)
@@ -265,15 +269,21 @@ def list_scenarios() -> None:
 def inspect(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
     round_: Annotated[
-        int | None, typer.Option("--round", help="Round/step (default: last).")
+        int | None, typer.Option("--round", help="Round/step (default: last evaluated).")
     ] = None,
     by: Annotated[str, typer.Option(help="group | client | metric")] = "group",
 ) -> None:
     """Per-group, per-client or headline tables of one evaluation of a run."""
-    import pandas as pd
-
+    from simulator.layout import Column, fit_tables
     from simulator.store import load_run
-    from simulator.summary import client_group_table, group_table, main_scope
+    from simulator.summary import (
+        client_tables,
+        evaluated_rounds,
+        format_numbers,
+        group_views,
+        main_scope,
+        view_tables,
+    )
 
     try:
         r = load_run(run_dir)
@@ -285,38 +295,61 @@ def inspect(
     if by not in ("group", "client", "metric"):
         _fail(f"--by must be group, client or metric, got {by!r}")
     scope = main_scope(df)
+    word = "step" if scope == "centralized" else "round"
     if by == "client":
         sub = df[(df["scope"] == "client") & (df["group"] == "")]
         if sub.empty:
             _fail(f"{run_dir} has no per-client metrics (a centralized run?)")
+        rounds = sorted(int(x) for x in sub["round"].unique())
+        what = "has no client rows"
     else:
-        sub = df[df["scope"] == scope]
-    rounds = sorted(sub["round"].unique())
-    rnd = int(rounds[-1]) if round_ is None else round_
-    sub = sub[sub["round"] == rnd]
-    if sub.empty:
-        _fail(f"no evaluation at round {rnd}; rounds: {[int(x) for x in rounds]}")
-    table: pd.DataFrame
+        rounds = evaluated_rounds(df, scope)
+        what = "was not evaluated"
+    if not rounds:
+        _fail(f"{run_dir} has no evaluation yet")
+    rnd = rounds[-1] if round_ is None else round_
+    if rnd not in rounds:
+        listed = ", ".join(map(str, rounds))
+        _fail(f"{word} {rnd} {what}; {word}s with an evaluation: {listed}")
+    width = console.width
+    console.print(f"[bold]{escape(str(run_dir))}[/bold] {scope} {word} {rnd}", soft_wrap=True)
+    out: list[Any] = []
     if by == "group":
-        groupings = [g for g in dict.fromkeys(sub["group_by"]) if g]
-        if not groupings:
-            _fail(f"{run_dir} has no per-group metrics at round {rnd}")
-        table = pd.concat(
-            {g: group_table(df, scope, rnd, g) for g in groupings}, names=["group_by", "group"]
-        )
-        clients = client_group_table(df, rnd)
-        if len(clients):  # client × group recall on each client's own held-out data
-            console.print(f"[bold]client × group recall[/bold] (round {rnd})")
-            console.print(clients.to_string(float_format=lambda v: f"{v:.3f}"))
+        views = group_views(df, scope, rnd, r.scenario)
+        if not views:
+            _fail(f"{run_dir} has no per-group metrics at {word} {rnd}")
+        for view in views:
+            out += view_tables(view, width)
+        out += client_tables(df, rnd, views, width)
     elif by == "client":
-        table = sub.pivot_table(index="client", columns="metric", values="value", aggfunc="first")
-    else:
-        table = sub[(sub["group"] == "")].pivot_table(
-            index="metric", values="value", aggfunc="first"
+        sub = sub[sub["round"] == rnd]
+        table = sub.pivot_table(index="metric", columns="client", values="value", aggfunc="first")
+        clients = [int(c) for c in table.columns]
+        out += fit_tables(
+            f"every client's statistics at {word} {rnd} (train.*: means over its local steps; "
+            "eval.*: the global generator on its own held-out data)",
+            [Column("metric", "left"), *(Column(f"client {c}") for c in clients)],
+            [
+                [escape(str(m)), *format_numbers(table.loc[m, c] for c in table.columns)]
+                for m in table.index
+            ],
+            width,
         )
-    console.print(f"[bold]{run_dir}[/bold] {scope if by != 'client' else 'client'} round {rnd}")
-    with pd.option_context("display.max_columns", 50, "display.width", 200):
-        console.print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    else:
+        sub = df[(df["scope"] == scope) & (df["round"] == rnd) & (df["group"] == "")]
+        rows = sub.drop_duplicates(["group_by", "metric"])
+        out += fit_tables(
+            f"whole-population metrics at {word} {rnd}",
+            [Column("metric", "left"), Column("grouping", "left"), Column("value")],
+            [
+                [escape(str(x.metric)), escape(str(x.group_by)), *format_numbers([x.value])]
+                for x in rows.itertuples()
+            ],
+            width,
+            keys=2,
+        )
+    for renderable in out:
+        console.print(renderable)
 
 
 @app.command()
@@ -447,6 +480,7 @@ def compare(
 
     from simulator.compare import DEFAULT_METRICS, LABELS, CompareError
     from simulator.compare import compare as compare_runs
+    from simulator.layout import Column, fit_tables
 
     asked = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     keys = [k.strip() for k in by.split(",") if k.strip()] if by else None
@@ -455,11 +489,7 @@ def compare(
     except (CompareError, FileNotFoundError) as exc:
         _fail(str(exc))
     chosen = [m for m in asked or DEFAULT_METRICS if f"{m}.mean" in df.columns]
-    t = Table(title=f"{len(df)} configuration(s): mean ± std over seeds (last evaluation)")
-    t.add_column("configuration")
-    t.add_column("runs", justify="right")
-    for m in chosen:
-        t.add_column(LABELS.get(m, m), justify="right")
+    rows = []
     for _, row in df.iterrows():
         cells = []
         for m in chosen:
@@ -469,8 +499,18 @@ def compare(
                 if math.isnan(mean)
                 else f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
             )
-        t.add_row(str(row["config"]), str(row["n_runs"]), *cells)
-    console.print(t)
+        rows.append([escape(str(row["config"])), str(row["n_runs"]), *cells])
+    for renderable in fit_tables(
+        f"{len(df)} configuration(s): mean ± std over seeds (last evaluation)",
+        [
+            Column("configuration", "left"),
+            Column("runs"),
+            *(Column(LABELS.get(m, m)) for m in chosen),
+        ],
+        rows,
+        console.width,
+    ):
+        console.print(renderable)
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(csv, index=False)

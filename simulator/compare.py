@@ -1,16 +1,21 @@
 """Compare runs: headline metrics as mean ± std over seeds, one row per configuration.
 
 Runs that differ only in `seed` (and `name` / `description`, which change no result) are one
-configuration; each row is labelled by the resolved keys that differ between configurations.
+configuration; each row is labelled by the resolved keys that differ between configurations,
+in short form (`strategy=group_aware β=2`), and a centralized run beside federated ones by
+what it is ("centralized twin" when it is the matched twin of one of them).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from simulator.store import Run, load_run
@@ -40,8 +45,38 @@ LABELS = {
 }
 IGNORED = ("seed", "name", "description")
 """Scenario keys that never change a result's distribution: not part of a configuration."""
-MAX_LABEL_KEYS = 4
-"""Differing keys named in a row's label; the table has a column for every one of them."""
+SHORT_KEYS = {
+    "strategy.name": "strategy",
+    "strategy.critic.name": "critic_strategy",
+    "federation.federate": "federate",
+    "federation.protocol": "protocol",
+    "federation.clients_per_round": "per_round",
+    "partition.name": "partition",
+    "partition.n_clients": "clients",
+    "gan.lipschitz.name": "lipschitz",
+    "gan.g_opt.lr": "g_lr",
+    "gan.d_opt.lr": "d_lr",
+    "gan.g_opt.name": "g_opt",
+    "gan.d_opt.name": "d_opt",
+    "gan.generator.widths": "g_widths",
+    "gan.critic.widths": "d_widths",
+    "engine.name": "engine",
+    "data.dataset": "dataset",
+}
+"""Short names of common scenario keys in row labels; any other key is named by its last
+part (its parent for `.name`), in Greek where the papers write it so (`GREEK`)."""
+GREEK = {
+    "alpha": "α",
+    "beta": "β",
+    "gamma": "γ",
+    "lam": "λ",
+    "mu": "μ",
+    "proximal_mu": "μ",
+    "eta": "η",
+    "tau": "τ",
+    "sigma": "σ",
+}
+CENTRALIZED_TWIN = "centralized twin"
 
 
 class CompareError(ValueError):
@@ -108,6 +143,97 @@ def _show(text: str) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
+def _short_value(text: str) -> str:
+    """A value as a label shows it: 2.0 → 2, [128, 128] → [128,128], None → none."""
+
+    def short(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, float):
+            return f"{v:g}"
+        if isinstance(v, list):
+            return "[" + ",".join(short(x) for x in v) + "]"
+        if v is None:
+            return "none"
+        return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+
+    return short(json.loads(text))
+
+
+def short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """{dotted key: its short name} for the keys of one table; keys whose short names would
+    coincide keep their full dotted path."""
+
+    def short(key: str) -> str:
+        if key in SHORT_KEYS:
+            return SHORT_KEYS[key]
+        parts = key.split(".")
+        last = parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+        return GREEK.get(last, last)
+
+    names = {k: short(k) for k in keys}
+    counts = Counter(names.values())
+    return {k: (n if counts[n] == 1 else k) for k, n in names.items()}
+
+
+def _label(config: dict[str, str], keys: Sequence[str], names: dict[str, str]) -> str:
+    """`name=value` of each of `keys` that this configuration sets (absent keys and empty
+    parameter dicts — another strategy's parameters — say nothing about it)."""
+    return " ".join(
+        f"{names[k]}={_short_value(config[k])}"
+        for k in keys
+        if config.get(k, "—") not in ("—", "{}")
+    )
+
+
+def _is_centralized(config: dict[str, str]) -> bool:
+    return config.get("federation") == "null"
+
+
+def _twin(scenario: dict[str, Any]) -> dict[str, str] | None:
+    """The configuration of a federated scenario's matched centralized twin (None when the
+    scenario no longer validates here, e.g. a plug-in that does not import)."""
+    from simulator.scenario import ScenarioError, validate
+
+    try:
+        twin = validate(scenario).centralized_twin()
+    except (ScenarioError, ValueError):
+        return None
+    flat = flatten(twin.model_dump(mode="json"))
+    return {k: v for k, v in flat.items() if k not in IGNORED}
+
+
+def labels(configs: Sequence[dict[str, str]], scenarios: Sequence[dict[str, Any]]) -> list[str]:
+    """A short label per configuration: the keys that differ, short (`strategy=group_aware
+    β=2`). Federated and centralized configurations are told apart by kind first —
+    "federated (fedavg)", "centralized twin" (the matched twin of one of the federated ones),
+    "centralized" — then by the keys that differ within their kind."""
+    cen = [_is_centralized(c) for c in configs]
+    out = []
+    for kind in (False, True):
+        members = [i for i, c in enumerate(cen) if c == kind]
+        keys = list(dict.fromkeys(k for i in members for k in configs[i]))
+        differ = [k for k in keys if len({configs[i].get(k, "—") for i in members}) > 1]
+        names = short_keys(differ)
+        for i in members:
+            out.append((i, _label(configs[i], differ, names)))
+    by_index = dict(out)
+    if not any(cen) or all(cen):
+        return [by_index[i] for i in range(len(configs))]
+    twins = [_twin(scenarios[i]) for i, c in enumerate(cen) if not c]
+    result = []
+    for i, c in enumerate(configs):
+        rest = by_index[i]
+        if cen[i]:
+            head = CENTRALIZED_TWIN if c in twins else "centralized"
+        else:
+            strategy = _short_value(c.get("strategy.name", '"?"'))
+            head = f"federated ({strategy})"
+            rest = " ".join(p for p in rest.split(" ") if not p.startswith("strategy="))
+        result.append(f"{head} {rest}".strip())
+    return result
+
+
 def compare(
     paths: Iterable[str | Path],
     metrics: Sequence[str] | None = None,
@@ -141,32 +267,84 @@ def compare(
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(configs):
         groups.setdefault(json.dumps(c, sort_keys=True), []).append(i)
+    firsts = [members[0] for members in groups.values()]
+    if by:
+        names = short_keys(differ)
+        texts = [_label(configs[i], differ, names) for i in firsts]
+    else:
+        texts = labels([configs[i] for i in firsts], [runs[i].scenario for i in firsts])
 
     rows = []
-    for members in groups.values():
+    for members, text in zip(groups.values(), texts, strict=True):
         c = configs[members[0]]
         row: dict[str, Any] = {k: _show(c.get(k, "—")) for k in differ}
-        label = ", ".join(f"{k}={row[k]}" for k in differ[:MAX_LABEL_KEYS])
-        if len(differ) > MAX_LABEL_KEYS:  # e.g. federated vs centralized: every federation key
-            label += f" (+{len(differ) - MAX_LABEL_KEYS} more keys)"
-        row["config"] = label or str(runs[members[0]].scenario.get("name", "all"))
+        row["config"] = text or str(runs[members[0]].scenario.get("name", "all"))
         row["n_runs"] = len(members)
         row["seeds"] = ",".join(str(runs[i].scenario.get("seed", "?")) for i in members)
         for m in metrics:
             values = pd.Series([heads[i].get(m, float("nan")) for i in members], dtype=float)
             row[f"{m}.mean"] = values.mean()
             row[f"{m}.std"] = values.std()  # ddof=1: the spread a new seed would show
+            row[f"{m}.values"] = values.tolist()  # per seed, in `seeds` order: the figure's dots
         row["runs"] = ";".join(str(dirs[i]) for i in members)
         rows.append(row)
-    labels = [r["config"] for r in rows]
-    for r in rows:  # a shortened label must still tell its row apart: then name every key
-        if labels.count(r["config"]) > 1 and differ:
-            r["config"] = ", ".join(f"{k}={r[k]}" for k in differ)
+    seen = Counter(r["config"] for r in rows)
+    for r in rows:  # a short label must still tell its row apart: then name every key in full
+        if seen[r["config"]] > 1 and differ:
+            r["config"] = " ".join(f"{k}={r[k]}" for k in differ)
     return pd.DataFrame(rows)
 
 
+RATES = (
+    "precision",
+    "recall",
+    "coverage",
+    "expected_coverage",
+    "high_quality_rate",
+    "off_support_rate",
+    "worst_client_recall",
+    "client_recall_spread",
+)
+"""Headline metrics that are shares: they live in [0, 1] (so do per-group minima, gaps and
+ratios of rates)."""
+NON_NEGATIVE = (
+    "density",
+    "modes_captured",
+    "modes_total",
+    "groups_kept",
+    "groups_total",
+    "min_mass_ratio",
+    "reverse_kl",
+    "frechet_distance",
+)
+"""Counts and other metrics with no upper bound: ≥ 0."""
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values `metric` can take: [0, 1] for rates and their group minima, differences and
+    ratios; [0, ∞) for counts, density and divergences; unbounded for anything else."""
+    base, _, stat = metric.rpartition(".")
+    if metric in RATES or (stat in ("group_min", "difference", "ratio") and base in RATES):
+        return 0.0, 1.0
+    if metric in NON_NEGATIVE or stat in ("group_min", "difference", "ratio"):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
+def error_bars(mean: Sequence[float], std: Sequence[float], metric: str) -> np.ndarray:
+    """Asymmetric ± std error bars [2, n] (below, above) clipped to `metric_range`: a recall
+    of 0.95 ± 0.1 reaches 1, not 1.05; a missing std draws no bar."""
+    lo, hi = metric_range(metric)
+    m = np.asarray(mean, dtype=float)
+    sd = np.nan_to_num(np.asarray(std, dtype=float), nan=0.0)
+    below = np.clip(np.minimum(sd, m - lo), 0.0, None)
+    above = np.clip(np.minimum(sd, hi - m), 0.0, None)
+    return np.nan_to_num(np.stack([below, above]), nan=0.0)
+
+
 def compare_figure(table: pd.DataFrame, path: str | Path) -> Path:
-    """One bar panel per metric (mean ± std over seeds, one bar per configuration) as a PNG."""
+    """One bar panel per metric — mean per configuration, ± std clipped to the metric's range,
+    one dot per seed — as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -181,18 +359,31 @@ def compare_figure(table: pd.DataFrame, path: str | Path) -> Path:
         rows, cols, figsize=(4.2 * cols, 0.45 * len(table) * rows + 2.2), squeeze=False
     )
     labels = [str(v) for v in table["config"]]
-    y = list(range(len(table)))
+    y = np.arange(len(table))
     for ax, m in zip(axes.flat, metrics, strict=False):
+        means = table[f"{m}.mean"].to_numpy(dtype=float)
         ax.barh(
             y,
-            table[f"{m}.mean"],
-            xerr=table[f"{m}.std"].fillna(0.0),
-            color="#4c72b0",
+            means,
+            xerr=error_bars(means, table[f"{m}.std"], m),
+            color="#a6bddb",
             ecolor="#333333",
             capsize=3,
         )
-        ax.set_title(m, fontsize=10)
-        ax.set_yticks(y, labels if ax in axes[:, 0] else [""] * len(y), fontsize=8)
+        if f"{m}.values" in table.columns:
+            for yi, vals in zip(y, table[f"{m}.values"], strict=True):
+                v = np.asarray(vals, dtype=float)
+                v = v[np.isfinite(v)]
+                # Seeds spread a little around the bar's centre line so equal values stay visible.
+                jitter = np.linspace(-0.2, 0.2, len(v)) if len(v) > 1 else np.zeros(len(v))
+                ax.plot(v, yi + jitter, "o", ms=4, color="#08306b", zorder=3)
+        lo, hi = metric_range(m)
+        if math.isfinite(hi):
+            ax.set_xlim(lo, hi * 1.02)
+        elif math.isfinite(lo):
+            ax.set_xlim(left=lo)
+        ax.set_title(LABELS.get(m, m), fontsize=10)
+        ax.set_yticks(y, labels if ax in axes[:, 0] else [""] * len(y), fontsize=9)
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(metrics) :]:

@@ -27,6 +27,7 @@ from simulator.metrics import (
     prdc,
 )
 from simulator.metrics.diagnosis import DROPPED_MASS_RATIO, group_mass_ratios
+from simulator.metrics.groups import Grouping, group_labels, grouping_columns, grouping_name
 from simulator.metrics.modes import histogram_stats
 from simulator.scenario import Scenario
 from simulator.seeding import derive_seed, torch_generator
@@ -103,7 +104,8 @@ def label_mode_metrics(labels: np.ndarray, mode_ids: np.ndarray, weights: np.nda
 class Evaluator:
     """Evaluates generated samples against one held-out real set.
 
-    `real` is the held-out dataset (its groups give the per-group tables). Image data is
+    `real` is the held-out dataset (its groups give the per-group tables, one per entry of
+    `group_by`: a column, or a list of columns for intersectional groups). Image data is
     compared in the digit classifier's feature space, everything else in data space. `device`
     ("cpu", "cuda", "auto" or a torch.device) is where PRDC's k-NN work runs.
     """
@@ -112,7 +114,7 @@ class Evaluator:
         self,
         real: Dataset,
         k: int = 5,
-        group_by: list[str] | None = None,
+        group_by: list[Grouping] | None = None,
         mode_threshold: float = 3.0,
         min_group_size: int = 20,
         n_boot: int = 0,
@@ -122,13 +124,16 @@ class Evaluator:
         self.real = real
         self.device = resolve_device(device)
         self.k = k
-        self.group_by = group_by or list(real.groups.columns)
-        missing = [g for g in self.group_by if g not in real.groups.columns]
-        if missing:
+        self.group_by: list[Grouping] = group_by or [str(c) for c in real.groups.columns]
+        used = [c for g in self.group_by for c in grouping_columns(g)]
+        missing = [c for c in used if c not in real.groups.columns]
+        if missing or not all(grouping_columns(g) for g in self.group_by):
             raise ValueError(
-                f"group columns {missing} are not in the dataset; "
+                f"group columns {missing or '[]'} are not in the dataset; "
                 f"it has {list(real.groups.columns)}"
             )
+        # One label per held-out point and grouping (intersections joined: "F|north").
+        self.labels = {grouping_name(g): group_labels(real.groups, g) for g in self.group_by}
         self.mode_threshold = mode_threshold
         self.min_group_size = min_group_size
         self.n_boot = n_boot
@@ -167,13 +172,13 @@ class Evaluator:
 
         self._mode_rows(fake, rows, summary)
 
-        fake_groups = self.real.groups.iloc[res.nearest_real_index].reset_index(drop=True)
         dropped: list[str] = []
-        for col in self.group_by:
+        for i, (col, real_labels) in enumerate(self.labels.items()):
+            fake_labels = real_labels.iloc[res.nearest_real_index].reset_index(drop=True)
             report = group_prdc(
                 res,
-                self.real.groups[col],
-                fake_groups[col],
+                real_labels,
+                fake_labels,
                 min_group_size=self.min_group_size,
                 n_boot=self.n_boot or None,
                 random_state=self.seed,
@@ -210,10 +215,8 @@ class Evaluator:
                             "group_by": col,
                         }
                     )
-            sizes = self.real.groups[col].value_counts()
-            ratios = group_mass_ratios(
-                self.real.groups[col].to_numpy(), fake_groups[col].to_numpy()
-            )
+            sizes = real_labels.value_counts()
+            ratios = group_mass_ratios(real_labels.to_numpy(), fake_labels.to_numpy())
             dropped += [
                 f"{col}={g}"
                 for g, r in ratios.items()
@@ -224,7 +227,7 @@ class Evaluator:
                     f"groups {report.small_groups} of {col!r} have fewer than "
                     f"{self.min_group_size} held-out points: their values swing widely"
                 )
-            if col == self.group_by[0]:
+            if i == 0:
                 summary["worst_group_recall"] = float(report.summary.loc["recall", "group_min"])
                 summary["worst_group_coverage"] = float(report.summary.loc["coverage", "group_min"])
                 summary["recall_difference"] = float(report.summary.loc["recall", "difference"])
@@ -288,7 +291,7 @@ def make_evaluator(s: Scenario, held: Dataset) -> Evaluator:
     return Evaluator(
         held,
         k=e.k,
-        group_by=e.group_by or None,
+        group_by=list(e.group_by) or None,
         mode_threshold=e.mode_threshold,
         min_group_size=e.min_group_size,
         n_boot=e.n_boot,

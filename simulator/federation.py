@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,10 +37,26 @@ from simulator.messages import (
     split_arrays,
 )
 from simulator.metrics import expected_coverage, prdc
+from simulator.metrics.groups import group_labels, grouping_name
 from simulator.metrics.small_sets import recall_coverage_terms
 from simulator.partition import Partition, partition
 from simulator.scenario import Scenario
 from simulator.seeding import derive_seed, numpy_rng, torch_generator
+
+
+def _group_sort_key(v: Any) -> tuple[str, Any]:
+    return (str(type(v)), v)
+
+
+@dataclass(frozen=True)
+class CountGrouping:
+    """An evaluation grouping besides the partition column whose per-group counts travel:
+    its `group_by` name ("region", "sex|region"), every group in list order, and the
+    position of each training point's group in that list (`codes` [n_train])."""
+
+    name: str
+    groups: list[Any]
+    codes: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,9 @@ class FederatedData:
     `train`/`held`: pooled training and held-out sets (the server evaluates on `held`);
     `client_train[c]`/`client_held[c]`: row indices into `train` for client c;
     `group_col`/`groups`: the group column and every group value, in the fixed order of the
-    per-group count lists that clients send.
+    per-group count lists that clients send; `others`: every other grouping of
+    `evaluation.group_by` (columns, intersections), whose counts travel in the `local.other_*`
+    lists, concatenated in this order (none when the partition column is the only grouping).
     """
 
     train: Dataset
@@ -60,10 +78,24 @@ class FederatedData:
     client_held: list[np.ndarray]
     group_col: str
     groups: list[Any]
+    others: tuple[CountGrouping, ...] = field(default=())
 
     @property
     def n_clients(self) -> int:
         return len(self.client_train)
+
+    def counts(
+        self, idx: np.ndarray, weights: np.ndarray | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Per-group sums of `weights` [len(idx)] (default: 1, i.e. points) over points `idx`
+        of `train`: (over `groups`, over every grouping of `others` concatenated)."""
+
+        def count(codes: np.ndarray, n: int) -> list[int]:
+            return np.bincount(codes, weights=weights, minlength=n).astype(int).tolist()
+
+        first = count(self.group_codes(idx), len(self.groups))
+        rest = [v for o in self.others for v in count(o.codes[idx], len(o.groups))]
+        return first, rest
 
     def group_codes(self, idx: np.ndarray) -> np.ndarray:
         """Position of each point's group in `groups`, for points `idx` of `train`."""
@@ -102,8 +134,20 @@ def _federated_data(scenario_json: str) -> FederatedData:
             n_held = min(max(n_held, 1), len(idx) - 1)
         client_held.append(np.sort(idx[:n_held]))
         client_train.append(np.sort(idx[n_held:]))
-    groups = sorted(pd.unique(train.groups[col]).tolist(), key=lambda v: (str(type(v)), v))
-    return FederatedData(train, held, part, client_train, client_held, col, groups)
+    groups = sorted(pd.unique(train.groups[col]).tolist(), key=_group_sort_key)
+    others = []
+    for grouping in s.evaluation.group_by or [str(c) for c in train.groups.columns]:
+        name = grouping_name(grouping)
+        if name == col:
+            continue
+        labels = group_labels(train.groups, grouping).to_numpy()
+        values = sorted(pd.unique(labels).tolist(), key=_group_sort_key)
+        lookup = {g: i for i, g in enumerate(values)}
+        codes = np.array([lookup[v] for v in labels], dtype=np.int64)
+        others.append(CountGrouping(name, values, codes))
+    return FederatedData(
+        train, held, part, client_train, client_held, col, groups, tuple(others)
+    )
 
 
 def federated_data(s: Scenario) -> FederatedData:
@@ -218,17 +262,20 @@ def local_evaluation(
     """`fake` [n_held, d] (None when the client holds ≤ k points) against the client's held-out
     split: PRDC totals and per-group hit counts."""
     idx = data.client_held[client]
-    G = len(data.groups)
     k = s.evaluation.k
     if fake is None:  # radii need k neighbours: too few held-out points to say anything
+        n, other_n = data.counts(idx)
         return LocalEvaluation(
             float("nan"),
             float("nan"),
             float("nan"),
             len(idx),
-            [0] * G,
-            [0] * G,
-            np.bincount(data.group_codes(idx), minlength=G).tolist(),
+            [0] * len(n),
+            [0] * len(n),
+            n,
+            [0] * len(other_n),
+            [0] * len(other_n),
+            other_n,
         )
     _check_finite(fake, client)
     res = prdc(data.train.X[idx], fake, k=k)
@@ -249,18 +296,20 @@ def _from_terms(
 ) -> LocalEvaluation:
     """A client's evaluation from PRDC's per-real recall and coverage terms [n_held]."""
     idx = data.client_held[client]
-    G = len(data.groups)
-    codes = data.group_codes(idx)
+    recall_hits, other_recall_hits = data.counts(idx, recall_per_real)
+    coverage_hits, other_coverage_hits = data.counts(idx, coverage_per_real)
+    group_n, other_group_n = data.counts(idx)
     return LocalEvaluation(
         recall=float(recall_per_real.mean()),
         coverage=float(coverage_per_real.mean()),
         expected_coverage=expected_coverage(len(idx), len(idx), s.evaluation.k),
         n_real=len(idx),
-        recall_hits=np.bincount(codes, weights=recall_per_real, minlength=G).astype(int).tolist(),
-        coverage_hits=np.bincount(codes, weights=coverage_per_real, minlength=G)
-        .astype(int)
-        .tolist(),
-        group_n=np.bincount(codes, minlength=G).tolist(),
+        recall_hits=recall_hits,
+        coverage_hits=coverage_hits,
+        group_n=group_n,
+        other_recall_hits=other_recall_hits,
+        other_coverage_hits=other_coverage_hits,
+        other_group_n=other_group_n,
     )
 
 

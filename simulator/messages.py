@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 # --- records ------------------------------------------------------------------------------------
@@ -74,6 +74,12 @@ RECALL_HITS = LOCAL + "recall_hits"
 replies: recall hits, coverage hits and held-out points of each group, pooled by summing."""
 COVERAGE_HITS = LOCAL + "coverage_hits"
 GROUP_N = LOCAL + "group_n"
+OTHER_RECALL_HITS = LOCAL + "other_recall_hits"
+"""The same counts for every other grouping of `evaluation.group_by` (another column, an
+intersection), concatenated in `FederatedData.others` order; absent when the partition
+column is the only grouping, so such a scenario's replies are what they always were."""
+OTHER_COVERAGE_HITS = LOCAL + "other_coverage_hits"
+OTHER_GROUP_N = LOCAL + "other_group_n"
 QUALITY_LOSS = LOCAL + "quality_loss"
 """Coverage shortfall below what two same-distribution samples reach (≥ 0)."""
 BYTES_RECEIVED = "bytes.received"
@@ -175,7 +181,7 @@ class LocalEvaluation:
     """A generator against one client's held-out points (as many generated points).
 
     Per-group lists follow `FederatedData.groups`: hits and point counts, pooled exactly by
-    summing over clients.
+    summing over clients; the `other_*` lists the same over `FederatedData.others`.
     """
 
     recall: float
@@ -185,6 +191,9 @@ class LocalEvaluation:
     recall_hits: list[int]
     coverage_hits: list[int]
     group_n: list[int]
+    other_recall_hits: list[int] = field(default_factory=list)
+    other_coverage_hits: list[int] = field(default_factory=list)
+    other_group_n: list[int] = field(default_factory=list)
 
     def scalars(self) -> dict[str, float]:
         return {
@@ -194,11 +203,16 @@ class LocalEvaluation:
         }
 
     def counts(self) -> dict[str, list[int]]:
-        return {
+        out = {
             RECALL_HITS: self.recall_hits,
             COVERAGE_HITS: self.coverage_hits,
             GROUP_N: self.group_n,
         }
+        if self.other_group_n:
+            out[OTHER_RECALL_HITS] = self.other_recall_hits
+            out[OTHER_COVERAGE_HITS] = self.other_coverage_hits
+            out[OTHER_GROUP_N] = self.other_group_n
+        return out
 
     @classmethod
     def decode(cls, m: Metrics) -> LocalEvaluation:
@@ -212,6 +226,7 @@ class LocalEvaluation:
             _ints(m[RECALL_HITS]),
             _ints(m[COVERAGE_HITS]),
             group_n,
+            *(_ints(m.get(k, [])) for k in (OTHER_RECALL_HITS, OTHER_COVERAGE_HITS, OTHER_GROUP_N)),
         )
 
 

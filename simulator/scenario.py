@@ -309,8 +309,10 @@ class EvaluationModel(_Model):
     """Evaluate every `every` generator steps (centralized) or rounds (federated)."""
     n_samples: int = Field(default=2500, ge=10, le=1_000_000)
     k: int = Field(default=5, ge=1, le=100)
-    group_by: list[str] = Field(default_factory=list)
-    """Group columns of the per-group tables (default: every group column of the dataset)."""
+    group_by: list[str | list[str]] = Field(default_factory=list)
+    """Groupings of the per-group tables (default: every group column of the dataset): a
+    column, or a list of columns for intersectional groups (`[[sex, region]]`: one group per
+    combination, labelled "F|north")."""
     mode_threshold: float = Field(default=3.0, gt=0.0)
     """Standardized distance under which a sample is high quality (3σ protocol)."""
     min_group_size: int = Field(default=20, ge=1)
@@ -588,9 +590,23 @@ class Scenario(_Model):
         columns = [] if stand_in else self.data.columns()
         if columns:  # [] when the dataset's own check failed (reported there)
             allowed = f"the dataset's group columns are {', '.join(columns)}"
-            for i, col in enumerate(self.evaluation.group_by):
-                if col not in columns:
-                    problems.append(f"evaluation.group_by.{i}: no column {col!r}; {allowed}")
+            for i, grouping in enumerate(self.evaluation.group_by):
+                if isinstance(grouping, str):
+                    if grouping not in columns:
+                        problems.append(
+                            f"evaluation.group_by.{i}: no column {grouping!r}; {allowed}"
+                        )
+                    continue
+                if not grouping:
+                    problems.append(
+                        f"evaluation.group_by.{i}: an intersectional grouping needs at least "
+                        "one column"
+                    )
+                for j, col in enumerate(grouping):
+                    if col not in columns:
+                        problems.append(
+                            f"evaluation.group_by.{i}.{j}: no column {col!r}; {allowed}"
+                        )
             if self.partition.group_by is not None and self.partition.group_by not in columns:
                 problems.append(
                     f"partition.group_by: no column {self.partition.group_by!r}; {allowed}"

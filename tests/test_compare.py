@@ -49,7 +49,7 @@ def test_groups_by_configuration_with_mean_and_std(tmp_path: Path) -> None:
     both = [_fake_run(tmp_path, "both", s, r, [r, 0.2]) for s, r in [(0, 0.5), (1, 0.7), (2, 0.9)]]
     gen = [_fake_run(tmp_path, "generator", s, r, [0.1, 0.6]) for s, r in [(0, 0.3), (1, 0.4)]]
     df = compare([*both, *gen], metrics=["recall", "coverage", "recall.group_min"])
-    assert list(df["config"]) == ["federation.federate=both", "federation.federate=generator"]
+    assert list(df["config"]) == ["federate=both", "federate=generator"]
     assert list(df["federation.federate"]) == ["both", "generator"]  # seed, name: not keys
     assert list(df["n_runs"]) == [3, 2] and list(df["seeds"]) == ["0,1,2", "0,1"]
     for i, runs in enumerate((both, gen)):
@@ -80,7 +80,7 @@ def test_compare_on_a_sweep_equals_compare_on_its_runs(tmp_path: Path) -> None:
     on_runs = compare(res.run_dirs())
     pd.testing.assert_frame_equal(on_sweep, on_runs)
     assert list(on_sweep["n_runs"]) == [2, 2]
-    assert list(on_sweep["config"]) == ["federation.federate=both", "federation.federate=generator"]
+    assert list(on_sweep["config"]) == ["federate=both", "federate=generator"]
 
     csv, png = tmp_path / "cmp.csv", tmp_path / "cmp.png"
     out = runner.invoke(

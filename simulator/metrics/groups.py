@@ -22,6 +22,33 @@ from simulator.metrics.prdc import PRDC
 REAL_METRICS = ("recall", "coverage")
 FAKE_METRICS = ("precision", "density")
 METRICS = ("precision", "recall", "density", "coverage")
+SEPARATOR = "|"
+"""Joins the columns of an intersectional grouping ("sex|region") and its labels ("F|north")."""
+
+Grouping = str | Sequence[str]
+"""One entry of `evaluation.group_by`: a group column, or several for intersectional groups."""
+
+
+def grouping_columns(grouping: Grouping) -> list[str]:
+    """The group columns of a grouping: ["sex"] for "sex", ["sex", "region"] for both."""
+    return [grouping] if isinstance(grouping, str) else list(grouping)
+
+
+def grouping_name(grouping: Grouping) -> str:
+    """How a grouping is named in the metrics table's `group_by` column: "sex|region"."""
+    return SEPARATOR.join(grouping_columns(grouping))
+
+
+def group_labels(groups: pd.DataFrame, grouping: Grouping) -> pd.Series:
+    """Each row's group under `grouping`, named by `grouping_name`: a column's own values for one
+    column; for several, the values joined by "|" (fairlearn's intersectional groups, flattened
+    to one label per row, so that every view treats them as one more grouping)."""
+    cols = grouping_columns(grouping)
+    if len(cols) == 1:
+        return groups[cols[0]].rename(cols[0])
+    parts = [groups[c].astype(str) for c in cols]
+    joined = parts[0].str.cat(parts[1:], sep=SEPARATOR)
+    return joined.rename(grouping_name(grouping))
 
 
 def _share(y_true: ArrayLike, y_pred: ArrayLike) -> float:
@@ -45,7 +72,9 @@ class GroupReport:
     summary : DataFrame
         Index: the four metrics. Columns: group_min, group_max, difference (max − min),
         ratio (min / max; NaN when max is 0), worst_group (label of the minimum), each over the
-        groups where the metric is defined.
+        groups where the metric is defined — and, for precision and density, over the groups
+        the generator never reaches (real points, no generated sample attributed): they count
+        as 0, the worst a generator can do for them, while their row in `by_group` stays NaN.
     ci : DataFrame or None
         Bootstrap quantiles of `by_group`, columns (metric, quantile); None without bootstrap.
     summary_ci : DataFrame or None
@@ -136,6 +165,43 @@ def _worst(values: pd.Series) -> Any:
     return valid.idxmin() if len(valid) else None
 
 
+def _unreached(by_group: pd.DataFrame, metric: str) -> pd.Series:
+    """Groups whose `metric` is undefined because the generator never reaches them: for
+    precision and density, real points but no generated sample attributed to the group."""
+    if metric not in FAKE_METRICS:
+        return pd.Series(False, index=by_group.index)
+    return (by_group["n_fake"] == 0) & (by_group["n_real"] > 0)
+
+
+def _stats(frame: MetricFrame, by_group: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """group_min, group_max, difference, ratio and worst group of one metric.
+
+    A group the generator never reaches has no precision or density of its own (its row stays
+    NaN), but it is the group the generator fails worst: skipping it, as fairlearn skips NaN,
+    would read a never-reached minority as fair. It counts as 0 here — by hand, with
+    fairlearn's definitions (max − min; min / max, NaN when max is 0); fairlearn's own numbers
+    whenever every group is reached.
+    """
+    unreached = _unreached(by_group, metric)
+    values = by_group[metric].mask(unreached, 0.0)
+    if unreached.any():
+        lo, hi = float(values.min()), float(values.max())
+        return {
+            "group_min": lo,
+            "group_max": hi,
+            "difference": hi - lo,
+            "ratio": lo / hi if hi > 0 else float("nan"),
+            "worst_group": _worst(values),
+        }
+    return {
+        "group_min": float(frame.group_min()[metric]),
+        "group_max": float(frame.group_max()[metric]),
+        "difference": float(frame.difference(method="between_groups")[metric]),
+        "ratio": float(frame.ratio(method="between_groups")[metric]),
+        "worst_group": _worst(values),
+    }
+
+
 def group_prdc(
     result: PRDC,
     real_groups: Any,
@@ -205,15 +271,7 @@ def group_prdc(
     small = [g for g, flag in by_group["small"].items() if flag]
 
     summary = pd.DataFrame(
-        {
-            "group_min": [float(frames[m].group_min()[m]) for m in METRICS],
-            "group_max": [float(frames[m].group_max()[m]) for m in METRICS],
-            "difference": [
-                float(frames[m].difference(method="between_groups")[m]) for m in METRICS
-            ],
-            "ratio": [float(frames[m].ratio(method="between_groups")[m]) for m in METRICS],
-            "worst_group": [_worst(by_group[m]) for m in METRICS],
-        },
+        [_stats(frames[m], by_group, m) for m in METRICS],
         index=pd.Index(METRICS, name="metric"),
     )
 

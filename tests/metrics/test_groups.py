@@ -61,9 +61,41 @@ def test_fakes_attributed_to_nearest_real_group(dropped_mode: Dropped) -> None:
         else:
             assert by.loc[g, "precision"] == pytest.approx(res.precision_per_fake[mask].mean())
             assert by.loc[g, "density"] == pytest.approx(res.density_per_fake[mask].mean())
-    # Groups without fakes are left out of the fake-side summaries.
+    # A group the generator never reaches is the worst group of the fake-side summaries, as
+    # precision (and density) 0 — not left out, which read as ratio 1 / difference 0 before.
     present = by.drop(index=DROPPED)
-    assert report.summary.loc["precision", "group_min"] == pytest.approx(present["precision"].min())
+    for metric in ("precision", "density"):
+        stats = report.summary.loc[metric]
+        assert stats["group_min"] == 0.0 and stats["ratio"] == 0.0
+        assert stats["difference"] == pytest.approx(present[metric].max())
+        assert stats["group_max"] == pytest.approx(present[metric].max())
+        assert stats["worst_group"] == DROPPED
+    tidy = report.tidy()
+    row = tidy[(tidy["mode"] == DROPPED) & (tidy["metric"] == "precision")]
+    assert np.isnan(row["value"].iloc[0]) and row["n"].iloc[0] == 0  # its own row: n/a
+
+
+def test_unreached_group_is_the_worst_even_when_the_rest_is_equal() -> None:
+    """Two groups of 50 real points each; every fake sits on group "a": by hand, group "a" has
+    the fakes' precision, "b" none. Today's fairlearn summary over defined groups only would
+    read ratio 1, difference 0."""
+    rng = np.random.default_rng(0)
+    real = np.concatenate([rng.normal(0, 0.1, (50, 2)), rng.normal(5, 0.1, (50, 2))])
+    fake = rng.normal(0, 0.1, (40, 2))
+    labels = np.array(["a"] * 50 + ["b"] * 50)
+    res = prdc(real, fake, 3)
+    report = group_prdc(res, labels, min_group_size=1)
+    prec_a = res.precision_per_fake.mean()  # every fake is attributed to "a"
+    assert prec_a > 0.5
+    stats = report.summary.loc["precision"]
+    assert stats["group_min"] == 0.0 and stats["worst_group"] == "b"
+    assert stats["difference"] == pytest.approx(prec_a) and stats["ratio"] == 0.0
+    assert np.isnan(report.by_group.loc["b", "precision"])
+    # Real-side summaries are fairlearn's, unchanged: both groups have recall values.
+    rec = res.recall_per_real
+    assert report.summary.loc["recall", "group_min"] == pytest.approx(
+        min(rec[:50].mean(), rec[50:].mean())
+    )
 
 
 def test_explicit_fake_groups_and_series_input(dropped_mode: Dropped) -> None:
