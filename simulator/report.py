@@ -4,6 +4,10 @@ Everything is inline — figures are base64 PNGs drawn with matplotlib's Agg can
 `<style>` block — so the file opens offline, attaches to an e-mail and survives being moved.
 Every section reads what the run folder holds; a section whose data the run lacks (no clients in
 a centralized run, no samples, a dataset that cannot be re-created) becomes a short note.
+
+Figures are drawn at 96 dpi — a matplotlib point is a CSS point — and never wider than the
+page's content (`MAX_WIDTH`), so the browser shows them at their native size and no text is
+smaller than `MIN_FONT` points.
 """
 
 from __future__ import annotations
@@ -27,26 +31,34 @@ from matplotlib.ticker import MaxNLocator
 
 from simulator.store import Run, atomic_write_text, load_run
 from simulator.summary import (
-    PER_GROUP,
+    SEPARATOR,
+    GroupView,
     client_group_table,
-    format_value,
+    gap_rows,
     group_order,
-    group_table,
+    group_view_rows,
+    group_views,
     headline,
     headline_rows,
     last_round,
+    legend_text,
     main_scope,
 )
 
 FIGURE_IDS = (
     "fig-samples",
     "fig-group-metrics",
+    "fig-fairness",
     "fig-client-recall",
+    "fig-client-rounds",
     "fig-partition",
     "fig-training",
-    "fig-fairness",
 )
-"""Figure ids of a full report; a missing one is replaced by `<p id="<id>-note">`."""
+"""Figure ids of a full federated report; a missing one is replaced by `<p id="<id>-note">`.
+A section with one figure per grouping numbers the others `<id>-2`, `<id>-3`, ..."""
+OPTIONAL_FIGURE_IDS = ("fig-weights", "fig-against")
+"""Figures that need more than every run has: per-round client weights (`fed.weight` rows) and
+a second run to overlay (`fedgan report RUN --against OTHER`)."""
 
 MAX_SAMPLE_PANELS = 8
 """Evaluations drawn in the samples figure (evenly spaced, always the last): keeps it legible."""
@@ -54,11 +66,34 @@ MAX_POINTS = 2000
 """Points per scatter, real and generated: more only slows Agg and hides the density."""
 IMAGE_GRID = 8
 """Image grids are IMAGE_GRID × IMAGE_GRID samples."""
-DPI = 80
+DPI = 96
+"""CSS pixels per inch: a figure's points are the page's points at its native size."""
+MAX_WIDTH = 11.4
+"""Inches: the page's content width (1150 px less padding) at `DPI`, so no figure is shrunk."""
+MIN_FONT = 9
+"""The smallest text in any figure, in points."""
+FONTS: dict[Any, Any] = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": MIN_FONT,
+    "ytick.labelsize": MIN_FONT,
+    "legend.fontsize": MIN_FONT,
+    "legend.title_fontsize": MIN_FONT,
+    "figure.titlesize": 11,
+}
+MANY_GROUPS = 10
+"""Beyond this many groups a legend goes outside the axes, in as many columns as it needs."""
+MINORITY_MARK = "*"
+"""Suffix of a minority or rare group's label in figures (the tables say which it is)."""
 
 
 class _NoData(Exception):
     """A section cannot be drawn from this run; the message becomes the note."""
+
+
+Panel = tuple[Figure, str]
+"""One drawn figure and its caption."""
 
 
 @dataclass
@@ -66,15 +101,27 @@ class _Context:
     run: Run
     scope: str
     step_word: str
-    group_by: str
+    views: list[GroupView]
+    against: Run | None = None
+    names: tuple[str, str] = ("this run", "other run")
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def group_by(self) -> str:
+        """The first grouping (what the scatter is coloured by)."""
+        return self.views[0].grouping if self.views else ""
+
+    def marked(self, grouping: str) -> set[str]:
+        """Minority and rare groups of `grouping`, as the tidy table labels them."""
+        view = next((v for v in self.views if v.grouping == grouping), None)
+        return {str(g) for g in view.marked} if view is not None else set()
 
 
 # ---- small helpers ---------------------------------------------------------------------------
 def _figure(width: float, height: float) -> Figure:
     # A bare Figure with its own Agg canvas: no pyplot, so no global backend or figure registry
     # is touched in a process (a notebook, the CLI) that may use matplotlib for other things.
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(min(width, MAX_WIDTH), height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -85,11 +132,6 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _first_group_column(metrics: pd.DataFrame, scope: str) -> str:
-    cols = metrics.loc[(metrics["scope"] == scope) & (metrics["group_by"] != ""), "group_by"]
-    return str(cols.iloc[0]) if len(cols) else ""
-
-
 def _round_axis(ax: Axes, word: str) -> None:
     """Rounds and steps are integers: no 2.25 ticks."""
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -98,10 +140,49 @@ def _round_axis(ax: Axes, word: str) -> None:
 
 
 def _colors(n: int) -> list[Any]:
+    """n distinct colours: tab10 up to 10, tab20 up to 20, then tab20b and tab20c (60), then
+    evenly spaced hues."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    pool = [colormaps[name](i) for name in ("tab20", "tab20b", "tab20c") for i in range(20)]
+    if n <= len(pool):
+        return pool[:n]
+    return [colormaps["turbo"](i / max(n - 1, 1)) for i in range(n)]
+
+
+def _legend_columns(n: int, height: float) -> int:
+    """Columns a legend of n entries needs to fit in `height` inches at `MIN_FONT`."""
+    rows = max(int(height * 72 / (MIN_FONT * 1.7)) - 2, 1)  # less the title and the margins
+    return max(math.ceil(n / rows), 1)
+
+
+def _legend(fig: Figure, handles: list[Any], names: list[str], title: str, height: float) -> None:
+    """A figure legend outside the axes, on the right, in enough columns not to clip."""
+    if handles:
+        fig.legend(
+            handles,
+            names,
+            loc="outside right upper",
+            ncols=_legend_columns(len(handles), height),
+            markerscale=2,
+            title=title,
+        )
+
+
+def _label(group: Any, marked: set[str]) -> str:
+    return f"{group}{MINORITY_MARK}" if str(group) in marked else str(group)
+
+
+def _minority_note(ctx: _Context, grouping: str) -> str:
+    marked = group_order(ctx.marked(grouping))
+    if not marked:
+        return ""
+    return (
+        f" {MINORITY_MARK} (drawn thick): minority or rare groups ({', '.join(marked)}; "
+        "see the per-group table)."
+    )
 
 
 # ---- figures ---------------------------------------------------------------------------------
@@ -123,10 +204,12 @@ def _pick_rounds(rounds: Sequence[int], k: int) -> list[int]:
 
 
 def _real_data(ctx: _Context) -> tuple[np.ndarray, np.ndarray | None, Any, str]:
-    """(held-out X, labels of the group column, image_shape, description) re-created from the
-    resolved scenario with the run's own seed derivation, so it is the set the run scored."""
+    """(held-out X, labels of the first grouping as strings, image_shape, description)
+    re-created from the resolved scenario with the run's own seed derivation, so it is the
+    set the run scored."""
     from simulator.centralized import stratified_split
     from simulator.data import load_dataset
+    from simulator.metrics.groups import group_labels
     from simulator.seeding import derive_seed, numpy_rng
 
     sc = ctx.run.scenario
@@ -141,8 +224,11 @@ def _real_data(ctx: _Context) -> tuple[np.ndarray, np.ndarray | None, Any, str]:
         _, held = stratified_split(ds, float(holdout), numpy_rng(seed, "split"))
         ds = ds.subset(held)
         what = "held-out real data"
-    col = ctx.group_by if ctx.group_by in ds.groups.columns else ds.group_column
-    return ds.X, ds.labels(col), ds.image_shape, what
+    cols = ctx.group_by.split(SEPARATOR) if ctx.group_by else [ds.group_column]
+    if not all(c in ds.groups.columns for c in cols):
+        cols = [ds.group_column]
+    labels = group_labels(ds.groups, cols).astype(str).to_numpy()
+    return ds.X, labels, ds.image_shape, what
 
 
 def _image_grid(x: np.ndarray, shape: tuple[int, int, int], k: int) -> np.ndarray:
@@ -160,7 +246,17 @@ def _image_grid(x: np.ndarray, shape: tuple[int, int, int], k: int) -> np.ndarra
     )
 
 
-def fig_samples(ctx: _Context) -> tuple[str, str]:
+def _limits(points: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axis limits that show `points` [n, 2] with a 5 % margin."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    pad = np.maximum((hi - lo) * 0.05, 1e-6)
+    return (float(lo[0] - pad[0]), float(hi[0] + pad[0])), (
+        float(lo[1] - pad[1]),
+        float(hi[1] + pad[1]),
+    )
+
+
+def fig_samples(ctx: _Context) -> list[Panel]:
     files = _sample_files(ctx.run.path)
     if not files:
         raise _NoData("no generated samples were saved (samples/ is empty)")
@@ -187,7 +283,7 @@ def fig_samples(ctx: _Context) -> tuple[str, str]:
         ]
         cols = min(4, len(panels))
         rows = math.ceil(len(panels) / cols)
-        fig = _figure(3.2 * cols, 3.4 * rows)
+        fig = _figure(2.8 * cols, 3.0 * rows)
         for i, (title, x) in enumerate(panels):
             ax = fig.add_subplot(rows, cols, i + 1)
             grid = _image_grid(np.asarray(x), image_shape, IMAGE_GRID)
@@ -198,13 +294,13 @@ def fig_samples(ctx: _Context) -> tuple[str, str]:
                 vmax=1,
                 interpolation="nearest",  # smoothing 8×8 pixels turns digits into blur
             )
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title)
             ax.set_axis_off()
         caption = (
             f"Generated images at each evaluation ({IMAGE_GRID}×{IMAGE_GRID} first samples), "
             f"next to {what or 'no real data'}.{tail}{real_note}"
         )
-        return _png(fig), caption
+        return [(fig, caption)]
 
     # Vectors: 2-D as is; higher dimensions through the real data's top two principal axes.
     proj_note = ""
@@ -229,11 +325,17 @@ def fig_samples(ctx: _Context) -> tuple[str, str]:
         if real is not None
         else None
     )
+    groups = group_order(np.unique(labels)) if labels is not None else []
+    marked = ctx.marked(ctx.group_by)
+    legend_w = 0.9 * _legend_columns(len(groups) + 1, 3.0 * 2) + 0.6
     cols = min(4, len(rounds))
     rows = math.ceil(len(rounds) / cols)
-    fig = _figure(3.2 * cols + 1.2, 3.2 * rows)
-    groups = group_order(np.unique(labels)) if labels is not None else []
+    side = min(2.9, (MAX_WIDTH - legend_w) / cols)
+    height = max(side * rows, 3.0)
+    fig = _figure(side * cols + legend_w, height)
     colors = _colors(len(groups))
+    limits = _limits(project(real)) if real is not None else None
+    outside = 0
     first_ax: Axes | None = None
     for i, r in enumerate(rounds):
         ax = fig.add_subplot(rows, cols, i + 1, sharex=first_ax, sharey=first_ax)
@@ -243,85 +345,145 @@ def fig_samples(ctx: _Context) -> tuple[str, str]:
             lab = labels[real_idx] if labels is not None else None
             for g, c in zip(groups, colors, strict=True):
                 m = lab == g
-                ax.scatter(pr[m, 0], pr[m, 1], s=6, color=c, alpha=0.5, label=f"{g}", lw=0)
+                big = str(g) in marked  # minority groups: larger points, outlined
+                ax.scatter(
+                    pr[m, 0],
+                    pr[m, 1],
+                    s=14 if big else 6,
+                    color=c,
+                    alpha=0.8 if big else 0.5,
+                    edgecolors="black" if big else "none",
+                    linewidths=0.4 if big else 0,
+                    label=_label(g, marked),
+                )
         g_x = gens[r]
         g_x = g_x[np.isfinite(g_x).all(axis=1)]
         if len(g_x) > MAX_POINTS:
             g_x = g_x[rng.choice(len(g_x), MAX_POINTS, replace=False)]
         pg = project(g_x)
+        if limits is not None and len(pg):
+            (x0, x1), (y0, y1) = limits
+            inside = (pg[:, 0] >= x0) & (pg[:, 0] <= x1) & (pg[:, 1] >= y0) & (pg[:, 1] <= y1)
+            outside += int((~inside).sum())
         ax.scatter(pg[:, 0], pg[:, 1], s=3, color="black", alpha=0.6, lw=0, label="generated")
-        ax.set_title(f"{word} {r}", fontsize=9)
-        ax.tick_params(labelsize=7)
+        ax.set_title(f"{word} {r}")
     if first_ax is not None:
+        if limits is not None:  # the real data set the axes: a generated outlier does not
+            first_ax.set_xlim(*limits[0])
+            first_ax.set_ylim(*limits[1])
         handles, names = first_ax.get_legend_handles_labels()
-        if handles:
-            fig.legend(
-                handles,
-                names,
-                loc="outside right upper",
-                fontsize=7,
-                markerscale=3,
-                title=ctx.group_by or "group",
-                title_fontsize=7,
-            )
+        _legend(fig, handles, names, ctx.group_by or "group", height)
+    clipped = (
+        f" Axes span the real data; {outside} generated points beyond them are not shown."
+        if outside
+        else ""
+    )
     caption = (
         f"Generated points (black) over {what or 'no real data'} coloured by "
-        f"{ctx.group_by or 'group'}, at each evaluation.{proj_note}{tail}{real_note}"
+        f"{ctx.group_by or 'group'}, at each evaluation.{proj_note}{clipped}"
+        f"{_minority_note(ctx, ctx.group_by)}{tail}{real_note}"
     )
-    return _png(fig), caption
+    return [(fig, caption)]
 
 
-def _group_rows(ctx: _Context, metric: str) -> pd.DataFrame:
-    m = ctx.run.metrics
+def _group_rows(run: Run, scope: str, grouping: str, metric: str) -> pd.DataFrame:
+    m = run.metrics
     return m[
-        (m["scope"] == ctx.scope)
-        & (m["group_by"] == ctx.group_by)
+        (m["scope"] == scope)
+        & (m["group_by"] == grouping)
         & (m["group"] != "")
         & (m["metric"] == metric)
     ]
 
 
-def fig_group_metrics(ctx: _Context) -> tuple[str, str]:
-    if not ctx.group_by:
+def _lines(
+    ax: Axes, df: pd.DataFrame, groups: list[Any], colors: dict[Any, Any], marked: set[str]
+) -> None:
+    """One line per group over rounds; minority and rare groups thick."""
+    for g in groups:
+        d = df[df["group"] == g].sort_values("round")
+        if len(d):
+            big = str(g) in marked
+            ax.plot(
+                d["round"],
+                d["value"],
+                marker="o",
+                ms=4 if big else 2.5,
+                lw=2.6 if big else 1.1,
+                alpha=1.0 if big else 0.8,
+                color=colors[g],
+                label=_label(g, marked),
+                zorder=3 if big else 2,
+            )
+
+
+def fig_group_metrics(ctx: _Context) -> list[Panel]:
+    if not ctx.views:
         raise _NoData("the run has no per-group metrics")
-    frames = {k: _group_rows(ctx, k) for k in ("recall", "coverage")}
-    if all(f.empty for f in frames.values()):
+    panels = []
+    for view in ctx.views:
+        g = view.grouping
+        frames = {k: _group_rows(ctx.run, ctx.scope, g, k) for k in ("recall", "coverage")}
+        if all(f.empty for f in frames.values()):
+            continue
+        groups = group_order(pd.concat(frames.values())["group"].unique())
+        colors = dict(zip(groups, _colors(len(groups)), strict=True))
+        marked = ctx.marked(g)
+        height = 3.6 if len(groups) <= MANY_GROUPS else 4.6
+        fig = _figure(MAX_WIDTH, height)  # the constrained layout makes room for the legend
+        for i, (metric, df) in enumerate(frames.items()):
+            ax = fig.add_subplot(1, 2, i + 1)
+            _lines(ax, df, groups, colors, marked)
+            ax.set_ylim(-0.03, 1.03)
+            _round_axis(ax, ctx.step_word)
+            ax.set_title(f"{metric} per {g}")
+        handles, names = fig.axes[0].get_legend_handles_labels()
+        _legend(fig, handles, names, g, height)
+        panels.append(
+            (
+                fig,
+                f"Per-group recall and coverage of the {ctx.scope} evaluation over "
+                f"{ctx.step_word}s (one line per {g}): a line near 0 is a group the generator "
+                f"forgets.{_minority_note(ctx, g)}",
+            )
+        )
+    if not panels:
         raise _NoData("the run has no per-group recall or coverage rows")
-    groups = group_order(pd.concat(frames.values())["group"].unique())
-    colors = dict(zip(groups, _colors(len(groups)), strict=True))
-    fig = _figure(10, 3.6)
-    for i, (metric, df) in enumerate(frames.items()):
-        ax = fig.add_subplot(1, 2, i + 1)
-        for g in groups:
-            d = df[df["group"] == g].sort_values("round")
-            if len(d):
-                ax.plot(d["round"], d["value"], marker="o", ms=3, color=colors[g], label=str(g))
-        ax.set_ylim(-0.03, 1.03)
-        _round_axis(ax, ctx.step_word)
-        ax.set_title(f"{metric} per {ctx.group_by}", fontsize=10)
-    fig.legend(
-        *fig.axes[0].get_legend_handles_labels(),
-        loc="outside right upper",
-        fontsize=7,
-        title=ctx.group_by,
-        title_fontsize=7,
-    )
-    return _png(fig), (
-        f"Per-group recall and coverage of the {ctx.scope} evaluation over {ctx.step_word}s "
-        f"(one line per {ctx.group_by}): a line near 0 is a group the generator forgets."
-    )
+    return panels
+
+
+def _group_ticks(
+    ax: Axes, positions: Sequence[float], groups: Sequence[Any], marked: set[str]
+) -> None:
+    """Groups along the x axis; minority and rare ones marked and bold; upright while few."""
+    ax.set_xticks(list(positions), [_label(g, marked) for g in groups])
+    for tick, g in zip(ax.get_xticklabels(), groups, strict=True):
+        if str(g) in marked:
+            tick.set_fontweight("bold")
+    if len(groups) > 12:
+        ax.tick_params(axis="x", labelrotation=90)
 
 
 def _heatmap(
-    ax: Axes, table: pd.DataFrame, cmap: str, vmin: float | None, vmax: float | None, fmt: str
+    ax: Axes,
+    table: pd.DataFrame,
+    cmap: str,
+    vmin: float | None,
+    vmax: float | None,
+    fmt: str,
+    marked: set[str],
 ) -> Any:
     values = table.to_numpy(dtype=float)
     # NaN = not measured (e.g. too few held-out points): drawn grey.
     colors = matplotlib.colormaps[cmap].with_extremes(bad="#dddddd")
     im = ax.imshow(np.ma.masked_invalid(values), cmap=colors, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns], fontsize=7)
-    ax.set_yticks(range(table.shape[0]), [str(c) for c in table.index], fontsize=7)
-    if values.size <= 400:  # numbers in cells stay readable up to ~20 × 20
+    _group_ticks(ax, range(table.shape[1]), list(table.columns), marked)
+    ax.set_yticks(range(table.shape[0]), [str(c) for c in table.index])
+    fig = ax.get_figure(root=True)
+    assert isinstance(fig, Figure)
+    cell_w = fig.get_figwidth() * 0.8 / max(table.shape[1], 1)
+    # Numbers in cells only while they fit at the smallest font (about 0.4 in for "0.25").
+    if values.size <= 400 and cell_w >= 0.42:
         for (r, c), v in np.ndenumerate(values):
             if np.isfinite(v):
                 # Text colour by the cell's luminance, so it reads on any colormap.
@@ -333,35 +495,148 @@ def _heatmap(
                     format(v, fmt),
                     ha="center",
                     va="center",
-                    fontsize=6,
+                    fontsize=MIN_FONT,
                     color="white" if dark else "black",
                 )
     return im
 
 
-def fig_client_recall(ctx: _Context) -> tuple[str, str]:
+def fig_client_recall(ctx: _Context) -> list[Panel]:
     m = ctx.run.metrics
-    table = client_group_table(m, group_by=ctx.group_by or None)
-    if table.empty:
+    panels = []
+    for view in ctx.views or []:
+        table = client_group_table(m, group_by=view.grouping)
+        if table.empty:
+            continue
+        col = str(table.columns.name)
+        rnd = int(m.loc[(m["scope"] == "client") & (m["metric"] == "eval.recall"), "round"].max())
+        fig = _figure(2.4 + 0.5 * table.shape[1], min(1.6 + 0.3 * table.shape[0], 12))
+        ax = fig.add_subplot(1, 1, 1)
+        im = _heatmap(ax, table, "viridis", 0.0, 1.0, ".2f", ctx.marked(view.grouping))
+        ax.set_xlabel(col)
+        ax.set_ylabel("client")
+        fig.colorbar(im, ax=ax, label="recall")
+        panels.append(
+            (
+                fig,
+                f"Recall of the global generator on each client's held-out data, per {col}, at "
+                f"{ctx.step_word} {rnd}. Grey: not measured (the client holds none of the group)."
+                f"{_minority_note(ctx, view.grouping)}",
+            )
+        )
+    if not panels:
         raise _NoData(
             "no per-client, per-group recall in this run"
             + (" (a centralized run has no clients)" if ctx.scope == "centralized" else "")
         )
-    col = str(table.columns.name)
-    rnd = int(m.loc[(m["scope"] == "client") & (m["metric"] == "eval.recall"), "round"].max())
-    fig = _figure(min(2 + 0.55 * table.shape[1], 14), min(1.5 + 0.35 * table.shape[0], 14))
-    ax = fig.add_subplot(1, 1, 1)
-    im = _heatmap(ax, table, "viridis", 0.0, 1.0, ".2f")
-    ax.set_xlabel(col)
-    ax.set_ylabel("client")
-    fig.colorbar(im, ax=ax, label="recall")
-    return _png(fig), (
-        f"Recall of the global generator on each client's held-out data, per {col}, at "
-        f"{ctx.step_word} {rnd}. Grey: not measured (too few points of that group)."
+    return panels
+
+
+MANY_CLIENTS = 20
+"""Beyond this many clients, per-client lines are grey, with the worst and the median drawn."""
+
+
+def _client_lines(ax: Axes, series: pd.DataFrame, title: str, word: str) -> list[Any]:
+    """Each client's value over rounds (`series`: index round, a column per client)."""
+    clients = sorted(series.columns)
+    if len(clients) <= MANY_CLIENTS:
+        for c, color in zip(clients, _colors(len(clients)), strict=True):
+            s = series[c].dropna()
+            ax.plot(s.index, s.to_numpy(), marker="o", ms=2.5, color=color, label=f"client {c}")
+    else:
+        for c in clients:
+            s = series[c].dropna()
+            ax.plot(s.index, s.to_numpy(), color="#999999", lw=0.6, alpha=0.5)
+        ax.plot(series.index, series.min(axis=1), color="#b2182b", lw=2, label="worst client")
+        ax.plot(series.index, series.median(axis=1), color="black", lw=2, label="median client")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(title)
+    _round_axis(ax, word)
+    return clients
+
+
+def fig_client_rounds(ctx: _Context) -> list[Panel]:
+    m = ctx.run.metrics
+    rows = m[(m["scope"] == "client") & (m["group"] == "")]
+    frames = {
+        key: rows[rows["metric"] == key].pivot_table(
+            index="round", columns="client", values="value", aggfunc="first"
+        )
+        for key in ("eval.recall", "local.recall")
+    }
+    frames = {k: v for k, v in frames.items() if not v.empty}
+    if not frames:
+        raise _NoData(
+            "no per-client recall in this run"
+            + (" (a centralized run has no clients)" if ctx.scope == "centralized" else "")
+        )
+    titles = {
+        "eval.recall": "global generator on each client's data (eval.recall)",
+        "local.recall": "received generator, every round (local.recall)",
+    }
+    height = 3.6
+    fig = _figure(MAX_WIDTH, height)
+    clients: list[Any] = []
+    for i, (key, table) in enumerate(frames.items()):
+        ax = fig.add_subplot(1, len(frames), i + 1)
+        clients = _client_lines(ax, table, titles[key], ctx.step_word)
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    _legend(fig, handles, names, "client", height)
+    many = (
+        f" With {len(clients)} clients each is a grey line; the worst and the median are drawn."
+        if len(clients) > MANY_CLIENTS
+        else ""
     )
+    return [
+        (
+            fig,
+            "Per-client recall over rounds: the global generator scored on each client's own "
+            "held-out data at every evaluation, and the generator each client received, scored "
+            f"before its local training, every round it trained.{many}",
+        )
+    ]
 
 
-def fig_partition(ctx: _Context) -> tuple[str, str]:
+def fig_weights(ctx: _Context) -> list[Panel]:
+    m = ctx.run.metrics
+    rows = m[(m["scope"] == "client") & (m["metric"] == "fed.weight") & (m["group"] == "")]
+    if rows.empty:
+        raise _NoData(
+            "the metrics table has no fed.weight rows (each round's client weights, as the "
+            "strategy or protocol combined the replies); runs recorded before the round loop "
+            "wrote them, and centralized runs, have none"
+        )
+    table = rows.pivot_table(index="round", columns="client", values="value", aggfunc="first")
+    table = table.reindex(columns=sorted(table.columns)).fillna(0.0)
+    height = 3.6
+    fig = _figure(MAX_WIDTH, height)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = _colors(len(table.columns))
+    ax.stackplot(
+        table.index,
+        table.to_numpy().T,
+        labels=[f"client {c}" for c in table.columns],
+        colors=colors,
+        alpha=0.9,
+    )
+    ax.set_ylim(0, max(1.0, float(table.sum(axis=1).max())))
+    ax.set_ylabel("weight (stacked)")
+    ax.set_title("client weights per round")
+    _round_axis(ax, ctx.step_word)
+    handles, names = ax.get_legend_handles_labels()
+    if len(handles) <= 40:
+        _legend(fig, handles, names, "client", height)
+    return [
+        (
+            fig,
+            "Each round's weight of every client in the aggregate (fed.weight; a client not "
+            "in the round has 0): FedAvg gives n_k / Σ n, the fairness-aware rules move weight "
+            "to the clients they favour.",
+        )
+    ]
+
+
+def fig_partition(ctx: _Context) -> list[Panel]:
     p = ctx.run.path / "partition.csv"
     if not p.is_file():
         raise _NoData("the run folder has no partition.csv")
@@ -373,13 +648,13 @@ def fig_partition(ctx: _Context) -> tuple[str, str]:
     table = part.pivot_table(index="client", columns="group", values="n", aggfunc="sum")
     table = table.reindex(index=group_order(table.index), columns=group_order(table.columns))
     table = table.fillna(0)
-    fig = _figure(min(2 + 0.55 * table.shape[1], 14), min(1.5 + 0.35 * table.shape[0], 14))
+    fig = _figure(2.4 + 0.5 * table.shape[1], min(1.6 + 0.3 * table.shape[0], 12))
     ax = fig.add_subplot(1, 1, 1)
-    im = _heatmap(ax, table, "Blues", 0.0, None, ".0f")
+    im = _heatmap(ax, table, "Blues", 0.0, None, ".0f", ctx.marked(col))
     ax.set_xlabel(col)
     ax.set_ylabel("client")
     fig.colorbar(im, ax=ax, label="points")
-    return _png(fig), f"Points of each {col} on each client (partition.csv)."
+    return [(fig, f"Points of each {col} on each client (partition.csv).")]
 
 
 _TRAIN_PANELS: tuple[tuple[str, Callable[[str], bool]], ...] = (
@@ -390,7 +665,7 @@ _TRAIN_PANELS: tuple[tuple[str, Callable[[str], bool]], ...] = (
 )
 
 
-def fig_training(ctx: _Context) -> tuple[str, str]:
+def fig_training(ctx: _Context) -> list[Panel]:
     m = ctx.run.metrics
     federated = ctx.scope != "centralized"
     scope = "client" if federated else ctx.scope
@@ -404,9 +679,11 @@ def fig_training(ctx: _Context) -> tuple[str, str]:
         title = next(t for t, match in _TRAIN_PANELS if match(key))
         panels[title].append(key)
     panels = {t: ks for t, ks in panels.items() if ks}
-    fig = _figure(4.2 * len(panels), 3.4)
+    cols = min(len(panels), 2)
+    rows_n = math.ceil(len(panels) / cols)
+    fig = _figure(MAX_WIDTH, 3.4 * rows_n)
     for i, (title, keys) in enumerate(panels.items()):
-        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax = fig.add_subplot(rows_n, cols, i + 1)
         positive = True
         lo, hi = math.inf, -math.inf
         for key in keys:
@@ -418,52 +695,125 @@ def fig_training(ctx: _Context) -> tuple[str, str]:
         # Layer-product bounds dwarf the local estimates by orders of magnitude: log scale.
         if positive and lo > 0 and hi / lo > 100:
             ax.set_yscale("log")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title)
         _round_axis(ax, ctx.step_word)
-        ax.legend(fontsize=6)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     how = "mean over the clients that trained in each round" if federated else "at each step"
-    return _png(fig), f"Training statistics ({how})."
+    return [(fig, f"Training statistics ({how}).")]
 
 
-def fig_fairness(ctx: _Context) -> tuple[str, str]:
+def fig_fairness(ctx: _Context) -> list[Panel]:
     m = ctx.run.metrics
-    rows = m[
-        (m["scope"] == ctx.scope)
-        & (m["group_by"] == ctx.group_by)
-        & m["metric"].isin(["recall.difference", "recall.ratio"])
-    ]
-    if not ctx.group_by or rows.empty:
+    stats = ("recall", "precision")
+    keys = [f"{s}.{k}" for s in stats for k in ("difference", "ratio")]
+    rows = m[(m["scope"] == ctx.scope) & (m["group"] == "") & m["metric"].isin(keys)]
+    names = [v.grouping for v in ctx.views if v.grouping in set(rows["group_by"])]
+    if not names:
         raise _NoData("the run has no recall.difference / recall.ratio rows")
-    fig = _figure(6.5, 3.4)
-    ax = fig.add_subplot(1, 1, 1)
-    for key, style in (("recall.difference", "-o"), ("recall.ratio", "--s")):
-        s = rows[rows["metric"] == key].sort_values("round")
-        ax.plot(s["round"], s["value"], style, ms=3, label=key)
-    ax.set_ylim(-0.03, 1.03)
-    _round_axis(ax, ctx.step_word)
-    ax.legend(fontsize=8)
-    return _png(fig), (
-        f"Fairness gap across {ctx.group_by} over {ctx.step_word}s: recall difference "
-        "(max − min, 0 is fair) and ratio (min / max, 1 is fair; missing when max is 0)."
-    )
+    fig = _figure(MAX_WIDTH, 3.6)
+    colors = dict(zip(names, _colors(len(names)), strict=True))
+    for i, stat in enumerate(stats):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for g in names:
+            for kind, style in (("difference", "-o"), ("ratio", "--s")):
+                s = rows[(rows["group_by"] == g) & (rows["metric"] == f"{stat}.{kind}")]
+                s = s.sort_values("round")
+                ax.plot(s["round"], s["value"], style, ms=3, color=colors[g], label=f"{g} {kind}")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{stat}: max − min and min / max")
+        _round_axis(ax, ctx.step_word)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    _legend(fig, handles, labels, "grouping", 3.6)
+    return [
+        (
+            fig,
+            "Fairness gaps of every grouping over rounds: difference (max − min, 0 is fair, "
+            "solid) and ratio (min / max, 1 is fair, dashed; missing when max is 0). A group "
+            "the generator never reaches counts as precision 0: it is the worst group, not "
+            "left out.",
+        )
+    ]
 
 
-_FIGURES: tuple[tuple[str, str, Callable[[_Context], tuple[str, str]]], ...] = (
+def fig_against(ctx: _Context) -> list[Panel]:
+    if ctx.against is None:
+        raise _NoData("no second run to compare with (fedgan report RUN --against OTHER_RUN)")
+    other = ctx.against
+    other_scope = main_scope(other.metrics) if len(other.metrics) else ""
+    panels = []
+    for view in ctx.views:
+        g = view.grouping
+        mine = _last_groups(ctx.run, ctx.scope, g)
+        theirs = _last_groups(other, other_scope, g)
+        if mine.empty or theirs.empty:
+            continue
+        groups = group_order(set(mine.index) | set(theirs.index))
+        marked = ctx.marked(g)
+        fig = _figure(min(3.0 + 0.45 * len(groups) * 2, MAX_WIDTH), 4.4)
+        x = np.arange(len(groups))
+        for i, metric in enumerate(("recall", "coverage")):
+            ax = fig.add_subplot(2, 1, i + 1)
+            for j, (name, table) in enumerate(zip(ctx.names, (mine, theirs), strict=True)):
+                v = table.reindex(groups)[metric] if metric in table.columns else np.nan
+                ax.bar(
+                    x + (j - 0.5) * 0.4, v, width=0.4, label=name, color=("#2166ac", "#f4a582")[j]
+                )
+            _group_ticks(ax, x.tolist(), groups, marked)
+            ax.set_ylim(0, 1.03)
+            ax.set_ylabel(metric)
+            ax.grid(axis="y", alpha=0.3)
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside upper center", ncols=2)
+        panels.append(
+            (
+                fig,
+                f"Per-{g} recall and coverage at the last evaluation of {ctx.names[0]} "
+                f"({ctx.run.path}) and {ctx.names[1]} ({other.path}).{_minority_note(ctx, g)}",
+            )
+        )
+    if not panels:
+        raise _NoData(f"{other.path} shares no evaluated grouping with this run")
+    return panels
+
+
+def _last_groups(run: Run, scope: str, grouping: str) -> pd.DataFrame:
+    """Per-group recall and coverage of a run's last evaluation (index: group labels)."""
+    from simulator.summary import group_table
+
+    rnd = last_round(run.metrics, scope, "recall")
+    if rnd is None:
+        return pd.DataFrame()
+    return group_table(run.metrics, scope, rnd, grouping)
+
+
+_FIGURES: tuple[tuple[str, str, Callable[[_Context], list[Panel]]], ...] = (
     ("fig-samples", "Real vs generated samples", fig_samples),
     ("fig-group-metrics", "Per-group recall and coverage", fig_group_metrics),
-    ("fig-fairness", "Fairness gap", fig_fairness),
+    ("fig-against", "Against another run: per-group recall and coverage", fig_against),
+    ("fig-fairness", "Fairness gaps", fig_fairness),
     ("fig-client-recall", "Client × group recall", fig_client_recall),
+    ("fig-client-rounds", "Per-client recall over rounds", fig_client_rounds),
+    ("fig-weights", "What the strategy did: client weights per round", fig_weights),
     ("fig-partition", "Partition", fig_partition),
     ("fig-training", "Training: losses, gradient norms, Lipschitz estimates", fig_training),
 )
 
 
 # ---- tables ----------------------------------------------------------------------------------
-def _table(header: Sequence[str] | None, rows: Sequence[Sequence[str]], id_: str) -> str:
+def _table(
+    header: Sequence[str] | None,
+    rows: Sequence[Sequence[str]],
+    id_: str,
+    marked: Sequence[bool] | None = None,
+) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header or ())
     thead = f"<thead><tr>{head}</tr></thead>" if header else ""
+    flags = marked or [False] * len(rows)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+        ('<tr class="minority">' if flag else "<tr>")
+        + "".join(f"<td>{html.escape(c)}</td>" for c in r)
+        + "</tr>"
+        for r, flag in zip(rows, flags, strict=True)
     )
     return f'<table id="{id_}">{thead}<tbody>{body}</tbody></table>'
 
@@ -494,16 +844,16 @@ def headline_section(ctx: _Context) -> str:
             f'<p class="diag" id="headline-diagnosis"><b>{html.escape(str(d["label"]))}</b>: '
             f"{html.escape(str(d['reason']))}</p>"
         )
-    wide = group_table(m, ctx.scope, rnd, ctx.group_by) if ctx.group_by else pd.DataFrame()
-    cols = [c for c in PER_GROUP if c in wide.columns]
-    if cols:
-        body = [
-            [str(g)]
-            + [format_value(c, float(wide.loc[g, c])) for c in cols]
-            + [str(int(wide.loc[g, "n"]))]
-            for g in wide.index
-        ]
-        out.append(_table([ctx.group_by, *cols, "n real"], body, "per-group"))
+    for k, view in enumerate(ctx.views):
+        suffix = "" if k == 0 else f"-{k + 1}"
+        header, body, marked = group_view_rows(view)
+        out.append(f"<h3>Per {html.escape(view.grouping)}</h3>")
+        out.append(_table(header, body, f"per-group{suffix}", marked))
+        out.append(
+            '<p class="legend">' + html.escape(legend_text(view)).replace("\n", "<br>") + "</p>"
+        )
+        g_header, g_body = gap_rows(view)
+        out.append(_table(g_header, g_body, f"gaps{suffix}"))
     return "\n".join(out)
 
 
@@ -542,13 +892,15 @@ CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1150px;
  color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;
- margin-top:1.8em}
+ margin-top:1.8em}h3{font-size:1.05em;margin:1.2em 0 .3em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}
+tr.minority td{background:#fff3cd;font-weight:600}
 figure{margin:1em 0}figure img{max-width:100%;height:auto}
 figcaption{font-size:.9em;color:#555;margin-top:.3em}
 .note{color:#666;font-style:italic}.error{color:#a00}.diag{background:#fff6e0;padding:.4em .6em}
+.legend{font-size:.85em;color:#555;margin:.2em 0 .6em}
 code{background:#f3f3f3;padding:0 .2em}
 """
 
@@ -570,16 +922,68 @@ window.addEventListener("load", function () {
 """
 
 
-def render(run: Run) -> str:
-    """The report of a loaded run as one HTML string."""
+def context(run: Run, against: Run | None = None) -> _Context:
+    """What every section reads: the run, its main scope, its per-group views at the last
+    evaluation and, with `against`, the other run and both runs' short labels."""
     m = run.metrics
     scope = main_scope(m) if len(m) else "centralized"
+    rnd = last_round(m, scope, "recall") if len(m) else None
+    views = group_views(m, scope, rnd, run.scenario) if rnd is not None else []
     ctx = _Context(
         run=run,
         scope=scope,
         step_word="step" if scope == "centralized" else "round",
-        group_by=_first_group_column(m, scope) if len(m) else "",
+        views=views,
+        against=against,
     )
+    if against is not None:
+        ctx.names = _names(run, against)
+    return ctx
+
+
+def _names(run: Run, other: Run) -> tuple[str, str]:
+    """The two runs as `compare` labels them ("federated (fedavg)", "centralized twin")."""
+    from simulator.compare import IGNORED, flatten, labels
+
+    configs = [
+        {k: v for k, v in flatten(r.scenario).items() if k not in IGNORED} for r in (run, other)
+    ]
+    mine, theirs = labels(configs, [run.scenario, other.scenario])
+    if not mine or not theirs or mine == theirs:  # same configuration: another seed, say
+        return f"this run (seed {run.scenario.get('seed')})", (
+            f"other run (seed {other.scenario.get('seed')})"
+        )
+    return mine, theirs
+
+
+@dataclass(frozen=True)
+class Note:
+    """What replaces a figure section: why it is not shown (`error`: drawing it failed)."""
+
+    text: str
+    error: bool = False
+
+
+def figures(ctx: _Context) -> list[tuple[str, str, list[Panel] | Note]]:
+    """(id, title, panels or the note that replaces them) of every figure section."""
+    out: list[tuple[str, str, list[Panel] | Note]] = []
+    with matplotlib.rc_context(FONTS):
+        for fig_id, title, draw in _FIGURES:
+            try:
+                out.append((fig_id, title, draw(ctx)))
+            except _NoData as exc:
+                out.append((fig_id, title, Note(f"Not shown: {exc}.")))
+            except Exception as exc:  # odd data in one section must not cost the whole report
+                out.append(
+                    (fig_id, title, Note(f"Could not be drawn: {type(exc).__name__}: {exc}", True))
+                )
+    return out
+
+
+def render(run: Run, against: Run | None = None) -> str:
+    """The report of a loaded run as one HTML string (`against`: a second run overlaid)."""
+    ctx = context(run, against)
+    scope = ctx.scope
     sc = run.scenario
     name = str(sc.get("name", run.path.name))
     data = sc.get("data") or {}
@@ -601,6 +1005,8 @@ def render(run: Run) -> str:
                 f"{(sc.get('strategy') or {}).get('name', '?')}",
             )
         )
+    if against is not None:
+        facts.append(("against", f"{against.path} ({ctx.names[1]}; this run: {ctx.names[0]})"))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -611,26 +1017,19 @@ def render(run: Run) -> str:
         "<h2>Last evaluation</h2>",
         headline_section(ctx),
     ]
-    for fig_id, title, draw in _FIGURES:
+    for fig_id, title, drawn in figures(ctx):
         parts.append(f'<h2 id="{fig_id}-section">{html.escape(title)}</h2>')
-        try:
-            png, caption = draw(ctx)
-        except _NoData as exc:
-            parts.append(
-                f'<p class="note" id="{fig_id}-note">Not shown: {html.escape(str(exc))}.</p>'
-            )
+        if isinstance(drawn, Note):
+            cls = "note error" if drawn.error else "note"
+            parts.append(f'<p class="{cls}" id="{fig_id}-note">{html.escape(drawn.text)}</p>')
             continue
-        except Exception as exc:  # odd data in one section must not cost the whole report
-            reason = html.escape(f"{type(exc).__name__}: {exc}")
+        for k, (fig, caption) in enumerate(drawn):
+            id_ = fig_id if k == 0 else f"{fig_id}-{k + 1}"
             parts.append(
-                f'<p class="note error" id="{fig_id}-note">Could not be drawn: {reason}</p>'
+                f'<figure id="{id_}"><img alt="{html.escape(title)}" '
+                f'src="data:image/png;base64,{_png(fig)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
-            continue
-        parts.append(
-            f'<figure id="{fig_id}"><img alt="{html.escape(title)}" '
-            f'src="data:image/png;base64,{png}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
     parts += [
         "<h2>Diagnosis per evaluation</h2>",
         diagnosis_section(ctx),
@@ -642,9 +1041,13 @@ def render(run: Run) -> str:
     return "\n".join(parts)
 
 
-def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
-    """Write the run's self-contained `report.html` (default: into the run folder); its path."""
+def write_report(
+    run_dir: str | Path, out: Path | None = None, against: str | Path | None = None
+) -> Path:
+    """Write the run's self-contained `report.html` (default: into the run folder), with
+    `against`'s per-group recall overlaid when given; its path."""
     run = load_run(run_dir)
+    other = load_run(against) if against is not None else None
     target = Path(out) if out is not None else run.path / "report.html"
-    atomic_write_text(target, render(run))
+    atomic_write_text(target, render(run, other))
     return target

@@ -22,7 +22,7 @@ from simulator.report import FIGURE_IDS, write_report
 from tests.conftest import tiny
 
 CHROMIUM = Path("/usr/bin/chromium")
-CLIENT_FIGURES = ("fig-client-recall", "fig-partition")
+CLIENT_FIGURES = ("fig-client-recall", "fig-client-rounds", "fig-partition")
 
 
 class _Page(HTMLParser):
