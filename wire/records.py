@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common.constant import SType
 
+from simulator import statecodec
 from simulator.scenario import Scenario
 
 RUN_CONFIG_KEY = "scenario"
@@ -21,6 +22,16 @@ RUN_CONFIG_KEY = "scenario"
 PRIVATE_STATE = "private"
 """`context.state` key of a node's private arrays (what is not federated, optimizer moments).
 An engine that keeps them elsewhere syncs them in around the ClientApp's handlers."""
+
+
+# Flower's records as plain data in checkpoints (a strategy's `current_arrays`, a metrics
+# record): arrays by key in record order, scalars and lists — never the class by module path.
+statecodec.register(
+    "flwr.ArrayRecord", ArrayRecord, lambda r: from_record(r), lambda d: to_record(d)
+)
+statecodec.register("flwr.Array", Array, lambda a: a.numpy(), lambda a: Array(np.asarray(a)))
+statecodec.register("flwr.MetricRecord", MetricRecord, dict, MetricRecord)
+statecodec.register("flwr.ConfigRecord", ConfigRecord, dict, ConfigRecord)
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
