@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
-from flwr.common.constant import SType
 
 from simulator import statecodec
 from simulator.scenario import Scenario
+from wire.flwr_internals import fill_numpy_array
 
 RUN_CONFIG_KEY = "scenario"
 """run_config key holding the scenario as JSON (run_config only holds flat scalars)."""
@@ -57,14 +57,8 @@ class DecodedArray(Array):
         # and a fresh object's dirty flag — without its argument parsing and per-field hooks,
         # which cost more than the copy (tested: the same bytes and object id as Flower's own
         # Array(ndarray), decoded the same).
-        self.__dict__.update(
-            dtype=str(a.dtype),
-            shape=tuple(int(n) for n in a.shape),
-            stype=SType.NUMPY,
-            data=_npy_bytes(a),
-            _is_dirty=True,
-            _decoded=a,
-        )
+        fill_numpy_array(self, str(a.dtype), tuple(int(n) for n in a.shape), _npy_bytes(a))
+        self._decoded = a
 
     def numpy(self) -> np.ndarray:
         return self._decoded.copy()

@@ -67,15 +67,12 @@ def load_strategy_state(strategy: Any, state: dict[str, Any]) -> None:
 
 
 def rebind_nodes(strategy: Any, node_pid: dict[int, int]) -> None:
-    """Re-key node-id state to this run's node ids (Flower draws new ones when a run restarts).
-
-    `critic_swap` remembers which node holds which partition (`partition_of`, node id →
-    partition id); the in-process engine's node ids are fixed, Ray's are not.
-    """
+    """Tell a restored strategy this run's node ids (Flower draws new ones when a run restarts):
+    a strategy that keeps state by node id defines `rebind_nodes(node_pid)` (node id →
+    partition id) and re-keys it (`critic_swap`); nested strategies are walked into."""
     for value in vars(strategy).values():
         if isinstance(value, Strategy | PerNetwork):
             rebind_nodes(value, node_pid)
-    known = getattr(strategy, "partition_of", None)
-    if isinstance(known, dict) and known:
-        seen = set(known.values())
-        strategy.partition_of = {n: p for n, p in node_pid.items() if p in seen}
+    own = getattr(type(strategy), "rebind_nodes", None)
+    if callable(own):
+        own(strategy, node_pid)

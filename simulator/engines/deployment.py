@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def make_app_dir(dest: Path, config_keys: list[str]) -> Path:
             "version": "0.1.0",
             "description": "fedgan ServerApp and ClientApp",
             "license": "Apache-2.0",
-            "dependencies": ["flwr==1.42.0"],
+            "dependencies": [f"flwr=={metadata.version('flwr')}"],
         },
         "tool": {
             "flwr": {
