@@ -24,27 +24,14 @@ def check_scenario(s: Scenario) -> list[str]:
     and the data at full size — the dataset (e.g. digits weights that need more images than
     there are), the held-out split and, federated, the partition (cached: the run reuses it).
     """
-    problems = _data_problems(s)
+    from simulator.federation import data_problems
+
+    problems = data_problems(s)
     if s.federated:
         from server.protocols import check_protocol
 
         problems += check_protocol(s)
     return problems
-
-
-def _data_problems(s: Scenario) -> list[str]:
-    from simulator.centralized import prepare_data
-    from simulator.data import DataError
-    from simulator.federation import federated_data
-    from simulator.partition import PartitionError
-
-    try:
-        federated_data(s) if s.federated else prepare_data(s)
-    except PartitionError as exc:
-        return [f"partition: {exc}"]
-    except (DataError, ValueError) as exc:
-        return [f"data: {exc}"]
-    return []
 
 
 def run_federated(
