@@ -44,10 +44,14 @@ def _flwr_run_store(s: Scenario, cfg: Mapping[str, Any], nodes: int) -> RunStore
     from simulator.federation import data_problems
 
     out = Path(str(cfg.get(OUT_KEY) or ""))
-    problems = [] if out.is_absolute() else [
-        f"{OUT_KEY}: give the absolute folder for run folders (the ServerApp runs from the "
-        f"installed Flower App, not from your folder), got {str(out)!r}"
-    ]
+    problems = (
+        []
+        if out.is_absolute()
+        else [
+            f"{OUT_KEY}: give the absolute folder for run folders (the ServerApp runs from the "
+            f"installed Flower App, not from your folder), got {str(out)!r}"
+        ]
+    )
     if s.federation is None:
         problems.append("federation: `flwr run .` runs federated scenarios only")
     if nodes != s.partition.n_clients:

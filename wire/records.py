@@ -153,16 +153,20 @@ def _from_file(run_config: Mapping[str, Any]) -> Scenario:
     if not path.is_absolute():
         raise ScenarioError(
             str(path),
-            [f"{SCENARIO_FILE_KEY}: give an absolute path (the apps run from the installed "
-             f"Flower App, not from the folder `flwr run` was called in), got {str(path)!r}"],
+            [
+                f"{SCENARIO_FILE_KEY}: give an absolute path (the apps run from the installed "
+                f"Flower App, not from the folder `flwr run` was called in), got {str(path)!r}"
+            ],
         )
     s = load(path, shlex.split(str(run_config.get(OVERRIDES_KEY, ""))))
     relative = _relative_plugins(s.model_dump(mode="json"))
     if relative:
         raise ScenarioError(
             str(path),
-            [f"{k}: a file.py plug-in under `flwr run .` needs an absolute path, got {v!r}"
-             for k, v in relative],
+            [
+                f"{k}: a file.py plug-in under `flwr run .` needs an absolute path, got {v!r}"
+                for k, v in relative
+            ],
         )
     return s
 

@@ -19,8 +19,8 @@ where `fedgan run` runs — true for `fedgan up`.
 from __future__ import annotations
 
 import tempfile
-import tomllib
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 

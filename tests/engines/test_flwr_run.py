@@ -83,8 +83,14 @@ def test_flwr_run_gives_the_ray_engines_table(tmp_path: Path) -> None:
     }
     config = f'scenario-file="{scenario}" out="{out}" overrides="seed=5"'
     cmd = [
-        str(Path(sys.executable).parent / "flwr"), "run", str(ROOT),
-        "--run-config", config, "--federation-config", "num-supernodes=2", "--stream",
+        str(Path(sys.executable).parent / "flwr"),
+        "run",
+        str(ROOT),
+        "--run-config",
+        config,
+        "--federation-config",
+        "num-supernodes=2",
+        "--stream",
     ]
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
