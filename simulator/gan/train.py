@@ -319,6 +319,12 @@ class GAN:
         """Run `n_steps` generator steps on data [N, d]; the lr schedule spans `total_steps`
         (default n_steps) counted from `s.step`. Returns the state and per-step statistics."""
         total = total_steps or (s.step + n_steps)
+        # Imported here: fastmlp builds on this module's GAN and GANState.
+        from simulator.gan import fastmlp
+
+        fast = fastmlp.plan(self)
+        if fast is not None:  # MLPs: the hand-written step (same update, fewer kernels)
+            return fastmlp.train_one(fast, s, data, n_steps, gen, total, callback)
         history: list[dict[str, float]] = []
         for block in draw_blocks(n_steps):
             noise = self.draw_steps(data.shape[0], gen, block)

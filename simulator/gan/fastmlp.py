@@ -1,0 +1,701 @@
+"""The GAN step of MLP generators and critics, hand-batched over stacked clients.
+
+`GAN.step` under `torch.func.vmap` is exact and general, but on a CPU most of its time at these
+sizes is not arithmetic (profile in `benchmarks/README.md`): skinny products (2-D data, the
+critic's one output unit) reach MKL in its slowest orientation, `vmap` and autograd add a Python
+and dispatch layer to each of a few hundred small kernels, the gradient penalty re-runs the critic
+and builds a second graph for its double backward, and the optimizer touches every parameter
+tensor one op at a time. This module computes the same update by hand for MLPs:
+
+- stacked weights W [C, out, in]: one `baddbmm` per layer (bias fused), products whose result is
+  only a few columns wide computed transposed (`_mm`), rank-1 products as broadcasts;
+- the backward written out (the activations' own aten backward kernels), and the gradient
+  penalty's double backward too — for piecewise-linear activations (relu, leaky_relu) its
+  second-derivative term vanishes, so it costs three small products a layer; the penalty reuses
+  the loss's critic forward when it is taken on the real (R1) or the fake points;
+- each network's parameters, gradients and optimizer moments as one flat [C, P] buffer, so the
+  optimizer is a handful of elementwise ops whatever the number of layers.
+
+Same inputs as `GAN.step` (noise drawn outside), same result to float rounding (tests:
+`tests/gan/test_fastmlp.py`). Covered: `kind: mlp` generators and critics with the built-in
+activations and outputs, the built-in objectives, no Lipschitz control, weight clipping and the
+gradient penalty (any sampling and centre), Adam / RMSprop / SGD, FedProx anchors, the EMA,
+per-client learning rates. `why_not(gan)` names what else a GAN uses (conv nets, the two-branch
+critic, spectral norm, plug-ins): those run the vmap path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from simulator.gan import lipschitz, objectives
+from simulator.gan.networks import MLPCritic, MLPGenerator
+from simulator.gan.optim import OptimizerSpec
+from simulator.gan.train import GAN, GANState, Params, StepNoise, draw_blocks
+
+ENABLED = os.environ.get("FEDGAN_FAST_MLP", "1") != "0"
+"""Use the hand-batched step where it applies (`FEDGAN_FAST_MLP=0`: always the vmap path)."""
+
+aten = torch.ops.aten
+
+
+# ---- activations --------------------------------------------------------------------------------
+
+Back = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""(grad, a, h) → grad ⊙ σ'(a), with a the pre-activation and h = σ(a)."""
+Second = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""(grad, e, a, h) → grad ⊙ e ⊙ σ''(a): the double backward's term through σ'."""
+
+
+@dataclass(frozen=True)
+class _Act:
+    forward: Callable[[Tensor], Tensor]
+    back: Back
+    second: Second | None  # None: piecewise linear, σ'' = 0 almost everywhere
+
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _sig_second(g: Tensor, e: Tensor, a: Tensor, h: Tensor) -> Tensor:
+    s = torch.sigmoid(a)
+    return g * e * (s * (1 - s) * (2 + a * (1 - 2 * s)))
+
+
+# The backward kernels are the ones autograd calls for these modules, so first derivatives round
+# as on the reference path.
+ACTS: dict[str, _Act] = {
+    "relu": _Act(torch.relu, lambda g, a, h: aten.threshold_backward(g, h, 0.0), None),
+    "leaky_relu": _Act(
+        lambda a: F.leaky_relu(a, 0.2),
+        lambda g, a, h: aten.leaky_relu_backward(g, a, 0.2, False),
+        None,
+    ),
+    "elu": _Act(
+        F.elu,
+        lambda g, a, h: aten.elu_backward(g, 1.0, 1.0, 1.0, False, a),
+        lambda g, e, a, h: g * e * torch.where(a > 0, 0.0, h + 1.0),
+    ),
+    "gelu": _Act(
+        F.gelu,
+        lambda g, a, h: aten.gelu_backward(g, a),
+        lambda g, e, a, h: g * e * (torch.exp(-0.5 * a * a) * _INV_SQRT_2PI * (2.0 - a * a)),
+    ),
+    "tanh": _Act(
+        torch.tanh,
+        lambda g, a, h: aten.tanh_backward(g, h),
+        lambda g, e, a, h: g * e * (-2.0 * h * (1.0 - h * h)),
+    ),
+    "silu": _Act(F.silu, lambda g, a, h: aten.silu_backward(g, a), _sig_second),
+}
+
+
+def _act_name(m: nn.Module) -> str | None:
+    """The `ACTS` entry a module computes, or None."""
+    checks: dict[type, Callable[[nn.Module], bool]] = {
+        nn.ReLU: lambda _: True,
+        nn.LeakyReLU: lambda x: x.negative_slope == 0.2,  # type: ignore[union-attr]
+        nn.ELU: lambda x: x.alpha == 1.0,  # type: ignore[union-attr]
+        nn.GELU: lambda x: x.approximate == "none",  # type: ignore[union-attr]
+        nn.Tanh: lambda _: True,
+        nn.SiLU: lambda _: True,
+    }
+    names = {
+        nn.ReLU: "relu",
+        nn.LeakyReLU: "leaky_relu",
+        nn.ELU: "elu",
+        nn.GELU: "gelu",
+        nn.Tanh: "tanh",
+        nn.SiLU: "silu",
+    }
+    t = type(m)
+    return names[t] if t in checks and checks[t](m) else None
+
+
+# ---- batched products ---------------------------------------------------------------------------
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """a [C, M, K] @ b [C, K, N]. MKL is slow on results only a few columns wide (N = 2 is ~5×
+    slower than the transposed product), so those are computed as (bᵀaᵀ)ᵀ; K = 1 is a
+    broadcast, not a GEMM."""
+    if a.shape[-1] == 1:
+        return a * b
+    if b.shape[-1] <= 4 < a.shape[-2]:
+        return torch.bmm(b.mT, a.mT).mT
+    return torch.bmm(a, b)
+
+
+def _linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """h [C, R, in] @ wᵀ + b with w [C, out, in], b [C, out] → [C, R, out], bias fused."""
+    if w.shape[-2] <= 4 < h.shape[-2]:
+        return torch.baddbmm(b.unsqueeze(-1), w, h.mT).mT
+    return torch.baddbmm(b.unsqueeze(-2), h, w.mT)
+
+
+# ---- networks -----------------------------------------------------------------------------------
+
+Layers = list[tuple[Tensor, Tensor]]
+"""Per linear layer: weight [C, out, in] and bias [C, out] (views into a flat buffer)."""
+
+
+@dataclass
+class _Cache:
+    """A forward pass: the input x [C, R, in], each hidden layer's pre-activation a and output h
+    [C, R, width], and the network's output [C, R, out]."""
+
+    x: Tensor
+    pre: list[Tensor]
+    hid: list[Tensor]
+    out: Tensor
+
+    def rows(self, r0: int, r1: int) -> _Cache:
+        return _Cache(
+            self.x[:, r0:r1],
+            [a[:, r0:r1] for a in self.pre],
+            [h[:, r0:r1] for h in self.hid],
+            self.out[:, r0:r1],
+        )
+
+
+class _Net:
+    """An MLP's layout in a flat parameter buffer [C, P] and its forward and backward passes."""
+
+    def __init__(self, module: nn.Module, act: str, tanh_out: bool) -> None:
+        self.keys: list[tuple[str, str]] = []
+        self.shapes: list[tuple[int, int]] = []
+        for name, m in module.named_modules():
+            if type(m) is nn.Linear:
+                self.keys.append((f"{name}.weight", f"{name}.bias"))
+                self.shapes.append((m.out_features, m.in_features))
+        self.offsets: list[int] = []
+        p = 0
+        for o, i in self.shapes:
+            self.offsets.append(p)
+            p += o * i + o
+        self.size = p
+        self.act = ACTS[act]
+        self.tanh_out = tanh_out
+
+    def param_keys(self) -> list[str]:
+        return [k for pair in self.keys for k in pair]
+
+    def layers(self, flat: Tensor) -> Layers:
+        out = []
+        for (o, i), p in zip(self.shapes, self.offsets, strict=True):
+            w = flat[:, p : p + o * i].view(-1, o, i)
+            out.append((w, flat[:, p + o * i : p + o * i + o]))
+        return out
+
+    def flatten(self, params: Params, prefix: str = "", batch: bool = True) -> Tensor:
+        """A stacked (or, batch=False, a single) parameter dict → [C, P] (C = 1 if single)."""
+        parts = []
+        for wk, bk in self.keys:
+            for k in (wk, bk):
+                v = params[prefix + k]
+                parts.append(v.reshape(v.shape[0] if batch else 1, -1))
+        return torch.cat(parts, dim=1)
+
+    def unflatten(self, flat: Tensor, prefix: str = "", batch: bool = True) -> Params:
+        out: Params = {}
+        for (wk, bk), (w, b) in zip(self.keys, self.layers(flat), strict=True):
+            out[prefix + wk] = (w if batch else w[0]).contiguous()
+            out[prefix + bk] = (b if batch else b[0]).contiguous()
+        return out
+
+    def forward(self, layers: Layers, x: Tensor) -> _Cache:
+        pre: list[Tensor] = []
+        hid: list[Tensor] = []
+        h = x
+        for w, b in layers[:-1]:
+            a = _linear(h, w, b)
+            h = self.act.forward(a)
+            pre.append(a)
+            hid.append(h)
+        out = _linear(h, *layers[-1])
+        if self.tanh_out:
+            out = torch.tanh(out)
+        return _Cache(x, pre, hid, out)
+
+    def backward(
+        self,
+        layers: Layers,
+        c: _Cache,
+        top: Tensor,
+        sources: Sequence[Tensor | None] = (),
+        weights: bool = True,
+    ) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
+        """Backpropagate `top`, the adjoint of the output [C, R, out], through the forward pass
+        `c`. `sources[l]`: an extra adjoint of hidden pre-activation l (the penalty's σ''
+        term). Returns the weight and bias gradients (if `weights`; else only the input's
+        adjoint [C, R, in] is computed)."""
+        if self.tanh_out:
+            top = aten.tanh_backward(top, c.out)
+        grads: list[tuple[Tensor, Tensor]] = []
+        delta = top
+        n = len(layers)
+        for l in range(n - 1, -1, -1):
+            h_in = c.hid[l - 1] if l else c.x
+            if weights:
+                grads.append((_mm(delta.mT, h_in), delta.sum(1)))
+            if l == 0 and weights:
+                break
+            e = _mm(delta, layers[l][0])
+            if l == 0:
+                return grads, e
+            delta = self.act.back(e, c.pre[l - 1], c.hid[l - 1])
+            if l - 1 < len(sources) and sources[l - 1] is not None:
+                delta = delta + sources[l - 1]
+        grads.reverse()
+        return grads, None
+
+    def penalty(
+        self, layers: Layers, c: _Cache, lam: float, center: float
+    ) -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
+        """λ·mean_rows(‖∇ₓv‖ − center)² of a critic (one output unit) at the rows of `c`, and
+        its gradient by hand: the weight gradients of the double backward (biases get none) and
+        the σ'' sources to add to the forward graph's backward. Returns (penalty [C], weight
+        gradients per layer, sources per hidden layer)."""
+        act, hidden = self.act, len(layers) - 1
+        w_out = layers[-1][0]  # [C, 1, width]
+        rows = c.x.shape[1]
+        # Input gradient: the backward of v with adjoint 1. e[l]: adjoint of hidden output l,
+        # d[l]: of its pre-activation.
+        es: list[Tensor] = [w_out] * hidden
+        ds: list[Tensor] = [w_out] * hidden
+        e = w_out.expand(-1, rows, -1)
+        for l in range(hidden - 1, -1, -1):
+            es[l] = e
+            ds[l] = act.back(e, c.pre[l], c.hid[l])
+            e = _mm(ds[l], layers[l][0])
+        g = e  # [C, R, d]
+        norm = torch.sqrt((g * g).sum(-1) + 1e-12)
+        dev = norm - center
+        pen = lam * (dev * dev).mean(-1)
+        g_bar = g * ((2.0 * lam / rows) * dev / norm).unsqueeze(-1)
+        # Reverse of g = d[0] @ W0, then of d[l] = e[l] ⊙ σ'(a_l) and e[l] = d[l+1] @ W_{l+1}.
+        gw: list[Tensor] = [_mm(ds[0].mT, g_bar)]
+        sources: list[Tensor | None] = [None] * hidden
+        d_bar = _mm(g_bar, layers[0][0].mT)
+        for l in range(hidden):
+            e_bar = act.back(d_bar, c.pre[l], c.hid[l])
+            if act.second is not None:
+                sources[l] = act.second(d_bar, es[l], c.pre[l], c.hid[l])
+            if l + 1 < hidden:
+                gw.append(_mm(ds[l + 1].mT, e_bar))
+                d_bar = _mm(e_bar, layers[l + 1][0].mT)
+            else:  # e[last] is w_out broadcast over the rows
+                gw.append(e_bar.sum(1, keepdim=True))
+        return pen, gw, sources
+
+
+def _flat_grads(grads: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    c = grads[0][0].shape[0]
+    return torch.cat([t.reshape(c, -1) for pair in grads for t in pair], dim=1)
+
+
+# ---- objectives ---------------------------------------------------------------------------------
+
+Terms = tuple[Tensor, Tensor, Tensor]
+"""(loss [C], d loss / d v_real [C, B], d loss / d v_fake [C, B]) for the critic."""
+GTerms = tuple[Tensor, Tensor]
+"""(loss [C], d loss / d v_fake [C, B]) for the generator."""
+
+
+def _ns_critic(vr: Tensor, vf: Tensor) -> Terms:
+    # −log σ(v_real) − log(1 − σ(v_fake)); d/dv: σ(v) − 1 and σ(v)
+    n = vr.shape[-1]
+    loss = F.softplus(-vr).mean(-1) + F.softplus(vf).mean(-1)
+    return loss, (torch.sigmoid(vr) - 1.0) / n, torch.sigmoid(vf) / n
+
+
+def _mean_grad(v: Tensor, value: float) -> Tensor:
+    return torch.full_like(v, value / v.shape[-1])
+
+
+# Losses that are means of elementwise terms, with their derivatives, by objective class. A
+# plug-in (or a subclass) is not in the table and takes the vmap path.
+CRITIC_TERMS: dict[type, Callable[[Tensor, Tensor], Terms]] = {
+    objectives.Saturating: _ns_critic,
+    objectives.NonSaturating: _ns_critic,
+    objectives.Wasserstein: lambda vr, vf: (
+        vf.mean(-1) - vr.mean(-1),
+        _mean_grad(vr, -1.0),
+        _mean_grad(vf, 1.0),
+    ),
+    objectives.Hinge: lambda vr, vf: (
+        F.relu(1.0 - vr).mean(-1) + F.relu(1.0 + vf).mean(-1),
+        -(vr < 1.0).to(vr.dtype) / vr.shape[-1],
+        (vf > -1.0).to(vf.dtype) / vf.shape[-1],
+    ),
+    objectives.LeastSquares: lambda vr, vf: (
+        0.5 * ((vr - 1.0) ** 2).mean(-1) + 0.5 * (vf**2).mean(-1),
+        (vr - 1.0) / vr.shape[-1],
+        vf / vf.shape[-1],
+    ),
+    objectives.ForwardKL: lambda vr, vf: (
+        -(vr.mean(-1) - torch.exp(vf - 1.0).mean(-1)),
+        _mean_grad(vr, -1.0),
+        torch.exp(vf - 1.0) / vf.shape[-1],
+    ),
+    objectives.ReverseKL: lambda vr, vf: (
+        -(-torch.exp(-vr).mean(-1) - (vf - 1.0).mean(-1)),
+        -torch.exp(-vr) / vr.shape[-1],
+        _mean_grad(vf, 1.0),
+    ),
+}
+GEN_TERMS: dict[type, Callable[[Tensor], GTerms]] = {
+    objectives.Saturating: lambda v: (-F.softplus(v).mean(-1), -torch.sigmoid(v) / v.shape[-1]),
+    objectives.NonSaturating: lambda v: (
+        F.softplus(-v).mean(-1),
+        (torch.sigmoid(v) - 1.0) / v.shape[-1],
+    ),
+    objectives.Wasserstein: lambda v: (-v.mean(-1), _mean_grad(v, -1.0)),
+    objectives.Hinge: lambda v: (-v.mean(-1), _mean_grad(v, -1.0)),
+    objectives.LeastSquares: lambda v: (
+        0.5 * ((v - 1.0) ** 2).mean(-1),
+        (v - 1.0) / v.shape[-1],
+    ),
+    objectives.ForwardKL: lambda v: (
+        -torch.exp(v - 1.0).mean(-1),
+        -torch.exp(v - 1.0) / v.shape[-1],
+    ),
+    objectives.ReverseKL: lambda v: (-(v - 1.0).mean(-1), _mean_grad(v, -1.0)),
+}
+
+
+# ---- optimizers over flat buffers ---------------------------------------------------------------
+
+
+def _update(
+    spec: OptimizerSpec, p: Tensor, g: Tensor, state: dict[str, Tensor], lr: float | Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """`optim.update` on flat buffers: p, g and moments [C, P], state['step'] [C], lr a float
+    or one a client [C]. Same arithmetic, one op per term for the whole network."""
+    step = state["step"] + 1
+    if isinstance(lr, Tensor):
+        lr = lr.unsqueeze(-1)
+    if spec.weight_decay:
+        g = g + spec.weight_decay * p
+    new = {"step": step}
+    if spec.name == "adam":
+        b1, b2 = spec.betas
+        m = torch.add(state["m"] * b1, g, alpha=1 - b1)
+        v = torch.addcmul(state["v"] * b2, g, g, value=1 - b2)
+        new["m"], new["v"] = m, v
+        bc1 = (1 - b1**step).unsqueeze(-1)
+        bc2 = (1 - b2**step).unsqueeze(-1)
+        denom = (v / bc2).sqrt_().add_(spec.eps)
+        return p - lr * (m / bc1) / denom, new
+    if spec.name == "rmsprop":
+        v = torch.addcmul(state["v"] * spec.alpha, g, g, value=1 - spec.alpha)
+        new["v"] = v
+        return p - lr * g / (v.sqrt() + spec.eps), new
+    if spec.momentum:
+        g = torch.add(state["m"] * spec.momentum, g)
+        new["m"] = g
+    return p - lr * g, new
+
+
+SLOTS = {"adam": ("m", "v"), "rmsprop": ("v",), "sgd": ("m",)}
+
+
+# ---- the step -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FlatState:
+    """A stacked `GANState` as flat buffers: parameters [C, P] per network, optimizer moments
+    by slot [C, P] and the optimizers' step counters [C]; EMA and anchors [C, P] or None."""
+
+    g: Tensor
+    d: Tensor
+    g_opt: dict[str, Tensor]
+    d_opt: dict[str, Tensor]
+    g_ema: Tensor | None
+    g_anchor: Tensor | None
+    d_anchor: Tensor | None
+    step: int
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Every tensor by a flat name (for masking ragged clients)."""
+        out = {"g": self.g, "d": self.d}
+        out.update({f"g_opt.{k}": v for k, v in self.g_opt.items()})
+        out.update({f"d_opt.{k}": v for k, v in self.d_opt.items()})
+        if self.g_ema is not None:
+            out["g_ema"] = self.g_ema
+        return out
+
+    def where(self, active: Tensor, old: FlatState) -> FlatState:
+        """Per client: self where `active` [C] is true, else `old`."""
+
+        def pick(a: Tensor, b: Tensor) -> Tensor:
+            return torch.where(active.view(-1, *([1] * (a.dim() - 1))), a, b)
+
+        return FlatState(
+            pick(self.g, old.g),
+            pick(self.d, old.d),
+            {k: pick(v, old.g_opt[k]) for k, v in self.g_opt.items()},
+            {k: pick(v, old.d_opt[k]) for k, v in self.d_opt.items()},
+            None if self.g_ema is None or old.g_ema is None else pick(self.g_ema, old.g_ema),
+            self.g_anchor,
+            self.d_anchor,
+            self.step,
+        )
+
+
+class FastMLP:
+    """The hand-batched step of one `GAN` (see the module docstring); build with `plan`."""
+
+    def __init__(self, gan: GAN) -> None:
+        c = gan.config
+        self.gan = gan
+        self.config = c
+        self.gnet = _Net(gan.generator, c.generator.activation, c.generator.output == "tanh")
+        self.dnet = _Net(gan.critic, c.critic.activation, False)
+        self.critic_terms = CRITIC_TERMS[type(gan.objective)]
+        self.gen_terms = GEN_TERMS[type(gan.objective)]
+        self.probabilistic = gan.objective.probabilistic
+        ctl = gan.control
+        self.gp = ctl if isinstance(ctl, lipschitz.GradientPenalty) else None
+        self.clip = ctl.c if isinstance(ctl, lipschitz.WeightClip) else None
+
+    # ---- state conversion ------------------------------------------------------------------
+    def _opt_flat(self, net: _Net, spec: OptimizerSpec, opt: Params, batch: bool) -> Params:
+        step = opt["step"]
+        out = {"step": step if batch else step.reshape(1)}
+        for slot in SLOTS[spec.name]:
+            if spec.name == "sgd" and not spec.momentum:
+                continue
+            out[slot] = net.flatten(opt, f"{slot}.", batch)
+        return out
+
+    def _opt_params(self, net: _Net, opt: Params, batch: bool) -> Params:
+        out = {"step": opt["step"] if batch else opt["step"][0]}
+        for slot, flat in opt.items():
+            if slot != "step":
+                out.update(net.unflatten(flat, f"{slot}.", batch))
+        return out
+
+    def to_flat(self, s: GANState, batch: bool = True) -> FlatState:
+        """A stacked state (or, batch=False, one GAN's state as C = 1) as flat buffers."""
+        c = self.config
+        anchor = bool(c.prox_mu)
+        return FlatState(
+            self.gnet.flatten(s.g, batch=batch),
+            self.dnet.flatten(s.d, batch=batch),
+            self._opt_flat(self.gnet, c.g_opt, s.g_opt, batch),
+            self._opt_flat(self.dnet, c.d_opt, s.d_opt, batch),
+            self.gnet.flatten(s.g_ema, batch=batch) if s.g_ema else None,
+            self.gnet.flatten(s.g_anchor, batch=batch) if anchor and s.g_anchor else None,
+            self.dnet.flatten(s.d_anchor, batch=batch) if anchor and s.d_anchor else None,
+            s.step,
+        )
+
+    def to_state(self, f: FlatState, like: GANState, batch: bool = True) -> GANState:
+        """The flat state back as a `GANState` (contiguous tensors; buffers and anchors from
+        `like`, which the step never changes)."""
+        return GANState(
+            g=self.gnet.unflatten(f.g, batch=batch),
+            d=self.dnet.unflatten(f.d, batch=batch),
+            d_buf=like.d_buf,
+            g_opt=self._opt_params(self.gnet, f.g_opt, batch),
+            d_opt=self._opt_params(self.dnet, f.d_opt, batch),
+            g_ema=self.gnet.unflatten(f.g_ema, batch=batch) if f.g_ema is not None else {},
+            g_anchor=like.g_anchor,
+            d_anchor=like.d_anchor,
+            step=f.step,
+        )
+
+    # ---- one step --------------------------------------------------------------------------
+    def critic_step(
+        self, f: FlatState, real: Tensor, z: Tensor, eps: Tensor, lr_scale: float | Tensor
+    ) -> tuple[FlatState, dict[str, Tensor]]:
+        """`GAN.critic_step` for all clients: real [C, B, d], z [C, B, latent], eps [C, B, 1]."""
+        c, gp = self.config, self.gp
+        fake = self.gnet.forward(self.gnet.layers(f.g), z).out
+        layers = self.dnet.layers(f.d)
+        b = real.shape[1]
+        x = torch.cat([real, fake], dim=1)
+        if gp is not None and gp.sampling == "interpolates":
+            x = torch.cat([x, eps * real + (1.0 - eps) * fake], dim=1)
+        cache = self.dnet.forward(layers, x)
+        v = cache.out.squeeze(-1)
+        vr, vf = v[:, :b], v[:, b : 2 * b]
+        loss, dvr, dvf = self.critic_terms(vr, vf)
+        top = torch.cat([dvr, dvf], dim=1)
+        stats = {"d_loss": loss}
+        pen_w: list[Tensor] = []
+        sources: list[Tensor | None] = []
+        if gp is not None:
+            r0 = {"real": 0, "fake": b, "interpolates": 2 * b}[gp.sampling]
+            pen, pen_w, src = self.dnet.penalty(layers, cache.rows(r0, r0 + b), gp.lam, gp.center)
+            stats["penalty"] = pen
+            if any(t is not None for t in src):
+                # σ'' terms: the penalty's rows join the forward graph's backward.
+                top = F.pad(top, (0, x.shape[1] - 2 * b))
+                sources = [_at_rows(t, r0, x.shape[1]) for t in src]
+        else:
+            stats["penalty"] = torch.zeros_like(loss)
+        used = cache if top.shape[1] == x.shape[1] else cache.rows(0, top.shape[1])
+        grads, _ = self.dnet.backward(layers, used, top.unsqueeze(-1), sources)
+        if pen_w:
+            grads = [(w + pw, bb) for (w, bb), pw in zip(grads, pen_w, strict=True)]
+        flat = _flat_grads(grads)
+        if f.d_anchor is not None:
+            flat = flat + c.prox_mu * (f.d - f.d_anchor)
+        d, d_opt = _update(c.d_opt, f.d, flat, f.d_opt, _lr(c.d_opt.lr, lr_scale))
+        if self.clip is not None:
+            d = d.clamp(-self.clip, self.clip)
+        stats["v_real"] = vr.mean(-1)
+        stats["v_fake"] = vf.mean(-1)
+        if self.probabilistic:
+            stats["d_real"] = torch.sigmoid(vr).mean(-1)
+            stats["d_fake"] = torch.sigmoid(vf).mean(-1)
+        stats["d_grad_norm"] = flat.square().sum(-1).sqrt()
+        return _replace(f, d=d, d_opt=d_opt), stats
+
+    def generator_step(
+        self, f: FlatState, z: Tensor, lr_scale: float | Tensor
+    ) -> tuple[FlatState, dict[str, Tensor]]:
+        """`GAN.generator_step` for all clients: z [C, B, latent]."""
+        c = self.config
+        g_layers, d_layers = self.gnet.layers(f.g), self.dnet.layers(f.d)
+        gc = self.gnet.forward(g_layers, z)
+        dc = self.dnet.forward(d_layers, gc.out)
+        v = dc.out.squeeze(-1)
+        loss, dv = self.gen_terms(v)
+        _, x_bar = self.dnet.backward(d_layers, dc, dv.unsqueeze(-1), weights=False)
+        assert x_bar is not None
+        grads, _ = self.gnet.backward(g_layers, gc, x_bar)
+        flat = _flat_grads(grads)
+        if f.g_anchor is not None:
+            flat = flat + c.prox_mu * (f.g - f.g_anchor)
+        g, g_opt = _update(c.g_opt, f.g, flat, f.g_opt, _lr(c.g_opt.lr, lr_scale))
+        g_ema = f.g_ema
+        if c.ema and g_ema is not None:
+            g_ema = c.ema * g_ema + (1 - c.ema) * g
+        stats = {"g_loss": loss}
+        if self.probabilistic:
+            stats["d_fake_g"] = torch.sigmoid(v).mean(-1)
+        stats["g_grad_norm"] = flat.square().sum(-1).sqrt()
+        return _replace(f, g=g, g_opt=g_opt, g_ema=g_ema, step=f.step + 1), stats
+
+    def step(
+        self, f: FlatState, data: Tensor, noise: StepNoise, lr_scale: float | Tensor = 1.0
+    ) -> tuple[FlatState, dict[str, Tensor]]:
+        """`GAN.step` for all clients: data [C, N, d]; noise with a leading client axis (idx
+        [C, n_critic, B], z_d [C, n_critic, B, latent], z_g [C, B, latent], eps [C, n_critic,
+        B, 1]); lr_scale a float or [C]. Returns the new state and each statistic [C]."""
+        nc = self.config.n_critic
+        rows = torch.arange(data.shape[0], device=data.device).unsqueeze(-1)
+        acc: dict[str, Tensor] = {}
+        for i in range(nc):
+            real = data[rows, noise.idx[:, i]]
+            f, st = self.critic_step(f, real, noise.z_d[:, i], noise.eps[:, i], lr_scale)
+            acc = st if not acc else {k: acc[k] + st[k] for k in acc}
+        stats = {k: v / nc for k, v in acc.items()} if nc > 1 else acc
+        f, gst = self.generator_step(f, noise.z_g, lr_scale)
+        stats.update(gst)
+        return f, stats
+
+
+def _at_rows(t: Tensor | None, r0: int, n: int) -> Tensor | None:
+    """t [C, R, w] placed at rows r0.. of a zero [C, n, w] (None stays None)."""
+    if t is None:
+        return None
+    return F.pad(t, (0, 0, r0, n - r0 - t.shape[1]))
+
+
+def _lr(base: float, scale: float | Tensor) -> float | Tensor:
+    return base * scale
+
+
+def _replace(f: FlatState, **kw: object) -> FlatState:
+    fields = {**f.__dict__, **kw}
+    return FlatState(**fields)  # type: ignore[arg-type]
+
+
+# ---- when it applies ----------------------------------------------------------------------------
+
+
+def why_not(gan: GAN) -> str | None:
+    """None if the hand-batched step covers this GAN, else what it does not cover."""
+    if not ENABLED:
+        return "disabled (FEDGAN_FAST_MLP=0)"
+    c = gan.config
+    for name, module, cls in (
+        ("generator", gan.generator, MLPGenerator),
+        ("critic", gan.critic, MLPCritic),
+    ):
+        if type(module) is not cls:
+            return f"{name} is a {type(module).__name__}, not a plain MLP"
+        if list(module.buffers()):
+            return f"{name} has buffers (spectral norm)"
+        seq = list(module.net)  # type: ignore[arg-type]
+        spec = c.generator if name == "generator" else c.critic
+        tail = 1 if name == "generator" and spec.output == "tanh" else 0
+        body = seq[: len(seq) - tail]
+        if tail and type(seq[-1]) is not nn.Tanh:
+            return f"{name} output is not tanh"
+        linears, acts = body[0::2], body[1::2]
+        if not all(type(m) is nn.Linear for m in linears) or len(acts) != len(linears) - 1:
+            return f"{name} is not linear layers with activations between them"
+        if any(_act_name(m) != spec.activation for m in acts):
+            return f"{name} activation {spec.activation!r} is not covered"
+        if name == "critic" and linears[-1].out_features != 1:  # type: ignore[union-attr]
+            return "critic has more than one output"
+    if type(gan.objective) not in CRITIC_TERMS:
+        return f"objective {type(gan.objective).__name__} is not a built-in one"
+    if type(gan.control) not in (
+        lipschitz.LipschitzControl,
+        lipschitz.WeightClip,
+        lipschitz.GradientPenalty,
+    ):
+        return f"Lipschitz control {gan.control.name!r} is not covered"
+    for spec in (c.g_opt, c.d_opt):
+        if spec.name not in SLOTS:
+            return f"optimizer {spec.name!r} is not covered"
+    return None
+
+
+def plan(gan: GAN) -> FastMLP | None:
+    """The hand-batched step for `gan`, or None where it does not apply (see `why_not`)."""
+    return FastMLP(gan) if why_not(gan) is None else None
+
+
+def train_one(
+    fast: FastMLP,
+    s: GANState,
+    data: Tensor,
+    n_steps: int,
+    gen: torch.Generator,
+    total: int,
+    callback: Callable[[GANState, dict[str, float]], None] | None = None,
+) -> tuple[GANState, list[dict[str, float]]]:
+    """`GAN.train` of one GAN (data [N, d]) on the hand-batched step, as a batch of one: the same
+    noise blocks, schedule and per-step statistics."""
+    gan = fast.gan
+    f = fast.to_flat(s, batch=False)
+    x = data.unsqueeze(0)
+    history: list[dict[str, float]] = []
+    for block in draw_blocks(n_steps):
+        noise = gan.draw_steps(data.shape[0], gen, block)
+        for t in range(block):
+            one = StepNoise(
+                noise.idx[t : t + 1], noise.z_d[t : t + 1], noise.z_g[t : t + 1], noise.eps[t : t + 1]
+            )
+            f, st = fast.step(f, x, one, gan.config.lr_scale(f.step, total))
+            # One host conversion for all statistics, not one per value.
+            row = dict(zip(st, torch.cat(list(st.values())).tolist(), strict=True))
+            history.append(row)
+            if callback is not None:
+                callback(fast.to_state(f, s, batch=False), row)
+    return fast.to_state(f, s, batch=False), history
