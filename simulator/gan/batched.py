@@ -231,8 +231,7 @@ def train_batched(
             step_noise = (noise.idx[:, i], noise.z_d[:, i], noise.z_g[:, i], noise.eps[:, i])
             active = t < counts
             if fast is not None and flat is not None:
-                new_flat, stats = fast.step(flat, data, StepNoise(*step_noise), lr)
-                flat = new_flat.where(active, flat) if ragged else new_flat
+                stats = fast.step(flat, data, StepNoise(*step_noise), lr, active if ragged else None)
             else:
                 groups, stats = torch.func.vmap(one, in_dims=(0, 0, 0, None if shared else 0))(
                     _groups(state), data, step_noise, lr
