@@ -1,20 +1,22 @@
 """Lockstep training of many clients equals training each client on its own.
 
-The reference is the sequential `GAN.train`, one client at a time with its own generator: the
-batched path must reproduce every client's parameters, optimizer moments and statistics to float
-rounding, for every objective and Lipschitz control (incl. the gradient penalty's double backward
-and the spectral norm's power iteration), with clients of different data sizes and step counts.
+The reference is the sequential `GAN.train` on the reference step (`GAN.step` through torch.func,
+the hand-batched MLP step switched off), one client at a time with its own generator: the
+batched path — vmap, and for MLPs the hand-batched step (`fastmlp`) — must reproduce every
+client's parameters, optimizer moments and statistics to float rounding, for every objective and
+Lipschitz control (incl. the gradient penalty's double backward and the spectral norm's power
+iteration), with clients of different data sizes and step counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import torch
 
-from simulator.gan import batched
+from simulator.gan import batched, fastmlp
 from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.networks import NetworkSpec
 from simulator.gan.train import DRAW_BLOCK, GAN, GANState
@@ -32,6 +34,31 @@ PAIRS = [
 ]
 
 
+@pytest.fixture
+def reference() -> Iterator[Callable[[bool], None]]:
+    """`reference(False)`: the reference step everywhere (the oracle); on again afterwards."""
+
+    def use(fast: bool) -> None:
+        fastmlp.ENABLED = fast
+
+    yield use
+    fastmlp.ENABLED = True
+
+
+@pytest.fixture(params=[True, False], ids=["fastmlp", "vmap"])
+def fast(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Which batched path runs. The hand-batched step sums in another order than the reference,
+    and where a gradient is zero but for rounding (a Wasserstein critic unit active on every
+    row: its bias gradient cancels exactly) Adam's first update lr·g/(|g| + ε) turns float32
+    noise into a visible step; in float64 that noise is far below ε, so the fast path is checked
+    there (the float32 agreement of the fast path is in tests/gan/test_fastmlp.py)."""
+    old = torch.get_default_dtype()
+    if request.param:
+        torch.set_default_dtype(torch.float64)
+    yield request.param
+    torch.set_default_dtype(old)
+
+
 def _datas(sizes: list[int]) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(7)
     return [torch.randn(n, 2, generator=gen) + i for i, n in enumerate(sizes)]
@@ -47,7 +74,12 @@ def _close(a: GANState, b: GANState, tol: float = 1e-5) -> None:
 
 @pytest.mark.parametrize(("objective", "control", "params"), PAIRS)
 def test_batched_training_matches_each_client_alone(
-    make_gan: Callable[..., GAN], objective: str, control: str, params: dict[str, float]
+    make_gan: Callable[..., GAN],
+    reference: Callable[[bool], None],
+    objective: str,
+    control: str,
+    params: dict[str, float],
+    fast: bool,
 ) -> None:
     gan = make_gan(
         objective=objective, lipschitz=control, lipschitz_params=params, n_critic=2, ema=0.9
@@ -56,9 +88,11 @@ def test_batched_training_matches_each_client_alone(
     datas = _datas(sizes)
     states = [gan.init_state(c) for c in range(3)]
     expected = []
+    reference(False)
     for c in range(3):
         s, hist = gan.train(states[c], datas[c], steps[c], torch.Generator().manual_seed(c), 8)
         expected.append((s, {k: float(np.mean([h[k] for h in hist])) for k in hist[0]}))
+    reference(fast)
     state, means = batched.train_batched(
         gan,
         batched.stack(states),
@@ -74,13 +108,17 @@ def test_batched_training_matches_each_client_alone(
             assert float(means[k][c]) == pytest.approx(v, rel=1e-4, abs=1e-5), k
 
 
-def test_noise_blocks_span_long_loops(make_gan: Callable[..., GAN]) -> None:
+def test_noise_blocks_span_long_loops(
+    make_gan: Callable[..., GAN], reference: Callable[[bool], None], fast: bool
+) -> None:
     # More steps than one noise block: the batched path must cut the stream where train does.
     gan = make_gan(batch_size=4)
     n = DRAW_BLOCK + 3
     data = _datas([10, 12])
     states = [gan.init_state(0), gan.init_state(1)]
+    reference(False)
     want = [gan.train(states[c], data[c], n, torch.Generator().manual_seed(c))[0] for c in (0, 1)]
+    reference(fast)
     got, _ = batched.train_batched(
         gan,
         batched.stack(states),
@@ -140,12 +178,15 @@ def test_stack_refuses_mixed_step_counters(make_gan: Callable[..., GAN]) -> None
     _close(batched.unstack(s)[1], a, tol=0.0)
 
 
-def test_per_client_schedules_match_each_client_alone(make_gan: Callable[..., GAN]) -> None:
+def test_per_client_schedules_match_each_client_alone(
+    make_gan: Callable[..., GAN], reference: Callable[[bool], None], fast: bool
+) -> None:
     # Clients at different points of different-length lr schedules (heterogeneous local steps).
     gan = make_gan(lr_schedule="linear", lr_final=0.1)
     sizes, steps, starts, totals = [20, 30, 25], [3, 5, 2], [3, 10, 0], [9, 20, 6]
     datas = _datas(sizes)
     states = [gan.init_state(c) for c in range(3)]
+    reference(False)
     want = []
     for c in range(3):
         s0 = states[c]
@@ -153,6 +194,7 @@ def test_per_client_schedules_match_each_client_alone(make_gan: Callable[..., GA
         gen = torch.Generator().manual_seed(c)
         want.append(gan.train(s0, datas[c], steps[c], gen, totals[c])[0])
         s0.step = 0
+    reference(fast)
     got, _ = batched.train_batched(
         gan,
         batched.stack(states),
