@@ -231,7 +231,8 @@ def train_batched(
             step_noise = (noise.idx[:, i], noise.z_d[:, i], noise.z_g[:, i], noise.eps[:, i])
             active = t < counts
             if fast is not None and flat is not None:
-                stats = fast.step(flat, data, StepNoise(*step_noise), lr, active if ragged else None)
+                mask = active if ragged else None
+                stats = fast.step(flat, data, StepNoise(*step_noise), lr, mask)
             else:
                 groups, stats = torch.func.vmap(one, in_dims=(0, 0, 0, None if shared else 0))(
                     _groups(state), data, step_noise, lr

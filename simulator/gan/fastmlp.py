@@ -100,25 +100,15 @@ ACTS: dict[str, _Act] = {
 
 
 def _act_name(m: nn.Module) -> str | None:
-    """The `ACTS` entry a module computes, or None."""
-    checks: dict[type, Callable[[nn.Module], bool]] = {
-        nn.ReLU: lambda _: True,
-        nn.LeakyReLU: lambda x: x.negative_slope == 0.2,  # type: ignore[union-attr]
-        nn.ELU: lambda x: x.alpha == 1.0,  # type: ignore[union-attr]
-        nn.GELU: lambda x: x.approximate == "none",  # type: ignore[union-attr]
-        nn.Tanh: lambda _: True,
-        nn.SiLU: lambda _: True,
-    }
-    names = {
-        nn.ReLU: "relu",
-        nn.LeakyReLU: "leaky_relu",
-        nn.ELU: "elu",
-        nn.GELU: "gelu",
-        nn.Tanh: "tanh",
-        nn.SiLU: "silu",
-    }
-    t = type(m)
-    return names[t] if t in checks and checks[t](m) else None
+    """The `ACTS` entry a module computes (with the parameters `networks` builds), or None."""
+    if isinstance(m, nn.LeakyReLU):
+        return "leaky_relu" if m.negative_slope == 0.2 else None
+    if isinstance(m, nn.ELU):
+        return "elu" if m.alpha == 1.0 else None
+    if isinstance(m, nn.GELU):
+        return "gelu" if m.approximate == "none" else None
+    names = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.SiLU: "silu"}
+    return names.get(type(m))
 
 
 # ---- batched products ---------------------------------------------------------------------------
@@ -235,7 +225,7 @@ class _Net:
         weights: bool = True,
     ) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
         """Backpropagate `top`, the adjoint of the output [C, R, out], through the forward pass
-        `c`. `sources[l]`: an extra adjoint of hidden pre-activation l (the penalty's σ''
+        `c`. `sources[j]`: an extra adjoint of hidden pre-activation j (the penalty's σ''
         term). Returns the weight and bias gradients (if `weights`; else only the input's
         adjoint [C, R, in] is computed)."""
         if self.tanh_out:
@@ -243,18 +233,19 @@ class _Net:
         grads: list[tuple[Tensor, Tensor]] = []
         delta = top
         n = len(layers)
-        for l in range(n - 1, -1, -1):
-            h_in = c.hid[l - 1] if l else c.x
+        for j in range(n - 1, -1, -1):
+            h_in = c.hid[j - 1] if j else c.x
             if weights:
                 grads.append((_mm(delta.mT, h_in), delta.sum(1)))
-            if l == 0 and weights:
+            if j == 0 and weights:
                 break
-            e = _mm(delta, layers[l][0])
-            if l == 0:
+            e = _mm(delta, layers[j][0])
+            if j == 0:
                 return grads, e
-            delta = self.act.back(e, c.pre[l - 1], c.hid[l - 1])
-            if l - 1 < len(sources) and sources[l - 1] is not None:
-                delta = delta + sources[l - 1]
+            delta = self.act.back(e, c.pre[j - 1], c.hid[j - 1])
+            extra = sources[j - 1] if j - 1 < len(sources) else None
+            if extra is not None:
+                delta = delta + extra
         grads.reverse()
         return grads, None
 
@@ -268,31 +259,31 @@ class _Net:
         act, hidden = self.act, len(layers) - 1
         w_out = layers[-1][0]  # [C, 1, width]
         rows = c.x.shape[1]
-        # Input gradient: the backward of v with adjoint 1. e[l]: adjoint of hidden output l,
-        # d[l]: of its pre-activation.
+        # Input gradient: the backward of v with adjoint 1. e[j]: adjoint of hidden output j,
+        # d[j]: of its pre-activation.
         es: list[Tensor] = [w_out] * hidden
         ds: list[Tensor] = [w_out] * hidden
         e = w_out.expand(-1, rows, -1)
-        for l in range(hidden - 1, -1, -1):
-            es[l] = e
-            ds[l] = act.back(e, c.pre[l], c.hid[l])
-            e = _mm(ds[l], layers[l][0])
+        for j in range(hidden - 1, -1, -1):
+            es[j] = e
+            ds[j] = act.back(e, c.pre[j], c.hid[j])
+            e = _mm(ds[j], layers[j][0])
         g = e  # [C, R, d]
         norm = torch.sqrt((g * g).sum(-1) + 1e-12)
         dev = norm - center
         pen = lam * (dev * dev).mean(-1)
         g_bar = g * ((2.0 * lam / rows) * dev / norm).unsqueeze(-1)
-        # Reverse of g = d[0] @ W0, then of d[l] = e[l] ⊙ σ'(a_l) and e[l] = d[l+1] @ W_{l+1}.
+        # Reverse of g = d[0] @ W0, then of d[j] = e[j] ⊙ σ'(a_l) and e[j] = d[j+1] @ W_{j+1}.
         gw: list[Tensor] = [_mm(ds[0].mT, g_bar)]
         sources: list[Tensor | None] = [None] * hidden
         d_bar = _mm(g_bar, layers[0][0].mT)
-        for l in range(hidden):
-            e_bar = act.back(d_bar, c.pre[l], c.hid[l])
+        for j in range(hidden):
+            e_bar = act.back(d_bar, c.pre[j], c.hid[j])
             if act.second is not None:
-                sources[l] = act.second(d_bar, es[l], c.pre[l], c.hid[l])
-            if l + 1 < hidden:
-                gw.append(_mm(ds[l + 1].mT, e_bar))
-                d_bar = _mm(e_bar, layers[l + 1][0].mT)
+                sources[j] = act.second(d_bar, es[j], c.pre[j], c.hid[j])
+            if j + 1 < hidden:
+                gw.append(_mm(ds[j + 1].mT, e_bar))
+                d_bar = _mm(e_bar, layers[j + 1][0].mT)
             else:  # e[last] is w_out broadcast over the rows
                 gw.append(e_bar.sum(1, keepdim=True))
         return pen, gw, sources
@@ -394,6 +385,32 @@ def _put(dst: Tensor, new: Tensor, active: Tensor | None) -> None:
         dst.copy_(torch.where(active.view(-1, *([1] * (dst.dim() - 1))), new, dst))
 
 
+def _fused_adam(
+    spec: OptimizerSpec,
+    p: list[Tensor],
+    g: list[Tensor],
+    m: list[Tensor],
+    v: list[Tensor],
+    step: list[Tensor],
+    lr: float,
+) -> None:
+    torch._fused_adam_(
+        p,
+        g,
+        m,
+        v,
+        [],
+        step,
+        lr=lr,
+        beta1=spec.betas[0],
+        beta2=spec.betas[1],
+        weight_decay=spec.weight_decay,
+        eps=spec.eps,
+        amsgrad=False,
+        maximize=False,
+    )
+
+
 def _update(
     spec: OptimizerSpec,
     p: Tensor,
@@ -411,34 +428,18 @@ def _update(
         # (~15× faster at 100 clients × 2×64); same update as `optim.update` (L2 weight decay
         # added to the gradient) to float rounding. It takes one lr and one step counter per
         # tensor, so clients whose counters or rates differ are passed as rows.
-        kw = dict(
-            beta1=spec.betas[0],
-            beta2=spec.betas[1],
-            weight_decay=spec.weight_decay,
-            eps=spec.eps,
-            amsgrad=False,
-            maximize=False,
-        )
         m, v = state["m"], state["v"]
         c = p.shape[0]
         if active is None and not isinstance(lr, Tensor) and bool((step == step[0]).all()):
-            torch._fused_adam_([p], [g], [m], [v], [], [step[0]], lr=lr, **kw)  # type: ignore[arg-type]
+            _fused_adam(spec, [p], [g], [m], [v], [step[0]], lr)
             return
         rates = lr.tolist() if isinstance(lr, Tensor) else [lr] * c
         groups: dict[float, list[int]] = {}
         for r in _rows(active, c):
             groups.setdefault(rates[r], []).append(r)
         for rate, rows in groups.items():
-            torch._fused_adam_(  # type: ignore[call-overload]
-                [p[r] for r in rows],
-                [g[r] for r in rows],
-                [m[r] for r in rows],
-                [v[r] for r in rows],
-                [],
-                [step[r] for r in rows],
-                lr=rate,
-                **kw,
-            )
+            pick = [p[r] for r in rows], [g[r] for r in rows], [m[r] for r in rows]
+            _fused_adam(spec, *pick, [v[r] for r in rows], [step[r] for r in rows], rate)
         return
     if isinstance(lr, Tensor):
         lr = lr.unsqueeze(-1)
@@ -645,7 +646,8 @@ class FastMLP:
             st = self._critic_step(f, real, fake, noise.eps[:, i], lr_scale, active)
             acc = st if not acc else {k: acc[k] + st[k] for k in acc}
         stats = {k: v / nc for k, v in acc.items()} if nc > 1 else acc
-        stats.update(self._generator_step(f, g_layers, gc.rows(nc * b, (nc + 1) * b), lr_scale, active))
+        g_rows = gc.rows(nc * b, (nc + 1) * b)
+        stats.update(self._generator_step(f, g_layers, g_rows, lr_scale, active))
         f.step += 1
         return stats
 
@@ -673,7 +675,7 @@ def why_not(gan: GAN) -> str | None:
             return f"{name} is a {type(module).__name__}, not a plain MLP"
         if list(module.buffers()):
             return f"{name} has buffers (spectral norm)"
-        seq = list(module.net)  # type: ignore[arg-type]
+        seq = list(module.net)
         spec = c.generator if name == "generator" else c.critic
         tail = 1 if name == "generator" and spec.output == "tanh" else 0
         body = seq[: len(seq) - tail]
@@ -684,7 +686,7 @@ def why_not(gan: GAN) -> str | None:
             return f"{name} is not linear layers with activations between them"
         if any(_act_name(m) != spec.activation for m in acts):
             return f"{name} activation {spec.activation!r} is not covered"
-        if name == "critic" and linears[-1].out_features != 1:  # type: ignore[union-attr]
+        if name == "critic" and linears[-1].out_features != 1:
             return "critic has more than one output"
     if type(gan.objective) not in CRITIC_TERMS:
         return f"objective {type(gan.objective).__name__} is not a built-in one"
@@ -694,9 +696,9 @@ def why_not(gan: GAN) -> str | None:
         lipschitz.GradientPenalty,
     ):
         return f"Lipschitz control {gan.control.name!r} is not covered"
-    for spec in (c.g_opt, c.d_opt):
-        if spec.name not in SLOTS:
-            return f"optimizer {spec.name!r} is not covered"
+    for opt in (c.g_opt, c.d_opt):
+        if opt.name not in SLOTS:
+            return f"optimizer {opt.name!r} is not covered"
     return None
 
 
@@ -723,9 +725,7 @@ def train_one(
     for block in draw_blocks(n_steps):
         noise = gan.draw_steps(data.shape[0], gen, block)
         for t in range(block):
-            one = StepNoise(
-                noise.idx[t : t + 1], noise.z_d[t : t + 1], noise.z_g[t : t + 1], noise.eps[t : t + 1]
-            )
+            one = StepNoise(*(getattr(noise, k)[t : t + 1] for k in ("idx", "z_d", "z_g", "eps")))
             st = fast.step(f, x, one, gan.config.lr_scale(f.step, total))
             # One host conversion for all statistics, not one per value.
             row = dict(zip(st, torch.cat(list(st.values())).tolist(), strict=True))

@@ -120,8 +120,11 @@ def test_covers_mlps_and_names_what_it_does_not(reference: Callable[[bool], None
 @pytest.mark.parametrize(("control", "params"), CONTROLS)
 @pytest.mark.parametrize("objective", BUILT_IN)
 def test_every_objective_and_control_in_float64(
-    float64: None, reference: Callable[[bool], None], objective: str, control: str,
-    params: dict[str, Any]
+    float64: None,
+    reference: Callable[[bool], None],
+    objective: str,
+    control: str,
+    params: dict[str, Any],
 ) -> None:
     gan = _gan(objective=objective, lipschitz=control, lipschitz_params=params, prox_mu=0.1)
     s0 = gan.init_state(0)
@@ -255,7 +258,10 @@ def test_states_handed_out_are_copies(reference: Callable[[bool], None]) -> None
     gan = _gan()
     seen: list[GANState] = []
     final, _ = gan.train(
-        gan.init_state(0), _data(30), 3, torch.Generator().manual_seed(0),
+        gan.init_state(0),
+        _data(30),
+        3,
+        torch.Generator().manual_seed(0),
         callback=lambda s, row: seen.append(s),
     )
     assert [s.step for s in seen] == [1, 2, 3]
@@ -265,7 +271,10 @@ def test_states_handed_out_are_copies(reference: Callable[[bool], None]) -> None
     reference(False)
     want: list[GANState] = []
     gan.train(
-        gan.init_state(0), _data(30), 3, torch.Generator().manual_seed(0),
+        gan.init_state(0),
+        _data(30),
+        3,
+        torch.Generator().manual_seed(0),
         callback=lambda s, row: want.append(s),
     )
     assert all(_max_diff(a, b) < 1e-5 for a, b in zip(seen, want, strict=True))
