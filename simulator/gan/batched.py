@@ -261,12 +261,15 @@ def lipschitz_batched(
 ) -> dict[str, Tensor]:
     """`diagnostics.lipschitz_metrics` for every client of a stacked state: each key → [C].
     Client c's points and noise are drawn from `gens[c]` exactly as the sequential call draws
-    them; the estimates are the same pure function, vmapped."""
+    them; the estimates are the same pure function, vmapped (for MLPs: `FastMLP.lipschitz`)."""
     from simulator.gan.diagnostics import lipschitz_draw, lipschitz_tensors
 
     draws = [lipschitz_draw(gan, n_data[c], g, n) for c, g in enumerate(gens)]
     idx, z, eps = (torch.stack([d[i] for d in draws]).to(data.device) for i in range(3))
     real = data[torch.arange(len(gens), device=data.device)[:, None], idx]
+    fast = fastmlp.plan(gan)
+    if fast is not None:  # MLPs: the hand-written forward and input gradient, no vmap
+        return fast.lipschitz(state.g, state.d, real, z, eps)
     fake = torch.func.vmap(gan.G)(state.g, z).detach()
 
     def one(d: Params, d_buf: Params, r: Tensor, f: Tensor, e: Tensor) -> dict[str, Tensor]:

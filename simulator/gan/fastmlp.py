@@ -186,6 +186,10 @@ class _Net:
             out.append((w, flat[:, p + o * i : p + o * i + o]))
         return out
 
+    def layers_of(self, params: Params) -> Layers:
+        """The layers of a stacked parameter dict (no copy)."""
+        return [(params[wk], params[bk]) for wk, bk in self.keys]
+
     def flatten(self, params: Params, prefix: str = "", batch: bool = True) -> Tensor:
         """A stacked (or, batch=False, a single) parameter dict → [C, P] (C = 1 if single)."""
         parts = []
@@ -650,6 +654,37 @@ class FastMLP:
         stats.update(self._generator_step(f, g_layers, g_rows, lr_scale, active))
         f.step += 1
         return stats
+
+    # ---- diagnostics -----------------------------------------------------------------------
+    def lipschitz(
+        self, g: Params, d: Params, real: Tensor, z: Tensor, eps: Tensor
+    ) -> dict[str, Tensor]:
+        """`diagnostics.lipschitz_tensors` for stacked clients: the largest input-gradient norm
+        of the critic on real [C, n, d], G(z) (z [C, n, latent]) and their interpolates (eps
+        [C, n, 1]), and the product of the layers' spectral norms; each key → [C]."""
+        with torch.no_grad():
+            fake = self.gnet.forward(self.gnet.layers_of(g), z).out
+            layers = self.dnet.layers_of(d)
+            x = torch.cat([real, fake, eps * real + (1.0 - eps) * fake], dim=1)
+            cache = self.dnet.forward(layers, x)
+            ones = torch.ones_like(cache.out)
+            _, grad = self.dnet.backward(layers, cache, ones, weights=False)
+            assert grad is not None
+            norms = grad.flatten(2).norm(dim=-1).unflatten(1, (3, -1)).amax(-1)  # [C, 3]
+            product = torch.ones_like(norms[:, 0])
+            for w, _ in layers:
+                # As `layer_spectral_norm_tensors`: NaN for a diverged client, not an error.
+                finite = torch.isfinite(w).flatten(1).all(-1)
+                clean = torch.where(finite[:, None, None], w, torch.zeros_like(w))
+                sigma = torch.linalg.matrix_norm(clean, ord=2)
+                product = product * torch.where(finite, sigma, torch.full_like(sigma, math.nan))
+        return {
+            "real": norms[:, 0],
+            "fake": norms[:, 1],
+            "interpolates": norms[:, 2],
+            "layer_product": product,
+            "bound": product,
+        }
 
 
 def _at_rows(t: Tensor | None, r0: int, n: int) -> Tensor | None:
