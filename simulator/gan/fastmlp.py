@@ -422,9 +422,11 @@ def _update(
     state: dict[str, Tensor],
     lr: float | Tensor,
     active: Tensor | None,
+    uniform: bool = False,
 ) -> None:
     """`optim.update` in place on flat buffers: p, g and moments [C, P], state['step'] [C], lr a
-    float or one a client [C]; clients not `active` [C] keep everything."""
+    float or one a client [C]; clients not `active` [C] keep everything. `uniform`: every
+    client's step counter is the same (then Adam is one fused call)."""
     step = state["step"]
     step.add_(1 if active is None else active.to(step.dtype))
     if spec.name == "adam":
@@ -434,7 +436,7 @@ def _update(
         # tensor, so clients whose counters or rates differ are passed as rows.
         m, v = state["m"], state["v"]
         c = p.shape[0]
-        if active is None and not isinstance(lr, Tensor) and bool((step == step[0]).all()):
+        if active is None and not isinstance(lr, Tensor) and uniform:
             _fused_adam(spec, [p], [g], [m], [v], [step[0]], lr)
             return
         rates = lr.tolist() if isinstance(lr, Tensor) else [lr] * c
@@ -477,6 +479,9 @@ class FlatState:
     g_anchor: Tensor | None
     d_anchor: Tensor | None
     step: int
+    uniform: bool = False
+    """Each optimizer's step counters are equal across clients (so they stay while every
+    client is active; with ragged clients `active` is passed and rows are updated apart)."""
 
 
 class FastMLP:
@@ -514,15 +519,18 @@ class FastMLP:
         """A stacked state (or, batch=False, one GAN's state as C = 1) as fresh flat buffers."""
         c = self.config
         anchor = bool(c.prox_mu)
+        g_opt = self._opt_flat(self.gnet, c.g_opt, s.g_opt, batch)
+        d_opt = self._opt_flat(self.dnet, c.d_opt, s.d_opt, batch)
         return FlatState(
             self.gnet.flatten(s.g, batch=batch),
             self.dnet.flatten(s.d, batch=batch),
-            self._opt_flat(self.gnet, c.g_opt, s.g_opt, batch),
-            self._opt_flat(self.dnet, c.d_opt, s.d_opt, batch),
+            g_opt,
+            d_opt,
             self.gnet.flatten(s.g_ema, batch=batch) if s.g_ema else None,
             self.gnet.flatten(s.g_anchor, batch=batch) if anchor and s.g_anchor else None,
             self.dnet.flatten(s.d_anchor, batch=batch) if anchor and s.d_anchor else None,
             s.step,
+            all(bool((o["step"] == o["step"][0]).all()) for o in (g_opt, d_opt)),
         )
 
     def to_state(self, f: FlatState, like: GANState, batch: bool = True) -> GANState:
@@ -583,7 +591,7 @@ class FastMLP:
         flat = _flat_grads(grads)
         if f.d_anchor is not None:
             flat = flat + c.prox_mu * (f.d - f.d_anchor)
-        _update(c.d_opt, f.d, flat, f.d_opt, c.d_opt.lr * lr_scale, active)
+        _update(c.d_opt, f.d, flat, f.d_opt, c.d_opt.lr * lr_scale, active, f.uniform)
         if self.clip is not None:
             _put(f.d, f.d.clamp(-self.clip, self.clip), active)
         stats["v_real"] = vr.mean(-1)
@@ -614,7 +622,7 @@ class FastMLP:
         flat = _flat_grads(grads)
         if f.g_anchor is not None:
             flat = flat + c.prox_mu * (f.g - f.g_anchor)
-        _update(c.g_opt, f.g, flat, f.g_opt, c.g_opt.lr * lr_scale, active)
+        _update(c.g_opt, f.g, flat, f.g_opt, c.g_opt.lr * lr_scale, active, f.uniform)
         if c.ema and f.g_ema is not None:
             _put(f.g_ema, c.ema * f.g_ema + (1 - c.ema) * f.g, active)
         stats = {"g_loss": loss}
@@ -635,6 +643,20 @@ class FastMLP:
         client axis (idx [C, n_critic, B], z_d [C, n_critic, B, latent], z_g [C, B, latent], eps
         [C, n_critic, B, 1]); lr_scale a float or [C]; clients not `active` [C] keep their
         state. Returns each statistic [C]."""
+        stats = self.update(f, data, noise, lr_scale, active)
+        f.step += 1
+        return stats
+
+    def update(
+        self,
+        f: FlatState,
+        data: Tensor,
+        noise: StepNoise,
+        lr_scale: float | Tensor = 1.0,
+        active: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """`step` without advancing the Python step counter: tensors only (`torch.compile`
+        would otherwise recompile for every value of the counter)."""
         nc, b = self.config.n_critic, noise.z_g.shape[1]
         rows = torch.arange(data.shape[0], device=data.device).unsqueeze(-1)
         # Every critic update of the step samples the same generator, and so does the generator
@@ -652,7 +674,6 @@ class FastMLP:
         stats = {k: v / nc for k, v in acc.items()} if nc > 1 else acc
         g_rows = gc.rows(nc * b, (nc + 1) * b)
         stats.update(self._generator_step(f, g_layers, g_rows, lr_scale, active))
-        f.step += 1
         return stats
 
     # ---- diagnostics -----------------------------------------------------------------------
