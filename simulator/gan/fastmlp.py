@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -57,9 +57,10 @@ Second = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 @dataclass(frozen=True)
 class _Act:
     forward: Callable[[Tensor], Tensor]
-    """In place on a fresh pre-activation where `back` and `second` read only h (then a is h)."""
     back: Back
     second: Second | None  # None: piecewise linear, σ'' = 0 almost everywhere
+    inplace: bool = False
+    """`forward` overwrites its input: `back` and `second` read only h (a is h)."""
 
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -74,11 +75,12 @@ def _sig_second(g: Tensor, e: Tensor, a: Tensor, h: Tensor) -> Tensor:
 # as on the reference path. relu, leaky_relu and tanh run in place: their backward needs only
 # the output (a positive slope keeps the sign), which saves a [C, R, width] buffer a layer.
 ACTS: dict[str, _Act] = {
-    "relu": _Act(torch.relu_, lambda g, a, h: aten.threshold_backward(g, h, 0.0), None),
+    "relu": _Act(torch.relu_, lambda g, a, h: aten.threshold_backward(g, h, 0.0), None, True),
     "leaky_relu": _Act(
         lambda a: F.leaky_relu_(a, 0.2),
         lambda g, a, h: aten.leaky_relu_backward(g, h, 0.2, True),
         None,
+        True,
     ),
     "elu": _Act(
         F.elu,
@@ -94,6 +96,7 @@ ACTS: dict[str, _Act] = {
         torch.tanh_,
         lambda g, a, h: aten.tanh_backward(g, h),
         lambda g, e, a, h: g * e * (-2.0 * h * (1.0 - h * h)),
+        True,
     ),
     "silu": _Act(F.silu, lambda g, a, h: aten.silu_backward(g, a), _sig_second),
 }
@@ -125,40 +128,72 @@ def _mm(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b)
 
 
-def _linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """h [C, R, in] @ wᵀ + b with w [C, out, in], b [C, out] → [C, R, out], bias fused."""
-    if w.shape[-2] <= 4 < h.shape[-2]:
-        return torch.baddbmm(b.unsqueeze(-1), w, h.mT).mT
-    return torch.baddbmm(b.unsqueeze(-2), h, w.mT)
+def _mm_into(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """out [C, M, N] ← a @ b, `out` a strided view (of a flat gradient buffer); as `_mm`."""
+    if a.shape[-1] == 1:
+        torch.mul(a, b, out=out)
+    elif b.shape[-1] <= 4 < a.shape[-2]:
+        out.copy_(torch.bmm(b.mT, a.mT).mT)
+    else:
+        torch.bmm(a, b, out=out)
+
+
+def _ones_column(c: int, r: int, width: int, like: Tensor) -> Tensor:
+    """An uninitialised [C, R, width + 1] buffer whose last column is 1 (the bias input)."""
+    buf = like.new_empty(c, r, width + 1)
+    buf[..., width] = 1.0
+    return buf
+
+
+def augment(x: Tensor) -> Tensor:
+    """x [C, R, d] → [x | 1] [C, R, d + 1]."""
+    return F.pad(x, (0, 1), value=1.0)
 
 
 # ---- networks -----------------------------------------------------------------------------------
 
-Layers = list[tuple[Tensor, Tensor]]
-"""Per linear layer: weight [C, out, in] and bias [C, out] (views into a flat buffer)."""
+
+@dataclass(frozen=True)
+class _Layer:
+    """One linear layer of C stacked clients as views of a flat buffer: `wb` [C, out, in + 1]
+    holds the weights and, in its last column, the bias, so that [h | 1] @ wbᵀ is the layer with
+    its bias in the same GEMM (no broadcast copy of the bias, no separate bias gradient)."""
+
+    wb: Tensor
+    w: Tensor  # wb[..., :in]
+    wbT: Tensor  # wb.mT
+    wT: Tensor  # w.mT
+
+
+Layers = list[_Layer]
 
 
 @dataclass
 class _Cache:
-    """A forward pass: the input x [C, R, in], each hidden layer's pre-activation a and output h
-    [C, R, width], and the network's output [C, R, out]."""
+    """A forward pass of R rows: the input [x | 1] [C, R, in + 1]; per hidden layer the
+    pre-activation a [C, R, w] (the output's own storage for in-place activations), the output
+    h [C, R, w] and [h | 1] [C, R, w + 1]; the network's output [C, R, out] (and [out | 1])."""
 
     x: Tensor
     pre: list[Tensor]
     hid: list[Tensor]
+    hid1: list[Tensor]
     out: Tensor
+    out1: Tensor | None
 
     def rows(self, r0: int, r1: int) -> _Cache:
+        def cut(ts: list[Tensor]) -> list[Tensor]:
+            return [t[:, r0:r1] for t in ts]
+
+        out1 = None if self.out1 is None else self.out1[:, r0:r1]
         return _Cache(
-            self.x[:, r0:r1],
-            [a[:, r0:r1] for a in self.pre],
-            [h[:, r0:r1] for h in self.hid],
-            self.out[:, r0:r1],
+            self.x[:, r0:r1], cut(self.pre), cut(self.hid), cut(self.hid1), self.out[:, r0:r1], out1
         )
 
 
 class _Net:
-    """An MLP's layout in a flat parameter buffer [C, P] and its forward and backward passes."""
+    """An MLP's layout in a flat parameter buffer [C, P] — layer after layer, each an
+    [out, in + 1] block of weights and bias — and its forward and backward passes."""
 
     def __init__(self, module: nn.Module, act: str, tanh_out: bool) -> None:
         self.keys: list[tuple[str, str]] = []
@@ -171,87 +206,108 @@ class _Net:
         p = 0
         for o, i in self.shapes:
             self.offsets.append(p)
-            p += o * i + o
+            p += o * (i + 1)
         self.size = p
         self.act = ACTS[act]
         self.tanh_out = tanh_out
 
-    def param_keys(self) -> list[str]:
-        return [k for pair in self.keys for k in pair]
+    def blocks(self, flat: Tensor) -> list[Tensor]:
+        """Each layer's [C, out, in + 1] block of a flat [C, P] buffer (views)."""
+        return [
+            flat[:, p : p + o * (i + 1)].view(-1, o, i + 1)
+            for (o, i), p in zip(self.shapes, self.offsets, strict=True)
+        ]
 
     def layers(self, flat: Tensor) -> Layers:
         out = []
-        for (o, i), p in zip(self.shapes, self.offsets, strict=True):
-            w = flat[:, p : p + o * i].view(-1, o, i)
-            out.append((w, flat[:, p + o * i : p + o * i + o]))
+        for wb, (_, i) in zip(self.blocks(flat), self.shapes, strict=True):
+            w = wb[..., :i]
+            out.append(_Layer(wb, w, wb.mT, w.mT))
         return out
-
-    def layers_of(self, params: Params) -> Layers:
-        """The layers of a stacked parameter dict (no copy)."""
-        return [(params[wk], params[bk]) for wk, bk in self.keys]
 
     def flatten(self, params: Params, prefix: str = "", batch: bool = True) -> Tensor:
         """A stacked (or, batch=False, a single) parameter dict → [C, P] (C = 1 if single)."""
         parts = []
-        for wk, bk in self.keys:
-            for k in (wk, bk):
-                v = params[prefix + k]
-                parts.append(v.reshape(v.shape[0] if batch else 1, -1))
+        for (wk, bk), (o, i) in zip(self.keys, self.shapes, strict=True):
+            w, b = params[prefix + wk], params[prefix + bk]
+            c = w.shape[0] if batch else 1
+            parts.append(torch.cat([w.reshape(c, o, i), b.reshape(c, o, 1)], dim=-1).flatten(1))
         return torch.cat(parts, dim=1)
 
     def unflatten(self, flat: Tensor, prefix: str = "", batch: bool = True) -> Params:
+        """Copies (never views of the buffers the step updates in place)."""
         out: Params = {}
-        for (wk, bk), (w, b) in zip(self.keys, self.layers(flat), strict=True):
-            out[prefix + wk] = (w if batch else w[0]).clone()
-            out[prefix + bk] = (b if batch else b[0]).clone()
+        for (wk, bk), wb, (_, i) in zip(self.keys, self.blocks(flat), self.shapes, strict=True):
+            wb = wb if batch else wb[0]
+            out[prefix + wk] = wb[..., :i].clone()
+            out[prefix + bk] = wb[..., i].clone()
         return out
 
-    def forward(self, layers: Layers, x: Tensor) -> _Cache:
+    def forward(self, layers: Layers, x1: Tensor, ones_out: bool = False) -> _Cache:
+        """The forward pass of rows x1 = [x | 1] [C, R, in + 1]; `ones_out`: also give the
+        output as [out | 1] (the critic's input)."""
+        c, r = x1.shape[:2]
         pre: list[Tensor] = []
         hid: list[Tensor] = []
-        h = x
-        for w, b in layers[:-1]:
-            a = _linear(h, w, b)
-            h = self.act.forward(a)
-            pre.append(a)
+        hid1: list[Tensor] = []
+        h1 = x1
+        for layer in layers[:-1]:
+            width = layer.w.shape[1]
+            buf = _ones_column(c, r, width, x1)
+            h = buf[..., :width]
+            if self.act.inplace:
+                torch.bmm(h1, layer.wbT, out=h)
+                self.act.forward(h)
+                pre.append(h)
+            else:
+                a = torch.bmm(h1, layer.wbT)
+                h.copy_(self.act.forward(a))
+                pre.append(a)
             hid.append(h)
-        out = _linear(h, *layers[-1])
+            hid1.append(buf)
+            h1 = buf
+        last = layers[-1]
+        width = last.w.shape[1]
+        out1 = None
+        if ones_out:
+            out1 = _ones_column(c, r, width, x1)
+            out = out1[..., :width]
+            _mm_into(h1, last.wbT, out)
+        else:
+            out = _mm(h1, last.wbT)
         if self.tanh_out:
-            out = torch.tanh_(out)
-        return _Cache(x, pre, hid, out)
+            out = out.tanh_()
+        return _Cache(x1, pre, hid, hid1, out, out1)
 
     def backward(
         self,
         layers: Layers,
         c: _Cache,
         top: Tensor,
+        grad: Tensor | None = None,
         sources: Sequence[Tensor | None] = (),
-        weights: bool = True,
-    ) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
+    ) -> Tensor | None:
         """Backpropagate `top`, the adjoint of the output [C, R, out], through the forward pass
-        `c`. `sources[j]`: an extra adjoint of hidden pre-activation j (the penalty's σ''
-        term). Returns the weight and bias gradients (if `weights`; else only the input's
-        adjoint [C, R, in] is computed)."""
+        `c`; `sources[j]`: an extra adjoint of hidden pre-activation j (the penalty's σ''
+        term). With `grad` (a flat [C, P] buffer) the weight and bias gradients are written into
+        it; without, the input's adjoint [C, R, in] is returned."""
         if self.tanh_out:
             top = aten.tanh_backward(top, c.out)
-        grads: list[tuple[Tensor, Tensor]] = []
+        blocks = None if grad is None else self.blocks(grad)
         delta = top
-        n = len(layers)
-        for j in range(n - 1, -1, -1):
-            h_in = c.hid[j - 1] if j else c.x
-            if weights:
-                grads.append((_mm(delta.mT, h_in), delta.sum(1)))
-            if j == 0 and weights:
-                break
-            e = _mm(delta, layers[j][0])
+        for j in range(len(layers) - 1, -1, -1):
+            if blocks is not None:
+                _mm_into(delta.mT, c.hid1[j - 1] if j else c.x, blocks[j])  # δᵀ [h | 1]
+                if j == 0:
+                    return None
+            e = _mm(delta, layers[j].w)
             if j == 0:
-                return grads, e
+                return e
             delta = self.act.back(e, c.pre[j - 1], c.hid[j - 1])
             extra = sources[j - 1] if j - 1 < len(sources) else None
             if extra is not None:
                 delta = delta + extra
-        grads.reverse()
-        return grads, None
+        return None
 
     def penalty(
         self, layers: Layers, c: _Cache, lam: float, center: float
@@ -261,7 +317,7 @@ class _Net:
         the σ'' sources to add to the forward graph's backward. Returns (penalty [C], weight
         gradients per layer, sources per hidden layer)."""
         act, hidden = self.act, len(layers) - 1
-        w_out = layers[-1][0]  # [C, 1, width]
+        w_out = layers[-1].w  # [C, 1, width]
         rows = c.x.shape[1]
         # Input gradient: the backward of v with adjoint 1. e[j]: adjoint of hidden output j,
         # d[j]: of its pre-activation.
@@ -271,31 +327,26 @@ class _Net:
         for j in range(hidden - 1, -1, -1):
             es[j] = e
             ds[j] = act.back(e, c.pre[j], c.hid[j])
-            e = _mm(ds[j], layers[j][0])
+            e = _mm(ds[j], layers[j].w)
         g = e  # [C, R, d]
         norm = torch.sqrt((g * g).sum(-1) + 1e-12)
         dev = norm - center
         pen = lam * (dev * dev).mean(-1)
         g_bar = g * ((2.0 * lam / rows) * dev / norm).unsqueeze(-1)
-        # Reverse of g = d[0] @ W0, then of d[j] = e[j] ⊙ σ'(a_l) and e[j] = d[j+1] @ W_{j+1}.
+        # Reverse of g = d[0] @ W0, then of d[j] = e[j] ⊙ σ'(a_j) and e[j] = d[j+1] @ W_{j+1}.
         gw: list[Tensor] = [_mm(ds[0].mT, g_bar)]
         sources: list[Tensor | None] = [None] * hidden
-        d_bar = _mm(g_bar, layers[0][0].mT)
+        d_bar = _mm(g_bar, layers[0].wT)
         for j in range(hidden):
             e_bar = act.back(d_bar, c.pre[j], c.hid[j])
             if act.second is not None:
                 sources[j] = act.second(d_bar, es[j], c.pre[j], c.hid[j])
             if j + 1 < hidden:
                 gw.append(_mm(ds[j + 1].mT, e_bar))
-                d_bar = _mm(e_bar, layers[j + 1][0].mT)
+                d_bar = _mm(e_bar, layers[j + 1].wT)
             else:  # e[last] is w_out broadcast over the rows
                 gw.append(e_bar.sum(1, keepdim=True))
         return pen, gw, sources
-
-
-def _flat_grads(grads: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
-    c = grads[0][0].shape[0]
-    return torch.cat([t.reshape(c, -1) for pair in grads for t in pair], dim=1)
 
 
 # ---- objectives ---------------------------------------------------------------------------------
@@ -468,8 +519,9 @@ def _update(
 @dataclass
 class FlatState:
     """A stacked `GANState` as flat buffers, updated in place by `FastMLP.step`: parameters
-    [C, P] per network, optimizer moments by slot [C, P] and step counters [C]; the EMA and
-    the proximal anchors [C, P] or None."""
+    [C, P] per network (`_Net`'s layout), optimizer moments by slot [C, P] and step counters
+    [C]; the EMA and the proximal anchors [C, P] or None. Also the step's working set: each
+    network's layer views and gradient buffer, and the data with its ones column."""
 
     g: Tensor
     d: Tensor
@@ -482,6 +534,13 @@ class FlatState:
     uniform: bool = False
     """Each optimizer's step counters are equal across clients (so they stay while every
     client is active; with ragged clients `active` is passed and rows are updated apart)."""
+    g_layers: Layers = field(default_factory=list)
+    d_layers: Layers = field(default_factory=list)
+    g_grad: Tensor | None = None
+    d_grad: Tensor | None = None
+    data: Tensor | None = None  # the data tensor `data1` was built from
+    data1: Tensor | None = None  # [data | 1] [C, N, d + 1]
+    rows: Tensor | None = None  # arange(C)[:, None]
 
 
 class FastMLP:
@@ -521,9 +580,10 @@ class FastMLP:
         anchor = bool(c.prox_mu)
         g_opt = self._opt_flat(self.gnet, c.g_opt, s.g_opt, batch)
         d_opt = self._opt_flat(self.dnet, c.d_opt, s.d_opt, batch)
+        g, d = self.gnet.flatten(s.g, batch=batch), self.dnet.flatten(s.d, batch=batch)
         return FlatState(
-            self.gnet.flatten(s.g, batch=batch),
-            self.dnet.flatten(s.d, batch=batch),
+            g,
+            d,
             g_opt,
             d_opt,
             self.gnet.flatten(s.g_ema, batch=batch) if s.g_ema else None,
@@ -531,6 +591,11 @@ class FastMLP:
             self.dnet.flatten(s.d_anchor, batch=batch) if anchor and s.d_anchor else None,
             s.step,
             all(bool((o["step"] == o["step"][0]).all()) for o in (g_opt, d_opt)),
+            # In-place updates keep these views valid for the whole loop.
+            self.gnet.layers(g),
+            self.dnet.layers(d),
+            torch.empty_like(g),
+            torch.empty_like(d),
         )
 
     def to_state(self, f: FlatState, like: GANState, batch: bool = True) -> GANState:
@@ -552,22 +617,27 @@ class FastMLP:
     def _critic_step(
         self,
         f: FlatState,
-        real: Tensor,
-        fake: Tensor,
+        real1: Tensor,
+        fake1: Tensor,
         eps: Tensor,
         lr_scale: float | Tensor,
         active: Tensor | None,
     ) -> dict[str, Tensor]:
-        """`GAN.critic_step` for all clients: real, fake [C, B, d], eps [C, B, 1]."""
-        c, gp = self.config, self.gp
-        layers = self.dnet.layers(f.d)
-        b = real.shape[1]
-        parts = [real, fake]
+        """`GAN.critic_step` for all clients: [real | 1], [fake | 1] [C, B, d + 1], eps
+        [C, B, 1]."""
+        c, gp, grad = self.config, self.gp, f.d_grad
+        assert grad is not None
+        layers = f.d_layers
+        b = real1.shape[1]
+        parts = [real1, fake1]
         if gp is not None and gp.sampling == "interpolates":
-            parts.append(eps * real + (1.0 - eps) * fake)
-        x = torch.cat(parts, dim=1)
-        cache = self.dnet.forward(layers, x)
-        v = cache.out.squeeze(-1)
+            mix = eps * real1 + (1.0 - eps) * fake1
+            mix[..., -1] = 1.0  # exactly 1, not ε + (1 − ε) rounded
+            parts.append(mix)
+        x1 = torch.cat(parts, dim=1)
+        n = x1.shape[1]
+        cache = self.dnet.forward(layers, x1)
+        v = cache.out[..., 0]
         vr, vf = v[:, :b], v[:, b : 2 * b]
         loss, dvr, dvf = self.critic_terms(vr, vf)
         top = torch.cat([dvr, dvf], dim=1)
@@ -580,18 +650,17 @@ class FastMLP:
             stats["penalty"] = pen
             if any(t is not None for t in src):
                 # σ'' terms: the penalty's rows join the forward graph's backward.
-                top = F.pad(top, (0, x.shape[1] - 2 * b))
-                sources = [_at_rows(t, r0, x.shape[1]) for t in src]
+                top = F.pad(top, (0, n - 2 * b))
+                sources = [_at_rows(t, r0, n) for t in src]
         else:
             stats["penalty"] = torch.zeros_like(loss)
-        used = cache if top.shape[1] == x.shape[1] else cache.rows(0, top.shape[1])
-        grads, _ = self.dnet.backward(layers, used, top.unsqueeze(-1), sources)
-        if pen_w:
-            grads = [(w + pw, bb) for (w, bb), pw in zip(grads, pen_w, strict=True)]
-        flat = _flat_grads(grads)
+        used = cache if top.shape[1] == n else cache.rows(0, top.shape[1])
+        self.dnet.backward(layers, used, top.unsqueeze(-1), grad, sources)
+        for layer_grad, pw in zip(self.dnet.blocks(grad), pen_w, strict=False):
+            layer_grad[..., : pw.shape[-1]] += pw
         if f.d_anchor is not None:
-            flat = flat + c.prox_mu * (f.d - f.d_anchor)
-        _update(c.d_opt, f.d, flat, f.d_opt, c.d_opt.lr * lr_scale, active, f.uniform)
+            grad.add_(f.d - f.d_anchor, alpha=c.prox_mu)
+        _update(c.d_opt, f.d, grad, f.d_opt, c.d_opt.lr * lr_scale, active, f.uniform)
         if self.clip is not None:
             _put(f.d, f.d.clamp(-self.clip, self.clip), active)
         stats["v_real"] = vr.mean(-1)
@@ -599,36 +668,30 @@ class FastMLP:
         if self.probabilistic:
             stats["d_real"] = torch.sigmoid(vr).mean(-1)
             stats["d_fake"] = torch.sigmoid(vf).mean(-1)
-        stats["d_grad_norm"] = flat.square().sum(-1).sqrt()
+        stats["d_grad_norm"] = grad.square().sum(-1).sqrt()
         return stats
 
     def _generator_step(
-        self,
-        f: FlatState,
-        g_layers: Layers,
-        gc: _Cache,
-        lr_scale: float | Tensor,
-        active: Tensor | None,
+        self, f: FlatState, gc: _Cache, lr_scale: float | Tensor, active: Tensor | None
     ) -> dict[str, Tensor]:
         """`GAN.generator_step` for all clients, from the generator's forward pass `gc`."""
-        c = self.config
-        d_layers = self.dnet.layers(f.d)
-        dc = self.dnet.forward(d_layers, gc.out)
-        v = dc.out.squeeze(-1)
+        c, grad = self.config, f.g_grad
+        assert grad is not None and gc.out1 is not None
+        dc = self.dnet.forward(f.d_layers, gc.out1)
+        v = dc.out[..., 0]
         loss, dv = self.gen_terms(v)
-        _, x_bar = self.dnet.backward(d_layers, dc, dv.unsqueeze(-1), weights=False)
+        x_bar = self.dnet.backward(f.d_layers, dc, dv.unsqueeze(-1))
         assert x_bar is not None
-        grads, _ = self.gnet.backward(g_layers, gc, x_bar)
-        flat = _flat_grads(grads)
+        self.gnet.backward(f.g_layers, gc, x_bar, grad)
         if f.g_anchor is not None:
-            flat = flat + c.prox_mu * (f.g - f.g_anchor)
-        _update(c.g_opt, f.g, flat, f.g_opt, c.g_opt.lr * lr_scale, active, f.uniform)
+            grad.add_(f.g - f.g_anchor, alpha=c.prox_mu)
+        _update(c.g_opt, f.g, grad, f.g_opt, c.g_opt.lr * lr_scale, active, f.uniform)
         if c.ema and f.g_ema is not None:
             _put(f.g_ema, c.ema * f.g_ema + (1 - c.ema) * f.g, active)
         stats = {"g_loss": loss}
         if self.probabilistic:
             stats["d_fake_g"] = torch.sigmoid(v).mean(-1)
-        stats["g_grad_norm"] = flat.square().sum(-1).sqrt()
+        stats["g_grad_norm"] = grad.square().sum(-1).sqrt()
         return stats
 
     def step(
@@ -643,37 +706,41 @@ class FastMLP:
         client axis (idx [C, n_critic, B], z_d [C, n_critic, B, latent], z_g [C, B, latent], eps
         [C, n_critic, B, 1]); lr_scale a float or [C]; clients not `active` [C] keep their
         state. Returns each statistic [C]."""
-        stats = self.update(f, data, noise, lr_scale, active)
+        self.bind(f, data)
+        stats = self.update(f, noise, lr_scale, active)
         f.step += 1
         return stats
+
+    def bind(self, f: FlatState, data: Tensor) -> None:
+        """Give `f` the data [C, N, d] with its ones column (once per loop, not per step)."""
+        if f.data is not data:
+            f.data, f.data1 = data, augment(data)
+            f.rows = torch.arange(data.shape[0], device=data.device).unsqueeze(-1)
 
     def update(
         self,
         f: FlatState,
-        data: Tensor,
         noise: StepNoise,
         lr_scale: float | Tensor = 1.0,
         active: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """`step` without advancing the Python step counter: tensors only (`torch.compile`
-        would otherwise recompile for every value of the counter)."""
+        """`step` on the data already in `f`, without advancing the Python step counter:
+        tensors only (`torch.compile` would otherwise recompile for every counter value)."""
+        assert f.data1 is not None and f.rows is not None
         nc, b = self.config.n_critic, noise.z_g.shape[1]
-        rows = torch.arange(data.shape[0], device=data.device).unsqueeze(-1)
         # Every critic update of the step samples the same generator, and so does the generator
         # update: one forward pass over all their latents, the last B rows kept for its backward.
-        g_layers = self.gnet.layers(f.g)
-        z = torch.cat([noise.z_d.flatten(1, 2), noise.z_g], dim=1)
-        gc = self.gnet.forward(g_layers, z)
-        fakes = gc.out.detach()
+        z1 = augment(torch.cat([noise.z_d.flatten(1, 2), noise.z_g], dim=1))
+        gc = self.gnet.forward(f.g_layers, z1, ones_out=True)
+        assert gc.out1 is not None
         acc: dict[str, Tensor] = {}
         for i in range(nc):
-            real = data[rows, noise.idx[:, i]]
-            fake = fakes[:, i * b : (i + 1) * b]
-            st = self._critic_step(f, real, fake, noise.eps[:, i], lr_scale, active)
+            real1 = f.data1[f.rows, noise.idx[:, i]]
+            fake1 = gc.out1[:, i * b : (i + 1) * b]
+            st = self._critic_step(f, real1, fake1, noise.eps[:, i], lr_scale, active)
             acc = st if not acc else {k: acc[k] + st[k] for k in acc}
         stats = {k: v / nc for k, v in acc.items()} if nc > 1 else acc
-        g_rows = gc.rows(nc * b, (nc + 1) * b)
-        stats.update(self._generator_step(f, g_layers, g_rows, lr_scale, active))
+        stats.update(self._generator_step(f, gc.rows(nc * b, (nc + 1) * b), lr_scale, active))
         return stats
 
     # ---- diagnostics -----------------------------------------------------------------------
@@ -684,17 +751,18 @@ class FastMLP:
         of the critic on real [C, n, d], G(z) (z [C, n, latent]) and their interpolates (eps
         [C, n, 1]), and the product of the layers' spectral norms; each key → [C]."""
         with torch.no_grad():
-            fake = self.gnet.forward(self.gnet.layers_of(g), z).out
-            layers = self.dnet.layers_of(d)
+            fake = self.gnet.forward(self.gnet.layers(self.gnet.flatten(g)), augment(z)).out
+            layers = self.dnet.layers(self.dnet.flatten(d))
             x = torch.cat([real, fake, eps * real + (1.0 - eps) * fake], dim=1)
-            cache = self.dnet.forward(layers, x)
+            cache = self.dnet.forward(layers, augment(x))
             ones = torch.ones_like(cache.out)
-            _, grad = self.dnet.backward(layers, cache, ones, weights=False)
+            grad = self.dnet.backward(layers, cache, ones)
             assert grad is not None
             norms = grad.flatten(2).norm(dim=-1).unflatten(1, (3, -1)).amax(-1)  # [C, 3]
             product = torch.ones_like(norms[:, 0])
-            for w, _ in layers:
+            for layer in layers:
                 # As `layer_spectral_norm_tensors`: NaN for a diverged client, not an error.
+                w = layer.w
                 finite = torch.isfinite(w).flatten(1).all(-1)
                 clean = torch.where(finite[:, None, None], w, torch.zeros_like(w))
                 sigma = torch.linalg.matrix_norm(clean, ord=2)
