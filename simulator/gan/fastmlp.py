@@ -138,10 +138,20 @@ def _mm_into(a: Tensor, b: Tensor, out: Tensor) -> None:
         torch.bmm(a, b, out=out)
 
 
-def _ones_column(c: int, r: int, width: int, like: Tensor) -> Tensor:
-    """An uninitialised [C, R, width + 1] buffer whose last column is 1 (the bias input)."""
-    buf = like.new_empty(c, r, width + 1)
-    buf[..., width] = 1.0
+Work = dict[tuple[str, int, int], Tensor]
+"""Buffers kept from step to step, by (pass, layer, rows): a forward pass's outputs live until
+the step that made them is done, so the next step can write its own into the same memory."""
+
+
+def _ones_column(c: int, r: int, width: int, like: Tensor, work: Work | None, key: tuple) -> Tensor:
+    """A [C, R, width + 1] buffer whose last column is 1 (the bias input), the rest to be
+    written; from `work` (allocated and filled once) when given."""
+    buf = None if work is None else work.get(key)
+    if buf is None or buf.shape != (c, r, width + 1):
+        buf = like.new_empty(c, r, width + 1)
+        buf[..., width] = 1.0
+        if work is not None:
+            work[key] = buf
     return buf
 
 
@@ -243,17 +253,25 @@ class _Net:
             out[prefix + bk] = wb[..., i].clone()
         return out
 
-    def forward(self, layers: Layers, x1: Tensor, ones_out: bool = False) -> _Cache:
+    def forward(
+        self,
+        layers: Layers,
+        x1: Tensor,
+        ones_out: bool = False,
+        work: Work | None = None,
+        tag: str = "",
+    ) -> _Cache:
         """The forward pass of rows x1 = [x | 1] [C, R, in + 1]; `ones_out`: also give the
-        output as [out | 1] (the critic's input)."""
+        output as [out | 1] (the critic's input). With `work`, hidden outputs go to buffers
+        kept there under `tag` (valid until the next forward pass with that tag)."""
         c, r = x1.shape[:2]
         pre: list[Tensor] = []
         hid: list[Tensor] = []
         hid1: list[Tensor] = []
         h1 = x1
-        for layer in layers[:-1]:
+        for j, layer in enumerate(layers[:-1]):
             width = layer.w.shape[1]
-            buf = _ones_column(c, r, width, x1)
+            buf = _ones_column(c, r, width, x1, work, (tag, j, r))
             h = buf[..., :width]
             if self.act.inplace:
                 torch.bmm(h1, layer.wbT, out=h)
@@ -270,7 +288,7 @@ class _Net:
         width = last.w.shape[1]
         out1 = None
         if ones_out:
-            out1 = _ones_column(c, r, width, x1)
+            out1 = _ones_column(c, r, width, x1, work, (tag, len(layers), r))
             out = out1[..., :width]
             _mm_into(h1, last.wbT, out)
         else:
@@ -541,6 +559,7 @@ class FlatState:
     data: Tensor | None = None  # the data tensor `data1` was built from
     data1: Tensor | None = None  # [data | 1] [C, N, d + 1]
     rows: Tensor | None = None  # arange(C)[:, None]
+    work: Work = field(default_factory=dict)
 
 
 class FastMLP:
@@ -636,7 +655,7 @@ class FastMLP:
             parts.append(mix)
         x1 = torch.cat(parts, dim=1)
         n = x1.shape[1]
-        cache = self.dnet.forward(layers, x1)
+        cache = self.dnet.forward(layers, x1, work=f.work, tag="critic")
         v = cache.out[..., 0]
         vr, vf = v[:, :b], v[:, b : 2 * b]
         loss, dvr, dvf = self.critic_terms(vr, vf)
@@ -677,7 +696,7 @@ class FastMLP:
         """`GAN.generator_step` for all clients, from the generator's forward pass `gc`."""
         c, grad = self.config, f.g_grad
         assert grad is not None and gc.out1 is not None
-        dc = self.dnet.forward(f.d_layers, gc.out1)
+        dc = self.dnet.forward(f.d_layers, gc.out1, work=f.work, tag="critic-g")
         v = dc.out[..., 0]
         loss, dv = self.gen_terms(v)
         x_bar = self.dnet.backward(f.d_layers, dc, dv.unsqueeze(-1))
@@ -731,7 +750,7 @@ class FastMLP:
         # Every critic update of the step samples the same generator, and so does the generator
         # update: one forward pass over all their latents, the last B rows kept for its backward.
         z1 = augment(torch.cat([noise.z_d.flatten(1, 2), noise.z_g], dim=1))
-        gc = self.gnet.forward(f.g_layers, z1, ones_out=True)
+        gc = self.gnet.forward(f.g_layers, z1, ones_out=True, work=f.work, tag="generator")
         assert gc.out1 is not None
         acc: dict[str, Tensor] = {}
         for i in range(nc):
