@@ -26,6 +26,8 @@ critic, spectral norm, plug-ins): those run the vmap path.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -44,6 +46,29 @@ ENABLED = os.environ.get("FEDGAN_FAST_MLP", "1") != "0"
 """Use the hand-batched step where it applies (`FEDGAN_FAST_MLP=0`: always the vmap path)."""
 
 aten = torch.ops.aten
+
+_MALLOC_TUNED = False
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse (once per process; `FEDGAN_MALLOC_TUNE=0`
+    leaves the allocator alone). A batched step frees and allocates ~20 MB of megabyte-sized
+    tensors at 100 clients; with glibc's defaults the freed heap top goes back to the OS and
+    the next allocations fault it in again, page by page (~5,000 page faults a step, ~20 % of
+    its time). Keeping up to 512 MiB of it (and serving blocks up to 64 MiB from the heap)
+    removes that; the peak memory does not change."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or os.environ.get("FEDGAN_MALLOC_TUNE", "1") == "0":
+        return
+    _MALLOC_TUNED = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    mallopt(m_mmap_threshold, 64 << 20)
+    mallopt(m_trim_threshold, 512 << 20)
 
 
 # ---- activations --------------------------------------------------------------------------------
@@ -858,7 +883,10 @@ def why_not(gan: GAN) -> str | None:
 
 def plan(gan: GAN) -> FastMLP | None:
     """The hand-batched step for `gan`, or None where it does not apply (see `why_not`)."""
-    return FastMLP(gan) if why_not(gan) is None else None
+    if why_not(gan) is not None:
+        return None
+    keep_freed_memory()
+    return FastMLP(gan)
 
 
 def train_one(
