@@ -1,7 +1,7 @@
 """Spike: do S seeds of a centralized scenario, batched like clients, beat `sweep --jobs 2`?
 
-    .venv/bin/python benchmarks/seeds_spike.py [--steps 1000] [--every 500] [--seeds 5]
-        [--repeats 2] [--scenario scenarios/ring-centralized.yaml]
+    .venv/bin/python benchmarks/seeds_spike.py [--steps 3000] [--every 500] [--seeds 5]
+        [--repeats 2] [--threads 1,2] [--scenario scenarios/ring-centralized.yaml]
 
 (A) `simulator.sweep.sweep(..., seeds=0..S-1, jobs=2)`: S ordinary centralized runs, two worker
 processes with one torch thread each (what `fedgan sweep --seeds 0-4 --jobs 2` does), wall time
@@ -11,7 +11,8 @@ of the whole call (process start-up, data, training, evaluation, run folders).
 stream exactly as its own `run_centralized` makes them, the S states stacked and trained by
 `batched.train_batched` in `--every`-step chunks (the hand-batched MLP step), and every
 `--every` steps each seed's Lipschitz estimates, samples and `Evaluator` call, as in the
-centralized loop (no run folders written), with 1 and with 2 torch threads.
+centralized loop (no run folders written), with each of `--threads` torch threads (default 1:
+on a loaded machine two OpenMP threads spin against the other jobs and run ~5× slower).
 
 The two alternate `--repeats` times; the ratios are A / B of the wall times. Also printed: the
 training time per step, and the largest parameter difference between seed 0 batched and seed 0
@@ -87,32 +88,35 @@ def batched_seeds(s: Scenario, seeds: list[int], threads: int) -> tuple[float, f
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default="scenarios/ring-centralized.yaml")
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", default="1", help="comma-separated torch thread counts")
     args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
     torch.set_num_threads(1)
     s = load(args.scenario, [f"train.steps={args.steps}", f"evaluation.every={args.every}"])
     seeds = list(range(args.seeds))
     print(f"{args.seeds} seeds of {args.scenario}, {args.steps} steps, evaluation every "
           f"{args.every}; {os.cpu_count()} CPU cores; load average {os.getloadavg()[0]:.1f}")
-    print("| repetition | sweep --jobs 2 (s) | batched, 1 thread (s) | batched, 2 threads (s) "
-          "| sweep / batched-1 | sweep / batched-2 | train ms/step (1 / 2 threads) | load |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
-    r1s, r2s = [], []
+    cols = " | ".join(f"batched, {t} thread(s) (s) | sweep / batched-{t}" for t in threads)
+    print(f"| repetition | sweep --jobs 2 (s) | {cols} | train ms/step | load |")
+    print("| ---: | ---: |" + " ---: | ---: |" * len(threads) + " --- | ---: |")
+    ratios: dict[int, list[float]] = {t: [] for t in threads}
     with tempfile.TemporaryDirectory(prefix="seeds-spike-") as tmp:
         for rep in range(args.repeats):
             a = swept(s, seeds, Path(tmp) / f"sweep{rep}")
-            b1, t1, gan, states = batched_seeds(s, seeds, 1)
-            b2, t2, _, _ = batched_seeds(s, seeds, 2)
-            r1s.append(a / b1)
-            r2s.append(a / b2)
-            print(f"| {rep} | {a:.1f} | {b1:.1f} | {b2:.1f} | {a / b1:.2f} | {a / b2:.2f} | "
-                  f"{t1 / args.steps * 1e3:.1f} / {t2 / args.steps * 1e3:.1f} | "
+            cells, per_step = [], []
+            for t in threads:
+                b, trained, gan, states = batched_seeds(s, seeds, t)
+                ratios[t].append(a / b)
+                cells.append(f"{b:.1f} | {a / b:.2f}")
+                per_step.append(f"{trained / args.steps * 1e3:.1f}")
+            print(f"| {rep} | {a:.1f} | {' | '.join(cells)} | {' / '.join(per_step)} | "
                   f"{os.getloadavg()[0]:.1f} |")
-    print(f"median sweep / batched: {statistics.median(r1s):.2f} (1 thread), "
-          f"{statistics.median(r2s):.2f} (2 threads)")
+    for t in threads:
+        print(f"median sweep / batched ({t} thread(s)): {statistics.median(ratios[t]):.2f}")
     # Seed 0 batched against seed 0 alone (same step code, one GAN at a time).
     prepared = prepare_data(s.model_copy(update={"seed": 0}))
     alone = gan.init_state(derive_seed(0, "init"))
