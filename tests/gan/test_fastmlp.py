@@ -9,7 +9,7 @@ mathematics —, in float32 to float rounding.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,25 +35,6 @@ BUILT_IN = OBJECTIVES.names()  # every registered objective has an entry in the 
 
 class Mine(NonSaturating):
     """A plug-in objective: not in the fast tables (even as a subclass), so the vmap path."""
-
-
-@pytest.fixture
-def float64() -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-@pytest.fixture
-def reference() -> Iterator[Callable[[bool], None]]:
-    """Switch the fast path on or off; always back on afterwards."""
-
-    def use(fast: bool) -> None:
-        fastmlp.ENABLED = fast
-
-    yield use
-    fastmlp.ENABLED = True
 
 
 def _gan(**overrides: Any) -> GAN:
@@ -209,49 +190,6 @@ def test_objective_terms_are_the_objectives_gradients() -> None:
             gw = obj.generator_loss(f2)
             torch.testing.assert_close(gloss[c], gw.detach(), msg=name)
             torch.testing.assert_close(dg[c], torch.autograd.grad(gw, f2)[0], msg=name)
-
-
-def test_batched_ragged_clients_match_each_alone_in_float64(
-    float64: None, reference: Callable[[bool], None]
-) -> None:
-    # Ragged data and step counts, per-client schedules, FedProx anchors, EMA, R1: the batched
-    # fast path against every client trained alone on the reference path.
-    gan = _gan(
-        lipschitz="gradient_penalty",
-        lipschitz_params=CONTROLS[3][1],
-        prox_mu=0.1,
-        lr_schedule="linear",
-        lr_final=0.1,
-    )
-    sizes, steps, starts, totals = [20, 45, 33], [4, 2, 3], [0, 6, 2], [8, 12, 9]
-    datas = [_data(n, seed=10 + i) for i, n in enumerate(sizes)]
-    states = []
-    for c in range(3):
-        s = gan.init_state(c)
-        s.g_anchor = {k: v + 0.01 * c for k, v in s.g.items()}
-        s.d_anchor = {k: v.clone() for k, v in s.d.items()}
-        states.append(s)
-    reference(False)
-    want = []
-    for c in range(3):
-        s = GANState(**{**states[c].__dict__, "step": starts[c]})
-        gen = torch.Generator().manual_seed(c)
-        want.append(gan.train(s, datas[c], steps[c], gen, totals[c])[0])
-    reference(True)
-    got, means = batched.train_batched(
-        gan,
-        batched.stack(states),
-        batched.pad_data(datas),
-        sizes,
-        [torch.Generator().manual_seed(c) for c in range(3)],
-        steps,
-        total_steps=totals,
-        start_steps=starts,
-    )
-    assert set(means) >= {"d_loss", "penalty", "g_loss", "d_grad_norm"}
-    for c, s in enumerate(batched.unstack(got)):
-        w = GANState(**{**want[c].__dict__, "step": s.step})
-        assert _max_diff(s, w) < 1e-9
 
 
 def test_states_handed_out_are_copies(reference: Callable[[bool], None]) -> None:
