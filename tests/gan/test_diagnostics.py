@@ -63,10 +63,8 @@ def test_dirac_wgan_jacobian_is_a_pure_rotation(theta: float, psi: float) -> Non
 
 
 @pytest.mark.parametrize("lam", [0.25, 2.0])
-@pytest.mark.parametrize(
-    ("center", "sampling"),
-    [(0.0, "real"), (0.0, "interpolates"), (1.0, "interpolates"), (1.0, "fake")],
-)
+@pytest.mark.parametrize(("center", "sampling"), [(0.0, "real"), (0.0, "interpolates"),
+                                                  (1.0, "interpolates"), (1.0, "fake")])
 def test_dirac_wgan_gradient_penalty_damps(lam: float, center: float, sampling: str) -> None:
     """A linear critic's input gradient is ψ everywhere, so the penalty is λ(|ψ| − center)²
     whatever the sampling; for ψ > 0 its second derivative is 2λ: J = [[0, −1], [1, 2λ]].
@@ -112,11 +110,8 @@ def test_zero_sum_structure_on_a_small_mlp(make_gan: MakeGAN, data: torch.Tensor
     """Wasserstein without penalty: L_G + L_D = −E v(real) does not depend on θ_g, so
     ∂ξ_g/∂θ_d = ∇_d∇_g L_G = −(∇_g∇_d L_D) = −(∂ξ_d/∂θ_g)ᵀ; the diagonal blocks are Hessians,
     hence symmetric."""
-    gan = make_gan(
-        objective="wasserstein",
-        generator=NetworkSpec(widths=(4,), activation="tanh"),
-        critic=NetworkSpec(widths=(5,), activation="tanh"),
-    )
+    gan = make_gan(objective="wasserstein", generator=NetworkSpec(widths=(4,), activation="tanh"),
+                   critic=NetworkSpec(widths=(5,), activation="tanh"))
     s = gan.init_state(0)
     jac = game_jacobian(gan, s, data[:16], torch.randn(16, 2))
     n_g = jac.n_generator
@@ -144,12 +139,9 @@ def _shift(s: GANState, delta: np.ndarray, n_g: int) -> GANState:
 def test_jacobian_matches_finite_differences_of_the_field(
     make_gan: MakeGAN, data: torch.Tensor
 ) -> None:
-    gan = make_gan(
-        objective="non_saturating",
-        lipschitz="gradient_penalty",
-        generator=NetworkSpec(widths=(3,), activation="tanh"),
-        critic=NetworkSpec(widths=(4,), activation="tanh"),
-    )
+    gan = make_gan(objective="non_saturating", lipschitz="gradient_penalty",
+                   generator=NetworkSpec(widths=(3,), activation="tanh"),
+                   critic=NetworkSpec(widths=(4,), activation="tanh"))
     s = gan.init_state(0)
     real, z, eps = data[:8].double(), torch.randn(8, 2).double(), torch.rand(8, 1).double()
     jac = game_jacobian(gan, s, real, z, eps=eps)
@@ -193,10 +185,8 @@ def test_dirac_gan_cycles_without_and_converges_with_penalty() -> None:
 
     th, ps = final()
     assert 0.5 < math.hypot(th, ps) < 2.0
-    th, ps = final(
-        lipschitz="gradient_penalty",
-        lipschitz_params={"lam": 1.0, "center": 0.0, "sampling": "real"},
-    )
+    th, ps = final(lipschitz="gradient_penalty",
+                   lipschitz_params={"lam": 1.0, "center": 0.0, "sampling": "real"})
     assert math.hypot(th, ps) < 1e-3
 
 
@@ -252,7 +242,9 @@ def test_clip_saturation_by_hand() -> None:
 
 
 @pytest.mark.parametrize("objective", ["saturating", "non_saturating"])
-def test_profile_logit_gradient_and_per_sample_norms(make_gan: MakeGAN, objective: str) -> None:
+def test_profile_logit_gradient_and_per_sample_norms(
+    make_gan: MakeGAN, objective: str
+) -> None:
     gan = make_gan(objective=objective)
     s = gan.init_state(0)
     z = torch.randn(12, 2)
@@ -273,17 +265,15 @@ def test_profile_logit_gradient_and_per_sample_norms(make_gan: MakeGAN, objectiv
     for i in range(z.shape[0]):
         gen_m.zero_grad()
         vi = crit_m(gen_m(z[i : i + 1]))
-        loss = (
-            torch.log(1 - torch.sigmoid(vi))
-            if objective == "saturating"
-            else -torch.log(torch.sigmoid(vi))
-        )
+        loss = torch.log(1 - torch.sigmoid(vi)) if objective == "saturating" else -torch.log(
+            torch.sigmoid(vi))
         loss.sum().backward()
         g = torch.cat([p.grad.reshape(-1) for p in gen_m.parameters()])  # type: ignore[union-attr]
         norms.append(float(g.norm()))
         grads.append(g)
     np.testing.assert_allclose(prof.param_grad_norm, norms, rtol=1e-4, atol=1e-7)
-    assert prof.batch_grad_norm == pytest.approx(float(torch.stack(grads).mean(0).norm()), rel=1e-4)
+    assert prof.batch_grad_norm == pytest.approx(float(torch.stack(grads).mean(0).norm()),
+                                                 rel=1e-4)
     loop = generator_gradient_profile(gan, s, z, method="loop")
     np.testing.assert_allclose(loop.param_grad_norm, prof.param_grad_norm, rtol=1e-5)
     np.testing.assert_allclose(loop.logit_grad, prof.logit_grad, rtol=1e-6)

@@ -101,23 +101,16 @@ def test_weight_clip_projection() -> None:
     none = get_control("none")
     p = {"a": torch.tensor([5.0])}
     assert none.project(p) is p
-    assert (
-        float(
-            none.penalty(
-                linear(torch.ones(1)), torch.ones(2, 1), torch.ones(2, 1), torch.ones(2, 1)
-            )
-        )
-        == 0.0
-    )
+    assert float(none.penalty(linear(torch.ones(1)), torch.ones(2, 1), torch.ones(2, 1),
+                              torch.ones(2, 1))) == 0.0
 
 
 def test_weight_clipping_holds_after_training(
     make_gan: Callable[..., GAN], data: torch.Tensor
 ) -> None:
     c = 0.01
-    gan = make_gan(
-        objective="wasserstein", lipschitz="weight_clip", lipschitz_params={"c": c}, n_critic=3
-    )
+    gan = make_gan(objective="wasserstein", lipschitz="weight_clip", lipschitz_params={"c": c},
+                   n_critic=3)
     c = float(torch.tensor(c))  # the clamp bound in float32
     s = gan.init_state(0)
     assert all(float(v.abs().max()) <= c for v in s.d.values())

@@ -133,9 +133,8 @@ def test_two_branch_linear_branches_reach_two() -> None:
         if k.startswith("branch_b."):
             bufs[k] = bufs[k.replace("branch_b.", "branch_a.")]
     assert layer_spectral_norms(critic, params, bufs) == [pytest.approx(1.0, rel=1e-5)] * 2
-    norms = gradient_norms(
-        lambda x: functional_call(critic, {**params, **bufs}, (x,)), torch.randn(32, 4)
-    )
+    norms = gradient_norms(lambda x: functional_call(critic, {**params, **bufs}, (x,)),
+                           torch.randn(32, 4))
     torch.testing.assert_close(norms, torch.full((32,), 2.0), rtol=1e-4, atol=1e-4)
 
 
@@ -154,9 +153,8 @@ def test_two_branch_relu_branches_exceed_one() -> None:
     bufs = power_iteration(critic, params, bufs, n_iter=50)
     assert layer_spectral_norms(critic, params, bufs) == [pytest.approx(1.0, rel=1e-5)] * 4
     x = torch.rand(16, 3) + 0.1  # positive orthant
-    g = torch.func.vmap(
-        torch.func.grad(lambda xi: functional_call(critic, {**params, **bufs}, (xi[None],)).sum())
-    )(x)
+    g = torch.func.vmap(torch.func.grad(lambda xi: functional_call(
+        critic, {**params, **bufs}, (xi[None],)).sum()))(x)
     torch.testing.assert_close(g, (2 * a / 3).expand(16, 3), rtol=1e-5, atol=1e-5)
     lipschitz = float(g.norm(dim=1).max())
     assert lipschitz == pytest.approx(2.0, rel=1e-5)

@@ -24,12 +24,7 @@ def sigmoid(x: float) -> float:
 
 def test_registry_names_and_flags() -> None:
     assert set(OBJECTIVES.names()) == {
-        "saturating",
-        "non_saturating",
-        "wasserstein",
-        "hinge",
-        "least_squares",
-        "kl",
+        "saturating", "non_saturating", "wasserstein", "hinge", "least_squares", "kl",
         "reverse_kl",
     }
     probabilistic = {n for n in OBJECTIVES.names() if get_objective(n).probabilistic}
@@ -42,9 +37,9 @@ def test_registry_names_and_flags() -> None:
 def test_standard_critic_loss_is_binary_cross_entropy(name: str) -> None:
     # L = −mean log D(x) − mean log(1 − D(G(z))), D = sigmoid(v)
     vr, vf = [0.5, -1.0, 2.0], [-0.3, 1.5]
-    expected = (
-        -sum(math.log(sigmoid(v)) for v in vr) / 3 - sum(math.log(1 - sigmoid(v)) for v in vf) / 2
-    )
+    expected = -sum(math.log(sigmoid(v)) for v in vr) / 3 - sum(
+        math.log(1 - sigmoid(v)) for v in vf
+    ) / 2
     got = get_objective(name).critic_loss(t(*vr), t(*vf))
     assert float(got) == pytest.approx(expected, rel=1e-12)
     # D = ½ everywhere: L = 2 ln 2

@@ -29,16 +29,8 @@ CONTROLS: dict[str, dict[str, float]] = {
 
 
 def all_tensors(s: GANState) -> dict[str, torch.Tensor]:
-    groups = {
-        "g": s.g,
-        "d": s.d,
-        "d_buf": s.d_buf,
-        "g_opt": s.g_opt,
-        "d_opt": s.d_opt,
-        "g_ema": s.g_ema,
-        "g_anchor": s.g_anchor,
-        "d_anchor": s.d_anchor,
-    }
+    groups = {"g": s.g, "d": s.d, "d_buf": s.d_buf, "g_opt": s.g_opt, "d_opt": s.d_opt,
+              "g_ema": s.g_ema, "g_anchor": s.g_anchor, "d_anchor": s.d_anchor}
     return {f"{p}.{k}": v for p, grp in groups.items() for k, v in grp.items()}
 
 
@@ -46,17 +38,8 @@ def clone_state(s: GANState) -> GANState:
     def c(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in d.items()}
 
-    return replace(
-        s,
-        g=c(s.g),
-        d=c(s.d),
-        d_buf=c(s.d_buf),
-        g_opt=c(s.g_opt),
-        d_opt=c(s.d_opt),
-        g_ema=c(s.g_ema),
-        g_anchor=c(s.g_anchor),
-        d_anchor=c(s.d_anchor),
-    )
+    return replace(s, g=c(s.g), d=c(s.d), d_buf=c(s.d_buf), g_opt=c(s.g_opt), d_opt=c(s.d_opt),
+                   g_ema=c(s.g_ema), g_anchor=c(s.g_anchor), d_anchor=c(s.d_anchor))
 
 
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -65,9 +48,8 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 
 @pytest.mark.parametrize("control", sorted(CONTROLS))
 def test_step_is_pure(make_gan: MakeGAN, data: torch.Tensor, control: str) -> None:
-    gan = make_gan(
-        lipschitz=control, lipschitz_params=CONTROLS[control], ema=0.5, prox_mu=0.1, n_critic=2
-    )
+    gan = make_gan(lipschitz=control, lipschitz_params=CONTROLS[control], ema=0.5, prox_mu=0.1,
+                   n_critic=2)
     s = gan.init_state(0)
     s = replace(s, g_anchor=clone_state(s).g, d_anchor=clone_state(s).d)
     before = all_tensors(clone_state(s))
@@ -113,7 +95,9 @@ def test_init_state_does_not_depend_on_global_rng(make_gan: MakeGAN) -> None:
     assert max_abs_diff(a.g, b.g) == 0.0 and max_abs_diff(a.d, b.d) == 0.0
 
 
-def test_proximal_term_pins_parameters_to_the_anchor(make_gan: MakeGAN, data: torch.Tensor) -> None:
+def test_proximal_term_pins_parameters_to_the_anchor(
+    make_gan: MakeGAN, data: torch.Tensor
+) -> None:
     """SGD with lr·μ = 1: θ' = θ − lr∇L(θ) − (θ − a) = a − lr∇L(θ), so after every step the
     parameters sit one plain gradient step away from the anchor, however far they started."""
     lr, mu = SGD.lr, 1.0 / SGD.lr
@@ -170,9 +154,8 @@ def test_ema_is_the_hand_computed_average(make_gan: MakeGAN, data: torch.Tensor)
 def test_every_objective_and_control_trains(
     make_gan: MakeGAN, data: torch.Tensor, objective: str, control: str
 ) -> None:
-    gan = make_gan(
-        objective=objective, lipschitz=control, lipschitz_params=CONTROLS[control], n_critic=2
-    )
+    gan = make_gan(objective=objective, lipschitz=control, lipschitz_params=CONTROLS[control],
+                   n_critic=2)
     s, history = gan.train(gan.init_state(0), data, 3, torch.Generator().manual_seed(0))
     assert len(history) == 3
     for row in history:
@@ -187,12 +170,8 @@ def test_critic_step_matches_autograd_reference(make_gan: MakeGAN, data: torch.T
     """One SGD critic step with a gradient penalty and clipping, recomputed with plain modules
     and torch.autograd (create_graph for the penalty)."""
     lam, c = 2.0, 0.3
-    gan = make_gan(
-        objective="wasserstein",
-        lipschitz="gradient_penalty",
-        lipschitz_params={"lam": lam},
-        d_opt=SGD,
-    )
+    gan = make_gan(objective="wasserstein", lipschitz="gradient_penalty",
+                   lipschitz_params={"lam": lam}, d_opt=SGD)
     s = gan.init_state(0)
     real, z, eps = data[:16], torch.randn(16, 2), torch.rand(16, 1)
     new, stats = gan.critic_step(s, real, z, eps, lr_scale=0.5)
@@ -208,18 +187,13 @@ def test_critic_step_matches_autograd_reference(make_gan: MakeGAN, data: torch.T
     (loss + pen).backward()
     for k, p in crit_m.named_parameters():
         assert p.grad is not None
-        torch.testing.assert_close(
-            new.d[k], p.detach() - 0.5 * SGD.lr * p.grad, rtol=1e-5, atol=1e-6
-        )
+        torch.testing.assert_close(new.d[k], p.detach() - 0.5 * SGD.lr * p.grad,
+                                   rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(stats["d_loss"], loss.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(stats["penalty"], pen.detach(), rtol=1e-4, atol=1e-6)
 
-    clip = make_gan(
-        objective="wasserstein",
-        lipschitz="weight_clip",
-        lipschitz_params={"c": c},
-        d_opt=OptimizerSpec(name="sgd", lr=10.0),
-    )
+    clip = make_gan(objective="wasserstein", lipschitz="weight_clip", lipschitz_params={"c": c},
+                    d_opt=OptimizerSpec(name="sgd", lr=10.0))
     s = clip.init_state(0)
     new, _ = clip.critic_step(s, real, z, eps, 1.0)
     c32 = float(torch.tensor(c))  # clamp bounds are float32: float32(0.3) > 0.3
@@ -227,7 +201,9 @@ def test_critic_step_matches_autograd_reference(make_gan: MakeGAN, data: torch.T
     assert any(float(v.abs().max()) == c32 for v in new.d.values())
 
 
-def test_generator_step_matches_autograd_reference(make_gan: MakeGAN, data: torch.Tensor) -> None:
+def test_generator_step_matches_autograd_reference(
+    make_gan: MakeGAN, data: torch.Tensor
+) -> None:
     gan = make_gan(objective="non_saturating", g_opt=SGD)
     s = gan.init_state(0)
     z = torch.randn(16, 2)
@@ -269,12 +245,7 @@ def test_state_arrays_round_trip(make_gan: MakeGAN, data: torch.Tensor) -> None:
     s, _ = gan.train(gan.init_state(0), data, 2, torch.Generator().manual_seed(0))
     arrays = s.arrays()
     assert {k.split(".")[0] for k in arrays} == {
-        "generator",
-        "critic",
-        "critic_buffer",
-        "generator_opt",
-        "critic_opt",
-        "generator_ema",
+        "generator", "critic", "critic_buffer", "generator_opt", "critic_opt", "generator_ema",
     }
     fresh = gan.init_state(1)
     loaded = fresh.load_arrays(arrays)
@@ -289,10 +260,8 @@ def test_state_arrays_round_trip(make_gan: MakeGAN, data: torch.Tensor) -> None:
 
 def test_conv_gan_step() -> None:
     cfg = GANConfig(
-        latent_dim=4,
-        generator=NetworkSpec(kind="conv", widths=(4, 4)),
-        critic=NetworkSpec(kind="conv", widths=(4, 4)),
-        batch_size=8,
+        latent_dim=4, generator=NetworkSpec(kind="conv", widths=(4, 4)),
+        critic=NetworkSpec(kind="conv", widths=(4, 4)), batch_size=8,
         lipschitz="spectral_norm",
     )
     gan = GAN(cfg, data_dim=64, image_shape=(1, 8, 8))
