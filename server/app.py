@@ -7,9 +7,10 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from clients.records import scenario_from
 from server.loop import run_rounds
+from simulator.progress import ProgressLog
 from simulator.store import RunStore
+from wire.records import scenario_from
 
 RUN_DIR_KEY = "run-dir"
 """run_config key with the absolute path of the run folder the server writes."""
@@ -24,4 +25,6 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     s = scenario_from(context.run_config)
     store = RunStore(Path(str(context.run_config[RUN_DIR_KEY])))
-    run_rounds(grid, s, store, resume=bool(context.run_config.get(RESUME_KEY, False)))
+    resume = bool(context.run_config.get(RESUME_KEY, False))
+    # Progress goes to the run folder: the command line follows it from its own process.
+    run_rounds(grid, s, store, resume=resume, progress=ProgressLog(store.path))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 
+from simulator.messages import ARRAYS, METRICS, PARTITION_ID, TRAIN, TRAIN_REPLY_KEYS
+
 
 @dataclass
 class GateResult:
@@ -31,7 +33,7 @@ def check_replies(
     replies: list[Message],
     partition_of: dict[int, int],
     expected: dict[str, tuple[int, ...]] | None,
-    required_metrics: tuple[str, ...] = ("num-examples", "partition-id"),
+    required_metrics: tuple[str, ...] = TRAIN_REPLY_KEYS,
     *,
     reference: dict[str, np.ndarray] | None = None,
     max_update_norm: float | None = None,
@@ -72,19 +74,19 @@ def _problem(
     if msg.has_error():
         return "client_error", f"code {msg.error.code}: {msg.error.reason}"
     content = msg.content
-    metrics = content.get("metrics")
+    metrics = content.get(METRICS)
     if not isinstance(metrics, MetricRecord):
-        return "bad_reply", "no MetricRecord 'metrics'"
+        return "bad_reply", f"no MetricRecord {METRICS!r}"
     missing = [k for k in required if k not in metrics]
     if missing:
         return "bad_reply", f"metrics lack {missing}"
-    if "partition-id" in metrics and int(metrics["partition-id"]) != pid:  # type: ignore[arg-type]
-        return "bad_reply", f"echoed partition id {metrics['partition-id']} != {pid}"
+    if PARTITION_ID in metrics and int(metrics[PARTITION_ID]) != pid:  # type: ignore[arg-type]
+        return "bad_reply", f"echoed partition id {metrics[PARTITION_ID]} != {pid}"
     if expected is None:
         return "", ""
-    arrays = content.get("arrays")
+    arrays = content.get(ARRAYS)
     if not isinstance(arrays, ArrayRecord):
-        return "bad_reply", "no ArrayRecord 'arrays'"
+        return "bad_reply", f"no ArrayRecord {ARRAYS!r}"
     if bounds.max_reply_bytes is not None:
         # Counted on the serialized buffers, before anything is decoded into memory.
         size = sum(len(arrays[k].data) for k in arrays)
@@ -114,6 +116,6 @@ def _problem(
             f"‖θ − θ_global‖₂ = {np.sqrt(sq):.4g} > max_update_norm {bounds.max_update_norm}"
         )
     for k, v in metrics.items():
-        if k.startswith("train.") and not np.all(np.isfinite(v)):
+        if k.startswith(TRAIN) and not np.all(np.isfinite(v)):
             return "client_diverged", f"training statistic {k} = {v}"
     return "", ""

@@ -1,117 +1,154 @@
-"""The server's round loop over a Flower strategy's configure/aggregate methods.
+"""The server's round loop: small steps that every protocol composes.
 
-Why not `Strategy.start`: it cannot start at a later round, evaluates every round, offers no
-hook to check replies before aggregation, drops per-client replies and waits forever for nodes
-that are not there. This loop samples clients itself (seeded, over partition ids), shows the
-strategy only the sampled nodes, passes every reply through one gate, sorts replies by
-partition id, bounds every wait, evaluates every k rounds and writes the run folder.
+A round is `sample` (clients, faults; dropouts are never sent anything) → for each of the
+protocol's exchanges, `exchange` (the protocol's instructions → `send` → `gate` → the
+protocol's `combine`) → `record` (client statistics, drops, counts) → every k rounds
+`evaluate` and `checkpoint` → progress. The protocol (`server.protocols`) says what travels
+and how replies combine; these steps are the same for all.
+
+Why not Flower's `Strategy.start`: it cannot start at a later round, evaluates every round,
+offers no hook to check replies before aggregation, drops per-client replies and waits forever
+for nodes that are not there. Here clients are sampled with the scenario seed over partition
+ids, every reply passes one gate, replies are sorted by partition id and every wait is bounded.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Message
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
-from clients.records import from_record, to_record
+from server.evaluation import evaluate
 from server.gate import check_replies
-from server.resume import (
-    collect_private,
-    load_strategy_state,
-    rebind_nodes,
-    restore_private,
-    strategy_state,
-)
-from server.strategies import build_strategy
-from server.strategies.per_network import PerNetwork
-from simulator.centralized import eval_rows, make_evaluator
-from simulator.checkpoint import ResumeState, load_latest, rng_state, set_rng_state
-from simulator.checkpoint import save as save_resume_state
-from simulator.evaluate import Evaluation
+from server.nodes import discover
+from server.protocols import Reply, Round, Setup, build_protocol
+from server.protocols.base import SampledGrid
+from server.resume import Run, checkpoint, restore
+from simulator.checkpoint import load_latest
+from simulator.evaluate import make_evaluator
+from simulator.faults import FaultDraw
 from simulator.faults import draw as draw_faults
-from simulator.federation import (
-    FederatedData,
-    ServerEMA,
-    federated_data,
-    initial_state,
-    make_gan,
-    split_arrays,
-)
+from simulator.federation import FederatedData, federated_data, initial_state, make_gan
+from simulator.messages import table_metrics, wall_times
+from simulator.progress import Progress, ProgressHook
 from simulator.scenario import Scenario
-from simulator.seeding import numpy_rng, torch_generator
+from simulator.seeding import numpy_rng
 from simulator.store import RunStore
+from wire.messages import metrics_of
 
-RoundHook = Callable[[int, int, "Evaluation | None"], None]
-ROUND_HOOKS: list[RoundHook] = []
-"""Called after every round with (round, rounds, global evaluation or None): CLI progress."""
-
-
-class SampledGrid(Grid):
-    """A view of a Grid that lists only this round's sampled nodes, so a stock strategy's own
-    sampling (`fraction_train=1.0`) selects exactly them; everything else is delegated."""
-
-    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
-        self._grid = grid
-        self._nodes = list(node_ids)
-
-    def get_node_ids(self) -> list[int]:
-        return list(self._nodes)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
-
-    # Grid's abstract methods, delegated.
-    def set_run(self, run: Run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Any:
-        return self._grid.run
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        return self._grid.create_message(*args, **kwargs)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        return self._grid.send_and_receive(messages, timeout=timeout)
+Dropped = tuple[int, str, str]
+"""(partition id, event kind, detail) of a reply the round did without."""
 
 
-def discover(grid: Grid, n_clients: int, timeout: float) -> dict[int, int]:
-    """node id → partition id, asked of every node (node ids are random under Flower)."""
-    nodes = list(grid.get_node_ids())
-    msgs = [
-        Message(
-            RecordDict({"config": ConfigRecord({"ask": "partition-id"})}),
-            dst_node_id=n,
-            message_type=MessageType.QUERY,
+def run_rounds(
+    grid: Grid,
+    s: Scenario,
+    store: RunStore,
+    resume: bool = False,
+    progress: ProgressHook | None = None,
+) -> None:
+    """Drive `federation.rounds` rounds of the scenario's protocol on `grid`, writing `store`;
+    `progress` hears of every finished round.
+
+    Every evaluation round ends with a resume checkpoint; with `resume`, the run continues
+    after the folder's latest one (from round 1 when there is none).
+    """
+    assert s.federation is not None
+    run: Run | None = None
+    rnd = 0
+    try:
+        run, first = start(grid, s, store, resume)
+        for rnd in range(first, s.federation.rounds + 1):
+            ev_summary = play_round(run, rnd)
+            if progress is not None:
+                progress(Progress(rnd, s.federation.rounds, ev_summary))
+    except Exception as exc:
+        # A plug-in's bug, a strategy's KeyError: say where in the run folder, then let it
+        # propagate (the caller prints a short traceback and exits 1).
+        store.record_failure(exc, rnd, run.phase if run is not None else "start")
+        raise
+    store.flush()  # the last round's timings (its metrics were written by its evaluation)
+    store.event("run_finished", rounds=s.federation.rounds)
+
+
+def start(grid: Grid, s: Scenario, store: RunStore, resume: bool) -> tuple[Run, int]:
+    """Data, nodes and protocol of a run (taken up from its latest checkpoint with `resume`);
+    the first round to play."""
+    assert s.federation is not None
+    f = s.federation
+    data = federated_data(s)
+    gan = make_gan(s, data)
+    evaluator = make_evaluator(s, data.held)
+    store.write_table("partition.csv", _partition_table(data))
+    ckpt = load_latest(store.path) if resume else None
+    first = ckpt.round + 1 if ckpt is not None else 1
+    if resume:
+        # Rows of rounds after the checkpoint may have been written before the run stopped.
+        store.reopen(first - 1)
+        store.event("run_resumed", round=first - 1, engine=s.engine.name, rounds=f.rounds)
+    else:
+        store.event(
+            "run_started",
+            engine=s.engine.name,
+            protocol=f.protocol,
+            strategy=s.strategy.name,
+            clients=data.n_clients,
+            rounds=f.rounds,
         )
-        for n in nodes
-    ]
-    out: dict[int, int] = {}
-    for reply in grid.send_and_receive(msgs, timeout=timeout):
-        if not reply.has_error():
-            metrics = reply.content["metrics"]
-            assert isinstance(metrics, MetricRecord)
-            out[reply.metadata.src_node_id] = int(metrics["partition-id"])  # type: ignore[arg-type]
-    pids = sorted(out.values())
-    if len(set(pids)) != len(pids) or any(p < 0 or p >= n_clients for p in pids):
-        raise RuntimeError(
-            f"nodes report partition ids {pids}; expected distinct ids in 0..{n_clients - 1}"
-        )
-    return out
+    node_pid = discover(grid, data.n_clients, f.timeout)
+    missing = sorted(set(range(data.n_clients)) - set(node_pid.values()))
+    if missing:
+        store.event("clients_missing", clients=missing)
+    setup = Setup(s, data, gan, initial_state(s, gan).arrays(), node_pid)
+    run = Run(s, store, grid, data, gan, evaluator, node_pid, build_protocol(setup))
+    if ckpt is not None:
+        restore(run, ckpt)
+    return run, first
+
+
+def play_round(run: Run, rnd: int) -> dict[str, float]:
+    """One round: sample, the protocol's exchanges, record; evaluate and checkpoint when due.
+    Returns the evaluation's headline numbers (empty when the round did not evaluate)."""
+    s, store = run.s, run.store
+    assert s.federation is not None
+    t0 = time.perf_counter()
+    run.phase = "sample"
+    r, faults, dropped = sample(run, rnd)
+    _events(run, rnd, dropped)
+    outcome = RoundOutcome(dropped)
+    for step in range(run.protocol.exchanges):
+        exchange(run, r, step, faults, outcome)
+    t_train = time.perf_counter() - t0
+    run.phase = "record"
+    record(run, rnd, faults, outcome)
+    due = rnd % s.evaluation.every == 0 or rnd == s.federation.rounds
+    run.phase = "evaluate"
+    ev = evaluate(run, rnd) if due else None
+    store.add_timings(
+        outcome.times
+        + [
+            {"round": rnd, "phase": "train", "client": -1, "seconds": t_train},
+            {
+                "round": rnd,
+                "phase": "evaluate",
+                "client": -1,
+                "seconds": time.perf_counter() - t0 - t_train,
+            },
+        ]
+    )
+    if due:
+        store.flush()  # every row of rounds ≤ rnd is on disk before the checkpoint says so
+        t1 = time.perf_counter()
+        run.phase = "checkpoint"
+        checkpoint(run, rnd)
+        # Written with the next flush (a kill before it loses only this wall time).
+        seconds = time.perf_counter() - t1
+        store.add_timings([{"round": rnd, "phase": "checkpoint", "client": -1, "seconds": seconds}])
+    return ev.summary if ev is not None else {}
 
 
 def sample_clients(s: Scenario, round_: int) -> list[int]:
@@ -124,349 +161,152 @@ def sample_clients(s: Scenario, round_: int) -> list[int]:
     return sorted(numpy_rng(s.seed, "sampling", round_).choice(n, size=k, replace=False).tolist())
 
 
-def _scalar_metrics(rec: MetricRecord) -> dict[str, float]:
-    return {k: float(v) for k, v in rec.items() if isinstance(v, int | float)}
+def sample(run: Run, rnd: int) -> tuple[Round, dict[int, FaultDraw], list[Dropped]]:
+    """The round's clients (those with a node), their faults and the dropouts among them:
+    a dropped-out client is never sent the round, so the server learns nothing from it."""
+    sampled = [p for p in sample_clients(run.s, rnd) if p in run.pid_node]
+    faults = {p: draw_faults(run.s, rnd, p) for p in sampled}
+    dropped = [(p, "client_dropped", "simulated dropout") for p in sampled if faults[p].dropout]
+    sent = [p for p in sampled if not faults[p].dropout]
+    node_of = {p: run.pid_node[p] for p in sent}
+    grid = SampledGrid(run.grid, [node_of[p] for p in sent])
+    return Round(rnd, sent, node_of, grid), faults, dropped
 
 
-def run_rounds(grid: Grid, s: Scenario, store: RunStore, resume: bool = False) -> None:
-    """Drive `federation.rounds` rounds on `grid` and write everything to `store`.
+@dataclass
+class RoundOutcome:
+    """What a round's exchanges left: drops in order, accepted replies per exchange, wall
+    times of the clients."""
 
-    Every evaluation round ends with a resume checkpoint; with `resume`, the run continues
-    after the folder's latest one (from round 1 when there is none).
-    """
-    assert s.federation is not None
-    f = s.federation
-    data = federated_data(s)
-    gan = make_gan(s, data)
-    state = initial_state(s, gan)
-    arrays, _ = split_arrays(state.arrays(), f.federate)
-    expected = {k: tuple(v.shape) for k, v in arrays.items()}
-    record = to_record(arrays)
-    ema = ServerEMA.for_scenario(s, data, _generator(arrays))
-    strategy: Any = build_strategy(s.strategy.name, dict(s.strategy.params))
-    if s.strategy.critic is not None:
-        critic = build_strategy(s.strategy.critic.name, dict(s.strategy.critic.params))
-        strategy = PerNetwork(strategy, critic)
-    evaluator = make_evaluator(s, data.held)
-    store.write_table("partition.csv", _partition_table(data))
-    ckpt = load_latest(store.path) if resume else None
-    start = ckpt.round + 1 if ckpt is not None else 1
-    if resume:
-        # Rows of rounds after the checkpoint may have been written before the run stopped.
-        store.reopen(start - 1)
-        store.event("run_resumed", round=start - 1, engine=s.engine.name, rounds=f.rounds)
+    dropped: list[Dropped]
+    accepted: list[list[Reply]] = field(default_factory=list)
+    times: list[dict[str, Any]] = field(default_factory=list)
+
+
+def exchange(
+    run: Run, r: Round, step: int, faults: dict[int, FaultDraw], outcome: RoundOutcome
+) -> None:
+    """One exchange of the protocol: its instructions → send → gate → combine (or a skip)."""
+    f = run.s.federation
+    assert f is not None
+    replies: list[Message] = []
+    run.phase = "exchange"
+    if r.clients:  # an empty view would make a stock strategy wait for nodes forever
+        msgs = run.protocol.instructions(r, step)
+        run.touched.update(r.clients)
+        replies = send(run, r, msgs)
+    on_time, dropped = _stragglers(run, r, replies, faults)
+    expect = run.protocol.expect(r, step)
+    gate = check_replies(
+        on_time,
+        run.node_pid,
+        expect.arrays,
+        expect.metrics,
+        reference=expect.reference,
+        max_update_norm=f.max_update_norm,
+        max_reply_bytes=f.max_reply_bytes,
+    )
+    dropped += gate.dropped
+    _events(run, r.number, dropped)
+    outcome.dropped += dropped
+    accepted = [Reply(pid, msg) for pid, msg in gate.accepted]
+    outcome.accepted.append(accepted)
+    if len(accepted) < f.min_replies:
+        where = {"step": step} if run.protocol.exchanges > 1 else {}
+        run.store.event(
+            "round_skipped",
+            round=r.number,
+            **where,
+            replies=len(accepted),
+            min_replies=f.min_replies,
+        )
     else:
-        store.event(
-            "run_started",
-            engine=s.engine.name,
-            strategy=s.strategy.name,
-            clients=data.n_clients,
-            rounds=f.rounds,
-        )
+        run.phase = "combine"
+        run.protocol.combine(r, step, accepted)
 
-    node_pid = discover(grid, data.n_clients, f.timeout)
-    pid_node = {p: n for n, p in node_pid.items()}
-    missing = sorted(set(range(data.n_clients)) - set(pid_node))
-    if missing:
-        store.event("clients_missing", clients=missing)
-    # Private state of every client that has any, as of the last checkpoint (partition id →
-    # arrays), and the clients sent a train message since (only they can have changed it).
-    private: dict[int, dict[str, np.ndarray]] = {}
-    touched: set[int] = set()
-    if ckpt is not None:
-        record = to_record(ckpt.arrays)
-        load_strategy_state(strategy, ckpt.strategy)
-        rebind_nodes(strategy, node_pid)
-        private = dict(ckpt.clients)
-        if ema is not None:
-            ema.arrays = dict(ckpt.server)
-        failed = restore_private(grid, pid_node, private, f.timeout)
-        if failed:
-            store.event("clients_not_restored", round=ckpt.round, clients=failed)
-        set_rng_state(ckpt.rng)
 
-    for rnd in range(start, f.rounds + 1):
-        t0 = time.perf_counter()
-        sampled = [p for p in sample_clients(s, rnd) if p in pid_node]
-        faults = {p: draw_faults(s, rnd, p) for p in sampled}
-        # Dropped-out clients are never sent the round: the server learns nothing from them.
-        dropped: list[tuple[int, str, str]] = [
-            (p, "client_dropped", "simulated dropout") for p in sampled if faults[p].dropout
-        ]
-        sent = [p for p in sampled if not faults[p].dropout]
-        replies: list[Message] = []
-        if sent:  # an empty view would make a stock strategy wait for nodes forever
-            view = SampledGrid(grid, [pid_node[p] for p in sent])
-            msgs = list(strategy.configure_train(rnd, record, ConfigRecord({}), view))
-            touched.update(sent)
-            replies = list(grid.send_and_receive(msgs, timeout=f.timeout))
-        answered = {node_pid.get(r.metadata.src_node_id, -1) for r in replies}
-        dropped += [(p, "client_timeout", "") for p in sorted(set(sent) - answered)]
-        # Stragglers past the deadline are discarded unread, as a server that stopped waiting
-        # would; the virtual clock only advances, nobody sleeps.
-        on_time = []
-        for r in replies:
-            pid = node_pid.get(r.metadata.src_node_id, -1)
-            fault = faults.get(pid)
-            if fault is not None and fault.late:
-                dropped.append(
-                    (pid, "client_late", f"virtual delay {fault.delay:.3f} s past the deadline")
-                )
-            else:
-                on_time.append(r)
-        gate = check_replies(
-            on_time,
-            node_pid,
-            expected,
-            ("num-examples", "partition-id"),
-            reference=from_record(record) if f.max_update_norm is not None else None,
-            max_update_norm=f.max_update_norm,
-            max_reply_bytes=f.max_reply_bytes,
-        )
-        dropped += gate.dropped
-        for pid, kind, detail in dropped:
-            if kind == "client_timeout":  # kept as before: no detail
-                store.event(kind, round=rnd, client=pid)
-            else:
-                store.event(kind, round=rnd, client=pid, detail=detail)
-        rows: list[dict[str, Any]] = []
-        client_times: list[dict[str, Any]] = []
-        for pid, msg in gate.accepted:
-            met = msg.content["metrics"]
-            assert isinstance(met, MetricRecord)
-            for k, v in _scalar_metrics(met).items():
-                if k.startswith("time."):  # wall times stay out of the deterministic table
-                    client_times.append({"round": rnd, "phase": k[5:], "client": pid, "seconds": v})
-                elif k != "partition-id":
-                    rows.append(
-                        {"round": rnd, "scope": "client", "client": pid, "metric": k, "value": v}
-                    )
-        rows += [
-            {"round": rnd, "scope": "global", "metric": "fed.replies", "value": len(gate.accepted)},
-            {"round": rnd, "scope": "global", "metric": "fed.dropped", "value": len(dropped)},
-        ]
-        # Per-kind counts only for kinds that occurred: a fault-free run's table is unchanged.
-        for kind, count in sorted(Counter(kind for _, kind, _ in dropped).items()):
-            rows.append(
-                {"round": rnd, "scope": "global", "metric": f"fed.dropped.{kind}", "value": count}
-            )
-        if s.faults is not None:
-            # The round lasts as long as its slowest accepted reply, on the virtual clock.
-            delays = [faults[pid].delay for pid, _ in gate.accepted if pid in faults]
-            rows.append(
-                {
-                    "round": rnd,
-                    "scope": "global",
-                    "metric": "fed.virtual_seconds",
-                    "value": max(delays, default=0.0),
-                }
-            )
-        if len(gate.accepted) < f.min_replies:
-            store.event(
-                "round_skipped", round=rnd, replies=len(gate.accepted), min_replies=f.min_replies
-            )
+def send(run: Run, r: Round, messages: list[Message]) -> list[Message]:
+    """Send the instructions and wait (at most `federation.timeout`) for the replies."""
+    assert run.s.federation is not None
+    return list(run.grid.send_and_receive(messages, timeout=run.s.federation.timeout))
+
+
+def _stragglers(
+    run: Run, r: Round, replies: list[Message], faults: dict[int, FaultDraw]
+) -> tuple[list[Message], list[Dropped]]:
+    """(replies in time, drops): clients that never answered time out; stragglers past the
+    deadline are discarded unread, as a server that stopped waiting would (the virtual clock
+    only advances, nobody sleeps)."""
+    answered = {run.node_pid.get(m.metadata.src_node_id, -1) for m in replies}
+    dropped: list[Dropped] = [(p, "client_timeout", "") for p in sorted(set(r.clients) - answered)]
+    on_time = []
+    for m in replies:
+        pid = run.node_pid.get(m.metadata.src_node_id, -1)
+        fault = faults.get(pid)
+        if fault is not None and fault.late:
+            late = f"virtual delay {fault.delay:.3f} s past the deadline"
+            dropped.append((pid, "client_late", late))
         else:
-            new_record, _ = strategy.aggregate_train(rnd, gate.messages())
-            if new_record is not None:
-                record = new_record
-                if ema is not None:
-                    ema.update(_generator(record))
-        t_train = time.perf_counter() - t0
-        store.add_metrics(rows, flush=False)  # written with the next evaluation
-        ev = None
-        evaluated = rnd % s.evaluation.every == 0 or rnd == f.rounds
-        if evaluated:
-            ev = _evaluate(
-                s, grid, store, rnd, record, ema, data, gan, evaluator, node_pid, f.timeout
-            )
-        store.add_timings(
-            client_times
-            + [
-                {"round": rnd, "phase": "train", "client": -1, "seconds": t_train},
-                {
-                    "round": rnd,
-                    "phase": "evaluate",
-                    "client": -1,
-                    "seconds": time.perf_counter() - t0 - t_train,
-                },
-            ]
+            on_time.append(m)
+    return on_time, dropped
+
+
+def _events(run: Run, rnd: int, dropped: list[Dropped]) -> None:
+    for pid, kind, detail in dropped:
+        if kind == "client_timeout":  # kept as before: no detail
+            run.store.event(kind, round=rnd, client=pid)
+        else:
+            run.store.event(kind, round=rnd, client=pid, detail=detail)
+
+
+def record(run: Run, rnd: int, faults: dict[int, FaultDraw], outcome: RoundOutcome) -> None:
+    """The round's rows: each accepted client's statistics (averaged over the exchanges it
+    answered), the reply and drop counts, the virtual duration; wall times to the timings."""
+    values: dict[tuple[int, str], list[float]] = {}
+    for pid, rep in sorted(
+        ((rep.partition_id, rep) for acc in outcome.accepted for rep in acc), key=lambda t: t[0]
+    ):
+        met = metrics_of(rep.message)
+        assert met is not None  # the gate checked
+        # Wall times stay out of the deterministic table.
+        for phase, v in wall_times(met).items():
+            outcome.times.append({"round": rnd, "phase": phase, "client": pid, "seconds": v})
+        for k, v in table_metrics(met).items():
+            values.setdefault((pid, k), []).append(v)
+    rows: list[dict[str, Any]] = [
+        {"round": rnd, "scope": "client", "client": pid, "metric": k, "value": sum(v) / len(v)}
+        for (pid, k), v in values.items()
+    ]
+    n_accepted = [len(acc) for acc in outcome.accepted] or [0]
+    rows += [
+        {"round": rnd, "scope": "global", "metric": "fed.replies", "value": _mean(n_accepted)},
+        {"round": rnd, "scope": "global", "metric": "fed.dropped", "value": len(outcome.dropped)},
+    ]
+    # Per-kind counts only for kinds that occurred: a fault-free run's table is unchanged.
+    for kind, count in sorted(Counter(kind for _, kind, _ in outcome.dropped).items()):
+        rows.append(
+            {"round": rnd, "scope": "global", "metric": f"fed.dropped.{kind}", "value": count}
         )
-        if evaluated:
-            store.flush()  # every row of rounds ≤ rnd is on disk before the checkpoint says so
-            t1 = time.perf_counter()
-            touched = _checkpoint(
-                grid, store, rnd, record, ema, strategy, private, touched, pid_node, f.timeout
-            )
-            # Written with the next flush (a kill before it loses only this wall time).
-            store.add_timings(
-                [
-                    {
-                        "round": rnd,
-                        "phase": "checkpoint",
-                        "client": -1,
-                        "seconds": time.perf_counter() - t1,
-                    }
-                ]
-            )
-        for hook in ROUND_HOOKS:
-            hook(rnd, f.rounds, ev)
-    store.flush()  # the last round's timings (its metrics were written by its evaluation)
-    store.event("run_finished", rounds=f.rounds)
+    if run.s.faults is not None:
+        # The round lasts as long as its slowest accepted reply, on the virtual clock.
+        delays = [faults[p].delay for acc in outcome.accepted for p in _pids(acc) if p in faults]
+        rows.append(
+            {
+                "round": rnd,
+                "scope": "global",
+                "metric": "fed.virtual_seconds",
+                "value": max(delays, default=0.0),
+            }
+        )
+    run.store.add_metrics(rows, flush=False)  # written with the next evaluation
 
 
-def _evaluate(
-    s: Scenario,
-    grid: Grid,
-    store: RunStore,
-    rnd: int,
-    record: ArrayRecord,
-    ema: ServerEMA | None,
-    data: FederatedData,
-    gan: Any,
-    evaluator: Any,
-    node_pid: dict[int, int],
-    timeout: float,
-) -> Evaluation | None:
-    """Global evaluation on the pooled held-out set, then every client on its own split —
-    of the generator that would be sampled: the server's EMA when it keeps one."""
-    arrays = from_record(record)
-    store.save_checkpoint(rnd, arrays | (ema.as_state_arrays() if ema else {}))
-    generator = ema.arrays if ema is not None else _generator(arrays)
-    ev = None
-    if generator:
-        state = initial_state(s, gan).load_arrays(generator)
-        fake = gan.sample(
-            state, s.evaluation.n_samples, torch_generator(s.seed, "sample", rnd)
-        ).numpy()
-        store.save_samples(rnd, fake)
-        try:
-            ev = evaluator(fake)
-        except FloatingPointError as exc:
-            store.event("global_generator_diverged", round=rnd, detail=str(exc))
-        if ev is not None:
-            store.add_metrics(eval_rows(ev, rnd, "global"))
-            for w in ev.warnings:
-                store.event("warning", round=rnd, detail=w)
-            store.add_diagnosis(
-                {
-                    "round": rnd,
-                    "scope": "global",
-                    "client": -1,
-                    "label": ev.diagnosis.label,
-                    "reason": ev.diagnosis.reason,
-                }
-            )
-    # Per-client evaluation of the global generator (a private generator when not federated).
-    content = RecordDict(
-        {"arrays": to_record(generator), "config": ConfigRecord({"server-round": rnd})}
-    )
-    msgs = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in node_pid]
-    replies = list(grid.send_and_receive(msgs, timeout=timeout))
-    gate = check_replies(replies, node_pid, None, ("partition-id", "recall_hits"))
-    for pid, kind, detail in gate.dropped:
-        store.event(kind, round=rnd, client=pid, detail=f"evaluation: {detail}")
-    answered = {r.metadata.src_node_id for r in replies}
-    for node in sorted(set(node_pid) - answered, key=node_pid.__getitem__):  # a lost node
-        store.event("client_timeout", round=rnd, client=node_pid[node], detail="evaluation")
-    rows: list[dict[str, Any]] = []
-    G = len(data.groups)
-    pooled = np.zeros((3, G))
-    for pid, msg in gate.accepted:
-        met = msg.content["metrics"]
-        assert isinstance(met, MetricRecord)
-        n_real = int(met["num-examples"])  # type: ignore[arg-type]
-        for key in ("recall", "coverage", "expected_coverage"):
-            rows.append(
-                {
-                    "round": rnd,
-                    "scope": "client",
-                    "client": pid,
-                    "metric": f"eval.{key}",
-                    "value": float(met[key]),  # type: ignore[arg-type]
-                    "n": n_real,
-                }
-            )
-        hits = np.array([met["recall_hits"], met["coverage_hits"], met["group_n"]], dtype=float)
-        pooled += hits
-        for g in range(G):
-            if hits[2, g] > 0:
-                for i, key in enumerate(("recall", "coverage")):
-                    rows.append(
-                        {
-                            "round": rnd,
-                            "scope": "client",
-                            "client": pid,
-                            "group_by": data.group_col,
-                            "group": data.groups[g],
-                            "metric": f"eval.{key}",
-                            "value": hits[i, g] / hits[2, g],
-                            "n": int(hits[2, g]),
-                        }
-                    )
-    for g in range(G):  # per-group client recall pooled exactly over every client's points
-        if pooled[2, g] > 0:
-            for i, key in enumerate(("recall", "coverage")):
-                rows.append(
-                    {
-                        "round": rnd,
-                        "scope": "clients",
-                        "client": -1,
-                        "group_by": data.group_col,
-                        "group": data.groups[g],
-                        "metric": f"eval.{key}",
-                        "value": pooled[i, g] / pooled[2, g],
-                        "n": int(pooled[2, g]),
-                    }
-                )
-    store.add_metrics(rows, flush=False)  # the loop flushes once the round's timings are in
-    return ev
+def _pids(replies: list[Reply]) -> list[int]:
+    return [rep.partition_id for rep in replies]
 
 
-def _checkpoint(
-    grid: Grid,
-    store: RunStore,
-    rnd: int,
-    record: ArrayRecord,
-    ema: ServerEMA | None,
-    strategy: Any,
-    private: dict[int, dict[str, np.ndarray]],
-    touched: set[int],
-    pid_node: dict[int, int],
-    timeout: float,
-) -> set[int]:
-    """Write the resume checkpoint of round `rnd` (updates `private` in place); returns the
-    clients whose private state could not be collected, to ask again next time."""
-    got, failed = collect_private(grid, pid_node, sorted(touched), timeout)
-    private.update(got)
-    state, skipped = strategy_state(strategy)
-    notes = []
-    if failed:
-        notes.append(f"private state of clients {failed} is from an earlier checkpoint")
-    if skipped:
-        notes.append(f"strategy attributes not saved (cannot be pickled as data): {skipped}")
-    if notes:
-        store.event("checkpoint_incomplete", round=rnd, detail="; ".join(notes))
-    save_resume_state(
-        store.path,
-        ResumeState(
-            rnd,
-            from_record(record),
-            private,
-            state,
-            rng_state(),
-            notes,
-            server=dict(ema.arrays) if ema is not None else {},
-        ),
-    )
-    return set(failed)
-
-
-def _generator(arrays: dict[str, np.ndarray] | ArrayRecord) -> dict[str, np.ndarray]:
-    """The `generator.*` arrays of a flat dict or a record (decoding only those)."""
-    keys = [k for k in arrays if k.startswith("generator.")]
-    if isinstance(arrays, ArrayRecord):
-        return {k: arrays[k].numpy() for k in keys}
-    return {k: arrays[k] for k in keys}
+def _mean(values: list[int]) -> float:
+    return sum(values) / len(values)
 
 
 def _partition_table(data: FederatedData) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from simulator.centralized import RunResult, run_centralized
+from simulator.progress import ProgressHook
 from simulator.scenario import Scenario, ScenarioError, apply_overrides, validate
 from simulator.scenario import load as load_scenario
 from simulator.store import Run, load_run
@@ -20,10 +21,12 @@ def run(
     overrides: list[str] | None = None,
     out_dir: str | Path = "runs",
     centralized: bool = False,
+    progress: ProgressHook | None = None,
 ) -> RunResult:
     """Run a scenario (a YAML path or a `Scenario`) and return its folder and metrics table.
 
-    `centralized=True` runs the matched centralized twin of a federated scenario.
+    `centralized=True` runs the matched centralized twin of a federated scenario; `progress`
+    is called with every finished round (or evaluation, centralized) as a `Progress`.
     """
     if isinstance(scenario, Scenario):
         s = validate(apply_overrides(scenario.model_dump(mode="json"), overrides or []))
@@ -31,24 +34,24 @@ def run(
         s = load_scenario(scenario, overrides or [])
     if centralized:
         s = s.centralized_twin()
-    if not s.federated:
-        return run_centralized(s, out_dir)
     from simulator.engines.runner import check_scenario, run_federated
 
-    problems = check_scenario(s)
+    problems = check_scenario(s)  # the checks `fedgan validate` makes, before any run folder
     if problems:
         raise ScenarioError(
             str(scenario) if not isinstance(scenario, Scenario) else s.name, problems
         )
-    return run_federated(s, out_dir)
+    if not s.federated:
+        return run_centralized(s, out_dir, progress)
+    return run_federated(s, out_dir, progress)
 
 
-def resume(path: str | Path) -> RunResult:
+def resume(path: str | Path, progress: ProgressHook | None = None) -> RunResult:
     """Continue an interrupted federated run folder after its latest checkpoint (a finished
     run is returned as it is)."""
     from simulator.engines.runner import resume_federated
 
-    return resume_federated(path)
+    return resume_federated(path, progress)
 
 
 def load(path: str | Path) -> Run:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from simulator.data import Dataset, load_dataset
-from simulator.evaluate import Evaluation, Evaluator
+from simulator.evaluate import Evaluation, evaluate_generator, make_evaluator
 from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.train import GAN
-from simulator.scenario import Scenario, resolved_yaml
+from simulator.messages import TRAIN
+from simulator.progress import Progress, ProgressHook, ProgressLog
+from simulator.scenario import DataSpec, Scenario, resolved_yaml
 from simulator.seeding import derive_seed, numpy_rng, torch_generator
 from simulator.store import RunStore
 
@@ -52,37 +54,27 @@ def stratified_split(
 
 
 def prepare_data(s: Scenario) -> tuple[Dataset, Dataset]:
-    """Load the scenario's dataset and split it into (train, held-out)."""
-    ds = load_dataset(s.data.dataset, s.data.n_samples, derive_seed(s.seed, "data"), s.data.params)
-    tr, ho = stratified_split(ds, s.data.holdout, numpy_rng(s.seed, "split"))
+    """Load the scenario's dataset and split it into (train, held-out). Cached per data
+    section and seed: the preflight check builds it, the run then reuses it."""
+    key = json.dumps([s.data.model_dump(mode="json"), s.seed], sort_keys=True)
+    return _prepare(key)
+
+
+@functools.lru_cache(maxsize=4)
+def _prepare(key: str) -> tuple[Dataset, Dataset]:
+    data, seed = json.loads(key)
+    spec = DataSpec.model_validate(data)
+    ds = load_dataset(spec.dataset, spec.n_samples, derive_seed(seed, "data"), spec.params)
+    tr, ho = stratified_split(ds, spec.holdout, numpy_rng(seed, "split"))
     return ds.subset(tr), ds.subset(ho)
 
 
-def make_evaluator(s: Scenario, held: Dataset) -> Evaluator:
-    e = s.evaluation
-    return Evaluator(
-        held,
-        k=e.k,
-        group_by=e.group_by or None,
-        mode_threshold=e.mode_threshold,
-        min_group_size=e.min_group_size,
-        n_boot=e.n_boot,
-        seed=derive_seed(s.seed, "eval"),
-        device=s.device,
-    )
-
-
-def eval_rows(ev: Evaluation, round_: int, scope: str, client: int = -1) -> list[dict[str, Any]]:
-    return [{"round": round_, "scope": scope, "client": client, **r} for r in ev.rows]
-
-
 def run_centralized(
-    s: Scenario,
-    out_dir: str | Path = "runs",
-    on_eval: Callable[[int, int, Evaluation], None] | None = None,
+    s: Scenario, out_dir: str | Path = "runs", progress: ProgressHook | None = None
 ) -> RunResult:
     """Train one GAN on all the training data for `s.train.steps` generator steps,
-    evaluating every `s.evaluation.every` steps; write the run folder and return it."""
+    evaluating every `s.evaluation.every` steps; write the run folder and return it.
+    `progress` is told of every evaluation (also written to the folder's progress file)."""
     train, held = prepare_data(s)
     gan = GAN(s.gan.config(), train.X.shape[1], train.image_shape)
     evaluator = make_evaluator(s, held)
@@ -97,73 +89,61 @@ def run_centralized(
             "n_holdout": len(held.X),
         },
     )
+    report = ProgressLog(store.path, progress)
     store.write_table("partition.csv", _group_counts(train))
     state = gan.init_state(derive_seed(s.seed, "init"))
     gen = torch_generator(s.seed, "train")
     data = torch.as_tensor(train.X)
     total, every = s.train.steps, s.evaluation.every
     last: Evaluation | None = None
-    while state.step < total:
-        t0 = time.perf_counter()
-        n = min(every, total - state.step)
-        state, history = gan.train(state, data, n, gen, total_steps=total)
-        t_train = time.perf_counter() - t0
-        means = dict(pd.DataFrame(history).mean())
-        lip_gen = torch_generator(s.seed, "lipschitz", state.step)
-        means.update(lipschitz_metrics(gan, state, data, lip_gen))
-        store.add_metrics(
-            (
-                {
-                    "round": state.step,
-                    "scope": "centralized",
-                    "metric": f"train.{k}",
-                    "value": v,
-                    "n": n,
-                }
-                for k, v in means.items()
-            ),
-            flush=False,
-        )
-        fake = gan.sample(
-            state, s.evaluation.n_samples, torch_generator(s.seed, "sample", state.step)
-        )
-        fake_np = fake.numpy()
-        try:
-            last = evaluator(fake_np)
-        except FloatingPointError as exc:  # training diverged: say so, keep what was written
-            store.event("generator_diverged", round=state.step, detail=str(exc))
+    phase = "train"
+    try:
+        while state.step < total:
+            t0 = time.perf_counter()
+            n = min(every, total - state.step)
+            phase = "train"
+            state, history = gan.train(state, data, n, gen, total_steps=total)
+            t_train = time.perf_counter() - t0
+            means = dict(pd.DataFrame(history).mean())
+            lip_gen = torch_generator(s.seed, "lipschitz", state.step)
+            means.update(lipschitz_metrics(gan, state, data, lip_gen))
             store.add_metrics(
-                [{"round": state.step, "scope": "centralized", "metric": "diverged", "value": 1.0}]
+                (
+                    {
+                        "round": state.step,
+                        "scope": "centralized",
+                        "metric": TRAIN + str(k),
+                        "value": v,
+                        "n": n,
+                    }
+                    for k, v in means.items()
+                ),
+                flush=False,
             )
-            last = None
-            break
-        store.add_metrics(eval_rows(last, state.step, "centralized"), flush=False)
-        for w in last.warnings:
-            store.event("warning", round=state.step, detail=w)
-        store.add_diagnosis(
-            {
-                "round": state.step,
-                "scope": "centralized",
-                "client": -1,
-                "label": last.diagnosis.label,
-                "reason": last.diagnosis.reason,
-            }
-        )
-        store.save_samples(state.step, fake_np)
-        store.save_checkpoint(state.step, state.arrays())
-        store.add_timings(
-            [
-                {"round": state.step, "phase": "train", "seconds": t_train},
-                {
-                    "round": state.step,
-                    "phase": "evaluate",
-                    "seconds": time.perf_counter() - t0 - t_train,
-                },
-            ]
-        )
-        store.flush()  # one rewrite per evaluation: train rows, evaluation rows, timings
-        if on_eval is not None:
-            on_eval(state.step, total, last)
+            phase = "evaluate"
+            last = evaluate_generator(
+                s, store, evaluator, gan, state, state.step, "centralized", "generator_diverged"
+            )
+            if last is None:  # training diverged: say so, keep what was written
+                diverged = {"round": state.step, "scope": "centralized", "metric": "diverged"}
+                store.add_metrics([{**diverged, "value": 1.0}])
+                break
+            store.save_checkpoint(state.step, state.arrays())
+            store.add_timings(
+                [
+                    {"round": state.step, "phase": "train", "seconds": t_train},
+                    {
+                        "round": state.step,
+                        "phase": "evaluate",
+                        "seconds": time.perf_counter() - t0 - t_train,
+                    },
+                ]
+            )
+            store.flush()  # one rewrite per evaluation: train rows, evaluation rows, timings
+            report(Progress(state.step, total, last.summary))
+    except Exception as exc:  # a plug-in's bug: say where in the run folder, then propagate
+        store.record_failure(exc, state.step, phase)
+        raise
     return RunResult(store.path, store.metrics(), last)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -16,6 +17,8 @@ from simulator.summary import summary_tables
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    # A traceback with every frame's locals ran to 54,721 lines (the data arrays): never.
+    pretty_exceptions_show_locals=False,
     help="A federated, fairness-aware GAN simulator: run scenarios, inspect per-group metrics.",
 )
 console = Console()
@@ -25,7 +28,9 @@ BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # The message quotes user input ('[age]', a path): print it as text, not rich markup.
+    err.print("error: ", style="red", end="")
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -81,6 +86,7 @@ def run(
     from simulator.centralized import run_centralized
     from simulator.data import DataError
     from simulator.engines.deployment import DeploymentError
+    from simulator.progress import Progress as RunProgress
     from simulator.registry import RegistryError
 
     if resume is not None:
@@ -88,7 +94,7 @@ def run(
             _fail("--resume takes no scenario, overrides or --centralized: it continues the run")
         if not (resume / "scenario.yaml").is_file():
             _fail(f"--resume {resume}: not a run folder (no scenario.yaml)")
-        from simulator.sweep import run_is_finished
+        from simulator.store import run_is_finished
 
         if run_is_finished(resume):
             console.print(f"{resume}: the run has finished; nothing to resume", soft_wrap=True)
@@ -107,13 +113,7 @@ def run(
     _warn(s)
     if threads:
         torch.set_num_threads(threads)
-    if s.federated:
-        from simulator.engines.runner import check_scenario
-        from simulator.scenario import ScenarioError
-
-        problems = check_scenario(s)
-        if problems:
-            _fail(str(ScenarioError(str(scenario), problems)))
+    _preflight(s, scenario)
     f = s.federation
     what = (
         f"federated on {s.engine.name}: {s.partition.n_clients} clients "
@@ -136,36 +136,36 @@ def run(
     ) as progress:
         task = progress.add_task("starting", total=total)
 
-        def on_eval(step: int, _total: int, ev) -> None:  # type: ignore[no-untyped-def]
-            if ev is not None:
-                sm = ev.summary
+        def on_progress(p: RunProgress) -> None:
+            # Called from the thread that follows the run folder's progress file: the
+            # ServerApp may run in another process (Ray, a SuperLink).
+            if p.summary:
+                sm = p.summary
                 progress.update(
                     task,
                     description=(
-                        f"{'round' if f else 'step'} {step}: "
+                        f"{'round' if f else 'step'} {p.done}: "
                         f"recall {sm.get('recall', float('nan')):.3f}"
                         f" worst group {sm.get('worst_group_recall', float('nan')):.3f}"
                         f" modes {sm.get('modes_captured', float('nan')):.0f}"
                     ),
                 )
-            progress.update(task, completed=step)
+            progress.update(task, completed=p.done)
 
         try:
             if f:
-                from server.loop import ROUND_HOOKS
-                from simulator.engines.runner import run_federated
+                from simulator.engines.runner import resume_federated, run_federated
 
-                ROUND_HOOKS.append(on_eval)
                 if resume is not None:
-                    from simulator.engines.runner import resume_federated
-
-                    result = resume_federated(resume)
+                    result = resume_federated(resume, on_progress)
                 else:
-                    result = run_federated(s, out)
+                    result = run_federated(s, out, on_progress)
             else:
-                result = run_centralized(s, out, on_eval=on_eval)
-        except (DataError, RegistryError, ValueError, DeploymentError) as exc:
+                result = run_centralized(s, out, on_progress)
+        except (DataError, RegistryError, DeploymentError) as exc:
             _fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a run that died: say why, briefly; exit 1
+            _crashed(exc, resume if resume is not None else out / s.name)
     for table in summary_tables(result.metrics):
         console.print(table)
     console.print(f"run folder: [bold]{result.path}[/bold]", soft_wrap=True)
@@ -174,21 +174,74 @@ def run(
 
 @app.command()
 def validate(
-    scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML files.")],
+    scenarios: Annotated[
+        list[str], typer.Argument(help="Scenario YAML files, then optional key=value overrides.")
+    ],
 ) -> None:
-    """Check scenario files; print every error with its YAML path."""
+    """Check scenario files (with the same key=value overrides as `run`): every check `run`
+    makes before training, every error with its YAML path; exit 2 on any."""
+    from simulator.engines.runner import check_scenario
     from simulator.scenario import ScenarioError, load
 
+    files = [Path(a) for a in scenarios if "=" not in a or Path(a).is_file()]
+    overrides = [a for a in scenarios if "=" in a and not Path(a).is_file()]
+    if not files:
+        _fail("give at least one scenario file")
     bad = 0
-    for p in scenarios:
+    for p in files:
         try:
-            _warn(load(p))
-            console.print(f"[green]ok[/green] {p}")
+            s = load(p, overrides)
+            problems = check_scenario(s)
+            if problems:
+                raise ScenarioError(str(p), problems)
+            _warn(s)
+            console.print(f"[green]ok[/green] {escape(str(p))}")
         except ScenarioError as exc:
             bad += 1
-            err.print(f"[red]invalid[/red] {exc}", highlight=False)
+            # The messages quote user text ('[age]', '[30]'): never read it as rich markup.
+            err.print("invalid ", style="red", end="")
+            err.print(str(exc), markup=False, highlight=False)
     if bad:
         raise typer.Exit(code=2)
+
+
+FRAMES = 20
+"""Traceback frames `fedgan run` prints of a run that failed (all of them go to error.txt)."""
+
+
+def _crashed(exc: BaseException, where: Path) -> None:
+    """Print what killed a run — the exception and its last frames, without locals — point at
+    the run folder's error.txt and exit 1 (2 stays "bad input")."""
+    import traceback
+
+    from simulator.store import ERROR_FILE
+
+    frames = traceback.format_tb(exc.__traceback__)[-FRAMES:]
+    err.print("".join(frames), markup=False, highlight=False, end="")
+    err.print("error: ", style="red", end="")
+    err.print(f"the run failed: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+    # `where`: the resumed run folder, or the scenario's folder of runs (the newest is ours).
+    found = [*where.glob(ERROR_FILE), *where.glob(f"*/{ERROR_FILE}")]
+    runs = sorted(found, key=lambda p: p.stat().st_mtime)
+    if runs:
+        err.print(
+            f"full traceback: {runs[-1]} (and a run_failed event in events.jsonl)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(code=1)
+
+
+def _preflight(s: Any, source: Path) -> None:
+    """Every check a run makes before training (`check_scenario`), before any run folder
+    exists: exit 2 with every problem on failure."""
+    from simulator.engines.runner import check_scenario
+    from simulator.scenario import ScenarioError
+
+    problems = check_scenario(s)
+    if problems:
+        _fail(str(ScenarioError(str(source), problems)))
 
 
 @app.command("scenarios")
@@ -220,7 +273,7 @@ def inspect(
     import pandas as pd
 
     from simulator.store import load_run
-    from simulator.summary import main_scope
+    from simulator.summary import client_group_table, group_table, main_scope
 
     try:
         r = load_run(run_dir)
@@ -245,18 +298,16 @@ def inspect(
         _fail(f"no evaluation at round {rnd}; rounds: {[int(x) for x in rounds]}")
     table: pd.DataFrame
     if by == "group":
-        g = sub[sub["group"] != ""]
-        table = g.pivot_table(
-            index=["group_by", "group"], columns="metric", values="value", aggfunc="first"
+        groupings = [g for g in dict.fromkeys(sub["group_by"]) if g]
+        if not groupings:
+            _fail(f"{run_dir} has no per-group metrics at round {rnd}")
+        table = pd.concat(
+            {g: group_table(df, scope, rnd, g) for g in groupings}, names=["group_by", "group"]
         )
-        clients = df[(df["scope"] == "client") & (df["group"] != "") & (df["round"] == rnd)]
+        clients = client_group_table(df, rnd)
         if len(clients):  # client × group recall on each client's own held-out data
             console.print(f"[bold]client × group recall[/bold] (round {rnd})")
-            console.print(
-                clients[clients["metric"] == "eval.recall"]
-                .pivot_table(index="client", columns="group", values="value", aggfunc="first")
-                .to_string(float_format=lambda v: f"{v:.3f}")
-            )
+            console.print(clients.to_string(float_format=lambda v: f"{v:.3f}"))
     elif by == "client":
         table = sub.pivot_table(index="client", columns="metric", values="value", aggfunc="first")
     else:
@@ -270,7 +321,10 @@ def inspect(
 
 @app.command()
 def sweep(
-    scenario: Annotated[Path, typer.Argument(help="Base scenario YAML file.")],
+    scenario: Annotated[
+        Path | None,
+        typer.Argument(help="Base scenario YAML file (with --resume: the sweep's own)."),
+    ] = None,
     grid: Annotated[
         list[str] | None,
         typer.Option(help="key=v1,v2 (values parsed as YAML scalars); repeat for more keys."),
@@ -303,6 +357,13 @@ def sweep(
         _fail(f"--resume {resume}: not a sweep folder (no sweep.json)")
     if resume is not None and sweep_dir is not None and resume != sweep_dir:
         _fail("give --resume or --sweep-dir, not both")
+    if scenario is None and resume is not None:
+        from simulator.sweep import read_manifest
+
+        scenario = Path(read_manifest(resume)["base"])  # the grid and seeds come from it too
+    if scenario is None:
+        _fail("give a base scenario file (or --resume SWEEP_DIR)")
+        return
     try:
         grid_values = parse_grid(grid or [])
         seed_list = parse_seeds(seeds) if seeds else None

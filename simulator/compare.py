@@ -20,6 +20,8 @@ DEFAULT_METRICS = [
     "recall",
     "coverage",
     "recall.group_min",
+    "coverage.group_min",
+    "groups_kept",
     "min_mass_ratio",
     "worst_client_recall",
     "client_recall_spread",
@@ -28,6 +30,8 @@ DEFAULT_METRICS = [
 ]
 LABELS = {
     "recall.group_min": "worst-group recall",
+    "coverage.group_min": "worst-group coverage",
+    "groups_kept": "groups kept",
     "min_mass_ratio": "min mode mass ratio",
     "worst_client_recall": "worst-client recall",
     "client_recall_spread": "client recall spread",

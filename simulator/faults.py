@@ -13,14 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulator.messages import FAULT_PADDING
 from simulator.scenario import ClientFaultModel, Scenario
 from simulator.seeding import numpy_rng
 
 DRAW_ORDER = ("dropout", "straggler", "raise", "diverge", "corrupt", "oversized")
 """Uniforms drawn first for each (round, client), in this order; then one for the delay."""
-
-PADDING_KEY = "fault.padding"
-"""The extra array an oversized reply carries (not an expected key: the gate refuses it)."""
 
 
 class SimulatedFault(RuntimeError):
@@ -104,5 +102,5 @@ def inject(
             bad[k] = np.full_like(v, fill) if np.issubdtype(v.dtype, np.floating) else v
         out = bad
     if fault.oversized and f.oversized is not None:
-        out[PADDING_KEY] = np.zeros(f.oversized.extra_bytes, dtype=np.uint8)
+        out[FAULT_PADDING] = np.zeros(f.oversized.extra_bytes, dtype=np.uint8)
     return out

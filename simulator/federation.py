@@ -2,7 +2,8 @@
 
 The Flower ClientApp (`clients/app.py`) is a thin adapter over these functions; the server loop
 (`server/loop.py`) over `FederatedData` and `simulator.evaluate`. Arrays travel as flat
-`prefix.name → ndarray` dicts; *what is federated* is simply which prefixes travel.
+`prefix.name → ndarray` dicts (prefixes in `simulator.messages`); *what is federated* is simply
+which prefixes travel.
 """
 
 from __future__ import annotations
@@ -24,18 +25,22 @@ from simulator.faults import draw as draw_faults
 from simulator.gan import batched
 from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.train import GAN, GANState
+from simulator.messages import (
+    CRITIC,
+    FEDERATED,
+    GENERATOR,
+    LocalEvaluation,
+    MetricValue,
+    TrainReply,
+    as_ema,
+    generator_travels,
+    split_arrays,
+)
 from simulator.metrics import expected_coverage, prdc
 from simulator.metrics.small_sets import recall_coverage_terms
 from simulator.partition import Partition, partition
 from simulator.scenario import Scenario
 from simulator.seeding import derive_seed, numpy_rng, torch_generator
-
-FEDERATED_PREFIXES: dict[str, tuple[str, ...]] = {
-    "both": ("generator", "critic", "critic_buffer"),
-    "generator": ("generator",),
-    "critic": ("critic", "critic_buffer"),
-}
-"""Array groups that travel for each `federation.federate`; the rest stays on the client."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ def client_ema(s: Scenario) -> float:
     critic`) has a trajectory of its own to average; a federated generator restarts from the
     aggregate every round, so its EMA is kept on the server, over the aggregated generators
     (`ServerEMA`)."""
-    if s.federation is None or s.federation.federate == "critic":
+    if s.federation is None or not generator_travels(s.federation.federate):
         return s.gan.ema
     return 0.0
 
@@ -178,7 +183,7 @@ class ServerEMA:
 
     def as_state_arrays(self) -> dict[str, np.ndarray]:
         """The EMA under the names a `GANState` gives its EMA copy (`generator_ema.*`)."""
-        return {"generator_ema." + k.split(".", 1)[1]: v for k, v in self.arrays.items()}
+        return as_ema(self.arrays)
 
 
 def initial_state(s: Scenario, gan: GAN) -> GANState:
@@ -194,35 +199,6 @@ def initial_state(s: Scenario, gan: GAN) -> GANState:
 @functools.lru_cache(maxsize=8)
 def _initial_state(gan: GAN, seed: int) -> GANState:
     return gan.init_state(seed)
-
-
-def split_arrays(
-    arrays: dict[str, np.ndarray], federate: str
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(travelling, private) parts of a state's arrays for `federate`."""
-    keep = FEDERATED_PREFIXES[federate]
-    out: dict[str, np.ndarray] = {}
-    private: dict[str, np.ndarray] = {}
-    for k, v in arrays.items():
-        (out if k.split(".", 1)[0] in keep else private)[k] = v
-    return out, private
-
-
-@dataclass
-class LocalEvaluation:
-    """A generator against one client's held-out points (as many generated points).
-
-    Per-group lists follow `FederatedData.groups`: hits and point counts, pooled exactly by
-    summing over clients.
-    """
-
-    recall: float
-    coverage: float
-    expected_coverage: float
-    n_real: int
-    recall_hits: list[int]
-    coverage_hits: list[int]
-    group_n: list[int]
 
 
 def evaluate_locally(
@@ -351,12 +327,21 @@ def _local_evaluations(
 
 @dataclass
 class ClientUpdate:
-    """What a client sends back after local training, and what it keeps."""
+    """What a client sends back after local training (`arrays`, `reply`), and what it keeps."""
 
     arrays: dict[str, np.ndarray]
     private: dict[str, np.ndarray]
-    metrics: dict[str, float]
-    received: LocalEvaluation
+    reply: TrainReply
+
+    @property
+    def metrics(self) -> dict[str, MetricValue]:
+        """The reply's metrics, as the ClientApp sends them (without its wall time)."""
+        return self.reply.metrics()
+
+    @property
+    def received(self) -> LocalEvaluation:
+        """The received generator on the client's held-out split."""
+        return self.reply.received
 
 
 @dataclass(frozen=True)
@@ -381,35 +366,15 @@ class _Started:
     x: torch.Tensor
 
 
-def _start(
-    s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest
-) -> tuple[_Started, GANState]:
-    """A client's round before local training (its verdict on what it received) and state."""
-    assert s.federation is not None
-    f = s.federation
-    fault = draw_faults(s, r.round, r.client)
-    if fault.raise_:  # before any work: a crashing client costs the simulation nothing
-        raise SimulatedFault(f"simulated fault: client {r.client} raised in round {r.round}")
-    state = initial_state(s, gan)
-    if r.private:
-        state = state.load_arrays(r.private)
-    state = state.load_arrays(r.global_arrays)
-    received = evaluate_locally(s, gan, state, data, r.client, r.round)
-    state.step = (r.round - 1) * local_steps(s, data, r.client)
-    _anchor(gan, state, f.federate)
-    x = torch.as_tensor(data.train.X[data.client_train[r.client]])
-    return _Started(r, fault, received, x), state
-
-
 def _anchor(gan: GAN, state: GANState, federate: str) -> None:
     """FedProx: anchor each federated network at what was received (a single or stacked state),
     so the proximal term pulls local training toward it."""
     if not gan.config.prox_mu:
         return
-    travelling = FEDERATED_PREFIXES[federate]
-    if "generator" in travelling:
+    travelling = FEDERATED[federate]
+    if GENERATOR in travelling:
         state.g_anchor = {k: v.clone() for k, v in state.g.items()}
-    if "critic" in travelling:
+    if CRITIC in travelling:
         state.d_anchor = {k: v.clone() for k, v in state.d.items()}
 
 
@@ -421,34 +386,21 @@ def _finish(
     lip: dict[str, float],
 ) -> ClientUpdate:
     """The reply of a client whose local training ended in `state_arrays`
-    (`GANState.arrays()`), with its statistics."""
+    (`GANState.arrays()`), with its statistics (`lip`: Lipschitz estimates)."""
     assert s.federation is not None
-    r, received = c.request, c.received
+    r = c.request
     arrays, private_out = split_arrays(state_arrays, s.federation.federate)
     # Only the reply is faulty: the client's private state keeps its honest training.
     arrays = inject(s, c.fault, arrays, r.global_arrays)
-    metrics = {f"train.{k}": v for k, v in train.items()}
-    metrics.update({f"train.lipschitz.{k}": v for k, v in lip.items()})
-    # A positive quality loss (q-FedAvg raises it to a fractional power): 1 − local coverage.
-    cov = received.coverage if np.isfinite(received.coverage) else 0.0
-    metrics.update(
-        {
-            "num-examples": float(len(c.x)),
-            "partition-id": float(r.client),
-            "local.recall": received.recall,
-            "local.coverage": received.coverage,
-            "local.expected_coverage": received.expected_coverage,
-            "train_loss": 1.0 - cov + 1e-3,
-            # Shortfall of local coverage below what two same-distribution samples reach
-            # (positive; 0 when the received generator covers this client's data fully).
-            "local.quality_loss": max(received.expected_coverage - cov, 0.0)
-            if np.isfinite(received.expected_coverage)
-            else 0.0,
-            "bytes.received": float(sum(v.nbytes for v in r.global_arrays.values())),
-            "bytes.sent": float(sum(v.nbytes for v in arrays.values())),
-        }
+    reply = TrainReply(
+        partition_id=r.client,
+        num_examples=len(c.x),
+        train={**train, **{f"lipschitz.{k}": v for k, v in lip.items()}},
+        received=c.received,
+        bytes_received=float(sum(v.nbytes for v in r.global_arrays.values())),
+        bytes_sent=float(sum(v.nbytes for v in arrays.values())),
     )
-    return ClientUpdate(arrays, private_out, metrics, received)
+    return ClientUpdate(arrays, private_out, reply)
 
 
 def client_train(
@@ -459,121 +411,184 @@ def client_train(
     private: dict[str, np.ndarray] | None,
     prox_mu: float | None = None,
 ) -> ClientUpdate:
-    """One round on client `client`: evaluate the received generator on local held-out data,
-    run its local GAN steps (`local_steps`) from the received networks (private ones from
-    `private`), and return the travelling arrays, the private ones and the statistics."""
-    assert s.federation is not None
-    f = s.federation
-    data = federated_data(s)
-    gan = make_gan(s, data, prox_mu)
-    c, state = _start(s, gan, data, TrainRequest(client, round_, global_arrays, private, prox_mu))
-    n_steps = local_steps(s, data, client)
-    state, history = gan.train(
-        state,
-        c.x,
-        n_steps,
-        torch_generator(s.seed, "train", client, round_),
-        total_steps=f.rounds * n_steps,
-    )
-    means = {str(k): float(v) for k, v in pd.DataFrame(history).mean().items()}
-    lip = lipschitz_metrics(gan, state, c.x, torch_generator(s.seed, "lipschitz", client, round_))
-    return _finish(s, c, state.arrays(), means, {k.split(".", 1)[1]: v for k, v in lip.items()})
+    """One round on client `client` (`clients_train` of one client, unbatched): raises what
+    the client's training raised."""
+    request = TrainRequest(client, round_, global_arrays, private, prox_mu)
+    (out,) = clients_train(s, [request], batched=False)
+    if isinstance(out, Exception):
+        raise out
+    return out
 
 
 def clients_train(
-    s: Scenario, requests: Sequence[TrainRequest], device: torch.device | str = "cpu"
+    s: Scenario,
+    requests: Sequence[TrainRequest],
+    device: torch.device | str = "cpu",
+    batched: bool = True,
 ) -> list[ClientUpdate | Exception]:
-    """`client_train` for many clients at once: their received-generator samples, local
-    training and Lipschitz estimates run in lockstep as vmapped computations on `device`
-    (`simulator.gan.batched`), their state stacked straight from the arrays (no per-client
-    model objects); fault draws, PRDC on each client's held-out points and the replies are per
-    client. Same random streams as `client_train`, so the results agree to float rounding. A
-    client that fails gives its exception in its slot; the others go on."""
-    assert s.federation is not None
-    f = s.federation
+    """One round on each requested client: evaluate the received generator on its held-out
+    data, run its local GAN steps (`local_steps`) from the received networks (private ones from
+    the request) and return the travelling arrays, the private ones and the statistics.
+
+    `batched`: the clients' samples, local training and Lipschitz estimates run in lockstep as
+    vmapped computations on `device` (`simulator.gan.batched`), their state stacked straight
+    from the arrays; otherwise one client after another through the plain `GAN.train` (what a
+    single ClientApp does: vmap's overhead buys nothing for one client). Both paths share the
+    fault draws, the checks, the random streams and the replies, so they agree to float
+    rounding. A client that fails gives its exception in its slot; the others go on.
+    """
     data = federated_data(s)
     out: list[ClientUpdate | Exception | None] = [None] * len(requests)
+    for mu, slots in _batches(s, requests, batched):
+        gan = make_gan(s, data, mu)
+        live = _admit(s, gan, requests, slots, out)
+        if not live:
+            continue
+        if batched:
+            _train_stacked(s, gan, data, requests, live, out, device)
+            continue
+        for i, fault in live.items():
+            try:
+                out[i] = _train_one(s, gan, data, requests[i], fault)
+            except Exception as exc:  # noqa: BLE001 - this client's failure, in its slot
+                out[i] = exc
+    return [o for o in out if o is not None]
+
+
+def _batches(
+    s: Scenario, requests: Sequence[TrainRequest], batched: bool
+) -> list[tuple[float | None, list[int]]]:
+    """(μ, request slots) groups: one GAN template per distinct μ and at most
+    `engine.max_batch` clients a batch; unbatched, one request a group, in order."""
+    if not batched:
+        return [(r.prox_mu, [i]) for i, r in enumerate(requests)]
     by_mu: dict[float | None, list[int]] = {}
     for i, r in enumerate(requests):
         by_mu.setdefault(r.prox_mu, []).append(i)
     size = s.engine.max_batch or len(requests)
-    batches = [  # one GAN template per distinct μ; at most `engine.max_batch` clients a batch
+    return [
         (mu, slots[b : b + size]) for mu, slots in by_mu.items() for b in range(0, len(slots), size)
     ]
-    for mu, slots in batches:
-        gan = make_gan(s, data, mu)
-        base = initial_state(s, gan)
-        known = base.array_keys()
-        faults: dict[int, FaultDraw] = {}
-        for i in slots:
-            r = requests[i]
-            fault = draw_faults(s, r.round, r.client)
-            unknown = sorted((set(r.global_arrays) | set(r.private or {})) - known)
-            if fault.raise_:  # as `client_train`: before any work
-                out[i] = SimulatedFault(
-                    f"simulated fault: client {r.client} raised in round {r.round}"
-                )
-            elif unknown:
-                out[i] = KeyError(f"unexpected array {unknown[0]!r}")
-            else:
-                faults[i] = fault
-        live = list(faults)
-        if not live:
-            continue
-        sources = [[requests[i].private or {}, requests[i].global_arrays] for i in live]
-        state = batched.stack_arrays(base, sources, device)
-        received = _local_evaluations(
-            s, gan, data, state.g_ema or state.g, [requests[i] for i in live], device
+
+
+def _admit(
+    s: Scenario,
+    gan: GAN,
+    requests: Sequence[TrainRequest],
+    slots: list[int],
+    out: list[ClientUpdate | Exception | None],
+) -> dict[int, FaultDraw]:
+    """The slots that go on to train, with their fault draws; the others get their exception
+    in `out` (a simulated `raise`, or arrays this GAN does not have)."""
+    known = initial_state(s, gan).array_keys()
+    live: dict[int, FaultDraw] = {}
+    for i in slots:
+        r = requests[i]
+        fault = draw_faults(s, r.round, r.client)
+        unknown = sorted((set(r.global_arrays) | set(r.private or {})) - known)
+        if fault.raise_:  # before any work: a crashing client costs the simulation nothing
+            out[i] = SimulatedFault(f"simulated fault: client {r.client} raised in round {r.round}")
+        elif unknown:
+            out[i] = KeyError(f"unexpected array {unknown[0]!r}")
+        else:
+            live[i] = fault
+    return live
+
+
+def _train_one(
+    s: Scenario, gan: GAN, data: FederatedData, r: TrainRequest, fault: FaultDraw
+) -> ClientUpdate:
+    """One client's round through the plain (unbatched) GAN step."""
+    assert s.federation is not None
+    state = initial_state(s, gan)
+    if r.private:
+        state = state.load_arrays(r.private)
+    state = state.load_arrays(r.global_arrays)
+    received = evaluate_locally(s, gan, state, data, r.client, r.round)
+    n_steps = local_steps(s, data, r.client)
+    state.step = (r.round - 1) * n_steps
+    _anchor(gan, state, s.federation.federate)
+    x = torch.as_tensor(data.train.X[data.client_train[r.client]])
+    state, history = gan.train(
+        state,
+        x,
+        n_steps,
+        torch_generator(s.seed, "train", r.client, r.round),
+        total_steps=s.federation.rounds * n_steps,
+    )
+    means = {str(k): float(v) for k, v in pd.DataFrame(history).mean().items()}
+    lip = lipschitz_metrics(gan, state, x, torch_generator(s.seed, "lipschitz", r.client, r.round))
+    lip = {k.split(".", 1)[1]: v for k, v in lip.items()}
+    return _finish(s, _Started(r, fault, received, x), state.arrays(), means, lip)
+
+
+def _train_stacked(
+    s: Scenario,
+    gan: GAN,
+    data: FederatedData,
+    requests: Sequence[TrainRequest],
+    faults: dict[int, FaultDraw],
+    out: list[ClientUpdate | Exception | None],
+    device: torch.device | str,
+) -> None:
+    """The `faults` slots' round as one batched computation; results into `out`."""
+    assert s.federation is not None
+    f = s.federation
+    live = list(faults)
+    base = initial_state(s, gan)
+    sources = [[requests[i].private or {}, requests[i].global_arrays] for i in live]
+    state = batched.stack_arrays(base, sources, device)
+    received = _local_evaluations(
+        s, gan, data, state.g_ema or state.g, [requests[i] for i in live], device
+    )
+    keep: list[int] = []
+    evals: list[LocalEvaluation] = []
+    for j, ev in enumerate(received):
+        if isinstance(ev, Exception):
+            out[live[j]] = ev
+        else:
+            keep.append(j)
+            evals.append(ev)
+    if not keep:
+        return
+    if len(keep) < len(live):
+        state = _select(state, torch.tensor(keep, device=device))
+    live = [live[j] for j in keep]
+    reqs = [requests[i] for i in live]
+    steps = [local_steps(s, data, r.client) for r in reqs]
+    _anchor(gan, state, f.federate)
+    xs = [torch.as_tensor(data.train.X[data.client_train[r.client]]) for r in reqs]
+    sizes = [len(x) for x in xs]
+    x = batched.pad_data(xs, device)
+    state, means = batched.train_batched(
+        gan,
+        state,
+        x,
+        sizes,
+        [torch_generator(s.seed, "train", r.client, r.round) for r in reqs],
+        steps,
+        total_steps=[f.rounds * n for n in steps],
+        start_steps=[(r.round - 1) * n for r, n in zip(reqs, steps, strict=True)],
+    )
+    lip = batched.lipschitz_batched(
+        gan,
+        state,
+        x,
+        sizes,
+        [torch_generator(s.seed, "lipschitz", r.client, r.round) for r in reqs],
+    )
+    arrays = batched.numpy_arrays(state)
+    means_np = {k: v.detach().cpu().numpy() for k, v in means.items()}
+    lip_np = {k: v.detach().cpu().numpy() for k, v in lip.items()}
+    for j, i in enumerate(live):
+        started = _Started(requests[i], faults[i], evals[j], xs[j])
+        out[i] = _finish(
+            s,
+            started,
+            {k: v[j] for k, v in arrays.items()},
+            {k: float(v[j]) for k, v in means_np.items()},
+            {k: float(v[j]) for k, v in lip_np.items()},
         )
-        keep: list[int] = []
-        evals: list[LocalEvaluation] = []
-        for j, ev in enumerate(received):
-            if isinstance(ev, Exception):
-                out[live[j]] = ev
-            else:
-                keep.append(j)
-                evals.append(ev)
-        if not keep:
-            continue
-        if len(keep) < len(live):
-            state = _select(state, torch.tensor(keep, device=device))
-        live = [live[j] for j in keep]
-        reqs = [requests[i] for i in live]
-        steps = [local_steps(s, data, r.client) for r in reqs]
-        _anchor(gan, state, f.federate)
-        xs = [torch.as_tensor(data.train.X[data.client_train[r.client]]) for r in reqs]
-        sizes = [len(x) for x in xs]
-        x = batched.pad_data(xs, device)
-        state, means = batched.train_batched(
-            gan,
-            state,
-            x,
-            sizes,
-            [torch_generator(s.seed, "train", r.client, r.round) for r in reqs],
-            steps,
-            total_steps=[f.rounds * n for n in steps],
-            start_steps=[(r.round - 1) * n for r, n in zip(reqs, steps, strict=True)],
-        )
-        lip = batched.lipschitz_batched(
-            gan,
-            state,
-            x,
-            sizes,
-            [torch_generator(s.seed, "lipschitz", r.client, r.round) for r in reqs],
-        )
-        arrays = batched.numpy_arrays(state)
-        means_np = {k: v.detach().cpu().numpy() for k, v in means.items()}
-        lip_np = {k: v.detach().cpu().numpy() for k, v in lip.items()}
-        for j, i in enumerate(live):
-            started = _Started(requests[i], faults[i], evals[j], xs[j])
-            out[i] = _finish(
-                s,
-                started,
-                {k: v[j] for k, v in arrays.items()},
-                {k: float(v[j]) for k, v in means_np.items()},
-                {k: float(v[j]) for k, v in lip_np.items()},
-            )
-    return [o for o in out if o is not None]
 
 
 def _select(state: GANState, rows: torch.Tensor) -> GANState:

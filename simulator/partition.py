@@ -14,7 +14,6 @@ validates its result and returns a `Partition` with the client × group counts t
 
 from __future__ import annotations
 
-import inspect
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simulator.registry import Registry
+from simulator.registry import Registry, RegistryError, Signature, signature
 
 __all__ = [
     "PARTITIONERS",
@@ -396,61 +395,42 @@ def explicit(
 # Parameter checking, the call, and validation of the result.
 
 
-def _signature(name: str, fn: Partitioner) -> inspect.Signature:
+def _signature(name: str, fn: Partitioner) -> Signature:
     try:
-        return inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        raise PartitionError(f"partitioner {name!r}: cannot read its signature: {exc}") from exc
-
-
-def _keyword_params(sig: inspect.Signature) -> tuple[list[inspect.Parameter], bool]:
-    """The parameters after (groups, n_clients, rng) and whether **kwargs is accepted."""
-    ps = list(sig.parameters.values())
-    var_kw = any(p.kind is p.VAR_KEYWORD for p in ps)
-    positional = [p for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    reserved = {p.name for p in positional[:_N_POSITIONAL]}
-    rest = [
-        p
-        for p in ps
-        if p.name not in reserved and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    return rest, var_kw
+        return signature("partitioner", name, fn, skip=_N_POSITIONAL)
+    except RegistryError as exc:
+        raise PartitionError(str(exc)) from exc
 
 
 def partition_params(name: str) -> dict[str, Any]:
     """The parameters of partitioner `name` and their defaults (`inspect.Parameter.empty`
     for a required one)."""
-    rest, _ = _keyword_params(_signature(name, PARTITIONERS.get(name)))
-    return {p.name: p.default for p in rest}
+    return _signature(name, PARTITIONERS.get(name)).defaults()
 
 
-def _check_params(name: str, sig: inspect.Signature, params: Mapping[str, Any]) -> None:
-    ps = list(sig.parameters.values())
-    positional = [p for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) < _N_POSITIONAL and not any(p.kind is p.VAR_POSITIONAL for p in ps):
+def param_problems(name: str, params: Mapping[str, Any]) -> list[str]:
+    """Problems with partitioner `name`'s `params` as 'partition.params.<key>: message' lines
+    (unknown names, missing required ones); [] when they fit its signature."""
+    try:
+        sig = _signature(name, PARTITIONERS.get(name))
+    except (PartitionError, RegistryError) as exc:
+        return [f"partition.name: {exc}"]
+    return sig.check(params).by_key("partition.params", f"partitioner {name!r}")
+
+
+def _check_params(name: str, sig: Signature, params: Mapping[str, Any]) -> None:
+    if len(sig.positional) < _N_POSITIONAL and not sig.var_positional:
         raise PartitionError(
             f"partitioner {name!r} must accept (groups, n_clients, rng) positionally"
         )
-    reserved = [p.name for p in positional[:_N_POSITIONAL]]
-    for r in reserved:
+    for r in sig.positional:
         if r in params:
             raise PartitionError(
                 f"partitioner {name!r}: {r!r} is passed by partition(), not in params"
             )
-    rest, var_kw = _keyword_params(sig)
-    allowed = [p.name for p in rest]
-    if not var_kw:
-        unknown = sorted(str(k) for k in params if k not in allowed)
-        if unknown:
-            raise PartitionError(
-                f"partitioner {name!r}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                f"allowed: {', '.join(allowed) if allowed else '(none)'}"
-            )
-    missing = [p.name for p in rest if p.default is p.empty and p.name not in params]
-    if missing:
-        raise PartitionError(
-            f"partitioner {name!r}: missing required parameter(s) {', '.join(map(repr, missing))}"
-        )
+    problems = sig.check(params).problems("partitioner", name)
+    if problems:
+        raise PartitionError(problems[0])
 
 
 def _validate(

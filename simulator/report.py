@@ -26,7 +26,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from simulator.store import Run, atomic_write_text, load_run
-from simulator.summary import HEADLINE, format_value, headline, last_round, main_scope
+from simulator.summary import (
+    PER_GROUP,
+    client_group_table,
+    format_value,
+    group_order,
+    group_table,
+    headline,
+    headline_rows,
+    last_round,
+    main_scope,
+)
 
 FIGURE_IDS = (
     "fig-samples",
@@ -61,19 +71,6 @@ class _Context:
 
 
 # ---- small helpers ---------------------------------------------------------------------------
-def _sort_key(v: Any) -> tuple[int, float, str]:
-    # Group labels are strings in the tidy table; '10' must follow '9', not '1'.
-    s = str(v)
-    try:
-        return (0, float(s), s)
-    except ValueError:
-        return (1, 0.0, s)
-
-
-def _sorted(values: Any) -> list[Any]:
-    return sorted(values, key=_sort_key)
-
-
 def _figure(width: float, height: float) -> Figure:
     # A bare Figure with its own Agg canvas: no pyplot, so no global backend or figure registry
     # is touched in a process (a notebook, the CLI) that may use matplotlib for other things.
@@ -235,7 +232,7 @@ def fig_samples(ctx: _Context) -> tuple[str, str]:
     cols = min(4, len(rounds))
     rows = math.ceil(len(rounds) / cols)
     fig = _figure(3.2 * cols + 1.2, 3.2 * rows)
-    groups = _sorted(np.unique(labels)) if labels is not None else []
+    groups = group_order(np.unique(labels)) if labels is not None else []
     colors = _colors(len(groups))
     first_ax: Axes | None = None
     for i, r in enumerate(rounds):
@@ -290,7 +287,7 @@ def fig_group_metrics(ctx: _Context) -> tuple[str, str]:
     frames = {k: _group_rows(ctx, k) for k in ("recall", "coverage")}
     if all(f.empty for f in frames.values()):
         raise _NoData("the run has no per-group recall or coverage rows")
-    groups = _sorted(pd.concat(frames.values())["group"].unique())
+    groups = group_order(pd.concat(frames.values())["group"].unique())
     colors = dict(zip(groups, _colors(len(groups)), strict=True))
     fig = _figure(10, 3.6)
     for i, (metric, df) in enumerate(frames.items()):
@@ -344,19 +341,14 @@ def _heatmap(
 
 def fig_client_recall(ctx: _Context) -> tuple[str, str]:
     m = ctx.run.metrics
-    rows = m[(m["scope"] == "client") & (m["metric"] == "eval.recall") & (m["group"] != "")]
-    if rows.empty:
+    table = client_group_table(m, group_by=ctx.group_by or None)
+    if table.empty:
         raise _NoData(
             "no per-client, per-group recall in this run"
             + (" (a centralized run has no clients)" if ctx.scope == "centralized" else "")
         )
-    if ctx.group_by and ctx.group_by in set(rows["group_by"]):
-        rows = rows[rows["group_by"] == ctx.group_by]
-    col = str(rows["group_by"].iloc[0])
-    rnd = int(rows["round"].max())
-    rows = rows[rows["round"] == rnd]
-    table = rows.pivot_table(index="client", columns="group", values="value", aggfunc="first")
-    table = table.reindex(index=_sorted(table.index), columns=_sorted(table.columns))
+    col = str(table.columns.name)
+    rnd = int(m.loc[(m["scope"] == "client") & (m["metric"] == "eval.recall"), "round"].max())
     fig = _figure(min(2 + 0.55 * table.shape[1], 14), min(1.5 + 0.35 * table.shape[0], 14))
     ax = fig.add_subplot(1, 1, 1)
     im = _heatmap(ax, table, "viridis", 0.0, 1.0, ".2f")
@@ -379,7 +371,8 @@ def fig_partition(ctx: _Context) -> tuple[str, str]:
     col = ctx.group_by if ctx.group_by in set(part["group_by"]) else str(part["group_by"].iloc[0])
     part = part[part["group_by"] == col]
     table = part.pivot_table(index="client", columns="group", values="n", aggfunc="sum")
-    table = table.reindex(index=_sorted(table.index), columns=_sorted(table.columns)).fillna(0)
+    table = table.reindex(index=group_order(table.index), columns=group_order(table.columns))
+    table = table.fillna(0)
     fig = _figure(min(2 + 0.55 * table.shape[1], 14), min(1.5 + 0.35 * table.shape[0], 14))
     ax = fig.add_subplot(1, 1, 1)
     im = _heatmap(ax, table, "Blues", 0.0, None, ".0f")
@@ -407,7 +400,7 @@ def fig_training(ctx: _Context) -> tuple[str, str]:
     # Federated: one value per round, the mean over the clients that trained in it.
     series = rows.groupby(["metric", "round"])["value"].mean()
     panels: dict[str, list[str]] = {title: [] for title, _ in _TRAIN_PANELS}
-    for key in _sorted(series.index.get_level_values(0).unique()):
+    for key in group_order(series.index.get_level_values(0).unique()):
         title = next(t for t, match in _TRAIN_PANELS if match(key))
         panels[title].append(key)
     panels = {t: ks for t, ks in panels.items() if ks}
@@ -487,20 +480,7 @@ def headline_section(ctx: _Context) -> str:
     rnd = last_round(m, ctx.scope, "recall")
     if rnd is None:
         return '<p class="note" id="headline-note">No evaluation has finished yet.</p>'
-    h = headline(m, rnd)
-    rows = []
-    for key, label in HEADLINE:
-        if key in h:
-            value = format_value(key, h[key])
-            if key == "modes_captured" and "modes_total" in h:
-                value += f" / {h['modes_total']:.0f}"
-            rows.append((label, value))
-    for key, label in (
-        ("worst_client_recall", "worst-client recall (own data)"),
-        ("client_recall_spread", "client recall spread (max − min)"),
-    ):
-        if key in h:
-            rows.append((label, format_value(key, h[key])))
+    rows = headline_rows(headline(m, rnd))
     out = [
         f"<p>{html.escape(ctx.scope)} evaluation at {ctx.step_word} {rnd} "
         "(held-out real data).</p>",
@@ -514,24 +494,16 @@ def headline_section(ctx: _Context) -> str:
             f'<p class="diag" id="headline-diagnosis"><b>{html.escape(str(d["label"]))}</b>: '
             f"{html.escape(str(d['reason']))}</p>"
         )
-    if ctx.group_by:
-        rows_g = m[
-            (m["scope"] == ctx.scope)
-            & (m["round"] == rnd)
-            & (m["group_by"] == ctx.group_by)
-            & (m["group"] != "")
+    wide = group_table(m, ctx.scope, rnd, ctx.group_by) if ctx.group_by else pd.DataFrame()
+    cols = [c for c in PER_GROUP if c in wide.columns]
+    if cols:
+        body = [
+            [str(g)]
+            + [format_value(c, float(wide.loc[g, c])) for c in cols]
+            + [str(int(wide.loc[g, "n"]))]
+            for g in wide.index
         ]
-        wide = rows_g.pivot_table(index="group", columns="metric", values="value", aggfunc="first")
-        cols = [c for c in ("recall", "coverage", "precision", "mode_mass") if c in wide.columns]
-        n = rows_g[rows_g["metric"] == "recall"].set_index("group")["n"]
-        if cols:
-            body = [
-                [str(g)]
-                + [format_value(c, float(wide.loc[g, c])) for c in cols]
-                + [str(int(n.get(g, 0)))]
-                for g in _sorted(wide.index)
-            ]
-            out.append(_table([ctx.group_by, *cols, "n real"], body, "per-group"))
+        out.append(_table([ctx.group_by, *cols, "n real"], body, "per-group"))
     return "\n".join(out)
 
 

@@ -14,6 +14,7 @@ import secrets
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 METRIC_COLUMNS = ["round", "scope", "client", "group_by", "group", "metric", "value", "n"]
+ERROR_FILE = "error.txt"
+"""The traceback of a run that failed (beside a `run_failed` event); a sweep reads it too."""
 """Tidy metrics table: one row per (round, scope, client, grouping, group, metric).
 
 scope: 'global' | 'client' | 'centralized'; client: partition id or -1; group_by/group: the
@@ -165,6 +168,16 @@ class RunStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def record_failure(self, exc: BaseException, round_: int, phase: str) -> None:
+        """The run died of `exc` in `phase` of round (or step) `round_`: the whole traceback
+        (no locals: they can be huge and hold data) goes to error.txt, and a `run_failed`
+        event says where. Everything written before stays as it was."""
+        text = "".join(traceback.format_exception(exc))
+        atomic_write_text(self.path / ERROR_FILE, text)
+        self.event(
+            "run_failed", round=round_, phase=phase, error=f"{type(exc).__name__}: {exc}"
+        )
+
     # ---- arrays ------------------------------------------------------------------------------
     def save_samples(self, round_: int, x: np.ndarray) -> Path:
         p = self.path / "samples" / f"round-{round_:06d}.npy"
@@ -216,3 +229,20 @@ def load_run(path: str | Path) -> Run:
             if line.strip():
                 events.append(json.loads(line))
     return Run(path=p, scenario=scenario, metrics=metrics, events=events)
+
+
+def run_is_finished(run_dir: Path) -> bool:
+    """A run folder whose run completed: `run_finished` in its events (federated), or a last
+    centralized evaluation at `train.steps` (or a recorded divergence, which ends the run)."""
+    try:
+        run = load_run(run_dir)
+    except (FileNotFoundError, ValueError):
+        return False
+    if any(e.get("kind") == "run_finished" for e in run.events):
+        return True
+    if run.scenario.get("federation") is None and len(run.metrics):
+        if any(e.get("kind") == "generator_diverged" for e in run.events):
+            return True
+        steps = int(run.scenario.get("train", {}).get("steps", -1))
+        return int(run.metrics["round"].max()) >= steps
+    return False

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from simulator.engines.runner import run_federated
-from simulator.federation import client_train, initial_state, make_gan, split_arrays
+from simulator.federation import client_train, initial_state, make_gan
+from simulator.messages import split_arrays
 from simulator.store import load_run
 from tests.conftest import tiny
 
@@ -37,3 +38,61 @@ def test_custom_strategy_walkthrough_runs_and_weights_as_documented(tmp_path: Pa
     for key in init:
         expected = sum(wi * u.arrays[key] for wi, u in zip(w, ups, strict=True))
         np.testing.assert_allclose(ckpt[key], expected, rtol=1e-5, atol=1e-6)
+
+
+def _protocol_plugin(tmp_path: Path) -> Path:
+    code = re.search(r"```python\n(# my_protocol\.py\n.*?)```", README.read_text(), re.S)
+    assert code, "the README has the my_protocol.py block"
+    plugin = tmp_path / "my_protocol.py"
+    plugin.write_text(code.group(1))
+    return plugin
+
+
+def test_protocol_walkthrough_runs_and_weights_as_documented(tmp_path: Path) -> None:
+    plugin = _protocol_plugin(tmp_path)
+    power = 0.5
+    s = tiny(
+        federation={
+            "rounds": 1,
+            "protocol": f"{plugin}:PowerMean",
+            "protocol_params": {"power": power},
+        }
+    )
+    res = run_federated(s, tmp_path / "runs")
+    kinds = {e["kind"] for e in load_run(res.path).events}
+    assert kinds == {"run_started", "run_finished"}
+    # Oracle: weights n_k^power over the clients' own updates (all 4 clients train round 1).
+    init, _ = split_arrays(initial_state(s, make_gan(s)).arrays(), "both")
+    ups = [client_train(s, c, 1, init, None) for c in range(4)]
+    w = np.array([u.reply.num_examples for u in ups], dtype=float) ** power
+    w = w / w.sum()
+    assert not np.allclose(w, w[0]), "clients of different sizes: the weights differ"
+    ckpt = np.load(res.path / "checkpoints" / "round-000001.npz")
+    assert set(ckpt.files) == set(init)
+    for key in init:
+        expected = sum(wi * u.arrays[key] for wi, u in zip(w, ups, strict=True))
+        np.testing.assert_allclose(ckpt[key], expected, rtol=1e-5, atol=1e-6)
+    # The same run's client rows are the replies' statistics, as under fedavg.
+    rows = res.metrics.query("scope == 'client' and round == 1 and metric == 'num-examples'")
+    assert sorted(rows["value"]) == sorted(u.reply.num_examples for u in ups)
+
+
+def test_protocol_walkthrough_resumes_to_the_uninterrupted_table(tmp_path: Path) -> None:
+    from simulator.engines.runner import resume_federated
+    from tests.server.test_resume import _start_and_stop, killer
+
+    plugin = _protocol_plugin(tmp_path)
+    s = tiny(
+        federation={"rounds": 4, "protocol": f"{plugin}:PowerMean", "clients_per_round": 2},
+        evaluation={"every": 2, "n_samples": 100, "min_group_size": 5},
+    )
+    reference = run_federated(s, tmp_path / "ref").metrics
+    # 2 train messages a round: the 5th is round 3's first, after the round-2 checkpoint.
+    path = _start_and_stop(s, tmp_path / "stopped", killer("train", 5))
+    import pandas as pd
+
+    from simulator.checkpoint import load_latest
+
+    assert load_latest(path).round == 2  # type: ignore[union-attr]
+
+    pd.testing.assert_frame_equal(resume_federated(path).metrics, reference)

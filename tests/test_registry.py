@@ -75,3 +75,48 @@ def test_objective_and_dataset_plugins_train(tmp_path: Path) -> None:
     assert set(res.metrics["group_by"]) >= {"blob"}
     with pytest.raises(ScenarioError, match="bogus"):
         validate({**raw, "data": {**raw["data"], "params": {"bogus": 1}}})
+
+
+def test_one_signature_checker_serves_every_registry() -> None:
+    """Datasets, partitioners, strategies and protocols check parameters through
+    `simulator.registry.signature`: nobody else reads signatures."""
+    root = Path(__file__).resolve().parents[1]
+    readers = {
+        str(p.relative_to(root))
+        for pkg in ("simulator", "server", "clients", "wire")
+        for p in (root / pkg).rglob("*.py")
+        if "inspect.signature(" in p.read_text()
+    }
+    assert readers == {"simulator/registry.py"}
+
+
+def test_signature_check_names_unknown_and_missing_parameters() -> None:
+    from simulator.registry import signature
+
+    def component(groups, n_clients, rng, alpha, beta=1.0, *, gamma=None):  # type: ignore[no-untyped-def]
+        return None
+
+    sig = signature("partitioner", "mine", component, skip=3)
+    assert sig.positional == ("groups", "n_clients", "rng")
+    assert list(sig.params) == ["alpha", "beta", "gamma"]
+    check = sig.check({"beta": 2, "delta": 0, "aardvark": 1})
+    assert check.unknown == ["aardvark", "delta"] and check.missing == ["alpha"]
+    assert check.problems("partitioner", "mine") == [
+        "partitioner 'mine': unknown parameter(s) 'aardvark', 'delta'; allowed: alpha, beta, gamma",
+        "partitioner 'mine': missing required parameter(s) 'alpha'",
+    ]
+    assert sig.check({"alpha": 1}, supplied=()).missing == []
+    assert sig.check({}, supplied=("alpha",)).missing == []
+    assert check.by_key("p.params", "mine")[0] == (
+        "p.params.aardvark: mine has no such parameter; allowed: alpha, beta, gamma"
+    )
+
+    def open_ended(a, **kwargs):  # type: ignore[no-untyped-def]
+        return None
+
+    loose = signature("dataset", "x", open_ended)
+    assert loose.check({"anything": 1}).unknown == []
+    assert loose.check({"anything": 1}, open_kwargs=False).unknown == ["anything"]
+    assert loose.accepts("seed") and not signature("d", "c", component).accepts("seed")
+    with pytest.raises(RegistryError, match="cannot read its signature"):
+        signature("dataset", "builtin", type)

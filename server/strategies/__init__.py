@@ -26,16 +26,12 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from simulator.registry import Registry, RegistryError
+from simulator.messages import TRAIN_LOSS
+from simulator.registry import Registry, RegistryError, Signature, signature, subclass_of
 
-
-def _check_strategy(obj: object) -> str | None:
-    if isinstance(obj, type) and issubclass(obj, Strategy):
-        return None
-    return f"expected a subclass of flwr.serverapp.strategy.Strategy, got {obj!r}"
-
-
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy", check=_check_strategy)
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "strategy", check=subclass_of(Strategy, "flwr.serverapp.strategy.Strategy")
+)
 for _name, _cls in {
     "fedavg": FedAvg,
     "fedprox": FedProx,
@@ -70,49 +66,53 @@ RESERVED = {
 }
 """Record keys the client and server agree on, and callables: not settable from YAML."""
 
-DEFAULT_ARGS: dict[str, dict[str, Any]] = {"qfedavg": {"train_loss_key": "train_loss"}}
+DEFAULT_ARGS: dict[str, dict[str, Any]] = {"qfedavg": {"train_loss_key": TRAIN_LOSS}}
+
+
+def _signature(name: str, cls: type[Strategy]) -> Signature:
+    """The constructor's signature, past `self`; the loop's sampling arguments and the record
+    keys are not the scenario's to set."""
+    return signature("strategy", name, cls.__init__, skip=1, reserved=(*SAMPLING_ARGS, *RESERVED))
 
 
 def strategy_params(cls: type[Strategy]) -> dict[str, inspect.Parameter]:
     """The constructor's keyword parameters that a scenario may set."""
-    sig = inspect.signature(cls.__init__)
-    return {
-        n: p
-        for n, p in sig.parameters.items()
-        if n != "self"
-        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        and n not in SAMPLING_ARGS
-        and n not in RESERVED
-    }
+    return dict(_signature(cls.__name__, cls).params)
 
 
-def check_strategy(name: str, params: dict[str, Any]) -> list[str]:
-    """Problems with a strategy name and its parameters (empty when fine)."""
+def check_strategy(name: str, params: dict[str, Any], path: str = "strategy") -> list[str]:
+    """Problems with a strategy name and its parameters (empty when fine), as 'path: message'."""
     try:
         cls = STRATEGIES.get(name)
+        sig = _signature(name, cls)
     except RegistryError as exc:
-        return [f"strategy.name: {exc}"]
-    allowed = strategy_params(cls)
-    problems = []
-    for key in params:
-        if key in SAMPLING_ARGS:
-            problems.append(
-                f"strategy.params.{key}: set by the simulator (use federation.clients_per_round)"
-            )
-        elif key not in allowed:
-            problems.append(
-                f"strategy.params.{key}: {name} has no such parameter; allowed: "
-                f"{', '.join(allowed) or '(none)'}"
-            )
-    missing = [
-        n
-        for n, p in allowed.items()
-        if p.default is inspect.Parameter.empty
-        and n not in params
-        and n not in DEFAULT_ARGS.get(name, {})
+        return [f"{path}.name: {exc}"]
+    problems = [
+        f"{path}.params.{key}: set by the simulator (use federation.clients_per_round)"
+        for key in params
+        if key in SAMPLING_ARGS
     ]
-    problems += [f"strategy.params.{n}: required by {name}" for n in missing]
+    # Strict about **kwargs: the fair strategies forward them to FedAvg, whose sampling and
+    # record-key arguments are the loop's.
+    rest = {k: v for k, v in params.items() if k not in SAMPLING_ARGS}
+    check = sig.check(rest, supplied=DEFAULT_ARGS.get(name, {}), open_kwargs=False)
+    problems += check.by_key(f"{path}.params", name)
+    if not problems:  # the values too: a strategy checks them when it is built (cheap)
+        try:
+            _build(name, cls, sig, params)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            word = str(exc).split(" ", 1)[0]  # "beta must be ..." names its parameter
+            where = f"{path}.params.{word}" if word in params else f"{path}.params"
+            problems.append(f"{where}: {name}: {exc}")
     return problems
+
+
+def _build(name: str, cls: type[Strategy], sig: Signature, params: dict[str, Any]) -> Strategy:
+    # A subclass that forwards **kwargs to FedAvg still takes the sampling arguments.
+    kwargs = {k: v for k, v in SAMPLING_ARGS.items() if sig.accepts(k)}
+    kwargs.update(DEFAULT_ARGS.get(name, {}))
+    kwargs.update(params)
+    return cls(**kwargs)
 
 
 def build_strategy(name: str, params: dict[str, Any]) -> Strategy:
@@ -121,13 +121,7 @@ def build_strategy(name: str, params: dict[str, Any]) -> Strategy:
     if problems:
         raise RegistryError("; ".join(problems))
     cls = STRATEGIES.get(name)
-    sig = inspect.signature(cls.__init__).parameters
-    # A subclass that forwards **kwargs to FedAvg still takes the sampling arguments.
-    forwards = any(p.kind is p.VAR_KEYWORD for p in sig.values())
-    kwargs = {k: v for k, v in SAMPLING_ARGS.items() if k in sig or forwards}
-    kwargs.update(DEFAULT_ARGS.get(name, {}))
-    kwargs.update(params)
-    return cls(**kwargs)
+    return _build(name, cls, _signature(name, cls), params)
 
 
 # The simulator's own rules, registered after the built-ins (they import this package's helpers).

@@ -30,7 +30,15 @@ from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg, QFedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from simulator.engines._flwr_internals import copy_message
+from simulator.messages import (
+    GROUP_N,
+    LOCAL_COVERAGE,
+    PARTITION_ID,
+    QUALITY_LOSS,
+    hits_key,
+    local_key,
+)
+from wire.flwr_internals import copy_message
 
 WEIGHT_KEY = "fair.weight"
 """MetricRecord key the weighted strategies write each reply's aggregation weight under."""
@@ -59,9 +67,9 @@ def _counts(msg: Message, key: str) -> np.ndarray:
 
 
 def _partition_id(msg: Message) -> int:
-    pid = _scalar(msg, "partition-id")
+    pid = _scalar(msg, PARTITION_ID)
     if not math.isfinite(pid):
-        raise AggregationError("reply has no 'partition-id' in its MetricRecord")
+        raise AggregationError(f"reply has no {PARTITION_ID!r} in its MetricRecord")
     return int(pid)
 
 
@@ -85,6 +93,11 @@ def _with_metric(msg: Message, key: str, value: float) -> Message:
 def _check(name: str, value: object, ok: bool, what: str) -> None:
     if not ok:
         raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _finite(x: object) -> bool:
+    """A finite number (False for anything else: a YAML string is refused, not a TypeError)."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 class _ReweightedFedAvg(FedAvg):
@@ -170,8 +183,8 @@ class CoverageWeightedFedAvg(_ReweightedFedAvg):
         eps: float = 0.05,
         **kwargs: Any,
     ) -> None:
-        _check("q", q, math.isfinite(q) and q >= 0, "a finite number ≥ 0")
-        _check("eps", eps, math.isfinite(eps) and eps > 0, "a finite number > 0")
+        _check("q", q, _finite(q) and q >= 0, "a finite number ≥ 0")
+        _check("eps", eps, _finite(eps) and eps > 0, "a finite number > 0")
         super().__init__(
             **kwargs,
         )
@@ -180,7 +193,7 @@ class CoverageWeightedFedAvg(_ReweightedFedAvg):
 
     def client_weights(self, server_round: int, replies: Sequence[Message]) -> np.ndarray:
         """n_k · (1 − c_k + ε)^q, NaN coverage replaced by the others' mean."""
-        cov = np.array([_scalar(m, "local.coverage") for m in replies])
+        cov = np.array([_scalar(m, LOCAL_COVERAGE) for m in replies])
         known = np.isfinite(cov)
         cov = np.where(known, cov, cov[known].mean() if known.any() else 0.0)
         # Coverage is a fraction of points; clip so a rounding excursion can't go negative.
@@ -223,14 +236,14 @@ class QualityQFedAvg(QFedAvg):
         _check(
             "client_learning_rate",
             client_learning_rate,
-            math.isfinite(client_learning_rate) and client_learning_rate > 0,
+            _finite(client_learning_rate) and client_learning_rate > 0,
             "a finite number > 0",
         )
-        _check("q", q, math.isfinite(q) and q >= 0, "a finite number ≥ 0")
+        _check("q", q, _finite(q) and q >= 0, "a finite number ≥ 0")
         _check(
             "loss_floor",
             loss_floor,
-            math.isfinite(loss_floor) and loss_floor > 0,
+            _finite(loss_floor) and loss_floor > 0,
             "a finite number > 0",
         )
         super().__init__(
@@ -250,7 +263,7 @@ class QualityQFedAvg(QFedAvg):
             if msg.has_error():
                 floored.append(msg)
                 continue
-            loss = _scalar(msg, "local.quality_loss")
+            loss = _scalar(msg, QUALITY_LOSS)
             loss = max(loss, 0.0) if math.isfinite(loss) else 0.0
             floored.append(_with_metric(msg, QUALITY_LOSS_KEY, loss + self.loss_floor))
         return super().aggregate_train(server_round, floored)
@@ -297,7 +310,7 @@ class AgnosticFedAvg(_ReweightedFedAvg):
         _check(
             "step_size",
             step_size,
-            math.isfinite(step_size) and step_size >= 0,
+            _finite(step_size) and step_size >= 0,
             "a finite number ≥ 0",
         )
         super().__init__(
@@ -320,7 +333,7 @@ class AgnosticFedAvg(_ReweightedFedAvg):
         """λ_k of the replying clients (before this round's update), then update λ."""
         pids = [_partition_id(m) for m in replies]
         lam = np.array([self.relative_lambda.get(p, 1.0) for p in pids])
-        loss = np.array([_scalar(m, "local.quality_loss") for m in replies])
+        loss = np.array([_scalar(m, QUALITY_LOSS) for m in replies])
         # A missing loss is not evidence of being underserved: it counts as 0 (λ not raised).
         loss = np.where(np.isfinite(loss), loss, 0.0)
         # exp in the log domain, shifted by the max so large η·loss can't overflow.
@@ -378,7 +391,7 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
         metric: str = "recall",
         **kwargs: Any,
     ) -> None:
-        _check("beta", beta, math.isfinite(beta) and beta >= 0, "a finite number ≥ 0")
+        _check("beta", beta, _finite(beta) and beta >= 0, "a finite number ≥ 0")
         if worst_groups is not None:
             _check(
                 "worst_groups",
@@ -402,9 +415,9 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
 
         "Recall" stands for the chosen `metric` (recall or coverage) throughout.
         """
-        n = np.stack([_counts(m, "local.group_n") for m in replies])
-        hits = np.stack([_counts(m, f"local.{self.metric}_hits") for m in replies])
-        measured = np.isfinite([_scalar(m, f"local.{self.metric}") for m in replies])
+        n = np.stack([_counts(m, GROUP_N) for m in replies])
+        hits = np.stack([_counts(m, hits_key(self.metric)) for m in replies])
+        measured = np.isfinite([_scalar(m, local_key(self.metric)) for m in replies])
         pooled_n = n[measured].sum(axis=0)
         pooled_hits = hits[measured].sum(axis=0)
         recall = np.divide(pooled_hits, pooled_n, out=np.ones_like(pooled_n), where=pooled_n > 0)
@@ -420,7 +433,7 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
     def client_weights(self, server_round: int, replies: Sequence[Message]) -> np.ndarray:
         """n_k · (1 + β Σ_g s_kg d_g)."""
         try:
-            n = np.stack([_counts(m, "local.group_n") for m in replies])
+            n = np.stack([_counts(m, GROUP_N) for m in replies])
         except ValueError as exc:  # lists of different lengths
             raise AggregationError(f"per-group lists differ in length: {exc}") from exc
         recall, deficit = self.group_deficits(replies)

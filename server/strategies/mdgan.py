@@ -19,7 +19,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-CRITIC_PREFIXES = ("critic.", "critic_buffer.")
+from simulator.messages import ARRAYS, CONFIG, CRITIC_PREFIXES, select
+from wire.messages import arrays_of, config_of, reply_partition
 
 
 class CriticSwapFedAvg(FedAvg):
@@ -78,16 +79,12 @@ class CriticSwapFedAvg(FedAvg):
             if pid is None or pid not in source:
                 out.append(m)  # first round, or a node never heard from: the global critic
                 continue
-            record = ArrayRecord(
-                array_dict={
-                    **{k: v for k, v in arrays.items() if not k.startswith(CRITIC_PREFIXES)},
-                    **self.critics[source[pid]],
-                }
-            )
-            content = RecordDict({"arrays": record, "config": m.content["config"]})
+            rest = {k: v for k, v in arrays.items() if not k.startswith(CRITIC_PREFIXES)}
+            record = ArrayRecord(array_dict={**rest, **self.critics[source[pid]]})
+            records = RecordDict({ARRAYS: record, CONFIG: config_of(m)})
             out.append(
                 Message(
-                    content,
+                    records,
                     dst_node_id=m.metadata.dst_node_id,
                     message_type=m.metadata.message_type,
                 )
@@ -101,9 +98,7 @@ class CriticSwapFedAvg(FedAvg):
         for r in replies:
             if r.has_error():
                 continue
-            metrics, arrays = r.content["metrics"], r.content["arrays"]
-            assert isinstance(metrics, MetricRecord) and isinstance(arrays, ArrayRecord)
-            pid = int(metrics["partition-id"])  # type: ignore[arg-type]
+            pid = reply_partition(r)
             self.partition_of[r.metadata.src_node_id] = pid
-            self.critics[pid] = {k: v for k, v in arrays.items() if k.startswith(CRITIC_PREFIXES)}
+            self.critics[pid] = select(arrays_of(r), CRITIC_PREFIXES)
         return super().aggregate_train(server_round, replies)

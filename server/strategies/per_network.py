@@ -13,9 +13,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from simulator.engines._flwr_internals import copy_message
-
-CRITIC_PREFIXES = ("critic.", "critic_buffer.")
+from simulator.messages import ARRAYS, CONFIG, CRITIC_PREFIXES, METRICS
+from wire.messages import arrays_of, config_of, with_content
 
 
 def _split(record: ArrayRecord) -> tuple[ArrayRecord, ArrayRecord]:
@@ -29,8 +28,7 @@ def _split(record: ArrayRecord) -> tuple[ArrayRecord, ArrayRecord]:
 
 
 def _with_arrays(reply: Message, arrays: ArrayRecord) -> Message:
-    content = RecordDict({"arrays": arrays, "metrics": reply.content["metrics"]})
-    return copy_message(reply, content)
+    return with_content(reply, RecordDict({ARRAYS: arrays, METRICS: reply.content[METRICS]}))
 
 
 class PerNetwork:
@@ -56,11 +54,11 @@ class PerNetwork:
         )
         merged = ConfigRecord(
             {
-                **(dict(c_msgs[0].content["config"]) if c_msgs else {}),  # type: ignore[arg-type]
-                **(dict(g_msgs[0].content["config"]) if g_msgs else {}),  # type: ignore[arg-type]
+                **(dict(config_of(c_msgs[0])) if c_msgs else {}),
+                **(dict(config_of(g_msgs[0])) if g_msgs else {}),
             }
         )
-        content = RecordDict({"arrays": arrays, "config": merged})
+        content = RecordDict({ARRAYS: arrays, CONFIG: merged})
         return [
             Message(
                 content, dst_node_id=m.metadata.dst_node_id, message_type=m.metadata.message_type
@@ -72,7 +70,7 @@ class PerNetwork:
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, None]:
         replies = list(replies)
-        parts = [_split(r.content["arrays"]) for r in replies]  # type: ignore[arg-type]
+        parts = [_split(arrays_of(r)) for r in replies]
         gen, _ = self.generator.aggregate_train(
             server_round, [_with_arrays(r, p[0]) for r, p in zip(replies, parts, strict=True)]
         )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from simulator.data.base import DataError, Dataset, check_int
-from simulator.registry import Registry
+from simulator.registry import Registry, RegistryError, Signature, signature
 
 # A factory is called as factory(n_samples=..., seed=..., **params) and returns a Dataset.
 # Callable[..., Dataset] rather than a Protocol with **params: factories have concrete keyword
@@ -26,11 +25,11 @@ def _check_factory(obj: object) -> str | None:
 DATASETS: Registry[DatasetFactory] = Registry("dataset", check=_check_factory)
 
 
-def _signature(name: str, factory: DatasetFactory) -> inspect.Signature:
+def _signature(name: str, factory: DatasetFactory) -> Signature:
     try:
-        return inspect.signature(factory)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"dataset {name!r}: cannot read the factory's signature: {exc}") from exc
+        return signature("dataset", name, factory, reserved=_RESERVED)
+    except RegistryError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def dataset_params(name: str) -> dict[str, Any]:
@@ -38,48 +37,21 @@ def dataset_params(name: str) -> dict[str, Any]:
 
     A required parameter maps to `inspect.Parameter.empty`.
     """
-    sig = _signature(name, DATASETS.get(name))
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.name not in _RESERVED and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    return _signature(name, DATASETS.get(name)).defaults()
 
 
-def _check_params(name: str, sig: inspect.Signature, params: Mapping[str, Any]) -> None:
-    ps = sig.parameters
-    var_kw = any(p.kind is p.VAR_KEYWORD for p in ps.values())
+def _check_params(name: str, sig: Signature, params: Mapping[str, Any]) -> None:
     for reserved in _RESERVED:
         if reserved in params:
             raise DataError(
                 f"dataset {name!r}: pass {reserved!r} as load_dataset's argument, not in params"
             )
-        if reserved not in ps and not var_kw:
+        if not sig.accepts(reserved):
             raise DataError(f"dataset {name!r}: the factory does not accept {reserved!r}")
-    allowed = [
-        p.name
-        for p in ps.values()
-        if p.name not in _RESERVED and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    if not var_kw:
-        unknown = sorted(k for k in params if k not in allowed)
-        if unknown:
-            raise DataError(
-                f"dataset {name!r}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                f"allowed: {', '.join(allowed) if allowed else '(none)'}"
-            )
-    missing = [
-        p.name
-        for p in ps.values()
-        if p.name not in _RESERVED
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and p.default is p.empty
-        and p.name not in params
-    ]
-    if missing:
-        raise DataError(
-            f"dataset {name!r}: missing required parameter(s) {', '.join(map(repr, missing))}"
-        )
+    check = sig.check(params)
+    problems = check.problems("dataset", name)
+    if problems:
+        raise DataError(problems[0], check.unknown[0] if check.unknown else None)
 
 
 def load_dataset(
@@ -115,7 +87,8 @@ def load_dataset(
     except DataError as exc:
         msg = str(exc)
         # Factories' own messages rarely say which dataset; avoid saying it twice.
-        raise DataError(msg if msg.startswith("dataset ") else f"dataset {name!r}: {msg}") from exc
+        text = msg if msg.startswith("dataset ") else f"dataset {name!r}: {msg}"
+        raise DataError(text, exc.key) from exc
     except (ValueError, TypeError, OSError, KeyError) as exc:
         # Plug-in code raises whatever it likes; give it the dataset's name and keep the cause.
         raise DataError(f"dataset {name!r}: {type(exc).__name__}: {exc}") from exc

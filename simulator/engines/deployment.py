@@ -2,9 +2,9 @@
 
 `flwr run` packages a Flower App folder (a pyproject.toml with `[tool.flwr.app]` and the code)
 into a FAB and starts a run on the SuperLink named by a connection in `$FLWR_HOME/config.toml`.
-This engine builds that folder itself (`make_app_dir`: the `simulator`, `server` and `clients`
-packages and a small pyproject, a ~0.5 MB FAB: no tests, runs or benchmarks travel) and uses a
-private FLWR_HOME, so a user's own Flower configuration is neither needed nor touched.
+This engine builds that folder itself (`make_app_dir`: the `simulator`, `server`, `clients` and
+`wire` packages and a small pyproject, a ~0.5 MB FAB: no tests, runs or benchmarks travel) and
+uses a private FLWR_HOME, so a user's own Flower configuration is neither needed nor touched.
 
 The scenario JSON and the absolute run folder travel as run_config overrides (declared, empty,
 in the generated pyproject: the SuperLink refuses undeclared keys). The ServerApp writes the run
@@ -37,7 +37,7 @@ from simulator.engines.local_cluster import (
 
 __all__ = ["DeploymentError", "make_app_dir", "run_deployment", "run_status"]
 
-PACKAGES = ("simulator", "server", "clients")
+PACKAGES = ("simulator", "server", "clients", "wire")
 """The project's packages that make up the Flower App."""
 
 POLL_S = 1.0
@@ -52,7 +52,7 @@ class DeploymentError(RuntimeError):
 
 
 def make_app_dir(dest: Path, config_keys: list[str]) -> Path:
-    """Write a Flower App folder: the three packages and a pyproject declaring `config_keys`."""
+    """Write a Flower App folder: the project's packages and a pyproject declaring `config_keys`."""
     root = Path(__file__).resolve().parents[2]
     dest.mkdir(parents=True, exist_ok=True)
     for pkg in PACKAGES:

@@ -6,7 +6,8 @@ and is deterministic. The ServerApp and ClientApp are the very objects the Ray a
 engines run.
 
 What it mirrors from Flower 1.42 (simulation and deployment runtimes):
-- One virtual node per partition, `node_config = {"partition-id": p, "num-partitions": n}`, one
+- One virtual node per partition, its `node_config` holding its partition id p and their number
+  n (`simulator.messages.NODE_PARTITION_ID`, `NODE_NUM_PARTITIONS`), one
   persistent `context.state` per node, a copy of the same `run_config` for every node.
 - Messages cross "the wire" as copies: the ClientApp gets its own copy of the instruction and the
   server its own copy of the reply, so neither side can alias the other's records.
@@ -52,7 +53,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 
-from simulator.engines import _flwr_internals as fi
+from simulator.messages import NODE_NUM_PARTITIONS, NODE_PARTITION_ID
+from wire import flwr_internals as fi
 
 __all__ = [
     "DEFAULT_RUN_ID",
@@ -181,7 +183,7 @@ class InProcessGrid(Grid):
             node_id_of(p): Context(
                 run_id=run_id,
                 node_id=node_id_of(p),
-                node_config={"partition-id": p, "num-partitions": num_nodes},
+                node_config={NODE_PARTITION_ID: p, NODE_NUM_PARTITIONS: num_nodes},
                 state=copy_recorddict(states[p]) if p in states else RecordDict(),
                 run_config=dict(config),
             )

@@ -32,6 +32,7 @@ from typing import Any
 import tomli_w
 
 from simulator.engines.procs import ProcKey, alive, descendants, wait_gone
+from simulator.messages import NODE_NUM_PARTITIONS, NODE_PARTITION_ID
 
 __all__ = [
     "CONNECTION",
@@ -308,7 +309,7 @@ class LocalCluster:
             "--port",
             str(free_port()),
             "--node-config",
-            f"partition-id={i} num-partitions={n}",
+            f"{NODE_PARTITION_ID}={i} {NODE_NUM_PARTITIONS}={n}",
         ]
         if self.tls is None:
             cmd.append("--insecure")

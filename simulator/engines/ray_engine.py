@@ -23,7 +23,8 @@ Other facts of `run_simulation` worth knowing:
 - The ClientApp (and so this wrapper) is pickled to the Ray actors with every message: it must be
   picklable; the wrapper class lives at module level for that.
 - Node ids are random (os.urandom) and replies arrive in completion order: key clients by
-  `node_config["partition-id"]` and sort replies before aggregating.
+  their node_config partition id (`simulator.messages.NODE_PARTITION_ID`) and sort replies
+  before aggregating.
 - A ClientApp exception comes back as an error reply whose reason wraps it in
   `ClientAppException` (the in-process engine writes a SuperNode's `"<class 'X'>:<'text'>"`).
 - `backend_config` keys: `init_args` (for `ray.init`), `client_resources` (Flower's default

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from simulator.centralized import RunResult
+from simulator.progress import ProgressHook, watching
 from simulator.scenario import Scenario, resolved_yaml
 from simulator.store import RunStore, load_run
 
@@ -14,49 +15,63 @@ ENGINES = ("inprocess", "ray", "vectorized", "deployment")
 
 
 def check_scenario(s: Scenario) -> list[str]:
-    """Checks that need Flower (the strategy and its parameters): 'path: message' strings."""
-    from server.strategies import check_strategy
+    """Every check a run makes before it trains, as 'path: message' strings (empty: fine).
 
-    if not s.federated:
-        return []
-    from server.strategies import STRATEGIES
+    The one preflight that `fedgan validate`, `fedgan run` (before the run folder exists),
+    `fedgan sweep` (every combination, before any trains) and `simulator.api.run` share, on
+    top of the schema's own checks (`simulator.scenario.validate`): the protocol, its
+    parameters and what it needs (fedavg: the strategy, its parameters and their values),
+    and the data at full size — the dataset (e.g. digits weights that need more images than
+    there are), the held-out split and, federated, the partition (cached: the run reuses it).
+    """
+    problems = _data_problems(s)
+    if s.federated:
+        from server.protocols import check_protocol
 
-    problems = check_strategy(s.strategy.name, dict(s.strategy.params))
-    needs = (
-        getattr(STRATEGIES.get(s.strategy.name), "requires_federate", None)
-        if not problems
-        else None
-    )
-    if needs and s.federation is not None and s.federation.federate != needs:
-        problems.append(f"strategy.name: {s.strategy.name} needs federation.federate: {needs}")
-    if s.strategy.critic is not None:
-        critic = check_strategy(s.strategy.critic.name, dict(s.strategy.critic.params))
-        problems += [p.replace("strategy.", "strategy.critic.", 1) for p in critic]
-        if s.federation is not None and s.federation.federate != "both":
-            problems.append("strategy.critic: a critic strategy needs federation.federate: both")
+        problems += check_protocol(s)
     return problems
 
 
-def run_federated(s: Scenario, out_dir: str | Path = "runs") -> RunResult:
-    """Run the scenario's ServerApp and ClientApp on `s.engine` and return the run folder."""
-    from server.strategies import build_strategy
+def _data_problems(s: Scenario) -> list[str]:
+    from simulator.centralized import prepare_data
+    from simulator.data import DataError
+    from simulator.federation import federated_data
+    from simulator.partition import PartitionError
+
+    try:
+        federated_data(s) if s.federated else prepare_data(s)
+    except PartitionError as exc:
+        return [f"partition: {exc}"]
+    except (DataError, ValueError) as exc:
+        return [f"data: {exc}"]
+    return []
+
+
+def run_federated(
+    s: Scenario, out_dir: str | Path = "runs", progress: ProgressHook | None = None
+) -> RunResult:
+    """Run the scenario's ServerApp and ClientApp on `s.engine` and return the run folder;
+    `progress` hears of every round (from the folder's progress file, on every engine)."""
+    from simulator.registry import RegistryError
 
     assert s.federation is not None
-    build_strategy(s.strategy.name, dict(s.strategy.params))  # fail before any training
+    problems = check_scenario(s)
+    if problems:  # fail before any training
+        raise RegistryError("; ".join(problems))
     store = RunStore.create(
         out_dir, s.name, resolved_yaml(s), {"engine": s.engine.name, "seed": s.seed}
     )
-    return _run_in(s, store.path, resume=False)
+    return _run_in(s, store.path, resume=False, progress=progress)
 
 
-def resume_federated(run_dir: str | Path) -> RunResult:
+def resume_federated(run_dir: str | Path, progress: ProgressHook | None = None) -> RunResult:
     """Continue an interrupted federated run in its own folder, after its latest checkpoint.
 
     The scenario is the folder's `scenario.yaml`; a finished run is returned as it is.
     Raises ScenarioError (bad scenario file) or ValueError (not a resumable run folder).
     """
     from simulator.scenario import load
-    from simulator.sweep import run_is_finished
+    from simulator.store import run_is_finished
 
     path = Path(run_dir)
     if not (path / "scenario.yaml").is_file():
@@ -65,13 +80,13 @@ def resume_federated(run_dir: str | Path) -> RunResult:
     if not s.federated:
         raise ValueError(f"{path}: only federated runs can be resumed (this one is centralized)")
     if not run_is_finished(path):
-        _run_in(s, path, resume=True)
+        _run_in(s, path, resume=True, progress=progress)
     return RunResult(path, load_run(path).metrics, None)
 
 
-def _run_in(s: Scenario, path: Path, resume: bool) -> RunResult:
-    from clients.records import RUN_CONFIG_KEY
+def _run_in(s: Scenario, path: Path, resume: bool, progress: ProgressHook | None) -> RunResult:
     from server.app import RESUME_KEY, RUN_DIR_KEY
+    from wire.records import RUN_CONFIG_KEY
 
     run_config: dict[str, bool | int | float | str] = {
         RUN_CONFIG_KEY: s.to_json(),
@@ -84,10 +99,11 @@ def _run_in(s: Scenario, path: Path, resume: bool) -> RunResult:
     level = flwr_logger.level
     flwr_logger.setLevel(logging.WARNING)
     try:
-        if s.engine.name == "deployment":
-            _run_deployment(s, run_config, path.resolve())
-        else:
-            _run_engine(s, n, run_config)
+        with watching(path, progress):
+            if s.engine.name == "deployment":
+                _run_deployment(s, run_config, path.resolve())
+            else:
+                _run_engine(s, n, run_config)
     finally:
         flwr_logger.setLevel(level)
     run = load_run(path)

@@ -8,8 +8,8 @@ stacks the clients' tensors and runs the one `GAN.step` under `torch.func.vmap`
 (`simulator.gan.batched`).
 
 Everything Flower-facing is unchanged: the server loop and any strategy see the same `Grid`
-API and get the very replies the ClientApp would send (built by the ClientApp's own
-`train_request`/`train_reply`), one per client, in node order; a client that fails gives an
+API and get the very replies the ClientApp would send (read and built with the same
+`wire.messages` functions), one per client, in node order; a client that fails gives an
 error reply and the round goes on. Evaluation and query messages still run the ClientApp, one
 node at a time, as in the in-process engine.
 
@@ -17,7 +17,7 @@ Private state (a private critic, optimizer moments) lives in a `PrivateStore` â€
 per key for all clients, spilled to memory-mapped files beyond `engine.private_memory_gb` â€” not
 in each node's `context.state`. The checkpoint's and the resume's queries (`ask: private`,
 `ask: restore`) are answered from the store, following the ClientApp's query protocol; the
-state is copied into `context.state["private"]` only while the ClientApp evaluates a private
+state is copied into the node's context state only while the ClientApp evaluates a private
 generator.
 """
 
@@ -27,14 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MessageType
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
-from clients.app import ASK_PRIVATE, ASK_RESTORE, PRIVATE, train_reply, train_request
-from clients.records import from_record, scenario_from, to_decoded_record, to_record
 from simulator.devices import resolve_device
-from simulator.engines import _flwr_internals as fi
 from simulator.engines.inprocess import (
     DEFAULT_RUN_ID,
     ClientCall,
@@ -43,8 +40,12 @@ from simulator.engines.inprocess import (
     partition_id_of,
     run_serverapp,
 )
-from simulator.federation import FEDERATED_PREFIXES, ClientUpdate, TrainRequest, clients_train
+from simulator.federation import ClientUpdate, TrainRequest, clients_train
+from simulator.messages import ASK_PRIVATE, ASK_RESTORE, generator_travels
 from simulator.private_store import PrivateStore
+from wire import flwr_internals as fi
+from wire.messages import answer_query, arrays_of, read_query, read_train, train_reply
+from wire.records import PRIVATE_STATE, from_record, scenario_from, to_decoded_record, to_record
 
 __all__ = ["VectorizedGrid", "run_vectorized"]
 
@@ -68,7 +69,7 @@ class VectorizedGrid(InProcessGrid):
         budget = int(self.scenario.engine.private_memory_gb * 2**30)
         self.private = PrivateStore(num_nodes, budget, spill_dir)
         federate = self.scenario.federation.federate if self.scenario.federation else "both"
-        self._generator_private = "generator" not in FEDERATED_PREFIXES[federate]
+        self._generator_private = not generator_travels(federate)
 
     def _deliver_all(self, messages: list[Message]) -> None:
         """Non-train instructions one by one (in node order), then all train ones as a batch."""
@@ -86,28 +87,27 @@ class VectorizedGrid(InProcessGrid):
         """Answer a checkpoint's `ask: private` / a resume's `ask: restore` from the store itself
         (the ClientApp's query protocol, without copying every client's state into a context
         and back: at 1,000 clients that took seconds per checkpoint). None for other messages."""
-        config = msg.content.config_records.get("config") if msg.has_content() else None
-        ask = config.get("ask") if config is not None else None
-        if msg.metadata.message_type != MessageType.QUERY or ask not in (ASK_PRIVATE, ASK_RESTORE):
+        if msg.metadata.message_type != MessageType.QUERY:
+            return None
+        try:
+            ask = read_query(msg).ask
+        except ValueError:
+            return None  # the ClientApp answers an unknown ask with its error reply
+        if ask not in (ASK_PRIVATE, ASK_RESTORE):
             return None
         node = msg.metadata.dst_node_id
         pid = partition_id_of(node)
-        content = RecordDict()
-        if ask == ASK_PRIVATE:
-            arrays = self.private.get(pid)
-            content["arrays"] = to_decoded_record(arrays) if arrays is not None else ArrayRecord()
-            content["metrics"] = MetricRecord(
-                {"partition-id": pid, "has-private": int(arrays is not None)}
-            )
-        else:
-            record = msg.content.array_records.get("arrays")
-            if record is not None and len(record) > 0:
-                self.private.put(pid, from_record(record))
-            content["metrics"] = MetricRecord({"partition-id": pid})
+
+        def keep(arrays: dict[str, np.ndarray]) -> None:
+            if arrays:  # an empty restore leaves the store as it is
+                self.private.put(pid, arrays)
+
         with fi.task_identity(self._run_id, node, task_id=node):
-            reply = Message(content, reply_to=msg)
-        fi.set_message_id(reply, self._next_id())
-        return reply
+            answer = answer_query(
+                msg, pid, lambda: self.private.get(pid), keep, to_decoded_record
+            )
+        fi.set_message_id(answer, self._next_id())
+        return answer
 
     def _deliver_with_private(self, msg: Message) -> Message:
         """Run the ClientApp; when it evaluates a private generator, with the node's private
@@ -118,12 +118,12 @@ class VectorizedGrid(InProcessGrid):
         if arrays is None:
             return self._deliver(msg)
         context = self._contexts[node]
-        context.state[PRIVATE] = to_record(arrays)
+        context.state[PRIVATE_STATE] = to_record(arrays)
         try:
             return self._deliver(msg)
         finally:  # one copy only: the store's
-            if PRIVATE in context.state:
-                del context.state[PRIVATE]
+            if PRIVATE_STATE in context.state:
+                del context.state[PRIVATE_STATE]
 
     def _train(self, messages: list[Message]) -> None:
         t0 = time.perf_counter()
@@ -141,7 +141,11 @@ class VectorizedGrid(InProcessGrid):
         for msg in messages:
             pid = partition_id_of(msg.metadata.dst_node_id)
             try:
-                requests.append(train_request(msg, pid, self.private.get(pid), decode))
+                ins = read_train(msg)
+                received = decode(arrays_of(msg))
+                requests.append(
+                    TrainRequest(pid, ins.round, received, self.private.get(pid), ins.proximal_mu)
+                )
                 ready.append(msg)
             except Exception as ex:  # a malformed instruction: an error reply, as a node gives
                 self._reply(msg, ex, 0.0)
@@ -158,16 +162,16 @@ class VectorizedGrid(InProcessGrid):
         # Replies are made under the node's identity, as its ClientApp would make them.
         with fi.task_identity(self._run_id, node, task_id=node):
             if isinstance(result, ClientUpdate):
-                reply = train_reply(msg, result, seconds, to_decoded_record)
+                answer = train_reply(msg, result.reply, to_decoded_record(result.arrays), seconds)
             else:
-                reply = self._error_reply(msg, result)
+                answer = self._error_reply(msg, result)
         self.calls.append(
             ClientCall(
                 partition_id_of(node), msg.metadata.message_type, msg.metadata.group_id, seconds, ok
             )
         )
-        fi.set_message_id(reply, self._next_id())
-        self._replies[msg.metadata.message_id] = reply
+        fi.set_message_id(answer, self._next_id())
+        self._replies[msg.metadata.message_id] = answer
 
 
 def run_vectorized(

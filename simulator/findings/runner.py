@@ -21,12 +21,14 @@ from simulator.findings import (
     gradients,
     modes,
     protocol,
+    regime,
 )
 from simulator.findings.common import Finding
 
 ItemFn = Callable[[bool, Path, int], Finding]
 
 ITEMS: dict[int, ItemFn] = {
+    0: lambda q, f, j: regime.run(q, f, j),
     1: lambda q, f, j: gradients.run(q, f),
     2: lambda q, f, j: dynamics.run(q, f),
     3: lambda q, f, j: divergences.run(q, f),

@@ -22,8 +22,8 @@ this module writes the same update by hand:
 Same inputs as `GAN.step` (noise drawn outside, in the same blocks), same result to float
 rounding (`tests/gan/test_fastmlp.py`: float64 agreement to ~1e-10 with the reference step).
 Covered: `kind: mlp` generators and critics with the built-in activations and outputs, the
-built-in objectives, no Lipschitz control, weight clipping and the gradient penalty (any sampling
-and centre), Adam / RMSprop / SGD, FedProx anchors, the EMA, per-client learning rates and
+built-in objectives, no Lipschitz control, weight clipping, the gradient penalty (any sampling
+and centre) and R1, Adam / RMSprop / SGD, FedProx anchors, the EMA, per-client learning rates and
 ragged clients. `why_not(gan)` names what else a GAN uses (conv nets, the two-branch critic,
 spectral norm, plug-ins): those take the vmap path.
 """
@@ -845,6 +845,16 @@ def _at_rows(t: Tensor | None, r0: int, n: int) -> Tensor | None:
 # ---- when it applies ----------------------------------------------------------------------------
 
 
+CONTROLS = (
+    lipschitz.LipschitzControl,
+    lipschitz.WeightClip,
+    lipschitz.GradientPenalty,
+    lipschitz.R1,
+)
+"""The Lipschitz controls the hand-batched step computes (by exact type: a plug-in or subclass
+may change what `penalty` or `project` do, so it takes the vmap path)."""
+
+
 def why_not(gan: GAN) -> str | None:
     """None if the hand-batched step covers this GAN, else what it does not cover."""
     if not ENABLED:
@@ -873,11 +883,7 @@ def why_not(gan: GAN) -> str | None:
             return "critic has more than one output"
     if type(gan.objective) not in CRITIC_TERMS:
         return f"objective {type(gan.objective).__name__} is not a built-in one"
-    if type(gan.control) not in (
-        lipschitz.LipschitzControl,
-        lipschitz.WeightClip,
-        lipschitz.GradientPenalty,
-    ):
+    if type(gan.control) not in CONTROLS:
         return f"Lipschitz control {gan.control.name!r} is not covered"
     for opt in (c.g_opt, c.d_opt):
         if opt.name not in SLOTS:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simulator.registry import Registry
+from simulator.registry import Registry, subclass_of
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,7 @@ class Objective:
         raise NotImplementedError
 
 
-def _check_objective(obj: object) -> str | None:
-    if isinstance(obj, type) and issubclass(obj, Objective):
-        return None
-    return f"expected a subclass of simulator.gan.objectives.Objective, got {obj!r}"
-
-
-OBJECTIVES: Registry[type[Objective]] = Registry("objective", check=_check_objective)
+OBJECTIVES: Registry[type[Objective]] = Registry("objective", check=subclass_of(Objective))
 
 
 @OBJECTIVES.register("saturating")

@@ -244,9 +244,15 @@ class GAN:
         self, s: GANState, real: Tensor, z: Tensor, eps: Tensor, lr_scale: float
     ) -> tuple[GANState, dict[str, Tensor]]:
         """One critic update on real [B, d] against G(z); returns the new state and stats."""
+        return self.critic_step_on(s, real, self.G(s.g, z).detach(), eps, lr_scale)
+
+    def critic_step_on(
+        self, s: GANState, real: Tensor, fake: Tensor, eps: Tensor, lr_scale: float
+    ) -> tuple[GANState, dict[str, Tensor]]:
+        """One critic update on real [B, d] against given samples fake [B, d] (a client whose
+        generator lives on the server trains against the batches it is sent)."""
         c = self.config
         d_buf = power_iteration(self.critic, s.d, s.d_buf, self._n_power) if s.d_buf else s.d_buf
-        fake = self.G(s.g, z).detach()
 
         def loss_fn(d: Params) -> tuple[Tensor, dict[str, Tensor]]:
             v_real = self.D(d, d_buf, real)

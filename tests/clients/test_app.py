@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
-from clients.app import PRIVATE
 from clients.app import app as client_app
-from clients.records import RUN_CONFIG_KEY, to_record
-from simulator.engines import _flwr_internals as fi
 from simulator.engines.inprocess import InProcessGrid
-from simulator.federation import federated_data, initial_state, make_gan, split_arrays
+from simulator.federation import federated_data, initial_state, make_gan
+from simulator.messages import split_arrays
 from tests.conftest import tiny
+from wire import flwr_internals as fi
+from wire.records import PRIVATE_STATE as PRIVATE
+from wire.records import RUN_CONFIG_KEY, to_record
 
 
 def _ask(grid: InProcessGrid, content: RecordDict, kind: str) -> list[Message]:
@@ -55,8 +56,9 @@ def test_train_evaluate_and_query_replies() -> None:
     )
     for pid, reply in enumerate(evals):
         met = reply.content["metrics"]
-        n = np.array(met["group_n"])
-        assert n.sum() == len(data.client_held[pid])
-        assert (np.array(met["recall_hits"]) <= n).all()
+        # Per-group counts under the same names as in train replies.
+        n = np.array(met["local.group_n"])
+        assert n.sum() == len(data.client_held[pid]) == met["num-examples"]
+        assert (np.array(met["local.recall_hits"]) <= n).all()
         # Pooled hits over groups are the client's total recall (recall per real point).
-        assert sum(met["recall_hits"]) / n.sum() == met["recall"]
+        assert sum(met["local.recall_hits"]) / n.sum() == met["local.recall"]

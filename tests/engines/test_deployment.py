@@ -92,8 +92,13 @@ def test_two_nodes_two_rounds_match_the_inprocess_engine(
         "root_certificates": str(secure.root_certificates),
         "run_timeout": 240,
     }
-    deployed = run_federated(tiny(**sections, engine=engine), tmp_path / "deployment")
+    seen: list[Any] = []
+    deployed = run_federated(
+        tiny(**sections, engine=engine), tmp_path / "deployment", progress=seen.append
+    )
     local = run_federated(tiny(**sections), tmp_path / "inprocess")
+    # Progress from the SuperLink's ServerApp process reached this one, round by round.
+    assert [(p.done, p.total) for p in seen] == [(1, 2), (2, 2)] and seen[-1].summary
 
     kinds = [e["kind"] for e in _events(deployed.path)]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"

@@ -23,7 +23,6 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from simulator.engines import _flwr_internals as fi
 from simulator.engines.inprocess import (
     NODE_ID_OFFSET,
     InProcessGrid,
@@ -32,6 +31,7 @@ from simulator.engines.inprocess import (
     run_inprocess,
     run_serverapp,
 )
+from wire import flwr_internals as fi
 
 W0 = np.array([0.5, -1.25, 3.0, 7.75], dtype=np.float32)
 NUM_NODES = 5

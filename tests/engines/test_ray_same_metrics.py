@@ -29,8 +29,13 @@ def test_ray_and_inprocess_give_the_same_metrics(tmp_path: Path) -> None:
     part = {"n_clients": 3}
     local = run_federated(tiny(federation=fed, partition=part), tmp_path / "inprocess")
     pythonpath = os.environ.get("PYTHONPATH")
-    ray = run_federated(tiny(federation=fed, partition=part, engine={"name": "ray"}),
-                        tmp_path / "ray")
+    seen: list[object] = []
+    ray = run_federated(
+        tiny(federation=fed, partition=part, engine={"name": "ray"}),
+        tmp_path / "ray",
+        progress=seen.append,
+    )
+    assert [p.done for p in seen] == [1, 2]  # type: ignore[attr-defined]
     # Contained: Ray is down, and the driver's environment is as it was.
     assert not _ray_descendants(os.getpid())
     assert os.environ.get("PYTHONPATH") == pythonpath

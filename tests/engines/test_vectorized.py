@@ -15,9 +15,9 @@ from simulator.federation import (
     clients_train,
     initial_state,
     make_gan,
-    split_arrays,
 )
 from simulator.gan import batched
+from simulator.messages import split_arrays
 from simulator.store import load_run
 from tests.conftest import tiny
 
@@ -140,7 +140,6 @@ def test_stopped_vectorized_run_resumes_to_the_same_metrics(tmp_path: Path) -> N
     # evaluate message: 4 clients evaluate every 2 rounds), after the round-2 checkpoint.
     from flwr.app import MessageType
 
-    from clients.records import RUN_CONFIG_KEY
     from server.app import RUN_DIR_KEY
     from server.app import app as server_app
     from simulator.checkpoint import load_latest
@@ -150,6 +149,7 @@ def test_stopped_vectorized_run_resumes_to_the_same_metrics(tmp_path: Path) -> N
     from simulator.scenario import resolved_yaml
     from simulator.store import RunStore
     from tests.server.test_resume import Killed, killer, scenario
+    from wire.records import RUN_CONFIG_KEY
 
     s = scenario(engine={"name": "vectorized"})
     reference = run_federated(s, tmp_path / "ref").metrics

@@ -101,8 +101,25 @@ def test_write_findings_writes_every_section_and_small_figures(tmp_path: Path) -
 
 def test_only_rejects_unknown_items() -> None:
     assert parse_only("3,1,3") == [1, 3]
-    assert parse_only(None) == list(range(1, 11))
-    with pytest.raises(ValueError, match=r"no item\(s\) \[11\]; items are 1–10"):
+    assert parse_only(None) == list(range(0, 11))
+    with pytest.raises(ValueError, match=r"no item\(s\) \[11\]; items are 0–10"):
         parse_only("1,11")
     res = CliRunner().invoke(app, ["findings", "--only", "x"])
     assert res.exit_code == 2 and "item numbers" in res.output
+
+
+def test_item0_regime_budget_is_the_first_where_four_of_five_seeds_keep_both() -> None:
+    """The rule on hand-made outcomes: a seed keeps both modes when coverage ≥ 0.3 on each."""
+    from simulator.findings.batch import Outcome
+    from simulator.findings.regime import keeps_both, regime_budgets
+
+    def o(c0: float, c1: float) -> Outcome:
+        return Outcome((), groups={"coverage": {"0": c0, "1": c1}})
+
+    assert keeps_both(o(0.3, 0.9)) and not keeps_both(o(0.29, 0.9))
+    assert not keeps_both(Outcome(()))  # a diverged run keeps nothing
+    three = [o(0.5, 0.5)] * 3 + [o(0.1, 0.5)] * 2
+    four = [o(0.5, 0.5)] * 4 + [o(0.0, 0.0)]
+    by = {(0.02, 2000): three, (0.02, 4000): four, (0.02, 8000): three, (0.05, 2000): four}
+    assert regime_budgets(by) == {0.02: 4000, 0.05: 2000}
+    assert regime_budgets({(0.02, 2000): three}) == {0.02: None}

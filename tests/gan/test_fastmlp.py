@@ -28,6 +28,7 @@ CONTROLS: list[tuple[str, dict[str, Any]]] = [
     ("gradient_penalty", {"lam": 1.0}),  # WGAN-GP: interpolates, centre 1
     ("gradient_penalty", {"lam": 0.5, "sampling": "real", "center": 0.0}),  # R1
     ("gradient_penalty", {"lam": 0.5, "sampling": "fake", "center": 1.0}),
+    ("r1", {"lam": 0.5}),  # the default control: R1 by name
 ]
 ACTIVATIONS = ["relu", "leaky_relu", "elu", "gelu", "tanh", "silu"]
 BUILT_IN = OBJECTIVES.names()  # every registered objective has an entry in the fast tables
@@ -73,6 +74,7 @@ def _max_diff(a: GANState, b: GANState) -> float:
 
 def test_covers_mlps_and_names_what_it_does_not(reference: Callable[[bool], None]) -> None:
     assert fastmlp.why_not(_gan()) is None
+    assert fastmlp.why_not(_gan(lipschitz="r1")) is None  # the default recipe's control
     conv = GAN(
         tiny_config(
             latent_dim=4,

@@ -23,7 +23,9 @@ def linear(w: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def test_registry() -> None:
-    assert set(LIPSCHITZ.names()) == {"none", "weight_clip", "gradient_penalty", "spectral_norm"}
+    assert set(LIPSCHITZ.names()) == {
+        "none", "weight_clip", "gradient_penalty", "r1", "spectral_norm"
+    }
     assert get_control("spectral_norm").spectral_norm
     assert not get_control("gradient_penalty").spectral_norm
 
@@ -37,6 +39,8 @@ def test_registry() -> None:
         ("gradient_penalty", {"sampling": "mid"}, "sampling must be one of"),
         ("gradient_penalty", {"center": -1.0}, "center must be >= 0"),
         ("spectral_norm", {"n_power_iterations": 0}, "n_power_iterations"),
+        ("r1", {"sampling": "fake"}, "has no parameter 'sampling'; allowed: lam"),
+        ("r1", {"lam": -0.1}, "lam must be >= 0"),
     ],
 )
 def test_invalid_parameters(name: str, params: dict[str, float], match: str) -> None:
@@ -51,6 +55,16 @@ def test_input_gradients_of_known_function() -> None:
     torch.testing.assert_close(
         gradient_norms(lambda y: (y**2).sum(dim=1), x), 2 * x.norm(dim=1), rtol=1e-5, atol=1e-5
     )
+
+
+def test_r1_is_lambda_times_mean_squared_gradient_norm_on_real_data() -> None:
+    """R1 on v(x) = x·w: ∇ₓv = w for every row, so the penalty is λ‖w‖² whatever the fake."""
+    w = torch.tensor([3.0, 4.0])
+    r1 = get_control("r1", {"lam": 0.2})
+    real, fake = torch.randn(6, 2), torch.randn(6, 2) * 100
+    pen = r1.penalty(linear(w), real, fake, torch.rand(6, 1))
+    torch.testing.assert_close(pen, torch.tensor(0.2 * 25.0), rtol=1e-5, atol=1e-6)
+    assert get_control("r1").lam == 0.1  # the default recipe's λ
 
 
 def test_interpolation_points() -> None:

@@ -24,6 +24,7 @@ CONTROLS: dict[str, dict[str, float]] = {
     "none": {},
     "weight_clip": {"c": 0.05},
     "gradient_penalty": {"lam": 1.0},
+    "r1": {"lam": 0.5},
     "spectral_norm": {"n_power_iterations": 2},
 }
 

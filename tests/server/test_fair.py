@@ -26,12 +26,13 @@ from server.strategies.fair import (
     GroupAwareFedAvg,
     QualityQFedAvg,
 )
-from simulator.engines._flwr_internals import task_identity
 from simulator.engines.runner import run_federated
-from simulator.federation import ClientUpdate, client_train, initial_state, make_gan, split_arrays
+from simulator.federation import ClientUpdate, client_train, initial_state, make_gan
+from simulator.messages import split_arrays
 from simulator.registry import RegistryError
 from simulator.store import load_run
 from tests.conftest import tiny
+from wire.flwr_internals import task_identity
 
 KEYS = ("generator.w", "critic.b")
 

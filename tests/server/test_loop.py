@@ -12,16 +12,17 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.app import app as real_client_app
-from clients.records import RUN_CONFIG_KEY
 from server.app import RUN_DIR_KEY
 from server.app import app as server_app
 from server.loop import sample_clients
 from simulator.engines.inprocess import InProcessGrid, run_serverapp
 from simulator.engines.runner import run_federated
-from simulator.federation import client_train, federated_data, initial_state, make_gan, split_arrays
+from simulator.federation import client_train, federated_data, initial_state, make_gan
+from simulator.messages import split_arrays
 from simulator.scenario import resolved_yaml
 from simulator.store import RunStore, load_run
 from tests.conftest import tiny
+from wire.records import RUN_CONFIG_KEY
 
 
 def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from clients.app import app as real_client_app
-from clients.records import RUN_CONFIG_KEY, from_record
 from server.app import RUN_DIR_KEY
 from server.app import app as server_app
 from simulator.engines.inprocess import InProcessGrid, run_serverapp
@@ -17,6 +16,7 @@ from simulator.engines.runner import check_scenario
 from simulator.scenario import resolved_yaml
 from simulator.store import RunStore
 from tests.conftest import tiny
+from wire.records import RUN_CONFIG_KEY, from_record
 
 KEY = "critic.net.0.weight"
 

@@ -29,26 +29,21 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 
 from clients.app import app as real_client_app
-from clients.records import RUN_CONFIG_KEY
 from server.app import RUN_DIR_KEY
 from server.app import app as server_app
-from server.resume import (
-    collect_private,
-    load_strategy_state,
-    rebind_nodes,
-    restore_private,
-    strategy_state,
-)
+from server.nodes import collect_private, restore_private
 from server.strategies.fair import AgnosticFedAvg
 from server.strategies.mdgan import CriticSwapFedAvg
 from server.strategies.per_network import PerNetwork
+from server.strategies.state import load_strategy_state, rebind_nodes, strategy_state
 from simulator.checkpoint import dumps, load_latest, loads
-from simulator.engines._flwr_internals import task_identity
 from simulator.engines.inprocess import InProcessGrid, node_id_of, run_serverapp
 from simulator.engines.runner import resume_federated, run_federated
 from simulator.scenario import Scenario, resolved_yaml
 from simulator.store import RunStore, load_run
 from tests.conftest import tiny, tiny_raw
+from wire.flwr_internals import task_identity
+from wire.records import RUN_CONFIG_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 

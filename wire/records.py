@@ -1,4 +1,5 @@
-"""Conversions between flat `prefix.name → ndarray` dicts and Flower records."""
+"""Flat `prefix.name → ndarray` dicts ↔ Flower records; the scenario in the run config; the
+private state a node keeps in its context."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, MetricRecord
+from flwr.app import Array, ArrayRecord, Context, MetricRecord
 from flwr.common.constant import SType
 
 from simulator.scenario import Scenario
 
 RUN_CONFIG_KEY = "scenario"
 """run_config key holding the scenario as JSON (run_config only holds flat scalars)."""
+
+PRIVATE_STATE = "private"
+"""`context.state` key of a node's private arrays (what is not federated, optimizer moments).
+An engine that keeps them elsewhere syncs them in around the ClientApp's handlers."""
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -109,3 +114,14 @@ def scenario_from(run_config: Mapping[str, Any]) -> Scenario:
         s = Scenario.model_validate(json.loads(raw))
         _CACHE[raw] = s
     return s
+
+
+def load_private(context: Context) -> dict[str, np.ndarray] | None:
+    """The node's private arrays (None before its first round)."""
+    stored = context.state.get(PRIVATE_STATE)
+    return from_record(stored) if isinstance(stored, ArrayRecord) else None
+
+
+def store_private(context: Context, arrays: Mapping[str, np.ndarray]) -> None:
+    """Keep `arrays` as the node's private state (a copy: nothing aliases the caller's)."""
+    context.state[PRIVATE_STATE] = to_record(arrays) if arrays else ArrayRecord()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clients.records import from_record, to_record
+from wire.records import from_record, to_record
 
 
 def test_shapes_survive_including_zero_d_and_non_contiguous() -> None:
@@ -22,7 +22,7 @@ def test_shapes_survive_including_zero_d_and_non_contiguous() -> None:
 def test_decoded_arrays_carry_the_bytes_flower_would_write() -> None:
     from flwr.app import Array
 
-    from clients.records import DecodedArray, to_decoded_record
+    from wire.records import DecodedArray, to_decoded_record
 
     arrays = {
         "step": np.array(3.0, np.float32),

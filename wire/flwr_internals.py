@@ -1,7 +1,7 @@
-"""Every Flower internal the engines touch, one small function per concern (flwr 1.42.0).
+"""Every Flower internal the project touches, one small function per concern (flwr 1.42.0).
 
 These names are not part of Flower's public API and move between releases. Each one is pinned by
-`tests/engines/test_flwr_internals.py`, so an upgrade of flwr fails there first, naming what moved.
+`tests/wire/test_flwr_internals.py`, so an upgrade of flwr fails there first, naming what moved.
 """
 
 from __future__ import annotations

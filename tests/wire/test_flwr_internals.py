@@ -8,8 +8,8 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-from simulator.engines import _flwr_internals as fi
 from simulator.engines.inprocess import NODE_ID_OFFSET, InProcessGrid
+from wire import flwr_internals as fi
 
 
 def test_task_identity_feeds_message_metadata_and_is_restored() -> None:

@@ -1,0 +1,59 @@
+"""Protocols by name (`federation.protocol`), and `module:Class` / `file.py:Class` plug-ins.
+
+A protocol (`server.protocols.base.Protocol`) says what one round sends, what comes back and
+how the server combines it; the round loop does the rest. `fedavg` is the default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
+from server.protocols.fedavg import FedAvgProtocol
+from simulator.registry import Registry, RegistryError, signature, subclass_of
+from simulator.scenario import Scenario
+
+__all__ = [
+    "PROTOCOLS",
+    "Expect",
+    "FedAvgProtocol",
+    "Protocol",
+    "ProtocolState",
+    "Reply",
+    "Round",
+    "Setup",
+    "build_protocol",
+    "check_protocol",
+]
+
+
+PROTOCOLS: Registry[type[Protocol]] = Registry(
+    "protocol", check=subclass_of(Protocol, "server.protocols.Protocol")
+)
+PROTOCOLS.add("fedavg", FedAvgProtocol)
+
+
+def check_protocol(s: Scenario) -> list[str]:
+    """Problems with the scenario's protocol, its parameters and what it needs of the rest
+    of the scenario, as 'yaml.path: message' (empty when fine)."""
+    f = s.federation
+    if f is None:
+        return []
+    try:
+        cls = PROTOCOLS.get(f.protocol)
+        sig = signature("protocol", f.protocol, cls.__init__, skip=2)  # (self, setup)
+    except RegistryError as exc:
+        return [f"federation.protocol: {exc}"]
+    problems = sig.check(dict(f.protocol_params)).by_key("federation.protocol_params", f.protocol)
+    return problems + cls.check(s)
+
+
+def build_protocol(setup: Setup) -> Protocol:
+    """The scenario's protocol, built from `setup` and `federation.protocol_params`."""
+    s = setup.scenario
+    problems = check_protocol(s)
+    if problems:
+        raise RegistryError("; ".join(problems))
+    assert s.federation is not None
+    params: dict[str, Any] = dict(s.federation.protocol_params)
+    return PROTOCOLS.get(s.federation.protocol)(setup, **params)

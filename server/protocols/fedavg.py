@@ -1,0 +1,101 @@
+"""`fedavg` (FedGAN): clients take local G and D steps from the global networks; a Flower
+strategy (`strategy.*`, any built-in, ours or a plug-in) aggregates what travels.
+
+One exchange per round: the strategy's `configure_train` (shown only the round's clients,
+through `SampledGrid`) builds the instructions, its `aggregate_train` combines the replies.
+The server also keeps the EMA of the aggregated generator when `gan.ema` > 0 (`ServerEMA`).
+State for checkpoints: the global arrays, the EMA, and every data attribute of the strategy
+(FedAdam's moments, the fair strategies' weights, `critic_swap`'s critics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message
+
+from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
+from server.strategies import STRATEGIES, build_strategy, check_strategy
+from server.strategies.per_network import PerNetwork
+from server.strategies.state import load_strategy_state, rebind_nodes, strategy_state
+from simulator.federation import ServerEMA
+from simulator.messages import GENERATOR, TRAIN_REPLY_KEYS, select, split_arrays
+from simulator.scenario import Scenario
+from wire.records import from_record, to_record
+
+
+class FedAvgProtocol(Protocol):
+    """Local GAN steps on the clients, a Flower strategy's aggregation on the server."""
+
+    uses_strategy = True
+
+    def __init__(self, setup: Setup) -> None:
+        super().__init__(setup)
+        s = setup.scenario
+        assert s.federation is not None
+        arrays, _ = split_arrays(setup.initial, s.federation.federate)
+        self.shapes = {k: tuple(v.shape) for k, v in arrays.items()}
+        self.record = to_record(arrays)
+        self.ema = ServerEMA.for_scenario(s, setup.data, select(arrays, GENERATOR))
+        strategy: Any = build_strategy(s.strategy.name, dict(s.strategy.params))
+        if s.strategy.critic is not None:
+            critic = build_strategy(s.strategy.critic.name, dict(s.strategy.critic.params))
+            strategy = PerNetwork(strategy, critic)
+        self.strategy = strategy
+
+    @classmethod
+    def check(cls, s: Scenario) -> list[str]:
+        """The strategy (and a critic strategy) and their parameters; what they need."""
+        problems = check_strategy(s.strategy.name, dict(s.strategy.params))
+        needs = getattr(STRATEGIES.get(s.strategy.name), "requires_federate", None)
+        if not problems and needs and s.federation and s.federation.federate != needs:
+            problems.append(f"strategy.name: {s.strategy.name} needs federation.federate: {needs}")
+        critic = s.strategy.critic
+        if critic is not None:
+            problems += check_strategy(critic.name, dict(critic.params), path="strategy.critic")
+            if s.federation is not None and s.federation.federate != "both":
+                problems.append(
+                    "strategy.critic: a critic strategy needs federation.federate: both"
+                )
+        return problems
+
+    def instructions(self, r: Round, step: int) -> list[Message]:
+        return list(self.strategy.configure_train(r.number, self.record, ConfigRecord({}), r.grid))
+
+    def expect(self, r: Round, step: int) -> Expect:
+        f = self.setup.scenario.federation
+        bounded = f is not None and f.max_update_norm is not None
+        return Expect(self.shapes, TRAIN_REPLY_KEYS, from_record(self.record) if bounded else None)
+
+    def combine(self, r: Round, step: int, replies: Sequence[Reply]) -> None:
+        new, _ = self.strategy.aggregate_train(r.number, [rep.message for rep in replies])
+        if new is not None:
+            self.record = new
+            if self.ema is not None:
+                self.ema.update(_generator(new))
+
+    def generator(self) -> dict[str, np.ndarray]:
+        return self.ema.arrays if self.ema is not None else _generator(self.record)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        ema = self.ema.as_state_arrays() if self.ema is not None else {}
+        return from_record(self.record) | ema
+
+    def state(self) -> ProtocolState:
+        data, skipped = strategy_state(self.strategy)
+        server = dict(self.ema.arrays) if self.ema is not None else {}
+        return ProtocolState(from_record(self.record), server, data, skipped)
+
+    def load_state(self, state: ProtocolState) -> None:
+        self.record = to_record(state.arrays)
+        load_strategy_state(self.strategy, state.data)
+        rebind_nodes(self.strategy, self.setup.nodes)
+        if self.ema is not None:
+            self.ema.arrays = dict(state.server)
+
+
+def _generator(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """The `generator.*` arrays of a record (decoding only those)."""
+    return {k: a.numpy() for k, a in select(record, GENERATOR).items()}

@@ -1,0 +1,45 @@
+"""What the steps of a federated run share (`server/loop.py` composes the steps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.serverapp import Grid
+
+from server.protocols import Protocol
+from simulator.evaluate import Evaluator
+from simulator.federation import FederatedData
+from simulator.gan.train import GAN
+from simulator.scenario import Scenario
+from simulator.store import RunStore
+
+
+@dataclass
+class Run:
+    """A federated run in progress: its scenario, folder, grid, data, evaluator, nodes and
+    protocol, and what the checkpoints need to know about the clients.
+
+    `node_pid`: node id → partition id (asked once, at the start); `private`: every client's
+    private state as of the last checkpoint (partition id → arrays); `touched`: the clients
+    sent a train message since (only they can have changed theirs).
+    """
+
+    s: Scenario
+    store: RunStore
+    grid: Grid
+    data: FederatedData
+    gan: GAN
+    evaluator: Evaluator
+    node_pid: dict[int, int]
+    protocol: Protocol
+    private: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    touched: set[int] = field(default_factory=set)
+    pid_node: dict[int, int] = field(init=False)
+    """partition id → node id."""
+    phase: str = "start"
+    """The step the loop is in (sample, exchange, combine, record, evaluate, checkpoint): where
+    a failure happened, for its `run_failed` event."""
+
+    def __post_init__(self) -> None:
+        self.pid_node = {p: n for n, p in self.node_pid.items()}

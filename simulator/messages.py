@@ -1,0 +1,395 @@
+"""The message format clients and server share: record names, keys, array prefixes, typed messages.
+
+Framework-free: keys are plain strings and messages plain dataclasses, encoded to and decoded
+from flat `key → value` dicts. `wire/` turns those dicts into Flower records and Messages;
+`clients/`, `server/`, the engines and the gate speak only through this module, so every key
+below is written once, here.
+
+A message has up to three records (`RECORDS`): `arrays` (one ArrayRecord of prefixed arrays:
+Flower's stock strategies accept exactly one), `metrics` (one MetricRecord: scalars and
+fixed-length lists) and `config` (one ConfigRecord). What travels:
+
+| message | config | arrays | metrics |
+|---|---|---|---|
+| train instruction | `server-round`, `proximal-mu` (FedProx) | the federated networks | — |
+| train reply | — | the client's federated networks | `TrainReply` |
+| evaluate instruction | `server-round` | the generator to score (empty: the client's own) | — |
+| evaluate reply | — | — | `EvaluateReply` |
+| query | `ask`: `partition-id` \\| `private` \\| `restore` | `restore`: the private state | — |
+| query reply | — | `private`: the private state | `QueryReply` |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+# --- records ------------------------------------------------------------------------------------
+
+ARRAYS = "arrays"
+"""The one ArrayRecord of a message (Flower's strategies' default `arrayrecord_key`)."""
+METRICS = "metrics"
+"""The one MetricRecord of a reply."""
+CONFIG = "config"
+"""The one ConfigRecord of an instruction (Flower's strategies' default `configrecord_key`)."""
+RECORDS = (ARRAYS, METRICS, CONFIG)
+
+# --- keys -----------------------------------------------------------------------------------------
+
+PARTITION_ID = "partition-id"
+"""Metric key: the partition id a reply comes from (checked by the gate against the node's)."""
+NODE_PARTITION_ID = PARTITION_ID
+"""node_config key of a node's partition id: Flower's simulation sets it, `fedgan up` passes it
+to each SuperNode, and replies echo it under the same name."""
+NODE_NUM_PARTITIONS = "num-partitions"
+"""node_config key of the number of partitions (set beside `partition-id`)."""
+NUM_EXAMPLES = "num-examples"
+"""Metric key: training points (train replies; Flower's `weighted_by_key`) or held-out points
+(evaluate replies)."""
+SERVER_ROUND = "server-round"
+"""Config key: the round of an instruction (Flower's strategies write it into every one)."""
+PROXIMAL_MU = "proximal-mu"
+"""Config key: FedProx's μ (Flower's FedProx sends it; the client adds the term itself)."""
+ASK = "ask"
+"""Config key of a query: what the server asks for (`QUERIES`)."""
+HAS_PRIVATE = "has-private"
+"""Metric key of an `ask: private` reply: 1 when the client holds private state."""
+TRAIN_LOSS = "train_loss"
+"""Metric key of the positive quality loss q-FedAvg raises to a power (its `train_loss_key`)."""
+
+TRAIN = "train."
+"""Prefix of the local-training statistics of a train reply (losses, gradient norms, ...)."""
+LOCAL = "local."
+"""Prefix of a generator's scores on the client's own held-out split (`LocalEvaluation`)."""
+TIME = "time."
+"""Prefix of wall times: the server moves them to timings.csv, out of the metrics table."""
+
+LOCAL_RECALL = LOCAL + "recall"
+LOCAL_COVERAGE = LOCAL + "coverage"
+LOCAL_EXPECTED_COVERAGE = LOCAL + "expected_coverage"
+RECALL_HITS = LOCAL + "recall_hits"
+"""Per-group counts (lists over `FederatedData.groups`), one name in train and evaluate
+replies: recall hits, coverage hits and held-out points of each group, pooled by summing."""
+COVERAGE_HITS = LOCAL + "coverage_hits"
+GROUP_N = LOCAL + "group_n"
+QUALITY_LOSS = LOCAL + "quality_loss"
+"""Coverage shortfall below what two same-distribution samples reach (≥ 0)."""
+BYTES_RECEIVED = "bytes.received"
+BYTES_SENT = "bytes.sent"
+TIME_CLIENT_TRAIN = TIME + "client_train"
+
+
+def local_key(metric: str) -> str:
+    """The local score key of `metric` (`recall` or `coverage`)."""
+    return {"recall": LOCAL_RECALL, "coverage": LOCAL_COVERAGE}[metric]
+
+
+def hits_key(metric: str) -> str:
+    """The per-group hit-count key of `metric` (`recall` or `coverage`)."""
+    return {"recall": RECALL_HITS, "coverage": COVERAGE_HITS}[metric]
+
+
+# --- queries -------------------------------------------------------------------------------------
+
+ASK_PARTITION = PARTITION_ID
+"""Query: which partition does this node hold (Flower's node ids are random)."""
+ASK_PRIVATE = "private"
+"""Query: send your private state (a checkpoint collects it)."""
+ASK_RESTORE = "restore"
+"""Query: take this private state back (a resume restores it)."""
+QUERIES = (ASK_PARTITION, ASK_PRIVATE, ASK_RESTORE)
+"""What a query's `ask` may be (absent: the partition id)."""
+
+# --- array prefixes ------------------------------------------------------------------------------
+
+GENERATOR = "generator."
+CRITIC = "critic."
+CRITIC_BUFFER = "critic_buffer."
+"""Non-trained critic tensors that travel with it (spectral-norm power-iteration vectors)."""
+GENERATOR_EMA = "generator_ema."
+CRITIC_PREFIXES = (CRITIC, CRITIC_BUFFER)
+"""Everything that belongs to the critic network."""
+FAULT_PADDING = "fault.padding"
+"""The extra array an oversized (simulated faulty) reply carries: never an expected key."""
+
+FEDERATED: dict[str, tuple[str, ...]] = {
+    "both": (GENERATOR, *CRITIC_PREFIXES),
+    "generator": (GENERATOR,),
+    "critic": CRITIC_PREFIXES,
+}
+"""Array prefixes that travel for each `federation.federate`; the rest stays on the client."""
+
+V = TypeVar("V")
+
+
+def select(arrays: Mapping[str, V], prefixes: tuple[str, ...] | str) -> dict[str, V]:
+    """The entries of `arrays` (a dict or an ArrayRecord) whose key starts with `prefixes`,
+    values untouched (a record's arrays stay undecoded)."""
+    return {k: arrays[k] for k in arrays if k.startswith(prefixes)}
+
+
+def split_arrays(arrays: Mapping[str, V], federate: str) -> tuple[dict[str, V], dict[str, V]]:
+    """(travelling, private) parts of a state's arrays for `federate`."""
+    keep = FEDERATED[federate]
+    out: dict[str, V] = {}
+    private: dict[str, V] = {}
+    for k, v in arrays.items():
+        (out if k.startswith(keep) else private)[k] = v
+    return out, private
+
+
+def generator_travels(federate: str) -> bool:
+    """Whether the generator is federated (else each client keeps a private one)."""
+    return GENERATOR in FEDERATED[federate]
+
+
+def as_ema(generator: Mapping[str, V]) -> dict[str, V]:
+    """`generator.*` arrays under the names a GAN state gives its EMA copy (`generator_ema.*`)."""
+    return {GENERATOR_EMA + k.removeprefix(GENERATOR): v for k, v in generator.items()}
+
+
+# --- typed messages ----------------------------------------------------------------------------
+
+MetricValue = int | float | list[int] | list[float]
+ConfigValue = int | float | str | bool
+Metrics = Mapping[str, object]
+"""A decoded MetricRecord (values as Flower returns them)."""
+
+
+def _num(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _ints(value: object) -> list[int]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list of counts, got {value!r}")
+    return [int(v) for v in value]
+
+
+@dataclass
+class LocalEvaluation:
+    """A generator against one client's held-out points (as many generated points).
+
+    Per-group lists follow `FederatedData.groups`: hits and point counts, pooled exactly by
+    summing over clients.
+    """
+
+    recall: float
+    coverage: float
+    expected_coverage: float
+    n_real: int
+    recall_hits: list[int]
+    coverage_hits: list[int]
+    group_n: list[int]
+
+    def scalars(self) -> dict[str, float]:
+        return {
+            LOCAL_RECALL: self.recall,
+            LOCAL_COVERAGE: self.coverage,
+            LOCAL_EXPECTED_COVERAGE: self.expected_coverage,
+        }
+
+    def counts(self) -> dict[str, list[int]]:
+        return {
+            RECALL_HITS: self.recall_hits,
+            COVERAGE_HITS: self.coverage_hits,
+            GROUP_N: self.group_n,
+        }
+
+    @classmethod
+    def decode(cls, m: Metrics) -> LocalEvaluation:
+        """From a reply's metrics (`n_real`: the summed group counts)."""
+        group_n = _ints(m[GROUP_N])
+        return cls(
+            _num(m[LOCAL_RECALL]),
+            _num(m[LOCAL_COVERAGE]),
+            _num(m[LOCAL_EXPECTED_COVERAGE]),
+            sum(group_n),
+            _ints(m[RECALL_HITS]),
+            _ints(m[COVERAGE_HITS]),
+            group_n,
+        )
+
+
+@dataclass(frozen=True)
+class TrainInstruction:
+    """What a train message asks: local steps for round `round` (FedProx: with μ)."""
+
+    round: int
+    proximal_mu: float | None = None
+
+    def config(self) -> dict[str, ConfigValue]:
+        out: dict[str, ConfigValue] = {SERVER_ROUND: self.round}
+        if self.proximal_mu is not None:
+            out[PROXIMAL_MU] = self.proximal_mu
+        return out
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> TrainInstruction:
+        mu = config.get(PROXIMAL_MU)
+        return cls(int(_num(config[SERVER_ROUND])), _num(mu) if mu is not None else None)
+
+
+@dataclass(frozen=True)
+class EvaluateInstruction:
+    """What an evaluate message asks: score the sent generator on the client's held-out split."""
+
+    round: int
+
+    def config(self) -> dict[str, ConfigValue]:
+        return {SERVER_ROUND: self.round}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> EvaluateInstruction:
+        return cls(int(_num(config[SERVER_ROUND])))
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query's `ask` (one of `QUERIES`)."""
+
+    ask: str = ASK_PARTITION
+
+    def __post_init__(self) -> None:
+        if self.ask not in QUERIES:
+            raise ValueError(f"unknown query ask={self.ask!r}; allowed: {', '.join(QUERIES)}")
+
+    def config(self) -> dict[str, ConfigValue]:
+        return {ASK: self.ask}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object] | None) -> Query:
+        ask = config.get(ASK, ASK_PARTITION) if config is not None else ASK_PARTITION
+        return cls(str(ask))
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    """A client's statistics after local training (its arrays travel beside them).
+
+    `train`: means over the local steps, keys without the `train.` prefix (losses, gradient
+    norms, `lipschitz.*`); `received`: the generator it received, on its held-out split;
+    bytes of the received and the sent arrays; `seconds`: wall time (None: not measured).
+    """
+
+    partition_id: int
+    num_examples: int
+    train: dict[str, float]
+    received: LocalEvaluation
+    bytes_received: float
+    bytes_sent: float
+    seconds: float | None = None
+
+    @property
+    def train_loss(self) -> float:
+        """1 − local coverage + 10⁻³: positive, for q-FedAvg (the GAN loss can be negative)."""
+        cov = self.received.coverage if math.isfinite(self.received.coverage) else 0.0
+        return 1.0 - cov + 1e-3
+
+    @property
+    def quality_loss(self) -> float:
+        """max(expected − local coverage, 0): 0 when the generator covers the client fully."""
+        ev = self.received
+        if not math.isfinite(ev.expected_coverage):
+            return 0.0
+        cov = ev.coverage if math.isfinite(ev.coverage) else 0.0
+        return max(ev.expected_coverage - cov, 0.0)
+
+    def metrics(self) -> dict[str, MetricValue]:
+        """The reply's MetricRecord: every reply carries the same keys (Flower's strategies
+        refuse replies whose keys differ), an undefined value as NaN."""
+        out: dict[str, MetricValue] = {TRAIN + k: v for k, v in self.train.items()}
+        out[NUM_EXAMPLES] = float(self.num_examples)
+        out[PARTITION_ID] = float(self.partition_id)
+        out.update(self.received.scalars())
+        out[TRAIN_LOSS] = self.train_loss
+        out[QUALITY_LOSS] = self.quality_loss
+        out[BYTES_RECEIVED] = self.bytes_received
+        out[BYTES_SENT] = self.bytes_sent
+        out.update(self.received.counts())
+        if self.seconds is not None:
+            out[TIME_CLIENT_TRAIN] = self.seconds
+        return out
+
+    @classmethod
+    def from_metrics(cls, m: Metrics) -> TrainReply:
+        t = m.get(TIME_CLIENT_TRAIN)
+        return cls(
+            partition_id=int(_num(m[PARTITION_ID])),
+            num_examples=int(_num(m[NUM_EXAMPLES])),
+            train={k.removeprefix(TRAIN): _num(v) for k, v in m.items() if k.startswith(TRAIN)},
+            received=LocalEvaluation.decode(m),
+            bytes_received=_num(m[BYTES_RECEIVED]),
+            bytes_sent=_num(m[BYTES_SENT]),
+            seconds=_num(t) if t is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class EvaluateReply:
+    """A client's scores of the generator it was sent, on its held-out split."""
+
+    partition_id: int
+    evaluation: LocalEvaluation
+
+    def metrics(self) -> dict[str, MetricValue]:
+        return {
+            PARTITION_ID: float(self.partition_id),
+            NUM_EXAMPLES: float(self.evaluation.n_real),
+            **self.evaluation.scalars(),
+            **self.evaluation.counts(),
+        }
+
+    @classmethod
+    def from_metrics(cls, m: Metrics) -> EvaluateReply:
+        ev = LocalEvaluation.decode(m)
+        ev.n_real = int(_num(m[NUM_EXAMPLES]))
+        return cls(int(_num(m[PARTITION_ID])), ev)
+
+
+@dataclass(frozen=True)
+class QueryReply:
+    """A query's answer: the node's partition id; for `ask: private`, whether it has any."""
+
+    partition_id: int
+    has_private: bool | None = None
+
+    def metrics(self) -> dict[str, MetricValue]:
+        out: dict[str, MetricValue] = {PARTITION_ID: self.partition_id}
+        if self.has_private is not None:
+            out[HAS_PRIVATE] = int(self.has_private)
+        return out
+
+    @classmethod
+    def from_metrics(cls, m: Metrics) -> QueryReply:
+        has = m.get(HAS_PRIVATE)
+        return cls(int(_num(m[PARTITION_ID])), bool(has) if has is not None else None)
+
+
+TRAIN_REPLY_KEYS = (NUM_EXAMPLES, PARTITION_ID)
+"""Metric keys the gate requires in a train reply."""
+EVALUATE_REPLY_KEYS = (PARTITION_ID, RECALL_HITS)
+"""Metric keys the gate requires in an evaluate reply."""
+
+
+def table_metrics(m: Metrics) -> dict[str, float]:
+    """A reply's scalar metrics as they go into the metrics table: not its partition id (the
+    row's `client`), not wall times, not per-group lists."""
+    return {
+        k: float(v)
+        for k, v in m.items()
+        if isinstance(v, int | float) and k != PARTITION_ID and not k.startswith(TIME)
+    }
+
+
+def wall_times(m: Metrics) -> dict[str, float]:
+    """A reply's wall times by phase (the `time.` keys without their prefix)."""
+    return {
+        k.removeprefix(TIME): float(v)
+        for k, v in m.items()
+        if k.startswith(TIME) and isinstance(v, int | float)
+    }

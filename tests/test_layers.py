@@ -1,0 +1,137 @@
+"""The layers: no import cycles, no upward imports (lazy imports inside functions count too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("simulator", "clients", "server", "wire")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for p in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            out[name] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(name: str) -> str | None:
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module (first-party or not) `path` imports, at any depth of its code."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+    return out
+
+
+GRAPH = {
+    m: {t for i in _imports(p) if (t := _resolve(i)) is not None and t != m}
+    for m, p in MODULES.items()
+}
+
+
+def _cycles() -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in GRAPH:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles() -> None:
+    assert _cycles() == []
+
+
+def test_the_cycle_search_finds_a_cycle() -> None:
+    saved = GRAPH["simulator.store"]
+    GRAPH["simulator.store"] = saved | {"simulator.sweep"}  # sweep imports store
+    try:
+        assert any({"simulator.store", "simulator.sweep"} <= set(c) for c in _cycles())
+    finally:
+        GRAPH["simulator.store"] = saved
+
+
+ENTRY = ("simulator.api", "simulator.sweep")
+"""Entry points of the core (Python API, sweeps): they start federated runs through the
+engines' runner, and import nothing of Flower or the apps themselves."""
+
+
+def _where(module: str) -> str:
+    if module.startswith(("simulator.engines", "simulator.cli")):
+        return "orchestration"
+    if module in ENTRY:
+        return "entry"
+    return module.split(".")[0]
+
+
+# What each layer may not import (`orchestration`: simulator/engines/ and simulator/cli.py, the
+# only rooms where the Flower apps and the core meet).
+FORBIDDEN = {
+    "simulator": ("flwr", "clients", "server", "wire", "simulator.engines", "simulator.cli"),
+    "entry": ("flwr", "clients", "server", "wire", "simulator.cli"),
+    "wire": ("clients", "server", "simulator.engines", "simulator.cli"),
+    "clients": ("server", "simulator.engines", "simulator.cli"),
+    "server": ("clients", "simulator.engines", "simulator.cli"),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_no_upward_imports(layer: str) -> None:
+    bad = sorted(
+        f"{m} -> {i}"
+        for m, p in MODULES.items()
+        if _where(m) == layer
+        for i in _imports(p)
+        if any(i == f or i.startswith(f + ".") for f in FORBIDDEN[layer])
+    )
+    assert bad == []
+
+
+def test_the_import_search_sees_lazy_imports() -> None:
+    # The orchestration imports the apps inside functions: the search must see those.
+    assert "server.app" in _imports(MODULES["simulator.engines.runner"])
+    assert _where("simulator.engines.runner") == "orchestration"
