@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from simulator.gan import fastmlp
 from simulator.gan.lipschitz import input_gradients
 from simulator.gan.networks import (
     NetworkSpec,
@@ -223,9 +224,6 @@ def lipschitz_metrics(
     """`lipschitz_estimates` on n points of `data` [N, d] and n fresh samples, as metrics
     (`lipschitz.real`, `.fake`, `.interpolates`, `.layer_product`, `.bound`)."""
     idx, z, eps = lipschitz_draw(gan, data.shape[0], gen, n)
-    # Imported here: fastmlp builds on train.py, which this module's callers import first.
-    from simulator.gan import fastmlp
-
     fast = fastmlp.plan(gan)
     if fast is not None:  # MLPs: the hand-written forward and input gradient, a batch of one
         one = fast.lipschitz(

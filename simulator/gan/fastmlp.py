@@ -36,6 +36,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,21 @@ from torch import Tensor, nn
 from simulator.gan import lipschitz, objectives
 from simulator.gan.networks import MLPCritic, MLPGenerator
 from simulator.gan.optim import OptimizerSpec
-from simulator.gan.train import GAN, GANState, Params, StepNoise, draw_blocks
+from simulator.gan.state import GANConfig, GANState, Params, StepNoise, draw_blocks
+
+
+class GAN(Protocol):
+    """What this module reads of a `train.GAN` (which dispatches to it, so it cannot import
+    train.py): its configuration, module templates, objective and control."""
+
+    config: GANConfig
+    generator: nn.Module
+    critic: nn.Module
+    objective: objectives.Objective
+    control: lipschitz.LipschitzControl
+
+    def draw_steps(self, n_data: int, gen: torch.Generator, n_steps: int) -> StepNoise: ...
+
 
 ENABLED = os.environ.get("FEDGAN_FAST_MLP", "1") != "0"
 """Use the hand-batched step where it applies (`FEDGAN_FAST_MLP=0`: always the vmap path)."""
