@@ -88,8 +88,14 @@ def start(grid: Grid, s: Scenario, store: RunStore, resume: bool) -> tuple[Run, 
     first = ckpt.round + 1 if ckpt is not None else 1
     if resume:
         # Rows of rounds after the checkpoint may have been written before the run stopped.
-        store.reopen(first - 1)
-        store.event("run_resumed", round=first - 1, engine=s.engine.name, rounds=f.rounds)
+        redone = store.reopen(first - 1)
+        store.event(
+            "run_resumed",
+            round=first - 1,
+            engine=s.engine.name,
+            rounds=f.rounds,
+            events_redone=redone,  # events of rounds after the checkpoint, played again
+        )
     else:
         store.event(
             "run_started",

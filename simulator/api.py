@@ -46,12 +46,15 @@ def run(
     return run_federated(s, out_dir, progress)
 
 
-def resume(path: str | Path, progress: ProgressHook | None = None) -> RunResult:
-    """Continue an interrupted federated run folder after its latest checkpoint (a finished
-    run is returned as it is)."""
+def resume(
+    path: str | Path, overrides: list[str] | None = None, progress: ProgressHook | None = None
+) -> RunResult:
+    """Continue a federated run folder after its latest checkpoint: an interrupted one to its
+    end, or with `overrides=["federation.rounds=N"]` any one to N rounds (a finished run with
+    nothing to add is returned as it is)."""
     from simulator.engines.runner import resume_federated
 
-    return resume_federated(path, progress)
+    return resume_federated(path, progress, overrides)
 
 
 def load(path: str | Path) -> Run:

@@ -88,26 +88,31 @@ def run(
     from simulator.engines.deployment import DeploymentError
     from simulator.progress import Progress as RunProgress
     from simulator.registry import RegistryError
+    from simulator.scenario import ScenarioError
 
+    extend: list[str] = []
     if resume is not None:
-        if scenario is not None or overrides or centralized:
-            _fail("--resume takes no scenario, overrides or --centralized: it continues the run")
+        if scenario is not None and "=" in str(scenario):  # `--resume RUN federation.rounds=N`
+            overrides, scenario = [str(scenario), *(overrides or [])], None
+        if scenario is not None or centralized:
+            _fail("--resume takes no scenario or --centralized: it continues the run")
         if not (resume / "scenario.yaml").is_file():
             _fail(f"--resume {resume}: not a run folder (no scenario.yaml)")
         from simulator.store import run_is_finished
 
-        if run_is_finished(resume):
+        extend, overrides = list(overrides or []), []
+        if run_is_finished(resume) and not extend:
             console.print(f"{resume}: the run has finished; nothing to resume", soft_wrap=True)
             return
         scenario = resume / "scenario.yaml"
-        if _load(scenario, []).federation is None:
+        if _load(scenario, extend).federation is None:
             _fail(
                 f"--resume {resume}: only federated runs can be resumed (this one is centralized)"
             )
     if scenario is None:
         _fail("give a scenario file (or --resume RUN_DIR)")
         return
-    s = _load(scenario, overrides or [])
+    s = _load(scenario, [*(overrides or []), *extend])
     if centralized:
         s = s.centralized_twin()
     _warn(s)
@@ -157,12 +162,12 @@ def run(
                 from simulator.engines.runner import resume_federated, run_federated
 
                 if resume is not None:
-                    result = resume_federated(resume, on_progress)
+                    result = resume_federated(resume, on_progress, extend)
                 else:
                     result = run_federated(s, out, on_progress)
             else:
                 result = run_centralized(s, out, on_progress)
-        except (DataError, RegistryError, DeploymentError) as exc:
+        except (DataError, RegistryError, DeploymentError, ScenarioError) as exc:
             _fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - a run that died: say why, briefly; exit 1
             _crashed(exc, resume if resume is not None else out / s.name)

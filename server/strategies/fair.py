@@ -25,10 +25,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-from flwr.common.logger import log
-from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg, QFedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from simulator.messages import (
     GROUP_N,
@@ -38,7 +35,13 @@ from simulator.messages import (
     hits_key,
     local_key,
 )
-from wire.flwr_internals import copy_message
+from wire.flwr_internals import (
+    AggregationError,
+    aggregate_arrayrecords,
+    check_and_log_replies,
+    copy_message,
+    log,
+)
 
 WEIGHT_KEY = "fair.weight"
 """MetricRecord key the weighted strategies write each reply's aggregation weight under."""
@@ -129,7 +132,7 @@ class _ReweightedFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Weighted mean of the replies' arrays with `client_weights`; metrics by num-examples."""
-        valid, _ = self._check_and_log_replies(replies, is_train=True)
+        valid = check_and_log_replies(self, replies)
         if not valid:
             return None, None
         weights = np.asarray(self.client_weights(server_round, valid), dtype=np.float64)
