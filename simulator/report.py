@@ -29,6 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from simulator.messages import LOCAL_RECALL
 from simulator.store import Run, atomic_write_text, load_run
 from simulator.summary import (
     SEPARATOR,
@@ -562,7 +563,7 @@ def fig_client_rounds(ctx: _Context) -> list[Panel]:
         key: rows[rows["metric"] == key].pivot_table(
             index="round", columns="client", values="value", aggfunc="first"
         )
-        for key in ("eval.recall", "local.recall")
+        for key in ("eval.recall", LOCAL_RECALL)
     }
     frames = {k: v for k, v in frames.items() if not v.empty}
     if not frames:
@@ -572,7 +573,7 @@ def fig_client_rounds(ctx: _Context) -> list[Panel]:
         )
     titles = {
         "eval.recall": "global generator on each client's data (eval.recall)",
-        "local.recall": "received generator, every round (local.recall)",
+        LOCAL_RECALL: f"received generator, every round ({LOCAL_RECALL})",
     }
     height = 3.6
     fig = _figure(MAX_WIDTH, height)
