@@ -533,13 +533,21 @@ def report(
     out: Annotated[
         Path | None, typer.Option(help="Where to write (default RUN/report.html).")
     ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="A second run folder: its per-group recall and coverage drawn beside this "
+            "run's (a federated run against its --centralized twin, two strategies, ...)."
+        ),
+    ] = None,
 ) -> None:
     """Write a self-contained HTML report of a run (figures embedded, no network)."""
     from simulator.report import write_report
 
-    if not (run_dir / "scenario.yaml").is_file():
-        _fail(f"{run_dir} is not a run folder (no scenario.yaml)")
-    path = write_report(run_dir, out)
+    for folder in (run_dir, against):
+        if folder is not None and not (folder / "scenario.yaml").is_file():
+            _fail(f"{folder} is not a run folder (no scenario.yaml)")
+    path = write_report(run_dir, out, against)
     console.print(f"report: [bold]{path}[/bold]", soft_wrap=True)
 
 

@@ -342,22 +342,21 @@ def error_bars(mean: Sequence[float], std: Sequence[float], metric: str) -> np.n
     return np.nan_to_num(np.stack([below, above]), nan=0.0)
 
 
-def compare_figure(table: pd.DataFrame, path: str | Path) -> Path:
-    """One bar panel per metric — mean per configuration, ± std clipped to the metric's range,
-    one dot per seed — as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+def compare_plot(table: pd.DataFrame) -> Any:
+    """The `compare --figure` plot as a matplotlib Figure (no pyplot, no global state): one
+    bar panel per metric — mean per configuration, ± std clipped to the metric's range
+    (`error_bars`), one dot per seed (`<metric>.values`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     metrics = [c.removesuffix(".mean") for c in table.columns if c.endswith(".mean")]
     if not metrics:
         raise CompareError("the table has no metric columns to draw")
     cols = min(3, len(metrics))
     rows = -(-len(metrics) // cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(4.2 * cols, 0.45 * len(table) * rows + 2.2), squeeze=False
-    )
+    fig = Figure(figsize=(4.2 * cols, 0.45 * len(table) * rows + 2.2), layout="tight")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     labels = [str(v) for v in table["config"]]
     y = np.arange(len(table))
     for ax, m in zip(axes.flat, metrics, strict=False):
@@ -376,7 +375,7 @@ def compare_figure(table: pd.DataFrame, path: str | Path) -> Path:
                 v = v[np.isfinite(v)]
                 # Seeds spread a little around the bar's centre line so equal values stay visible.
                 jitter = np.linspace(-0.2, 0.2, len(v)) if len(v) > 1 else np.zeros(len(v))
-                ax.plot(v, yi + jitter, "o", ms=4, color="#08306b", zorder=3)
+                ax.plot(v, yi + jitter, "o", ms=4, color="#08306b", zorder=3, label="seed")
         lo, hi = metric_range(m)
         if math.isfinite(hi):
             ax.set_xlim(lo, hi * 1.02)
@@ -388,8 +387,11 @@ def compare_figure(table: pd.DataFrame, path: str | Path) -> Path:
         ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    fig.tight_layout()
+    return fig
+
+
+def compare_figure(table: pd.DataFrame, path: str | Path) -> Path:
+    """`compare_plot` written as a PNG to `path`."""
     out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    compare_plot(table).savefig(out, dpi=110)
     return out

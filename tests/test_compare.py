@@ -11,8 +11,15 @@ import yaml
 from typer.testing import CliRunner
 
 from simulator.cli import app
-from simulator.compare import CompareError, compare, run_dirs
-from simulator.scenario import resolved_yaml
+from simulator.compare import (
+    CompareError,
+    compare,
+    compare_figure,
+    compare_plot,
+    error_bars,
+    run_dirs,
+)
+from simulator.scenario import Scenario, resolved_yaml
 from simulator.store import RunStore, load_run
 from simulator.sweep import sweep
 from tests.conftest import tiny, tiny_raw
@@ -104,3 +111,70 @@ def test_compare_on_a_sweep_equals_compare_on_its_runs(tmp_path: Path) -> None:
     pd.testing.assert_series_equal(saved["recall.mean"], on_sweep["recall.mean"])
     bad = runner.invoke(app, ["compare", str(tmp_path / "missing")])
     assert bad.exit_code == 2
+
+
+def _scored(out: Path, s: Scenario, recall: float) -> Path:
+    """A run folder of scenario `s` whose last evaluation has this recall (no training)."""
+    store = RunStore.create(out, s.name, resolved_yaml(s), {})
+    scope = "centralized" if s.federation is None else "global"
+    store.add_metrics([{"round": 2, "scope": scope, "metric": "recall", "value": recall}])
+    return store.path
+
+
+def test_labels_name_only_the_keys_that_differ_in_short_form(tmp_path: Path) -> None:
+    fedavg = [_scored(tmp_path, tiny(seed=s), r) for s, r in ((0, 0.5), (1, 0.7))]
+    aware = tiny(seed=0, strategy={"name": "group_aware", "params": {"beta": 2.0}})
+    runs = [*fedavg, _scored(tmp_path, aware, 0.6)]
+    # strategy.name and strategy.params.beta differ; the seed does not make a configuration.
+    assert list(compare(runs, metrics=["recall"])["config"]) == [
+        "strategy=fedavg",
+        "strategy=group_aware β=2",
+    ]
+    # Beside its centralized twin, a federated run reads as such, not as 40 differing keys.
+    twin = _scored(tmp_path, tiny(seed=0).centralized_twin(), 0.9)
+    other = tiny(seed=0, data={"n_samples": 900}).centralized_twin()  # not anyone's twin
+    df = compare([*runs, twin, _scored(tmp_path, other, 0.2)], metrics=["recall"])
+    assert list(df["config"]) == [
+        "federated (fedavg)",
+        "federated (group_aware) β=2",
+        "centralized twin n_samples=800",
+        "centralized n_samples=900",
+    ]
+    assert list(df["n_runs"]) == [2, 1, 1, 1]
+
+
+def test_error_bars_are_clipped_to_the_metric_range() -> None:
+    # recall 0.95 ± 0.1 reaches 1 (above: 0.05), not 1.05; 0.02 ± 0.1 stops at 0 (below 0.02).
+    bars = error_bars([0.95, 0.02, 0.5], [0.1, 0.1, float("nan")], "recall")
+    np.testing.assert_allclose(bars, [[0.1, 0.02, 0.0], [0.05, 0.1, 0.0]])
+    # A gap's ratio is a share too; a density is ≥ 0 only; a Fréchet-like free metric is not clipped.
+    np.testing.assert_allclose(error_bars([0.9], [0.3], "recall.ratio"), [[0.3], [0.1]])
+    np.testing.assert_allclose(error_bars([1.5], [2.0], "density"), [[1.5], [2.0]])
+    np.testing.assert_allclose(error_bars([-1.0], [2.0], "train.g_loss"), [[2.0], [2.0]])
+
+
+def test_figure_draws_clipped_bars_and_one_dot_per_seed(tmp_path: Path) -> None:
+    runs = [_scored(tmp_path, tiny(seed=s), r) for s, r in ((0, 0.9), (1, 1.0), (2, 0.98))]
+    runs.append(_scored(tmp_path, tiny(seed=0, federation={"federate": "generator"}), 0.3))
+    table = compare(runs, metrics=["recall"])
+    fig = compare_plot(table)
+    ax = fig.axes[0]
+    # Per-seed dots: the three seeds of the first configuration, the one of the second.
+    dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert sorted(np.concatenate([d.get_xdata() for d in dots])) == pytest.approx(
+        sorted([0.9, 1.0, 0.98, 0.3])
+    )
+    # The error bar of 0.96 ± std(0.9, 1.0, 0.98) ends at 1 (the std, ~0.053, would pass it).
+    std = float(np.std([0.9, 1.0, 0.98], ddof=1))
+    assert 0.96 + std > 1.0
+    ends = [
+        x
+        for coll in ax.collections
+        for seg in coll.get_segments()  # type: ignore[attr-defined]
+        for x, _ in seg
+    ]
+    # ... and the single seed's bar has none (a zero-length bar at its mean).
+    assert sorted(set(np.round(ends, 9))) == pytest.approx([0.3, 0.96 - std, 1.0])
+    assert ax.get_xlim()[1] <= 1.02 + 1e-9
+    png = compare_figure(table, tmp_path / "c.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
