@@ -187,6 +187,9 @@ class RoundOutcome:
     dropped: list[Dropped]
     accepted: list[list[Reply]] = field(default_factory=list)
     times: list[dict[str, Any]] = field(default_factory=list)
+    shares: dict[int, float] = field(default_factory=dict)
+    """Each client's weight in the round's combinations, summed over them."""
+    combined: int = 0
 
 
 def exchange(
@@ -229,6 +232,9 @@ def exchange(
     else:
         run.phase = "combine"
         run.protocol.combine(r, step, accepted)
+        outcome.combined += 1
+        for pid, share in run.protocol.shares(r, step, accepted).items():
+            outcome.shares[pid] = outcome.shares.get(pid, 0.0) + share
 
 
 def send(run: Run, r: Round, messages: list[Message]) -> list[Message]:
@@ -282,6 +288,11 @@ def record(run: Run, rnd: int, faults: dict[int, FaultDraw], outcome: RoundOutco
     rows: list[dict[str, Any]] = [
         {"round": rnd, "scope": "client", "client": pid, "metric": k, "value": sum(v) / len(v)}
         for (pid, k), v in values.items()
+    ]
+    # The client's weight in the round's combinations (a client absent from one counts 0 there).
+    rows += [
+        {"round": rnd, "scope": "client", "client": pid, "metric": "fed.weight", "value": w}
+        for pid, w in sorted((p, v / outcome.combined) for p, v in outcome.shares.items())
     ]
     n_accepted = [len(acc) for acc in outcome.accepted] or [0]
     rows += [

@@ -147,7 +147,7 @@ def test_error_bars_are_clipped_to_the_metric_range() -> None:
     # recall 0.95 ± 0.1 reaches 1 (above: 0.05), not 1.05; 0.02 ± 0.1 stops at 0 (below 0.02).
     bars = error_bars([0.95, 0.02, 0.5], [0.1, 0.1, float("nan")], "recall")
     np.testing.assert_allclose(bars, [[0.1, 0.02, 0.0], [0.05, 0.1, 0.0]])
-    # A gap's ratio is a share too; a density is ≥ 0 only; a Fréchet-like free metric is not clipped.
+    # A gap's ratio is a share too; a density is ≥ 0 only; a loss is not clipped.
     np.testing.assert_allclose(error_bars([0.9], [0.3], "recall.ratio"), [[0.3], [0.1]])
     np.testing.assert_allclose(error_bars([1.5], [2.0], "density"), [[1.5], [2.0]])
     np.testing.assert_allclose(error_bars([-1.0], [2.0], "train.g_loss"), [[2.0], [2.0]])

@@ -16,6 +16,8 @@ from simulator.gan import fastmlp
 from tests.golden.make_golden import SCENARIOS, TABLES, canonical_csv, read_table, run_stored
 
 CASES = sorted(p.stem for p in SCENARIOS.glob("*.yaml"))
+ADDED = ("fed.weight",)
+"""Metrics the loop writes that some recorded tables predate (the per-client weights)."""
 
 
 @pytest.fixture(autouse=True)
@@ -42,4 +44,9 @@ def test_metrics_table_is_the_recorded_one(name: str, tmp_path: Path) -> None:
     got = run_stored(SCENARIOS / f"{name}.yaml", tmp_path)
     assert len(got) > 100
     expected = read_table((TABLES / f"{name}.csv").read_text())
-    pd.testing.assert_frame_equal(read_table(canonical_csv(got)), expected, check_exact=True)
+    table = read_table(canonical_csv(got))
+    # Rows of metrics added since a table was recorded (re-record with tests/golden/add_rows.py
+    # where that exists) are checked by their own tests until then: the rest must not move.
+    added = [m for m in ADDED if m not in set(expected["metric"])]
+    table = table[~table["metric"].isin(added)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(table, expected, check_exact=True)
