@@ -145,9 +145,7 @@ def _federated_data(scenario_json: str) -> FederatedData:
         lookup = {g: i for i, g in enumerate(values)}
         codes = np.array([lookup[v] for v in labels], dtype=np.int64)
         others.append(CountGrouping(name, values, codes))
-    return FederatedData(
-        train, held, part, client_train, client_held, col, groups, tuple(others)
-    )
+    return FederatedData(train, held, part, client_train, client_held, col, groups, tuple(others))
 
 
 def federated_data(s: Scenario) -> FederatedData:
