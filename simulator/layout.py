@@ -77,7 +77,8 @@ def fit_tables(
         idx = head + chunk
         widths = {i: least[i] for i in idx}
         spare = width - _width(least, idx)
-        for i in head:  # labels take what is left, up to their full length
+        # Labels take what is left, up to their full length; then headers unwrap.
+        for i in [*head, *chunk]:
             grow = max(min(full[i] - widths[i], spare), 0)
             widths[i] += grow
             spare -= grow

@@ -354,9 +354,11 @@ def legend_text(view: GroupView) -> str:
         + (f": {', '.join(minority)}" if minority else ": none")
     ]
     if rare:
+        many = len(rare) > 1
         lines.append(
-            f"warning: {', '.join(rare)} of {view.grouping!r} have fewer than "
-            f"{view.min_group_size} held-out points (rare, †): their values swing widely"
+            f"warning: {len(rare)} group{'s' if many else ''} of {view.grouping!r} "
+            f"{'have' if many else 'has'} fewer than {view.min_group_size} held-out points "
+            f"(rare, †): {', '.join(rare)}; {'their' if many else 'its'} values swing widely"
         )
     return "\n".join(lines)
 

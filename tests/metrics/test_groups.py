@@ -177,3 +177,39 @@ def test_accepts_any_prdc_result() -> None:
         assert report.by_group.loc[g, "recall"] == pytest.approx(
             res.recall_per_real[labels == g].mean()
         )
+
+
+def test_intersectional_groups_are_fairlearns_several_sensitive_features() -> None:
+    """group_by [[sex, region]]: one group per combination, labelled "F|north", with the values
+    fairlearn's MetricFrame gives for sensitive_features=[sex, region] and a mask by hand."""
+    from fairlearn.metrics import MetricFrame
+
+    from simulator.metrics.groups import group_labels, grouping_name
+
+    rng = np.random.default_rng(4)
+    real = rng.normal(0, 1, (240, 2))
+    fake = rng.normal(0, 1, (200, 2))
+    people = pd.DataFrame(
+        {
+            "sex": rng.choice(["F", "M"], 240),
+            "region": rng.choice(["north", "south", "east"], 240, p=[0.5, 0.4, 0.1]),
+        }
+    )
+    labels = group_labels(people, ["sex", "region"])
+    assert grouping_name(["sex", "region"]) == "sex|region" == labels.name
+    res = prdc(real, fake, 5)
+    report = group_prdc(res, labels, min_group_size=1)
+    frame = MetricFrame(
+        metrics=lambda y, _: float(np.mean(y)),
+        y_true=res.recall_per_real,
+        y_pred=res.recall_per_real,
+        sensitive_features=people[["sex", "region"]],
+    )
+    for (sex, region), value in frame.by_group.items():
+        mask = (people["sex"] == sex) & (people["region"] == region)
+        assert report.by_group.loc[f"{sex}|{region}", "recall"] == pytest.approx(value)
+        assert value == pytest.approx(res.recall_per_real[mask.to_numpy()].mean())
+    assert len(report.by_group) == len(frame.by_group) == 6
+    assert report.summary.loc["recall", "difference"] == pytest.approx(
+        frame.difference(method="between_groups")
+    )
