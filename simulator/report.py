@@ -52,14 +52,15 @@ FIGURE_IDS = (
     "fig-fairness",
     "fig-client-recall",
     "fig-client-rounds",
+    "fig-weights",
     "fig-partition",
     "fig-training",
 )
 """Figure ids of a full federated report; a missing one is replaced by `<p id="<id>-note">`.
 A section with one figure per grouping numbers the others `<id>-2`, `<id>-3`, ..."""
-OPTIONAL_FIGURE_IDS = ("fig-weights", "fig-against")
-"""Figures that need more than every run has: per-round client weights (`fed.weight` rows) and
-a second run to overlay (`fedgan report RUN --against OTHER`)."""
+OPTIONAL_FIGURE_IDS = ("fig-against",)
+"""Figures that need more than a run: a second run to overlay (`fedgan report RUN --against
+OTHER`)."""
 
 MAX_SAMPLE_PANELS = 8
 """Evaluations drawn in the samples figure (evenly spaced, always the last): keeps it legible."""
@@ -604,8 +605,8 @@ def fig_weights(ctx: _Context) -> list[Panel]:
     if rows.empty:
         raise _NoData(
             "the metrics table has no fed.weight rows (each round's client weights, as the "
-            "strategy or protocol combined the replies); runs recorded before the round loop "
-            "wrote them, and centralized runs, have none"
+            "strategy or protocol combined the replies); centralized runs, and runs recorded "
+            "before the loop wrote them, have none"
         )
     table = rows.pivot_table(index="round", columns="client", values="value", aggfunc="first")
     table = table.reindex(columns=sorted(table.columns)).fillna(0.0)
@@ -905,14 +906,19 @@ figcaption{font-size:.9em;color:#555;margin-top:.3em}
 code{background:#f3f3f3;padding:0 .2em}
 """
 
-# Marks every decoded image and writes #images-ok once the page has loaded, so a headless
-# browser (the tests, CI) can prove that all embedded figures really render.
+# Marks every decoded image, and the scale it is shown at (shown / native width: below 1 the
+# browser shrank it, and its 9-pt text with it), and writes #images-ok once the page has loaded,
+# so a headless browser (the tests, CI) can prove that all embedded figures really render.
 IMAGE_CHECK_JS = """
 window.addEventListener("load", function () {
   var imgs = document.getElementsByTagName("img"), ok = 0;
   for (var i = 0; i < imgs.length; i++) {
     var good = imgs[i].complete && imgs[i].naturalWidth > 0;
     imgs[i].setAttribute("data-loaded", good ? "1" : "0");
+    if (good) {
+      var scale = imgs[i].getBoundingClientRect().width / imgs[i].naturalWidth;
+      imgs[i].setAttribute("data-scale", scale.toFixed(3));
+    }
     if (good) ok++;
   }
   var d = document.createElement("div");
