@@ -270,3 +270,31 @@ def test_validate_accepts_intersectional_groupings_and_names_a_bad_column(
     res = runner.invoke(cli.app, ["validate", str(p)])
     assert res.exit_code == 2
     assert "evaluation.group_by.1.1: no column 'nope'" in res.output
+
+
+def test_a_strategy_that_does_not_say_its_weights_gets_no_weight_rows(tmp_path: Path) -> None:
+    """FedMedian takes a coordinate-wise median: num-examples shares would be a false record."""
+    s = tiny(strategy={"name": "fedmedian"}, federation={"rounds": 1, "local_steps": 1})
+    m = run(s, [], out_dir=tmp_path).metrics
+    assert "fed.weight" not in set(m["metric"])
+    assert "eval.recall" in set(m["metric"])  # the clients' rows are there
+
+
+# ---- item 8: a group the generator never reaches ----
+def test_unreached_groups_are_the_worst_precision_of_a_run(grid25_run: Any) -> None:
+    """In the 25-grid run's last evaluation most modes get no generated sample (precision n/a
+    with held-out points): precision's group minimum is 0 and its ratio 0, the difference the
+    best reached mode's precision, and the worst group an unreached one."""
+    m = grid25_run.metrics
+    scenario = load_run(grid25_run.path).scenario
+    rnd = int(_last(m, "global")["round"].iloc[0])
+    precision = _cells(m, "global", "mode", "precision").set_index("group")["value"]
+    recall_n = _cells(m, "global", "mode", "recall").set_index("group")["n"]
+    unreached = [g for g in precision.index if math.isnan(precision[g]) and recall_n[g] > 0]
+    assert unreached, "the run's generator reaches every mode: nothing to check"
+    best = precision.dropna().max()
+    (view,) = group_views(m, "global", rnd, scenario)
+    gaps = view.gaps.loc["precision"]
+    assert gaps["group_min"] == 0.0 and gaps["ratio"] == 0.0
+    assert gaps["difference"] == pytest.approx(best)
+    assert gaps["worst"] in unreached

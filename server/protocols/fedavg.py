@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
 
 from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
 from server.strategies import STRATEGIES, build_strategy, check_strategy
+from server.strategies.mdgan import CriticSwapFedAvg
 from server.strategies.per_network import PerNetwork
 from server.strategies.state import load_strategy_state, rebind_nodes, strategy_state
 from simulator.federation import ServerEMA
-from simulator.messages import GENERATOR, TRAIN_REPLY_KEYS, select, split_arrays
+from simulator.messages import GENERATOR, NUM_EXAMPLES, TRAIN_REPLY_KEYS, select, split_arrays
 from simulator.scenario import Scenario
 from wire.records import from_record, to_record
 
@@ -78,11 +80,15 @@ class FedAvgProtocol(Protocol):
 
     def shares(self, r: Round, step: int, replies: Sequence[Reply]) -> dict[int, float]:
         """A reweighting strategy's `last_weights` (the fair rules: their weights; AFL: λ over
-        the round's clients), else the num-examples shares FedAvg weights by."""
+        the round's clients), else the num-examples shares for a strategy that averages by
+        them (`averages_by_examples`); none for the others — a median, Krum, q-FedAvg, a
+        plug-in without `last_weights` — whose weights only they know."""
         last = getattr(self.strategy, "last_weights", None)
         if isinstance(last, dict) and set(last) == {rep.partition_id for rep in replies}:
             return {int(k): float(v) for k, v in last.items()}
-        return super().shares(r, step, replies)
+        if averages_by_examples(self.strategy):
+            return super().shares(r, step, replies)
+        return {}
 
     def generator(self) -> dict[str, np.ndarray]:
         return self.ema.arrays if self.ema is not None else _generator(self.record)
@@ -102,6 +108,16 @@ class FedAvgProtocol(Protocol):
         rebind_nodes(self.strategy, self.setup.nodes)
         if self.ema is not None:
             self.ema.arrays = dict(state.server)
+
+
+def averages_by_examples(strategy: object) -> bool:
+    """Whether `strategy` combines the replies by their `num-examples` shares: its
+    `aggregate_train` is FedAvg's (FedProx, a plug-in that changes only the configuration), a
+    server optimizer's on FedAvg's mean (FedAvgM, FedAdam, FedAdagrad, FedYogi) or
+    `critic_swap`'s, weighted by `num-examples`."""
+    owner = next((c for c in type(strategy).__mro__ if "aggregate_train" in vars(c)), None)
+    averaging = (FedAvg, FedAvgM, FedAdam, FedAdagrad, FedYogi, CriticSwapFedAvg)
+    return owner in averaging and getattr(strategy, "weighted_by_key", None) == NUM_EXAMPLES
 
 
 def _generator(record: ArrayRecord) -> dict[str, np.ndarray]:
