@@ -38,6 +38,41 @@ def test_custom_strategy_walkthrough_runs_and_weights_as_documented(tmp_path: Pa
     for key in init:
         expected = sum(wi * u.arrays[key] for wi, u in zip(w, ups, strict=True))
         np.testing.assert_allclose(ckpt[key], expected, rtol=1e-5, atol=1e-6)
+    # ... and the weights it states (last_weights) are the round's fed.weight rows.
+    m = res.metrics
+    rows = m[m["metric"] == "fed.weight"].sort_values("client")
+    assert list(rows["client"]) == [0, 1, 2, 3]
+    np.testing.assert_allclose(rows["value"].to_numpy(), w, rtol=1e-6)
+
+
+def _section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_plugin_section_lists_every_reply_key_and_what_aggregate_train_returns() -> None:
+    """Every metric key a train or an evaluate reply carries — with two groupings, so the
+    other groupings' counts too — is named in the plug-in section, and so is each return
+    value of `aggregate_train`."""
+    from simulator.messages import EvaluateReply, LocalEvaluation, TrainReply
+
+    ev = LocalEvaluation(0.5, 0.4, 0.8, 10, [3, 2], [2, 2], [6, 4], [1], [1], [10])
+    train = TrainReply(0, 40, {"g_loss": 1.0, "lipschitz.real": 0.5}, ev, 1.0, 2.0, 0.1)
+    keys = {*train.metrics(), *EvaluateReply(0, ev).metrics()}
+    section = _section("Plug-ins")
+    for key in sorted(keys):
+        shown = "train.*" if key.startswith("train.") else key
+        assert f"`{shown}`" in section, key
+    assert "`train.lipschitz.*`" in section
+    for phrase in (
+        "**`aggregate_train(server_round, replies)`**",
+        "first: an `ArrayRecord`",
+        "first: `None`",
+        "second: a `MetricRecord` or `None`",
+        "`self.last_weights`",
+    ):
+        assert phrase in section, phrase
 
 
 def _protocol_plugin(tmp_path: Path) -> Path:
