@@ -132,6 +132,21 @@ def test_per_group_counts_have_one_name_in_train_and_evaluate_replies() -> None:
     assert back == M.EvaluateReply(0, _local())
 
 
+def test_other_groupings_counts_travel_only_when_there_are_any() -> None:
+    """Counts of the other groupings (a second column, an intersection) round-trip in both
+    replies; a one-grouping evaluation sends exactly the keys it always did."""
+    other = M.LocalEvaluation(
+        0.5, 0.25, 0.75, 7, [1, 2], [0, 1], [3, 4], [1, 0, 2], [0, 0, 1], [2, 2, 3]
+    )
+    for reply in (M.TrainReply(0, 1, {}, other, 0.0, 0.0), M.EvaluateReply(0, other)):
+        m = reply.metrics()
+        assert m[M.OTHER_GROUP_N] == [2, 2, 3] and m[M.OTHER_RECALL_HITS] == [1, 0, 2]
+        assert type(reply).from_metrics(m) == reply
+    plain = M.EvaluateReply(0, _local()).metrics()
+    assert not {M.OTHER_RECALL_HITS, M.OTHER_COVERAGE_HITS, M.OTHER_GROUP_N} & set(plain)
+    assert M.EvaluateReply.from_metrics(plain).evaluation.other_group_n == []
+
+
 def test_instructions_and_queries() -> None:
     ins = M.TrainInstruction(4, proximal_mu=0.1)
     assert ins.config() == {"server-round": 4, "proximal-mu": 0.1}

@@ -298,3 +298,17 @@ def test_unreached_groups_are_the_worst_precision_of_a_run(grid25_run: Any) -> N
     assert gaps["group_min"] == 0.0 and gaps["ratio"] == 0.0
     assert gaps["difference"] == pytest.approx(best)
     assert gaps["worst"] in unreached
+
+
+def test_vectorized_engine_gives_the_same_table_for_every_grouping(
+    table_run: Any, tmp_path: Path
+) -> None:
+    raw = load_run(table_run.path).scenario
+    s = validate({**raw, "engine": {"name": "vectorized"}})
+    vec = run(s, [], out_dir=tmp_path).metrics
+    key = ["round", "scope", "client", "group_by", "group", "metric"]
+    a = table_run.metrics.sort_values(key).reset_index(drop=True)
+    b = vec.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[key], b[key])
+    assert set(b.loc[b["scope"] == "clients", "group_by"]) == {"sex", "region", "sex|region"}
+    np.testing.assert_allclose(a["value"], b["value"], rtol=1e-4, atol=1e-5)
