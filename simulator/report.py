@@ -606,8 +606,8 @@ def fig_weights(ctx: _Context) -> list[Panel]:
         raise _NoData(
             "the metrics table has no fed.weight rows (each round's client weights, as the "
             "strategy or protocol combined the replies): a centralized run, a strategy that "
-            "does not say how it weighs clients (a median, Krum, q-FedAvg, a plug-in without "
-            "last_weights) or a run recorded before the loop wrote them"
+            "does not say how it weighs clients (a median, Krum, q-FedAvg) or a run recorded "
+            "before the loop wrote them"
         )
     table = rows.pivot_table(index="round", columns="client", values="value", aggfunc="first")
     table = table.reindex(columns=sorted(table.columns)).fillna(0.0)

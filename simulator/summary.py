@@ -297,9 +297,11 @@ def group_views(
     evaluation = (scenario or {}).get("evaluation") or {}
     min_size = int(evaluation.get("min_group_size", 20))
     weights = true_weights(scenario)
-    pooled = metrics[(metrics["scope"] == "clients") & (metrics["metric"] == "eval.recall")]
-    if len(pooled):
-        pooled = pooled[pooled["round"] == pooled["round"].max()]
+    pooled = metrics[
+        (metrics["scope"] == "clients")
+        & (metrics["metric"] == "eval.recall")
+        & (metrics["round"] == round_)
+    ]
     views = []
     for grouping in groupings(metrics, scope, round_):
         wide = group_table(metrics, scope, round_, grouping)

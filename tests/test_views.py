@@ -312,3 +312,17 @@ def test_vectorized_engine_gives_the_same_table_for_every_grouping(
     pd.testing.assert_frame_equal(a[key], b[key])
     assert set(b.loc[b["scope"] == "clients", "group_by"]) == {"sex", "region", "sex|region"}
     np.testing.assert_allclose(a["value"], b["value"], rtol=1e-4, atol=1e-5)
+
+
+def test_clients_recall_column_is_of_the_round_shown() -> None:
+    """`inspect --round 2` of a run evaluated at rounds 2 and 4: the pooled clients' recall of
+    round 2, not of the last round."""
+    rows = []
+    for rnd, recall, pooled in ((2, 0.2, 0.25), (4, 0.8, 0.75)):
+        rows.append((rnd, "global", -1, "", "", "recall", recall, 10))
+        rows.append((rnd, "global", -1, "mode", "0", "recall", recall, 10))
+        rows.append((rnd, "clients", -1, "mode", "0", "eval.recall", pooled, 10))
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    for rnd, pooled in ((2, 0.25), (4, 0.75)):
+        (view,) = group_views(metrics, "global", rnd)
+        assert view.table.loc["0", "clients"] == pooled

@@ -111,13 +111,16 @@ class FedAvgProtocol(Protocol):
 
 
 def averages_by_examples(strategy: object) -> bool:
-    """Whether `strategy` combines the replies by their `num-examples` shares: its
-    `aggregate_train` is FedAvg's (FedProx, a plug-in that changes only the configuration), a
-    server optimizer's on FedAvg's mean (FedAvgM, FedAdam, FedAdagrad, FedYogi) or
-    `critic_swap`'s, weighted by `num-examples`."""
-    owner = next((c for c in type(strategy).__mro__ if "aggregate_train" in vars(c)), None)
+    """Whether `strategy` combines the replies by their `num-examples` shares: the
+    `aggregate_train` it runs is FedAvg's (FedProx), a server optimizer's on FedAvg's mean
+    (FedAvgM, FedAdam, FedAdagrad, FedYogi) or `critic_swap`'s, weighted by `num-examples`.
+    A plug-in's own `aggregate_train` is taken to weigh as the strategy it extends (one that
+    weighs otherwise says so in `last_weights`); a median, Krum or q-FedAvg does not."""
     averaging = (FedAvg, FedAvgM, FedAdam, FedAdagrad, FedYogi, CriticSwapFedAvg)
-    return owner in averaging and getattr(strategy, "weighted_by_key", None) == NUM_EXAMPLES
+    for c in type(strategy).__mro__:
+        if "aggregate_train" in vars(c) and c.__module__.startswith(("flwr.", "server.")):
+            return c in averaging and getattr(strategy, "weighted_by_key", None) == NUM_EXAMPLES
+    return False
 
 
 def _generator(record: ArrayRecord) -> dict[str, np.ndarray]:
