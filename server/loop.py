@@ -27,6 +27,7 @@ from server.gate import check_replies
 from server.nodes import discover
 from server.protocols import Reply, Round, Setup, build_protocol
 from server.protocols.base import SampledGrid
+from server.rejoin import rejoin
 from server.resume import Run, checkpoint, restore
 from simulator.checkpoint import load_latest
 from simulator.evaluate import make_evaluator
@@ -122,6 +123,8 @@ def play_round(run: Run, rnd: int) -> dict[str, float]:
     s, store = run.s, run.store
     assert s.federation is not None
     t0 = time.perf_counter()
+    run.phase = "rejoin"
+    rejoin(run, rnd)
     run.phase = "sample"
     r, faults, dropped = sample(run, rnd)
     _events(run, rnd, dropped)

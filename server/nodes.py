@@ -1,6 +1,7 @@
 """The server's queries to the nodes: which partition each holds, and their private state.
 
-Flower's node ids are random, so the server asks every node its partition id once (`discover`).
+Flower's node ids are random, so the server asks every node its partition id at the start
+(`discover`) and asks again of any node id that appears later (`server.rejoin`).
 Clients' private state (private networks, optimizer moments) crosses to the server only in
 these queries, for checkpoints (`ask: private`) and resumes (`ask: restore`); the ClientApp's
 query handler answers them on every engine.
@@ -8,6 +9,7 @@ query handler answers them on every engine.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from flwr.app import Message, MessageType, RecordDict
@@ -18,9 +20,8 @@ from wire.messages import query_content, read_query_reply
 from wire.records import from_record, to_record
 
 
-def discover(grid: Grid, n_clients: int, timeout: float) -> dict[int, int]:
-    """node id → partition id, asked of every node (node ids are random under Flower)."""
-    nodes = list(grid.get_node_ids())
+def ask_partitions(grid: Grid, nodes: Iterable[int], timeout: float) -> dict[int, int]:
+    """node id → partition id of the `nodes` that answer within `timeout` seconds."""
     msgs = [
         Message(query_content(Query()), dst_node_id=n, message_type=MessageType.QUERY)
         for n in nodes
@@ -30,6 +31,12 @@ def discover(grid: Grid, n_clients: int, timeout: float) -> dict[int, int]:
         answer = read_query_reply(reply)
         if answer is not None:
             out[reply.metadata.src_node_id] = answer.partition_id
+    return out
+
+
+def discover(grid: Grid, n_clients: int, timeout: float) -> dict[int, int]:
+    """node id → partition id, asked of every node (node ids are random under Flower)."""
+    out = ask_partitions(grid, grid.get_node_ids(), timeout)
     pids = sorted(out.values())
     if len(set(pids)) != len(pids) or any(p < 0 or p >= n_clients for p in pids):
         raise RuntimeError(

@@ -26,6 +26,7 @@ def checkpoint(run: Run, rnd: int) -> None:
     got, failed = collect_private(run.grid, run.pid_node, sorted(run.touched), timeout)
     run.private.update(got)
     run.touched = set(failed)
+    run.private_round.update({p: rnd for p in got})
     st = run.protocol.state()
     notes = []
     if failed:
@@ -48,6 +49,9 @@ def restore(run: Run, ckpt: ResumeState) -> None:
     assert run.s.federation is not None
     run.protocol.load_state(ProtocolState(dict(ckpt.arrays), dict(ckpt.server), ckpt.strategy))
     run.private = dict(ckpt.clients)
+    # A checkpoint does not say which round each copy is from: the checkpoint's round (the
+    # copies of clients named in its `checkpoint_incomplete` event are older).
+    run.private_round = {p: ckpt.round for p in run.private}
     failed = restore_private(run.grid, run.pid_node, run.private, run.s.federation.timeout)
     if failed:
         run.store.event("clients_not_restored", round=ckpt.round, clients=failed)

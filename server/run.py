@@ -20,9 +20,12 @@ class Run:
     """A federated run in progress: its scenario, folder, grid, data, evaluator, nodes and
     protocol, and what the checkpoints need to know about the clients.
 
-    `node_pid`: node id → partition id (asked once, at the start); `private`: every client's
-    private state as of the last checkpoint (partition id → arrays); `touched`: the clients
-    sent a train message since (only they can have changed theirs).
+    `node_pid`: node id → partition id (asked at the start, and of node ids that appear later:
+    `server/rejoin.py`); `private`: every client's private state as of the last checkpoint
+    (partition id → arrays), collected at round `private_round[pid]` (older than the last
+    checkpoint for a client that did not answer it); `touched`: the clients sent a train message
+    since (only they can have changed theirs); `asked`: node ids that have not told their
+    partition yet → times asked.
     """
 
     s: Scenario
@@ -35,6 +38,8 @@ class Run:
     protocol: Protocol
     private: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     touched: set[int] = field(default_factory=set)
+    private_round: dict[int, int] = field(default_factory=dict)
+    asked: dict[int, int] = field(default_factory=dict)
     pid_node: dict[int, int] = field(init=False)
     """partition id → node id."""
     phase: str = "start"

@@ -211,6 +211,12 @@ class Protocol(ABC):
     def load_state(self, state: ProtocolState) -> None:
         """Take up a checkpointed `state` (on a protocol built from the same scenario)."""
 
+    def nodes_changed(self, node_pid: Mapping[int, int]) -> None:
+        """A client rejoined on a new node id (`server/rejoin.py`); `node_pid`: node id →
+        partition id from now on. Protocols that keep state by node id update it (default:
+        nothing)."""
+        return None
+
     def weights(self, r: Round, replies: Sequence[Reply]) -> np.ndarray:
         """One weight ≥ 0 per reply, for protocols that combine replies with client weights
         (default: FedAvg's, the clients' training points)."""

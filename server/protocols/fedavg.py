@@ -10,7 +10,7 @@ State for checkpoints: the global arrays, the EMA, and every data attribute of t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,6 +108,9 @@ class FedAvgProtocol(Protocol):
         rebind_nodes(self.strategy, self.setup.nodes)
         if self.ema is not None:
             self.ema.arrays = dict(state.server)
+
+    def nodes_changed(self, node_pid: Mapping[int, int]) -> None:
+        rebind_nodes(self.strategy, dict(node_pid))
 
 
 def averages_by_examples(strategy: object) -> bool:
