@@ -191,8 +191,8 @@ def test_killed_node_run_finishes_with_the_survivor(tmp_path: Path) -> None:
     )
     killed = _run_killing_node_1(s, tmp_path, wait=120)
     # Bounded: discovery and round 1 (~9 s each), then two waits of `timeout` for the dead
-    # node (round 2, the evaluation), with slack for a busy machine.
-    assert killed.elapsed < 2 * timeout + 90
+    # node (round 2, the evaluation), with slack for a busy machine (load 9: 157 s).
+    assert killed.elapsed < 2 * timeout + 120
     # The killed node's ClientApp processes were stopped too.
     assert not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid, _ in killed.orphans)
 
