@@ -200,6 +200,15 @@ class LocalEvaluation:
             GROUP_N: self.group_n,
         }
 
+    @property
+    def quality_loss(self) -> float:
+        """max(expected − coverage, 0): the coverage shortfall below what two samples of the
+        same distribution reach; 0 when covered fully or not measured (NaN expected)."""
+        if not math.isfinite(self.expected_coverage):
+            return 0.0
+        cov = self.coverage if math.isfinite(self.coverage) else 0.0
+        return max(self.expected_coverage - cov, 0.0)
+
     @classmethod
     def decode(cls, m: Metrics) -> LocalEvaluation:
         """From a reply's metrics (`n_real`: the summed group counts)."""
@@ -293,11 +302,7 @@ class TrainReply:
     @property
     def quality_loss(self) -> float:
         """max(expected − local coverage, 0): 0 when the generator covers the client fully."""
-        ev = self.received
-        if not math.isfinite(ev.expected_coverage):
-            return 0.0
-        cov = ev.coverage if math.isfinite(ev.coverage) else 0.0
-        return max(ev.expected_coverage - cov, 0.0)
+        return self.received.quality_loss
 
     def metrics(self) -> dict[str, MetricValue]:
         """The reply's MetricRecord: every reply carries the same keys (Flower's strategies
