@@ -392,19 +392,23 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
 
         "Recall" stands for the chosen `metric` (recall or coverage) throughout.
         """
-        n = np.stack([_counts(m, GROUP_N) for m in replies])
-        hits = np.stack([_counts(m, hits_key(self.metric)) for m in replies])
+        return group_deficits(*self._group_counts(replies), self.worst_groups)
+
+    def _group_counts(
+        self, replies: Sequence[Message]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(group_n, hits) [K, G] and whether each reply's score was measured [K]."""
+        try:
+            n = np.stack([_counts(m, GROUP_N) for m in replies])
+            hits = np.stack([_counts(m, hits_key(self.metric)) for m in replies])
+        except ValueError as exc:  # lists of different lengths
+            raise AggregationError(f"per-group lists differ in length: {exc}") from exc
         measured = np.isfinite([_scalar(m, local_key(self.metric)) for m in replies])
-        return group_deficits(n, hits, measured, self.worst_groups)
+        return n, hits, measured
 
     def client_weights(self, server_round: int, replies: Sequence[Message]) -> np.ndarray:
         """n_k · (1 + β Σ_g s_kg d_g)."""
-        try:
-            n = np.stack([_counts(m, GROUP_N) for m in replies])
-        except ValueError as exc:  # lists of different lengths
-            raise AggregationError(f"per-group lists differ in length: {exc}") from exc
-        hits = np.stack([_counts(m, hits_key(self.metric)) for m in replies])
-        measured = np.isfinite([_scalar(m, local_key(self.metric)) for m in replies])
+        n, hits, measured = self._group_counts(replies)
         weights, self.last_group_recall = group_aware_weights(
             self._sizes(replies), n, hits, measured, self.beta, self.worst_groups
         )
