@@ -157,6 +157,10 @@ class Weighting:
         """One weight ≥ 0 per client of `pids` (base [K], their scores); need not sum to 1."""
         return np.asarray(base, dtype=np.float64)
 
+    def unscored(self, pid: int, base: float) -> float:
+        """The weight of client `pid` before it was ever scored: its base weight."""
+        return float(base)
+
     def state(self) -> dict[str, Any]:
         return {}
 
@@ -198,6 +202,10 @@ class Agnostic(Weighting):
         lam, new = agnostic_weights(self.relative_lambda, pids, losses, self.step_size)
         self.relative_lambda.update(new)
         return lam
+
+    def unscored(self, pid: int, base: float) -> float:
+        """λ of a client not scored yet (uniform, relative to N)."""
+        return self.relative_lambda.get(pid, 1.0)
 
     def state(self) -> dict[str, Any]:
         return {"relative_lambda": dict(self.relative_lambda)}

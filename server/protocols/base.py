@@ -215,3 +215,24 @@ class Protocol(ABC):
         """One weight ≥ 0 per reply, for protocols that combine replies with client weights
         (default: FedAvg's, the clients' training points)."""
         return np.array([rep.stats().num_examples for rep in replies], dtype=np.float64)
+
+    def shares(self, r: Round, step: int, replies: Sequence[Reply]) -> dict[int, float]:
+        """Each client's share in the combination `combine` just made of `replies` (partition
+        id → weight, summing to 1): the loop records their mean over the round's exchanges as
+        the per-client `fed.weight` rows. Default: `weights`, normalised."""
+        w = self.weights(r, replies)
+        total = float(w.sum())
+        if not replies or total <= 0:
+            return {}
+        return {rep.partition_id: float(v) / total for rep, v in zip(replies, w, strict=True)}
+
+    def targets(self) -> dict[str, np.ndarray]:
+        """Other distributions the generator aims at, as client weights over all partition ids
+        [N] by evaluation scope: the evaluation also scores the generator against each such
+        mixture Σ_k π_k p_k of the clients' data (UA-GAN's `mixture`). Default: none."""
+        return {}
+
+    def round_metrics(self) -> dict[str, float]:
+        """The server's own statistics of the round just played (global rows; e.g. a
+        server-held generator's loss), then reset. Default: none."""
+        return {}

@@ -76,6 +76,14 @@ class FedAvgProtocol(Protocol):
             if self.ema is not None:
                 self.ema.update(_generator(new))
 
+    def shares(self, r: Round, step: int, replies: Sequence[Reply]) -> dict[int, float]:
+        """A reweighting strategy's `last_weights` (the fair rules: their weights; AFL: λ over
+        the round's clients), else the num-examples shares FedAvg weights by."""
+        last = getattr(self.strategy, "last_weights", None)
+        if isinstance(last, dict) and set(last) == {rep.partition_id for rep in replies}:
+            return {int(k): float(v) for k, v in last.items()}
+        return super().shares(r, step, replies)
+
     def generator(self) -> dict[str, np.ndarray]:
         return self.ema.arrays if self.ema is not None else _generator(self.record)
 
