@@ -117,8 +117,10 @@ def _problem(
             sq += float(np.sum(diff * diff))
     # After the finite check: a NaN update is divergence, not a far-away update.
     if bounds.max_update_norm is not None and np.sqrt(sq) > bounds.max_update_norm:
+        measured = [k for k in expected if k in bounds.reference]  # type: ignore[operator]
         return "update_too_far", (
-            f"‖θ − θ_global‖₂ = {np.sqrt(sq):.4g} > max_update_norm {bounds.max_update_norm}"
+            f"‖reply − reference‖₂ over {len(measured)} array(s) ({measured[0]}, ...) = "
+            f"{np.sqrt(sq):.4g} > max_update_norm {bounds.max_update_norm}"
         )
     for k, v in metrics.items():
         if k.startswith(TRAIN) and not np.all(np.isfinite(v)):
