@@ -7,6 +7,11 @@ sampled client of a round — run as *one* computation: `simulator.federation.cl
 stacks the clients' tensors and runs the one `GAN.step` under `torch.func.vmap`
 (`simulator.gan.batched`).
 
+A server-held generator's step instructions (mdgan, uagan: a train message per client and
+generator step) are batched the same way: the addressed clients' private critics are stacked
+from the store and stepped, and their answers computed, as one vmapped computation
+(`simulator.server_held.clients_step`).
+
 Everything Flower-facing is unchanged: the server loop and any strategy see the same `Grid`
 API and get the very replies the ClientApp would send (read and built with the same
 `wire.messages` functions), one per client, in node order; a client that fails gives an
