@@ -1,8 +1,9 @@
 """Vectorized vs in-process (sequential) vs Ray engine, client scaling and memory at scale.
 
     .venv/bin/python benchmarks/engine_scale.py [--quick] [--widths 64,128,256] [--rounds N]
-        [--engines vectorized,inprocess,ray] [--no-ray] [--device cpu|cuda|auto] [--threads N]
-        [--only compare,scaling,memory] [--clients 10,100,1000]
+        [--engines vectorized,inprocess,ray,vectorized-ref,...] [--no-ray] [--repeats N]
+        [--device cpu|cuda|auto] [--threads N] [--only compare,scaling,memory]
+        [--clients 10,100,1000]
 
 compare: `scenarios/scale/ring-100-clients.yaml` (8-ring, 100 Dirichlet clients all sampled, 20
 local steps, 2 hidden layers of the given width, batch 64) on each engine, one after another in
@@ -79,47 +80,77 @@ def final_gap(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return float((x - y.reindex(x.index)).abs().sum(skipna=True))
 
 
+def _engine(eng: str) -> tuple[str, bool]:
+    """An engine column's scenario engine and whether it runs the hand-batched MLP step: the
+    suffix `-ref` turns it off (`simulator.gan.fastmlp.ENABLED`), i.e. the torch.func / autograd
+    step every engine ran before it; `vectorized-cpu` is the vectorized engine on the CPU."""
+    name = eng.removesuffix("-ref")
+    return name.removesuffix("-cpu"), name == eng
+
+
 def compare(args: argparse.Namespace, out: Path) -> None:
+    from simulator.gan import fastmlp
+
     engines = args.engines.split(",")
     if "vectorized" not in engines:
         raise SystemExit("--engines must include vectorized (the ratios are against it)")
-    if args.no_ray and "ray" in engines:
-        engines.remove("ray")
+    if args.no_ray:
+        engines = [e for e in engines if not e.startswith("ray")]
     print(f"\n## compare: 100 clients x {args.rounds} rounds x 20 local steps, batch 64, "
-          f"device {args.device}, torch threads {torch.get_num_threads()}")
-    print("| width | engine | train phase (s) | s/round | whole call (s) | vectorized faster by |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+          f"device {args.device}, torch threads {torch.get_num_threads()}, "
+          f"{args.repeats} repetitions (engines interleaved), medians")
+    print("| width | engine | train phase (s) | s/round | whole call (s) | vectorized faster by "
+          "| ratio per repetition | load |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | --- | --- |")
     for width in args.widths:
         common = [f"federation.rounds={args.rounds}", f"evaluation.every={args.rounds}",
                   f"gan.generator.widths=[{width},{width}]", f"gan.critic.widths=[{width},{width}]"]
-        results: dict[str, tuple[list[float], float, pd.DataFrame]] = {}
+        train: dict[str, list[float]] = {e: [] for e in engines}
+        walls: dict[str, list[float]] = {e: [] for e in engines}
+        metrics: dict[str, pd.DataFrame] = {}
+        loads: list[str] = []
         if "inprocess" in engines and width == args.widths[0]:
             # Seed-to-seed noise, the yardstick for the engines' agreement: the sequential
             # engine with the next seed (not timed).
             seed1 = common + ["seed=1", "engine.name=inprocess", "device=cpu"]
             _, _, other, _ = timed_run(scenario(seed1), out / f"seed{width}")
+        for rep in range(args.repeats):
+            loads.append(f"{os.getloadavg()[0]:.1f}")
+            for eng in engines:
+                # "vectorized" runs on --device; the other engines on the CPU.
+                name, fast = _engine(eng)
+                dev = args.device if eng == "vectorized" else "cpu"
+                fastmlp.ENABLED = fast
+                os.environ["FEDGAN_FAST_MLP"] = "1" if fast else "0"  # Ray's workers read it
+                try:
+                    rounds, wall, m, _ = timed_run(
+                        scenario(common + [f"engine.name={name}", f"device={dev}"]),
+                        out / f"{eng}{width}-{rep}",
+                    )
+                finally:
+                    fastmlp.ENABLED = True
+                    os.environ.pop("FEDGAN_FAST_MLP", None)
+                train[eng].append(sum(rounds))
+                walls[eng].append(wall)
+                metrics[eng] = m
+        vec = train["vectorized"]
         for eng in engines:
-            # "vectorized" runs on --device; "vectorized-cpu" is the same engine on the CPU.
-            dev = args.device if eng == "vectorized" else "cpu"
-            name = eng.removesuffix("-cpu")
-            rounds, wall, metrics, _ = timed_run(
-                scenario(common + [f"engine.name={name}", f"device={dev}"]), out / f"{eng}{width}"
-            )
-            results[eng] = (rounds, wall, metrics)
-        vec = sum(results["vectorized"][0])
-        for eng, (rounds, wall, _) in results.items():
-            ratio = "1" if eng == "vectorized" else f"{sum(rounds) / vec:.1f}x"
-            print(f"| {width} | {eng} | {sum(rounds):.2f} | {sum(rounds) / len(rounds):.3f} | "
-                  f"{wall:.1f} | {ratio} |")
-        for ref in ("inprocess", "vectorized-cpu"):
-            if ref in results:
-                gap = final_gap(results[ref][2], results["vectorized"][2])
+            t = train[eng]
+            per = [a / b for a, b in zip(t, vec, strict=True)]
+            ratio = "1" if eng == "vectorized" else f"{statistics.median(per):.1f}x"
+            reps = ", ".join(f"{r:.2f}" for r in per)
+            print(f"| {width} | {eng} | {statistics.median(t):.2f} | "
+                  f"{statistics.median(t) / args.rounds:.3f} | {statistics.median(walls[eng]):.1f} "
+                  f"| {ratio} | {reps} | {' '.join(loads)} |")
+        for ref in ("inprocess", "vectorized-ref", "inprocess-ref", "vectorized-cpu"):
+            if ref in metrics:
+                gap = final_gap(metrics[ref], metrics["vectorized"])
                 note = ""
                 if ref == "inprocess" and width == args.widths[0]:
-                    noise = final_gap(results[ref][2], other)
+                    noise = final_gap(metrics[ref], other)
                     note = f"; seed 0 vs seed 1 on the sequential engine: {noise:.3f}"
                 print(f"|  | final global metrics, Σ abs. difference vs {ref}: {gap:.3f}{note} "
-                      "| | | | |")
+                      "| | | | | | |")
 
 
 class _MathTimer:
@@ -225,7 +256,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 10; quick 2)")
     ap.add_argument("--clients", default=None, help="scaling client counts (default 10,100,1000)")
     ap.add_argument("--engines", default="vectorized,inprocess,ray",
-                    help="compare these (vectorized-cpu: the vectorized engine on the CPU)")
+                    help="compare these (vectorized-cpu: the vectorized engine on the CPU; a "
+                         "-ref suffix: that engine without the hand-batched MLP step)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="compare: repetitions, engines interleaved (default 3; quick 1)")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray engine")
     ap.add_argument("--device", default="cpu", help="vectorized engine's device")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -236,6 +270,7 @@ def main() -> None:
     widths = args.widths or ("64" if args.quick else "64,128,256")
     args.widths = [int(w) for w in widths.split(",")]
     args.rounds = args.rounds or (2 if args.quick else 10)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     args.clients = [int(c) for c in (args.clients or ("10,100" if args.quick else "10,100,1000"))
                     .split(",")]
     only = set(args.only.split(","))

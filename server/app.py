@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.loop import run_rounds
 from simulator.progress import ProgressLog
+from simulator.scenario import Scenario, ScenarioError, resolved_yaml
 from simulator.store import RunStore
-from wire.records import scenario_from
+from wire.records import OUT_KEY, SCENARIO_FILE_KEY, scenario_from
 
 RUN_DIR_KEY = "run-dir"
 """run_config key with the absolute path of the run folder the server writes."""
@@ -23,8 +26,42 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    s = scenario_from(context.run_config)
-    store = RunStore(Path(str(context.run_config[RUN_DIR_KEY])))
-    resume = bool(context.run_config.get(RESUME_KEY, False))
+    cfg = context.run_config
+    s = scenario_from(cfg)
+    if cfg.get(RUN_DIR_KEY):  # an engine made the run folder (`fedgan run`, the Python API)
+        store = RunStore(Path(str(cfg[RUN_DIR_KEY])))
+    else:  # `flwr run .`: this app makes it, under `out`
+        store = _flwr_run_store(s, cfg, len(list(grid.get_node_ids())))
+    resume = bool(cfg.get(RESUME_KEY, False))
     # Progress goes to the run folder: the command line follows it from its own process.
     run_rounds(grid, s, store, resume=resume, progress=ProgressLog(store.path))
+
+
+def _flwr_run_store(s: Scenario, cfg: Mapping[str, Any], nodes: int) -> RunStore:
+    """The run folder of a run started with `flwr run .`: under the absolute `out`, after
+    the checks `fedgan run` makes; one node per client (refused otherwise, before anything)."""
+    from server.protocols import check_protocol
+    from simulator.federation import data_problems
+
+    out = Path(str(cfg.get(OUT_KEY) or ""))
+    problems = (
+        []
+        if out.is_absolute()
+        else [
+            f"{OUT_KEY}: give the absolute folder for run folders (the ServerApp runs from the "
+            f"installed Flower App, not from your folder), got {str(out)!r}"
+        ]
+    )
+    if s.federation is None:
+        problems.append("federation: `flwr run .` runs federated scenarios only")
+    if nodes != s.partition.n_clients:
+        problems.append(
+            f"partition.n_clients: {s.partition.n_clients} clients, but the federation has "
+            f"{nodes} nodes: run with --federation-config num-supernodes={s.partition.n_clients}"
+        )
+    if not problems:  # what `fedgan run` checks first (simulator.engines.runner.check_scenario)
+        problems += data_problems(s) + check_protocol(s)
+    if problems:
+        raise ScenarioError(str(cfg.get(SCENARIO_FILE_KEY, "")), problems)
+    meta = {"engine": "flwr-run", "seed": s.seed}
+    return RunStore.create(out, s.name, resolved_yaml(s), meta)

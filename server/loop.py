@@ -58,11 +58,19 @@ def run_rounds(
     after the folder's latest one (from round 1 when there is none).
     """
     assert s.federation is not None
-    run, first = start(grid, s, store, resume)
-    for rnd in range(first, s.federation.rounds + 1):
-        ev_summary = play_round(run, rnd)
-        if progress is not None:
-            progress(Progress(rnd, s.federation.rounds, ev_summary))
+    run: Run | None = None
+    rnd = 0
+    try:
+        run, first = start(grid, s, store, resume)
+        for rnd in range(first, s.federation.rounds + 1):
+            ev_summary = play_round(run, rnd)
+            if progress is not None:
+                progress(Progress(rnd, s.federation.rounds, ev_summary))
+    except Exception as exc:
+        # A plug-in's bug, a strategy's KeyError: say where in the run folder, then let it
+        # propagate (the caller prints a short traceback and exits 1).
+        store.record_failure(exc, rnd, run.phase if run is not None else "start")
+        raise
     store.flush()  # the last round's timings (its metrics were written by its evaluation)
     store.event("run_finished", rounds=s.federation.rounds)
 
@@ -80,8 +88,14 @@ def start(grid: Grid, s: Scenario, store: RunStore, resume: bool) -> tuple[Run, 
     first = ckpt.round + 1 if ckpt is not None else 1
     if resume:
         # Rows of rounds after the checkpoint may have been written before the run stopped.
-        store.reopen(first - 1)
-        store.event("run_resumed", round=first - 1, engine=s.engine.name, rounds=f.rounds)
+        redone = store.reopen(first - 1)
+        store.event(
+            "run_resumed",
+            round=first - 1,
+            engine=s.engine.name,
+            rounds=f.rounds,
+            events_redone=redone,  # events of rounds after the checkpoint, played again
+        )
     else:
         store.event(
             "run_started",
@@ -108,14 +122,17 @@ def play_round(run: Run, rnd: int) -> dict[str, float]:
     s, store = run.s, run.store
     assert s.federation is not None
     t0 = time.perf_counter()
+    run.phase = "sample"
     r, faults, dropped = sample(run, rnd)
     _events(run, rnd, dropped)
     outcome = RoundOutcome(dropped)
     for step in range(run.protocol.exchanges):
         exchange(run, r, step, faults, outcome)
     t_train = time.perf_counter() - t0
+    run.phase = "record"
     record(run, rnd, faults, outcome)
     due = rnd % s.evaluation.every == 0 or rnd == s.federation.rounds
+    run.phase = "evaluate"
     ev = evaluate(run, rnd) if due else None
     store.add_timings(
         outcome.times
@@ -132,6 +149,7 @@ def play_round(run: Run, rnd: int) -> dict[str, float]:
     if due:
         store.flush()  # every row of rounds ≤ rnd is on disk before the checkpoint says so
         t1 = time.perf_counter()
+        run.phase = "checkpoint"
         checkpoint(run, rnd)
         # Written with the next flush (a kill before it loses only this wall time).
         seconds = time.perf_counter() - t1
@@ -185,6 +203,7 @@ def exchange(
     f = run.s.federation
     assert f is not None
     replies: list[Message] = []
+    run.phase = "exchange"
     if r.clients:  # an empty view would make a stock strategy wait for nodes forever
         msgs = run.protocol.instructions(r, step)
         run.touched.update(r.clients)
@@ -217,6 +236,7 @@ def exchange(
             min_replies=f.min_replies,
         )
     else:
+        run.phase = "combine"
         run.protocol.combine(r, step, accepted)
         outcome.combined += 1
         for pid, share in run.protocol.shares(r, step, accepted).items():

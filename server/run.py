@@ -37,6 +37,9 @@ class Run:
     touched: set[int] = field(default_factory=set)
     pid_node: dict[int, int] = field(init=False)
     """partition id → node id."""
+    phase: str = "start"
+    """The step the loop is in (sample, exchange, combine, record, evaluate, checkpoint): where
+    a failure happened, for its `run_failed` event."""
 
     def __post_init__(self) -> None:
         self.pid_node = {p: n for n, p in self.node_pid.items()}

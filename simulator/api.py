@@ -34,24 +34,27 @@ def run(
         s = load_scenario(scenario, overrides or [])
     if centralized:
         s = s.centralized_twin()
-    if not s.federated:
-        return run_centralized(s, out_dir, progress)
     from simulator.engines.runner import check_scenario, run_federated
 
-    problems = check_scenario(s)
+    problems = check_scenario(s)  # the checks `fedgan validate` makes, before any run folder
     if problems:
         raise ScenarioError(
             str(scenario) if not isinstance(scenario, Scenario) else s.name, problems
         )
+    if not s.federated:
+        return run_centralized(s, out_dir, progress)
     return run_federated(s, out_dir, progress)
 
 
-def resume(path: str | Path, progress: ProgressHook | None = None) -> RunResult:
-    """Continue an interrupted federated run folder after its latest checkpoint (a finished
-    run is returned as it is)."""
+def resume(
+    path: str | Path, overrides: list[str] | None = None, progress: ProgressHook | None = None
+) -> RunResult:
+    """Continue a federated run folder after its latest checkpoint: an interrupted one to its
+    end, or with `overrides=["federation.rounds=N"]` any one to N rounds (a finished run with
+    nothing to add is returned as it is)."""
     from simulator.engines.runner import resume_federated
 
-    return resume_federated(path, progress)
+    return resume_federated(path, progress, overrides)
 
 
 def load(path: str | Path) -> Run:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.train import GAN
 from simulator.messages import TRAIN
 from simulator.progress import Progress, ProgressHook, ProgressLog
-from simulator.scenario import Scenario, resolved_yaml
+from simulator.scenario import DataSpec, Scenario, resolved_yaml
 from simulator.seeding import derive_seed, numpy_rng, torch_generator
 from simulator.store import RunStore
 
@@ -52,9 +54,18 @@ def stratified_split(
 
 
 def prepare_data(s: Scenario) -> tuple[Dataset, Dataset]:
-    """Load the scenario's dataset and split it into (train, held-out)."""
-    ds = load_dataset(s.data.dataset, s.data.n_samples, derive_seed(s.seed, "data"), s.data.params)
-    tr, ho = stratified_split(ds, s.data.holdout, numpy_rng(s.seed, "split"))
+    """Load the scenario's dataset and split it into (train, held-out). Cached per data
+    section and seed: the preflight check builds it, the run then reuses it."""
+    key = json.dumps([s.data.model_dump(mode="json"), s.seed], sort_keys=True)
+    return _prepare(key)
+
+
+@functools.lru_cache(maxsize=4)
+def _prepare(key: str) -> tuple[Dataset, Dataset]:
+    data, seed = json.loads(key)
+    spec = DataSpec.model_validate(data)
+    ds = load_dataset(spec.dataset, spec.n_samples, derive_seed(seed, "data"), spec.params)
+    tr, ho = stratified_split(ds, spec.holdout, numpy_rng(seed, "split"))
     return ds.subset(tr), ds.subset(ho)
 
 
@@ -85,48 +96,54 @@ def run_centralized(
     data = torch.as_tensor(train.X)
     total, every = s.train.steps, s.evaluation.every
     last: Evaluation | None = None
-    while state.step < total:
-        t0 = time.perf_counter()
-        n = min(every, total - state.step)
-        state, history = gan.train(state, data, n, gen, total_steps=total)
-        t_train = time.perf_counter() - t0
-        means = dict(pd.DataFrame(history).mean())
-        lip_gen = torch_generator(s.seed, "lipschitz", state.step)
-        means.update(lipschitz_metrics(gan, state, data, lip_gen))
-        store.add_metrics(
-            (
-                {
-                    "round": state.step,
-                    "scope": "centralized",
-                    "metric": TRAIN + str(k),
-                    "value": v,
-                    "n": n,
-                }
-                for k, v in means.items()
-            ),
-            flush=False,
-        )
-        last = evaluate_generator(
-            s, store, evaluator, gan, state, state.step, "centralized", "generator_diverged"
-        )
-        if last is None:  # training diverged: say so, keep what was written
+    phase = "train"
+    try:
+        while state.step < total:
+            t0 = time.perf_counter()
+            n = min(every, total - state.step)
+            phase = "train"
+            state, history = gan.train(state, data, n, gen, total_steps=total)
+            t_train = time.perf_counter() - t0
+            means = dict(pd.DataFrame(history).mean())
+            lip_gen = torch_generator(s.seed, "lipschitz", state.step)
+            means.update(lipschitz_metrics(gan, state, data, lip_gen))
             store.add_metrics(
-                [{"round": state.step, "scope": "centralized", "metric": "diverged", "value": 1.0}]
+                (
+                    {
+                        "round": state.step,
+                        "scope": "centralized",
+                        "metric": TRAIN + str(k),
+                        "value": v,
+                        "n": n,
+                    }
+                    for k, v in means.items()
+                ),
+                flush=False,
             )
-            break
-        store.save_checkpoint(state.step, state.arrays())
-        store.add_timings(
-            [
-                {"round": state.step, "phase": "train", "seconds": t_train},
-                {
-                    "round": state.step,
-                    "phase": "evaluate",
-                    "seconds": time.perf_counter() - t0 - t_train,
-                },
-            ]
-        )
-        store.flush()  # one rewrite per evaluation: train rows, evaluation rows, timings
-        report(Progress(state.step, total, last.summary))
+            phase = "evaluate"
+            last = evaluate_generator(
+                s, store, evaluator, gan, state, state.step, "centralized", "generator_diverged"
+            )
+            if last is None:  # training diverged: say so, keep what was written
+                diverged = {"round": state.step, "scope": "centralized", "metric": "diverged"}
+                store.add_metrics([{**diverged, "value": 1.0}])
+                break
+            store.save_checkpoint(state.step, state.arrays())
+            store.add_timings(
+                [
+                    {"round": state.step, "phase": "train", "seconds": t_train},
+                    {
+                        "round": state.step,
+                        "phase": "evaluate",
+                        "seconds": time.perf_counter() - t0 - t_train,
+                    },
+                ]
+            )
+            store.flush()  # one rewrite per evaluation: train rows, evaluation rows, timings
+            report(Progress(state.step, total, last.summary))
+    except Exception as exc:  # a plug-in's bug: say where in the run folder, then propagate
+        store.record_failure(exc, state.step, phase)
+        raise
     return RunResult(store.path, store.metrics(), last)
 
 

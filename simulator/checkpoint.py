@@ -1,21 +1,23 @@
 """Resume checkpoints: everything a federated run needs to go on after round r, in one file.
 
 `checkpoints/resume-<r>.npz` holds the global arrays after round r, every client's private
-arrays (private networks, optimizer moments), the strategy's attributes and the server
-process's global RNG states; `checkpoints/latest.json` points at it. Both are written
-atomically (temporary file + rename) and the pointer only after its file, so a run killed at
-any moment leaves either the previous checkpoint or the new one. Only the latest is kept: it
-holds every client's private state, which can be large.
+arrays (private networks, optimizer moments), the arrays the server keeps (the generator EMA),
+the protocol's and strategy's state and the server process's global RNG states;
+`checkpoints/latest.json` points at it. Both are written atomically (temporary file + rename)
+and the pointer only after its file, so a run killed at any moment leaves either the previous
+checkpoint or the new one. Only the latest is kept: it holds every client's private state,
+which can be large.
 
-The strategy's attributes travel as a pickle, read back by an unpickler that builds only
-numpy arrays, Flower records and plain Python values (a checkpoint is data, not code).
+Portable (format 2): every array is an `.npz` member read with `allow_pickle=False`; everything
+else is JSON (`simulator.statecodec`: plain data, numpy scalars, registered types such as
+Flower's records, by our own tag, never by module path). No pickle is ever loaded: a format-1
+checkpoint (which held a pickle) is refused with its version named.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,66 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from simulator import statecodec
 from simulator.store import atomic_write_bytes, atomic_write_text
 
-FORMAT = 1
+FORMAT = 2
 POINTER = "latest.json"
-
-# (module, name) pairs the unpickler may build: what pickling numpy arrays and scalars and
-# Flower's Array/ArrayRecord/MetricRecord/ConfigRecord needs (numpy 1.x and 2.x spellings).
-_NUMPY = {"_frombuffer", "_reconstruct", "scalar", "dtype", "ndarray"}
-_NUMPY_MODULES = {"numpy", "numpy.core.numeric", "numpy._core.numeric"}
-_NUMPY_MODULES |= {"numpy.core.multiarray", "numpy._core.multiarray"}
-_FLWR = {
-    ("flwr.app.message.array", "Array"),
-    ("flwr.app.message.arrayrecord", "ArrayRecord"),
-    ("flwr.app.message.metricrecord", "MetricRecord"),
-    ("flwr.app.message.configrecord", "ConfigRecord"),
-}
-_FLWR_MODULES = {m for m, _ in _FLWR}
-_BUILTINS = {"set", "frozenset", "complex", "bytearray", "slice", "range"}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read (names the file and what is wrong)."""
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        ok = (
-            (module in _NUMPY_MODULES and name in _NUMPY)
-            or (module == "numpy.dtypes" and name.endswith("DType"))
-            or (module, name) in _FLWR
-            # The records' key/value checkers, referenced by their pickled instances.
-            or (module in _FLWR_MODULES and name in ("_check_key", "_check_value"))
-            or (module == "builtins" and name in _BUILTINS)
-            or (module == "collections" and name == "OrderedDict")
-        )
-        if not ok:
-            raise pickle.UnpicklingError(
-                f"{module}.{name} is not allowed in a checkpoint (only numpy arrays, Flower "
-                "records and plain Python values)"
-            )
-        return super().find_class(module, name)
-
-
-def dumps(obj: Any) -> bytes:
-    """Pickle `obj` (protocol 5)."""
-    return pickle.dumps(obj, protocol=5)
-
-
-def loads(data: bytes) -> Any:
-    """Unpickle what `dumps` wrote, refusing any class outside the allowed data types."""
-    return _SafeUnpickler(io.BytesIO(data)).load()
-
-
-def round_trips(value: Any) -> bool:
-    """Whether `value` survives `dumps` then `loads` (what a checkpoint can hold)."""
-    try:
-        loads(dumps(value))
-    except Exception:  # noqa: BLE001 - any failure means "cannot be checkpointed"
-        return False
-    return True
 
 
 def rng_state() -> dict[str, Any]:
@@ -133,6 +84,7 @@ def save(run_dir: Path, st: ResumeState) -> Path:
     for k in list(st.arrays) + list(st.server) + [a for c in st.clients.values() for a in c]:
         if "/" in k:  # npz members are file names
             raise ValueError(f"array name {k!r} contains '/'")
+    tree, state_arrays = statecodec.encode({"strategy": st.strategy, "rng": st.rng})
     meta = {
         "format": FORMAT,
         "round": st.round,
@@ -140,13 +92,14 @@ def save(run_dir: Path, st: ResumeState) -> Path:
         "server": list(st.server),
         "clients": {str(p): list(a) for p, a in sorted(st.clients.items())},
         "notes": st.notes,
+        "state": tree,
     }
     members: dict[str, np.ndarray] = {f"global/{k}": v for k, v in st.arrays.items()}
     members.update({f"server/{k}": v for k, v in st.server.items()})
     for pid, arrays in st.clients.items():
         members.update({f"client/{pid}/{k}": v for k, v in arrays.items()})
-    members["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    members["state"] = np.frombuffer(dumps({"strategy": st.strategy, "rng": st.rng}), np.uint8)
+    members.update({f"state/{k}": v for k, v in state_arrays.items()})
+    members["meta"] = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **members)  # type: ignore[arg-type]
     path = folder / _name(st.round)
@@ -170,22 +123,28 @@ def load_latest(run_dir: Path) -> ResumeState | None:
         path = pointer.parent / str(ref["file"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{pointer}: unreadable checkpoint pointer ({exc})") from exc
-    if ref.get("format") != FORMAT or Path(path.name) != Path(str(ref["file"])):
+    if ref.get("format") != FORMAT:
         raise CheckpointError(
-            f"{pointer}: expected format {FORMAT} and a file beside it, got format "
-            f"{ref.get('format')!r}, file {ref['file']!r}"
+            f"{pointer}: checkpoint format {ref.get('format')!r}; this version reads format "
+            f"{FORMAT} only (format 1 held a pickle, which is never loaded: run the scenario "
+            "again, or resume it with the fedgan that wrote it)"
         )
+    if Path(path.name) != Path(str(ref["file"])):
+        raise CheckpointError(f"{pointer}: the checkpoint must lie beside it, got {ref['file']!r}")
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
-            state = loads(z["state"].tobytes())
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: format {meta.get('format')!r}, not {FORMAT}")
             arrays = {k: z[f"global/{k}"] for k in meta["arrays"]}
             server = {k: z[f"server/{k}"] for k in meta.get("server", [])}
             clients = {
                 int(p): {k: z[f"client/{p}/{k}"] for k in keys}
                 for p, keys in meta["clients"].items()
             }
-    except (OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+            members = {n[len("state/") :]: z[n] for n in z.files if n.startswith("state/")}
+            state = statecodec.decode(meta["state"], members)
+    except (OSError, ValueError, KeyError) as exc:  # StateError is a ValueError
         raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from exc
     return ResumeState(
         round=int(meta["round"]),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -16,6 +17,8 @@ from simulator.summary import summary_tables
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    # A traceback with every frame's locals ran to 54,721 lines (the data arrays): never.
+    pretty_exceptions_show_locals=False,
     help="A federated, fairness-aware GAN simulator: run scenarios, inspect per-group metrics.",
 )
 console = Console()
@@ -25,7 +28,9 @@ BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # The message quotes user input ('[age]', a path): print it as text, not rich markup.
+    err.print("error: ", style="red", end="")
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -83,38 +88,37 @@ def run(
     from simulator.engines.deployment import DeploymentError
     from simulator.progress import Progress as RunProgress
     from simulator.registry import RegistryError
+    from simulator.scenario import ScenarioError
 
+    extend: list[str] = []
     if resume is not None:
-        if scenario is not None or overrides or centralized:
-            _fail("--resume takes no scenario, overrides or --centralized: it continues the run")
+        if scenario is not None and "=" in str(scenario):  # `--resume RUN federation.rounds=N`
+            overrides, scenario = [str(scenario), *(overrides or [])], None
+        if scenario is not None or centralized:
+            _fail("--resume takes no scenario or --centralized: it continues the run")
         if not (resume / "scenario.yaml").is_file():
             _fail(f"--resume {resume}: not a run folder (no scenario.yaml)")
         from simulator.store import run_is_finished
 
-        if run_is_finished(resume):
+        extend, overrides = list(overrides or []), []
+        if run_is_finished(resume) and not extend:
             console.print(f"{resume}: the run has finished; nothing to resume", soft_wrap=True)
             return
         scenario = resume / "scenario.yaml"
-        if _load(scenario, []).federation is None:
+        if _load(scenario, extend).federation is None:
             _fail(
                 f"--resume {resume}: only federated runs can be resumed (this one is centralized)"
             )
     if scenario is None:
         _fail("give a scenario file (or --resume RUN_DIR)")
         return
-    s = _load(scenario, overrides or [])
+    s = _load(scenario, [*(overrides or []), *extend])
     if centralized:
         s = s.centralized_twin()
     _warn(s)
     if threads:
         torch.set_num_threads(threads)
-    if s.federated:
-        from simulator.engines.runner import check_scenario
-        from simulator.scenario import ScenarioError
-
-        problems = check_scenario(s)
-        if problems:
-            _fail(str(ScenarioError(str(scenario), problems)))
+    _preflight(s, scenario)
     f = s.federation
     what = (
         f"federated on {s.engine.name}: {s.partition.n_clients} clients "
@@ -158,13 +162,15 @@ def run(
                 from simulator.engines.runner import resume_federated, run_federated
 
                 if resume is not None:
-                    result = resume_federated(resume, on_progress)
+                    result = resume_federated(resume, on_progress, extend)
                 else:
                     result = run_federated(s, out, on_progress)
             else:
                 result = run_centralized(s, out, on_progress)
-        except (DataError, RegistryError, ValueError, DeploymentError) as exc:
+        except (DataError, RegistryError, DeploymentError, ScenarioError) as exc:
             _fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a run that died: say why, briefly; exit 1
+            _crashed(exc, resume if resume is not None else out / s.name)
     for table in summary_tables(result.metrics):
         console.print(table)
     console.print(f"run folder: [bold]{result.path}[/bold]", soft_wrap=True)
@@ -173,28 +179,74 @@ def run(
 
 @app.command()
 def validate(
-    scenarios: Annotated[list[Path], typer.Argument(help="Scenario YAML files.")],
+    scenarios: Annotated[
+        list[str], typer.Argument(help="Scenario YAML files, then optional key=value overrides.")
+    ],
 ) -> None:
-    """Check scenario files; print every error with its YAML path."""
+    """Check scenario files (with the same key=value overrides as `run`): every check `run`
+    makes before training, every error with its YAML path; exit 2 on any."""
+    from simulator.engines.runner import check_scenario
     from simulator.scenario import ScenarioError, load
 
+    files = [Path(a) for a in scenarios if "=" not in a or Path(a).is_file()]
+    overrides = [a for a in scenarios if "=" in a and not Path(a).is_file()]
+    if not files:
+        _fail("give at least one scenario file")
     bad = 0
-    for p in scenarios:
+    for p in files:
         try:
-            s = load(p)
-            if s.federated:  # the protocol and the strategy: checks that need the apps' code
-                from simulator.engines.runner import check_scenario
-
-                problems = check_scenario(s)
-                if problems:
-                    raise ScenarioError(str(p), problems)
+            s = load(p, overrides)
+            problems = check_scenario(s)
+            if problems:
+                raise ScenarioError(str(p), problems)
             _warn(s)
-            console.print(f"[green]ok[/green] {p}")
+            console.print(f"[green]ok[/green] {escape(str(p))}")
         except ScenarioError as exc:
             bad += 1
-            err.print(f"[red]invalid[/red] {exc}", highlight=False)
+            # The messages quote user text ('[age]', '[30]'): never read it as rich markup.
+            err.print("invalid ", style="red", end="")
+            err.print(str(exc), markup=False, highlight=False)
     if bad:
         raise typer.Exit(code=2)
+
+
+FRAMES = 20
+"""Traceback frames `fedgan run` prints of a run that failed (all of them go to error.txt)."""
+
+
+def _crashed(exc: BaseException, where: Path) -> None:
+    """Print what killed a run — the exception and its last frames, without locals — point at
+    the run folder's error.txt and exit 1 (2 stays "bad input")."""
+    import traceback
+
+    from simulator.store import ERROR_FILE
+
+    frames = traceback.format_tb(exc.__traceback__)[-FRAMES:]
+    err.print("".join(frames), markup=False, highlight=False, end="")
+    err.print("error: ", style="red", end="")
+    err.print(f"the run failed: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+    # `where`: the resumed run folder, or the scenario's folder of runs (the newest is ours).
+    found = [*where.glob(ERROR_FILE), *where.glob(f"*/{ERROR_FILE}")]
+    runs = sorted(found, key=lambda p: p.stat().st_mtime)
+    if runs:
+        err.print(
+            f"full traceback: {runs[-1]} (and a run_failed event in events.jsonl)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(code=1)
+
+
+def _preflight(s: Any, source: Path) -> None:
+    """Every check a run makes before training (`check_scenario`), before any run folder
+    exists: exit 2 with every problem on failure."""
+    from simulator.engines.runner import check_scenario
+    from simulator.scenario import ScenarioError
+
+    problems = check_scenario(s)
+    if problems:
+        _fail(str(ScenarioError(str(source), problems)))
 
 
 @app.command("scenarios")
@@ -274,7 +326,10 @@ def inspect(
 
 @app.command()
 def sweep(
-    scenario: Annotated[Path, typer.Argument(help="Base scenario YAML file.")],
+    scenario: Annotated[
+        Path | None,
+        typer.Argument(help="Base scenario YAML file (with --resume: the sweep's own)."),
+    ] = None,
     grid: Annotated[
         list[str] | None,
         typer.Option(help="key=v1,v2 (values parsed as YAML scalars); repeat for more keys."),
@@ -307,6 +362,13 @@ def sweep(
         _fail(f"--resume {resume}: not a sweep folder (no sweep.json)")
     if resume is not None and sweep_dir is not None and resume != sweep_dir:
         _fail("give --resume or --sweep-dir, not both")
+    if scenario is None and resume is not None:
+        from simulator.sweep import read_manifest
+
+        scenario = Path(read_manifest(resume)["base"])  # the grid and seeds come from it too
+    if scenario is None:
+        _fail("give a base scenario file (or --resume SWEEP_DIR)")
+        return
     try:
         grid_values = parse_grid(grid or [])
         seed_list = parse_seeds(seeds) if seeds else None

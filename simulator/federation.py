@@ -175,6 +175,22 @@ def client_ema(s: Scenario) -> float:
     return 0.0
 
 
+def data_problems(s: Scenario) -> list[str]:
+    """The scenario's data at full size — the dataset (digits weights that need more images
+    than exist, say), the held-out split and, federated, the partition — as 'path: message'
+    problems (empty: fine). Built once: the run reuses the cached result."""
+    from simulator.data import DataError
+    from simulator.partition import PartitionError
+
+    try:
+        federated_data(s) if s.federated else prepare_data(s)
+    except PartitionError as exc:
+        return [f"partition: {exc}"]
+    except (DataError, ValueError) as exc:
+        return [f"data: {exc}"]
+    return []
+
+
 def make_gan(s: Scenario, data: FederatedData | None = None, prox_mu: float | None = None) -> GAN:
     """The scenario's GAN template (cached); `prox_mu` (FedProx's μ, sent by the strategy)
     overrides `federation.proximal_mu`."""

@@ -408,6 +408,16 @@ def partition_params(name: str) -> dict[str, Any]:
     return _signature(name, PARTITIONERS.get(name)).defaults()
 
 
+def param_problems(name: str, params: Mapping[str, Any]) -> list[str]:
+    """Problems with partitioner `name`'s `params` as 'partition.params.<key>: message' lines
+    (unknown names, missing required ones); [] when they fit its signature."""
+    try:
+        sig = _signature(name, PARTITIONERS.get(name))
+    except (PartitionError, RegistryError) as exc:
+        return [f"partition.name: {exc}"]
+    return sig.check(params).by_key("partition.params", f"partitioner {name!r}")
+
+
 def _check_params(name: str, sig: Signature, params: Mapping[str, Any]) -> None:
     if len(sig.positional) < _N_POSITIONAL and not sig.var_positional:
         raise PartitionError(

@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from simulator.gan.lipschitz import LIPSCHITZ, get_control
 from simulator.gan.networks import CRITICS, GENERATORS, NetworkSpec
@@ -45,7 +53,17 @@ class _Model(BaseModel):
 
 
 def _in_registry(value: str, registry: Any) -> str:
-    if value in registry or ":" in value:
+    """`value` if the registry knows it; a `module:attr` plug-in is imported and type-checked
+    here, so a plug-in that does not import is refused at validation, not mid-run."""
+    from simulator.registry import RegistryError
+
+    if value in registry:
+        return value
+    if ":" in value:
+        try:
+            registry.get(value)
+        except RegistryError as exc:
+            raise ValueError(str(exc)) from None
         return value
     raise ValueError(f"unknown {registry.kind} {value!r}; allowed: {registry.allowed()}")
 
@@ -55,7 +73,7 @@ class DataSpec(_Model):
 
     dataset: str = "ring"
     n_samples: int | None = Field(default=20000, ge=10, le=10_000_000)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     holdout: float = Field(default=0.2, gt=0.0, lt=1.0)
     """Share of the data held out (stratified by the first group column) for evaluation."""
 
@@ -66,18 +84,31 @@ class DataSpec(_Model):
 
         return _in_registry(v, DATASETS)
 
-    @model_validator(mode="after")
-    def _dry_run(self) -> DataSpec:
+    @field_validator("params")
+    @classmethod
+    def _dry_run(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """Build a tiny version of the dataset, so bad parameters fail before any training."""
-        for key, cap in _SIZE_CAPS.get(self.dataset, {}).items():
-            v = self.params.get(key)
+        dataset = info.data.get("dataset")
+        if dataset is None or _reported(info, "data.params"):  # the name was refused, or a
+            return params  # later validation pass: its problems are already reported
+        for key, cap in _SIZE_CAPS.get(dataset, {}).items():
+            v = params.get(key)
             if isinstance(v, int) and not isinstance(v, bool) and v > cap:
                 # Checked before the dry run: even 64 points of a 10⁹-mode ring fill the memory.
-                raise ValueError(f"dataset {self.dataset!r}: {key} must be <= {cap:,}, got {v}")
-        problem = _dry_build(self.dataset, json.dumps(self.params, sort_keys=True, default=str))
-        if problem:
-            raise ValueError(problem)
-        return self
+                raise ValueError(
+                    f"data.params.{key}: dataset {dataset!r}: {key} must be <= {cap:,}, got {v}"
+                )
+        problems, _ = _dry_build(dataset, json.dumps(params, sort_keys=True, default=str))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return params
+
+    def _params_json(self) -> str:
+        return json.dumps(self.params, sort_keys=True, default=str)
+
+    def columns(self) -> list[str]:
+        """The dataset's group columns (from the dry run; [] if it failed)."""
+        return _dry_build(self.dataset, self._params_json())[1]
 
 
 _SIZE_CAPS: dict[str, dict[str, int]] = {
@@ -88,21 +119,42 @@ _SIZE_CAPS: dict[str, dict[str, int]] = {
 """Bounds on the built-in datasets' size parameters, whose arrays grow with them whatever the
 number of points."""
 
+MAX_DRY_RUNS = 8
+"""Dry runs of one dataset spec: after a parameter's problem, it is dropped and the dataset
+built again, so that every bad parameter is reported at once (not one per `validate`)."""
+
 
 @functools.lru_cache(maxsize=64)
-def _dry_build(dataset: str, params_json: str) -> str | None:
+def _dry_build(dataset: str, params_json: str) -> tuple[list[str], list[str]]:
+    """(problems as 'data...: message' lines, the dataset's group columns) of a 64-point
+    build of `dataset` with these parameters."""
     from simulator.data import DataError, load_dataset
     from simulator.registry import RegistryError as _RegistryError
 
-    try:
-        load_dataset(dataset, 64, 0, json.loads(params_json))
-    except (DataError, _RegistryError) as exc:
-        return str(exc)
-    except ValueError as exc:  # e.g. a requested size the dataset cannot provide at 64 points
-        return str(exc)
-    except Exception as exc:  # noqa: BLE001 - a plug-in or a hostile parameter may raise anything
-        return f"dataset {dataset!r} failed on a 64-point dry run: {type(exc).__name__}: {exc}"
-    return None
+    params = json.loads(params_json)
+    problems: list[str] = []
+    for _ in range(MAX_DRY_RUNS):
+        try:
+            ds = load_dataset(dataset, 64, 0, params)
+        except DataError as exc:
+            key = exc.key if exc.key in params else None
+            if key is None:
+                problems.append(f"data.params: {exc}")
+                break
+            problems.append(f"data.params.{key}: {exc}")
+            params = {k: v for k, v in params.items() if k != key}
+            continue
+        except (_RegistryError, ValueError) as exc:  # ValueError: e.g. a size 64 points lack
+            problems.append(f"data.params: {exc}")
+            break
+        except Exception as exc:  # noqa: BLE001 - a plug-in or a hostile parameter may raise
+            problems.append(
+                f"data.params: dataset {dataset!r} failed on a 64-point dry run: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            break
+        return problems, [] if problems else [str(c) for c in ds.groups.columns]
+    return problems, []
 
 
 class NetworkModel(_Model):
@@ -271,7 +323,7 @@ class PartitionModel(_Model):
     """How training points are split over clients (see simulator.partition)."""
 
     name: str = "iid"
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     n_clients: int = Field(default=10, ge=1, le=100_000)
     group_by: str | None = None
     """Group column the partitioner splits by (default: the dataset's first group column)."""
@@ -284,6 +336,27 @@ class PartitionModel(_Model):
         from simulator.partition import PARTITIONERS
 
         return _in_registry(v, PARTITIONERS)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """The partitioner's parameters against its signature (`partition.params.<key>`)."""
+        from simulator.partition import param_problems
+
+        # As JSON sees them (mapping keys are strings: `assign: {0: [0]}` → {"0": [0]}), so
+        # that a scenario equals itself after the round trip through scenario.yaml or the
+        # run config; partitioners match group keys by str().
+        try:
+            params = json.loads(json.dumps(params))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"partition.params: not plain YAML values ({exc})") from None
+        name = info.data.get("name")
+        if name is None or _reported(info, "partition.params"):
+            return params
+        problems = param_problems(name, params)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return params
 
 
 class FederationModel(_Model):
@@ -480,31 +553,50 @@ class Scenario(_Model):
         return v
 
     @model_validator(mode="after")
-    def _sampling(self) -> Scenario:
-        f = self.federation
+    def _across_sections(self, info: ValidationInfo) -> Scenario:
+        """Checks that tie sections together, every problem at once ('path: message' lines)."""
+        problems = []
+        f, n = self.federation, self.partition.n_clients
         if f is not None and f.rounds * f.local_steps > MAX_STEPS:
             # The matched centralized twin runs rounds × local_steps steps: keep it valid.
-            raise ValueError(
-                f"federation.rounds × federation.local_steps ({f.rounds * f.local_steps}) "
+            problems.append(
+                f"federation.rounds: rounds × local_steps ({f.rounds * f.local_steps}) "
                 f"exceeds the {MAX_STEPS:,} generator steps allowed for a run"
             )
-        if f is not None and f.clients_per_round and f.clients_per_round > self.partition.n_clients:
-            raise ValueError(
-                f"federation.clients_per_round ({f.clients_per_round}) exceeds "
-                f"partition.n_clients ({self.partition.n_clients})"
+        if f is not None and f.clients_per_round and f.clients_per_round > n:
+            problems.append(
+                f"federation.clients_per_round: {f.clients_per_round} exceeds "
+                f"partition.n_clients ({n})"
             )
-        if f is not None and f.min_replies > (f.clients_per_round or self.partition.n_clients):
-            raise ValueError("federation.min_replies exceeds the clients sampled per round")
+        elif f is not None and f.min_replies > (f.clients_per_round or n):
+            problems.append(
+                f"federation.min_replies: {f.min_replies} exceeds the {f.clients_per_round or n} "
+                "clients sampled per round"
+            )
         if self.faults is not None:
             if f is None:
-                raise ValueError("faults: simulated faults need a federation section")
-            n = self.partition.n_clients
+                problems.append("faults: simulated faults need a federation section")
             for key, spec in self.faults.client_faults().items():
                 bad = [c for c in spec.clients or [] if c >= n]
                 if bad:
-                    raise ValueError(
+                    problems.append(
                         f"faults.{key}.clients: ids must be < partition.n_clients ({n}), got {bad}"
                     )
+        # Not against a stand-in: after the data section failed, `validate` looks again with
+        # the default dataset, whose columns are not the user's.
+        stand_in = bool((info.context or {}).get("data_replaced"))
+        columns = [] if stand_in else self.data.columns()
+        if columns:  # [] when the dataset's own check failed (reported there)
+            allowed = f"the dataset's group columns are {', '.join(columns)}"
+            for i, col in enumerate(self.evaluation.group_by):
+                if col not in columns:
+                    problems.append(f"evaluation.group_by.{i}: no column {col!r}; {allowed}")
+            if self.partition.group_by is not None and self.partition.group_by not in columns:
+                problems.append(
+                    f"partition.group_by: no column {self.partition.group_by!r}; {allowed}"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     def centralized_twin(self) -> Scenario:
@@ -523,17 +615,28 @@ class Scenario(_Model):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-def _format(err: Mapping[str, Any], model_fields: dict[tuple[str, ...], list[str]]) -> str:
+def _format(err: Mapping[str, Any], model_fields: dict[tuple[str, ...], list[str]]) -> list[str]:
+    """One pydantic error as 'path: message' lines (a section check may report several, each
+    already naming its own path under the section's)."""
     loc = tuple(str(p) for p in err["loc"])
     path = ".".join(loc) or "(top)"
     if err["type"] == "extra_forbidden":
         allowed = model_fields.get(loc[:-1], [])
-        return f"{path}: unknown key; allowed here: {', '.join(allowed)}"
+        return [f"{path}: unknown key; allowed here: {', '.join(allowed)}"]
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "value_error" and isinstance(err.get("input"), dict):
-        return f"{path}: {msg}"  # a whole-section check: the message names the field
+        # A section's (or the whole scenario's) own check: its lines name their fields.
+        lines = msg.split("\n")
+        return [ln if _has_path(ln, loc) else f"{path}: {ln}" for ln in lines]
     got = repr(err.get("input"))
-    return f"{path}: {msg} (got {got if len(got) < 80 else got[:77] + '...'})"
+    return [f"{path}: {msg} (got {got if len(got) < 80 else got[:77] + '...'})"]
+
+
+def _has_path(line: str, loc: tuple[str, ...]) -> bool:
+    """Whether a check's message line starts with its own 'path:' under `loc`."""
+    head = line.split(": ", 1)[0]
+    prefix = ".".join(loc)
+    return " " not in head and ": " in line and (not prefix or head.startswith(prefix))
 
 
 def _fields_by_path() -> dict[tuple[str, ...], list[str]]:
@@ -609,12 +712,63 @@ def validate(raw: Any, source: str = "<scenario>") -> Scenario:
     problem = _shape_problem(raw)
     if problem:
         raise ScenarioError(source, [problem])
-    try:
-        scenario = Scenario.model_validate(raw)
-    except ValidationError as exc:
-        fields = _fields_by_path()
-        raise ScenarioError(source, [_format(e, fields) for e in exc.errors()]) from None
-    return scenario
+    errors: list[str] = []
+    current = raw
+    for _ in range(MAX_PASSES):
+        reported = {e.split(": ", 1)[0] for e in errors}
+        reported |= {p.rsplit(".", 1)[0] for p in reported}  # data.params.x → data.params
+        replaced = _section(raw, "data") != _section(current, "data") or "data.params" in reported
+        try:
+            scenario = Scenario.model_validate(
+                current, context={"data_replaced": replaced, "reported": reported}
+            )
+        except ValidationError as exc:
+            fields = _fields_by_path()
+            new = [m for e in exc.errors() for m in _format(e, fields) if m not in errors]
+            errors += new
+            # Checks across sections run only once every field is valid: drop the bad values
+            # (their defaults stand in), skip the checks already reported, and look again, so
+            # that every error comes at once.
+            reduced = _without(current, [tuple(e["loc"]) for e in exc.errors()])
+            if not new and reduced == current:
+                break
+            current = reduced
+            continue
+        if not errors:
+            return scenario
+        break
+    raise ScenarioError(source, errors)
+
+
+def _reported(info: ValidationInfo, path: str) -> bool:
+    """Whether an earlier validation pass already reported `path` (so its check is skipped
+    and the checks across sections get to run on the rest)."""
+    context = info.context or {}
+    return path in context.get("reported", ())
+
+
+def _section(raw: dict[str, Any], key: str) -> Any:
+    return raw.get(key) if isinstance(raw, dict) else None
+
+
+MAX_PASSES = 4
+"""Validation passes of one scenario (each after dropping the values the last one refused)."""
+
+
+def _without(raw: dict[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """A copy of `raw` without the values at `locs` (pydantic error locations): each bad value
+    goes, and so does a section whose own check failed. Top-level checks (`()`) cannot be
+    dropped."""
+    out = copy.deepcopy(raw)
+    for loc in locs:
+        node: Any = out
+        for part in loc[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if loc and isinstance(node, dict):
+            node.pop(loc[-1], None)
+    return out
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

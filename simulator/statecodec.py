@@ -7,7 +7,8 @@ back. What JSON cannot say is tagged with a one-key object whose key starts with
     {"$array": "a3"}                 a numpy array (by member name)
     {"$scalar": ["float32", 0.5]}    a numpy scalar, with its dtype
     {"$float": "nan"}                a non-finite float ("nan", "inf", "-inf")
-    {"$tuple": [...]}                a tuple
+    {"$bytes": "aGk="}               bytes (base64)
+    {"$tuple": [...]}                a tuple (`$set`, `$frozenset`: a set, a frozenset)
     {"$dict": [[key, value], ...]}   a dict with a key that is not a plain string
     {"$type": ["name", tree]}        a value of a registered type (`register`)
 
@@ -18,6 +19,7 @@ in the value: a checkpoint holds data, never code.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +64,8 @@ def _enc(v: Any, arrays: dict[str, np.ndarray], path: str) -> Tree:
         return v
     if isinstance(v, float):
         return v if math.isfinite(v) else {"$float": repr(v)}
+    if isinstance(v, bytes):
+        return {"$bytes": base64.b64encode(v).decode("ascii")}
     if isinstance(v, np.ndarray):
         if v.dtype.hasobject:
             raise StateError(f"{path}: an object array cannot be stored as data")
@@ -72,8 +76,10 @@ def _enc(v: Any, arrays: dict[str, np.ndarray], path: str) -> Tree:
         if isinstance(v, np.object_):
             raise StateError(f"{path}: a numpy object scalar cannot be stored as data")
         return {"$scalar": [v.dtype.str, _enc(v.item(), arrays, path)]}
-    if isinstance(v, tuple):
-        return {"$tuple": [_enc(x, arrays, f"{path}[{i}]") for i, x in enumerate(v)]}
+    if isinstance(v, tuple | set | frozenset):
+        tag = {tuple: "$tuple", set: "$set", frozenset: "$frozenset"}[type(v)]
+        items = v if isinstance(v, tuple) else sorted(v, key=repr)  # a fixed order on disk
+        return {tag: [_enc(x, arrays, f"{path}[{i}]") for i, x in enumerate(items)]}
     if isinstance(v, list):
         return [_enc(x, arrays, f"{path}[{i}]") for i, x in enumerate(v)]
     if isinstance(v, dict):
@@ -86,7 +92,7 @@ def _enc(v: Any, arrays: dict[str, np.ndarray], path: str) -> Tree:
             ]
         }
     for name, codec in _TYPES.items():
-        if type(v) is codec.cls:
+        if isinstance(v, codec.cls):  # subclasses too (a DecodedArray is an Array)
             return {"$type": [name, _enc(codec.to_plain(v), arrays, f"{path}<{name}>")]}
     raise StateError(
         f"{path}: {type(v).__module__}.{type(v).__qualname__} is not plain data (None, bool, "
@@ -94,6 +100,15 @@ def _enc(v: Any, arrays: dict[str, np.ndarray], path: str) -> Tree:
         + (f", or a registered type: {', '.join(sorted(_TYPES))}" if _TYPES else "")
         + ")"
     )
+
+
+def is_data(value: Any) -> bool:
+    """Whether `value` can be stored (`encode` accepts it)."""
+    try:
+        encode(value)
+    except StateError:
+        return False
+    return True
 
 
 def decode(tree: Tree, arrays: dict[str, np.ndarray]) -> Any:
@@ -117,12 +132,15 @@ def _dec(t: Tree, arrays: dict[str, np.ndarray], path: str) -> Any:
         if tag == "$scalar":
             dtype, value = body
             return np.dtype(dtype).type(_dec(value, arrays, path))
+        if tag == "$bytes":
+            return base64.b64decode(body, validate=True)
         if tag == "$float":
             if body not in ("nan", "inf", "-inf"):
                 raise StateError(f"{path}: {body!r} is not a non-finite float")
             return float(body)
-        if tag == "$tuple":
-            return tuple(_dec(x, arrays, f"{path}[{i}]") for i, x in enumerate(body))
+        if tag in ("$tuple", "$set", "$frozenset"):
+            items = [_dec(x, arrays, f"{path}[{i}]") for i, x in enumerate(body)]
+            return {"$tuple": tuple, "$set": set, "$frozenset": frozenset}[tag](items)
         if tag == "$dict":
             return {_dec(k, arrays, path): _dec(v, arrays, f"{path}[{k!r}]") for k, v in body}
         if tag == "$type":

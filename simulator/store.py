@@ -14,6 +14,7 @@ import secrets
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 METRIC_COLUMNS = ["round", "scope", "client", "group_by", "group", "metric", "value", "n"]
+ERROR_FILE = "error.txt"
+"""The traceback of a run that failed (beside a `run_failed` event); a sweep reads it too."""
 """Tidy metrics table: one row per (round, scope, client, grouping, group, metric).
 
 scope: 'global' | 'client' | 'centralized'; client: partition id or -1; group_by/group: the
@@ -83,9 +86,12 @@ class RunStore:
         )
         return store
 
-    def reopen(self, last_round: int) -> None:
+    def reopen(self, last_round: int) -> int:
         """Take up the tables already in the folder, keeping only rounds ≤ `last_round`, and
-        rewrite them (resume: rows of later rounds may have been written before a kill)."""
+        rewrite them (resume: rows of later rounds may have been written before a kill); the
+        events of those later rounds go too, since they are played again. Returns how many
+        events were dropped."""
+        dropped = self._drop_events_after(last_round)
         metrics = self.path / "metrics.parquet"
         if metrics.is_file():
             df = pd.read_parquet(metrics)
@@ -104,6 +110,18 @@ class RunStore:
         for name, rows in (("timings.csv", self._timings), ("diagnosis.csv", self._diagnoses)):
             if not rows:
                 (self.path / name).unlink(missing_ok=True)
+        return dropped
+
+    def _drop_events_after(self, last_round: int) -> int:
+        """Rewrite events.jsonl without the events of rounds > `last_round` (atomically)."""
+        p = self.path / "events.jsonl"
+        if not p.is_file():
+            return 0
+        lines = p.read_text(encoding="utf-8").splitlines()
+        keep = [ln for ln in lines if not _after(ln, last_round)]
+        if len(keep) != len(lines):
+            atomic_write_text(p, "".join(ln + "\n" for ln in keep))
+        return len(lines) - len(keep)
 
     # ---- tables ------------------------------------------------------------------------------
     def add_metrics(self, rows: Iterable[dict[str, Any]], flush: bool = True) -> None:
@@ -165,6 +183,16 @@ class RunStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def record_failure(self, exc: BaseException, round_: int, phase: str) -> None:
+        """The run died of `exc` in `phase` of round (or step) `round_`: the whole traceback
+        (no locals: they can be huge and hold data) goes to error.txt, and a `run_failed`
+        event says where. Everything written before stays as it was."""
+        text = "".join(traceback.format_exception(exc))
+        atomic_write_text(self.path / ERROR_FILE, text)
+        self.event(
+            "run_failed", round=round_, phase=phase, error=f"{type(exc).__name__}: {exc}"
+        )
+
     # ---- arrays ------------------------------------------------------------------------------
     def save_samples(self, round_: int, x: np.ndarray) -> Path:
         p = self.path / "samples" / f"round-{round_:06d}.npy"
@@ -218,6 +246,15 @@ def load_run(path: str | Path) -> Run:
     return Run(path=p, scenario=scenario, metrics=metrics, events=events)
 
 
+def _after(line: str, last_round: int) -> bool:
+    """Whether an events.jsonl line is an event of a round after `last_round`."""
+    try:
+        r = json.loads(line).get("round")
+    except ValueError:
+        return False  # a torn last line: keep it, it is a log
+    return isinstance(r, int) and r > last_round
+
+
 def run_is_finished(run_dir: Path) -> bool:
     """A run folder whose run completed: `run_finished` in its events (federated), or a last
     centralized evaluation at `train.steps` (or a recorded divergence, which ends the run)."""
@@ -225,9 +262,13 @@ def run_is_finished(run_dir: Path) -> bool:
         run = load_run(run_dir)
     except (FileNotFoundError, ValueError):
         return False
-    if any(e.get("kind") == "run_finished" for e in run.events):
-        return True
-    if run.scenario.get("federation") is None and len(run.metrics):
+    federation = run.scenario.get("federation")
+    if federation is not None:
+        # The last run_finished counts, and only for the rounds the scenario now has: a run
+        # extended with `--resume ... federation.rounds=N` is unfinished until it gets there.
+        ends = [e for e in run.events if e.get("kind") == "run_finished"]
+        return bool(ends) and ends[-1].get("rounds") == federation.get("rounds")
+    if len(run.metrics):
         if any(e.get("kind") == "generator_diverged" for e in run.events):
             return True
         steps = int(run.scenario.get("train", {}).get("steps", -1))

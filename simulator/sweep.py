@@ -276,7 +276,7 @@ def _run_one(scenario: dict[str, Any], combo_dir: str) -> dict[str, Any]:
         return {
             "status": "failed",
             "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=8),
+            "traceback": traceback.format_exc(),  # whole, no locals (as a run's error.txt)
             "seconds": round(time.time() - t0, 2),
         }
 
@@ -337,6 +337,53 @@ def summary_table(sweep_dir: Path, entries: list[dict[str, Any]]) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def _sweep_folder(
+    scenario: Scenario, out_dir: str | Path, sweep_dir: str | Path | None, name: str | None
+) -> Path:
+    """The sweep's folder: `sweep_dir`, else out_dir/`name` (a chosen name: running the same
+    command again resumes), else a fresh out_dir/<scenario>-sweep-<stamp>."""
+    if sweep_dir is not None:
+        return Path(sweep_dir)
+    if name is not None:
+        return Path(out_dir) / name
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = Path(out_dir) / f"{scenario.name}-sweep-{stamp}"
+    n = 2
+    while path.exists():  # two sweeps in one second: never resume the other
+        path = Path(out_dir) / f"{scenario.name}-sweep-{stamp}-{n}"
+        n += 1
+    return path
+
+
+def _resumed_grid(
+    path: Path, manifest: dict[str, Any], grid: dict[str, list[Any]], seeds: list[int] | None
+) -> tuple[dict[str, list[Any]], list[int]]:
+    """The grid and seeds of a sweep being resumed: sweep.json's, unless given again — then
+    they must be the same (a different grid is a different sweep: refused, nothing changes)."""
+    old_grid: dict[str, list[Any]] = manifest.get("grid", {})
+    old_seeds: list[int] = list(manifest.get("seeds", []))
+    problems = []
+    if grid and json.dumps(grid, sort_keys=True, default=str) != json.dumps(
+        old_grid, sort_keys=True, default=str
+    ):
+        problems.append(
+            f"--grid {_grid_text(grid)} differs from this sweep's grid {_grid_text(old_grid)} "
+            f"({path / MANIFEST}); resume without --grid, or start a new sweep (--name)"
+        )
+    if seeds is not None and list(seeds) != old_seeds:
+        problems.append(
+            f"--seeds {list(seeds)} differ from this sweep's seeds {old_seeds}; resume without "
+            "--seeds, or start a new sweep (--name)"
+        )
+    if problems:
+        raise SweepError(problems)
+    return (grid or old_grid), (list(seeds) if seeds is not None else old_seeds)
+
+
+def _grid_text(grid: dict[str, list[Any]]) -> str:
+    return " ".join(f"{k}={','.join(map(str, v))}" for k, v in grid.items()) or "(none)"
+
+
 def sweep(
     base: str | Path | Scenario,
     grid: dict[str, list[Any]],
@@ -357,6 +404,14 @@ def sweep(
         scenario, source = base, base.name
     else:
         scenario, source = load_scenario(base), str(base)
+    path = _sweep_folder(scenario, out_dir, sweep_dir, name)
+    old: dict[str, dict[str, Any]] = {}
+    if (path / MANIFEST).is_file():
+        manifest = read_manifest(path)
+        old = {e["folder"]: e for e in manifest["combinations"]}
+        grid, seeds = _resumed_grid(path, manifest, grid, seeds)
+    elif path.is_dir() and any(path.iterdir()):
+        raise SweepError([f"{path} exists and is not a sweep folder (no {MANIFEST})"])
     problems = [f"{k}: no values" for k, v in grid.items() if not v]
     if "seed" in grid:
         problems.append("seed: give seeds with `seeds` (--seeds), not in the grid")
@@ -367,22 +422,6 @@ def sweep(
         raise SweepError(problems)
     combos = combinations(grid, seeds)
     resolved = _resolve(scenario, combos, source)
-
-    if sweep_dir is None and name is not None:
-        sweep_dir = Path(out_dir) / name  # a chosen name: running the same command resumes
-    elif sweep_dir is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        sweep_dir = Path(out_dir) / f"{scenario.name}-sweep-{stamp}"
-        n = 2
-        while Path(sweep_dir).exists():  # two sweeps in one second: never resume the other
-            sweep_dir = Path(out_dir) / f"{scenario.name}-sweep-{stamp}-{n}"
-            n += 1
-    path = Path(sweep_dir)
-    old: dict[str, dict[str, Any]] = {}
-    if (path / MANIFEST).is_file():
-        old = {e["folder"]: e for e in read_manifest(path)["combinations"]}
-    elif path.is_dir() and any(path.iterdir()):
-        raise SweepError([f"{path} exists and is not a sweep folder (no {MANIFEST})"])
     path.mkdir(parents=True, exist_ok=True)
 
     entries: list[dict[str, Any]] = []
@@ -397,6 +436,8 @@ def sweep(
         }
         run = _finished_run(path / c.folder, entry["scenario"])
         if run is not None:
+            # What a finished combination recorded (its time, say) is kept as it was.
+            entry = {**old.get(c.folder, {}), **entry}
             entry.update(status="done", run=str(run.relative_to(path / c.folder)))
         else:
             entry.update(status="pending", run="")

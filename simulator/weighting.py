@@ -34,8 +34,14 @@ def check(name: str, value: object, ok: bool, what: str) -> None:
         raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
+def finite(x: object) -> bool:
+    """A finite number (False for anything else: a YAML string or a bool is refused, not a
+    TypeError)."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _finite_at_least(name: str, value: float, low: float, strict: bool = False) -> None:
-    ok = isinstance(value, int | float) and math.isfinite(value)
+    ok = finite(value)
     ok = ok and (value > low if strict else value >= low)
     check(name, value, ok, f"a finite number {'>' if strict else '≥'} {low:g}")
 

@@ -1,4 +1,5 @@
-"""Resume checkpoints: the file format, atomic writes, the restricted unpickler, table reopening."""
+"""Resume checkpoints: the portable format (npz + JSON, no pickle), atomic writes, refusals,
+table reopening."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
 
+import wire.records  # noqa: F401 - Flower's records as storable state
+from simulator import statecodec
 from simulator import store as store_module
 from simulator.checkpoint import (
     CheckpointError,
     ResumeState,
-    dumps,
     load_latest,
-    loads,
     rng_state,
     save,
     set_rng_state,
@@ -117,26 +118,46 @@ def test_a_broken_checkpoint_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="latest.json"):
         load_latest(tmp_path)
     (tmp_path / "checkpoints" / "latest.json").write_text(
-        '{"format": 1, "round": 2, "file": "../../elsewhere.npz"}'
+        '{"format": 2, "round": 2, "file": "../../elsewhere.npz"}'
     )
     with pytest.raises(CheckpointError, match="latest.json"):
         load_latest(tmp_path)
 
 
 class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, ("echo pwned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
-def test_unpickler_builds_data_only() -> None:
-    with pytest.raises(pickle.UnpicklingError, match="system is not allowed"):
-        loads(pickle.dumps(_Exploit()))
-    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
-        loads(dumps(Path("x")))
+def test_a_crafted_checkpoint_that_would_run_code_is_refused_and_nothing_runs(
+    tmp_path: Path,
+) -> None:
+    """A format-1 checkpoint (pickle inside) and a format-2 one whose arrays are pickled
+    objects: both refused, and the payload never runs (its marker file is never made)."""
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    payload = np.frombuffer(pickle.dumps(_Exploit(marker)), np.uint8)
+    np.savez(folder / "resume-000002.npz", meta=np.frombuffer(b"{}", np.uint8), state=payload)
+    (folder / "latest.json").write_text('{"format": 1, "round": 2, "file": "resume-000002.npz"}')
+    with pytest.raises(CheckpointError, match="format 1.*never loaded"):
+        load_latest(tmp_path)
+    save(tmp_path, state(3))
+    with np.load(folder / "resume-000003.npz", allow_pickle=False) as z:
+        members = {k: z[k] for k in z.files}
+    members["global/generator.a"] = np.array([_Exploit(marker)], dtype=object)
+    np.savez(folder / "resume-000003.npz", **members)  # an object array: a pickle in the npz
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_latest(tmp_path)
+    assert not marker.exists()
 
 
 def test_rng_state_round_trips() -> None:
-    saved = loads(dumps(rng_state()))
+    tree, arrays = statecodec.encode(rng_state())
+    saved = statecodec.decode(tree, arrays)
     first = (random.random(), np.random.random(), torch.rand(1).item())
     set_rng_state(saved)
     assert (random.random(), np.random.random(), torch.rand(1).item()) == first

@@ -162,3 +162,31 @@ def test_cli_sweep_then_resume(tmp_path: Path) -> None:
     assert "0 run(s) this time, 2 already finished" in again.output
     missing = runner.invoke(app, [*args, "--resume", str(tmp_path / "nope")])
     assert missing.exit_code == 2
+
+
+def test_resume_without_grid_takes_grid_and_seeds_from_sweep_json(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    out = tmp_path / "runs"
+    grid = ["--grid", "strategy.name=fedavg,fedmedian"]
+    first = runner.invoke(app, ["sweep", str(base), *grid, "--seeds", "1,2", "--out", str(out),
+                                "--name", "sw"])
+    assert first.exit_code == 0, first.output
+    manifest = json.loads((out / "sw" / "sweep.json").read_text())
+    before = {e["folder"]: e for e in manifest["combinations"]}
+    again = runner.invoke(app, ["sweep", "--resume", str(out / "sw")])  # no scenario, no grid
+    assert again.exit_code == 0, again.output
+    assert "0 run(s) this time, 4 already finished" in again.output
+    after = json.loads((out / "sw" / "sweep.json").read_text())
+    assert after["grid"] == {"strategy.name": ["fedavg", "fedmedian"]}
+    assert after["seeds"] == [1, 2]
+    for e in after["combinations"]:  # finished combinations' records are untouched
+        assert {k: e[k] for k in ("run", "status", "seconds")} == {
+            k: before[e["folder"]][k] for k in ("run", "status", "seconds")
+        }
+    assert not any(e["seed"] == 0 for e in after["combinations"]), "no stray seed=0 run"
+    summary = pd.read_csv(out / "sw" / "summary.csv")
+    assert "strategy.name" in summary.columns and len(summary) == 4
+    conflict = runner.invoke(app, ["sweep", "--resume", str(out / "sw"), "--grid",
+                                   "strategy.name=fedavg"])
+    assert conflict.exit_code == 2 and "differs from this sweep's grid" in conflict.output
+    assert json.loads((out / "sw" / "sweep.json").read_text()) == after, "nothing rewritten"

@@ -7,13 +7,15 @@ import functools
 import io
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, MetricRecord
-from flwr.common.constant import SType
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 
+from simulator import statecodec
 from simulator.scenario import Scenario
+from wire.flwr_internals import fill_numpy_array
 
 RUN_CONFIG_KEY = "scenario"
 """run_config key holding the scenario as JSON (run_config only holds flat scalars)."""
@@ -21,6 +23,16 @@ RUN_CONFIG_KEY = "scenario"
 PRIVATE_STATE = "private"
 """`context.state` key of a node's private arrays (what is not federated, optimizer moments).
 An engine that keeps them elsewhere syncs them in around the ClientApp's handlers."""
+
+
+# Flower's records as plain data in checkpoints (a strategy's `current_arrays`, a metrics
+# record): arrays by key in record order, scalars and lists — never the class by module path.
+statecodec.register(
+    "flwr.ArrayRecord", ArrayRecord, lambda r: from_record(r), lambda d: to_record(d)
+)
+statecodec.register("flwr.Array", Array, lambda a: a.numpy(), lambda a: Array(np.asarray(a)))
+statecodec.register("flwr.MetricRecord", MetricRecord, dict, MetricRecord)
+statecodec.register("flwr.ConfigRecord", ConfigRecord, dict, ConfigRecord)
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -46,14 +58,8 @@ class DecodedArray(Array):
         # and a fresh object's dirty flag — without its argument parsing and per-field hooks,
         # which cost more than the copy (tested: the same bytes and object id as Flower's own
         # Array(ndarray), decoded the same).
-        self.__dict__.update(
-            dtype=str(a.dtype),
-            shape=tuple(int(n) for n in a.shape),
-            stype=SType.NUMPY,
-            data=_npy_bytes(a),
-            _is_dirty=True,
-            _decoded=a,
-        )
+        fill_numpy_array(self, str(a.dtype), tuple(int(n) for n in a.shape), _npy_bytes(a))
+        self._decoded = a
 
     def numpy(self) -> np.ndarray:
         return self._decoded.copy()
@@ -104,16 +110,74 @@ def metric_record(values: Mapping[str, Any]) -> MetricRecord:
 _CACHE: dict[str, Scenario] = {}
 
 
+SCENARIO_FILE_KEY = "scenario-file"
+"""run_config key (`flwr run .`): the absolute path of the scenario YAML."""
+OVERRIDES_KEY = "overrides"
+"""run_config key (`flwr run .`): `key=value` overrides, separated by spaces (shell quoting)."""
+OUT_KEY = "out"
+"""run_config key (`flwr run .`): the absolute folder the run folder is made in."""
+
+
 def scenario_from(run_config: Mapping[str, Any]) -> Scenario:
-    """The scenario a run carries in its run_config (parsed once per process)."""
+    """The scenario a run carries in its run_config (parsed once per process): the JSON the
+    engines pass (`scenario`), or — started with `flwr run .` — the YAML file named by
+    `scenario-file` with `overrides` (the same file for the ServerApp and every ClientApp)."""
     raw = run_config.get(RUN_CONFIG_KEY)
-    if not isinstance(raw, str):
-        raise KeyError(f"run_config has no {RUN_CONFIG_KEY!r} JSON string")
-    s = _CACHE.get(raw)
+    if isinstance(raw, str) and raw:
+        key = raw
+    elif run_config.get(SCENARIO_FILE_KEY):
+        key = json.dumps(
+            [str(run_config[SCENARIO_FILE_KEY]), str(run_config.get(OVERRIDES_KEY, ""))]
+        )
+    else:
+        raise KeyError(
+            f"run_config has neither a {RUN_CONFIG_KEY!r} JSON string nor a "
+            f"{SCENARIO_FILE_KEY!r} (flwr run . --run-config 'scenario-file=\"/abs/s.yaml\"')"
+        )
+    s = _CACHE.get(key)
     if s is None:
-        s = Scenario.model_validate(json.loads(raw))
-        _CACHE[raw] = s
+        s = Scenario.model_validate(json.loads(raw)) if key is raw else _from_file(run_config)
+        _CACHE[key] = s
     return s
+
+
+def _from_file(run_config: Mapping[str, Any]) -> Scenario:
+    """`flwr run .`'s scenario. The apps run from the installed FAB, not from the user's
+    folder, so every path must be absolute: the file (its `base:` files are then relative to
+    it, as always) and any `file.py:Class` plug-in; a relative one is refused, named."""
+    import shlex
+
+    from simulator.scenario import ScenarioError, load
+
+    path = Path(str(run_config[SCENARIO_FILE_KEY]))
+    if not path.is_absolute():
+        raise ScenarioError(
+            str(path),
+            [
+                f"{SCENARIO_FILE_KEY}: give an absolute path (the apps run from the installed "
+                f"Flower App, not from the folder `flwr run` was called in), got {str(path)!r}"
+            ],
+        )
+    s = load(path, shlex.split(str(run_config.get(OVERRIDES_KEY, ""))))
+    relative = _relative_plugins(s.model_dump(mode="json"))
+    if relative:
+        raise ScenarioError(
+            str(path),
+            [
+                f"{k}: a file.py plug-in under `flwr run .` needs an absolute path, got {v!r}"
+                for k, v in relative
+            ],
+        )
+    return s
+
+
+def _relative_plugins(node: Any, path: str = "") -> list[tuple[str, str]]:
+    """(yaml path, spec) of every `file.py:attr` plug-in spec in the scenario that is relative."""
+    if isinstance(node, dict):
+        return [x for k, v in node.items() for x in _relative_plugins(v, f"{path}{k}.")]
+    if isinstance(node, str) and ".py:" in node and not Path(node.split(":", 1)[0]).is_absolute():
+        return [(path.rstrip("."), node)]
+    return []
 
 
 def load_private(context: Context) -> dict[str, np.ndarray] | None:

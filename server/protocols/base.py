@@ -21,12 +21,12 @@ from typing import Any, ClassVar
 import numpy as np
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 from simulator.federation import FederatedData
 from simulator.gan.train import GAN
 from simulator.messages import TRAIN_REPLY_KEYS, TrainReply
 from simulator.scenario import Scenario
+from wire.flwr_internals import Run
 from wire.messages import arrays_of, read_train_reply
 from wire.records import from_record
 

@@ -96,7 +96,23 @@ def check_strategy(name: str, params: dict[str, Any], path: str = "strategy") ->
     # record-key arguments are the loop's.
     rest = {k: v for k, v in params.items() if k not in SAMPLING_ARGS}
     check = sig.check(rest, supplied=DEFAULT_ARGS.get(name, {}), open_kwargs=False)
-    return problems + check.by_key(f"{path}.params", name)
+    problems += check.by_key(f"{path}.params", name)
+    if not problems:  # the values too: a strategy checks them when it is built (cheap)
+        try:
+            _build(name, cls, sig, params)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            word = str(exc).split(" ", 1)[0]  # "beta must be ..." names its parameter
+            where = f"{path}.params.{word}" if word in params else f"{path}.params"
+            problems.append(f"{where}: {name}: {exc}")
+    return problems
+
+
+def _build(name: str, cls: type[Strategy], sig: Signature, params: dict[str, Any]) -> Strategy:
+    # A subclass that forwards **kwargs to FedAvg still takes the sampling arguments.
+    kwargs = {k: v for k, v in SAMPLING_ARGS.items() if sig.accepts(k)}
+    kwargs.update(DEFAULT_ARGS.get(name, {}))
+    kwargs.update(params)
+    return cls(**kwargs)
 
 
 def build_strategy(name: str, params: dict[str, Any]) -> Strategy:
@@ -105,12 +121,7 @@ def build_strategy(name: str, params: dict[str, Any]) -> Strategy:
     if problems:
         raise RegistryError("; ".join(problems))
     cls = STRATEGIES.get(name)
-    sig = _signature(name, cls)
-    # A subclass that forwards **kwargs to FedAvg still takes the sampling arguments.
-    kwargs = {k: v for k, v in SAMPLING_ARGS.items() if sig.accepts(k)}
-    kwargs.update(DEFAULT_ARGS.get(name, {}))
-    kwargs.update(params)
-    return cls(**kwargs)
+    return _build(name, cls, _signature(name, cls), params)
 
 
 # The simulator's own rules, registered after the built-ins (they import this package's helpers).

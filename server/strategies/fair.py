@@ -25,10 +25,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-from flwr.common.logger import log
-from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg, QFedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from simulator.messages import (
     GROUP_N,
@@ -45,10 +42,17 @@ from simulator.weighting import (
     check_coverage,
     check_group_aware,
     coverage_weights,
+    finite,
     group_aware_weights,
     group_deficits,
 )
-from wire.flwr_internals import copy_message
+from wire.flwr_internals import (
+    AggregationError,
+    aggregate_arrayrecords,
+    check_and_log_replies,
+    copy_message,
+    log,
+)
 
 WEIGHT_KEY = "fair.weight"
 """MetricRecord key the weighted strategies write each reply's aggregation weight under."""
@@ -100,8 +104,6 @@ def _with_metric(msg: Message, key: str, value: float) -> Message:
     return copy_message(msg, content)
 
 
-
-
 class _ReweightedFedAvg(FedAvg):
     """FedAvg whose aggregation weights come from `client_weights` instead of `num-examples`.
 
@@ -131,7 +133,7 @@ class _ReweightedFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Weighted mean of the replies' arrays with `client_weights`; metrics by num-examples."""
-        valid, _ = self._check_and_log_replies(replies, is_train=True)
+        valid = check_and_log_replies(self, replies)
         if not valid:
             return None, None
         weights = np.asarray(self.client_weights(server_round, valid), dtype=np.float64)
@@ -234,14 +236,14 @@ class QualityQFedAvg(QFedAvg):
         check(
             "client_learning_rate",
             client_learning_rate,
-            math.isfinite(client_learning_rate) and client_learning_rate > 0,
+            finite(client_learning_rate) and client_learning_rate > 0,
             "a finite number > 0",
         )
-        check("q", q, math.isfinite(q) and q >= 0, "a finite number ≥ 0")
+        check("q", q, finite(q) and q >= 0, "a finite number ≥ 0")
         check(
             "loss_floor",
             loss_floor,
-            math.isfinite(loss_floor) and loss_floor > 0,
+            finite(loss_floor) and loss_floor > 0,
             "a finite number > 0",
         )
         super().__init__(

@@ -56,6 +56,13 @@ class CriticSwapFedAvg(FedAvg):
         self.critics: dict[int, dict[str, Array]] = {}
         self.partition_of: dict[int, int] = {}
 
+    def rebind_nodes(self, node_pid: dict[int, int]) -> None:
+        """After a resume: this run's node ids for the partitions it knew (node ids are new
+        when a run restarts; the critics are kept by partition id and need no re-keying)."""
+        if self.partition_of:
+            seen = set(self.partition_of.values())
+            self.partition_of = {n: p for n, p in node_pid.items() if p in seen}
+
     def sources(self, server_round: int, receivers: list[int]) -> dict[int, int]:
         """receiver partition id → the partition id whose stored critic it gets."""
         holders = sorted(self.critics)

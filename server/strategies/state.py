@@ -1,11 +1,15 @@
 """A Flower strategy's state, as data a checkpoint can hold, and back.
 
-Flower strategies keep their state as plain attributes (FedAdam's moments `m_t`/`v_t`, FedAvgM's
-`momentum_vector`, `current_arrays`; our fair strategies' weights and λ; `critic_swap`'s
-critics). `strategy_state` takes every attribute that is data — callables are construction-time
-configuration, rebuilt from the scenario — and `load_strategy_state` sets them on a strategy
-freshly built from the same scenario. Nested strategies (`PerNetwork`, Flower's DP wrappers)
-are walked into.
+The contract: a strategy that defines `state_dict() -> dict` and `load_state_dict(dict)` (as
+torch modules do) is saved and restored through them; their dict must be plain data, numpy
+arrays and Flower records (`simulator.statecodec`). Every other strategy — Flower's stock ones,
+plug-ins without the two methods — gets the default: Flower strategies keep their state as
+plain attributes (FedAdam's moments `m_t`/`v_t`, FedAvgM's `momentum_vector`,
+`current_arrays`; our fair strategies' weights and λ; `critic_swap`'s critics), so every
+attribute that is data is saved, callables (construction-time configuration) are rebuilt from
+the scenario, and an attribute that is neither (an open file, a lock) is skipped and reported
+(`checkpoint_incomplete`). Nested strategies (`PerNetwork`, Flower's DP wrappers) are walked
+into.
 """
 
 from __future__ import annotations
@@ -14,15 +18,23 @@ from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
+import wire.records  # noqa: F401 - registers Flower's records as storable state
 from server.strategies.per_network import PerNetwork
-from simulator.checkpoint import round_trips
+from simulator.statecodec import is_data
 
 NESTED = "__nested__"
 """Key of the sub-dict holding nested strategies' states, by attribute name."""
+STATE_DICT = "__state_dict__"
+"""Key of what a strategy's own `state_dict()` returned."""
 
 
 def strategy_state(strategy: Any, prefix: str = "") -> tuple[dict[str, Any], list[str]]:
-    """(the strategy's data attributes, names of attributes that could not be saved)."""
+    """(the strategy's state, names of attributes that could not be saved)."""
+    if callable(getattr(strategy, "state_dict", None)):
+        own = strategy.state_dict()
+        if not is_data(own):
+            raise TypeError(f"{type(strategy).__name__}.state_dict() returned more than data")
+        return {STATE_DICT: own}, []
     state: dict[str, Any] = {}
     nested: dict[str, Any] = {}
     skipped: list[str] = []
@@ -32,7 +44,7 @@ def strategy_state(strategy: Any, prefix: str = "") -> tuple[dict[str, Any], lis
             skipped += more
         elif callable(value):
             continue
-        elif round_trips(value):
+        elif is_data(value):
             state[name] = value
         else:
             skipped.append(f"{prefix}{name}")
@@ -43,6 +55,9 @@ def strategy_state(strategy: Any, prefix: str = "") -> tuple[dict[str, Any], lis
 
 def load_strategy_state(strategy: Any, state: dict[str, Any]) -> None:
     """Set the attributes `strategy_state` saved on `strategy` (built from the same scenario)."""
+    if STATE_DICT in state:
+        strategy.load_state_dict(state[STATE_DICT])
+        return
     for name, value in state.items():
         if name == NESTED:
             for attr, sub in value.items():
@@ -52,15 +67,12 @@ def load_strategy_state(strategy: Any, state: dict[str, Any]) -> None:
 
 
 def rebind_nodes(strategy: Any, node_pid: dict[int, int]) -> None:
-    """Re-key node-id state to this run's node ids (Flower draws new ones when a run restarts).
-
-    `critic_swap` remembers which node holds which partition (`partition_of`, node id →
-    partition id); the in-process engine's node ids are fixed, Ray's are not.
-    """
+    """Tell a restored strategy this run's node ids (Flower draws new ones when a run restarts):
+    a strategy that keeps state by node id defines `rebind_nodes(node_pid)` (node id →
+    partition id) and re-keys it (`critic_swap`); nested strategies are walked into."""
     for value in vars(strategy).values():
         if isinstance(value, Strategy | PerNetwork):
             rebind_nodes(value, node_pid)
-    known = getattr(strategy, "partition_of", None)
-    if isinstance(known, dict) and known:
-        seen = set(known.values())
-        strategy.partition_of = {n: p for n, p in node_pid.items() if p in seen}
+    own = getattr(type(strategy), "rebind_nodes", None)
+    if callable(own):
+        own(strategy, node_pid)

@@ -12,7 +12,21 @@ import pandas as pd
 
 
 class DataError(ValueError):
-    """A bad dataset parameter, a missing or malformed file, or an inconsistent dataset."""
+    """A bad dataset parameter, a missing or malformed file, or an inconsistent dataset.
+
+    `key` names the dataset parameter at fault when one is (so a scenario error can point at
+    `data.params.<key>` and validation can go on looking for the next problem)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _key(name: str) -> str | None:
+    """The parameter a validation message is about: `name` itself when it is one
+    ("n_per_side"), its first word otherwise ("minority_modes entry" → minority_modes)."""
+    head = name.split(" ", 1)[0].split("[", 1)[0]
+    return head if head.isidentifier() else None
 
 
 def _frozen_copy(a: np.ndarray) -> np.ndarray:
@@ -178,26 +192,26 @@ class Dataset:
 def check_int(name: str, value: object, minimum: int | None = None) -> int:
     """`value` as an int >= `minimum`, or DataError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise DataError(f"{name} must be an integer, got {value!r}")
+        raise DataError(f"{name} must be an integer, got {value!r}", _key(name))
     if isinstance(value, float | np.floating) and not float(value).is_integer():
-        raise DataError(f"{name} must be an integer, got {value!r}")
+        raise DataError(f"{name} must be an integer, got {value!r}", _key(name))
     out = int(value)
     if minimum is not None and out < minimum:
-        raise DataError(f"{name} must be >= {minimum}, got {value!r}")
+        raise DataError(f"{name} must be >= {minimum}, got {value!r}", _key(name))
     return out
 
 
 def check_float(name: str, value: object, *, positive: bool = False, nonneg: bool = False) -> float:
     """`value` as a finite float (optionally > 0 or >= 0), or DataError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise DataError(f"{name} must be a number, got {value!r}")
+        raise DataError(f"{name} must be a number, got {value!r}", _key(name))
     out = float(value)
     if not math.isfinite(out):
-        raise DataError(f"{name} must be finite, got {value!r}")
+        raise DataError(f"{name} must be finite, got {value!r}", _key(name))
     if positive and out <= 0:
-        raise DataError(f"{name} must be > 0, got {value!r}")
+        raise DataError(f"{name} must be > 0, got {value!r}", _key(name))
     if nonneg and out < 0:
-        raise DataError(f"{name} must be >= 0, got {value!r}")
+        raise DataError(f"{name} must be >= 0, got {value!r}", _key(name))
     return out
 
 
@@ -210,19 +224,22 @@ def check_n_samples(n_samples: object, default: int | None) -> int | None:
 
 def normalize_weights(name: str, weights: object, k: int) -> np.ndarray:
     """K non-negative finite numbers → float64 [K] summing to 1; DataError naming `name`."""
+    key = _key(name)
     if isinstance(weights, str | bytes) or not isinstance(weights, Sequence | np.ndarray):
-        raise DataError(f"{name} must be a list of {k} numbers, got {weights!r}")
+        raise DataError(f"{name} must be a list of {k} numbers, got {weights!r}", key)
     try:
         w = np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError):
-        raise DataError(f"{name} must be a list of {k} numbers, got {weights!r}") from None
+        raise DataError(f"{name} must be a list of {k} numbers, got {weights!r}", key) from None
     if w.shape != (k,):
-        raise DataError(f"{name} must have {k} entries (one per mode/class), got {w.size}")
+        raise DataError(f"{name} must have {k} entries (one per mode/class), got {w.size}", key)
     if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise DataError(f"{name} must be finite and non-negative, got {w.tolist()}")
+        raise DataError(f"{name} must be finite and non-negative, got {w.tolist()}", key)
     total = float(w.sum())
     if total <= 0:
-        raise DataError(f"{name} must sum to a positive number, got sum {total} ({w.tolist()})")
+        raise DataError(
+            f"{name} must sum to a positive number, got sum {total} ({w.tolist()})", key
+        )
     return w / total
 
 

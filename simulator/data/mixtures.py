@@ -40,7 +40,7 @@ def mode_weights(
     given `minority_weight` while the other modes share the rest equally; neither → uniform.
     """
     if weights is not None and minority_modes is not None:
-        raise DataError("give either weights or minority_modes, not both")
+        raise DataError("give either weights or minority_modes, not both", "minority_modes")
     if weights is not None:
         return normalize_weights("weights", weights, k)
     w = np.full(k, 1.0 / k)
@@ -49,25 +49,31 @@ def mode_weights(
     if isinstance(minority_modes, str | bytes) or not isinstance(
         minority_modes, Sequence | np.ndarray
     ):
-        raise DataError(f"minority_modes must be a list of mode ids, got {minority_modes!r}")
+        raise DataError(
+            f"minority_modes must be a list of mode ids, got {minority_modes!r}", "minority_modes"
+        )
     ids = [check_int("minority_modes entry", m) for m in minority_modes]
     if not ids:
         return w
     bad = [m for m in ids if not 0 <= m < k]
     if bad:
-        raise DataError(f"minority_modes {bad} out of range; mode ids are 0..{k - 1}")
+        raise DataError(
+            f"minority_modes {bad} out of range; mode ids are 0..{k - 1}", "minority_modes"
+        )
     if len(set(ids)) != len(ids):
-        raise DataError(f"minority_modes has repeated ids: {list(ids)}")
+        raise DataError(f"minority_modes has repeated ids: {list(ids)}", "minority_modes")
     mw = check_float("minority_weight", minority_weight, nonneg=True)
     if len(ids) == k:
         raise DataError(
             f"minority_modes lists all {k} modes; leave at least one majority mode "
-            "(or give weights instead)"
+            "(or give weights instead)",
+            "minority_modes",
         )
     if mw * len(ids) >= 1:
         raise DataError(
             f"minority_weight × len(minority_modes) = {mw} × {len(ids)} = {mw * len(ids):g} "
-            "must be < 1"
+            "must be < 1",
+            "minority_weight",
         )
     w[:] = (1.0 - mw * len(ids)) / (k - len(ids))
     w[ids] = mw
@@ -79,7 +85,9 @@ def mode_sigmas(sigma: SigmaArg, k: int) -> np.ndarray:
     if isinstance(sigma, Sequence | np.ndarray) and not isinstance(sigma, str | bytes):
         vals = list(sigma)
         if len(vals) != k:
-            raise DataError(f"sigma must be one number or {k} numbers (one per mode), got {vals}")
+            raise DataError(
+                f"sigma must be one number or {k} numbers (one per mode), got {vals}", "sigma"
+            )
         return np.array([check_float(f"sigma[{i}]", v, positive=True) for i, v in enumerate(vals)])
     return np.full(k, check_float("sigma", sigma, positive=True))
 

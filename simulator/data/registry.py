@@ -48,9 +48,10 @@ def _check_params(name: str, sig: Signature, params: Mapping[str, Any]) -> None:
             )
         if not sig.accepts(reserved):
             raise DataError(f"dataset {name!r}: the factory does not accept {reserved!r}")
-    problems = sig.check(params).problems("dataset", name)
+    check = sig.check(params)
+    problems = check.problems("dataset", name)
     if problems:
-        raise DataError(problems[0])
+        raise DataError(problems[0], check.unknown[0] if check.unknown else None)
 
 
 def load_dataset(
@@ -86,7 +87,8 @@ def load_dataset(
     except DataError as exc:
         msg = str(exc)
         # Factories' own messages rarely say which dataset; avoid saying it twice.
-        raise DataError(msg if msg.startswith("dataset ") else f"dataset {name!r}: {msg}") from exc
+        text = msg if msg.startswith("dataset ") else f"dataset {name!r}: {msg}"
+        raise DataError(text, exc.key) from exc
     except (ValueError, TypeError, OSError, KeyError) as exc:
         # Plug-in code raises whatever it likes; give it the dataset's name and keep the cause.
         raise DataError(f"dataset {name!r}: {type(exc).__name__}: {exc}") from exc

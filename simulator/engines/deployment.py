@@ -2,12 +2,13 @@
 
 `flwr run` packages a Flower App folder (a pyproject.toml with `[tool.flwr.app]` and the code)
 into a FAB and starts a run on the SuperLink named by a connection in `$FLWR_HOME/config.toml`.
-This engine builds that folder itself (`make_app_dir`: the `simulator`, `server`, `clients` and
-`wire` packages and a small pyproject, a ~0.5 MB FAB: no tests, runs or benchmarks travel) and
-uses a private FLWR_HOME, so a user's own Flower configuration is neither needed nor touched.
+The folder is the project root (`app_dir`): its pyproject's `[tool.flwr.app]` is the one `flwr
+run .` uses, and its `fab-include` keeps the FAB to the four packages and the bundled scenarios
+(~0.8 MB: no tests, runs or benchmarks travel). A private FLWR_HOME is used, so a user's own
+Flower configuration is neither needed nor touched.
 
 The scenario JSON and the absolute run folder travel as run_config overrides (declared, empty,
-in the generated pyproject: the SuperLink refuses undeclared keys). The ServerApp writes the run
+in the pyproject: the SuperLink refuses undeclared keys). The ServerApp writes the run
 folder by absolute path, so the SuperLink must run on the machine (or share the file system)
 where `fedgan run` runs — true for `fedgan up`.
 
@@ -17,12 +18,11 @@ where `fedgan run` runs — true for `fedgan up`.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import tomli_w
 
@@ -35,10 +35,7 @@ from simulator.engines.local_cluster import (
     write_connection,
 )
 
-__all__ = ["DeploymentError", "make_app_dir", "run_deployment", "run_status"]
-
-PACKAGES = ("simulator", "server", "clients", "wire")
-"""The project's packages that make up the Flower App."""
+__all__ = ["DeploymentError", "app_dir", "run_deployment", "run_status"]
 
 POLL_S = 1.0
 """How often the run folder is checked for the server's `run_finished` event."""
@@ -51,37 +48,30 @@ class DeploymentError(RuntimeError):
     """The run failed, was stopped, or could not be submitted."""
 
 
-def make_app_dir(dest: Path, config_keys: list[str]) -> Path:
-    """Write a Flower App folder: the project's packages and a pyproject declaring `config_keys`."""
+def app_dir(config_keys: list[str]) -> Path:
+    """The Flower App folder: the project root, whose pyproject's `[tool.flwr.app]` (components,
+    `fab-include`, declared run_config keys) is the one `flwr run .` uses too.
+
+    Raises DeploymentError when the project is not a source tree with that table (a
+    non-editable install) or when a key of `config_keys` is not declared there (the SuperLink
+    would refuse it).
+    """
     root = Path(__file__).resolve().parents[2]
-    dest.mkdir(parents=True, exist_ok=True)
-    for pkg in PACKAGES:
-        shutil.copytree(
-            root / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    pyproject = root / "pyproject.toml"
+    try:
+        app = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as err:
+        raise DeploymentError(
+            f"engine: deployment builds its Flower App from {pyproject} ([tool.flwr.app]), "
+            f"which is missing or unreadable ({err!r}): install the project from its source "
+            "tree (pip install -e .)"
+        ) from err
+    missing = sorted(set(config_keys) - set(app.get("config", {})))
+    if missing:
+        raise DeploymentError(
+            f"{pyproject} [tool.flwr.app.config] does not declare {', '.join(missing)}"
         )
-    pyproject: dict[str, Any] = {
-        "project": {
-            "name": "fedgan-app",
-            "version": "0.1.0",
-            "description": "fedgan ServerApp and ClientApp",
-            "license": "Apache-2.0",
-            "dependencies": ["flwr==1.42.0"],
-        },
-        "tool": {
-            "flwr": {
-                "app": {
-                    "publisher": "fedgan",
-                    "components": {
-                        "serverapp": "server.app:app",
-                        "clientapp": "clients.app:app",
-                    },
-                    "config": {key: "" for key in config_keys},
-                }
-            }
-        },
-    }
-    (dest / "pyproject.toml").write_text(tomli_w.dumps(pyproject))
-    return dest
+    return root
 
 
 def run_status(run_id: int, env: Mapping[str, str]) -> tuple[str, str]:
@@ -118,7 +108,7 @@ def run_deployment(
         home = Path(tmp) / "flwr-home"
         write_connection(home, address, Path(root_certificates) if root_certificates else None)
         env = flwr_env(home)
-        app = make_app_dir(Path(tmp) / "app", list(run_config))
+        app = app_dir(list(run_config))
         overrides = Path(tmp) / "run-config.toml"
         overrides.write_text(tomli_w.dumps(dict(run_config)))
         cmd = ["run", str(app), CONNECTION, "--run-config", str(overrides), "--format", "json"]

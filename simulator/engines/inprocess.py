@@ -51,10 +51,10 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from flwr.supercore.run import Run
 
 from simulator.messages import NODE_NUM_PARTITIONS, NODE_PARTITION_ID
 from wire import flwr_internals as fi
+from wire.flwr_internals import Run
 
 __all__ = [
     "DEFAULT_RUN_ID",

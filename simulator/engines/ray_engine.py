@@ -62,6 +62,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from simulator.engines.procs import ProcKey, descendants, wait_gone
+from wire import flwr_internals as fi
 
 __all__ = ["RayNotInstalledError", "run_ray", "with_run_config"]
 
@@ -190,8 +191,7 @@ def _require_ray() -> None:
 def _run_environment(defaults: Mapping[str, str]) -> Iterator[None]:
     """Set `defaults` where unset for the run, then put back those and PYTHONPATH (Flower's Ray
     backend rewrites it in the driver); the driver's telemetry flag follows the env meanwhile."""
-    from flwr.supercore import telemetry
-
+    telemetry = fi.telemetry_flag()
     keys = [*defaults, "PYTHONPATH"]
     saved_env = {k: os.environ.get(k) for k in keys}
     saved_flag = telemetry.FLWR_TELEMETRY_ENABLED
@@ -295,11 +295,10 @@ def run_ray(
     with _run_environment(QUIET_ENV), _quiet():
         # Imported late: flwr.simulation costs ~1.3 s to import and is only useful with Ray.
         import ray
-        from flwr.simulation import run_simulation
 
         started_here = not ray.is_initialized()
         try:
-            run_simulation(
+            fi.run_simulation(
                 server_app=wrapped_server,
                 client_app=wrapped_client,
                 num_supernodes=num_nodes,

@@ -15,13 +15,23 @@ ENGINES = ("inprocess", "ray", "vectorized", "deployment")
 
 
 def check_scenario(s: Scenario) -> list[str]:
-    """Checks that need the ServerApp's code: the protocol, its parameters and what it needs
-    (fedavg: the strategy and its parameters), as 'path: message' strings."""
-    if not s.federated:
-        return []
-    from server.protocols import check_protocol
+    """Every check a run makes before it trains, as 'path: message' strings (empty: fine).
 
-    return check_protocol(s)
+    The one preflight that `fedgan validate`, `fedgan run` (before the run folder exists),
+    `fedgan sweep` (every combination, before any trains) and `simulator.api.run` share, on
+    top of the schema's own checks (`simulator.scenario.validate`): the protocol, its
+    parameters and what it needs (fedavg: the strategy, its parameters and their values),
+    and the data at full size — the dataset (e.g. digits weights that need more images than
+    there are), the held-out split and, federated, the partition (cached: the run reuses it).
+    """
+    from simulator.federation import data_problems
+
+    problems = data_problems(s)
+    if s.federated:
+        from server.protocols import check_protocol
+
+        problems += check_protocol(s)
+    return problems
 
 
 def run_federated(
@@ -41,24 +51,82 @@ def run_federated(
     return _run_in(s, store.path, resume=False, progress=progress)
 
 
-def resume_federated(run_dir: str | Path, progress: ProgressHook | None = None) -> RunResult:
-    """Continue an interrupted federated run in its own folder, after its latest checkpoint.
+EXTENDABLE = ("federation.rounds", "federation.timeout", "engine.")
+"""Overrides a resume may take: more rounds, and how the rest runs. Anything else (data,
+seed, GAN, partition, protocol...) would change rounds already played: refused."""
 
-    The scenario is the folder's `scenario.yaml`; a finished run is returned as it is.
-    Raises ScenarioError (bad scenario file) or ValueError (not a resumable run folder).
+
+def resume_federated(
+    run_dir: str | Path,
+    progress: ProgressHook | None = None,
+    overrides: list[str] | None = None,
+) -> RunResult:
+    """Continue a federated run in its own folder, after its latest checkpoint — an
+    interrupted one to its end, or (with `federation.rounds=N` among `overrides`) a finished
+    or interrupted one to N rounds.
+
+    The scenario is the folder's `scenario.yaml` (rewritten with the new rounds, after a
+    `run_extended` event). With a constant learning rate the extended run's table is that of a
+    run made with N rounds from the start; a schedule that spans the rounds is refused (its
+    horizon would move). A finished run with nothing to add is returned as it is.
+    Raises ScenarioError (bad scenario file or override) or ValueError (not a resumable run).
     """
-    from simulator.scenario import load
-    from simulator.store import run_is_finished
+    from simulator.scenario import ScenarioError, apply_overrides, load, resolved_yaml, validate
+    from simulator.store import RunStore, atomic_write_text, run_is_finished
+    from simulator.yamlsafe import load_yaml
 
     path = Path(run_dir)
     if not (path / "scenario.yaml").is_file():
         raise ValueError(f"{path} is not a run folder (no scenario.yaml)")
-    s = load(path / "scenario.yaml")
-    if not s.federated:
+    old = load(path / "scenario.yaml")
+    if not old.federated:
         raise ValueError(f"{path}: only federated runs can be resumed (this one is centralized)")
-    if not run_is_finished(path):
+    s = old
+    if overrides:
+        source = str(path / "scenario.yaml")
+        problems = [
+            f"{o.partition('=')[0]}: cannot change on resume (it would change rounds already "
+            "played); a resume takes federation.rounds, federation.timeout and engine.*"
+            for o in overrides
+            if not o.partition("=")[0].strip().startswith(EXTENDABLE)
+        ]
+        if problems:
+            raise ScenarioError(source, problems)
+        raw = apply_overrides(load_yaml((path / "scenario.yaml").read_text()), overrides)
+        s = validate(raw, source)
+        assert s.federation is not None and old.federation is not None
+        done = _last_checkpoint_round(path)
+        if s.federation.rounds < max(done, 1):
+            raise ScenarioError(
+                source,
+                [f"federation.rounds: {s.federation.rounds} is before round {done}, "
+                 "which the run has already checkpointed"],
+            )
+        if s.federation.rounds != old.federation.rounds and s.gan.lr_schedule != "constant":
+            raise ScenarioError(
+                source,
+                [f"gan.lr_schedule: {s.gan.lr_schedule} decays over the run's rounds, so more "
+                 "rounds would change the learning rate of rounds already played; only runs "
+                 "with a constant learning rate can be extended"],
+            )
+        if s != old:
+            RunStore(path).event(
+                "run_extended",
+                rounds_from=old.federation.rounds,
+                rounds_to=s.federation.rounds,
+                overrides=list(overrides),
+            )
+            atomic_write_text(path / "scenario.yaml", resolved_yaml(s))
+    if not run_is_finished(path) or s != old:
         _run_in(s, path, resume=True, progress=progress)
     return RunResult(path, load_run(path).metrics, None)
+
+
+def _last_checkpoint_round(path: Path) -> int:
+    from simulator.checkpoint import load_latest
+
+    ckpt = load_latest(path)
+    return ckpt.round if ckpt is not None else 0
 
 
 def _run_in(s: Scenario, path: Path, resume: bool, progress: ProgressHook | None) -> RunResult:

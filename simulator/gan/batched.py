@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from simulator.gan import fastmlp
 from simulator.gan.train import ARRAY_GROUPS, GAN, GANState, Params, StepNoise, draw_blocks
 
 STATE_GROUPS = ("g", "d", "d_buf", "g_opt", "d_opt", "g_ema", "g_anchor", "d_anchor")
@@ -216,6 +217,9 @@ def train_batched(
         new, stats = gan.step(_state(groups, 0), x, StepNoise(*noise), lr)  # type: ignore[arg-type]
         return _groups(new), stats
 
+    # MLPs take the hand-batched step on flat buffers (fastmlp), everything else vmap(GAN.step).
+    fast = fastmlp.plan(gan)
+    flat = fast.to_flat(state) if fast is not None else None
     t = 0
     for block in draw_blocks(T):
         noise = _stack_noise(
@@ -225,18 +229,24 @@ def train_batched(
             lrs = [gan.config.lr_scale(st + t, tot) for st, tot in zip(starts, totals, strict=True)]
             lr: float | Tensor = lrs[0] if shared else torch.tensor(lrs, device=device)
             step_noise = (noise.idx[:, i], noise.z_d[:, i], noise.z_g[:, i], noise.eps[:, i])
-            groups, stats = torch.func.vmap(one, in_dims=(0, 0, 0, None if shared else 0))(
-                _groups(state), data, step_noise, lr
-            )
-            new = _state(groups, state.step + 1)
             active = t < counts
-            if ragged:
-                new = _where(active, new, state)
-            state = new
+            if fast is not None and flat is not None:
+                mask = active if ragged else None
+                stats = fast.step(flat, data, StepNoise(*step_noise), lr, mask)
+            else:
+                groups, stats = torch.func.vmap(one, in_dims=(0, 0, 0, None if shared else 0))(
+                    _groups(state), data, step_noise, lr
+                )
+                new = _state(groups, state.step + 1)
+                if ragged:
+                    new = _where(active, new, state)
+                state = new
             for k, v in stats.items():
                 v = torch.where(active, v, torch.zeros_like(v)) if ragged else v
                 sums[k] = sums[k] + v if k in sums else v
             t += 1
+    if fast is not None and flat is not None:
+        state = fast.to_state(flat, state)
     means = {k: v / counts.to(v.dtype) for k, v in sums.items()}
     return state, means
 
@@ -251,12 +261,15 @@ def lipschitz_batched(
 ) -> dict[str, Tensor]:
     """`diagnostics.lipschitz_metrics` for every client of a stacked state: each key → [C].
     Client c's points and noise are drawn from `gens[c]` exactly as the sequential call draws
-    them; the estimates are the same pure function, vmapped."""
+    them; the estimates are the same pure function, vmapped (for MLPs: `FastMLP.lipschitz`)."""
     from simulator.gan.diagnostics import lipschitz_draw, lipschitz_tensors
 
     draws = [lipschitz_draw(gan, n_data[c], g, n) for c, g in enumerate(gens)]
     idx, z, eps = (torch.stack([d[i] for d in draws]).to(data.device) for i in range(3))
     real = data[torch.arange(len(gens), device=data.device)[:, None], idx]
+    fast = fastmlp.plan(gan)
+    if fast is not None:  # MLPs: the hand-written forward and input gradient, no vmap
+        return fast.lipschitz(state.g, state.d, real, z, eps)
     fake = torch.func.vmap(gan.G)(state.g, z).detach()
 
     def one(d: Params, d_buf: Params, r: Tensor, f: Tensor, e: Tensor) -> dict[str, Tensor]:

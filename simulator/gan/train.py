@@ -9,153 +9,31 @@ clients with `vmap` while each client keeps its own random stream.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from simulator.gan import optim
+from simulator.gan import fastmlp, optim
 from simulator.gan.lipschitz import LipschitzControl, get_control
 from simulator.gan.networks import (
     SN_LAYERS,
-    NetworkSpec,
     build_critic,
     build_generator,
     power_iteration,
 )
 from simulator.gan.objectives import Objective, get_objective
-from simulator.gan.optim import OptimizerSpec
-
-Params = dict[str, Tensor]
-
-SCHEDULES = ("constant", "linear", "cosine")
-
-
-@dataclass(frozen=True)
-class GANConfig:
-    """Everything that defines local GAN training (networks, losses, optimizers, steps)."""
-
-    latent_dim: int = 2
-    generator: NetworkSpec = field(default_factory=NetworkSpec)
-    critic: NetworkSpec = field(default_factory=NetworkSpec)
-    objective: str = "non_saturating"
-    lipschitz: str = "none"
-    lipschitz_params: dict[str, Any] = field(default_factory=dict)
-    n_critic: int = 1
-    batch_size: int = 256
-    g_opt: OptimizerSpec = field(default_factory=OptimizerSpec)
-    d_opt: OptimizerSpec = field(default_factory=OptimizerSpec)
-    lr_schedule: str = "constant"
-    lr_final: float = 0.1
-    """Learning rate at the end of the schedule, as a fraction of the base rate."""
-    ema: float = 0.0
-    """Decay of an exponential moving average of generator weights (0 = off), used for sampling."""
-    prox_mu: float = 0.0
-    """FedProx proximal weight μ: adds μ/2‖θ − θ_anchor‖² to each network's loss."""
-
-    def lr_scale(self, step: int, total: int) -> float:
-        """Multiplier of the base learning rate at generator step `step` of `total`."""
-        if self.lr_schedule == "constant" or total <= 1:
-            return 1.0
-        t = min(max(step / (total - 1), 0.0), 1.0)
-        if self.lr_schedule == "linear":
-            return 1.0 + (self.lr_final - 1.0) * t
-        return self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-ARRAY_GROUPS = {
-    "generator": "g",
-    "critic": "d",
-    "critic_buffer": "d_buf",
-    "generator_opt": "g_opt",
-    "critic_opt": "d_opt",
-    "generator_ema": "g_ema",
-}
-"""Key prefix of `GANState.arrays()` → the state's tensor dict it names (anchors never travel)."""
-
-
-@dataclass
-class GANState:
-    """All tensors of one GAN: generator `g`, critic `d`, critic buffers (spectral-norm vectors),
-    optimizer states, the generator EMA and the anchors of the proximal term."""
-
-    g: Params
-    d: Params
-    d_buf: Params
-    g_opt: Params
-    d_opt: Params
-    g_ema: Params
-    g_anchor: Params = field(default_factory=dict)
-    d_anchor: Params = field(default_factory=dict)
-    step: int = 0
-
-    def array_keys(self) -> set[str]:
-        """The keys `arrays()` would give, without converting any tensor."""
-        return {f"{prefix}.{k}" for prefix, group in self._groups().items() for k in group}
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Flat `prefix.name → array` view (prefixes: generator, critic, critic_buffer, ...)."""
-        out: dict[str, np.ndarray] = {}
-        for prefix, group in self._groups().items():
-            for k, v in group.items():
-                out[f"{prefix}.{k}"] = v.detach().cpu().numpy()
-        return out
-
-    def _groups(self) -> dict[str, Params]:
-        return {prefix: getattr(self, name) for prefix, name in ARRAY_GROUPS.items()}
-
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> GANState:
-        """A copy with the groups named in `arrays` replaced (missing keys are kept)."""
-        groups = {p: dict(g) for p, g in self._groups().items()}
-        for key, value in arrays.items():
-            prefix, _, name = key.partition(".")
-            if prefix not in groups or name not in groups[prefix]:
-                raise KeyError(f"unexpected array {key!r}")
-            old = groups[prefix][name]
-            groups[prefix][name] = torch.as_tensor(np.array(value, copy=True), dtype=old.dtype)
-        return replace(
-            self,
-            g=groups["generator"],
-            d=groups["critic"],
-            d_buf=groups["critic_buffer"],
-            g_opt=groups["generator_opt"],
-            d_opt=groups["critic_opt"],
-            g_ema=groups["generator_ema"],
-        )
-
-
-@dataclass(frozen=True)
-class StepNoise:
-    """Randomness of one generator step: indices into the data [n_critic, B], latent codes for
-    the critic steps [n_critic, B, latent] and the generator step [B, latent], and
-    interpolation weights [n_critic, B, 1] for the gradient penalty."""
-
-    idx: Tensor
-    z_d: Tensor
-    z_g: Tensor
-    eps: Tensor
-
-    def at(self, t: int) -> StepNoise:
-        """Step `t` of noise drawn with a leading step axis (`GAN.draw_steps`)."""
-        return StepNoise(self.idx[t], self.z_d[t], self.z_g[t], self.eps[t])
-
-
-DRAW_BLOCK = 64
-"""Generator steps whose noise is drawn together (`draw_blocks`): bounds the memory of pre-drawn
-noise in long centralized runs; a federated round's local steps up to this many are one block."""
-
-
-def draw_blocks(n_steps: int) -> list[int]:
-    """Sizes of the noise blocks of an `n_steps` loop: [64, 64, ..., rest]. Every path that must
-    reproduce a client's random stream (sequential or batched) draws in exactly these blocks."""
-    full, rest = divmod(n_steps, DRAW_BLOCK)
-    return [DRAW_BLOCK] * full + ([rest] if rest else [])
+from simulator.gan.state import ARRAY_GROUPS as ARRAY_GROUPS  # re-exported: the old home
+from simulator.gan.state import DRAW_BLOCK as DRAW_BLOCK
+from simulator.gan.state import SCHEDULES as SCHEDULES
+from simulator.gan.state import GANConfig as GANConfig
+from simulator.gan.state import GANState as GANState
+from simulator.gan.state import Params as Params
+from simulator.gan.state import StepNoise as StepNoise
+from simulator.gan.state import draw_blocks as draw_blocks
 
 
 def _prox(params: Params, anchor: Params, mu: float) -> Tensor:
@@ -325,6 +203,9 @@ class GAN:
         """Run `n_steps` generator steps on data [N, d]; the lr schedule spans `total_steps`
         (default n_steps) counted from `s.step`. Returns the state and per-step statistics."""
         total = total_steps or (s.step + n_steps)
+        fast = fastmlp.plan(self)
+        if fast is not None:  # MLPs: the hand-written step (same update, fewer kernels)
+            return fastmlp.train_one(fast, s, data, n_steps, gen, total, callback)
         history: list[dict[str, float]] = []
         for block in draw_blocks(n_steps):
             noise = self.draw_steps(data.shape[0], gen, block)

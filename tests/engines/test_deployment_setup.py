@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
 from simulator.cli import app
-from simulator.engines.deployment import make_app_dir
+from simulator.engines.deployment import app_dir
 from simulator.engines.runner import run_federated
 from simulator.scenario import ScenarioError, validate
 from tests.conftest import tiny, tiny_raw
@@ -54,17 +54,32 @@ def test_certs_command_writes_a_ca_a_server_cert_for_loopback_and_node_keys(
     assert stat.S_IMODE((out / "server.key").stat().st_mode) == 0o600
 
 
-def test_the_flower_app_builds_into_a_small_fab_without_tests(tmp_path: Path) -> None:
+def test_the_flower_app_builds_into_a_small_fab_without_tests() -> None:
+    """engine: deployment and `flwr run .` build one FAB from the project's pyproject."""
     import zipfile
     from io import BytesIO
 
     from flwr.cli.build import build_fab_from_disk
 
-    fab = build_fab_from_disk(make_app_dir(tmp_path / "app", ["scenario", "run-dir"]))
+    fab = build_fab_from_disk(app_dir(["scenario", "run-dir", "scenario-file"]))
     names = zipfile.ZipFile(BytesIO(fab)).namelist()
-    assert {"server/app.py", "clients/app.py", "simulator/scenario.py"} <= set(names)
-    assert not [n for n in names if n.startswith("tests/") or "__pycache__" in n]
+    assert {"server/app.py", "clients/app.py", "wire/records.py", "simulator/scenario.py"} <= set(
+        names
+    )
+    assert "scenarios/quickstart.yaml" in names
+    assert not [
+        n
+        for n in names
+        if n.split("/")[0] in ("tests", "benchmarks", "docs", "runs") or "__pycache__" in n
+    ]
     assert len(fab) < 2_000_000  # Flower refuses FABs over 10 MB
+
+
+def test_undeclared_run_config_keys_are_refused_before_submitting() -> None:
+    from simulator.engines.deployment import DeploymentError
+
+    with pytest.raises(DeploymentError, match="does not declare no-such-key"):
+        app_dir(["scenario", "no-such-key"])
 
 
 def test_deployment_engine_fields_are_validated() -> None:

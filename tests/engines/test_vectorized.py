@@ -44,14 +44,19 @@ def test_one_round_updates_match_client_by_client(gan: dict[str, object]) -> Non
     arrays, _ = split_arrays(initial_state(s, g).arrays(), "generator")
     seq = [client_train(s, c, 1, arrays, None) for c in range(4)]
     vec = clients_train(s, [TrainRequest(c, 1, arrays) for c in range(4)])
+    # atol 5e-5: MKL sums the skinny products (the output layers' weight gradients) in another
+    # order for a batch of 4 than for one, and where a Wasserstein gradient is zero but for
+    # rounding, Adam's lr·g/(|g| + ε) turns that into a visible step (seen: 2e-5 on a clipped
+    # critic weight).
+    tol = {"rtol": 1e-4, "atol": 5e-5}
     for a, b in zip(seq, vec, strict=True):
         assert not isinstance(b, Exception)
         assert set(a.arrays) == set(b.arrays) and set(a.private) == set(b.private)
         assert any(k.startswith("critic.") for k in b.private)
         for k in a.arrays:
-            np.testing.assert_allclose(b.arrays[k], a.arrays[k], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(b.arrays[k], a.arrays[k], **tol)
         for k in a.private:
-            np.testing.assert_allclose(b.private[k], a.private[k], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(b.private[k], a.private[k], **tol)
         assert set(a.metrics) == set(b.metrics)
         for k, v in a.metrics.items():
             assert b.metrics[k] == pytest.approx(v, rel=1e-3, abs=1e-5, nan_ok=True), k
@@ -60,7 +65,7 @@ def test_one_round_updates_match_client_by_client(gan: dict[str, object]) -> Non
     for a, b in zip(again, second, strict=True):
         assert not isinstance(b, Exception)
         for k in a.arrays:
-            np.testing.assert_allclose(b.arrays[k], a.arrays[k], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(b.arrays[k], a.arrays[k], **tol)
 
 
 def test_a_failing_client_is_reported_in_its_slot() -> None:

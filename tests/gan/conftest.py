@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import torch
 
+from simulator.gan import fastmlp
 from simulator.gan.networks import NetworkSpec
 from simulator.gan.optim import OptimizerSpec
 from simulator.gan.train import GAN, GANConfig
@@ -45,3 +46,24 @@ def data() -> torch.Tensor:
     """64 points of a 2-D Gaussian centered at (1, −1)."""
     gen = torch.Generator().manual_seed(123)
     return torch.randn(64, 2, generator=gen) + torch.tensor([1.0, -1.0])
+
+
+@pytest.fixture
+def reference() -> Iterator[Callable[[bool], None]]:
+    """`reference(False)`: the reference step everywhere (`GAN.step` through torch.func, the
+    hand-batched MLP step off: the oracle); `reference(True)`: the default. On afterwards."""
+
+    def use(fast: bool) -> None:
+        fastmlp.ENABLED = fast
+
+    yield use
+    fastmlp.ENABLED = True
+
+
+@pytest.fixture
+def float64() -> Iterator[None]:
+    """Tensors made during the test default to float64."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

@@ -1,20 +1,22 @@
 """Lockstep training of many clients equals training each client on its own.
 
-The reference is the sequential `GAN.train`, one client at a time with its own generator: the
-batched path must reproduce every client's parameters, optimizer moments and statistics to float
-rounding, for every objective and Lipschitz control (incl. the gradient penalty's double backward
-and the spectral norm's power iteration), with clients of different data sizes and step counts.
+The reference is the sequential `GAN.train` on the reference step (`GAN.step` through torch.func,
+the hand-batched MLP step switched off), one client at a time with its own generator: the
+batched path — vmap, and for MLPs the hand-batched step (`fastmlp`) — must reproduce every
+client's parameters, optimizer moments and statistics to float rounding, for every objective and
+Lipschitz control (incl. the gradient penalty's double backward and the spectral norm's power
+iteration), with clients of different data sizes and step counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import torch
 
-from simulator.gan import batched
+from simulator.gan import batched, fastmlp
 from simulator.gan.diagnostics import lipschitz_metrics
 from simulator.gan.networks import NetworkSpec
 from simulator.gan.train import DRAW_BLOCK, GAN, GANState
@@ -32,6 +34,20 @@ PAIRS = [
 ]
 
 
+@pytest.fixture(params=[True, False], ids=["fastmlp", "vmap"])
+def fast(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Which batched path runs. The hand-batched step sums in another order than the reference,
+    and where a gradient is zero but for rounding (a Wasserstein critic unit active on every
+    row: its bias gradient cancels exactly) Adam's first update lr·g/(|g| + ε) turns float32
+    noise into a visible step; in float64 that noise is far below ε, so the fast path is checked
+    there (the float32 agreement of the fast path is in tests/gan/test_fastmlp.py)."""
+    old = torch.get_default_dtype()
+    if request.param:
+        torch.set_default_dtype(torch.float64)
+    yield request.param
+    torch.set_default_dtype(old)
+
+
 def _datas(sizes: list[int]) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(7)
     return [torch.randn(n, 2, generator=gen) + i for i, n in enumerate(sizes)]
@@ -47,7 +63,12 @@ def _close(a: GANState, b: GANState, tol: float = 1e-5) -> None:
 
 @pytest.mark.parametrize(("objective", "control", "params"), PAIRS)
 def test_batched_training_matches_each_client_alone(
-    make_gan: Callable[..., GAN], objective: str, control: str, params: dict[str, float]
+    make_gan: Callable[..., GAN],
+    reference: Callable[[bool], None],
+    objective: str,
+    control: str,
+    params: dict[str, float],
+    fast: bool,
 ) -> None:
     gan = make_gan(
         objective=objective, lipschitz=control, lipschitz_params=params, n_critic=2, ema=0.9
@@ -56,9 +77,11 @@ def test_batched_training_matches_each_client_alone(
     datas = _datas(sizes)
     states = [gan.init_state(c) for c in range(3)]
     expected = []
+    reference(False)
     for c in range(3):
         s, hist = gan.train(states[c], datas[c], steps[c], torch.Generator().manual_seed(c), 8)
         expected.append((s, {k: float(np.mean([h[k] for h in hist])) for k in hist[0]}))
+    reference(fast)
     state, means = batched.train_batched(
         gan,
         batched.stack(states),
@@ -74,13 +97,17 @@ def test_batched_training_matches_each_client_alone(
             assert float(means[k][c]) == pytest.approx(v, rel=1e-4, abs=1e-5), k
 
 
-def test_noise_blocks_span_long_loops(make_gan: Callable[..., GAN]) -> None:
+def test_noise_blocks_span_long_loops(
+    make_gan: Callable[..., GAN], reference: Callable[[bool], None], fast: bool
+) -> None:
     # More steps than one noise block: the batched path must cut the stream where train does.
     gan = make_gan(batch_size=4)
     n = DRAW_BLOCK + 3
     data = _datas([10, 12])
     states = [gan.init_state(0), gan.init_state(1)]
+    reference(False)
     want = [gan.train(states[c], data[c], n, torch.Generator().manual_seed(c))[0] for c in (0, 1)]
+    reference(fast)
     got, _ = batched.train_batched(
         gan,
         batched.stack(states),
@@ -109,9 +136,30 @@ def test_padding_is_never_read(make_gan: Callable[..., GAN]) -> None:
     assert all(torch.isfinite(v).all() for v in state.g.values())
 
 
-@pytest.mark.parametrize("critic", ["mlp", "two_branch"])
-def test_batched_lipschitz_estimates_match(make_gan: Callable[..., GAN], critic: str) -> None:
-    gan = make_gan(lipschitz="spectral_norm", critic=NetworkSpec(kind=critic, widths=(8,)))
+@pytest.mark.parametrize(
+    ("critic", "control", "activation"),
+    [
+        ("mlp", "spectral_norm", "relu"),
+        ("two_branch", "spectral_norm", "relu"),
+        ("mlp", "none", "relu"),  # the hand-batched path (fastmlp)
+        ("mlp", "gradient_penalty", "silu"),
+    ],
+)
+def test_batched_lipschitz_estimates_match(
+    make_gan: Callable[..., GAN],
+    reference: Callable[[bool], None],
+    critic: str,
+    control: str,
+    activation: str,
+) -> None:
+    # The reference is the sequential `lipschitz_metrics` on the reference path (torch.func
+    # vjp, one client at a time, the hand-batched MLP code off).
+    gan = make_gan(
+        lipschitz=control,
+        critic=NetworkSpec(kind=critic, widths=(8, 6), activation=activation),
+        generator=NetworkSpec(widths=(8,), output="tanh"),
+    )
+    assert (fastmlp.why_not(gan) is None) == (control != "spectral_norm")
     sizes = [20, 31]
     datas = _datas(sizes)
     states = [gan.init_state(c) for c in range(2)]
@@ -123,10 +171,15 @@ def test_batched_lipschitz_estimates_match(make_gan: Callable[..., GAN], critic:
         [torch.Generator().manual_seed(c) for c in range(2)],
         n=40,
     )
+    reference(False)
     for c in range(2):
         want = lipschitz_metrics(gan, states[c], datas[c], torch.Generator().manual_seed(c), n=40)
+        reference(True)
+        alone = lipschitz_metrics(gan, states[c], datas[c], torch.Generator().manual_seed(c), n=40)
+        reference(False)
         for k, v in got.items():
             assert float(v[c]) == pytest.approx(want[f"lipschitz.{k}"], rel=1e-4), k
+            assert alone[f"lipschitz.{k}"] == pytest.approx(want[f"lipschitz.{k}"], rel=1e-4), k
 
 
 def test_stack_refuses_mixed_step_counters(make_gan: Callable[..., GAN]) -> None:
@@ -140,12 +193,26 @@ def test_stack_refuses_mixed_step_counters(make_gan: Callable[..., GAN]) -> None
     _close(batched.unstack(s)[1], a, tol=0.0)
 
 
-def test_per_client_schedules_match_each_client_alone(make_gan: Callable[..., GAN]) -> None:
-    # Clients at different points of different-length lr schedules (heterogeneous local steps).
-    gan = make_gan(lr_schedule="linear", lr_final=0.1)
+def test_per_client_schedules_match_each_client_alone(
+    make_gan: Callable[..., GAN], reference: Callable[[bool], None], fast: bool
+) -> None:
+    # Clients at different points of different-length lr schedules (heterogeneous local steps),
+    # with R1, FedProx anchors and the EMA: every state group must match.
+    gan = make_gan(
+        lr_schedule="linear",
+        lr_final=0.1,
+        lipschitz="gradient_penalty",
+        lipschitz_params={"lam": 0.5, "sampling": "real", "center": 0.0},
+        prox_mu=0.1,
+        ema=0.9,
+    )
     sizes, steps, starts, totals = [20, 30, 25], [3, 5, 2], [3, 10, 0], [9, 20, 6]
     datas = _datas(sizes)
     states = [gan.init_state(c) for c in range(3)]
+    for c, s in enumerate(states):
+        s.g_anchor = {k: v + 0.01 * c for k, v in s.g.items()}
+        s.d_anchor = {k: v.clone() for k, v in s.d.items()}
+    reference(False)
     want = []
     for c in range(3):
         s0 = states[c]
@@ -153,6 +220,7 @@ def test_per_client_schedules_match_each_client_alone(make_gan: Callable[..., GA
         gen = torch.Generator().manual_seed(c)
         want.append(gan.train(s0, datas[c], steps[c], gen, totals[c])[0])
         s0.step = 0
+    reference(fast)
     got, _ = batched.train_batched(
         gan,
         batched.stack(states),
@@ -164,12 +232,15 @@ def test_per_client_schedules_match_each_client_alone(make_gan: Callable[..., GA
         start_steps=starts,
     )
     for c, s in enumerate(batched.unstack(got)):
-        for k in s.g:
-            torch.testing.assert_close(s.g[k], want[c].g[k], rtol=1e-5, atol=1e-6)
+        want[c].step = s.step  # the batch's counter advances by the longest client's steps
+        _close(s, want[c], tol=1e-9 if fast else 1e-5)
 
 
-def test_a_diverged_critic_gets_nan_estimates_not_an_error(make_gan: Callable[..., GAN]) -> None:
-    gan = make_gan(lipschitz="spectral_norm")
+@pytest.mark.parametrize("control", ["spectral_norm", "none"])
+def test_a_diverged_critic_gets_nan_estimates_not_an_error(
+    make_gan: Callable[..., GAN], control: str
+) -> None:
+    gan = make_gan(lipschitz=control)
     states = [gan.init_state(0), gan.init_state(1)]
     bad = states[1].d
     first = next(iter(bad))

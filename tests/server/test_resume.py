@@ -36,11 +36,12 @@ from server.strategies.fair import AgnosticFedAvg
 from server.strategies.mdgan import CriticSwapFedAvg
 from server.strategies.per_network import PerNetwork
 from server.strategies.state import load_strategy_state, rebind_nodes, strategy_state
-from simulator.checkpoint import dumps, load_latest, loads
+from simulator import statecodec
+from simulator.checkpoint import load_latest
 from simulator.engines.inprocess import InProcessGrid, node_id_of, run_serverapp
 from simulator.engines.runner import resume_federated, run_federated
-from simulator.scenario import Scenario, resolved_yaml
-from simulator.store import RunStore, load_run
+from simulator.scenario import Scenario, ScenarioError, resolved_yaml
+from simulator.store import RunStore, load_run, run_is_finished
 from tests.conftest import tiny, tiny_raw
 from wire.flwr_internals import task_identity
 from wire.records import RUN_CONFIG_KEY
@@ -142,7 +143,8 @@ def test_strategy_state_round_trips(name: str) -> None:
     state, skipped = strategy_state(a)
     assert skipped == []
     b, c = make(), make()
-    load_strategy_state(b, loads(dumps(state)))  # through the checkpoint's restricted pickle
+    tree, arrays = statecodec.encode(state)  # as the checkpoint stores it: JSON + arrays
+    load_strategy_state(b, statecodec.decode(json.loads(json.dumps(tree)), arrays))
     after_a, after_b, after_c = (_round(x, 3, record, grid) for x in (a, b, c))
     assert _same(after_a, after_b)
     assert _same(after_a, after_c) is not stateful
@@ -435,3 +437,60 @@ def test_critic_holders_are_rebound_to_new_node_ids() -> None:
     s.partition_of = {555: 0, 777: 2}  # the killed run's node ids
     rebind_nodes(PerNetwork(s, FedAvg()), {11: 0, 12: 1, 13: 2})
     assert s.partition_of == {11: 0, 13: 2}  # partition 1 never sent a critic
+
+
+# ---- resume that extends -----------------------------------------------------------------------
+
+
+def test_extended_run_equals_a_run_made_with_the_rounds_from_the_start(tmp_path: Path) -> None:
+    """Constant lr: 2 rounds, then `--resume RUN federation.rounds=4`, gives the table of a
+    4-round run (every round evaluated, so the old final round's evaluation is on schedule)."""
+    extra = {"gan": {"lr_schedule": "constant"}, "evaluation": {"every": 1}}
+    short = tiny(federation={"rounds": 2, "local_steps": 2}, **extra)
+    full = tiny(federation={"rounds": 4, "local_steps": 2}, **extra)
+    reference = run_federated(full, tmp_path / "full").metrics
+    res = run_federated(short, tmp_path / "short")
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    cli = CliRunner().invoke(app, ["run", "--resume", str(res.path), "federation.rounds=4"])
+    assert cli.exit_code == 0, cli.output
+    pd.testing.assert_frame_equal(load_run(res.path).metrics, reference)
+    run = load_run(res.path)
+    assert run.scenario["federation"]["rounds"] == 4
+    kinds = [e["kind"] for e in run.events]
+    assert kinds.count("run_finished") == 2 and kinds[-1] == "run_finished"
+    (ext,) = [e for e in run.events if e["kind"] == "run_extended"]
+    assert ext["rounds_from"] == 2 and ext["rounds_to"] == 4
+    assert (tmp_path / "short").exists() and run_is_finished(res.path)
+
+
+def test_extending_refuses_what_would_change_the_past(tmp_path: Path) -> None:
+    res = run_federated(tiny(federation={"rounds": 2, "local_steps": 2}), tmp_path)
+    stamp = (res.path / "metrics.parquet").stat().st_mtime_ns
+    with pytest.raises(ScenarioError, match=r"seed: cannot change on resume"):
+        resume_federated(res.path, None, ["seed=4", "federation.rounds=3"])
+    with pytest.raises(ScenarioError, match=r"gan.lr_schedule: linear decays"):
+        resume_federated(res.path, None, ["federation.rounds=3"])  # the default: linear
+    with pytest.raises(ScenarioError, match=r"federation.rounds: 1 is before round 2"):
+        resume_federated(res.path, None, ["federation.rounds=1"])
+    assert (res.path / "metrics.parquet").stat().st_mtime_ns == stamp, "nothing was touched"
+    assert load_run(res.path).scenario["federation"]["rounds"] == 2
+
+
+def test_rounds_played_again_after_a_resume_leave_one_copy_of_their_events(
+    tmp_path: Path,
+) -> None:
+    """Killed in round 4's evaluation, after rounds 3 and 4 logged their dropouts: the resumed
+    run plays them again from the round-2 checkpoint, and events.jsonl holds each event once."""
+    s = scenario(faults={"dropout": 0.4})
+    path = _start_and_stop(s, tmp_path, killer(MessageType.EVALUATE, 5))
+    before = [e for e in load_run(path).events if e.get("round", 0) > 2]
+    assert before, "the scenario's seed drops clients in rounds 3-4"
+    resume_federated(path)
+    events = load_run(path).events
+    keys = [(e["kind"], e.get("round"), e.get("client")) for e in events if "round" in e]
+    assert len(keys) == len(set(keys)), "no event of a round twice"
+    (resumed,) = [e for e in events if e["kind"] == "run_resumed"]
+    assert resumed["events_redone"] == len(before)

@@ -1,0 +1,127 @@
+"""Checks before anything runs: `validate` makes every check `run` makes, all errors at once,
+each with its YAML path; `run` makes them before it creates a run folder; a run that dies is
+recorded in its folder and exits 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from simulator.api import run as api_run
+from simulator.cli import app
+from simulator.engines.runner import check_scenario
+from simulator.scenario import ScenarioError, load
+from tests.conftest import tiny_raw
+
+runner = CliRunner()
+
+
+def _write(tmp_path: Path, raw: dict[str, Any], name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def _errors(path: Path, overrides: list[str] | None = None) -> list[str]:
+    """Every problem `validate` reports: the schema's, then the preflight's."""
+    try:
+        s = load(path, overrides or [])
+    except ScenarioError as exc:
+        return exc.errors
+    return check_scenario(s)
+
+
+def test_every_wave_of_errors_comes_at_once(tmp_path: Path) -> None:
+    raw = tiny_raw(
+        data={"dataset": "grid", "params": {"n_per_side": "five", "minority_modes": [30]}},
+        federation={"clients_per_round": 10},
+    )
+    errors = _errors(_write(tmp_path, raw))
+    assert any(e.startswith("data.params.n_per_side:") and "integer" in e for e in errors)
+    assert any(e.startswith("data.params.minority_modes:") and "0..24" in e for e in errors)
+    assert "federation.clients_per_round: 10 exceeds partition.n_clients (4)" in errors
+
+
+def test_partitioner_parameters_are_checked_with_their_path(tmp_path: Path) -> None:
+    raw = tiny_raw(partition={"params": {"alpa": 0.3}}, evaluation={"group_by": ["region"]})
+    errors = _errors(_write(tmp_path, raw))
+    assert any(e.startswith("partition.params.alpa: ") and "allowed: alpha" in e for e in errors)
+    assert any(
+        e.startswith("evaluation.group_by.0: no column 'region'") and "mode" in e for e in errors
+    )
+
+
+def test_strategy_values_and_plugins_are_checked_at_validation(tmp_path: Path) -> None:
+    raw = tiny_raw(strategy={"name": "group_aware", "params": {"metric": "fid"}})
+    (err,) = _errors(_write(tmp_path, raw))
+    assert err.startswith("strategy.params.metric: group_aware: metric must be")
+    raw = tiny_raw(gan={"objective": "no_such_module:Loss"})
+    (err,) = _errors(_write(tmp_path, raw))
+    assert err.startswith("gan.objective:") and "failed to import" in err
+
+
+DIGITS_TOO_MANY = {  # 3,000 images with half of them zeros: only 178 zeros exist
+    "dataset": "digits",
+    "n_samples": 3000,
+    "params": {"weights": [10, 1, 1, 1, 1, 1, 1, 1, 1, 1]},
+}
+
+
+def test_infeasible_dataset_fails_before_a_run_folder_exists(tmp_path: Path) -> None:
+    raw = tiny_raw(
+        data=DIGITS_TOO_MANY,
+        gan={"generator": {"kind": "conv"}, "critic": {"kind": "conv"}},
+    )
+    p = _write(tmp_path, raw)
+    (err,) = _errors(p)
+    assert err.startswith("data: ") and "needs more images than exist" in err
+    out = tmp_path / "runs"
+    for args in (["validate", str(p)], ["run", str(p), "--out", str(out)]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "needs more images than exist" in " ".join(res.output.split())
+    with pytest.raises(ScenarioError, match="needs more images"):
+        api_run(p, out_dir=out)
+    assert not out.exists(), "no run folder for a run that cannot start"
+
+
+def test_validate_takes_overrides_and_prints_messages_verbatim(tmp_path: Path) -> None:
+    p = _write(tmp_path, tiny_raw(), name="bad[age].yaml")
+    ok = runner.invoke(app, ["validate", str(p), "federation.rounds=3"])
+    assert ok.exit_code == 0 and "bad[age].yaml" in ok.output
+    bad = runner.invoke(app, ["validate", str(p), "evaluation.group_by=[age]"])
+    assert bad.exit_code == 2
+    text = " ".join(bad.output.split())
+    assert "bad[age].yaml" in text, "the file name's brackets are not eaten as markup"
+    assert "evaluation.group_by.0: no column 'age'" in text
+
+
+BROKEN_RULE = '''
+from flwr.serverapp.strategy import FedAvg
+
+
+class Broken(FedAvg):
+    def aggregate_train(self, server_round, replies):
+        raise KeyError("local.coverage_typo")
+'''
+
+
+def test_a_crashing_strategy_is_recorded_and_exits_1(tmp_path: Path, monkeypatch: Any) -> None:
+    (tmp_path / "broken_rule.py").write_text(BROKEN_RULE)
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, tiny_raw(strategy={"name": "broken_rule.py:Broken"}))
+    res = runner.invoke(app, ["run", str(p), "--out", "runs"])
+    assert res.exit_code == 1, res.output
+    assert "the run failed: KeyError: 'local.coverage_typo'" in " ".join(res.output.split())
+    assert len(res.output.splitlines()) < 150, "a short traceback, no locals"
+    (folder,) = (tmp_path / "runs" / "tiny").iterdir()
+    text = (folder / "error.txt").read_text()
+    assert "aggregate_train" in text and "KeyError" in text
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    failed = [e for e in events if e["kind"] == "run_failed"]
+    assert len(failed) == 1 and failed[0]["round"] == 1 and failed[0]["phase"] == "combine"
+    assert (folder / "scenario.yaml").is_file(), "what was written before stays"
