@@ -10,9 +10,12 @@ statistics and, on an MD-GAN swap, its critic.
 
 One function (`_step_fn`) is the step: the Flower ClientApp calls it for one client
 (`client_step`), the vectorized engine under `torch.func.vmap` for all the clients of an
-exchange at once (`clients_step`), with the clients' critics stacked. Each client's real
-batches and penalty noise come from its own stream, `torch_generator(seed, "critic-step",
-client, step)`, drawn outside the batched function, so both paths agree to float rounding.
+exchange at once (`clients_step`), with the clients' critics stacked. For MLP critics both
+take the hand-batched step instead (`simulator.gan.fastmlp`: the same update written out on
+flat buffers, ~10× faster here, where the vmapped R1 penalty's double backward dominated), the
+ClientApp as a batch of one. Each client's real batches and penalty noise come from its own
+stream, `torch_generator(seed, "critic-step", client, step)`, drawn outside the batched
+function, so every path agrees to float rounding.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from simulator.faults import FaultDraw, SimulatedFault, inject
 from simulator.faults import draw as draw_faults
 from simulator.federation import FederatedData, federated_data, initial_state, local_evaluation
 from simulator.federation import make_gan as make_client_gan
-from simulator.gan import batched
+from simulator.gan import batched, fastmlp
 from simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
 from simulator.gan.train import GAN, GANState, Params
 from simulator.messages import (
@@ -211,13 +214,22 @@ def clients_step(
         ins = p.request.instruction
         by_step.setdefault((ins.step, ins.answer), []).append((i, p))
     for (step, answer), group in by_step.items():
-        fn = _step_fn(gan, answer, gan.config.lr_scale(step, total))
+        lr_scale = gan.config.lr_scale(step, total)
+        fn = _step_fn(gan, answer, lr_scale)
+        fast = fastmlp.plan(gan)
+        ps = [p for _, p in group]
         try:
-            results = (
-                _run_stacked(s, gan, fn, [p for _, p in group], device)
-                if batched
-                else [_run_one(s, gan, fn, p) for _, p in group]
-            )
+            if fast is not None:  # MLPs: hand-batched; the ClientApp's as batches of one
+                chunks = [ps] if batched else [[p] for p in ps]
+                results = [
+                    r
+                    for chunk in chunks
+                    for r in _run_fast(s, gan, fast, answer, lr_scale, chunk, device)
+                ]
+            elif batched:
+                results = _run_stacked(s, gan, fn, ps, device)
+            else:
+                results = [_run_one(s, gan, fn, p) for p in ps]
         except Exception as exc:  # noqa: BLE001 - a batch that failed fails its clients
             for i, _ in group:
                 out[i] = exc
@@ -263,6 +275,47 @@ def _run_stacked(
         st.d, st.d_buf, st.d_opt, stack("reals"), stack("fakes"), stack("eps"), stack("feedback_x")
     )
     new = select(batched.numpy_arrays(replace(st, d=d, d_buf=d_buf, d_opt=d_opt)), CRITIC_STATE)
+    ans = [a.detach().cpu().numpy() for a in answers]
+    sts = {k: v.detach().cpu().numpy() for k, v in stats.items()}
+    return [
+        (
+            {k: v[j] for k, v in new.items()},
+            tuple(a[j] for a in ans),
+            {k: float(v[j]) for k, v in sts.items()},
+        )
+        for j in range(len(ps))
+    ]
+
+
+def _run_fast(
+    s: Scenario,
+    gan: GAN,
+    fast: fastmlp.FastMLP,
+    answer: str,
+    lr_scale: float,
+    ps: Sequence[_Prepared],
+    device: torch.device | str,
+) -> list[Result]:
+    """`_run_stacked` on the hand-batched MLP step: the same inputs, the same results to float
+    rounding."""
+    st = batched.stack_arrays(initial_state(s, gan), [[p.private] for p in ps], device)
+
+    def stack(name: str) -> Tensor:
+        return torch.stack([getattr(p, name) for p in ps]).to(device)
+
+    f = fast.critic_flat(st.d, st.d_opt)
+    stats = fast.critic_steps_on(f, stack("reals"), stack("fakes"), stack("eps"), lr_scale)
+    x = stack("feedback_x")
+    answers: tuple[Tensor, ...]
+    if answer == ANSWER_FEEDBACK:
+        e, loss = fast.generator_feedback(f, x)
+        answers = (e,)
+        stats["g_loss"] = loss
+    else:
+        answers = fast.logits_and_input_grads(f, x)
+        stats["v_feedback"] = answers[0].mean(-1)
+    d, d_opt = fast.critic_params(f)
+    new = select(batched.numpy_arrays(replace(st, d=d, d_opt=d_opt)), CRITIC_STATE)
     ans = [a.detach().cpu().numpy() for a in answers]
     sts = {k: v.detach().cpu().numpy() for k, v in stats.items()}
     return [

@@ -203,6 +203,47 @@ def test_a_swapped_critic_is_taken_up_by_its_new_client(tmp_path: Path) -> None:
     assert down == 2 * 2 * batches + 2 * critic  # step 1 also carries a critic to each client
 
 
+# --- engines ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    ("name", "params"), [("mdgan", {"swap_every": 2}), ("uagan", {"pi": "uniform"})]
+)
+def test_the_vectorized_engine_agrees_with_the_clientapp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, params: dict, fast: bool
+) -> None:
+    # The ClientApp steps one client at a time (the reference step when `fast` is off, the
+    # hand-batched MLP step as a batch of one when on); the vectorized engine all of an
+    # exchange's critics at once (vmap, or the hand-batched step over the stacked clients).
+    from simulator.gan import fastmlp
+
+    monkeypatch.setattr(fastmlp, "ENABLED", fast)
+    fed = {"rounds": 2, "local_steps": 3, "clients_per_round": 3, "protocol_params": params}
+    runs = {
+        engine: run_federated(
+            tiny(**protocol(name, n_clients=4, **fed), engine={"name": engine}),
+            tmp_path / engine,
+        )
+        for engine in ("inprocess", "vectorized")
+    }
+    snaps = {e: np.load(r.path / "checkpoints" / "round-000002.npz") for e, r in runs.items()}
+    keys = [k for k in snaps["inprocess"].files if k.startswith("generator.")]
+    assert keys and set(keys) <= set(snaps["vectorized"].files)
+    for k in keys:  # 6 generator steps from 3 clients' answers: float rounding apart
+        np.testing.assert_allclose(snaps["vectorized"][k], snaps["inprocess"][k], atol=1e-5)
+    m = {e: r.metrics.set_index(KEYS)["value"] for e, r in runs.items()}
+    for metric in ("fed.bytes_down", "fed.bytes_up", "fed.weight"):
+        got = m["vectorized"][m["vectorized"].index.get_level_values("metric") == metric]
+        want = m["inprocess"][m["inprocess"].index.get_level_values("metric") == metric]
+        pd.testing.assert_series_equal(got, want, rtol=1e-12)
+    loss = m["inprocess"][m["inprocess"].index.get_level_values("metric") == "server.g_loss"]
+    assert len(loss) == 2
+    np.testing.assert_allclose(
+        m["vectorized"].loc[loss.index].to_numpy(), loss.to_numpy(), rtol=1e-4
+    )
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
