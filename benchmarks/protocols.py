@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent / "scenarios" / "protocols"
 SETTINGS = {
     "dirichlet": ["fedavg", "mdgan", "uagan", "uagan-coverage", "centralized"],
     "minority": ["fedavg", "mdgan", "uagan", "uagan-coverage", "mdgan-coverage", "centralized"],
-    "2of20": ["fedavg", "uagan", "centralized"],
+    "2of20": ["fedavg", "mdgan", "uagan", "centralized"],
 }
 MINORITY = ("0", "1")
 KEPT = 0.3  # simulator.metrics.diagnosis.kept: coverage of the group's held-out points ≥ 0.3
@@ -107,9 +107,8 @@ def table(rows: list[dict[str, Any]], setting: str, runs: list[str]) -> str:
             if c == "kept_both":
                 cells.append(f"{int(v.sum())} of {len(v)}")
                 continue
-            fmt = ".1f" if c in ("high_quality", "seconds", "MB_down", "MB_up") else ".2f"
-            if c in ("MB_down", "MB_up", "seconds"):
-                fmt = ".0f"
+            fmt = {"high_quality": ".1f", "MB_down": ".1f", "MB_up": ".1f", "seconds": ".0f"}
+            fmt = fmt.get(c, ".2f")
             cells.append(f"{np.nanmean(v):{fmt}} ± {np.nanstd(v):{fmt}}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
