@@ -20,13 +20,16 @@ from simulator.federation import (
     make_gan,
 )
 from simulator.messages import EvaluateReply
+from simulator.server_held import client_step
 from wire.messages import (
     answer_query,
     arrays_of,
     partition_id,
     read_evaluate,
+    read_step,
     read_train,
     reply,
+    step_reply,
     train_reply,
 )
 from wire.records import from_record, load_private, scenario_from, store_private, to_record
@@ -36,9 +39,16 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Receive the global networks, train locally, reply with the federated ones."""
+    """Receive the global networks, train locally, reply with the federated ones — or, for a
+    server-held generator (mdgan, uagan), one critic step and the answer on the sent batch."""
     t0 = time.perf_counter()
     s = scenario_from(context.run_config)
+    step = read_step(msg)
+    if step is not None:
+        received = from_record(arrays_of(msg))
+        done = client_step(s, partition_id(context), step, received, load_private(context))
+        store_private(context, done.private)
+        return step_reply(msg, done.reply, to_record(done.arrays), time.perf_counter() - t0)
     ins = read_train(msg)
     received = from_record(arrays_of(msg))
     pid = partition_id(context)

@@ -10,8 +10,14 @@ from flwr.app import Message, MessageType
 
 from server.gate import check_replies
 from server.run import Run
-from simulator.evaluate import Evaluation, evaluate_generator
-from simulator.federation import FederatedData, initial_state
+from simulator.evaluate import (
+    Evaluation,
+    evaluate_generator,
+    generated,
+    make_evaluator,
+    record_evaluation,
+)
+from simulator.federation import FederatedData, initial_state, mixture_holdout
 from simulator.messages import EVALUATE_REPLY_KEYS, EvaluateInstruction
 from wire.messages import evaluate_content, read_evaluate_reply
 
@@ -29,9 +35,28 @@ def evaluate(run: Run, rnd: int) -> Evaluation | None:
         ev = evaluate_generator(
             s, store, run.evaluator, run.gan, state, rnd, "global", "global_generator_diverged"
         )
+        if ev is not None:
+            evaluate_targets(run, rnd, generated(s, run.gan, state, rnd))
         store.flush()  # the global rows are on disk while the clients evaluate
     evaluate_clients(run, rnd, generator)
     return ev
+
+
+def evaluate_targets(run: Run, rnd: int, fake: np.ndarray) -> None:
+    """The evaluation's points against each mixture the protocol aims at (`Protocol.targets`:
+    UA-GAN's π-mixture), as rows of its own scope, with the mixture's group weights
+    (`target_mass`)."""
+    data = run.data
+    for scope, pi in run.protocol.targets().items():
+        held, mass = mixture_holdout(data, pi, run.s.seed)
+        evaluator = make_evaluator(run.s, held)
+        record_evaluation(run.s, run.store, evaluator, fake, rnd, scope, f"{scope}_diverged")
+        rows = [
+            {**_row(rnd, scope, -1, "target_mass", m, held.n), "group_by": data.group_col}
+            | {"group": g}
+            for g, m in zip(data.groups, mass, strict=True)
+        ]
+        run.store.add_metrics(rows, flush=False)
 
 
 def evaluate_clients(run: Run, rnd: int, generator: dict[str, np.ndarray]) -> None:

@@ -41,7 +41,8 @@ def check_replies(
 ) -> GateResult:
     """Check replies. `partition_of`: node id → partition id; `expected`: array key → shape
     (None when no arrays are expected, e.g. evaluation replies); `reference`: the global
-    arrays the update is measured from (needed for `max_update_norm`)."""
+    arrays the update is measured from (needed for `max_update_norm`; only the arrays it names
+    count towards the norm)."""
     if max_update_norm is not None and reference is None:
         raise ValueError("max_update_norm needs the reference (global) arrays")
     bounds = _Bounds(reference, max_update_norm, max_reply_bytes)
@@ -107,13 +108,19 @@ def _problem(
         values = a.numpy()
         if not np.isfinite(values).all():
             return "client_diverged", f"{k} holds non-finite values"
+        # Only the arrays the reference names count (a server-held generator bounds the
+        # answer, not a critic that travels beside it on a swap).
         if bounds.max_update_norm is not None and bounds.reference is not None:
+            if k not in bounds.reference:
+                continue
             diff = values.astype(np.float64) - bounds.reference[k].astype(np.float64)
             sq += float(np.sum(diff * diff))
     # After the finite check: a NaN update is divergence, not a far-away update.
     if bounds.max_update_norm is not None and np.sqrt(sq) > bounds.max_update_norm:
+        measured = [k for k in expected if k in bounds.reference]  # type: ignore[operator]
         return "update_too_far", (
-            f"‖θ − θ_global‖₂ = {np.sqrt(sq):.4g} > max_update_norm {bounds.max_update_norm}"
+            f"‖reply − reference‖₂ over {len(measured)} array(s) ({measured[0]}, ...) = "
+            f"{np.sqrt(sq):.4g} > max_update_norm {bounds.max_update_norm}"
         )
     for k, v in metrics.items():
         if k.startswith(TRAIN) and not np.all(np.isfinite(v)):

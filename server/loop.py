@@ -39,7 +39,7 @@ from simulator.progress import Progress, ProgressHook
 from simulator.scenario import Scenario
 from simulator.seeding import numpy_rng
 from simulator.store import RunStore
-from wire.messages import metrics_of
+from wire.messages import array_bytes, metrics_of
 
 Dropped = tuple[int, str, str]
 """(partition id, event kind, detail) of a reply the round did without."""
@@ -190,6 +190,10 @@ class RoundOutcome:
     dropped: list[Dropped]
     accepted: list[list[Reply]] = field(default_factory=list)
     times: list[dict[str, Any]] = field(default_factory=list)
+    bytes_down: int = 0
+    """Array bytes of the round's instructions (every client's copy counted)."""
+    bytes_up: int = 0
+    """Array bytes of the replies that reached the server in time."""
     shares: dict[int, float] = field(default_factory=dict)
     """Each client's weight in the round's combinations, summed over them."""
     combined: int = 0
@@ -206,8 +210,10 @@ def exchange(
     if r.clients:  # an empty view would make a stock strategy wait for nodes forever
         msgs = run.protocol.instructions(r, step)
         run.touched.update(r.clients)
+        outcome.bytes_down += sum(array_bytes(m) for m in msgs)
         replies = send(run, r, msgs)
     on_time, dropped = _stragglers(run, r, replies, faults)
+    outcome.bytes_up += sum(array_bytes(m) for m in on_time)
     expect = run.protocol.expect(r, step)
     gate = check_replies(
         on_time,
@@ -301,6 +307,12 @@ def record(run: Run, rnd: int, faults: dict[int, FaultDraw], outcome: RoundOutco
     rows += [
         {"round": rnd, "scope": "global", "metric": "fed.replies", "value": _mean(n_accepted)},
         {"round": rnd, "scope": "global", "metric": "fed.dropped", "value": len(outcome.dropped)},
+        {"round": rnd, "scope": "global", "metric": "fed.bytes_down", "value": outcome.bytes_down},
+        {"round": rnd, "scope": "global", "metric": "fed.bytes_up", "value": outcome.bytes_up},
+    ]
+    rows += [
+        {"round": rnd, "scope": "global", "metric": k, "value": v}
+        for k, v in run.protocol.round_metrics().items()
     ]
     # Per-kind counts only for kinds that occurred: a fault-free run's table is unchanged.
     for kind, count in sorted(Counter(kind for _, kind, _ in outcome.dropped).items()):

@@ -319,9 +319,28 @@ def evaluate_generator(
     when it keeps one; noise stream `sample`, `round_`) → samples file → evaluation → tidy rows,
     warnings and diagnosis in `store`. Non-finite points are event `diverged` and give None.
     The rows are added unflushed: the caller writes them with the rest of its round."""
-    gen = torch_generator(s.seed, "sample", round_)
-    fake = gan.sample(state, s.evaluation.n_samples, gen).numpy()
+    fake = generated(s, gan, state, round_)
     store.save_samples(round_, fake)
+    return record_evaluation(s, store, evaluator, fake, round_, scope, diverged)
+
+
+def generated(s: Scenario, gan: GAN, state: GANState, round_: int) -> np.ndarray:
+    """The points [evaluation.n_samples, d] an evaluation of `state`'s generator scores."""
+    gen = torch_generator(s.seed, "sample", round_)
+    return gan.sample(state, s.evaluation.n_samples, gen).numpy()
+
+
+def record_evaluation(
+    s: Scenario,
+    store: RunStore,
+    evaluator: Evaluator,
+    fake: np.ndarray,
+    round_: int,
+    scope: str,
+    diverged: str,
+) -> Evaluation | None:
+    """`fake` [M, d] against `evaluator`'s real set: rows, warnings and diagnosis of `scope` in
+    `store` (unflushed); non-finite points are event `diverged` and give None."""
     try:
         ev = evaluator(fake)
     except FloatingPointError as exc:

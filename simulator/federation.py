@@ -20,6 +20,7 @@ import torch
 
 from simulator.centralized import prepare_data
 from simulator.data import Dataset
+from simulator.data.base import Modes
 from simulator.faults import FaultDraw, SimulatedFault, inject
 from simulator.faults import draw as draw_faults
 from simulator.gan import batched
@@ -146,6 +147,51 @@ def _federated_data(scenario_json: str) -> FederatedData:
         codes = np.array([lookup[v] for v in labels], dtype=np.int64)
         others.append(CountGrouping(name, values, codes))
     return FederatedData(train, held, part, client_train, client_held, col, groups, tuple(others))
+
+
+def mixture_holdout(data: FederatedData, pi: np.ndarray, seed: int) -> tuple[Dataset, np.ndarray]:
+    """The π-mixture Σ_k π_k p_k of the clients' distributions as a held-out set, and its group
+    weights m [G] (over `data.groups`).
+
+    Clients are split by group, so within a group every client's points come from the same
+    distribution and the mixture is a reweighting of groups: m_g = Σ_k π_k s_kg, s_kg the share
+    of client k's training points in group g. The set is the largest subsample of the pooled
+    held-out set with those group proportions (the first points of one fixed, seeded
+    permutation per group, so mixtures of nearby π share their points); a mixture dataset's
+    mode weights become m (when its groups are its modes), so mode mass ratios are measured
+    against the mixture. pi [N]: weights over all clients (normalised here).
+    """
+    G = len(data.groups)
+    w = np.asarray(pi, dtype=np.float64)
+    w = w / w.sum()
+    shares = np.stack(
+        [
+            np.bincount(data.group_codes(ix), minlength=G) / max(len(ix), 1)
+            for ix in data.client_train
+        ]
+    )
+    mass = w @ shares
+    mass = mass / mass.sum()
+    held_codes = _held_codes(data)
+    counts = np.bincount(held_codes, minlength=G)
+    size = min(len(held_codes), int(min(counts[g] / mass[g] for g in range(G) if mass[g] > 0)))
+    rng = numpy_rng(seed, "mixture")
+    take = []
+    for g in range(G):
+        members = rng.permutation(np.flatnonzero(held_codes == g))
+        take.append(members[: min(int(round(size * mass[g])), len(members))])
+    out = data.held.subset(np.sort(np.concatenate(take)))
+    modes = out.modes
+    first = data.held.groups.columns[0]
+    if modes is not None and data.group_col == first and data.groups == list(range(modes.n_modes)):
+        out = replace(out, modes=Modes(modes.means, modes.sigma, mass))
+    return out, mass
+
+
+def _held_codes(data: FederatedData) -> np.ndarray:
+    """Position in `data.groups` of each pooled held-out point's group."""
+    lookup = {g: i for i, g in enumerate(data.groups)}
+    return np.array([lookup[v] for v in data.held.groups[data.group_col]], dtype=np.int64)
 
 
 def federated_data(s: Scenario) -> FederatedData:

@@ -17,6 +17,15 @@ fixed-length lists) and `config` (one ConfigRecord). What travels:
 | evaluate reply | — | — | `EvaluateReply` |
 | query | `ask`: `partition-id` \\| `private` \\| `restore` | `restore`: the private state | — |
 | query reply | — | `private`: the private state | `QueryReply` |
+| step instruction (mdgan, uagan) | `StepInstruction` | `fakes.*` batches; a swapped critic | — |
+| step reply | — | `answer.*` (+ its critic on a swap) | `StepReply` |
+
+A *step* is one generator step of a protocol whose generator lives on the server: a train
+message whose config holds `gen-step`. The client steps its private critic on its own real data
+against the sent `fakes.critic` batches and answers on `fakes.feedback`: MD-GAN's error feedback
+`answer.feedback` ∂L_G/∂x, or UA-GAN's logits `answer.logits` and their input gradients
+`answer.logit_grads`. `fakes.score` (when weights are due) are generated points the client
+scores on its held-out split, for the fairness weightings.
 """
 
 from __future__ import annotations
@@ -85,6 +94,20 @@ QUALITY_LOSS = LOCAL + "quality_loss"
 BYTES_RECEIVED = "bytes.received"
 BYTES_SENT = "bytes.sent"
 TIME_CLIENT_TRAIN = TIME + "client_train"
+TIME_CLIENT_STEP = TIME + "client_step"
+
+GEN_STEP = "gen-step"
+"""Config key of a step instruction: the run's generator step (0-based) it belongs to."""
+ANSWER = "answer"
+"""Config key of a step instruction: what the client answers (`ANSWERS`)."""
+ANSWER_FEEDBACK = "feedback"
+"""MD-GAN: the error feedback e = ∂L_G/∂x on the feedback batch."""
+ANSWER_LOGITS = "logits"
+"""UA-GAN: the critic's logits l(x) and their input gradients ∇ₓ l on the feedback batch."""
+ANSWERS = (ANSWER_FEEDBACK, ANSWER_LOGITS)
+SEND_CRITIC = "send-critic"
+"""Config key of a step instruction: 1 when the reply must also carry the client's critic
+(parameters, buffers and optimizer state) for a swap."""
 
 
 def local_key(metric: str) -> str:
@@ -117,6 +140,26 @@ CRITIC_BUFFER = "critic_buffer."
 GENERATOR_EMA = "generator_ema."
 CRITIC_PREFIXES = (CRITIC, CRITIC_BUFFER)
 """Everything that belongs to the critic network."""
+CRITIC_OPT = "critic_opt."
+"""The critic's optimizer state (private; it travels with the critic on an MD-GAN swap)."""
+CRITIC_STATE = (CRITIC, CRITIC_BUFFER, CRITIC_OPT)
+"""A critic with its optimizer: what a client of a server-held generator keeps, and what moves
+between clients when MD-GAN swaps critics."""
+FAKES = "fakes."
+"""Prefix of generated points a server-held generator sends (never real data)."""
+FAKE_CRITIC = FAKES + "critic"
+"""[n_critic, B, d]: the batches the client's critic steps train against."""
+FAKE_FEEDBACK = FAKES + "feedback"
+"""[B, d]: the batch the client answers on."""
+FAKE_SCORE = FAKES + "score"
+"""[n_held, d]: points the client scores on its held-out split (for the weightings)."""
+ANSWERS_PREFIX = "answer."
+FEEDBACK = ANSWERS_PREFIX + "feedback"
+"""[B, d]: MD-GAN's e_k = ∂L_G,k/∂x (a batch mean: it carries the 1/B)."""
+LOGITS = ANSWERS_PREFIX + "logits"
+"""[B]: UA-GAN's logits l_k(x)."""
+LOGIT_GRADS = ANSWERS_PREFIX + "logit_grads"
+"""[B, d]: UA-GAN's ∇ₓ l_k(x), one row per sample."""
 FAULT_PADDING = "fault.padding"
 """The extra array an oversized (simulated faulty) reply carries: never an expected key."""
 
@@ -214,6 +257,15 @@ class LocalEvaluation:
             out[OTHER_GROUP_N] = self.other_group_n
         return out
 
+    @property
+    def quality_loss(self) -> float:
+        """max(expected − coverage, 0): the coverage shortfall below what two samples of the
+        same distribution reach; 0 when covered fully or not measured (NaN expected)."""
+        if not math.isfinite(self.expected_coverage):
+            return 0.0
+        cov = self.coverage if math.isfinite(self.coverage) else 0.0
+        return max(self.expected_coverage - cov, 0.0)
+
     @classmethod
     def decode(cls, m: Metrics) -> LocalEvaluation:
         """From a reply's metrics (`n_real`: the summed group counts)."""
@@ -308,11 +360,7 @@ class TrainReply:
     @property
     def quality_loss(self) -> float:
         """max(expected − local coverage, 0): 0 when the generator covers the client fully."""
-        ev = self.received
-        if not math.isfinite(ev.expected_coverage):
-            return 0.0
-        cov = ev.coverage if math.isfinite(ev.coverage) else 0.0
-        return max(ev.expected_coverage - cov, 0.0)
+        return self.received.quality_loss
 
     def metrics(self) -> dict[str, MetricValue]:
         """The reply's MetricRecord: every reply carries the same keys (Flower's strategies
@@ -385,10 +433,92 @@ class QueryReply:
         return cls(int(_num(m[PARTITION_ID])), bool(has) if has is not None else None)
 
 
+@dataclass(frozen=True)
+class StepInstruction:
+    """One generator step of a server-held generator: round `round`, the run's generator step
+    `step` (0-based), what to `answer` (`ANSWERS`), and whether to send the critic (a swap)."""
+
+    round: int
+    step: int
+    answer: str
+    send_critic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.answer not in ANSWERS:
+            raise ValueError(f"unknown answer {self.answer!r}; allowed: {', '.join(ANSWERS)}")
+
+    def config(self) -> dict[str, ConfigValue]:
+        return {
+            SERVER_ROUND: self.round,
+            GEN_STEP: self.step,
+            ANSWER: self.answer,
+            SEND_CRITIC: int(self.send_critic),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> StepInstruction | None:
+        """The step a train config asks for; None for a plain (fedavg) train instruction."""
+        if GEN_STEP not in config:
+            return None
+        return cls(
+            int(_num(config[SERVER_ROUND])),
+            int(_num(config[GEN_STEP])),
+            str(config[ANSWER]),
+            bool(_num(config.get(SEND_CRITIC, 0))),
+        )
+
+
+@dataclass(frozen=True)
+class StepReply:
+    """A client's statistics after one step of a server-held generator (its answer travels
+    beside them). `train`: means over its critic steps (keys without `train.`) and the answer's
+    own (MD-GAN: its generator loss); `score`: the sent `fakes.score` on its held-out split
+    (None: none were sent); bytes of the received and the sent arrays."""
+
+    partition_id: int
+    num_examples: int
+    train: dict[str, float]
+    bytes_received: float
+    bytes_sent: float
+    score: LocalEvaluation | None = None
+    seconds: float | None = None
+
+    def metrics(self) -> dict[str, MetricValue]:
+        out: dict[str, MetricValue] = {TRAIN + k: v for k, v in self.train.items()}
+        out[NUM_EXAMPLES] = float(self.num_examples)
+        out[PARTITION_ID] = float(self.partition_id)
+        out[BYTES_RECEIVED] = self.bytes_received
+        out[BYTES_SENT] = self.bytes_sent
+        if self.score is not None:
+            out.update(self.score.scalars())
+            out[QUALITY_LOSS] = self.score.quality_loss
+            out.update(self.score.counts())
+        if self.seconds is not None:
+            out[TIME_CLIENT_STEP] = self.seconds
+        return out
+
+    @classmethod
+    def from_metrics(cls, m: Metrics) -> StepReply:
+        t = m.get(TIME_CLIENT_STEP)
+        return cls(
+            partition_id=int(_num(m[PARTITION_ID])),
+            num_examples=int(_num(m[NUM_EXAMPLES])),
+            train={k.removeprefix(TRAIN): _num(v) for k, v in m.items() if k.startswith(TRAIN)},
+            bytes_received=_num(m[BYTES_RECEIVED]),
+            bytes_sent=_num(m[BYTES_SENT]),
+            score=LocalEvaluation.decode(m) if GROUP_N in m else None,
+            seconds=_num(t) if t is not None else None,
+        )
+
+
 TRAIN_REPLY_KEYS = (NUM_EXAMPLES, PARTITION_ID)
 """Metric keys the gate requires in a train reply."""
 EVALUATE_REPLY_KEYS = (PARTITION_ID, RECALL_HITS)
 """Metric keys the gate requires in an evaluate reply."""
+STEP_REPLY_KEYS = (NUM_EXAMPLES, PARTITION_ID, BYTES_RECEIVED, BYTES_SENT)
+"""Metric keys the gate requires in a step reply."""
+SCORE_KEYS = (LOCAL_COVERAGE, LOCAL_RECALL, RECALL_HITS, COVERAGE_HITS, GROUP_N)
+"""Metric keys a step reply that scored `fakes.score` must hold as well."""
 
 
 def table_metrics(m: Metrics) -> dict[str, float]:

@@ -26,6 +26,8 @@ from simulator.messages import (
     MetricValue,
     Query,
     QueryReply,
+    StepInstruction,
+    StepReply,
     TrainInstruction,
     TrainReply,
 )
@@ -34,6 +36,7 @@ from wire.records import from_record, metric_record, to_record
 
 __all__ = [
     "answer_query",
+    "array_bytes",
     "arrays_of",
     "config_of",
     "content",
@@ -45,10 +48,13 @@ __all__ = [
     "read_evaluate_reply",
     "read_query",
     "read_query_reply",
+    "read_step",
+    "read_step_reply",
     "read_train",
     "read_train_reply",
     "reply",
     "reply_partition",
+    "step_reply",
     "train_reply",
     "with_content",
 ]
@@ -126,6 +132,11 @@ def read_train(msg: Message) -> TrainInstruction:
     return TrainInstruction.from_config(config_of(msg))
 
 
+def read_step(msg: Message) -> StepInstruction | None:
+    """The generator step a train message asks for (None: a plain fedavg train message)."""
+    return StepInstruction.from_config(config_of(msg))
+
+
 def read_evaluate(msg: Message) -> EvaluateInstruction:
     return EvaluateInstruction.from_config(config_of(msg))
 
@@ -173,6 +184,20 @@ def train_reply(msg: Message, stats: TrainReply, arrays: ArrayRecord, seconds: f
     return reply(msg, replace(stats, seconds=seconds).metrics(), arrays)
 
 
+def step_reply(msg: Message, stats: StepReply, arrays: ArrayRecord, seconds: float) -> Message:
+    """The reply to step instruction `msg`: the client's answer `arrays` and `stats`, with the
+    wall time `seconds` (kept out of the metrics table)."""
+    return reply(msg, replace(stats, seconds=seconds).metrics(), arrays)
+
+
+def array_bytes(msg: Message) -> int:
+    """Bytes of a message's arrays as they travel (Flower's serialized buffers, npy headers
+    included; metrics and config records are not counted). 0 for an error reply."""
+    if not msg.has_content():
+        return 0
+    return sum(len(a.data) for rec in msg.content.array_records.values() for a in rec.values())
+
+
 def reply_partition(msg: Message) -> int:
     """The partition id a reply says it comes from (KeyError when it says none)."""
     return int(_metrics(msg)[PARTITION_ID])  # type: ignore[arg-type]
@@ -180,6 +205,10 @@ def reply_partition(msg: Message) -> int:
 
 def read_train_reply(msg: Message) -> TrainReply:
     return TrainReply.from_metrics(_metrics(msg))
+
+
+def read_step_reply(msg: Message) -> StepReply:
+    return StepReply.from_metrics(_metrics(msg))
 
 
 def read_evaluate_reply(msg: Message) -> EvaluateReply:

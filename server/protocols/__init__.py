@@ -1,7 +1,8 @@
 """Protocols by name (`federation.protocol`), and `module:Class` / `file.py:Class` plug-ins.
 
 A protocol (`server.protocols.base.Protocol`) says what one round sends, what comes back and
-how the server combines it; the round loop does the rest. `fedavg` is the default.
+how the server combines it; the round loop does the rest. `fedavg` is the default; `mdgan` and
+`uagan` keep the generator on the server (`server_held.py`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from typing import Any
 
 from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
 from server.protocols.fedavg import FedAvgProtocol
+from server.protocols.mdgan import MDGAN
+from server.protocols.uagan import UAGAN
 from simulator.registry import Registry, RegistryError, signature, subclass_of
 from simulator.scenario import Scenario
 
 __all__ = [
     "PROTOCOLS",
     "Expect",
+    "MDGAN",
+    "UAGAN",
     "FedAvgProtocol",
     "Protocol",
     "ProtocolState",
@@ -31,6 +36,8 @@ PROTOCOLS: Registry[type[Protocol]] = Registry(
     "protocol", check=subclass_of(Protocol, "server.protocols.Protocol")
 )
 PROTOCOLS.add("fedavg", FedAvgProtocol)
+PROTOCOLS.add("mdgan", MDGAN)
+PROTOCOLS.add("uagan", UAGAN)
 
 
 def check_protocol(s: Scenario) -> list[str]:

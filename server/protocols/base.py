@@ -231,3 +231,14 @@ class Protocol(ABC):
         if not replies or total <= 0:
             return {}
         return {rep.partition_id: float(v) / total for rep, v in zip(replies, w, strict=True)}
+
+    def targets(self) -> dict[str, np.ndarray]:
+        """Other distributions the generator aims at, as client weights over all partition ids
+        [N] by evaluation scope: the evaluation also scores the generator against each such
+        mixture Σ_k π_k p_k of the clients' data (UA-GAN's `mixture`). Default: none."""
+        return {}
+
+    def round_metrics(self) -> dict[str, float]:
+        """The server's own statistics of the round just played (global rows; e.g. a
+        server-held generator's loss), then reset. Default: none."""
+        return {}

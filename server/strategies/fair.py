@@ -35,6 +35,17 @@ from simulator.messages import (
     hits_key,
     local_key,
 )
+from simulator.weighting import (
+    agnostic_weights,
+    check,
+    check_agnostic,
+    check_coverage,
+    check_group_aware,
+    coverage_weights,
+    finite,
+    group_aware_weights,
+    group_deficits,
+)
 from wire.flwr_internals import (
     AggregationError,
     aggregate_arrayrecords,
@@ -91,16 +102,6 @@ def _with_metric(msg: Message, key: str, value: float) -> Message:
             record = ArrayRecord(array_dict=dict(record))
         content[name] = record
     return copy_message(msg, content)
-
-
-def _check(name: str, value: object, ok: bool, what: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-
-
-def _finite(x: object) -> bool:
-    """A finite number (False for anything else: a YAML string is refused, not a TypeError)."""
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 class _ReweightedFedAvg(FedAvg):
@@ -186,8 +187,7 @@ class CoverageWeightedFedAvg(_ReweightedFedAvg):
         eps: float = 0.05,
         **kwargs: Any,
     ) -> None:
-        _check("q", q, _finite(q) and q >= 0, "a finite number ≥ 0")
-        _check("eps", eps, _finite(eps) and eps > 0, "a finite number > 0")
+        check_coverage(q, eps)
         super().__init__(
             **kwargs,
         )
@@ -197,10 +197,7 @@ class CoverageWeightedFedAvg(_ReweightedFedAvg):
     def client_weights(self, server_round: int, replies: Sequence[Message]) -> np.ndarray:
         """n_k · (1 − c_k + ε)^q, NaN coverage replaced by the others' mean."""
         cov = np.array([_scalar(m, LOCAL_COVERAGE) for m in replies])
-        known = np.isfinite(cov)
-        cov = np.where(known, cov, cov[known].mean() if known.any() else 0.0)
-        # Coverage is a fraction of points; clip so a rounding excursion can't go negative.
-        return self._sizes(replies) * np.power(1.0 - np.clip(cov, 0.0, 1.0) + self.eps, self.q)
+        return coverage_weights(self._sizes(replies), cov, self.q, self.eps)
 
 
 class QualityQFedAvg(QFedAvg):
@@ -236,17 +233,17 @@ class QualityQFedAvg(QFedAvg):
         loss_floor: float = 1e-3,
         **kwargs: Any,
     ) -> None:
-        _check(
+        check(
             "client_learning_rate",
             client_learning_rate,
-            _finite(client_learning_rate) and client_learning_rate > 0,
+            finite(client_learning_rate) and client_learning_rate > 0,
             "a finite number > 0",
         )
-        _check("q", q, _finite(q) and q >= 0, "a finite number ≥ 0")
-        _check(
+        check("q", q, finite(q) and q >= 0, "a finite number ≥ 0")
+        check(
             "loss_floor",
             loss_floor,
-            _finite(loss_floor) and loss_floor > 0,
+            finite(loss_floor) and loss_floor > 0,
             "a finite number > 0",
         )
         super().__init__(
@@ -310,12 +307,7 @@ class AgnosticFedAvg(_ReweightedFedAvg):
         step_size: float = 0.5,
         **kwargs: Any,
     ) -> None:
-        _check(
-            "step_size",
-            step_size,
-            _finite(step_size) and step_size >= 0,
-            "a finite number ≥ 0",
-        )
+        check_agnostic(step_size)
         super().__init__(
             **kwargs,
         )
@@ -335,15 +327,9 @@ class AgnosticFedAvg(_ReweightedFedAvg):
     def client_weights(self, server_round: int, replies: Sequence[Message]) -> np.ndarray:
         """λ_k of the replying clients (before this round's update), then update λ."""
         pids = [_partition_id(m) for m in replies]
-        lam = np.array([self.relative_lambda.get(p, 1.0) for p in pids])
         loss = np.array([_scalar(m, QUALITY_LOSS) for m in replies])
-        # A missing loss is not evidence of being underserved: it counts as 0 (λ not raised).
-        loss = np.where(np.isfinite(loss), loss, 0.0)
-        # exp in the log domain, shifted by the max so large η·loss can't overflow.
-        logits = np.log(lam) + self.step_size * loss
-        new = np.exp(logits - logits.max())
-        new *= lam.sum() / new.sum()
-        self.relative_lambda.update({p: float(v) for p, v in zip(pids, new, strict=True)})
+        lam, new = agnostic_weights(self.relative_lambda, pids, loss, self.step_size)
+        self.relative_lambda.update(new)
         return lam
 
 
@@ -394,17 +380,7 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
         metric: str = "recall",
         **kwargs: Any,
     ) -> None:
-        _check("beta", beta, _finite(beta) and beta >= 0, "a finite number ≥ 0")
-        if worst_groups is not None:
-            _check(
-                "worst_groups",
-                worst_groups,
-                isinstance(worst_groups, int)
-                and not isinstance(worst_groups, bool)
-                and worst_groups >= 1,
-                "an integer ≥ 1 or null",
-            )
-        _check("metric", metric, metric in ("recall", "coverage"), "'recall' or 'coverage'")
+        check_group_aware(beta, worst_groups, metric)
         super().__init__(
             **kwargs,
         )
@@ -418,29 +394,24 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
 
         "Recall" stands for the chosen `metric` (recall or coverage) throughout.
         """
-        n = np.stack([_counts(m, GROUP_N) for m in replies])
-        hits = np.stack([_counts(m, hits_key(self.metric)) for m in replies])
+        return group_deficits(*self._group_counts(replies), self.worst_groups)
+
+    def _group_counts(
+        self, replies: Sequence[Message]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(group_n, hits) [K, G] and whether each reply's score was measured [K]."""
+        try:
+            n = np.stack([_counts(m, GROUP_N) for m in replies])
+            hits = np.stack([_counts(m, hits_key(self.metric)) for m in replies])
+        except ValueError as exc:  # lists of different lengths
+            raise AggregationError(f"per-group lists differ in length: {exc}") from exc
         measured = np.isfinite([_scalar(m, local_key(self.metric)) for m in replies])
-        pooled_n = n[measured].sum(axis=0)
-        pooled_hits = hits[measured].sum(axis=0)
-        recall = np.divide(pooled_hits, pooled_n, out=np.ones_like(pooled_n), where=pooled_n > 0)
-        deficit = 1.0 - recall
-        if self.worst_groups is not None and self.worst_groups < len(recall):
-            # Stable sort: among equal recalls the earlier group (fixed order) counts first.
-            keep = np.argsort(recall, kind="stable")[: self.worst_groups]
-            mask = np.zeros(len(recall), dtype=bool)
-            mask[keep] = True
-            deficit = np.where(mask, deficit, 0.0)
-        return recall, deficit
+        return n, hits, measured
 
     def client_weights(self, server_round: int, replies: Sequence[Message]) -> np.ndarray:
         """n_k · (1 + β Σ_g s_kg d_g)."""
-        try:
-            n = np.stack([_counts(m, GROUP_N) for m in replies])
-        except ValueError as exc:  # lists of different lengths
-            raise AggregationError(f"per-group lists differ in length: {exc}") from exc
-        recall, deficit = self.group_deficits(replies)
-        self.last_group_recall = recall
-        totals = n.sum(axis=1, keepdims=True)
-        shares = np.divide(n, totals, out=np.zeros_like(n), where=totals > 0)
-        return self._sizes(replies) * (1.0 + self.beta * shares @ deficit)
+        n, hits, measured = self._group_counts(replies)
+        weights, self.last_group_recall = group_aware_weights(
+            self._sizes(replies), n, hits, measured, self.beta, self.worst_groups
+        )
+        return weights

@@ -1,12 +1,14 @@
-"""Critic swapping between clients, after MD-GAN (Hardy, Le Merrer & Sericola 2019).
+"""`critic_swap`: FedAvg of locally trained generators, plus critics rotated between clients.
 
-MD-GAN keeps one generator and one discriminator per worker and, every few epochs, swaps the
-discriminators between workers so that each one sees more of the data than its own shard —
-a discriminator that only ever sees one non-IID shard overfits it. Here: the generator is
-averaged (FedAvg over the replies), and each client's critic parameters travel back to the
-server and are handed to *another* client next round (a seeded rotation of last round's
-holders, so no client gets its own critic back when two or more are held). Optimizer moments
-stay private. Needs `federation.federate: both` (the critics must travel).
+This is **not MD-GAN** (`federation.protocol: mdgan`, `server/protocols/mdgan.py`): MD-GAN keeps
+one generator on the server and steps it from the clients' error feedback, every generator
+step. Here every client still trains a whole GAN locally for `federation.local_steps` steps
+(fedavg's round), the server averages the generators (FedAvg over the replies), and borrows one
+idea of MD-GAN's: each client's critic parameters travel back to the server and are handed to
+*another* client next round (a seeded rotation of last round's holders, so no client gets its
+own critic back when two or more are held), so that a critic sees more of the data than one
+non-IID shard. Optimizer moments stay private. Needs `federation.federate: both` (the critics
+must travel).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from wire.messages import arrays_of, config_of, reply_partition
 
 
 class CriticSwapFedAvg(FedAvg):
-    """FedAvg of the generator; private critics rotated between clients every round.
+    """FedAvg of the generator; critics rotated between clients every round (not MD-GAN).
 
     Parameters
     ----------

@@ -7,6 +7,11 @@ sampled client of a round — run as *one* computation: `simulator.federation.cl
 stacks the clients' tensors and runs the one `GAN.step` under `torch.func.vmap`
 (`simulator.gan.batched`).
 
+A server-held generator's step instructions (mdgan, uagan: a train message per client and
+generator step) are batched the same way: the addressed clients' private critics are stacked
+from the store and stepped, and their answers computed, as one vmapped computation
+(`simulator.server_held.clients_step`).
+
 Everything Flower-facing is unchanged: the server loop and any strategy see the same `Grid`
 API and get the very replies the ClientApp would send (read and built with the same
 `wire.messages` functions), one per client, in node order; a client that fails gives an
@@ -43,8 +48,17 @@ from simulator.engines.inprocess import (
 from simulator.federation import ClientUpdate, TrainRequest, clients_train
 from simulator.messages import ASK_PRIVATE, ASK_RESTORE, generator_travels
 from simulator.private_store import PrivateStore
+from simulator.server_held import StepRequest, StepUpdate, clients_step
 from wire import flwr_internals as fi
-from wire.messages import answer_query, arrays_of, read_query, read_train, train_reply
+from wire.messages import (
+    answer_query,
+    arrays_of,
+    read_query,
+    read_step,
+    read_train,
+    step_reply,
+    train_reply,
+)
 from wire.records import PRIVATE_STATE, from_record, scenario_from, to_decoded_record, to_record
 
 __all__ = ["VectorizedGrid", "run_vectorized"]
@@ -81,7 +95,11 @@ class VectorizedGrid(InProcessGrid):
                 reply = self._private_query(msg) or self._deliver_with_private(msg)
                 self._replies[msg.metadata.message_id] = reply
         if train:
-            self._train(train)
+            steps = [m for m in train if read_step(m) is not None]
+            if steps:  # a server-held generator's step: every client's critic at once
+                self._step(steps)
+            if len(steps) < len(train):
+                self._train([m for m in train if read_step(m) is None])
 
     def _private_query(self, msg: Message) -> Message | None:
         """Answer a checkpoint's `ask: private` / a resume's `ask: restore` from the store itself
@@ -103,9 +121,7 @@ class VectorizedGrid(InProcessGrid):
                 self.private.put(pid, arrays)
 
         with fi.task_identity(self._run_id, node, task_id=node):
-            answer = answer_query(
-                msg, pid, lambda: self.private.get(pid), keep, to_decoded_record
-            )
+            answer = answer_query(msg, pid, lambda: self.private.get(pid), keep, to_decoded_record)
         fi.set_message_id(answer, self._next_id())
         return answer
 
@@ -156,13 +172,43 @@ class VectorizedGrid(InProcessGrid):
                 self.private.put(partition_id_of(msg.metadata.dst_node_id), res.private)
             self._reply(msg, res, seconds)
 
-    def _reply(self, msg: Message, result: ClientUpdate | Exception, seconds: float) -> None:
+    def _step(self, messages: list[Message]) -> None:
+        """One generator step of a server-held generator on every addressed client: their
+        critics (from the store) stacked, stepped and answered as one batched computation."""
+        t0 = time.perf_counter()
+        requests: list[StepRequest] = []
+        ready: list[Message] = []
+        decoded: dict[int, dict[str, np.ndarray]] = {}
+        for msg in messages:
+            pid = partition_id_of(msg.metadata.dst_node_id)
+            try:
+                ins = read_step(msg)
+                assert ins is not None
+                record = arrays_of(msg)
+                if id(record) not in decoded:  # UA-GAN sends every client the same record
+                    decoded[id(record)] = from_record(record)
+                requests.append(StepRequest(pid, ins, decoded[id(record)], self.private.get(pid)))
+                ready.append(msg)
+            except Exception as ex:  # a malformed instruction: an error reply, as a node gives
+                self._reply(msg, ex, 0.0)
+        results = clients_step(self.scenario, requests, self.device) if requests else []
+        seconds = (time.perf_counter() - t0) / max(len(messages), 1)
+        for msg, res in zip(ready, results, strict=True):
+            if isinstance(res, StepUpdate):
+                self.private.put(partition_id_of(msg.metadata.dst_node_id), res.private)
+            self._reply(msg, res, seconds)
+
+    def _reply(
+        self, msg: Message, result: ClientUpdate | StepUpdate | Exception, seconds: float
+    ) -> None:
         node = msg.metadata.dst_node_id
-        ok = isinstance(result, ClientUpdate)
+        ok = not isinstance(result, Exception)
         # Replies are made under the node's identity, as its ClientApp would make them.
         with fi.task_identity(self._run_id, node, task_id=node):
             if isinstance(result, ClientUpdate):
                 answer = train_reply(msg, result.reply, to_decoded_record(result.arrays), seconds)
+            elif isinstance(result, StepUpdate):
+                answer = step_reply(msg, result.reply, to_decoded_record(result.arrays), seconds)
             else:
                 answer = self._error_reply(msg, result)
         self.calls.append(

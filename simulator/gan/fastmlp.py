@@ -817,6 +817,63 @@ class FastMLP:
         stats.update(self._generator_step(f, gc.rows(nc * b, (nc + 1) * b), lr_scale, active))
         return stats
 
+    # ---- a critic alone (server-held generators) -------------------------------------------
+    def critic_flat(self, d: Params, d_opt: Params) -> FlatState:
+        """Stacked critics d [C, ...] and their optimizer state as flat buffers, without a
+        generator (the server holds it): for `critic_steps_on` and the answers below."""
+        flat = self.dnet.flatten(d)
+        opt = self._opt_flat(self.dnet, self.config.d_opt, d_opt, True)
+        none = flat.new_zeros(flat.shape[0], 0)
+        return FlatState(
+            g=none,
+            d=flat,
+            g_opt={},
+            d_opt=opt,
+            g_ema=None,
+            g_anchor=None,
+            d_anchor=None,
+            step=0,
+            uniform=bool((opt["step"] == opt["step"][0]).all()),
+            d_layers=self.dnet.layers(flat),
+            d_grad=torch.empty_like(flat),
+        )
+
+    def critic_params(self, f: FlatState) -> tuple[Params, Params]:
+        """Copies of the stacked critics and their optimizer state from `critic_flat`'s `f`."""
+        return self.dnet.unflatten(f.d), self._opt_params(self.dnet, f.d_opt, True)
+
+    def critic_steps_on(
+        self, f: FlatState, reals: Tensor, fakes: Tensor, eps: Tensor, lr_scale: float = 1.0
+    ) -> dict[str, Tensor]:
+        """`split.critic_steps` for all clients, in place on `f`: reals, fakes [C, n_critic, B,
+        d] (the batches each client was sent), eps [C, n_critic, B, 1]. Statistics [C], means
+        over the steps."""
+        nc = fakes.shape[1]
+        acc: dict[str, Tensor] = {}
+        for i in range(nc):
+            st = self._critic_step(
+                f, augment(reals[:, i]), augment(fakes[:, i]), eps[:, i], lr_scale, None
+            )
+            acc = st if not acc else {k: acc[k] + st[k] for k in acc}
+        return {k: v / nc for k, v in acc.items()}
+
+    def generator_feedback(self, f: FlatState, x: Tensor) -> tuple[Tensor, Tensor]:
+        """`split.mdgan_feedback` for all clients: e = ∂L_G/∂x [C, B, d] of each client's
+        critic on its x [C, B, d], and L_G [C]."""
+        cache = self.dnet.forward(f.d_layers, augment(x))
+        loss, dv = self.gen_terms(cache.out[..., 0])
+        e = self.dnet.backward(f.d_layers, cache, dv.unsqueeze(-1))
+        assert e is not None
+        return e, loss
+
+    def logits_and_input_grads(self, f: FlatState, x: Tensor) -> tuple[Tensor, Tensor]:
+        """`split.uagan_answer` for all clients: logits l(x) [C, B] and ∇ₓ l [C, B, d]."""
+        cache = self.dnet.forward(f.d_layers, augment(x))
+        logits = cache.out[..., 0].clone()
+        grads = self.dnet.backward(f.d_layers, cache, torch.ones_like(cache.out))
+        assert grads is not None
+        return logits, grads
+
     # ---- diagnostics -----------------------------------------------------------------------
     def lipschitz(
         self, g: Params, d: Params, real: Tensor, z: Tensor, eps: Tensor

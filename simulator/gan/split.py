@@ -48,11 +48,14 @@ def mdgan_feedback(gan: GAN, s: GANState, x: Tensor) -> tuple[Tensor, Tensor]:
     """MD-GAN's error feedback of one client: e = ∂L_G/∂x [B, d] for L_G = the objective's
     generator loss of the client's critic on x [B, d] (a batch mean, so e carries the 1/B),
     and L_G itself (a scalar)."""
-    x = x.detach().requires_grad_(True)
+
+    def loss(y: Tensor) -> Tensor:
+        return gan.objective.generator_loss(gan.D(s.d, s.d_buf, y))
+
+    # torch.func, not torch.autograd: the vectorized engine runs this under vmap.
     with torch.enable_grad():
-        loss = gan.objective.generator_loss(gan.D(s.d, s.d_buf, x))
-        (e,) = torch.autograd.grad(loss, x)
-    return e, loss.detach()
+        e, value = torch.func.grad_and_value(loss)(x.detach())
+    return e, value.detach()
 
 
 def uagan_answer(gan: GAN, s: GANState, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -118,6 +118,38 @@ def test_two_nodes_two_rounds_match_the_inprocess_engine(
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("mdgan", {"swap_every": 1}), ("uagan", {"weighting": {"name": "coverage_weighted"}})],
+)
+def test_server_held_generators_match_the_inprocess_engine(
+    secure: LocalCluster, tmp_path: Path, name: str, params: dict[str, Any]
+) -> None:
+    # 1 round of 2 generator steps: every exchange costs ~9 s of polling here.
+    sections: dict[str, Any] = {
+        "partition": {"n_clients": 2},
+        "federation": {
+            "protocol": name,
+            "rounds": 1,
+            "local_steps": 2,
+            "protocol_params": params,
+            "timeout": 120,
+        },
+    }
+    engine = {
+        "name": "deployment",
+        "address": secure.address,
+        "root_certificates": str(secure.root_certificates),
+        "run_timeout": 240,
+    }
+    deployed = run_federated(tiny(**sections, engine=engine), tmp_path / "deployment")
+    local = run_federated(tiny(**sections), tmp_path / "inprocess")
+    a, b = _sorted(local.metrics), _sorted(deployed.metrics)
+    assert b.loc[b["metric"] == "fed.replies", "value"].tolist() == [2.0]
+    pd.testing.assert_frame_equal(a[KEYS], b[KEYS])
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
+
+
 def test_a_run_that_fails_on_the_superlink_is_an_error(
     secure: LocalCluster, tmp_path: Path
 ) -> None:

@@ -45,3 +45,26 @@ def test_ray_and_inprocess_give_the_same_metrics(tmp_path: Path) -> None:
     assert (b.loc[b["metric"] == "fed.dropped", "value"] == 0).all()
     pd.testing.assert_frame_equal(a[KEYS], b[KEYS])
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("mdgan", {"swap_every": 2, "weighting": {"name": "coverage_weighted"}}),
+        ("uagan", {"weighting": {"name": "agnostic"}}),
+    ],
+)
+def test_server_held_generators_on_ray_match_inprocess(
+    tmp_path: Path, name: str, params: dict[str, object]
+) -> None:
+    # 2 clients, 1 round of 5 generator steps (5 exchanges): MD-GAN swaps critics twice.
+    sections: dict[str, dict[str, object]] = {
+        "federation": {"protocol": name, "rounds": 1, "local_steps": 5, "protocol_params": params},
+        "partition": {"n_clients": 2},
+    }
+    local = run_federated(tiny(**sections), tmp_path / "inprocess")
+    ray = run_federated(tiny(**sections, engine={"name": "ray"}), tmp_path / "ray")
+    a, b = _table(local.metrics), _table(ray.metrics)
+    assert (b.loc[b["metric"] == "fed.replies", "value"] == 2).all()
+    pd.testing.assert_frame_equal(a[KEYS], b[KEYS])
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)

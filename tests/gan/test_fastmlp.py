@@ -230,3 +230,50 @@ def test_flat_round_trip_is_exact() -> None:
     assert _max_diff(back, stacked) == 0.0
     one = fast.to_state(fast.to_flat(states[1], batch=False), states[1], batch=False)
     assert _max_diff(one, states[1]) == 0.0
+
+
+# --- a critic alone: the server-held generators' client step ------------------------------------
+
+
+@pytest.mark.parametrize(("control", "params"), CONTROLS)
+@pytest.mark.parametrize("objective", ["non_saturating", "wasserstein"])
+def test_server_held_critic_steps_and_answers_in_float64(
+    float64: None, objective: str, control: str, params: dict[str, Any]
+) -> None:
+    from simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
+
+    # Three clients with their own critics; client 1 has stepped before (its Adam counter
+    # differs, so the fused update runs row by row).
+    gan = _gan(objective=objective, lipschitz=control, lipschitz_params=params, n_critic=2)
+    gen = torch.Generator().manual_seed(5)
+    k, nc, b = 3, 2, 16
+    states = [gan.init_state(10 + i) for i in range(k)]
+    reals, fakes = torch.randn(k, nc, b, 2, generator=gen), torch.randn(k, nc, b, 2, generator=gen)
+    eps, x = torch.rand(k, nc, b, 1, generator=gen), torch.randn(k, b, 2, generator=gen)
+    states[1], _ = critic_steps(gan, states[1], reals[0], fakes[0], eps[0])
+    # Oracle: the reference step (torch.func) client by client.
+    want = [critic_steps(gan, states[i], reals[i], fakes[i], eps[i], 0.7) for i in range(k)]
+    fast = fastmlp.plan(gan)
+    assert fast is not None
+    stacked = batched.stack(states)
+    f = fast.critic_flat(stacked.d, stacked.d_opt)
+    stats = fast.critic_steps_on(f, reals, fakes, eps, 0.7)
+    d, d_opt = fast.critic_params(f)
+    for i, (st, st_stats) in enumerate(want):
+        for name, got in (("d", d), ("d_opt", d_opt)):
+            ref = getattr(st, name)
+            assert set(got) == set(ref)
+            for key in ref:
+                assert torch.allclose(got[key][i], ref[key].to(got[key].dtype), atol=1e-10), key
+        for key, value in st_stats.items():
+            assert float(stats[key][i]) == pytest.approx(float(value), rel=1e-9, abs=1e-12), key
+    e, loss = fast.generator_feedback(f, x)
+    logits, grads = fast.logits_and_input_grads(f, x)
+    for i, (st, _) in enumerate(want):
+        e_ref, loss_ref = mdgan_feedback(gan, st, x[i])
+        l_ref, g_ref = uagan_answer(gan, st, x[i])
+        assert torch.allclose(e[i], e_ref, atol=1e-12) and float(loss[i]) == pytest.approx(
+            float(loss_ref), rel=1e-10
+        )
+        assert torch.allclose(logits[i], l_ref, atol=1e-10)
+        assert torch.allclose(grads[i], g_ref, atol=1e-10)

@@ -1,0 +1,323 @@
+"""What MD-GAN and UA-GAN share: the generator and its optimizer on the server, a private
+critic on every client, one exchange per generator step, client weights from a weighting rule.
+
+A round is `federation.local_steps` generator steps (`exchanges`); the run's step t =
+(round − 1) · local_steps + step sets both learning-rate schedules, so a run of R rounds takes
+R · local_steps generator steps, like its centralized twin. Per step the server draws latents
+(`torch_generator(seed, "server-z", t[, client])`), sends the generated batches
+(`fakes.critic` [n_critic, B, d], `fakes.feedback` [B, d]), gates the answers (exact keys and
+shapes, finite values; `federation.max_update_norm` bounds the answer — see `bounded_key`),
+weights the clients that answered (renormalised over them) and steps the generator with
+J_θᵀ e (`simulator.gan.split.generator_step`).
+
+Client weights: a base weight b_k (the subclass's; MD-GAN 1, UA-GAN n_k or 1) and, with a
+`weighting` (`simulator.weighting`), the rule's weight from the clients' scores of generated
+points: every `weights_every` rounds, step 0 of the round also sends each client `fakes.score`
+(as many points as its held-out split, from the generator that is evaluated) and the reply
+carries the scores; a client not scored yet keeps its base weight (AFL: its λ).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from flwr.app import Message, RecordDict
+from torch import Tensor
+
+from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
+from simulator.federation import initial_state
+from simulator.gan.split import generator_step
+from simulator.gan.train import GAN, GANState
+from simulator.messages import (
+    CRITIC_STATE,
+    FAKE_SCORE,
+    GENERATOR,
+    SCORE_KEYS,
+    STEP_REPLY_KEYS,
+    StepInstruction,
+    select,
+)
+from simulator.scenario import Scenario
+from simulator.seeding import torch_generator
+from simulator.server_held import answer_shapes, critic_state
+from simulator.weighting import Weighting, build_weighting, check_weighting
+from wire.messages import content, read_step_reply
+from wire.records import to_record
+
+
+class ServerHeld(Protocol):
+    """A generator held by the server, answered by the clients' private critics (see module).
+
+    Subclasses set `answer`, `bounded_key` and `name`, and implement `fakes` (the batches
+    each client gets) and `feedback` (one feedback batch from the weighted answers).
+    """
+
+    answer: ClassVar[str]
+    """What clients answer (`simulator.messages.ANSWERS`)."""
+    bounded_key: ClassVar[str]
+    """The answer array whose Frobenius norm `federation.max_update_norm` bounds."""
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        setup: Setup,
+        weighting: Mapping[str, Any] | None = None,
+        weights_every: int = 1,
+    ) -> None:
+        super().__init__(setup)
+        s = setup.scenario
+        assert s.federation is not None
+        data = setup.data
+        self.exchanges = s.federation.local_steps
+        self.total = s.federation.rounds * s.federation.local_steps
+        # The server's GAN keeps the per-step generator EMA, as the centralized twin does.
+        self.gan = GAN(s.gan.config(), data.train.X.shape[1], data.train.image_shape)
+        self.gstate: GANState = initial_state(s, self.gan)
+        self.weighting: Weighting = build_weighting(weighting)
+        self.weights_every = weights_every
+        self.sizes = np.array([len(ix) for ix in data.client_train], dtype=np.float64)
+        self.critic_shapes = {k: tuple(v.shape) for k, v in critic_state(s).items()}
+        self.dim = int(data.train.X.shape[1])
+        self.weight_of: dict[int, float] = {}
+        """The weighting's latest weight of each client scored so far (unnormalised)."""
+        self._losses: list[float] = []
+
+    # --- scenario checks ----------------------------------------------------------------------
+
+    @classmethod
+    def check(cls, s: Scenario) -> list[str]:
+        """What does not apply to a server-held generator, and the protocol's parameters."""
+        f = s.federation
+        if f is None:
+            return []
+        name = cls.name
+        why = f"{name} keeps the generator on the server and averages no parameters"
+        problems = []
+        if s.strategy.name != "fedavg" or s.strategy.params:
+            problems.append(
+                f"strategy.name: {why}, so a Flower strategy does not apply (leave `strategy` "
+                f"out; client weights come from federation.protocol_params.weighting)"
+            )
+        if s.strategy.critic is not None:
+            problems.append(f"strategy.critic: {why}: there is no critic to aggregate")
+        if f.federate != "both":
+            problems.append(
+                f"federation.federate: {why}: the generator stays on the server and every "
+                f"critic on its client (leave it out)"
+            )
+        if f.local_epochs is not None:
+            problems.append(
+                f"federation.local_epochs: a {name} round is federation.local_steps generator "
+                f"steps, one exchange each (use local_steps)"
+            )
+        if f.proximal_mu:
+            problems.append(f"federation.proximal_mu: {why}: there is no proximal term")
+        params = f.protocol_params
+        problems += check_weighting(params.get("weighting"), "federation.protocol_params.weighting")
+        every = params.get("weights_every", 1)
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            problems.append(
+                f"federation.protocol_params.weights_every: expected an integer ≥ 1 (rounds "
+                f"between scorings), got {every!r}"
+            )
+        return problems
+
+    # --- one exchange = one generator step -----------------------------------------------------
+
+    def step_of(self, r: Round, step: int) -> int:
+        """The run's generator step (0-based) of exchange `step` of round `r`."""
+        return (r.number - 1) * self.exchanges + step
+
+    def scoring(self, r: Round, step: int) -> bool:
+        """Whether this exchange also sends points to score (a weighting's inputs)."""
+        due = (r.number - 1) % self.weights_every == 0
+        return step == 0 and due and type(self.weighting) is not Weighting
+
+    def sends_critic(self, t: int) -> bool:
+        """Whether step `t`'s replies carry the clients' critics (MD-GAN's swaps)."""
+        return False
+
+    def fakes(self, r: Round, t: int) -> dict[int, dict[str, np.ndarray]]:
+        """The generated batches each client of `r` gets at step `t` (one dict object for all
+        when they are the same: an engine decodes it once)."""
+        raise NotImplementedError
+
+    def extra(self, r: Round, t: int) -> dict[int, dict[str, np.ndarray]]:
+        """Further arrays for some clients at step `t` (MD-GAN: a swapped-in critic)."""
+        return {}
+
+    def instructions(self, r: Round, step: int) -> list[Message]:
+        t = self.step_of(r, step)
+        config = StepInstruction(r.number, t, self.answer, self.sends_critic(t)).config()
+        fakes = self.fakes(r, t)
+        extra = self.extra(r, t)
+        if self.scoring(r, step):
+            for p, pts in self._score_points(r).items():
+                extra.setdefault(p, {})[FAKE_SCORE] = pts
+        shared: dict[int, RecordDict] = {}
+        records: dict[int, RecordDict] = {}
+        for p in r.clients:
+            if p in extra:
+                records[p] = content(arrays=to_record(fakes[p] | extra[p]), config=config)
+                continue
+            key = id(fakes[p])  # one record object per distinct batch dict
+            if key not in shared:
+                shared[key] = content(arrays=to_record(fakes[p]), config=config)
+            records[p] = shared[key]
+        return r.send(records)
+
+    def expect(self, r: Round, step: int) -> Expect:
+        t = self.step_of(r, step)
+        arrays = answer_shapes(self.answer, self.setup.scenario.gan.batch_size, self.dim)
+        reference = None
+        f = self.setup.scenario.federation
+        if f is not None and f.max_update_norm is not None:
+            reference = {self.bounded_key: np.zeros(arrays[self.bounded_key], np.float32)}
+        if self.sends_critic(t):
+            arrays = arrays | self.critic_shapes
+        metrics = STEP_REPLY_KEYS + (SCORE_KEYS if self.scoring(r, step) else ())
+        return Expect(arrays, metrics, reference)
+
+    def combine(self, r: Round, step: int, replies: Sequence[Reply]) -> None:
+        t = self.step_of(r, step)
+        if self.scoring(r, step):
+            self._score(replies)
+        w = self.weights(r, replies)
+        self._shares = {rep.partition_id: float(v) for rep, v in zip(replies, w, strict=True)}
+        z, e, loss = self.feedback(replies, w)
+        lr = self.gan.config.lr_scale(t, self.total)
+        self.gstate = generator_step(self.gan, self.gstate, z, e, lr)
+        self._losses.append(float(loss))
+        self.after_step(t, replies)
+
+    def feedback(self, replies: Sequence[Reply], w: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        """(latents z [M, latent], feedback e [M, d] on G(z), the generator loss) from the
+        answers and the normalised weights `w` [K]."""
+        raise NotImplementedError
+
+    def after_step(self, t: int, replies: Sequence[Reply]) -> None:
+        """Bookkeeping after the generator step (MD-GAN: collect critics for a swap)."""
+
+    # --- weights --------------------------------------------------------------------------------
+
+    def base(self, pids: Sequence[int]) -> np.ndarray:
+        """The base weights b_k of clients `pids` (before any weighting)."""
+        return np.ones(len(pids))
+
+    def weights(self, r: Round, replies: Sequence[Reply]) -> np.ndarray:
+        """The replying clients' weights, normalised over them (a client whose reply did not
+        arrive drops out and the others' shares grow)."""
+        pids = [rep.partition_id for rep in replies]
+        return self._normalised(pids)
+
+    def _normalised(self, pids: Sequence[int]) -> np.ndarray:
+        base = self.base(pids)
+        w = np.array(
+            [
+                self.weight_of.get(p, self.weighting.unscored(p, b))
+                for p, b in zip(pids, base, strict=True)
+            ],
+            dtype=np.float64,
+        )
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"{self.name}: invalid client weights {w} for clients {list(pids)}")
+        return w / w.sum()
+
+    def shares(self, r: Round, step: int, replies: Sequence[Reply]) -> dict[int, float]:
+        return dict(self._shares)
+
+    def _score_points(self, r: Round) -> dict[int, np.ndarray]:
+        """Points each client of `r` scores: as many as its held-out split holds (none when
+        it holds ≤ k: too few to measure), from the generator that is evaluated."""
+        s = self.setup.scenario
+        g = self._sampling_params()
+        out = {}
+        for p in r.clients:
+            n = len(self.setup.data.client_held[p])
+            n = n if n > s.evaluation.k else 0
+            gen = torch_generator(s.seed, "score", p, r.number)
+            z = torch.randn(n, self.gan.config.latent_dim, generator=gen)
+            with torch.no_grad():
+                out[p] = self.gan.G(g, z).numpy()
+        return out
+
+    def _score(self, replies: Sequence[Reply]) -> None:
+        scored = [(rep.partition_id, read_step_reply(rep.message).score) for rep in replies]
+        pids = [p for p, sc in scored if sc is not None]
+        scores = [sc for _, sc in scored if sc is not None]
+        if pids:
+            w = self.weighting.weights(pids, self.base(pids), scores)
+            self.weight_of.update({p: float(v) for p, v in zip(pids, w, strict=True)})
+
+    # --- what the server holds ------------------------------------------------------------------
+
+    def _sampling_params(self) -> dict[str, Tensor]:
+        """The generator that is sampled and evaluated: its EMA when one is kept."""
+        return self.gstate.g_ema or self.gstate.g
+
+    def generator(self) -> dict[str, np.ndarray]:
+        return {GENERATOR + k: v.detach().numpy() for k, v in self._sampling_params().items()}
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return self._generator_arrays()
+
+    def _generator_arrays(self) -> dict[str, np.ndarray]:
+        """The generator, its optimizer state and its EMA (`GANState.arrays()` names)."""
+        return {k: v for k, v in self.gstate.arrays().items() if not k.startswith(CRITIC_STATE)}
+
+    def state(self) -> ProtocolState:
+        held = self._generator_arrays()
+        arrays = select(held, GENERATOR)
+        server = {k: v for k, v in held.items() if k not in arrays}
+        data = {"weight_of": dict(self.weight_of), "weighting": self.weighting.state()}
+        return ProtocolState(arrays, server, data | self.extra_state())
+
+    def extra_state(self) -> dict[str, Any]:
+        """A subclass's further state, as plain data."""
+        return {}
+
+    def load_state(self, state: ProtocolState) -> None:
+        self.gstate = initial_state(self.setup.scenario, self.gan).load_arrays(
+            dict(state.arrays) | dict(state.server)
+        )
+        self.weight_of = {int(k): float(v) for k, v in state.data["weight_of"].items()}
+        self.weighting.load_state(state.data["weighting"])
+        self.load_extra_state(state.data)
+
+    def load_extra_state(self, data: Mapping[str, Any]) -> None:
+        """Take up `extra_state`."""
+
+    def round_metrics(self) -> dict[str, float]:
+        """`server.g_loss`: the generator loss of the round's steps (mean)."""
+        out = {"server.g_loss": float(np.mean(self._losses))} if self._losses else {}
+        self._losses = []
+        return out
+
+
+def latents(s: Scenario, gan: GAN, t: int, *keys: int) -> tuple[Tensor, Tensor]:
+    """Step `t`'s latents (for a client when `keys` name it): (critic batches [n_critic, B,
+    latent], feedback batch [B, latent])."""
+    c = gan.config
+    gen = torch_generator(s.seed, "server-z", t, *keys)
+    z_d = torch.randn(c.n_critic, c.batch_size, c.latent_dim, generator=gen)
+    z_g = torch.randn(c.batch_size, c.latent_dim, generator=gen)
+    return z_d, z_g
+
+
+def generate(gan: GAN, g: dict[str, Tensor], zs: Sequence[Tensor]) -> list[np.ndarray]:
+    """G(z) for each latent block of `zs` (one forward pass for all), as float32 arrays."""
+    flat = torch.cat([z.reshape(-1, z.shape[-1]) for z in zs])
+    with torch.no_grad():
+        x = gan.G(g, flat).numpy()
+    out, at = [], 0
+    for z in zs:
+        n = int(np.prod(z.shape[:-1]))
+        out.append(x[at : at + n].reshape(*z.shape[:-1], x.shape[-1]))
+        at += n
+    return out
+
+
+__all__ = ["ServerHeld", "generate", "latents"]

@@ -1,0 +1,120 @@
+"""`uagan`: UA-GAN (Zhang et al. 2021), one generator on the server trained against the odds
+aggregation of the clients' private discriminators.
+
+The server's discriminator is D_ua = Φ/(1 + Φ), Φ = Σ_k π_k D_k/(1 − D_k); in logits
+logit_ua = logsumexp_k(log π_k + l_k) (`simulator.gan.split.uagan_logit`). Its input gradient
+∇ₓ logit_ua = Σ_k softmax(log π + l)_k ∇ₓ l_k needs every client's logit at x, so per
+generator step every client of the round gets *the same* batches — `fakes.critic` [n_critic,
+B, d] for its critic steps (all discriminators train against the same generated points, as in
+the reference code) and `fakes.feedback` [B, d] — steps its discriminator on its own data and
+answers its logits `answer.logits` [B] and their input gradients `answer.logit_grads` [B, d]
+on the feedback batch. The server combines them (`uagan_feedback`) into e = ∂L_G/∂x and steps
+G with J_θᵀ e. The feedback batch is distinct from the critic batches for MD-GAN's reason: a
+discriminator just stepped against a batch has memorised it.
+
+π_k ∝ n_k (`pi: size`, the default: then Σ_k π_k p_k is the pooled data, which the optimal G
+matches) or uniform 1/N (`pi: uniform`, as the reference code yz422/UAGAN does); a weighting
+multiplies the base (AFL replaces it with λ) and so moves the target to the π-mixture
+Σ_k π_k p_k: the evaluation also scores the generator against that mixture (scope `mixture`).
+Needs a probability-output discriminator (D = sigmoid(logit)): `validate` refuses the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from server.protocols.base import Reply, Round, Setup
+from server.protocols.server_held import ServerHeld, generate, latents
+from simulator.gan.objectives import OBJECTIVES
+from simulator.gan.split import uagan_feedback
+from simulator.messages import (
+    ANSWER_LOGITS,
+    FAKE_CRITIC,
+    FAKE_FEEDBACK,
+    LOGIT_GRADS,
+    LOGITS,
+)
+from simulator.scenario import Scenario
+
+PIS = ("size", "uniform")
+
+
+class UAGAN(ServerHeld):
+    """UA-GAN: the same batches for every client, logits and their gradients back, the odds
+    aggregation D_ua on the server (module doc).
+
+    Parameters
+    ----------
+    pi : {"size", "uniform"} (default: "size")
+        Base mixture weights: π_k ∝ n_k (training points), or 1/N as the reference code.
+    weighting : {name, params} or None (default: None, π = the base)
+        A weighting rule (`simulator.weighting`), which moves π and so the target mixture.
+    weights_every : int (default: 1)
+        Rounds between the scorings a weighting's weights come from.
+    """
+
+    answer = ANSWER_LOGITS
+    bounded_key = LOGIT_GRADS
+    name = "uagan"
+
+    def __init__(
+        self,
+        setup: Setup,
+        pi: str = "size",
+        weighting: Mapping[str, Any] | None = None,
+        weights_every: int = 1,
+    ) -> None:
+        super().__init__(setup, weighting, weights_every)
+        self.pi = pi
+        self._z: Tensor | None = None
+
+    @classmethod
+    def check(cls, s: Scenario) -> list[str]:
+        problems = super().check(s)
+        if not OBJECTIVES.get(s.gan.objective).probabilistic:
+            allowed = [n for n in OBJECTIVES.names() if OBJECTIVES.get(n).probabilistic]
+            problems.append(
+                f"gan.objective: uagan combines discriminators' odds D/(1 − D), so it needs a "
+                f"probability-output discriminator (D = sigmoid(logit)); "
+                f"{s.gan.objective!r} is not one; allowed: {', '.join(allowed)}"
+            )
+        f = s.federation
+        pi = f.protocol_params.get("pi", "size") if f is not None else "size"
+        if pi not in PIS:
+            problems.append(
+                f"federation.protocol_params.pi: unknown {pi!r}; allowed: {', '.join(PIS)}"
+            )
+        return problems
+
+    def base(self, pids: Sequence[int]) -> np.ndarray:
+        if self.pi == "uniform":
+            return np.ones(len(pids))
+        return self.sizes[list(pids)]
+
+    def fakes(self, r: Round, t: int) -> dict[int, dict[str, np.ndarray]]:
+        z_d, z_g = latents(self.setup.scenario, self.gan, t)
+        self._z = z_g
+        x_d, x_g = generate(self.gan, self.gstate.g, [z_d, z_g])
+        batch = {FAKE_CRITIC: x_d, FAKE_FEEDBACK: x_g}  # one object: the same for every client
+        return {p: batch for p in r.clients}
+
+    def feedback(self, replies: Sequence[Reply], w: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        answers = [rep.arrays() for rep in replies]
+        logits = torch.as_tensor(np.stack([a[LOGITS] for a in answers]))
+        grads = torch.as_tensor(np.stack([a[LOGIT_GRADS] for a in answers]))
+        log_pi = torch.log(torch.as_tensor(w, dtype=logits.dtype))
+        e, loss = uagan_feedback(self.gan, logits, grads, log_pi)
+        assert self._z is not None
+        return self._z, e, loss
+
+    def targets(self) -> dict[str, np.ndarray]:
+        """`mixture`: π over every client (a client not scored yet: its base weight)."""
+        return {"mixture": self._normalised(list(range(len(self.sizes))))}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}

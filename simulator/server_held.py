@@ -1,0 +1,359 @@
+"""What a client does when the generator lives on the server (mdgan, uagan), framework-free.
+
+Per generator step the client receives generated batches (`fakes.critic` [n_critic, B, d],
+`fakes.feedback` [B, d]), takes `gan.n_critic` steps of its private critic on its own real data
+against the critic batches (`simulator.gan.split.critic_steps`) and answers on the feedback
+batch with the stepped critic: MD-GAN's error feedback ∂L_G/∂x (`mdgan_feedback`) or UA-GAN's
+logits and their input gradients (`uagan_answer`). Its critic and the critic's optimizer state
+are its private state (`CRITIC_STATE`); real data never leaves it — only the answer, its
+statistics and, on an MD-GAN swap, its critic.
+
+One function (`_step_fn`) is the step: the Flower ClientApp calls it for one client
+(`client_step`), the vectorized engine under `torch.func.vmap` for all the clients of an
+exchange at once (`clients_step`), with the clients' critics stacked. For MLP critics both
+take the hand-batched step instead (`simulator.gan.fastmlp`: the same update written out on
+flat buffers, ~10× faster here, where the vmapped R1 penalty's double backward dominated), the
+ClientApp as a batch of one. Each client's real batches and penalty noise come from its own
+stream, `torch_generator(seed, "critic-step", client, step)`, drawn outside the batched
+function, so every path agrees to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from simulator.faults import FaultDraw, SimulatedFault, inject
+from simulator.faults import draw as draw_faults
+from simulator.federation import FederatedData, federated_data, initial_state, local_evaluation
+from simulator.federation import make_gan as make_client_gan
+from simulator.gan import batched, fastmlp
+from simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
+from simulator.gan.train import GAN, GANState, Params
+from simulator.messages import (
+    ANSWER_FEEDBACK,
+    CRITIC_STATE,
+    FAKE_CRITIC,
+    FAKE_FEEDBACK,
+    FAKE_SCORE,
+    FEEDBACK,
+    LOGIT_GRADS,
+    LOGITS,
+    StepInstruction,
+    StepReply,
+    select,
+)
+from simulator.scenario import Scenario
+from simulator.seeding import torch_generator
+
+
+def answer_keys(answer: str) -> tuple[str, ...]:
+    """The arrays of a step reply that answer it (MD-GAN: feedback; UA-GAN: logits, grads)."""
+    return (FEEDBACK,) if answer == ANSWER_FEEDBACK else (LOGITS, LOGIT_GRADS)
+
+
+def answer_shapes(answer: str, batch: int, dim: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the answer arrays on a feedback batch of `batch` points of `dim` features."""
+    if answer == ANSWER_FEEDBACK:
+        return {FEEDBACK: (batch, dim)}
+    return {LOGITS: (batch,), LOGIT_GRADS: (batch, dim)}
+
+
+def critic_state(s: Scenario, gan: GAN | None = None) -> dict[str, np.ndarray]:
+    """A client's critic and its optimizer state before its first step (the round-0 draw every
+    client starts from, as under fedavg)."""
+    return select(initial_state(s, gan or make_client_gan(s)).arrays(), CRITIC_STATE)
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """One client's step instruction: the `received` arrays (`fakes.*`, and a swapped-in
+    critic) and its private critic state (None before its first step)."""
+
+    client: int
+    instruction: StepInstruction
+    received: dict[str, np.ndarray]
+    private: dict[str, np.ndarray] | None = None
+
+
+@dataclass
+class StepUpdate:
+    """What a client sends back after a step (`arrays`, `reply`) and what it keeps."""
+
+    arrays: dict[str, np.ndarray]
+    private: dict[str, np.ndarray]
+    reply: StepReply
+
+
+@dataclass
+class _Prepared:
+    """A client's step up to the critic computation: its fault draw, critic, batches."""
+
+    request: StepRequest
+    fault: FaultDraw
+    private: dict[str, np.ndarray]
+    reals: Tensor  # [n_critic, B, d]
+    fakes: Tensor  # [n_critic, B, d]
+    eps: Tensor  # [n_critic, B, 1]
+    feedback_x: Tensor  # [B, d]
+
+
+StepFn = Callable[..., tuple[Params, Params, Params, tuple[Tensor, ...], dict[str, Tensor]]]
+
+
+def _step_fn(gan: GAN, answer: str, lr_scale: float) -> StepFn:
+    """The pure step of one client: (critic, buffers, optimizer state, reals, fakes, eps,
+    feedback batch) → (new critic, buffers, optimizer state, answer tensors, statistics)."""
+
+    def one(
+        d: Params,
+        d_buf: Params,
+        d_opt: Params,
+        reals: Tensor,
+        fakes: Tensor,
+        eps: Tensor,
+        x: Tensor,
+    ) -> tuple[Params, Params, Params, tuple[Tensor, ...], dict[str, Tensor]]:
+        st = GANState(g={}, d=d, d_buf=d_buf, g_opt={}, d_opt=d_opt, g_ema={})
+        st, stats = critic_steps(gan, st, reals, fakes, eps, lr_scale)
+        if answer == ANSWER_FEEDBACK:
+            e, loss = mdgan_feedback(gan, st, x)
+            out: tuple[Tensor, ...] = (e,)
+            stats["g_loss"] = loss
+        else:
+            logits, grads = uagan_answer(gan, st, x)
+            out = (logits, grads)
+            stats["v_feedback"] = logits.mean()
+        return st.d, st.d_buf, st.d_opt, out, stats
+
+    return one
+
+
+def _prepare(
+    s: Scenario, gan: GAN, data: FederatedData, r: StepRequest, base: dict[str, np.ndarray]
+) -> _Prepared:
+    """Fault draw, the critic to step (a swapped-in one replaces the client's own), checks of
+    the received batches, and the client's real batches and noise for this step."""
+    ins = r.instruction
+    fault = draw_faults(s, ins.round, r.client)
+    if fault.raise_:  # before any work: a crashing client costs the simulation nothing
+        raise SimulatedFault(f"simulated fault: client {r.client} raised in round {ins.round}")
+    nc, dim = gan.config.n_critic, data.train.X.shape[1]
+    sent = select(r.received, CRITIC_STATE)
+    if sent and set(sent) != set(base):
+        raise KeyError(f"a swapped critic must hold exactly {sorted(base)}, got {sorted(sent)}")
+    private = sent or r.private or base
+    unknown = sorted(set(r.received) - {FAKE_CRITIC, FAKE_FEEDBACK, FAKE_SCORE} - set(sent))
+    if unknown:
+        raise KeyError(f"unexpected array {unknown[0]!r}")
+    fakes, x = r.received[FAKE_CRITIC], r.received[FAKE_FEEDBACK]
+    b = x.shape[0] if x.ndim == 2 else -1
+    if x.shape != (b, dim) or fakes.shape != (nc, b, dim):
+        raise ValueError(
+            f"expected {FAKE_CRITIC} [{nc}, B, {dim}] and {FAKE_FEEDBACK} [B, {dim}], got "
+            f"{list(fakes.shape)} and {list(x.shape)}"
+        )
+    own = data.train.X[data.client_train[r.client]]
+    gen = torch_generator(s.seed, "critic-step", r.client, ins.step)
+    idx = torch.randint(len(own), (nc, b), generator=gen)
+    eps = torch.rand(nc, b, 1, generator=gen)
+    return _Prepared(
+        r,
+        fault,
+        private,
+        torch.as_tensor(own)[idx],
+        torch.as_tensor(fakes, dtype=torch.float32),
+        eps,
+        torch.as_tensor(x, dtype=torch.float32),
+    )
+
+
+def client_step(
+    s: Scenario,
+    client: int,
+    instruction: StepInstruction,
+    received: dict[str, np.ndarray],
+    private: dict[str, np.ndarray] | None,
+) -> StepUpdate:
+    """One step on client `client` (`clients_step` of one client, unbatched): raises what the
+    client's step raised."""
+    (out,) = clients_step(s, [StepRequest(client, instruction, received, private)], batched=False)
+    if isinstance(out, Exception):
+        raise out
+    return out
+
+
+def clients_step(
+    s: Scenario,
+    requests: Sequence[StepRequest],
+    device: torch.device | str = "cpu",
+    batched: bool = True,
+) -> list[StepUpdate | Exception]:
+    """One generator step on each requested client: critic steps, the answer, the score of
+    `fakes.score` when sent, faults. `batched`: every client's critic computation as one vmapped
+    computation on `device` (the clients' critics stacked); otherwise one after another (what a
+    single ClientApp does). A client that fails gives its exception in its slot."""
+    assert s.federation is not None
+    data = federated_data(s)
+    gan = make_client_gan(s, data)
+    base = critic_state(s, gan)
+    out: list[StepUpdate | Exception | None] = [None] * len(requests)
+    ready: list[tuple[int, _Prepared]] = []
+    for i, r in enumerate(requests):
+        try:
+            ready.append((i, _prepare(s, gan, data, r, base)))
+        except Exception as exc:  # noqa: BLE001 - this client's failure, in its slot
+            out[i] = exc
+    total = s.federation.rounds * s.federation.local_steps
+    by_step: dict[tuple[int, str], list[tuple[int, _Prepared]]] = {}
+    for i, p in ready:
+        ins = p.request.instruction
+        by_step.setdefault((ins.step, ins.answer), []).append((i, p))
+    for (step, answer), group in by_step.items():
+        lr_scale = gan.config.lr_scale(step, total)
+        fn = _step_fn(gan, answer, lr_scale)
+        fast = fastmlp.plan(gan)
+        ps = [p for _, p in group]
+        try:
+            if fast is not None:  # MLPs: hand-batched; the ClientApp's as batches of one
+                chunks = [ps] if batched else [[p] for p in ps]
+                results = [
+                    r
+                    for chunk in chunks
+                    for r in _run_fast(s, gan, fast, answer, lr_scale, chunk, device)
+                ]
+            elif batched:
+                results = _run_stacked(s, gan, fn, ps, device)
+            else:
+                results = [_run_one(s, gan, fn, p) for p in ps]
+        except Exception as exc:  # noqa: BLE001 - a batch that failed fails its clients
+            for i, _ in group:
+                out[i] = exc
+            continue
+        for (i, p), (private, answers, stats) in zip(group, results, strict=True):
+            try:
+                out[i] = _finish(s, data, p, private, answers, stats)
+            except Exception as exc:  # noqa: BLE001 - this client's failure, in its slot
+                out[i] = exc
+    return [o for o in out if o is not None]
+
+
+Result = tuple[dict[str, np.ndarray], tuple[np.ndarray, ...], dict[str, float]]
+"""A client's new critic state, its answer arrays and its statistics."""
+
+
+def _critic_state(s: Scenario, gan: GAN, private: dict[str, np.ndarray]) -> GANState:
+    return initial_state(s, gan).load_arrays(private)
+
+
+def _run_one(s: Scenario, gan: GAN, fn: StepFn, p: _Prepared) -> Result:
+    st = _critic_state(s, gan, p.private)
+    d, d_buf, d_opt, answers, stats = fn(
+        st.d, st.d_buf, st.d_opt, p.reals, p.fakes, p.eps, p.feedback_x
+    )
+    new = select(replace(st, d=d, d_buf=d_buf, d_opt=d_opt).arrays(), CRITIC_STATE)
+    return (
+        new,
+        tuple(a.detach().numpy() for a in answers),
+        {k: float(v) for k, v in stats.items()},
+    )
+
+
+def _run_stacked(
+    s: Scenario, gan: GAN, fn: StepFn, ps: Sequence[_Prepared], device: torch.device | str
+) -> list[Result]:
+    st = batched.stack_arrays(initial_state(s, gan), [[p.private] for p in ps], device)
+
+    def stack(name: str) -> Tensor:
+        return torch.stack([getattr(p, name) for p in ps]).to(device)
+
+    d, d_buf, d_opt, answers, stats = torch.func.vmap(fn)(
+        st.d, st.d_buf, st.d_opt, stack("reals"), stack("fakes"), stack("eps"), stack("feedback_x")
+    )
+    new = select(batched.numpy_arrays(replace(st, d=d, d_buf=d_buf, d_opt=d_opt)), CRITIC_STATE)
+    ans = [a.detach().cpu().numpy() for a in answers]
+    sts = {k: v.detach().cpu().numpy() for k, v in stats.items()}
+    return [
+        (
+            {k: v[j] for k, v in new.items()},
+            tuple(a[j] for a in ans),
+            {k: float(v[j]) for k, v in sts.items()},
+        )
+        for j in range(len(ps))
+    ]
+
+
+def _run_fast(
+    s: Scenario,
+    gan: GAN,
+    fast: fastmlp.FastMLP,
+    answer: str,
+    lr_scale: float,
+    ps: Sequence[_Prepared],
+    device: torch.device | str,
+) -> list[Result]:
+    """`_run_stacked` on the hand-batched MLP step: the same inputs, the same results to float
+    rounding."""
+    st = batched.stack_arrays(initial_state(s, gan), [[p.private] for p in ps], device)
+
+    def stack(name: str) -> Tensor:
+        return torch.stack([getattr(p, name) for p in ps]).to(device)
+
+    f = fast.critic_flat(st.d, st.d_opt)
+    stats = fast.critic_steps_on(f, stack("reals"), stack("fakes"), stack("eps"), lr_scale)
+    x = stack("feedback_x")
+    answers: tuple[Tensor, ...]
+    if answer == ANSWER_FEEDBACK:
+        e, loss = fast.generator_feedback(f, x)
+        answers = (e,)
+        stats["g_loss"] = loss
+    else:
+        answers = fast.logits_and_input_grads(f, x)
+        stats["v_feedback"] = answers[0].mean(-1)
+    d, d_opt = fast.critic_params(f)
+    new = select(batched.numpy_arrays(replace(st, d=d, d_opt=d_opt)), CRITIC_STATE)
+    ans = [a.detach().cpu().numpy() for a in answers]
+    sts = {k: v.detach().cpu().numpy() for k, v in stats.items()}
+    return [
+        (
+            {k: v[j] for k, v in new.items()},
+            tuple(a[j] for a in ans),
+            {k: float(v[j]) for k, v in sts.items()},
+        )
+        for j in range(len(ps))
+    ]
+
+
+def _finish(
+    s: Scenario,
+    data: FederatedData,
+    p: _Prepared,
+    private: dict[str, np.ndarray],
+    answers: tuple[np.ndarray, ...],
+    stats: dict[str, float],
+) -> StepUpdate:
+    """The reply of a client whose step gave `answers` and left its critic at `private`."""
+    r = p.request
+    ins = r.instruction
+    arrays: dict[str, np.ndarray] = dict(zip(answer_keys(ins.answer), answers, strict=True))
+    # Faults change the reply only: corrupt scales the answer (measured from 0, as the bound).
+    arrays = inject(s, p.fault, arrays, {k: np.zeros_like(v) for k, v in arrays.items()})
+    if ins.send_critic:
+        arrays.update(private)
+    score = None
+    if FAKE_SCORE in r.received:
+        fake = r.received[FAKE_SCORE]
+        score = local_evaluation(s, data, r.client, fake if len(fake) else None)
+    reply = StepReply(
+        partition_id=r.client,
+        num_examples=len(data.client_train[r.client]),
+        train=stats,
+        bytes_received=float(sum(v.nbytes for v in r.received.values())),
+        bytes_sent=float(sum(v.nbytes for v in arrays.values())),
+        score=score,
+    )
+    return StepUpdate(arrays, private, reply)
