@@ -96,16 +96,21 @@ def section(f: Finding) -> str:
         f.table,
         "",
     ]
-    if f.figure:
-        lines += [f"![item {f.number}](figures/{f.figure})", ""]
-    lines.append(f"**Verdict: {'agrees' if f.agrees else 'disagrees'}.** {f.verdict}")
+    for fig in (f.figure, *f.more_figures):
+        if fig:
+            lines += [f"![item {f.number}](figures/{fig})", ""]
+    lines.append(f"**Verdict: {f.outcome}.** {f.verdict}")
     if f.notes:
         lines += ["", f"*Note.* {f.notes}"]
     return "\n".join(lines)
 
 
 def summary_row(f: Finding, seconds: float) -> str:
-    verdict = "agrees" if f.agrees else "**disagrees** (see why)"
+    verdict = {
+        "agrees": "agrees",
+        "disagrees": "**disagrees** (see why)",
+        "undecided": "undecided (see why)",
+    }[f.outcome]
     return f"| [{f.number}](#{f.number}) | {f.title} | {verdict} | {seconds:.0f} |"
 
 
@@ -170,6 +175,7 @@ def write_findings(
             "seconds": dt,
             "stamp": stamp,
             "agrees": f.agrees,
+            "outcome": f.outcome,
         }
     _atomic_write(store, json.dumps({"quick": quick, "items": items}, indent=1))
     path = out / "findings.md"
