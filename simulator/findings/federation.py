@@ -105,6 +105,69 @@ RULE = (
 )
 
 
+TITLE = "Federation at the regime: minority modes against skew, protocols and weightings"
+
+
+def _setup(quick: bool) -> str:
+    seeds = SEEDS[:1] if quick else SEEDS
+    local = QUICK_LOCAL if quick else LOCAL
+    small = SMALL_ALPHA
+    return (
+        "`scenarios/findings/federation.yaml`: the quickstart's data (8-ring, r 2, σ 0.02, "
+        "modes 0 and 1 at 5 %, 10,000 points, 20 % held out: 100 points per minority mode) "
+        "split over 5 clients by a Dirichlet(α) label skew, every client every round, the "
+        "quickstart's GAN (MLPs 2×128, batch 128, non-saturating + R1 λ 0.1, Adam 1e-3 → "
+        "5e-5), vectorized engine, 400 rounds × 10 local steps = 4,000 generator steps: the "
+        "5 % regime of item 0. FedAvg at α ∈ {"
+        + ", ".join(f"{a:g}" for a in ALPHAS)
+        + f"}}; at α = {small:g} every protocol (FedAvg, MD-GAN with critic swaps every 100 "
+        "steps, UA-GAN with π ∝ n_k) unweighted and with every fairness weighting "
+        "(coverage_weighted q 2, agnostic step 0.5, group_aware β 2 on coverage); FedAvg "
+        f"at α = {DRIFT_ALPHA:g} with "
+        + ", ".join(f"{k} × {r}" for k, r in local.items())
+        + " (local steps × rounds: the same local work); the matched centralized twin. "
+        f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}, paired across methods (a seed "
+        "fixes data, partition and initialisation); evaluation at the last round, 2,500 "
+        "samples, k = 5. "
+        "Preregistered in `docs/prereg-findings-10.md`"
+        + (
+            " (quick: 1 seed, MLPs 2×16, 2,000 points, 500 samples, 10 local steps per "
+            "client — smoke values that mean nothing)"
+            if quick
+            else ""
+        )
+        + "."
+    )
+
+
+def pending() -> Finding:
+    """Item 10 before its full run: what it measures, how to run it and what it costs, with
+    no number (`fedgan findings --only 10` replaces it)."""
+    n_runs = len(_plan(False)[2]) * len(SEEDS)
+    return Finding(
+        number=10,
+        title=TITLE,
+        setup=_setup(False),
+        expectation=EXPECTATION,
+        rule=RULE,
+        table=(
+            "*Not measured yet.* `fedgan findings --only 10` runs the preregistered design "
+            f"(`docs/prereg-findings-10.md`): {n_runs} runs, planned at ≈ 33 min on 2 cores "
+            "(≈ 78 CPU s per 4,000-step FedAvg run of 5 clients at MLPs 2×128, two runs at a "
+            "time; MD-GAN and UA-GAN costed like FedAvg until they are on main), and writes three "
+            "tables "
+            "(FedAvg against α beside the twin; every protocol and weighting at α = 0.05 with "
+            "paired-by-seed bootstrap differences; the local-steps schedules) and three figures "
+            "(minority coverage against α per method with intervals; coverage per mode per "
+            "method; bytes against quality per protocol). Methods whose protocol is not in the "
+            "code are skipped with what `fedgan validate` says of them."
+        ),
+        verdict="Not measured yet: the verdict comes from the full run, by the rule above.",
+        agrees=False,
+        decided=False,
+    )
+
+
 @dataclass
 class Part:
     """One part of the rule: True / False, or None when its methods were skipped."""
@@ -339,32 +402,8 @@ def run(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
         notes += " Skipped, with what `fedgan validate` says of them: " + skip_note(skipped) + "."
     return Finding(
         number=10,
-        title="Federation at the regime: minority modes against skew, protocols and weightings",
-        setup=(
-            "`scenarios/findings/federation.yaml`: the quickstart's data (8-ring, r 2, σ 0.02, "
-            "modes 0 and 1 at 5 %, 10,000 points, 20 % held out: 100 points per minority mode) "
-            "split over 5 clients by a Dirichlet(α) label skew, every client every round, the "
-            "quickstart's GAN (MLPs 2×128, batch 128, non-saturating + R1 λ 0.1, Adam 1e-3 → "
-            "5e-5), vectorized engine, 400 rounds × 10 local steps = 4,000 generator steps: the "
-            "5 % regime of item 0. FedAvg at α ∈ {"
-            + ", ".join(f"{a:g}" for a in ALPHAS)
-            + f"}}; at α = {small:g} every protocol (FedAvg, MD-GAN with critic swaps every 100 "
-            "steps, UA-GAN with π ∝ n_k) unweighted and with every fairness weighting "
-            "(coverage_weighted q 2, agnostic step 0.5, group_aware β 2 on coverage); FedAvg "
-            f"at α = {DRIFT_ALPHA:g} with "
-            + ", ".join(f"{k} × {r}" for k, r in local.items())
-            + " (local steps × rounds: the same local work); the matched centralized twin. "
-            f"{len(seeds)} seed(s), paired across methods (a seed fixes data, partition and "
-            "initialisation); evaluation at the last round, 2,500 samples, k = 5. "
-            "Preregistered in `docs/prereg-findings-10.md`"
-            + (
-                " (quick: 1 seed, MLPs 2×16, 2,000 points, 500 samples, 10 local steps per "
-                "client — smoke values that mean nothing)"
-                if quick
-                else ""
-            )
-            + "."
-        ),
+        title=TITLE,
+        setup=_setup(quick),
         expectation=EXPECTATION,
         rule=RULE,
         table=tables,
