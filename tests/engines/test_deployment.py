@@ -14,7 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pytest
 from simulator.engines.certs import make_certs, make_node_key
 from simulator.engines.deployment import DeploymentError, run_deployment
 from simulator.engines.local_cluster import LocalCluster, descendants, stop_process
+from simulator.engines.procs import ProcKey
 from simulator.engines.runner import run_federated
 from simulator.store import load_run
 from tests.conftest import tiny
@@ -128,14 +130,22 @@ def test_a_run_that_fails_on_the_superlink_is_an_error(
     assert time.monotonic() - t0 < 60
 
 
-def test_killed_node_run_finishes_with_the_survivor(tmp_path: Path) -> None:
-    timeout = 20.0  # federation.timeout: above a healthy round trip (~9 s) on a busy machine
-    s = tiny(
-        partition={"n_clients": 2},
-        federation={"rounds": 2, "local_steps": 3, "timeout": timeout},
-        evaluation={"every": 2},
-        engine={"name": "deployment", "run_timeout": 240},
-    )
+@dataclass
+class KilledRun:
+    """A deployment run on 2 nodes during which node 1 was killed in round 2."""
+
+    run: Any
+    elapsed: float
+    """Seconds from the submission to the end of the run."""
+    orphans: set[ProcKey]
+    """The killed node's child processes (pid, start time) when it was killed."""
+
+
+def _run_killing_node_1(
+    s: Any, tmp_path: Path, then: Callable[[LocalCluster], object] | None = None, wait: float = 300
+) -> KilledRun:
+    """Run `s` on a fresh 2-node cluster; SIGKILL node 1 when it receives its round-2 training
+    message (mid-run and mid-round), then call `then(cluster)`."""
     cluster = LocalCluster(2, tmp_path / "cluster")
     result: dict[str, Any] = {}
     try:
@@ -153,27 +163,40 @@ def test_killed_node_run_finishes_with_the_survivor(tmp_path: Path) -> None:
         t0 = time.monotonic()
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        # Kill node 1 when it receives its round-2 training message: mid-run and mid-round.
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + wait
         while cluster.log_text("node-1").count("Receiving: train message") < 2:
             assert time.monotonic() < deadline, "node 1 never received a round-2 train message"
             assert worker.is_alive(), result
             time.sleep(0.2)
         orphans = descendants(cluster.procs["node-1"].pid)
         cluster.kill_node(1)
-        worker.join(timeout=300)
+        if then is not None:
+            then(cluster)
+        worker.join(timeout=2 * wait)
         elapsed = time.monotonic() - t0
         assert not worker.is_alive(), "the run did not finish"
     finally:
         cluster.stop()
     assert "error" not in result, result.get("error")
+    return KilledRun(result["run"], elapsed, orphans)
+
+
+def test_killed_node_run_finishes_with_the_survivor(tmp_path: Path) -> None:
+    timeout = 30.0  # federation.timeout: above a healthy round trip (~9 s; 20+ s under load)
+    s = tiny(
+        partition={"n_clients": 2},
+        federation={"rounds": 2, "local_steps": 3, "timeout": timeout},
+        evaluation={"every": 2},
+        engine={"name": "deployment", "run_timeout": 240},
+    )
+    killed = _run_killing_node_1(s, tmp_path, wait=120)
     # Bounded: discovery and round 1 (~9 s each), then two waits of `timeout` for the dead
     # node (round 2, the evaluation), with slack for a busy machine.
-    assert elapsed < 2 * timeout + 90
+    assert killed.elapsed < 2 * timeout + 90
     # The killed node's ClientApp processes were stopped too.
-    assert not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid, _ in orphans)
+    assert not any(Path(f"/proc/{pid}").exists() and _running(pid) for pid, _ in killed.orphans)
 
-    run_dir = result["run"].path
+    run_dir = killed.run.path
     lost = [
         (e["round"], e["client"], e.get("detail", ""))
         for e in _events(run_dir)
@@ -182,7 +205,7 @@ def test_killed_node_run_finishes_with_the_survivor(tmp_path: Path) -> None:
     assert lost == [(2, 1, ""), (2, 1, "evaluation")]  # its round-2 training, then evaluation
     kinds = [e["kind"] for e in _events(run_dir)]
     assert kinds[-1] == "run_finished" and "round_skipped" not in kinds
-    m = result["run"].metrics
+    m = killed.run.metrics
     replies = m[m["metric"] == "fed.replies"].set_index("round")["value"]
     assert replies.to_dict() == {1: 2, 2: 1}  # the survivor went on alone
     assert set(m.loc[(m["scope"] == "client") & (m["round"] == 2), "client"]) == {0}
@@ -267,43 +290,19 @@ def test_a_node_that_comes_back_gets_its_private_critic_back(tmp_path: Path) -> 
         evaluation={"every": 1},  # a checkpoint every round
         engine={"name": "deployment", "run_timeout": 600},
     )
-    cluster = LocalCluster(2, tmp_path / "cluster")
-    result: dict[str, Any] = {}
-    try:
-        cluster.start()
-        s = s.model_copy(
-            update={"engine": s.engine.model_copy(update={"address": cluster.address})}
-        )
-
-        def run() -> None:
-            try:
-                result["run"] = run_federated(s, tmp_path / "runs")
-            except BaseException as exc:  # re-raised in the test thread below
-                result["error"] = exc
-
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        deadline = time.monotonic() + 300
-        while cluster.log_text("node-1").count("Receiving: train message") < 2:
-            assert time.monotonic() < deadline, "node 1 never received a round-2 train message"
-            assert worker.is_alive(), result
-            time.sleep(0.2)
-        cluster.kill_node(1)
-        cluster.start_node(1)  # the same partition, a new node id, an empty context.state
-        worker.join(timeout=600)
-        assert not worker.is_alive(), "the run did not finish"
-    finally:
-        cluster.stop()
-    assert "error" not in result, result.get("error")
-    run_dir = result["run"].path
+    # The same partition on a new node id, with an empty context.state.
+    killed = _run_killing_node_1(s, tmp_path, then=lambda cluster: cluster.start_node(1))
+    run_dir = killed.run.path
     events = _events(run_dir)
     rejoined = [e for e in events if e["kind"] == "client_rejoined"]
     assert [(e["round"], e["client"], e["private"], e["from_round"]) for e in rejoined] == [
         (3, 1, "restored", 1)
     ]
-    m = result["run"].metrics
+    m = killed.run.metrics
     replies = m[m["metric"] == "fed.replies"].set_index("round")["value"]
     assert replies.to_dict() == {1: 2, 2: 1, 3: 2}  # back in the round after it rejoined
-    clients = load_latest(run_dir).clients
+    latest = load_latest(run_dir)
+    assert latest is not None
+    clients = latest.clients
     steps = {p: int(c["critic_opt.step"]) for p, c in clients.items()}
     assert steps == {0: 6, 1: 4}
