@@ -28,12 +28,7 @@ def run(
     `centralized=True` runs the matched centralized twin of a federated scenario; `progress`
     is called with every finished round (or evaluation, centralized) as a `Progress`.
     """
-    if isinstance(scenario, Scenario):
-        s = validate(apply_overrides(scenario.model_dump(mode="json"), overrides or []))
-    else:
-        s = load_scenario(scenario, overrides or [])
-    if centralized:
-        s = s.centralized_twin()
+    s = _resolve(scenario, overrides, centralized)
     from simulator.engines.runner import check_scenario, run_federated
 
     problems = check_scenario(s)  # the checks `fedgan validate` makes, before any run folder
@@ -44,6 +39,33 @@ def run(
     if not s.federated:
         return run_centralized(s, out_dir, progress)
     return run_federated(s, out_dir, progress)
+
+
+def check(
+    scenario: str | Path | Scenario,
+    overrides: list[str] | None = None,
+    centralized: bool = False,
+) -> list[str]:
+    """Every problem `fedgan validate` finds with the scenario and overrides — the schema's and
+    the preflight's that `run` makes before it trains — as 'yaml.path: message' strings;
+    empty when it would run."""
+    try:
+        s = _resolve(scenario, overrides, centralized)
+    except ScenarioError as exc:
+        return list(exc.errors)
+    from simulator.engines.runner import check_scenario
+
+    return check_scenario(s)
+
+
+def _resolve(
+    scenario: str | Path | Scenario, overrides: list[str] | None, centralized: bool
+) -> Scenario:
+    if isinstance(scenario, Scenario):
+        s = validate(apply_overrides(scenario.model_dump(mode="json"), overrides or []))
+    else:
+        s = load_scenario(scenario, overrides or [])
+    return s.centralized_twin() if centralized else s
 
 
 def resume(

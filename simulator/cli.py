@@ -663,7 +663,7 @@ def findings(
             "runs/findings-quick, so the full document is not overwritten)."
         ),
     ] = None,
-    jobs: Annotated[int, typer.Option(help="Processes for the multi-run items (9, 10).")] = 2,
+    jobs: Annotated[int, typer.Option(help="Processes for the multi-run items (0, 4, 9, 10).")] = 2,
 ) -> None:
     """Measure the GAN-failure findings and write findings.md with its figures."""
     from simulator.findings.runner import parse_only, write_findings
@@ -675,7 +675,9 @@ def findings(
     target = out or Path("runs/findings-quick" if quick else "docs")
 
     def done(f, seconds: float) -> None:  # type: ignore[no-untyped-def]
-        tag = "agrees" if f.agrees else "[yellow]disagrees[/yellow]"
+        tag = {"agrees": "agrees", "disagrees": "[yellow]disagrees[/yellow]"}.get(
+            f.outcome, f"[cyan]{f.outcome}[/cyan]"
+        )
         console.print(f"item {f.number}: {tag} ({seconds:.0f} s) — {f.title}", highlight=False)
 
     path, _ = write_findings(target, quick=quick, only=items, jobs=jobs, on_done=done)

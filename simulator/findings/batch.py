@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SCENARIOS = Path(__file__).resolve().parent.parent.parent / "scenarios" / "findings"
+TOTALS = ("fed.bytes_down", "fed.bytes_up")
+"""Per-round rows an outcome keeps as run totals (where a protocol writes them)."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class Job:
     overrides: tuple[str, ...]
     key: tuple[object, ...]
     """What the caller groups by (e.g. (method, dataset, seed))."""
+    centralized: bool = False
+    """Run the scenario's matched centralized twin (`fedgan run --centralized`)."""
 
 
 @dataclass
@@ -35,10 +39,22 @@ class Outcome:
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
     diverged: bool = False
     seconds: float = math.nan
+    cpu_seconds: float = math.nan
+    """CPU time of the worker process (one torch thread): the run's cost whatever the load."""
     error: str = ""
+    totals: dict[str, float] = field(default_factory=dict)
+    """Per-round global rows summed over the run, for the metrics in `TOTALS` that it wrote."""
 
     def get(self, metric: str) -> float:
         return self.summary.get(metric, math.nan)
+
+    @property
+    def bytes(self) -> float:
+        """Bytes that travelled (down + up) over the run; NaN where the run wrote no
+        `fed.bytes_*` rows."""
+        if not any(k in self.totals for k in TOTALS):
+            return math.nan
+        return sum(self.totals.get(k, 0.0) for k in TOTALS)
 
     def group(self, metric: str, mode: str) -> float:
         return self.groups.get(metric, {}).get(mode, math.nan)
@@ -55,10 +71,10 @@ def _one(job: Job) -> Outcome:
     torch.set_num_threads(1)  # tiny models: threads only contend on the shared cores
     path = Path(job.scenario)
     path = path if path.is_absolute() else SCENARIOS / path
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="fedgan-findings-") as tmp:
         try:
-            res = run(path, list(job.overrides), out_dir=tmp)
+            res = run(path, list(job.overrides), out_dir=tmp, centralized=job.centralized)
         except (FloatingPointError, RuntimeError) as exc:
             # A run whose networks went non-finite (e.g. f-GAN KL's exp(v) overflowing) can
             # fail before the evaluation notices; for a finding that is an outcome, not a crash.
@@ -66,10 +82,13 @@ def _one(job: Job) -> Outcome:
                 job.key,
                 diverged=True,
                 seconds=time.perf_counter() - t0,
+                cpu_seconds=time.process_time() - c0,
                 error=f"{type(exc).__name__}: {exc}",
             )
         m = res.metrics
-    out = Outcome(job.key, seconds=time.perf_counter() - t0)
+    out = Outcome(job.key, seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
+    per_round = m[(m["scope"] == "global") & m["metric"].isin(TOTALS)]
+    out.totals = {str(k): float(v) for k, v in per_round.groupby("metric")["value"].sum().items()}
     out.diverged = bool((m["metric"] == "diverged").any())
     out.summary = headline(m)
     scope = main_scope(m)

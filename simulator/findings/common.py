@@ -22,7 +22,9 @@ class Finding:
 
     `expectation` is fixed text written before any measurement; `table`, `verdict` and `agrees`
     come from the measurement (the verdict by the rule stated in `rule`). `values` holds the
-    key numbers (means over seeds) that the tests check.
+    key numbers (means over seeds) that the tests check. `decided` is False when the rule
+    could not be applied (e.g. the methods it compares were skipped): the verdict then reads
+    "undecided", neither agrees nor disagrees. `more_figures` follow `figure` in the section.
     """
 
     number: int
@@ -36,6 +38,15 @@ class Finding:
     figure: str | None = None
     notes: str = ""
     values: dict[str, Any] = field(default_factory=dict)
+    decided: bool = True
+    more_figures: tuple[str, ...] = ()
+
+    @property
+    def outcome(self) -> str:
+        """'agrees', 'disagrees' or 'undecided'."""
+        if not self.decided:
+            return "undecided"
+        return "agrees" if self.agrees else "disagrees"
 
 
 def mean_std(values: Iterable[float], fmt: str = ".3f", scale: float = 1.0) -> str:

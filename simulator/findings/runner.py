@@ -41,7 +41,7 @@ ITEMS: dict[int, ItemFn] = {
     10: lambda q, f, j: federation.run(q, f, j),
 }
 
-CI_ITEMS = (1, 3, 5, 7, 8)
+CI_ITEMS = (1, 3, 5, 7, 8, 10)
 """The items whose quick mode the test suite checks."""
 
 
@@ -96,16 +96,21 @@ def section(f: Finding) -> str:
         f.table,
         "",
     ]
-    if f.figure:
-        lines += [f"![item {f.number}](figures/{f.figure})", ""]
-    lines.append(f"**Verdict: {'agrees' if f.agrees else 'disagrees'}.** {f.verdict}")
+    for fig in (f.figure, *f.more_figures):
+        if fig:
+            lines += [f"![item {f.number}](figures/{fig})", ""]
+    lines.append(f"**Verdict: {f.outcome}.** {f.verdict}")
     if f.notes:
         lines += ["", f"*Note.* {f.notes}"]
     return "\n".join(lines)
 
 
 def summary_row(f: Finding, seconds: float) -> str:
-    verdict = "agrees" if f.agrees else "**disagrees** (see why)"
+    verdict = {
+        "agrees": "agrees",
+        "disagrees": "**disagrees** (see why)",
+        "undecided": "undecided (see why)",
+    }[f.outcome]
     return f"| [{f.number}](#{f.number}) | {f.title} | {verdict} | {seconds:.0f} |"
 
 
@@ -113,7 +118,7 @@ def render(items: dict[int, dict[str, Any]], quick: bool) -> str:
     """The findings document from rendered items {number: {section, row, seconds, stamp}}."""
     mode = "quick (CI-sized: fewer seeds and steps; numbers are smoke values)" if quick else "full"
     total = sum(float(it["seconds"]) for it in items.values())
-    stamps = sorted({str(it["stamp"]) for it in items.values()})
+    stamps = sorted({str(it["stamp"]) for it in items.values() if it["stamp"]}) or ["not run"]
     when = stamps[0] if len(stamps) == 1 else f"{stamps[0]} – {stamps[-1]}"
     lines = [
         "# Findings: the mechanisms behind GAN instability and mode collapse, measured",
@@ -155,12 +160,7 @@ def write_findings(
     and keeps the others' sections (from a run of the same mode, full or quick).
     """
     out.mkdir(parents=True, exist_ok=True)
-    store = out / "findings.json"
-    items: dict[int, dict[str, Any]] = {}
-    if store.is_file():
-        old = json.loads(store.read_text(encoding="utf-8"))
-        if old.get("quick") == quick:
-            items = {int(k): v for k, v in old["items"].items()}
+    items = _stored(out, quick)
     results = run_items(list(only or ITEMS), quick, out / "figures", jobs, on_done)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     for f, dt in results:
@@ -170,8 +170,41 @@ def write_findings(
             "seconds": dt,
             "stamp": stamp,
             "agrees": f.agrees,
+            "outcome": f.outcome,
         }
-    _atomic_write(store, json.dumps({"quick": quick, "items": items}, indent=1))
+    return _write(out, items, quick), results
+
+
+def _stored(out: Path, quick: bool) -> dict[int, dict[str, Any]]:
+    """The rendered items of out/findings.json if it holds a run of this mode, else none."""
+    store = out / "findings.json"
+    if store.is_file():
+        old = json.loads(store.read_text(encoding="utf-8"))
+        if old.get("quick") == quick:
+            return {int(k): v for k, v in old["items"].items()}
+    return {}
+
+
+def _write(out: Path, items: dict[int, dict[str, Any]], quick: bool) -> Path:
+    _atomic_write(out / "findings.json", json.dumps({"quick": quick, "items": items}, indent=1))
     path = out / "findings.md"
     _atomic_write(path, render(items, quick))
-    return path, results
+    return path
+
+
+def record_pending(out: Path, findings: Sequence[Finding]) -> Path:
+    """Put preregistered items that have not run yet into out/findings.md (full mode): their
+    section as given (setup, expectation, rule, what the run will write; no number) and "not
+    measured yet" in the summary; every other item is kept. The item's own run replaces it."""
+    out.mkdir(parents=True, exist_ok=True)
+    items = _stored(out, quick=False)
+    for f in findings:
+        items[f.number] = {
+            "section": section(f),
+            "row": f"| [{f.number}](#{f.number}) | {f.title} | not measured yet | — |",
+            "seconds": 0.0,
+            "stamp": "",
+            "agrees": False,
+            "outcome": "pending",
+        }
+    return _write(out, items, quick=False)

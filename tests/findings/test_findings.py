@@ -123,3 +123,20 @@ def test_item0_regime_budget_is_the_first_where_four_of_five_seeds_keep_both() -
     by = {(0.02, 2000): three, (0.02, 4000): four, (0.02, 8000): three, (0.05, 2000): four}
     assert regime_budgets(by) == {0.02: 4000, 0.05: 2000}
     assert regime_budgets({(0.02, 2000): three}) == {0.02: None}
+
+
+def test_a_pending_item_has_its_section_without_numbers_and_keeps_the_others(
+    tmp_path: Path,
+) -> None:
+    from simulator.findings.federation import EXPECTATION, pending
+    from simulator.findings.runner import record_pending
+
+    write_findings(tmp_path, quick=False, only=[2])  # a measured item to keep
+    doc = record_pending(tmp_path, [pending()]).read_text()
+    assert "| [10](#10) | Federation at the regime" in doc and "| not measured yet | — |" in doc
+    assert "## 2. Rotation" in doc and "**Verdict: agrees.**" in doc
+    ten = doc[doc.index('<a id="10"></a>') :]
+    assert EXPECTATION in ten and "**Verdict: undecided.** Not measured yet" in ten
+    assert "![item 10]" not in ten  # no figure before the run
+    # The header counts the measured item's time and stamp only.
+    assert " – " not in doc.splitlines()[2].split(";")[0]
