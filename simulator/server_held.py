@@ -275,6 +275,17 @@ def _run_stacked(
         st.d, st.d_buf, st.d_opt, stack("reals"), stack("fakes"), stack("eps"), stack("feedback_x")
     )
     new = select(batched.numpy_arrays(replace(st, d=d, d_buf=d_buf, d_opt=d_opt)), CRITIC_STATE)
+    return _unstack(new, answers, stats, len(ps))
+
+
+def _unstack(
+    new: dict[str, np.ndarray],
+    answers: Sequence[Tensor],
+    stats: dict[str, Tensor],
+    n: int,
+) -> list[Result]:
+    """Per client j < n: its critic arrays, its answers and its statistics, from the stacked
+    [n, ...] results of one batched step."""
     ans = [a.detach().cpu().numpy() for a in answers]
     sts = {k: v.detach().cpu().numpy() for k, v in stats.items()}
     return [
@@ -283,7 +294,7 @@ def _run_stacked(
             tuple(a[j] for a in ans),
             {k: float(v[j]) for k, v in sts.items()},
         )
-        for j in range(len(ps))
+        for j in range(n)
     ]
 
 
@@ -316,16 +327,7 @@ def _run_fast(
         stats["v_feedback"] = answers[0].mean(-1)
     d, d_opt = fast.critic_params(f)
     new = select(batched.numpy_arrays(replace(st, d=d, d_opt=d_opt)), CRITIC_STATE)
-    ans = [a.detach().cpu().numpy() for a in answers]
-    sts = {k: v.detach().cpu().numpy() for k, v in stats.items()}
-    return [
-        (
-            {k: v[j] for k, v in new.items()},
-            tuple(a[j] for a in ans),
-            {k: float(v[j]) for k, v in sts.items()},
-        )
-        for j in range(len(ps))
-    ]
+    return _unstack(new, answers, stats, len(ps))
 
 
 def _finish(
