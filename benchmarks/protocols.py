@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent / "scenarios" / "protocols"
 SETTINGS = {
-    "dirichlet": ["fedavg", "mdgan", "uagan", "uagan-coverage", "centralized"],
+    "dirichlet": ["fedavg", "mdgan", "mdgan-noswap", "uagan", "uagan-coverage", "centralized"],
     "minority": ["fedavg", "mdgan", "uagan", "uagan-coverage", "mdgan-coverage", "centralized"],
     "2of20": ["fedavg", "mdgan", "uagan", "centralized"],
 }
