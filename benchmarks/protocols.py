@@ -4,13 +4,15 @@
 
 Runs `scenarios/protocols/<setting>-<run>.yaml` for every setting — `dirichlet` (the
 quickstart's data, Dirichlet 0.3 over 10 clients), `minority` (modes 0 and 1 on client 0 of
-10) and `2of20` (minority modes on 2 of 20 clients, Dirichlet 0.1 elsewhere) — and each one's
-centralized twin (same data and GAN, rounds × local steps generator steps), one torch thread
-per process, and prints per setting the mean ± std over seeds, at the last evaluation, of
-precision, modes captured, % high quality, minimum mode mass ratio, the coverage of each
-minority mode, the seeds that keep both minority modes (coverage ≥ 0.3 each), MB sent to and
-from the clients and seconds per run. Every run's numbers are appended to `--out`'s
-results.jsonl as it finishes, and a rerun with the same `--out` skips the runs already there.
+10) and `2of20` (minority modes on 2 of 20 clients, Dirichlet 0.1 elsewhere), with the runs of
+`SETTINGS` (fedavg, mdgan, uagan; `-coverage`: a `coverage_weighted` weighting; `mdgan-noswap`:
+MD-GAN without critic swaps, an ablation) — and each one's centralized twin (same data and
+GAN, rounds × local steps generator steps), one torch thread per process, and prints per
+setting the mean ± std over seeds, at the last evaluation, of precision, modes captured, % high
+quality, minimum mode mass ratio, the coverage of each minority mode, the seeds that keep both
+minority modes (coverage ≥ 0.3 each), MB sent to and from the clients and seconds per run.
+Every run's numbers are appended to `--out`'s results.jsonl as it finishes, and a rerun with
+the same `--out` skips the runs already there.
 """
 
 from __future__ import annotations
