@@ -26,8 +26,11 @@ def rejoin(run: Run, rnd: int) -> None:
     """Take up nodes that joined since the last round (see the module); before round `rnd`."""
     assert run.s.federation is not None
     timeout = run.s.federation.timeout
-    new = [n for n in run.grid.get_node_ids() if n not in run.node_pid]
-    new = [n for n in new if run.asked.get(n, 0) < MAX_ASKS]
+    new = [
+        n
+        for n in run.grid.get_node_ids()
+        if n not in run.node_pid and run.asked.get(n, 0) < MAX_ASKS
+    ]
     if not new:
         return
     answers = ask_partitions(run.grid, new, timeout)

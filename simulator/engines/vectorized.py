@@ -29,10 +29,12 @@ generator.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MessageType
+from flwr.app import Message, MessageType
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
@@ -142,59 +144,54 @@ class VectorizedGrid(InProcessGrid):
                 del context.state[PRIVATE_STATE]
 
     def _train(self, messages: list[Message]) -> None:
-        t0 = time.perf_counter()
-        requests: list[TrainRequest] = []
-        ready: list[Message] = []
-        decoded: dict[int, dict[str, np.ndarray]] = {}
+        """One FedAvg-style round on every addressed client as one batched computation."""
 
-        def decode(record: ArrayRecord) -> dict[str, np.ndarray]:
-            # A strategy sends every node the same record object: decode it once, not C times
-            # (clients only read the received arrays).
-            if id(record) not in decoded:
-                decoded[id(record)] = from_record(record)
-            return decoded[id(record)]
+        def request(pid: int, msg: Message, received: dict[str, np.ndarray]) -> TrainRequest:
+            ins = read_train(msg)
+            return TrainRequest(pid, ins.round, received, self.private.get(pid), ins.proximal_mu)
 
-        for msg in messages:
-            pid = partition_id_of(msg.metadata.dst_node_id)
-            try:
-                ins = read_train(msg)
-                received = decode(arrays_of(msg))
-                requests.append(
-                    TrainRequest(pid, ins.round, received, self.private.get(pid), ins.proximal_mu)
-                )
-                ready.append(msg)
-            except Exception as ex:  # a malformed instruction: an error reply, as a node gives
-                self._reply(msg, ex, 0.0)
-        results = clients_train(self.scenario, requests, self.device) if requests else []
-        seconds = (time.perf_counter() - t0) / max(len(messages), 1)
-        for msg, res in zip(ready, results, strict=True):
-            if isinstance(res, ClientUpdate):
-                self.private.put(partition_id_of(msg.metadata.dst_node_id), res.private)
-            self._reply(msg, res, seconds)
+        self._batched(messages, request, clients_train)
 
     def _step(self, messages: list[Message]) -> None:
         """One generator step of a server-held generator on every addressed client: their
         critics (from the store) stacked, stepped and answered as one batched computation."""
+
+        def request(pid: int, msg: Message, received: dict[str, np.ndarray]) -> StepRequest:
+            ins = read_step(msg)
+            assert ins is not None
+            return StepRequest(pid, ins, received, self.private.get(pid))
+
+        self._batched(messages, request, clients_step)
+
+    def _batched(
+        self,
+        messages: list[Message],
+        request: Callable[[int, Message, dict[str, np.ndarray]], Any],
+        compute: Callable[..., Sequence[ClientUpdate | StepUpdate | Exception]],
+    ) -> None:
+        """Build each message's request (`request(partition id, message, received arrays)`),
+        run them all as one `compute(scenario, requests, device)`, store the clients' private
+        state and reply. A malformed instruction gets an error reply, as a node gives."""
         t0 = time.perf_counter()
-        requests: list[StepRequest] = []
+        requests: list[Any] = []
         ready: list[Message] = []
         decoded: dict[int, dict[str, np.ndarray]] = {}
         for msg in messages:
             pid = partition_id_of(msg.metadata.dst_node_id)
             try:
-                ins = read_step(msg)
-                assert ins is not None
                 record = arrays_of(msg)
-                if id(record) not in decoded:  # UA-GAN sends every client the same record
+                # A strategy (and UA-GAN) sends every node the same record object: decode it
+                # once, not C times (clients only read the received arrays).
+                if id(record) not in decoded:
                     decoded[id(record)] = from_record(record)
-                requests.append(StepRequest(pid, ins, decoded[id(record)], self.private.get(pid)))
+                requests.append(request(pid, msg, decoded[id(record)]))
                 ready.append(msg)
             except Exception as ex:  # a malformed instruction: an error reply, as a node gives
                 self._reply(msg, ex, 0.0)
-        results = clients_step(self.scenario, requests, self.device) if requests else []
+        results = compute(self.scenario, requests, self.device) if requests else []
         seconds = (time.perf_counter() - t0) / max(len(messages), 1)
         for msg, res in zip(ready, results, strict=True):
-            if isinstance(res, StepUpdate):
+            if not isinstance(res, Exception):
                 self.private.put(partition_id_of(msg.metadata.dst_node_id), res.private)
             self._reply(msg, res, seconds)
 
