@@ -157,22 +157,29 @@ def write_findings(
     """Run the items and write out/findings.md and out/figures/*.png (atomically).
 
     The rendered items are kept in out/findings.json, so `only` re-measures just those items
-    and keeps the others' sections (from a run of the same mode, full or quick).
+    and keeps the others' sections (from a run of the same mode, full or quick). The files are
+    rewritten after each item, so a full run cut short keeps every item it finished.
     """
     out.mkdir(parents=True, exist_ok=True)
     items = _stored(out, quick)
-    results = run_items(list(only or ITEMS), quick, out / "figures", jobs, on_done)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    for f, dt in results:
+    path = out / "findings.md"
+
+    def store(f: Finding, dt: float) -> None:
+        nonlocal path
         items[f.number] = {
             "section": section(f),
             "row": summary_row(f, dt),
             "seconds": dt,
-            "stamp": stamp,
+            "stamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "agrees": f.agrees,
             "outcome": f.outcome,
         }
-    return _write(out, items, quick), results
+        path = _write(out, items, quick)
+        if on_done is not None:
+            on_done(f, dt)
+
+    results = run_items(list(only or ITEMS), quick, out / "figures", jobs, store)
+    return path, results
 
 
 def _stored(out: Path, quick: bool) -> dict[int, dict[str, Any]]:

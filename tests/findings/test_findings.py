@@ -99,6 +99,21 @@ def test_write_findings_writes_every_section_and_small_figures(tmp_path: Path) -
     assert not list(tmp_path.glob(".*.tmp*")) and not list((tmp_path / "figures").glob(".*"))
 
 
+def test_a_run_cut_short_keeps_the_items_it_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulator.findings import runner
+
+    def broken(quick: bool, fig_dir: Path, jobs: int) -> Finding:
+        raise KeyboardInterrupt  # the session ends during item 3
+
+    monkeypatch.setitem(runner.ITEMS, 3, broken)
+    with pytest.raises(KeyboardInterrupt):
+        write_findings(tmp_path, quick=True, only=[2, 3])
+    doc = (tmp_path / "findings.md").read_text()
+    assert "## 2. Rotation" in doc and "| [3](#3)" not in doc
+
+
 def test_only_rejects_unknown_items() -> None:
     assert parse_only("3,1,3") == [1, 3]
     assert parse_only(None) == list(range(0, 11))
