@@ -90,6 +90,8 @@ def main() -> None:
             Job(str(BASE), (*m.overrides, *small, f"seed={s}"), (m.label, s), m.centralized)
             for s in seeds
         ]
+    # Longest first (the server-held protocols take ~1.5× a FedAvg run), so the pool ends evenly.
+    jobs.sort(key=lambda j: "federation.protocol=" not in " ".join(j.overrides))
     out = run_jobs(jobs, a.jobs)
     res: dict[Method, list[Outcome]] = {}
     by_label = {m.label: m for m in [*METHODS, TWIN]}
