@@ -606,13 +606,15 @@ def _figure_modes(res: Mapping[Cell, Sequence[Outcome]], default: int, fig_dir: 
 
 def _figure_bytes(res: Mapping[Cell, Sequence[Outcome]], default: int, fig_dir: Path) -> str:
     plt = pyplot()
+    from matplotlib import ticker
+
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     drawn = False
     for m in SMALL_METHODS:
         os_ = res.get((m, SMALL_ALPHA, default))
         if not os_:
             continue
-        b = np.array([o.bytes for o in os_])
+        b = np.array([o.bytes for o in os_]) / 1e6
         if not np.isfinite(b).any():
             continue
         drawn = True
@@ -626,11 +628,15 @@ def _figure_bytes(res: Mapping[Cell, Sequence[Outcome]], default: int, fig_dir: 
                 label=m.label,
             )
     for ax, what in zip(axes, ("minority coverage", "precision"), strict=True):
-        ax.set_xlabel("bytes down + up over the run")
+        ax.set_xlabel("MB down + up over the run (log)")
         ax.set_ylabel(what)
         ax.set_ylim(-0.03, 1.03)
         if drawn:
             ax.set_xscale("log")
+            # Plain MB at 1-2-5 ticks: the default minor labels of a short log axis overlap.
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         else:
             ax.text(
                 0.5,
