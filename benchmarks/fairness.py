@@ -17,7 +17,8 @@ recall (the lowest per-mode recall). Multiple comparisons: Bonferroni within eac
 the 13 planned comparisons — "higher"/"lower" only when the interval at 1 − 0.05/13 excludes 0,
 otherwise "indistinguishable". Preregistered in docs/prereg-findings-10.md.
 
-Cost: ≈ 78 CPU s a run (one torch thread) → 75 runs ≈ 46 min on 2 cores; `--quick` (MLPs 2×16,
+Cost (measured 2026-12-02): 62–112 CPU s a run (one torch thread), `quality_qfedavg` 481 s →
+75 runs in 70 min on 2 cores; `--quick` (MLPs 2×16,
 2 rounds × 5 local steps, 2 seeds) ≈ 1 min, a smoke test whose numbers mean nothing.
 """
 
