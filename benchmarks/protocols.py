@@ -30,7 +30,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent / "scenarios" / "protocols"
 SETTINGS = {
     "dirichlet": ["fedavg", "mdgan", "mdgan-noswap", "uagan", "uagan-coverage", "centralized"],
-    "minority": ["fedavg", "mdgan", "uagan", "uagan-coverage", "mdgan-coverage", "centralized"],
+    "minority": [
+        "fedavg",
+        "mdgan",
+        "uagan",
+        "uagan-coverage",
+        "uagan-agnostic",  # added after the fairness benchmark: see the scenario's header
+        "mdgan-coverage",
+        "centralized",
+    ],
     "2of20": ["fedavg", "mdgan", "uagan", "centralized"],
 }
 MINORITY = ("0", "1")
