@@ -162,10 +162,8 @@ def write_findings(
     """
     out.mkdir(parents=True, exist_ok=True)
     items = _stored(out, quick)
-    path = out / "findings.md"
 
     def store(f: Finding, dt: float) -> None:
-        nonlocal path
         items[f.number] = {
             "section": section(f),
             "row": summary_row(f, dt),
@@ -174,12 +172,12 @@ def write_findings(
             "agrees": f.agrees,
             "outcome": f.outcome,
         }
-        path = _write(out, items, quick)
+        _write(out, items, quick)
         if on_done is not None:
             on_done(f, dt)
 
     results = run_items(list(only or ITEMS), quick, out / "figures", jobs, store)
-    return path, results
+    return out / "findings.md", results
 
 
 def _stored(out: Path, quick: bool) -> dict[int, dict[str, Any]]:
