@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from simulator.summary import summary_tables
+
+if TYPE_CHECKING:
+    from simulator.scenario import Scenario
 
 app = typer.Typer(
     add_completion=False,
@@ -49,6 +52,19 @@ def _load(path: Path, overrides: list[str]):  # type: ignore[no-untyped-def]
         return load(path, overrides)
     except ScenarioError as exc:
         _fail(str(exc))
+
+
+def _protocol_words(s: Scenario) -> str:
+    """What a federated run federates, for its header: FedAvg's federated networks and
+    strategy, or a server-held protocol with its fairness weighting (strategy and `federate`
+    do not apply to those)."""
+    f = s.federation
+    assert f is not None
+    if f.protocol == "fedavg":
+        return f"federating {f.federate}, strategy {s.strategy.name}"
+    weighting = f.protocol_params.get("weighting")
+    name = weighting.get("name") if isinstance(weighting, dict) else weighting
+    return f"protocol {f.protocol}" + (f", weighting {name}" if name else "")
 
 
 @app.command()
@@ -123,7 +139,7 @@ def run(
     what = (
         f"federated on {s.engine.name}: {s.partition.n_clients} clients "
         f"({s.partition.name}), {f.rounds} rounds × {f.local_steps} local steps, "
-        f"federating {f.federate}, strategy {s.strategy.name}"
+        + _protocol_words(s)
         if f
         else f"centralized, {s.train.steps} generator steps"
     )

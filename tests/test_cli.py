@@ -36,6 +36,26 @@ def test_run_federated_prints_tables_and_the_run_folder(tmp_path: Path) -> None:
     assert "eval.recall" in clients.output
 
 
+def test_the_run_header_names_the_protocol_not_a_strategy_it_ignores(tmp_path: Path) -> None:
+    # A server-held protocol has no strategy and no `federate` (the preflight refuses them):
+    # its header names the protocol and its weighting, FedAvg's its strategy.
+    fed = {"protocol": "uagan", "protocol_params": {"weighting": {"name": "agnostic"}}}
+    held = _write(tmp_path, tiny_raw(federation={**fed, "rounds": 1}))
+    res = runner.invoke(app, ["run", str(held), "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    header = " ".join(res.output.split()).split("; dataset")[0]  # rich wraps at 80 columns
+    assert header.endswith("protocol uagan, weighting agnostic"), header
+    assert "strategy" not in header and "federating" not in header
+    avg = runner.invoke(
+        app,
+        ["run", str(_write(tmp_path, tiny_raw())), "federation.rounds=1", "--out", str(tmp_path)],
+    )
+    assert avg.exit_code == 0, avg.output
+    assert " ".join(avg.output.split()).split("; dataset")[0].endswith(
+        "federating both, strategy fedavg"
+    )
+
+
 def test_run_centralized_twin(tmp_path: Path) -> None:
     p = _write(tmp_path, tiny_raw())
     res = runner.invoke(app, ["run", str(p), "--centralized", "--out", str(tmp_path / "runs")])
