@@ -17,8 +17,9 @@ recall (the lowest per-mode recall). Multiple comparisons: Bonferroni within eac
 the 13 planned comparisons — "higher"/"lower" only when the interval at 1 − 0.05/13 excludes 0,
 otherwise "indistinguishable". Preregistered in docs/prereg-findings-10.md.
 
-Cost (measured 2026-12-02): 62–112 CPU s a run (one torch thread), `quality_qfedavg` 481 s →
-75 runs in 70 min on 2 cores; `--quick` (MLPs 2×16,
+Cost (measured 2026-12-02, quiet machine): 44–78 CPU s a run (one torch thread),
+`quality_qfedavg` 605 s before the frozen-heap fix (`server/heap.py`) → 75 runs in 60 min on
+2 cores; `--quick` (MLPs 2×16,
 2 rounds × 5 local steps, 2 seeds) ≈ 1 min, a smoke test whose numbers mean nothing.
 """
 
@@ -69,6 +70,13 @@ METRICS: dict[str, Callable[[Outcome], float]] = {
 }
 
 
+def _cost_rank(m: Method) -> int:
+    """Where a method's runs go in the queue: 0 for the longest (measured, see the docstring)."""
+    if m.rule == "quality_qfedavg":
+        return 0
+    return {"mdgan": 1, "uagan": 1, "fedavg": 2}.get(m.protocol, 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
@@ -82,8 +90,9 @@ def main() -> None:
 
     skipped: dict[Method, str] = {}
     jobs = []
-    # Server-held protocols first (~1.5× a FedAvg run), so the pool of processes ends evenly.
-    longest_first = sorted([*METHODS, TWIN], key=lambda m: m.protocol in ("fedavg", "centralized"))
+    # The longest runs first, so the pool of processes ends evenly: quality_qfedavg (over 10×
+    # a FedAvg run, measured), then the server-held protocols (~1.4×), then FedAvg, the twin.
+    longest_first = sorted([*METHODS, TWIN], key=_cost_rank)
     for m in longest_first:
         why = unavailable(BASE, (*m.overrides, *small, "seed=0"), m.centralized)
         if why:

@@ -51,8 +51,10 @@ def test_the_run_header_names_the_protocol_not_a_strategy_it_ignores(tmp_path: P
         ["run", str(_write(tmp_path, tiny_raw())), "federation.rounds=1", "--out", str(tmp_path)],
     )
     assert avg.exit_code == 0, avg.output
-    assert " ".join(avg.output.split()).split("; dataset")[0].endswith(
-        "federating both, strategy fedavg"
+    assert (
+        " ".join(avg.output.split())
+        .split("; dataset")[0]
+        .endswith("federating both, strategy fedavg")
     )
 
 

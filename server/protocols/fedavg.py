@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
 
+from server.heap import young_heap_only
 from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
 from server.strategies import STRATEGIES, build_strategy, check_strategy
 from server.strategies.mdgan import CriticSwapFedAvg
@@ -72,7 +73,8 @@ class FedAvgProtocol(Protocol):
         return Expect(self.shapes, TRAIN_REPLY_KEYS, from_record(self.record) if bounded else None)
 
     def combine(self, r: Round, step: int, replies: Sequence[Reply]) -> None:
-        new, _ = self.strategy.aggregate_train(r.number, [rep.message for rep in replies])
+        with young_heap_only():  # Flower's QFedAvg collects garbage once per reply
+            new, _ = self.strategy.aggregate_train(r.number, [rep.message for rep in replies])
         if new is not None:
             self.record = new
             if self.ema is not None:

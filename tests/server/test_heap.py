@@ -1,0 +1,85 @@
+"""`young_heap_only`: what exists before the block is out of a collection's reach inside it,
+back in reach after it (nothing leaks), and the FedAvg protocol aggregates inside it."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from pathlib import Path
+
+import yaml
+
+from server.heap import young_heap_only
+from tests.conftest import tiny_raw
+
+
+class Node:
+    """A container gc tracks, that can be part of a reference cycle."""
+
+    other: Node | None = None
+
+
+def _cycle() -> weakref.ref[Node]:
+    """An unreachable two-node cycle (refcounting cannot free it; only a collection can)."""
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+def test_old_cycles_wait_for_the_block_to_end_and_new_ones_are_collected_inside() -> None:
+    gc.collect()
+    old = _cycle()
+    with young_heap_only():
+        assert gc.get_freeze_count() > 0
+        new = _cycle()
+        gc.collect()
+        assert new() is None, "garbage made inside the block is collected inside it"
+        assert old() is not None, "the heap from before the block is out of reach"
+    assert gc.get_freeze_count() == 0, "nothing stays frozen"
+    gc.collect()
+    assert old() is None, "after the block the old cycle is collected: nothing leaks"
+
+
+def test_nested_blocks_keep_the_outer_freeze_until_the_outer_end() -> None:
+    with young_heap_only():
+        with young_heap_only():
+            pass
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+
+def test_an_exception_in_the_block_still_unfreezes() -> None:
+    try:
+        with young_heap_only():
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    assert gc.get_freeze_count() == 0
+
+
+PLUGIN = '''
+import gc
+from pathlib import Path
+from flwr.serverapp.strategy import FedAvg
+
+class Recording(FedAvg):
+    """FedAvg that writes, each round, whether the heap was frozen while it aggregated."""
+
+    def aggregate_train(self, server_round, replies):
+        with open(Path(__file__).with_suffix(".log"), "a") as fh:
+            fh.write(f"{gc.get_freeze_count() > 0}\\n")
+        return super().aggregate_train(server_round, replies)
+'''
+
+
+def test_the_fedavg_protocol_aggregates_with_the_old_heap_frozen(tmp_path: Path) -> None:
+    from simulator.api import run
+
+    plugin = tmp_path / "recording.py"
+    plugin.write_text(PLUGIN)
+    raw = tiny_raw(strategy={"name": f"{plugin}:Recording"})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    run(path, [], out_dir=tmp_path / "runs")
+    assert (tmp_path / "recording.log").read_text().split() == ["True", "True"]  # 2 rounds
+    assert gc.get_freeze_count() == 0
