@@ -62,7 +62,7 @@ import gc
 from pathlib import Path
 from flwr.serverapp.strategy import FedAvg
 
-class Recording(FedAvg):
+class FrozenHeapProbe(FedAvg):
     """FedAvg that writes, each round, whether the heap was frozen while it aggregated."""
 
     def aggregate_train(self, server_round, replies):
@@ -77,7 +77,7 @@ def test_the_fedavg_protocol_aggregates_with_the_old_heap_frozen(tmp_path: Path)
 
     plugin = tmp_path / "recording.py"
     plugin.write_text(PLUGIN)
-    raw = tiny_raw(strategy={"name": f"{plugin}:Recording"})
+    raw = tiny_raw(strategy={"name": f"{plugin}:FrozenHeapProbe"})
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(raw))
     run(path, [], out_dir=tmp_path / "runs")
