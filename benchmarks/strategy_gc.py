@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -31,9 +33,10 @@ import server.protocols.fedavg as fedavg_protocol  # noqa: E402
 from simulator.api import run  # noqa: E402
 
 QFEDAVG = 'strategy={"name": "quality_qfedavg", "params": {"client_learning_rate": 50.0, "q": 1.0}}'
+LANDED = fedavg_protocol.young_heap_only
 
 
-def one(rounds: int, frozen: bool) -> tuple[float, object]:
+def one(rounds: int, frozen: bool) -> tuple[float, pd.DataFrame]:
     """CPU seconds of one run and its metric values (the seconds columns dropped)."""
     fedavg_protocol.young_heap_only = (  # type: ignore[assignment]
         LANDED if frozen else contextlib.nullcontext
@@ -49,9 +52,6 @@ def one(rounds: int, frozen: bool) -> tuple[float, object]:
     m = res.metrics
     m = m[~m["metric"].astype(str).str.contains("seconds")]
     return cpu, m.reset_index(drop=True)
-
-
-LANDED = fedavg_protocol.young_heap_only
 
 
 def main() -> None:

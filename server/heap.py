@@ -5,9 +5,10 @@ Flower's strategies that free their inputs as they read them
 `gc.collect()` once per reply and once for the global arrays. A full collection walks every
 tracked object of the process, and a simulator's process holds torch, pandas, fairlearn and
 scikit-learn: measured 0.2 s a collection here, 1.2 s a round for 5 clients against ~0.1 s for
-the rest of the round (benchmarks/strategy_gc.py). No library offers a scoped collection, so this module freezes the heap that
-exists before the aggregation (`gc.freeze`, O(1)): a collection inside then walks only what the
-aggregation allocated, which is what Flower's call is there to free.
+the rest of the round (benchmarks/strategy_gc.py). No library offers a scoped collection, so
+this module freezes the heap that exists before the aggregation (`gc.freeze`, O(1)): a
+collection inside then walks only what the aggregation allocated, which is what Flower's call
+is there to free.
 """
 
 from __future__ import annotations

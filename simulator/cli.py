@@ -62,9 +62,8 @@ def _protocol_words(s: Scenario) -> str:
     assert f is not None
     if f.protocol == "fedavg":
         return f"federating {f.federate}, strategy {s.strategy.name}"
-    weighting = f.protocol_params.get("weighting")
-    name = weighting.get("name") if isinstance(weighting, dict) else weighting
-    return f"protocol {f.protocol}" + (f", weighting {name}" if name else "")
+    weighting = f.protocol_params.get("weighting")  # a validated {name, params}, or absent
+    return f"protocol {f.protocol}" + (f", weighting {weighting['name']}" if weighting else "")
 
 
 @app.command()
