@@ -3,13 +3,17 @@ a plug-in's parameters against its signature that every registry uses."""
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
+import types
+import typing
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -123,7 +127,16 @@ class Registry(Generic[T]):
                 if problem:
                     raise RegistryError(f"{self.kind} plug-in {name!r}: {problem}")
             return obj  # type: ignore[return-value]
-        raise RegistryError(f"unknown {self.kind} {name!r}; allowed: {self.allowed()}")
+        raise RegistryError(
+            f"unknown {self.kind} {name!r};{self.suggest(name)} allowed: {self.allowed()}"
+        )
+
+    def suggest(self, name: str) -> str:
+        """' did you mean 'x'?' for a name close to a registered one (a typo), else ''."""
+        import difflib
+
+        close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.75)
+        return f" did you mean {close[0]!r}?" if close else ""
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,10 @@ class Signature:
     names: frozenset[str]
     var_positional: bool
     var_keyword: bool
+    expected: dict[str, Any] = field(default_factory=dict)
+    """The type each settable parameter's value must have: its annotation, or its default's
+    type where it has none; parameters with neither (or an annotation that cannot be read) are
+    absent, hence not checked."""
 
     def defaults(self) -> dict[str, Any]:
         """Each settable parameter's default (`inspect.Parameter.empty` when required)."""
@@ -163,7 +180,12 @@ class Signature:
             for n, p in self.params.items()
             if p.default is inspect.Parameter.empty and n not in params and n not in supplied
         ]
-        return ParamCheck(sorted(unknown), missing, list(self.params))
+        wrong = {}
+        for k, v in params.items():
+            problem = type_problem(v, self.expected[k]) if k in self.expected else None
+            if problem:
+                wrong[str(k)] = problem
+        return ParamCheck(sorted(unknown), missing, list(self.params), wrong)
 
 
 @dataclass(frozen=True)
@@ -173,9 +195,16 @@ class ParamCheck:
     unknown: list[str]
     missing: list[str]
     allowed: list[str]
+    wrong: dict[str, str] = field(default_factory=dict)
+    """Parameters whose value has the wrong type → 'must be <what>, got <value> (<kind>)'."""
+
+    def keys(self) -> list[str]:
+        """The parameters at fault, unknown ones first, then those of the wrong type."""
+        return [*self.unknown, *self.wrong]
 
     def problems(self, kind: str, name: str) -> list[str]:
-        """One message for the unknown and one for the missing parameters, naming both sides."""
+        """One message for the unknown and one for the missing parameters, naming both sides,
+        then one per parameter of the wrong type."""
         out = []
         if self.unknown:
             out.append(
@@ -184,14 +213,17 @@ class ParamCheck:
             )
         if self.missing:
             out.append(f"{kind} {name!r}: missing required parameter(s) {_quoted(self.missing)}")
+        out += [f"{kind} {name!r}: {k} {msg}" for k, msg in self.wrong.items()]
         return out
 
     def by_key(self, path: str, name: str) -> list[str]:
         """The same as 'path.key: message' strings, one per parameter (scenario errors)."""
         allowed = ", ".join(self.allowed) or "(none)"
-        return [
-            f"{path}.{k}: {name} has no such parameter; allowed: {allowed}" for k in self.unknown
-        ] + [f"{path}.{k}: required by {name}" for k in self.missing]
+        return (
+            [f"{path}.{k}: {name} has no such parameter; allowed: {allowed}" for k in self.unknown]
+            + [f"{path}.{k}: required by {name}" for k in self.missing]
+            + [f"{path}.{k}: {name}: {k} {msg}" for k, msg in self.wrong.items()]
+        )
 
 
 def _quoted(names: list[str]) -> str:
@@ -222,4 +254,182 @@ def signature(
         frozenset(sig.parameters),
         any(p.kind is p.VAR_POSITIONAL for p in ps),
         any(p.kind is p.VAR_KEYWORD for p in ps),
+        expected_types(fn, params),
+    )
+
+
+# --- parameter types ------------------------------------------------------------------------
+
+_UNKNOWN = object()
+"""An annotation this checker cannot judge (a class YAML never produces, a Callable, a
+TypeVar): any value passes, so a parameter is never refused on a guess."""
+
+_SCALAR_DEFAULTS = (bool, int, float, str)
+"""A default's type stands for the missing annotation only for these: a list or a mapping
+default says little about its elements."""
+
+
+def expected_types(fn: Callable[..., Any], params: Mapping[str, inspect.Parameter]) -> dict[
+    str, Any
+]:
+    """The type each of `params` must have: its annotation (read one by one, in `fn`'s module:
+    one unreadable annotation — a name imported only for type checkers — leaves the others
+    checked), else its default's type when that is a plain scalar; else nothing."""
+    globalns = _globals_of(fn)
+    out: dict[str, Any] = {}
+    for name, p in params.items():
+        ann: Any = p.annotation
+        if isinstance(ann, str):
+            try:
+                ann = eval(ann, globalns, {})  # noqa: S307 - the plug-in's own annotation text
+            except Exception:  # noqa: BLE001 - unreadable: leave the parameter unchecked
+                continue
+            if isinstance(ann, str | typing.ForwardRef):  # a forward reference: unreadable
+                continue
+        if ann is inspect.Parameter.empty:
+            d = p.default
+            if d is inspect.Parameter.empty or d is None or type(d) not in _SCALAR_DEFAULTS:
+                continue
+            ann = type(d)
+        out[name] = ann
+    return out
+
+
+def _globals_of(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The namespace `fn`'s string annotations are written in (its module's)."""
+    target = inspect.unwrap(fn) if callable(fn) else fn
+    g = getattr(target, "__globals__", None)
+    if isinstance(g, dict):
+        return g
+    module = sys.modules.get(getattr(target, "__module__", "") or "")
+    return vars(module) if module is not None else {}
+
+
+def type_problem(value: Any, expected: Any) -> str | None:
+    """'must be <what>, got <value> (<its kind>)' when `value` (a YAML value) does not fit `expected`
+    (an annotation), else None. An int fits a float; None fits only where the annotation
+    allows it; a list fits a tuple or a sequence; annotations it cannot judge accept all."""
+    try:
+        fits = _fits(value, expected)
+    except Exception:  # noqa: BLE001 - an exotic annotation: never refuse a value on it
+        return None
+    if fits is False:
+        got = repr(value)
+        got = got if len(got) <= 60 else got[:57] + "..."
+        try:
+            want = _describe(expected)
+        except Exception:  # noqa: BLE001
+            want = str(expected)
+        return f"must be {want}, got {got} ({_yaml_kind(value)})"
+    return None
+
+
+_SEQUENCES: tuple[Any, ...] = (
+    list,
+    tuple,
+    set,
+    frozenset,
+    cabc.Sequence,
+    cabc.MutableSequence,
+    cabc.Collection,
+    cabc.Iterable,
+    cabc.Set,
+    cabc.MutableSet,
+)
+_MAPPINGS: tuple[Any, ...] = (dict, cabc.Mapping, cabc.MutableMapping)
+_PATHS: tuple[Any, ...] = (os.PathLike, Path, PurePath)
+
+
+def _fits(value: Any, tp: Any) -> bool | None:  # noqa: C901, PLR0911 - one case per kind of type
+    """True/False when `value` does (not) fit annotation `tp`; None when it cannot tell."""
+    if tp is Any or tp is object:
+        return True
+    if tp is None or tp is type(None):
+        return value is None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _fits(value, args[0])
+    if origin is typing.Union or origin is types.UnionType:
+        results = [_fits(value, a) for a in args]
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if origin is typing.Literal:
+        return any(type(a) is type(value) and a == value for a in args)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    base = origin if origin is not None else tp
+    if base in _PATHS:
+        return isinstance(value, str | os.PathLike)
+    if base in _MAPPINGS:
+        if not isinstance(value, Mapping):
+            return False
+        return _all_fit(value.values(), args[1]) if len(args) == 2 else True
+    if base in _SEQUENCES:
+        if isinstance(value, str) and base not in (cabc.Sequence, cabc.Iterable, cabc.Collection):
+            return False
+        if not isinstance(value, list | tuple | set | frozenset | str):
+            return False
+        if base is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                return False
+            verdicts = [_fits(v, a) for v, a in zip(value, args, strict=True)]
+            return False if False in verdicts else (None if None in verdicts else True)
+        return _all_fit(value, args[0]) if args else True
+    return None
+
+
+def _all_fit(values: Any, tp: Any) -> bool | None:
+    verdicts = [_fits(v, tp) for v in values]
+    return False if False in verdicts else (None if None in verdicts else True)
+
+
+_NOUNS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+
+
+def _describe(tp: Any) -> str:
+    """An annotation in words ('an integer or null', 'a list of numbers')."""
+    if tp is None or tp is type(None):
+        return "null"
+    if tp in _NOUNS:
+        return _NOUNS[tp]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _describe(args[0])
+    if origin is typing.Union or origin is types.UnionType:
+        words = [_describe(a) for a in args if a is not type(None)]
+        if type(None) in args:
+            words.append("null")
+        return " or ".join(dict.fromkeys(words))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    base = origin if origin is not None else tp
+    if base in _PATHS:
+        return "a file path"
+    if base in _MAPPINGS:
+        return "a mapping"
+    if base in _SEQUENCES:
+        if base is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            return f"a list of {len(args)}: " + ", ".join(_describe(a) for a in args)
+        inner = args[0] if args else None
+        return f"a list of {_PLURALS[inner]}" if inner in _PLURALS else "a list"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _yaml_kind(value: Any) -> str:
+    """What a YAML value is, in YAML's words."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        type(value),
+        "a list" if isinstance(value, list | tuple) else
+        "a mapping" if isinstance(value, Mapping) else type(value).__name__,
     )

@@ -263,13 +263,18 @@ def check_weighting(spec: Mapping[str, Any] | None, path: str) -> list[str]:
         return [f"{path}.name: {exc}"]
     if not isinstance(params, Mapping):
         return [f"{path}.params: expected a mapping, got {params!r}"]
-    sig = signature("weighting", str(name), cls.__init__, skip=1)
+    try:
+        sig = signature("weighting", str(name), cls.__init__, skip=1)
+    except RegistryError as exc:
+        return [f"{path}.name: {exc}"]
     problems = sig.check(dict(params)).by_key(f"{path}.params", str(name))
     if not problems:
         try:
             cls(**params)
         except (TypeError, ValueError) as exc:
             problems.append(f"{path}.params: {exc}")
+        except Exception as exc:  # noqa: BLE001 - whatever a constructor raises is a refusal
+            problems.append(f"{path}.params: {type(exc).__name__}: {exc}")
     return problems
 
 

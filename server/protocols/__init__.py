@@ -52,7 +52,14 @@ def check_protocol(s: Scenario) -> list[str]:
     except RegistryError as exc:
         return [f"federation.protocol: {exc}"]
     problems = sig.check(dict(f.protocol_params)).by_key("federation.protocol_params", f.protocol)
-    return problems + cls.check(s)
+    try:
+        problems += cls.check(s)
+    except Exception as exc:  # noqa: BLE001 - a plug-in's check, or a look-up it makes: report
+        problems.append(
+            f"federation.protocol: protocol {f.protocol!r} failed to check the scenario: "
+            f"{type(exc).__name__}: {exc}"
+        )
+    return problems
 
 
 def build_protocol(setup: Setup) -> Protocol:

@@ -52,8 +52,11 @@ class FedAvgProtocol(Protocol):
     def check(cls, s: Scenario) -> list[str]:
         """The strategy (and a critic strategy) and their parameters; what they need."""
         problems = check_strategy(s.strategy.name, dict(s.strategy.params))
-        needs = getattr(STRATEGIES.get(s.strategy.name), "requires_federate", None)
-        if not problems and needs and s.federation and s.federation.federate != needs:
+        # Looked up only once check_strategy found the name: an unknown name or a broken
+        # plug-in is a problem reported above, not an exception here.
+        strategy = None if problems else STRATEGIES.get(s.strategy.name)
+        needs = getattr(strategy, "requires_federate", None)
+        if needs and s.federation and s.federation.federate != needs:
             problems.append(f"strategy.name: {s.strategy.name} needs federation.federate: {needs}")
         critic = s.strategy.critic
         if critic is not None:

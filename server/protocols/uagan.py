@@ -39,6 +39,7 @@ from simulator.messages import (
     LOGIT_GRADS,
     LOGITS,
 )
+from simulator.registry import RegistryError
 from simulator.scenario import Scenario
 
 PIS = ("size", "uniform")
@@ -76,7 +77,11 @@ class UAGAN(ServerHeld):
     @classmethod
     def check(cls, s: Scenario) -> list[str]:
         problems = super().check(s)
-        if not OBJECTIVES.get(s.gan.objective).probabilistic:
+        try:
+            objective = OBJECTIVES.get(s.gan.objective)
+        except RegistryError as exc:  # the schema imported it; a plug-in may still change
+            return [*problems, f"gan.objective: {exc}"]
+        if not objective.probabilistic:
             allowed = [n for n in OBJECTIVES.names() if OBJECTIVES.get(n).probabilistic]
             problems.append(
                 f"gan.objective: uagan combines discriminators' odds D/(1 − D), so it needs a "

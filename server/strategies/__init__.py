@@ -100,10 +100,12 @@ def check_strategy(name: str, params: dict[str, Any], path: str = "strategy") ->
     if not problems:  # the values too: a strategy checks them when it is built (cheap)
         try:
             _build(name, cls, sig, params)
-        except (ValueError, TypeError, ArithmeticError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a plug-in's constructor raises what it likes
             word = str(exc).split(" ", 1)[0]  # "beta must be ..." names its parameter
             where = f"{path}.params.{word}" if word in params else f"{path}.params"
-            problems.append(f"{where}: {name}: {exc}")
+            # Our own checks raise ValueError/TypeError with a sentence; anything else, say what.
+            said = isinstance(exc, ValueError | TypeError | ArithmeticError)
+            problems.append(f"{where}: {name}: {'' if said else type(exc).__name__ + ': '}{exc}")
     return problems
 
 

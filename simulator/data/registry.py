@@ -50,8 +50,13 @@ def _check_params(name: str, sig: Signature, params: Mapping[str, Any]) -> None:
             raise DataError(f"dataset {name!r}: the factory does not accept {reserved!r}")
     check = sig.check(params)
     problems = check.problems("dataset", name)
+    if check.unknown:
+        raise DataError(problems[0], check.unknown[0])
+    if check.wrong:  # a parameter of the wrong type: named, so the dry run drops it and goes on
+        key, msg = next(iter(check.wrong.items()))
+        raise DataError(f"dataset {name!r}: {key} {msg}", key)
     if problems:
-        raise DataError(problems[0], check.unknown[0] if check.unknown else None)
+        raise DataError(problems[0])
 
 
 def load_dataset(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from simulator.centralized import RunResult
@@ -24,14 +25,32 @@ def check_scenario(s: Scenario) -> list[str]:
     and the data at full size — the dataset (e.g. digits weights that need more images than
     there are), the held-out split and, federated, the partition (cached: the run reuses it).
     """
+    problems = _guarded("data", _data_problems, s)
+    if s.federated:
+        problems += _guarded("federation.protocol", _protocol_problems, s)
+    return problems
+
+
+def _data_problems(s: Scenario) -> list[str]:
     from simulator.federation import data_problems
 
-    problems = data_problems(s)
-    if s.federated:
-        from server.protocols import check_protocol
+    return data_problems(s)
 
-        problems += check_protocol(s)
-    return problems
+
+def _protocol_problems(s: Scenario) -> list[str]:
+    from server.protocols import check_protocol
+
+    return check_protocol(s)
+
+
+def _guarded(path: str, check: Callable[[Scenario], list[str]], s: Scenario) -> list[str]:
+    """`check(s)`, or — when it raises (a plug-in's code, a look-up that a check forgot to
+    guard) — one problem at `path` saying what was raised: the preflight reports, it never
+    raises."""
+    try:
+        return check(s)
+    except Exception as exc:  # noqa: BLE001 - whatever a check raises is a problem to report
+        return [f"{path}: the check failed: {type(exc).__name__}: {exc}"]
 
 
 def run_federated(

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from simulator.registry import Registry, RegistryError, subclass_of
+from simulator.registry import Registry, RegistryError, signature, subclass_of
 
 Critic = Callable[[Tensor], Tensor]
 
@@ -157,6 +157,10 @@ def get_control(name: str, params: dict[str, Any] | None = None) -> LipschitzCon
             f"lipschitz control {name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(allowed) or '(none)'}"
         )
+    wrong = signature("lipschitz control", name, cls).check(params).wrong
+    if wrong:
+        key, msg = next(iter(wrong.items()))
+        raise RegistryError(f"lipschitz control {name!r}: {key} {msg}")
     control = cls(**params)
     try:
         control.validate()
