@@ -305,9 +305,18 @@ def _globals_of(fn: Callable[..., Any]) -> dict[str, Any]:
     return vars(module) if module is not None else {}
 
 
+def is_path_type(tp: Any) -> bool:
+    """Whether annotation `tp` takes a file path (`os.PathLike`, `Path`, alone or in a union
+    with str or None): a parameter that names a file."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(is_path_type(a) for a in typing.get_args(tp))
+    return (origin if origin is not None else tp) in _PATHS
+
+
 def type_problem(value: Any, expected: Any) -> str | None:
-    """'must be <what>, got <value> (<its kind>)' when `value` (a YAML value) does not fit `expected`
-    (an annotation), else None. An int fits a float; None fits only where the annotation
+    """'must be <what>, got <value> (<its kind>)' when `value` (a YAML value) does not fit
+    `expected` (an annotation), else None. An int fits a float; None fits only where the annotation
     allows it; a list fits a tuple or a sequence; annotations it cannot judge accept all."""
     try:
         fits = _fits(value, expected)

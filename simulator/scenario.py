@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,14 +69,62 @@ def _in_registry(value: str, registry: Any) -> str:
     raise ValueError(f"unknown {registry.kind} {value!r}; allowed: {registry.allowed()}")
 
 
+DEFAULT_N_SAMPLES = 20000
+"""Points of generated data when `data.n_samples` is left out (finite data: every row)."""
+
+
+def _absolute_paths(params: dict[str, Any], dataset: str, base: Path) -> dict[str, Any]:
+    """`params` with every relative file path of dataset `dataset` (`path_params`) made
+    absolute against `base` (`~` expanded); `params` itself when there is none."""
+    from simulator.data.registry import path_params
+
+    out = params
+    for key in path_params(dataset):
+        v = params.get(key)
+        if isinstance(v, str) and v:
+            try:
+                full = os.path.normpath(base / Path(v).expanduser())
+            except (OSError, ValueError, RuntimeError):  # a NUL byte, no home: the check says so
+                continue
+            if full != v:
+                out = {**out, key: full}
+    return out
+
+
 class DataSpec(_Model):
     """The dataset: a registered name (or `module:attr` plug-in) and its parameters."""
 
     dataset: str = "ring"
-    n_samples: int | None = Field(default=20000, ge=10, le=10_000_000)
+    n_samples: int | None = Field(default=DEFAULT_N_SAMPLES, ge=10, le=10_000_000)
+    """Points drawn (generated data) or rows sampled (a table, the digits); None: every row.
+    Left out: every row of finite data, DEFAULT_N_SAMPLES points of generated data."""
     params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     holdout: float = Field(default=0.2, gt=0.0, lt=1.0)
     """Share of the data held out (stratified by the first group column) for evaluation."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_of_the_dataset(cls, data: Any) -> Any:
+        """Every row of finite data unless `n_samples` says otherwise (a 2,000-row table is not
+        refused for lacking 20,000 rows), and every file path absolute: one the scenario file
+        gave was made absolute against that file when it was read (`_read`); what is still
+        relative came from the command line or Python, and is taken from the current
+        directory — so the run folder's scenario.yaml works from anywhere (`--resume`)."""
+        from simulator.data.registry import is_finite
+
+        if not isinstance(data, dict):
+            return data
+        dataset = data.get("dataset", "ring")
+        if not isinstance(dataset, str):
+            return data
+        if "n_samples" not in data and is_finite(dataset):
+            data = {**data, "n_samples": None}
+        params = data.get("params")
+        if isinstance(params, dict):
+            absolute = _absolute_paths(params, dataset, Path.cwd())
+            if absolute is not params:
+                data = {**data, "params": absolute}
+        return data
 
     @field_validator("dataset")
     @classmethod
@@ -330,6 +379,30 @@ class EvaluationModel(_Model):
     """Groups with fewer held-out real points than this are flagged as unreliable."""
     n_boot: int = Field(default=0, ge=0, le=10_000)
     """Bootstrap resamples for per-group confidence intervals (fairlearn; ~4 s per 50)."""
+    minority_share: float = Field(default=0.05, gt=0.0, lt=1.0)
+    """A group whose true share (mixture weight, else share of the held-out set) is at most
+    this, and below an even share 1/G, is a minority: marked in every view."""
+    metrics: list[str] = Field(default_factory=list)
+    """Group metrics computed besides the two every evaluation runs (`prdc`, `mass`): names
+    of `simulator.metrics.registry.METRICS` (e.g. `group_frechet`) or `module:fn` /
+    `file.py:fn` plug-ins."""
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        if not v:
+            return v
+        from simulator.metrics.registry import METRICS  # numpy, torch: only when asked
+
+        problems = []
+        for i, name in enumerate(v):
+            try:
+                METRICS.get(name)
+            except RegistryError as exc:
+                problems.append(f"item {i}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
 
 
 class PartitionModel(_Model):
@@ -694,11 +767,31 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+COMPONENT_KEYS = {"name": "params", "dataset": "params", "protocol": "protocol_params"}
+"""A component's name key → its parameters' key: a component whose name changes — in a file
+over its `base:`, or by an override — starts from empty parameters, since the old component's
+would not fit the new one (`partition.name`, `strategy.name`, `gan.lipschitz.name`,
+`data.dataset`, `federation.protocol`, a weighting's `name`)."""
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of `raw` with each `dotted.key=value` set (intermediate mappings created)."""
+    """A copy of `raw` with each `dotted.key=value` set (intermediate mappings created).
+
+    An override that changes a component's name (`partition.name=dirichlet`) empties its
+    parameters first — the rule `base:` files follow — so that the parameters given beside
+    it (`partition.params.alpha=0.3`, before or after it) are the only ones.
+    """
     out = copy.deepcopy(raw)
-    for item in overrides:
-        path, value = parse_override(item)
+    parsed = [parse_override(item) for item in overrides]
+    for path, value in parsed:
+        params_key = COMPONENT_KEYS.get(path[-1])
+        node: Any = out
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        changed = isinstance(node, dict) and node.get(path[-1]) != value
+        if params_key and changed and params_key in node:
+            node[params_key] = {}
+    for path, value in parsed:
         node = out
         for part in path[:-1]:
             nxt = node.get(part)
@@ -804,18 +897,19 @@ def _without(raw: dict[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any]
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     """`top` over `base`, mapping by mapping (lists and scalars in `top` replace).
 
-    A component that changes its `name` (objective, control, partitioner, strategy) starts
-    from empty `params`: the old component's parameters would not fit the new one.
+    A component that changes its name (`COMPONENT_KEYS`: control, partitioner, strategy,
+    dataset, protocol) starts from empty parameters: the old one's would not fit the new one.
     """
     out = copy.deepcopy(base)
-    renamed = "name" in top and top["name"] != base.get("name")
+    emptied = {
+        params for key, params in COMPONENT_KEYS.items() if key in top and top[key] != base.get(key)
+    }
     for k, v in top.items():
-        merge = isinstance(v, dict) and isinstance(out.get(k), dict)
-        if k == "params" and renamed:
-            merge = False
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and k not in emptied
         out[k] = _deep_merge(out[k], v) if merge else copy.deepcopy(v)
-    if renamed and "params" in out and "params" not in top:
-        out["params"] = {}
+    for params in emptied:
+        if params in out and params not in top:
+            out[params] = {}
     return out
 
 
@@ -829,6 +923,7 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> Any:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ScenarioError(str(path), [f"cannot read the file: {reason}"]) from None
     raw = {} if raw is None else raw
+    parent: Any = None
     if isinstance(raw, dict) and "base" in raw:
         base = raw.pop("base")
         if not isinstance(base, str):
@@ -844,10 +939,31 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> Any:
         except ScenarioError as exc:  # report it as this file's `base:` problem, naming the file
             errors = [e if e.startswith(exc.source) else f"{exc.source}: {e}" for e in exc.errors]
             raise ScenarioError(str(path), [f"base: {e}" for e in errors]) from None
-        if isinstance(parent, dict):
-            parent.pop("description", None)  # a description describes one file only
-            raw = _deep_merge(parent, raw)
+    if isinstance(raw, dict):
+        raw = _paths_from(raw, parent, path)
+    if isinstance(raw, dict) and isinstance(parent, dict):
+        parent.pop("description", None)  # a description describes one file only
+        raw = _deep_merge(parent, raw)
     return raw
+
+
+def _paths_from(raw: dict[str, Any], parent: Any, path: Path) -> dict[str, Any]:
+    """`raw` (one file's own mapping) with the data file paths it gives made absolute against
+    its own folder, as `base:` is: the dataset is this file's, else its base chain's."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+        return raw
+    dataset = data.get("dataset")
+    if dataset is None and isinstance(parent, dict) and isinstance(parent.get("data"), dict):
+        dataset = parent["data"].get("dataset")
+    if not isinstance(dataset, str):
+        dataset = "ring"
+    try:
+        folder = path.parent.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return raw
+    params = _absolute_paths(data["params"], dataset, folder)
+    return raw if params is data["params"] else {**raw, "data": {**data, "params": params}}
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Scenario:

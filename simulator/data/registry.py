@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from simulator.data.base import DataError, Dataset, check_int
-from simulator.registry import Registry, RegistryError, Signature, signature
+from simulator.registry import Registry, RegistryError, Signature, is_path_type, signature
 
 # A factory is called as factory(n_samples=..., seed=..., **params) and returns a Dataset.
 # Callable[..., Dataset] rather than a Protocol with **params: factories have concrete keyword
@@ -38,6 +38,28 @@ def dataset_params(name: str) -> dict[str, Any]:
     A required parameter maps to `inspect.Parameter.empty`.
     """
     return _signature(name, DATASETS.get(name)).defaults()
+
+
+def is_finite(name: str) -> bool:
+    """Whether dataset `name` is a finite set of rows (a table, the digits), whose size by
+    default is every row: its factory's `n_samples` defaults to None. False for generated
+    data and for a name that does not resolve (reported elsewhere)."""
+    try:
+        sig = signature("dataset", name, DATASETS.get(name))
+    except Exception:  # noqa: BLE001 - an unknown or broken plug-in: the name's check says so
+        return False
+    p = sig.params.get("n_samples")
+    return p is not None and p.default is None
+
+
+def path_params(name: str) -> list[str]:
+    """The parameters of dataset `name` that name files (annotated `os.PathLike` / `Path`):
+    a scenario resolves them against the file that gives them. [] for an unknown name."""
+    try:
+        sig = signature("dataset", name, DATASETS.get(name), reserved=_RESERVED)
+    except Exception:  # noqa: BLE001 - an unknown or broken plug-in: the name's check says so
+        return []
+    return [k for k, tp in sig.expected.items() if is_path_type(tp)]
 
 
 def _check_params(name: str, sig: Signature, params: Mapping[str, Any]) -> None:
