@@ -7,11 +7,13 @@ the sample → evaluate → rows → diagnosis sequence federated and centralize
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from simulator.data import Dataset
@@ -22,18 +24,24 @@ from simulator.metrics import (
     diagnose,
     expected_coverage,
     frechet_distance,
-    group_prdc,
     mode_metrics,
     prdc,
 )
-from simulator.metrics.diagnosis import DROPPED_MASS_RATIO, group_mass_ratios
-from simulator.metrics.groups import Grouping, group_labels, grouping_columns, grouping_name
+from simulator.metrics.diagnosis import ForgottenGroup, GroupFidelity
+from simulator.metrics.forgetting import ball_hits
+from simulator.metrics.groups import (
+    Grouping,
+    group_labels,
+    group_sort_key,
+    grouping_columns,
+    grouping_name,
+)
 from simulator.metrics.modes import histogram_stats
+from simulator.metrics.prdc import PRDC
+from simulator.metrics.registry import DEFAULT_METRICS, METRICS, GroupingContext, Row
 from simulator.scenario import Scenario
 from simulator.seeding import derive_seed, torch_generator
 from simulator.store import RunStore
-
-Row = dict[str, Any]
 
 
 @dataclass
@@ -45,6 +53,8 @@ class Evaluation:
     diagnosis: Diagnosis
     warnings: list[str] = field(default_factory=list)
     """E.g. groups with too few held-out points for their values to mean much."""
+    forgotten: dict[str, list[Any]] = field(default_factory=dict)
+    """Per grouping (`group_by` name), the groups forgotten (the registry's `forgotten` rule)."""
 
 
 def _image_labeller(
@@ -107,7 +117,9 @@ class Evaluator:
     `real` is the held-out dataset (its groups give the per-group tables, one per entry of
     `group_by`: a column, or a list of columns for intersectional groups). Image data is
     compared in the digit classifier's feature space, everything else in data space. `device`
-    ("cpu", "cuda", "auto" or a torch.device) is where PRDC's k-NN work runs.
+    ("cpu", "cuda", "auto" or a torch.device) is where PRDC's k-NN work runs. Per grouping,
+    the registry's group metrics run (`simulator.metrics.registry`: always `prdc` and `mass`,
+    then `metrics`), and the diagnosis reads the groups the `mass` rows call forgotten.
     """
 
     def __init__(
@@ -120,6 +132,7 @@ class Evaluator:
         n_boot: int = 0,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        metrics: list[str] | None = None,
     ) -> None:
         self.real = real
         self.device = resolve_device(device)
@@ -138,6 +151,10 @@ class Evaluator:
         self.min_group_size = min_group_size
         self.n_boot = n_boot
         self.seed = seed
+        extra = [m for m in metrics or [] if m not in DEFAULT_METRICS]
+        self.metrics = [*DEFAULT_METRICS, *extra]
+        for name in self.metrics:
+            METRICS.get(name)  # an unknown name fails here, not at the first evaluation
         self._features, self._labels = _image_labeller(real)
         self.real_feats = self._features(real.X) if self._features else real.X
 
@@ -172,77 +189,97 @@ class Evaluator:
 
         self._mode_rows(fake, rows, summary)
 
-        dropped: list[str] = []
-        for i, (col, real_labels) in enumerate(self.labels.items()):
-            fake_labels = real_labels.iloc[res.nearest_real_index].reset_index(drop=True)
-            report = group_prdc(
-                res,
-                real_labels,
-                fake_labels,
-                min_group_size=self.min_group_size,
-                n_boot=self.n_boot or None,
-                random_state=self.seed,
-            )
-            tidy = report.tidy()
-            quantiles = [c for c in tidy.columns if c.startswith("q")]
-            for row in tidy.to_dict("records"):  # not itertuples: 'class' is no identifier
-                rows.append(
-                    {
-                        "metric": row["metric"],
-                        "value": row["value"],
-                        "n": row["n"],
-                        "group_by": col,
-                        "group": row[col],
-                    }
-                )
-                for q in quantiles:  # bootstrap quantiles as their own metrics
-                    rows.append(
-                        {
-                            "metric": f"{row['metric']}.{q}",
-                            "value": row[q],
-                            "n": row["n"],
-                            "group_by": col,
-                            "group": row[col],
-                        }
-                    )
-            for metric, stats in report.summary.iterrows():
-                for stat in ("group_min", "difference", "ratio"):
-                    rows.append(
-                        {
-                            "metric": f"{metric}.{stat}",
-                            "value": stats[stat],
-                            "n": n_real,
-                            "group_by": col,
-                        }
-                    )
-            sizes = real_labels.value_counts()
-            ratios = group_mass_ratios(real_labels.to_numpy(), fake_labels.to_numpy())
-            dropped += [
-                f"{col}={g}"
-                for g, r in ratios.items()
-                if r < DROPPED_MASS_RATIO and sizes[g] >= self.min_group_size
+        forgotten: dict[str, list[Any]] = {}
+        lost_points = np.zeros(n_real, dtype=bool)
+        named: list[ForgottenGroup] = []
+        blurred: list[GroupFidelity] = []
+        for col, real_labels in self.labels.items():
+            ctx = self._context(col, real_labels, fake_feats, res)
+            before = len(rows)
+            for name in self.metrics:
+                for row in METRICS.get(name)(ctx):
+                    rows.append({**row, "group_by": col})
+            lost = _forgotten_in(rows[before:])
+            forgotten[col] = [g for g in ctx.groups if str(g) in lost]
+            in_lost = np.isin(real_labels.astype(str).to_numpy(), sorted(lost))
+            lost_points |= in_lost
+            cov = _by_group(rows[before:], "coverage")
+            ratio = _by_group(rows[before:], "mass_ratio")
+            named += [
+                ForgottenGroup(f"{col}={g}", ratio.get(str(g), float("nan")), cov.get(str(g), 0.0))
+                for g in forgotten[col]
             ]
-            if report.small_groups:
+            blurred += self._blurred(col, rows[before:], lost)
+            small = [
+                g for g, n in zip(ctx.groups, ctx.sizes, strict=True) if n < self.min_group_size
+            ]
+            if small:
                 warnings.append(
-                    f"groups {report.small_groups} of {col!r} have fewer than "
+                    f"groups {small} of {col!r} have fewer than "
                     f"{self.min_group_size} held-out points: their values swing widely"
                 )
-            if i == 0:
-                summary["worst_group_recall"] = float(report.summary.loc["recall", "group_min"])
-                summary["worst_group_coverage"] = float(report.summary.loc["coverage", "group_min"])
-                summary["recall_difference"] = float(report.summary.loc["recall", "difference"])
-
-        # Totals cannot see a dropped small group (a 2 % mode moves recall by 0.02): the
-        # per-group generated mass can.
+        first = next(iter(self.labels), "")
+        for key, metric in (
+            ("worst_group_recall", "recall.group_min"),
+            ("worst_group_coverage", "coverage.group_min"),
+            ("recall_difference", "recall.difference"),
+        ):
+            value = _grouping_value(rows, first, metric)
+            if value is not None:
+                summary[key] = value
+        rest = res.coverage_per_real[~lost_points]
+        rest_coverage = float(rest.mean()) if len(rest) else float("nan")
+        summary["rest_coverage"] = rest_coverage
+        # Totals cannot see a forgotten small group (a 2 % mode moves recall by 0.02): its
+        # generated mass can, through the one rule every view reads.
         diag = diagnose(
             res.precision,
             res.recall,
             res.density,
             res.coverage,
             exp_cov,
-            dropped_groups=dropped,
+            forgotten=named,
+            blurred=blurred,
+            rest_coverage=rest_coverage,
+            on_support=float(res.precision_per_fake.mean()),
         )
-        return Evaluation(rows, summary, diag, warnings)
+        return Evaluation(rows, summary, diag, warnings, forgotten)
+
+    def _blurred(self, col: str, rows: list[Row], lost: set[str]) -> list[GroupFidelity]:
+        """Groups of `col` not forgotten whose own samples (≥ min_group_size of them) have
+        density below the diagnosis' threshold: a blurred group the totals average away."""
+        density = {
+            str(r["group"]): r for r in rows if r["metric"] == "density" and r["group"] != ""
+        }
+        precision = _by_group(rows, "precision")
+        limit = inspect.signature(diagnose).parameters["min_group_density"].default
+        return [
+            GroupFidelity(f"{col}={g}", precision.get(g, float("nan")), float(r["value"]))
+            for g, r in density.items()
+            if g not in lost and r["n"] >= self.min_group_size and not r["value"] >= limit
+        ]
+
+    def _context(
+        self, col: str, real_labels: pd.Series, fake_feats: np.ndarray, res: PRDC
+    ) -> GroupingContext:
+        """The `GroupingContext` of grouping `col` at this evaluation."""
+        groups = sorted(pd.unique(real_labels).tolist(), key=group_sort_key)
+        lookup = {g: i for i, g in enumerate(groups)}
+        codes = np.fromiter((lookup[v] for v in real_labels), dtype=np.intp, count=len(real_labels))
+        hits = ball_hits(self.real_feats, fake_feats, res.real_radii, codes, len(groups))
+        return GroupingContext(
+            grouping=col,
+            labels=real_labels,
+            groups=groups,
+            codes=codes,
+            real=self.real_feats,
+            fake=fake_feats,
+            result=res,
+            hits=hits,
+            min_group_size=self.min_group_size,
+            n_boot=self.n_boot,
+            seed=self.seed,
+        )
 
     def _mode_rows(self, fake: np.ndarray, rows: list[Row], summary: dict[str, float]) -> None:
         """Append mode metrics (mixtures: 3σ protocol; digits: classifier labels), if any."""
@@ -297,6 +334,7 @@ def make_evaluator(s: Scenario, held: Dataset) -> Evaluator:
         n_boot=e.n_boot,
         seed=derive_seed(s.seed, "eval"),
         device=s.device,
+        metrics=list(e.metrics),
     )
 
 
@@ -359,3 +397,25 @@ def record_evaluation(
         }
     )
     return ev
+
+
+def _forgotten_in(rows: list[Row]) -> set[str]:
+    """The groups (as strings) a grouping's rows call forgotten."""
+    return {str(r["group"]) for r in rows if r["metric"] == "forgotten" and r["value"] >= 0.5}
+
+
+def _by_group(rows: list[Row], metric: str) -> dict[str, float]:
+    """{group (as a string): value} of one metric in a grouping's rows."""
+    return {
+        str(r["group"]): float(r["value"])
+        for r in rows
+        if r["metric"] == metric and r["group"] != ""
+    }
+
+
+def _grouping_value(rows: list[Row], grouping: str, metric: str) -> float | None:
+    """A grouping-wide row's value (group ""), None when not written."""
+    for r in rows:
+        if r.get("group_by") == grouping and r["metric"] == metric and r.get("group", "") == "":
+            return float(r["value"])
+    return None

@@ -38,15 +38,11 @@ from simulator.messages import (
     split_arrays,
 )
 from simulator.metrics import expected_coverage, prdc
-from simulator.metrics.groups import group_labels, grouping_name
+from simulator.metrics.groups import group_labels, group_sort_key, grouping_name
 from simulator.metrics.small_sets import recall_coverage_terms
 from simulator.partition import Partition, partition
 from simulator.scenario import Scenario
 from simulator.seeding import derive_seed, numpy_rng, torch_generator
-
-
-def _group_sort_key(v: Any) -> tuple[str, Any]:
-    return (str(type(v)), v)
 
 
 @dataclass(frozen=True)
@@ -135,14 +131,14 @@ def _federated_data(scenario_json: str) -> FederatedData:
             n_held = min(max(n_held, 1), len(idx) - 1)
         client_held.append(np.sort(idx[:n_held]))
         client_train.append(np.sort(idx[n_held:]))
-    groups = sorted(pd.unique(train.groups[col]).tolist(), key=_group_sort_key)
+    groups = sorted(pd.unique(train.groups[col]).tolist(), key=group_sort_key)
     others = []
     for grouping in s.evaluation.group_by or [str(c) for c in train.groups.columns]:
         name = grouping_name(grouping)
         if name == col:
             continue
         labels = group_labels(train.groups, grouping).to_numpy()
-        values = sorted(pd.unique(labels).tolist(), key=_group_sort_key)
+        values = sorted(pd.unique(labels).tolist(), key=group_sort_key)
         lookup = {g: i for i, g in enumerate(values)}
         codes = np.array([lookup[v] for v in labels], dtype=np.int64)
         others.append(CountGrouping(name, values, codes))

@@ -1,70 +1,89 @@
-"""A coarse label for what went wrong with a generator, and what "keeps a mode" means.
+"""What went wrong with a generator: every failure found, most severe first, with its numbers.
 
-Two definitions used everywhere in the project:
-
-- a group (mode, class, sensitive attribute) is **kept** when the coverage of its held-out
-  points is ≥ `KEEP_COVERAGE` (0.3): a share of its real points has a generated sample inside
-  its own k-NN ball. Findings and benchmarks report "keeps both minority modes in n of m seeds"
-  by this rule (`kept`).
-- a group is **dropped** when it receives less than `DROPPED_MASS_RATIO` (0.1) of its share of
-  the generated samples (each sample attributed to the group of its nearest real point). This
-  is what the diagnosis calls mode dropping: unlike coverage, the generated mass does not fall
-  when a mode is generated slightly off-centre or sharper than the data, so a good generator
-  of a very narrow mixture (σ = 1 % of the ring radius) is not called dropping for that.
+The groups a generator forgets come from the one definition of `simulator.metrics.forgetting`
+(mass inside the groups' k-NN balls); the diagnosis names them first and judges fidelity and
+diversity on the rest, so it tells the same story as every table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
+from simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE, kept
 
-Label = Literal["healthy", "mode_dropping", "manifold_collapse", "low_fidelity"]
+Label = Literal["healthy", "mode_dropping", "manifold_collapse", "low_fidelity", "low_diversity"]
 
-KEEP_COVERAGE = 0.3
-"""A group is kept when its coverage is at least this (with ≥ 100 held-out points a coverage
-of 0.3 is known to about ±0.05)."""
+SEVERITY: tuple[Label, ...] = (
+    "mode_dropping",
+    "manifold_collapse",
+    "low_fidelity",
+    "low_diversity",
+)
+"""Failure kinds from the most severe: a forgotten group first (someone is not served at
+all), then samples off the data that reach little of it, then samples off the data, then
+groups generated too narrowly to cover."""
 
-DROPPED_MASS_RATIO = 0.1
-"""A group is dropped when its share of generated samples is below this × its real share."""
+__all__ = [
+    "FORGOTTEN_MASS_RATIO",
+    "KEEP_COVERAGE",
+    "SEVERITY",
+    "Diagnosis",
+    "Failure",
+    "ForgottenGroup",
+    "GroupFidelity",
+    "Label",
+    "diagnose",
+    "kept",
+]
 
 
-def kept(coverage: float) -> bool:
-    """Whether a group with this coverage is kept (NaN: not kept)."""
-    return bool(coverage >= KEEP_COVERAGE)
+@dataclass(frozen=True)
+class ForgottenGroup:
+    """A forgotten group as the diagnosis names it: "mode=0", its mass ratio (generated mass
+    over its share of the on-support samples) and its coverage."""
+
+    name: str
+    mass_ratio: float
+    coverage: float
+
+    def text(self) -> str:
+        return f"{self.name} (mass {self.mass_ratio:.3f} × its share, coverage {self.coverage:.3f})"
 
 
-def group_mass_ratios(
-    real_groups: Sequence[object] | np.ndarray, fake_groups: Sequence[object] | np.ndarray
-) -> dict[object, float]:
-    """Generated share / real share of every group of the real points.
+@dataclass(frozen=True)
+class GroupFidelity:
+    """A group (not forgotten) whose own samples fall off it: "mode=3", the precision and
+    density of the samples attributed to it (nearest held-out point in the group)."""
 
-    real_groups [N]: the group of each held-out real point; fake_groups [M]: the group each
-    generated sample is attributed to (that of its nearest real point). 1 for a generator that
-    puts each group's share of samples there, 0 for a group it never reaches.
-    """
-    real = np.asarray(real_groups, dtype=object)
-    fake = np.asarray(fake_groups, dtype=object)
-    groups, n_real = np.unique(real.astype(str), return_counts=True)
-    labels = {str(g): g for g in real.tolist()}
-    fake_str = fake.astype(str)
-    out: dict[object, float] = {}
-    for g, n in zip(groups.tolist(), n_real.tolist(), strict=True):
-        share_fake = float(np.count_nonzero(fake_str == g)) / max(len(fake), 1)
-        out[labels[g]] = share_fake / (n / len(real))
-    return out
+    name: str
+    precision: float
+    density: float
+
+    def text(self) -> str:
+        return f"{self.name} (precision {self.precision:.3f}, density {self.density:.3f})"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failure the diagnosis found: its kind and a sentence citing the numbers."""
+
+    kind: Label
+    text: str
 
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """The label, a one-line reason citing the numbers, and the two tests behind it."""
+    """The headline label (the most severe failure, or healthy), every failure found, most
+    severe first, the forgotten groups' names, and the two tests behind the label."""
 
     label: Label
     reason: str
     fidelity_ok: bool
     diversity_ok: bool
+    failures: tuple[Failure, ...] = field(default=())
+    forgotten: tuple[str, ...] = field(default=())
 
 
 def diagnose(
@@ -74,31 +93,40 @@ def diagnose(
     coverage: float,
     expected_coverage: float | None = None,
     *,
-    dropped_groups: Sequence[str] = (),
+    forgotten: Sequence[ForgottenGroup] = (),
+    blurred: Sequence[GroupFidelity] = (),
+    rest_coverage: float | None = None,
+    on_support: float | None = None,
     min_precision: float = 0.6,
     min_density: float = 0.75,
     min_recall: float = 0.6,
     min_coverage: float = 0.25,
     min_coverage_ratio: float = 0.3,
+    min_group_density: float = 0.5,
 ) -> Diagnosis:
-    """Label a generator from precision, recall, density and coverage, and its dropped groups.
+    """Every failure of a generator, most severe first, from PRDC and its forgotten groups.
 
-    Rule (two tests, then a 2 × 2 table)::
+    Rule::
 
-        fidelity ok   ⇔ precision ≥ min_precision  and density ≥ min_density
-        diversity ok  ⇔ recall ≥ min_recall        and coverage ≥ floor
-                        and no group is dropped (`dropped_groups` is empty)
+        forgotten      any group forgotten (`simulator.metrics.forgetting`)  → mode_dropping
+        fidelity low   ⇔ precision < min_precision  or density < min_density
+        coverage low   ⇔ coverage of the held-out points outside the forgotten groups
+                         (`rest_coverage`; the total without groups) < floor
         floor = min_coverage_ratio · expected_coverage   if expected_coverage is given
               = min_coverage                             otherwise
 
-        fidelity ok,  diversity ok   → "healthy"
-        fidelity ok,  diversity low  → "mode_dropping"      samples are real-looking, but
-                                                            parts of the real set are unreached
-        fidelity low, diversity ok   → "low_fidelity"       the real set is reached, but many
-                                                            samples fall off it (noise, blur)
-        fidelity low, diversity low  → "manifold_collapse"  samples sit off the real manifold
-                                                            (e.g. between modes) and reach
-                                                            little of it
+        density low and coverage low                     → manifold_collapse  samples sit off
+                                                           the data and reach little of it
+        fidelity low otherwise, or a group's own samples → low_fidelity       the data is
+        have density < min_group_density (`blurred`)       reached, many samples fall off it
+        fidelity ok, coverage low or recall < min_recall → low_diversity      every group gets
+                                                           its mass, but the samples are too
+                                                           narrow (or off-centre) to cover it
+
+    The label is the most severe failure found (`SEVERITY`), "healthy" when there is none. One
+    exception: when no sample lies on the data at all (`on_support` 0) every group is
+    forgotten, and the generator has not dropped some groups but missed the data: the label
+    is then manifold_collapse (the forgotten groups are still listed).
 
     Why these thresholds (constructed generators on the 8-ring with two 2 % modes, 2,500
     samples against 5,000 held-out points, k = 5; `tests/metrics/test_diagnosis.py`):
@@ -106,11 +134,10 @@ def diagnose(
     R 1.0 C .64 — density is what separates blur, hence 0.75 (a 1.5σ blur, D .86, passes);
     the centralized twin at the regime budget, sharp but slightly off-centre modes, P .97
     D .97–.99 R .78–.96 but C only .29–.37 — coverage falls with a sub-σ offset of a 1 %-wide
-    mode, so the total coverage floor is a loose 0.3 × expected (one mode alone gives
-    C .16 = 0.18 × expected); dropped groups are caught by their generated mass instead
-    (`dropped_groups`), and interpolation between two modes at distance 4–6 gives D ≤ 0.54
-    and R ≤ 0.24. Recall is inflated by a few stray samples with large k-NN balls, so it is
-    never used alone to call a group kept or dropped.
+    mode, so the coverage floor is a loose 0.3 × expected; a dropped group is caught by its
+    mass instead, and interpolation between two modes at distance 4–6 gives D ≤ 0.54 and
+    C ≤ 0.1. Recall is inflated by a few stray samples with large k-NN balls, so it never
+    decides whether a group is forgotten.
 
     Parameters
     ----------
@@ -119,11 +146,22 @@ def diagnose(
     expected_coverage : float, optional
         Coverage of two same-distribution samples of these sizes; makes the coverage test
         relative to it.
-    dropped_groups : sequence of str
-        Groups that receive < `DROPPED_MASS_RATIO` of their share of the samples, named
-        (e.g. "mode=0").
+    forgotten : sequence of ForgottenGroup
+        The forgotten groups of every grouping, named ("mode=0").
+    blurred : sequence of GroupFidelity
+        Groups not forgotten whose own samples have density below `min_group_density` (a
+        blurred majority mode hides in the totals when the other modes are sharp); the caller
+        selects them with that threshold.
+    rest_coverage : float, optional
+        Coverage of the held-out points in no forgotten group (default: `coverage`).
+    on_support : float, optional
+        Share of the samples inside any real ball (default: `precision`).
     min_precision, min_density, min_recall, min_coverage, min_coverage_ratio : float
-        Thresholds of the two tests.
+        Thresholds of the tests.
+    min_group_density : float
+        The per-group density under which a group's own samples count as off its data. Lower
+        than the total's: a 2 % mode of the regime's twin, sharp but off-centre, reads 0.66
+        on its 50 samples; a majority mode blurred 4× reads ≈ 0.1 (`tests/metrics`).
 
     Returns
     -------
@@ -135,51 +173,84 @@ def diagnose(
     else:
         floor = min_coverage
         floor_text = f"{floor:g}"
+    rest = coverage if rest_coverage is None else rest_coverage
+    rest_name = "coverage" if not forgotten else "coverage of the groups not forgotten"
+    support = precision if on_support is None else on_support
 
-    fidelity_fails = []
-    if not precision >= min_precision:  # `not ≥` also catches NaN
-        fidelity_fails.append(f"precision {precision:.3f} < {min_precision:g}")
-    if not density >= min_density:
-        fidelity_fails.append(f"density {density:.3f} < {min_density:g}")
-    diversity_fails = []
-    if not recall >= min_recall:
-        diversity_fails.append(f"recall {recall:.3f} < {min_recall:g}")
-    if not coverage >= floor:
-        diversity_fails.append(f"coverage {coverage:.3f} < {floor_text}")
-    if dropped_groups:
-        shown = ", ".join(dropped_groups[:8]) + (" ..." if len(dropped_groups) > 8 else "")
-        diversity_fails.append(
-            f"{len(dropped_groups)} group(s) get < {DROPPED_MASS_RATIO:g} × their share of the "
-            f"samples ({shown})"
+    precision_low = not precision >= min_precision  # `not ≥` also catches NaN
+    density_low = not density >= min_density
+    coverage_low = not rest >= floor
+    recall_low = not recall >= min_recall
+    fid_text = [
+        f"precision {precision:.3f} < {min_precision:g}" if precision_low else "",
+        f"density {density:.3f} < {min_density:g}" if density_low else "",
+    ]
+    fid_text = [t for t in fid_text if t]
+    if blurred:
+        shown_b = ", ".join(b.text() for b in blurred[:8])
+        more_b = f" and {len(blurred) - 8} more" if len(blurred) > 8 else ""
+        fid_text.append(
+            f"{len(blurred)} group(s) generated off their data (density < "
+            f"{min_group_density:g}): "
+            f"{shown_b}{more_b}"
         )
-    fidelity_ok = not fidelity_fails
-    diversity_ok = not diversity_fails
 
-    label: Label
-    if fidelity_ok and diversity_ok:
-        label = "healthy"
+    found: list[Failure] = []
+    if forgotten:
+        shown = ", ".join(f.text() for f in forgotten[:8])
+        more = f" and {len(forgotten) - 8} more" if len(forgotten) > 8 else ""
+        found.append(
+            Failure(
+                "mode_dropping",
+                f"{len(forgotten)} group(s) forgotten — less than {FORGOTTEN_MASS_RATIO:g} × "
+                f"their share of the on-support samples: {shown}{more}",
+            )
+        )
+    if density_low and coverage_low:
+        found.append(
+            Failure(
+                "manifold_collapse",
+                "; ".join(fid_text)
+                + f" and {rest_name} {rest:.3f} < {floor_text}: samples lie off the data and "
+                "reach little of it",
+            )
+        )
+    elif fid_text:
+        found.append(
+            Failure(
+                "low_fidelity",
+                "; ".join(fid_text)
+                + f" while {rest_name} {rest:.3f} holds: samples reach the data but many fall "
+                "off it",
+            )
+        )
+    if not (density_low and coverage_low) and (coverage_low or recall_low):
+        parts = [f"{rest_name} {rest:.3f} < {floor_text}" if coverage_low else ""]
+        parts.append(f"recall {recall:.3f} < {min_recall:g}" if recall_low else "")
+        found.append(
+            Failure(
+                "low_diversity",
+                "; ".join(p for p in parts if p)
+                + ": the groups are generated but too narrowly (or off-centre) to be covered",
+            )
+        )
+    found.sort(key=lambda f: SEVERITY.index(f.kind))
+    if forgotten and support <= 0 and len(found) > 1:
+        # Nothing on the data: every group is "forgotten" because the data is missed.
+        found = [*found[1:], found[0]]
+    label: Label = found[0].kind if found else "healthy"
+    if found:
+        reason = "; ".join(f"{f.kind}: {f.text}" for f in found)
+    else:
         reason = (
             f"precision {precision:.3f}, density {density:.3f}, recall {recall:.3f} and "
-            f"coverage {coverage:.3f} all pass their thresholds, and no group is dropped"
+            f"coverage {coverage:.3f} all pass their thresholds, and no group is forgotten"
         )
-    elif fidelity_ok:
-        label = "mode_dropping"
-        reason = (
-            f"fidelity holds (precision {precision:.3f}, density {density:.3f}) but "
-            + "; ".join(diversity_fails)
-            + ": part of the real distribution is not generated"
-        )
-    elif diversity_ok:
-        label = "low_fidelity"
-        reason = (
-            "; ".join(fidelity_fails)
-            + f" while recall {recall:.3f} and coverage {coverage:.3f} hold: samples reach "
-            "the real distribution but many fall off it"
-        )
-    else:
-        label = "manifold_collapse"
-        reason = (
-            "; ".join(fidelity_fails + diversity_fails)
-            + ": samples lie off the real manifold and reach little of it"
-        )
-    return Diagnosis(label, reason, fidelity_ok, diversity_ok)
+    return Diagnosis(
+        label,
+        reason,
+        fidelity_ok=not (precision_low or density_low or blurred),
+        diversity_ok=not (forgotten or coverage_low or recall_low),
+        failures=tuple(found),
+        forgotten=tuple(f.name for f in forgotten),
+    )

@@ -29,6 +29,12 @@ Grouping = str | Sequence[str]
 """One entry of `evaluation.group_by`: a group column, or several for intersectional groups."""
 
 
+def group_sort_key(v: Any) -> tuple[str, Any]:
+    """Sort key of group values of mixed types (ints, strings): by type name, then value. The
+    fixed group order of the per-group count lists and of the metric modules."""
+    return (str(type(v)), v)
+
+
 def grouping_columns(grouping: Grouping) -> list[str]:
     """The group columns of a grouping: ["sex"] for "sex", ["sex", "region"] for both."""
     return [grouping] if isinstance(grouping, str) else list(grouping)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simulator.metrics import diagnose, expected_coverage, prdc
-from simulator.metrics.diagnosis import KEEP_COVERAGE, group_mass_ratios, kept
+from simulator.metrics.diagnosis import KEEP_COVERAGE, ForgottenGroup, kept
 
 N = 1000
 # Two Gaussians, σ = 0.5, at ±2: the valley between them holds almost no real points
@@ -22,10 +22,29 @@ def mixture(rng: np.random.Generator, n: int, components: tuple[int, ...] = (0, 
 
 
 def label_of(fake: np.ndarray, seed: int) -> str:
+    """The Evaluator's label for `fake` against N points of the two-component mixture, its
+    components as the group column (so a dropped component can be named)."""
+    import pandas as pd
+
+    from simulator.data.base import Dataset
+    from simulator.evaluate import Evaluator
+
     rng = np.random.default_rng(seed)
+    comp = rng.choice((0, 1), size=N)
+    real = (MEANS[comp] + SIGMA * rng.standard_normal((N, 2))).astype(np.float32)
+    ds = Dataset("two-components", real, pd.DataFrame({"component": comp}))
+    return Evaluator(ds).__call__(fake).diagnosis.label
+
+
+def test_totals_alone_keep_the_old_labels() -> None:
+    """Without groups (PRDC totals only) a dropped component is low diversity: no group can
+    be named forgotten."""
+    rng = np.random.default_rng(7)
     real = mixture(rng, N)
+    fake = mixture(np.random.default_rng(8), N, components=(1,))
     res = prdc(real, fake, 5)
-    return diagnose(**res.as_dict(), expected_coverage=expected_coverage(N, N, 5)).label
+    d = diagnose(**res.as_dict(), expected_coverage=expected_coverage(N, N, 5))
+    assert d.label == "low_diversity" and d.forgotten == ()
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -52,11 +71,17 @@ def test_heavy_noise_is_low_fidelity(seed: int) -> None:
     assert label_of(fake, seed) == "low_fidelity"
 
 
+LOST = [ForgottenGroup("mode=0", 0.0, 0.0)]
+
+
 def test_rule_on_hand_set_numbers() -> None:
     assert diagnose(0.99, 0.99, 1.0, 0.97).label == "healthy"
-    assert diagnose(0.99, 0.5, 1.0, 0.5).label == "mode_dropping"  # recall falls
-    assert diagnose(0.99, 0.99, 1.0, 0.2).label == "mode_dropping"  # coverage alone falls
-    assert diagnose(0.99, 0.99, 1.0, 0.97, dropped_groups=["mode=0"]).label == "mode_dropping"
+    assert diagnose(0.99, 0.5, 1.0, 0.5).label == "low_diversity"  # recall falls
+    assert diagnose(0.99, 0.99, 1.0, 0.2).label == "low_diversity"  # coverage alone falls
+    assert diagnose(0.99, 0.99, 1.0, 0.97, forgotten=LOST).label == "mode_dropping"
+    # a forgotten group heads the list whatever else fails
+    assert diagnose(0.7, 1.0, 0.6, 0.8, forgotten=LOST).label == "mode_dropping"
+    assert diagnose(0.5, 0.1, 0.3, 0.05, forgotten=LOST).label == "mode_dropping"
     assert diagnose(0.7, 1.0, 0.6, 0.8).label == "low_fidelity"  # density alone falls
     assert diagnose(0.3, 1.0, 0.9, 0.8).label == "low_fidelity"  # precision alone falls
     assert diagnose(0.5, 0.1, 0.3, 0.05).label == "manifold_collapse"
@@ -67,7 +92,7 @@ def test_coverage_threshold_is_relative_to_expected_coverage() -> None:
     # 0.27 passes the absolute floor 0.25 but not 0.3 × 0.969 = 0.291.
     assert diagnose(0.99, 0.99, 1.0, 0.27).label == "healthy"
     d = diagnose(0.99, 0.99, 1.0, 0.27, expected_coverage=0.969)
-    assert d.label == "mode_dropping"
+    assert d.label == "low_diversity"
     assert not d.diversity_ok and d.fidelity_ok
     assert "coverage 0.270" in d.reason and "0.291" in d.reason
 
@@ -75,20 +100,40 @@ def test_coverage_threshold_is_relative_to_expected_coverage() -> None:
 def test_thresholds_are_parameters() -> None:
     assert diagnose(0.99, 0.99, 0.85, 0.97).label == "healthy"
     assert diagnose(0.99, 0.99, 0.85, 0.97, min_density=0.9).label == "low_fidelity"
-    assert diagnose(0.99, 0.55, 1.0, 0.97).label == "mode_dropping"
+    assert diagnose(0.99, 0.55, 1.0, 0.97).label == "low_diversity"
     assert diagnose(0.99, 0.55, 1.0, 0.97, min_recall=0.5).label == "healthy"
 
 
-def test_dropped_groups_are_named_in_the_reason() -> None:
-    d = diagnose(0.99, 0.99, 1.0, 0.97, dropped_groups=["mode=0", "mode=1"])
-    assert "2 group(s)" in d.reason and "mode=0, mode=1" in d.reason
+def test_forgotten_groups_are_named_in_the_reason() -> None:
+    lost = [ForgottenGroup("mode=0", 0.0, 0.0), ForgottenGroup("mode=1", 0.05, 0.01)]
+    d = diagnose(0.99, 0.99, 1.0, 0.97, forgotten=lost)
+    assert "2 group(s)" in d.reason
+    assert "mode=0 (mass 0.000 × its share, coverage 0.000)" in d.reason
+    assert "mode=1 (mass 0.050 × its share, coverage 0.010)" in d.reason
+    assert d.forgotten == ("mode=0", "mode=1")
 
 
-def test_group_mass_ratios_by_hand() -> None:
-    real = ["a"] * 50 + ["b"] * 30 + ["c"] * 20  # shares .5 .3 .2
-    fake = ["a"] * 6 + ["b"] * 4  # shares .6 .4 0
-    got = group_mass_ratios(real, fake)
-    assert got == pytest.approx({"a": 0.6 / 0.5, "b": 0.4 / 0.3, "c": 0.0})
+def test_every_failure_is_listed_most_severe_first() -> None:
+    """A forgotten group, blur (density 0.6) and too little coverage of the rest: all three,
+    in the order of SEVERITY."""
+    d = diagnose(0.9, 0.99, 0.6, 0.5, forgotten=LOST, rest_coverage=0.1)
+    assert [f.kind for f in d.failures] == ["mode_dropping", "manifold_collapse"]
+    d = diagnose(0.5, 0.99, 0.9, 0.5, forgotten=LOST, rest_coverage=0.1)
+    assert [f.kind for f in d.failures] == ["mode_dropping", "low_fidelity", "low_diversity"]
+    assert d.reason.index("mode_dropping") < d.reason.index("low_fidelity")
+
+
+def test_manifold_collapse_needs_low_coverage_of_the_groups_not_forgotten() -> None:
+    # density and total coverage low, but the groups that are not forgotten are covered:
+    # the coverage was lost with the forgotten group, not on the manifold
+    d = diagnose(0.9, 0.9, 0.6, 0.2, forgotten=LOST, rest_coverage=0.8)
+    assert [f.kind for f in d.failures] == ["mode_dropping", "low_fidelity"]
+
+
+def test_nothing_on_the_data_is_manifold_collapse_first() -> None:
+    d = diagnose(0.0, 0.0, 0.0, 0.0, forgotten=LOST, rest_coverage=float("nan"), on_support=0.0)
+    assert d.label == "manifold_collapse"
+    assert [f.kind for f in d.failures] == ["manifold_collapse", "mode_dropping"]
 
 
 def test_kept_is_coverage_at_least_0_3() -> None:
@@ -119,12 +164,16 @@ def _ring_fake(rng: np.random.Generator, n: int, modes: list[int], blur: float =
     return means[comp] + blur * 0.02 * rng.standard_normal((n, 2))
 
 
-def _ring_label(fake: np.ndarray, seed: int) -> str:
+def _ring_diagnosis(fake: np.ndarray, seed: int, params: dict | None = None):  # type: ignore[no-untyped-def]
     from simulator.data import load_dataset
     from simulator.evaluate import Evaluator
 
-    real = load_dataset("ring", 5000, seed, RING)
-    return Evaluator(real).__call__(fake).diagnosis.label
+    real = load_dataset("ring", 5000, seed, params or RING)
+    return Evaluator(real).__call__(fake).diagnosis
+
+
+def _ring_label(fake: np.ndarray, seed: int) -> str:
+    return str(_ring_diagnosis(fake, seed).label)
 
 
 CONSTRUCTED = {

@@ -1,0 +1,164 @@
+"""Who is forgotten: the one definition of a group's generated mass, of a forgotten group and of
+the worst-served client, which every view of the project reads.
+
+- **mass** of a group g: the share of the generated samples that lie strictly inside the k-NN
+  ball (radius from the real set) of at least one of g's held-out points. A sample inside no
+  real ball is *off-support* and is given to no group, so stray samples between the modes are
+  never credited to the group whose point happens to be nearest.
+- g is **forgotten** when its mass is below `FORGOTTEN_MASS_RATIO` (0.1) × its true share of
+  the on-support samples: mass_g < 0.1 · share_g · on_support, share_g the share of held-out
+  points in g and on_support the share of samples inside any real ball (precision). Measuring
+  against the on-support samples keeps "forgotten" a statement about which groups the
+  generator neglects, apart from how many samples it throws off the data (fidelity's
+  question): a blurred generator that reaches every group with a third of its samples
+  forgets none of them. Groups with fewer held-out points than `min_group_size` are never
+  called forgotten (rare: nothing reliable can be said); a generator with no sample on the
+  data at all forgets every group that is not rare.
+- a group is **kept** when its coverage is ≥ `KEEP_COVERAGE` (0.3): the findings' rule. A group
+  can be neither kept nor forgotten (generated, but off-centre or too narrow to cover).
+- a client is **served** by the share of its held-out points that lie in groups not forgotten;
+  the **worst-served client** has the smallest share (ties: the smaller client id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from scipy.spatial import cKDTree
+
+from simulator.metrics.neighbours import _ball_pairs
+
+FORGOTTEN_MASS_RATIO = 0.1
+"""A group is forgotten when its generated mass is below this × its share of the on-support
+samples."""
+
+KEEP_COVERAGE = 0.3
+"""A group is kept when its coverage is at least this (with ≥ 100 held-out points a coverage
+of 0.3 is known to about ±0.05)."""
+
+TREE_MAX_DIM = 8
+"""At or below this dimension the exact k-d tree pairs are used, above it float64 GEMM."""
+
+_BLOCK_ENTRIES = 2**22
+"""Fake × real distance entries per block of the GEMM path (32 MiB of float64)."""
+
+
+def kept(coverage: float) -> bool:
+    """Whether a group with this coverage is kept (NaN: not kept)."""
+    return bool(coverage >= KEEP_COVERAGE)
+
+
+def ball_hits(
+    real: NDArray[np.floating],
+    fake: NDArray[np.floating],
+    real_radii: NDArray[np.floating],
+    codes: NDArray[np.integer],
+    n_groups: int,
+) -> NDArray[np.bool_]:
+    """Which groups' balls hold each generated sample.
+
+    Parameters
+    ----------
+    real : ndarray, shape [N, d]
+        Held-out real points (features), the centres of the balls.
+    fake : ndarray, shape [M, d]
+        Generated points in the same units.
+    real_radii : ndarray, shape [N]
+        Each real point's k-NN radius (PRDC's `real_radii`).
+    codes : ndarray of int, shape [N]
+        Each real point's group, 0 … n_groups − 1.
+    n_groups : int
+
+    Returns
+    -------
+    ndarray of bool, shape [M, n_groups]
+        [j, g]: sample j lies strictly inside the ball of at least one point of group g.
+    """
+    real64 = np.asarray(real, dtype=np.float64)
+    fake64 = np.asarray(fake, dtype=np.float64)
+    r2 = np.asarray(real_radii, dtype=np.float64) ** 2
+    codes = np.asarray(codes, dtype=np.intp)
+    hits = np.zeros((len(fake64), n_groups), dtype=bool)
+    if real64.shape[1] <= TREE_MAX_DIM:
+        # The exact pairs PRDC's density counts (strict <, one rounding of the distances).
+        ri, fj = _ball_pairs(real64, r2, fake64, cKDTree(fake64))
+        hits[fj, codes[ri]] = True
+        return hits
+    r = torch.from_numpy(real64)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(codes), n_groups).to(torch.float64)
+    r_sq = (r * r).sum(1)
+    rows = max(1, _BLOCK_ENTRIES // max(len(real64), 1))
+    for s in range(0, len(fake64), rows):
+        f = torch.from_numpy(fake64[s : s + rows])
+        d2 = (f * f).sum(1)[:, None] + r_sq[None, :] - 2.0 * f @ r.T
+        inside = (d2 < torch.from_numpy(r2)[None, :]).to(torch.float64)
+        hits[s : s + rows] = (inside @ onehot).numpy() > 0
+    return hits
+
+
+def group_mass(hits: NDArray[np.bool_]) -> tuple[NDArray[np.float64], float]:
+    """(mass [G], on-support share) from `ball_hits` [M, G]: the share of samples inside some
+    ball of each group, and inside any real ball at all. A sample on a border of two groups
+    counts for both."""
+    if len(hits) == 0:
+        return np.zeros(hits.shape[1]), 0.0
+    return hits.mean(axis=0), float(hits.any(axis=1).mean())
+
+
+def mass_ratios(
+    mass: NDArray[np.floating], shares: NDArray[np.floating], on_support: float
+) -> NDArray[np.float64]:
+    """mass_g / (share_g · on_support) [G]: 1 when a group gets its share of the on-support
+    samples, 0 when none; 0 for every group when no sample is on the data."""
+    mass = np.asarray(mass, dtype=np.float64)
+    denom = np.asarray(shares, dtype=np.float64) * on_support
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(denom > 0, mass / np.where(denom > 0, denom, 1.0), 0.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+def forgotten_groups(
+    ratios: Mapping[Any, float], sizes: Mapping[Any, int], min_group_size: int
+) -> list[Any]:
+    """The groups forgotten under the project's one rule: mass ratio (`mass_ratios`) below
+    `FORGOTTEN_MASS_RATIO`, among the groups with at least `min_group_size` held-out points.
+    In the order of `ratios`."""
+    return [
+        g
+        for g, r in ratios.items()
+        if sizes.get(g, 0) >= min_group_size and not float(r) >= FORGOTTEN_MASS_RATIO
+    ]
+
+
+def served_share(group_n: Mapping[Any, float], forgotten: Sequence[Any]) -> float:
+    """The share of a client's held-out points that lie in groups not forgotten (NaN for a
+    client without held-out points). `group_n`: the client's points per group."""
+    total = float(sum(group_n.values()))
+    if total <= 0:
+        return float("nan")
+    lost = {str(g) for g in forgotten}
+    return float(sum(n for g, n in group_n.items() if str(g) not in lost)) / total
+
+
+def worst_client(served: Mapping[Hashable, float]) -> Hashable | None:
+    """The worst-served client: the smallest served share (ties: the smallest id; NaN, a
+    client without held-out points, is never the worst). None when no client has a share."""
+    valid = [(v, c) for c, v in served.items() if np.isfinite(v)]
+    if not valid:
+        return None
+    return min(valid, key=lambda t: (t[0], _sort_key(t[1])))[1]
+
+
+def _sort_key(c: Hashable) -> tuple[int, Any]:
+    try:
+        return (0, float(c))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, str(c))
+
+
+Rule = Callable[[Mapping[Any, float], Mapping[Any, int], int], list[Any]]
+"""The signature of the forgotten rule (`forgotten_groups`), as the registry holds it."""
