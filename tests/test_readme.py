@@ -38,11 +38,35 @@ def test_custom_strategy_walkthrough_runs_and_weights_as_documented(tmp_path: Pa
     for key in init:
         expected = sum(wi * u.arrays[key] for wi, u in zip(w, ups, strict=True))
         np.testing.assert_allclose(ckpt[key], expected, rtol=1e-5, atol=1e-6)
-    # ... and the weights it states (last_weights) are the round's fed.weight rows.
+    # ... and the weights it declares (its `weights` hook) are the round's fed.weight rows.
     m = res.metrics
     rows = m[m["metric"] == "fed.weight"].sort_values("client")
     assert list(rows["client"]) == [0, 1, 2, 3]
     np.testing.assert_allclose(rows["value"].to_numpy(), w, rtol=1e-6)
+
+
+def test_trimmed_mean_walkthrough_aggregates_as_documented_and_writes_no_weights(
+    tmp_path: Path,
+) -> None:
+    """The README's rule that is not a weighted mean: its arrays are the coordinate-wise mean
+    without each coordinate's lowest and highest client value, and its `weights` hook's None
+    leaves the round without `fed.weight` rows (FedAvg's, which it never used, would be false)."""
+    code = re.search(r"```python\n(# my_trimmed\.py\n.*?)```", README.read_text(), re.S)
+    assert code, "the README has the my_trimmed.py block"
+    plugin = tmp_path / "my_trimmed.py"
+    plugin.write_text(code.group(1))
+    s = tiny(strategy={"name": f"{plugin}:TrimmedMean", "params": {"trim": 1}},
+             federation={"rounds": 1})
+    res = run_federated(s, tmp_path / "runs")
+    init, _ = split_arrays(initial_state(s, make_gan(s)).arrays(), "both")
+    ups = [client_train(s, c, 1, init, None) for c in range(4)]
+    ckpt = np.load(res.path / "checkpoints" / "round-000001.npz")
+    for key in init:
+        values = np.stack([u.arrays[key] for u in ups])  # 4 clients: drop 1 low and 1 high
+        lo, hi = values.min(axis=0), values.max(axis=0)
+        expected = (values.sum(axis=0) - lo - hi) / 2
+        np.testing.assert_allclose(ckpt[key], expected, rtol=1e-5, atol=1e-6)
+    assert "fed.weight" not in set(res.metrics["metric"])
 
 
 def _section(title: str) -> str:
@@ -70,7 +94,7 @@ def test_plugin_section_lists_every_reply_key_and_what_aggregate_train_returns()
         "first: an `ArrayRecord`",
         "first: `None`",
         "second: a `MetricRecord` or `None`",
-        "`self.last_weights`",
+        "`weights(server_round, replies)`",
     ):
         assert phrase in section, phrase
 

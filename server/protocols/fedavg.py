@@ -10,7 +10,8 @@ State for checkpoints: the global arrays, the EMA, and every data attribute of t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,12 +85,20 @@ class FedAvgProtocol(Protocol):
                 self.ema.update(_generator(new))
 
     def shares(self, r: Round, step: int, replies: Sequence[Reply]) -> dict[int, float]:
-        """A reweighting strategy's `last_weights` (the fair rules: their weights; AFL: λ over
-        the round's clients), else the num-examples shares for a strategy that averages by
-        them (`averages_by_examples`); none for the others — a median, Krum, q-FedAvg, a
-        plug-in without `last_weights` — whose weights only they know."""
+        """Each client's share in the mean the strategy just took (the `fed.weight` rows).
+
+        In order: what the strategy declares — its `weights(server_round, replies)` hook, whose
+        None means "not a weighted mean" —, a reweighting strategy's `last_weights` (the fair
+        rules: their weights; AFL: λ over the round's clients), the num-examples shares for a
+        strategy that averages by them (`averages_by_examples`); else none — a median, Krum,
+        q-FedAvg, a plug-in with its own `aggregate_train` and no hook — whose weights, if
+        any, only they know."""
+        pids = {rep.partition_id for rep in replies}
+        hook = getattr(self.strategy, "weights", None)
+        if callable(hook):
+            return declared_shares(hook(r.number, [rep.message for rep in replies]), pids, hook)
         last = getattr(self.strategy, "last_weights", None)
-        if isinstance(last, dict) and set(last) == {rep.partition_id for rep in replies}:
+        if isinstance(last, dict) and set(last) == pids:
             return {int(k): float(v) for k, v in last.items()}
         if averages_by_examples(self.strategy):
             return super().shares(r, step, replies)
@@ -122,13 +131,42 @@ def averages_by_examples(strategy: object) -> bool:
     """Whether `strategy` combines the replies by their `num-examples` shares: the
     `aggregate_train` it runs is FedAvg's (FedProx), a server optimizer's on FedAvg's mean
     (FedAvgM, FedAdam, FedAdagrad, FedYogi) or `critic_swap`'s, weighted by `num-examples`.
-    A plug-in's own `aggregate_train` is taken to weigh as the strategy it extends (one that
-    weighs otherwise says so in `last_weights`); a median, Krum or q-FedAvg does not."""
+    A plug-in that subclasses one of them but defines its own `aggregate_train` does not
+    count: it may aggregate any way at all (a trimmed mean), and says how in a `weights`
+    hook; a median, Krum or q-FedAvg does not average by them either."""
     averaging = (FedAvg, FedAvgM, FedAdam, FedAdagrad, FedYogi, CriticSwapFedAvg)
     for c in type(strategy).__mro__:
-        if "aggregate_train" in vars(c) and c.__module__.startswith(("flwr.", "server.")):
+        if "aggregate_train" in vars(c):
             return c in averaging and getattr(strategy, "weighted_by_key", None) == NUM_EXAMPLES
     return False
+
+
+def declared_shares(
+    stated: object, pids: set[int], hook: Callable[..., object]
+) -> dict[int, float]:
+    """A strategy's `weights` hook's answer as shares: None → none (not a weighted mean); a
+    mapping partition id → weight ≥ 0 over exactly the round's clients → normalised to sum to 1.
+    Anything else is the plug-in's bug, named: a ValueError (the run fails, recorded)."""
+    if stated is None:
+        return {}
+    where = f"{getattr(hook, '__qualname__', 'weights')}(server_round, replies)"
+    if not isinstance(stated, Mapping):
+        raise ValueError(
+            f"{where} returned {type(stated).__name__}: expected None (not a weighted mean) or "
+            "{partition id: weight} over the round's clients"
+        )
+    try:
+        w = {int(k): float(v) for k, v in stated.items()}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: weights must be numbers by partition id: {exc}") from None
+    if set(w) != pids:
+        raise ValueError(
+            f"{where} weighs clients {sorted(w)}; the round's clients are {sorted(pids)}"
+        )
+    total = sum(w.values())
+    if not all(math.isfinite(v) and v >= 0 for v in w.values()) or not total > 0:
+        raise ValueError(f"{where}: weights must be finite, ≥ 0 and not all 0, got {w}")
+    return {k: v / total for k, v in w.items()}
 
 
 def _generator(record: ArrayRecord) -> dict[str, np.ndarray]:
