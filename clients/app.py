@@ -14,10 +14,10 @@ from flwr.clientapp import ClientApp
 
 from simulator.federation import (
     client_train,
-    evaluate_locally,
     federated_data,
     initial_state,
     make_gan,
+    served_coverage,
 )
 from simulator.messages import EvaluateReply
 from simulator.server_held import client_step
@@ -59,7 +59,8 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """The sent generator against this client's held-out split (counts per group)."""
+    """The sent generator's evaluation samples against this client's held-out split: which
+    points are covered, with radii from the pooled held-out set (counts per group)."""
     s = scenario_from(context.run_config)
     pid = partition_id(context)
     round_ = read_evaluate(msg).round
@@ -71,7 +72,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     if not received and private is not None:  # the generator is private here
         state = state.load_arrays(private)
     state = state.load_arrays(received)
-    ev = evaluate_locally(s, gan, state, data, pid, round_)
+    ev = served_coverage(s, gan, state, data, pid, round_)
     return reply(msg, EvaluateReply(pid, ev).metrics())
 
 

@@ -1,8 +1,11 @@
 """The evaluation step: the protocol's generator on the pooled held-out set (server side), then
-on every client's own held-out split (an evaluate message to each node)."""
+on every client's own held-out split (an evaluate message to each node), read against the
+global evaluation: which groups each client holds, how well they are covered, and the share
+of its points in groups not forgotten."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,8 @@ from simulator.evaluate import (
     record_evaluation,
 )
 from simulator.federation import FederatedData, initial_state, mixture_holdout
-from simulator.messages import EVALUATE_REPLY_KEYS, EvaluateInstruction
+from simulator.messages import EVALUATE_REPLY_KEYS, ClientCoverage, EvaluateInstruction
+from simulator.metrics.registry import RULES
 from wire.messages import evaluate_content, read_evaluate_reply
 
 
@@ -38,7 +42,7 @@ def evaluate(run: Run, rnd: int) -> Evaluation | None:
         if ev is not None:
             evaluate_targets(run, rnd, generated(s, run.gan, state, rnd))
         store.flush()  # the global rows are on disk while the clients evaluate
-    evaluate_clients(run, rnd, generator)
+    evaluate_clients(run, rnd, generator, ev)
     return ev
 
 
@@ -52,16 +56,21 @@ def evaluate_targets(run: Run, rnd: int, fake: np.ndarray) -> None:
         evaluator = make_evaluator(run.s, held)
         record_evaluation(run.s, run.store, evaluator, fake, rnd, scope, f"{scope}_diverged")
         rows = [
-            {**_row(rnd, scope, -1, "target_mass", m, held.n), "group_by": data.group_col}
-            | {"group": g}
+            {"round": rnd, **_row(scope, -1, "target_mass", m, held.n)}
+            | {"group_by": data.group_col, "group": g}
             for g, m in zip(data.groups, mass, strict=True)
         ]
         run.store.add_metrics(rows, flush=False)
 
 
-def evaluate_clients(run: Run, rnd: int, generator: dict[str, np.ndarray]) -> None:
-    """Every client scores `generator` (empty: its private one) on its held-out split; rows
-    per client and per group, and the per-group numbers pooled exactly over all clients."""
+def evaluate_clients(
+    run: Run, rnd: int, generator: dict[str, np.ndarray], ev: Evaluation | None = None
+) -> None:
+    """Every client scores `generator` (empty: its private one) on its held-out split: which
+    of its points the evaluation's samples cover, radii from the pooled held-out set
+    (`ClientCoverage`). Rows per client (`client_rows`): its coverage of each group it holds
+    and, against the global evaluation `ev`, the share of its points in groups not forgotten;
+    per grouping, the worst-served client (scope `clients`)."""
     assert run.s.federation is not None
     content = evaluate_content(generator, EvaluateInstruction(rnd))
     msgs = [
@@ -74,63 +83,85 @@ def evaluate_clients(run: Run, rnd: int, generator: dict[str, np.ndarray]) -> No
     answered = {r.metadata.src_node_id for r in replies}
     for node in sorted(set(run.node_pid) - answered, key=run.node_pid.__getitem__):
         run.store.event("client_timeout", round=rnd, client=run.node_pid[node], detail="evaluation")
-    data = run.data
+    scores = {pid: read_evaluate_reply(msg).evaluation for pid, msg in gate.accepted}
+    rows = client_rows(run.data, scores, ev, run.s.evaluation.min_group_size)
+    run.store.add_metrics([{"round": rnd, **r} for r in rows], flush=False)  # the loop flushes
+
+
+def client_rows(
+    data: FederatedData,
+    scores: Mapping[int, ClientCoverage],
+    ev: Evaluation | None,
+    min_group_size: int,
+) -> list[dict[str, Any]]:
+    """The per-client view of one evaluation, as metric rows (without their round).
+
+    Per client (scope `client`): `eval.coverage` of all its held-out points (group_by ""),
+    and per grouping, of each group it holds (training or held-out points) — from its own
+    points when it has ≥ `min_group_size` of the group there (n = those points), else the
+    global evaluation's coverage of the group on the pooled held-out set (n = the pooled
+    points); `eval.served_share` (group ""): the share of its held-out points in groups the
+    global evaluation did not forget (the registry's `served` rule). Per grouping (scope
+    `clients`): `worst_client`, the value the client id (the registry's `worst_client` rule).
+    Without a global evaluation (private generators) only own-split coverage is written.
+    """
+    served_rule = RULES.get("served")
+    worst_rule = RULES.get("worst_client")
     rows: list[dict[str, Any]] = []
-    pooled = np.zeros((3, len(data.groups)))
-    other_pooled = np.zeros((3, sum(len(o.groups) for o in data.others)))
-    for pid, msg in gate.accepted:
-        local = read_evaluate_reply(msg).evaluation
-        for key, value in (
-            ("recall", local.recall),
-            ("coverage", local.coverage),
-            ("expected_coverage", local.expected_coverage),
-        ):
-            rows.append(_row(rnd, "client", pid, f"eval.{key}", value, local.n_real))
-        hits = np.array([local.recall_hits, local.coverage_hits, local.group_n], dtype=float)
-        pooled += hits
-        rows += _group_rows(rnd, "client", pid, data.group_col, data.groups, hits)
-        other = [local.other_recall_hits, local.other_coverage_hits, local.other_group_n]
-        other_hits = np.array(other, dtype=float).reshape(3, -1)
-        other_pooled += other_hits
-        rows += _other_rows(rnd, "client", pid, data, other_hits)
-    # Per-group client recall pooled exactly over every client's points.
-    rows += _group_rows(rnd, "clients", -1, data.group_col, data.groups, pooled)
-    rows += _other_rows(rnd, "clients", -1, data, other_pooled)
-    run.store.add_metrics(rows, flush=False)  # the loop flushes once the round's timings are in
+    pooled = _pooled_coverage(ev)
+    served: dict[str, dict[int, float]] = {}
+    for pid, score in sorted(scores.items()):
+        rows.append(_row("client", pid, "eval.coverage", score.coverage, score.n_real))
+        hits_all = [*score.coverage_hits, *score.other_coverage_hits]
+        n_all = [*score.group_n, *score.other_group_n]
+        train_first, train_rest = data.counts(data.client_train[pid])
+        train_all = [*train_first, *train_rest]
+        start = 0
+        for name, groups in _groupings(data):
+            end = start + len(groups)
+            own_n = dict(zip(groups, n_all[start:end], strict=True))
+            for i, g in enumerate(groups):
+                n_own, n_train = n_all[start + i], train_all[start + i]
+                if n_own >= min_group_size:
+                    value, n = hits_all[start + i] / n_own, n_own
+                elif (n_own > 0 or n_train > 0) and (name, str(g)) in pooled:
+                    value, n = pooled[(name, str(g))]
+                else:
+                    continue
+                rows.append(
+                    {**_row("client", pid, "eval.coverage", value, n), "group_by": name, "group": g}
+                )
+            if ev is not None and name in ev.forgotten:
+                share = served_rule(own_n, ev.forgotten[name])
+                served.setdefault(name, {})[pid] = share
+                row = _row("client", pid, "eval.served_share", share, score.n_real)
+                rows.append({**row, "group_by": name})
+            start = end
+    for name, shares in served.items():
+        worst = worst_rule(shares)
+        if worst is not None:
+            rows.append(
+                {**_row("clients", -1, "worst_client", float(worst), len(shares)), "group_by": name}
+            )
+    return rows
 
 
-def _group_rows(
-    rnd: int, scope: str, client: int, col: str, groups: list[Any], hits: np.ndarray
-) -> list[dict[str, Any]]:
-    """eval.recall and eval.coverage of each group from hit counts [3, G] (recall hits,
-    coverage hits, points); groups without points are left out."""
-    out = []
-    for g, group in enumerate(groups):
-        if hits[2, g] > 0:
-            for i, key in enumerate(("recall", "coverage")):
-                row = _row(rnd, scope, client, f"eval.{key}", hits[i, g] / hits[2, g], hits[2, g])
-                out.append({**row, "group_by": col, "group": group})
-    return out
+def _groupings(data: FederatedData) -> list[tuple[str, list[Any]]]:
+    """(name, groups) of the partition column, then of every other grouping, in the order
+    of the clients' concatenated count lists."""
+    return [(data.group_col, data.groups), *((o.name, o.groups) for o in data.others)]
 
 
-def _other_rows(
-    rnd: int, scope: str, client: int, data: FederatedData, hits: np.ndarray
-) -> list[dict[str, Any]]:
-    """`_group_rows` of every other grouping (`data.others`) from their concatenated counts."""
-    out, start = [], 0
-    for o in data.others:
-        end = start + len(o.groups)
-        out += _group_rows(rnd, scope, client, o.name, o.groups, hits[:, start:end])
-        start = end
-    return out
-
-
-def _row(rnd: int, scope: str, client: int, metric: str, value: float, n: float) -> dict[str, Any]:
+def _pooled_coverage(ev: Evaluation | None) -> dict[tuple[str, str], tuple[float, int]]:
+    """{(grouping, group): (coverage, held-out points)} of the global evaluation."""
+    if ev is None:
+        return {}
     return {
-        "round": rnd,
-        "scope": scope,
-        "client": client,
-        "metric": metric,
-        "value": value,
-        "n": int(n),
+        (str(r["group_by"]), str(r["group"])): (float(r["value"]), int(r["n"]))
+        for r in ev.rows
+        if r["metric"] == "coverage" and r.get("group", "") != "" and r.get("group_by")
     }
+
+
+def _row(scope: str, client: int, metric: str, value: float, n: float) -> dict[str, Any]:
+    return {"scope": scope, "client": client, "metric": metric, "value": value, "n": int(n)}

@@ -57,7 +57,7 @@ class Evaluation:
     """Per grouping (`group_by` name), the groups forgotten (the registry's `forgotten` rule)."""
 
 
-def _image_labeller(
+def image_labeller(
     ds: Dataset,
 ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, Callable[[np.ndarray], np.ndarray] | None]:
     """For digit images: (feature map, label map) from the digit classifier, else (None, None)."""
@@ -155,7 +155,7 @@ class Evaluator:
         self.metrics = [*DEFAULT_METRICS, *extra]
         for name in self.metrics:
             METRICS.get(name)  # an unknown name fails here, not at the first evaluation
-        self._features, self._labels = _image_labeller(real)
+        self._features, self._labels = image_labeller(real)
         self.real_feats = self._features(real.X) if self._features else real.X
 
     def __call__(self, fake: np.ndarray) -> Evaluation:
@@ -241,7 +241,6 @@ class Evaluator:
             forgotten=named,
             blurred=blurred,
             rest_coverage=rest_coverage,
-            on_support=float(res.precision_per_fake.mean()),
         )
         return Evaluation(rows, summary, diag, warnings, forgotten)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,6 +30,7 @@ from simulator.messages import (
     CRITIC,
     FEDERATED,
     GENERATOR,
+    ClientCoverage,
     LocalEvaluation,
     MetricValue,
     TrainReply,
@@ -38,6 +39,7 @@ from simulator.messages import (
     split_arrays,
 )
 from simulator.metrics import expected_coverage, prdc
+from simulator.metrics.forgetting import coverage_against
 from simulator.metrics.groups import group_labels, group_sort_key, grouping_name
 from simulator.metrics.small_sets import recall_coverage_terms
 from simulator.partition import Partition, partition
@@ -310,6 +312,56 @@ def evaluate_locally(
     if n > s.evaluation.k:
         fake = gan.sample(state, n, torch_generator(s.seed, "client-eval", client, round_)).numpy()
     return local_evaluation(s, data, client, fake)
+
+
+@dataclass(frozen=True)
+class PooledReference:
+    """The pooled held-out set as the clients' coverage scores use it: its points in the space
+    PRDC runs in (`held` [N, d]) and the map into that space (None: data space)."""
+
+    held: np.ndarray
+    features: Callable[[np.ndarray], np.ndarray] | None
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        return self.features(x) if self.features is not None else x
+
+
+@functools.lru_cache(maxsize=8)
+def _pooled_reference(scenario_json: str) -> PooledReference:
+    from simulator.evaluate import image_labeller
+
+    data = _federated_data(scenario_json)
+    features, _ = image_labeller(data.held)
+    held = features(data.held.X) if features is not None else data.held.X
+    return PooledReference(np.asarray(held, dtype=np.float64), features)
+
+
+def served_coverage(
+    s: Scenario, gan: GAN, state: GANState, data: FederatedData, client: int, round_: int
+) -> ClientCoverage:
+    """The evaluate message's answer: `state`'s generator — the samples the global evaluation
+    scores at `round_` (`simulator.evaluate.generated`: same count, same noise stream) —
+    against client `client`'s held-out points, each with its k-NN radius among the pooled
+    held-out set (`simulator.metrics.forgetting.coverage_against`); per-group counts."""
+    from simulator.evaluate import generated
+
+    idx = data.client_held[client]
+    ref = _pooled_reference(s.to_json())
+    fake = generated(s, gan, state, round_)
+    _check_finite(fake, client)
+    covered = coverage_against(
+        ref.held, ref.embed(data.train.X[idx]), ref.embed(fake), s.evaluation.k
+    )
+    hits, other_hits = data.counts(idx, covered.astype(np.float64))
+    group_n, other_n = data.counts(idx)
+    return ClientCoverage(
+        coverage=float(covered.mean()) if len(idx) else float("nan"),
+        n_real=len(idx),
+        coverage_hits=hits,
+        group_n=group_n,
+        other_coverage_hits=other_hits,
+        other_group_n=other_n,
+    )
 
 
 def local_evaluation(

@@ -282,6 +282,48 @@ class LocalEvaluation:
         )
 
 
+@dataclass
+class ClientCoverage:
+    """The global evaluation's samples against one client's held-out points: which are covered.
+
+    Each point's k-NN radius comes from the pooled held-out set and the samples are the ones
+    the global evaluation scores (same noise stream), so a client's score of a group means
+    what the global table's coverage means — never recall from its own few points, whose
+    large balls let stray samples "reach" a forgotten group. Lists as in `LocalEvaluation`:
+    per group of `FederatedData.groups` (then `others`, concatenated).
+    """
+
+    coverage: float
+    n_real: int
+    coverage_hits: list[int]
+    group_n: list[int]
+    other_coverage_hits: list[int] = field(default_factory=list)
+    other_group_n: list[int] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, MetricValue]:
+        out: dict[str, MetricValue] = {
+            LOCAL_COVERAGE: self.coverage,
+            COVERAGE_HITS: self.coverage_hits,
+            GROUP_N: self.group_n,
+        }
+        if self.other_group_n:
+            out[OTHER_COVERAGE_HITS] = self.other_coverage_hits
+            out[OTHER_GROUP_N] = self.other_group_n
+        return out
+
+    @classmethod
+    def decode(cls, m: Metrics) -> ClientCoverage:
+        group_n = _ints(m[GROUP_N])
+        return cls(
+            _num(m[LOCAL_COVERAGE]),
+            sum(group_n),
+            _ints(m[COVERAGE_HITS]),
+            group_n,
+            _ints(m.get(OTHER_COVERAGE_HITS, [])),
+            _ints(m.get(OTHER_GROUP_N, [])),
+        )
+
+
 @dataclass(frozen=True)
 class TrainInstruction:
     """What a train message asks: local steps for round `round` (FedProx: with μ)."""
@@ -394,22 +436,21 @@ class TrainReply:
 
 @dataclass(frozen=True)
 class EvaluateReply:
-    """A client's scores of the generator it was sent, on its held-out split."""
+    """A client's coverage of the generator it was sent, on its held-out split."""
 
     partition_id: int
-    evaluation: LocalEvaluation
+    evaluation: ClientCoverage
 
     def metrics(self) -> dict[str, MetricValue]:
         return {
             PARTITION_ID: float(self.partition_id),
             NUM_EXAMPLES: float(self.evaluation.n_real),
-            **self.evaluation.scalars(),
-            **self.evaluation.counts(),
+            **self.evaluation.metrics(),
         }
 
     @classmethod
     def from_metrics(cls, m: Metrics) -> EvaluateReply:
-        ev = LocalEvaluation.decode(m)
+        ev = ClientCoverage.decode(m)
         ev.n_real = int(_num(m[NUM_EXAMPLES]))
         return cls(int(_num(m[PARTITION_ID])), ev)
 
@@ -513,7 +554,7 @@ class StepReply:
 
 TRAIN_REPLY_KEYS = (NUM_EXAMPLES, PARTITION_ID)
 """Metric keys the gate requires in a train reply."""
-EVALUATE_REPLY_KEYS = (PARTITION_ID, RECALL_HITS)
+EVALUATE_REPLY_KEYS = (PARTITION_ID, COVERAGE_HITS, GROUP_N)
 """Metric keys the gate requires in an evaluate reply."""
 STEP_REPLY_KEYS = (NUM_EXAMPLES, PARTITION_ID, BYTES_RECEIVED, BYTES_SENT)
 """Metric keys the gate requires in a step reply."""

@@ -96,7 +96,6 @@ def diagnose(
     forgotten: Sequence[ForgottenGroup] = (),
     blurred: Sequence[GroupFidelity] = (),
     rest_coverage: float | None = None,
-    on_support: float | None = None,
     min_precision: float = 0.6,
     min_density: float = 0.75,
     min_recall: float = 0.6,
@@ -124,9 +123,11 @@ def diagnose(
                                                            narrow (or off-centre) to cover it
 
     The label is the most severe failure found (`SEVERITY`), "healthy" when there is none. One
-    exception: when no sample lies on the data at all (`on_support` 0) every group is
-    forgotten, and the generator has not dropped some groups but missed the data: the label
-    is then manifold_collapse (the forgotten groups are still listed).
+    exception: when the groups that are not forgotten collapse too (manifold_collapse found
+    beside forgotten groups), the generator has not dropped some groups but missed the data
+    as a whole — an untrained generator puts a handful of samples near one group and
+    "forgets" every other — so manifold_collapse heads the list and the forgotten groups
+    follow it.
 
     Why these thresholds (constructed generators on the 8-ring with two 2 % modes, 2,500
     samples against 5,000 held-out points, k = 5; `tests/metrics/test_diagnosis.py`):
@@ -154,8 +155,6 @@ def diagnose(
         selects them with that threshold.
     rest_coverage : float, optional
         Coverage of the held-out points in no forgotten group (default: `coverage`).
-    on_support : float, optional
-        Share of the samples inside any real ball (default: `precision`).
     min_precision, min_density, min_recall, min_coverage, min_coverage_ratio : float
         Thresholds of the tests.
     min_group_density : float
@@ -175,7 +174,6 @@ def diagnose(
         floor_text = f"{floor:g}"
     rest = coverage if rest_coverage is None else rest_coverage
     rest_name = "coverage" if not forgotten else "coverage of the groups not forgotten"
-    support = precision if on_support is None else on_support
 
     precision_low = not precision >= min_precision  # `not ≥` also catches NaN
     density_low = not density >= min_density
@@ -235,8 +233,10 @@ def diagnose(
             )
         )
     found.sort(key=lambda f: SEVERITY.index(f.kind))
-    if forgotten and support <= 0 and len(found) > 1:
-        # Nothing on the data: every group is "forgotten" because the data is missed.
+    if forgotten and any(f.kind == "manifold_collapse" for f in found):
+        # The groups not forgotten are not reached either: the generator misses the data as
+        # a whole (an untrained one puts a handful of samples near one group and "forgets"
+        # the rest), so that heads the list; the forgotten groups are still named.
         found = [*found[1:], found[0]]
     label: Label = found[0].kind if found else "healthy"
     if found:

@@ -30,7 +30,7 @@ import torch
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-from simulator.metrics.neighbours import _ball_pairs
+from simulator.metrics.neighbours import _ball_pairs, sqdist
 
 FORGOTTEN_MASS_RATIO = 0.1
 """A group is forgotten when its generated mass is below this × its share of the on-support
@@ -98,6 +98,54 @@ def ball_hits(
         inside = (d2 < torch.from_numpy(r2)[None, :]).to(torch.float64)
         hits[s : s + rows] = (inside @ onehot).numpy() > 0
     return hits
+
+
+def coverage_against(
+    reference: NDArray[np.floating],
+    points: NDArray[np.floating],
+    fake: NDArray[np.floating],
+    k: int,
+) -> NDArray[np.bool_]:
+    """Coverage terms of points outside a reference set: point i is covered when its nearest
+    generated sample lies strictly inside its k-NN ball, the radius taken among `reference`.
+
+    This is how a client scores its own held-out points without recall's trap: radii from the
+    pooled held-out set (thousands of points, the radii the global evaluation uses) and the
+    global evaluation's samples — never radii or samples from its own few points, whose
+    large balls let a handful of stray samples "reach" a forgotten group.
+
+    Parameters
+    ----------
+    reference : ndarray, shape [N, d], N ≥ k
+        The pooled held-out points (features).
+    points : ndarray, shape [n, d]
+        The points to score (not in `reference`).
+    fake : ndarray, shape [M, d], M ≥ 1
+        Generated points.
+    k : int
+
+    Returns
+    -------
+    ndarray of bool, shape [n]
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    pts = np.asarray(points, dtype=np.float64)
+    fk = np.asarray(fake, dtype=np.float64)
+    if len(pts) == 0:
+        return np.zeros(0, dtype=bool)
+    if len(ref) < k or len(fk) < 1:
+        raise ValueError(f"need ≥ k={k} reference points and a sample, got {len(ref)}, {len(fk)}")
+    if ref.shape[1] <= TREE_MAX_DIM:
+        _, ref_idx = cKDTree(ref).query(pts, k=k)
+        kth = np.asarray(ref_idx).reshape(len(pts), k)[:, -1]
+        _, fake_idx = cKDTree(fk).query(pts, k=1)
+        r2 = sqdist(pts, ref[kth])
+        d2 = sqdist(pts, fk[np.asarray(fake_idx, dtype=np.intp)])
+        return np.asarray(d2 < r2)
+    p = torch.from_numpy(pts)
+    r2_t = torch.cdist(p, torch.from_numpy(ref)).pow(2).kthvalue(k, dim=1).values
+    d2_t = torch.cdist(p, torch.from_numpy(fk)).pow(2).min(dim=1).values
+    return np.asarray((d2_t < r2_t).numpy())
 
 
 def group_mass(hits: NDArray[np.bool_]) -> tuple[NDArray[np.float64], float]:
