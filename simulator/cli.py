@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simulator.summary import summary_tables
+# Nothing heavy at import: `fedgan --help`, `--version` and `validate` must answer within a
+# second, so torch, flwr, pandas and fairlearn are imported by the commands that use them.
 
 if TYPE_CHECKING:
     from simulator.scenario import Scenario
@@ -28,6 +29,32 @@ console = Console()
 err = Console(stderr=True)
 
 BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def _print_version(value: bool) -> None:
+    """`--version`: the installed package's version (no simulator module is imported)."""
+    if not value:
+        return
+    from importlib import metadata
+
+    try:
+        version = metadata.version("fedgan")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        version = "unknown (not installed)"
+    console.print(f"fedgan {version}", highlight=False)
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """A federated, fairness-aware GAN simulator: run scenarios, inspect per-group metrics."""
 
 
 def _fail(message: str) -> None:
@@ -172,6 +199,7 @@ def run(
                 )
             progress.update(task, completed=p.done)
 
+        failed: Exception | None = None
         try:
             if f:
                 from simulator.engines.runner import resume_federated, run_federated
@@ -182,11 +210,17 @@ def run(
                     result = run_federated(s, out, on_progress)
             else:
                 result = run_centralized(s, out, on_progress)
-        except (DataError, RegistryError, DeploymentError, ScenarioError) as exc:
-            _fail(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a run that died: say why, briefly; exit 1
-            _crashed(exc, resume if resume is not None else out / s.name)
+        except Exception as exc:  # noqa: BLE001 - reported below, once the bar is gone
+            failed = exc
+            # The bar goes with the run: left in place, its last state ('starting 0/2') would
+            # be drawn once more after the error message, when the display stops.
+            progress.remove_task(task)
+    if isinstance(failed, DataError | RegistryError | DeploymentError | ScenarioError):
+        _fail(str(failed))
+    if failed is not None:  # a run that died: say why, briefly; exit 1
+        _crashed(failed, resume if resume is not None else out / s.name)
     from simulator.store import load_run
+    from simulator.summary import summary_tables
 
     for table in summary_tables(
         result.metrics, scenario=load_run(result.path).scenario, width=console.width
@@ -273,21 +307,36 @@ def list_scenarios() -> None:
     """List the bundled scenarios."""
     from simulator.scenario import ScenarioError, load
 
-    t = Table(title=f"bundled scenarios ({BUNDLED})")
-    t.add_column("file")
-    t.add_column("description")
-    for p in sorted(BUNDLED.rglob("*.yaml")):
+    files = sorted(BUNDLED.rglob("*.yaml"))
+    shown = [_as_typed(p) for p in files]
+    t = Table(title="bundled scenarios: fedgan run FILE")
+    # Whole paths, never cut ('protocols/dirichlet-uagan-coverage.y…' cannot be pasted): the
+    # file column is as wide as its longest path, and the descriptions wrap beside it.
+    t.add_column("file", no_wrap=True, min_width=max(map(len, shown), default=4))
+    t.add_column("description", overflow="fold")
+    for p, text in zip(files, shown, strict=True):
         try:
-            desc = load(p).description
+            desc = escape(load(p).description)
         except ScenarioError:
             desc = "[red](invalid)[/red]"
-        t.add_row(str(p.relative_to(BUNDLED)), desc)
+        t.add_row(escape(text), desc)
     console.print(t)
+
+
+def _as_typed(path: Path) -> str:
+    """`path` as one would type it here: relative to the current directory when it lies
+    below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @app.command()
 def inspect(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder, or a scenario's folder of runs (its latest).")
+    ],
     round_: Annotated[
         int | None, typer.Option("--round", help="Round/step (default: last evaluated).")
     ] = None,
@@ -305,6 +354,7 @@ def inspect(
         view_tables,
     )
 
+    run_dir = _run_folder(run_dir)
     try:
         r = load_run(run_dir)
     except FileNotFoundError as exc:
@@ -370,6 +420,31 @@ def inspect(
         )
     for renderable in out:
         console.print(renderable)
+
+
+def _run_folder(path: Path) -> Path:
+    """The run folder `path` names: itself, or — for a scenario's folder of runs, the
+    `runs/quickstart` that `compare` takes — its latest run, said on stderr. Anything else
+    exits 2 saying what it is not."""
+    if (path / "scenario.yaml").is_file():
+        return path
+    if not path.is_dir():
+        _fail(f"{path}: no such folder")
+    runs = [c for c in path.iterdir() if c.is_dir() and (c / "scenario.yaml").is_file()]
+    if not runs:
+        sweep = (path / "sweep.json").is_file()
+        hint = " (a sweep folder: give one of its runs, or compare it)" if sweep else ""
+        _fail(f"{path} is neither a run folder (no scenario.yaml) nor a folder of runs{hint}")
+    # Run folders are named <UTC stamp>-<random>: by name is by start, to the second; the
+    # scenario file's time orders two runs started in the same second.
+    latest = max(runs, key=lambda c: (c.name.split("-")[:2], (c / "scenario.yaml").stat().st_mtime))
+    err.print(
+        f"{path}: its latest run of {len(runs)}, {latest}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return latest
 
 
 @app.command()
@@ -496,8 +571,6 @@ def compare(
     ] = None,
 ) -> None:
     """Mean ± std over seeds of chosen metrics, one row per configuration."""
-    import math
-
     from simulator.compare import DEFAULT_METRICS, LABELS, CompareError
     from simulator.compare import compare as compare_runs
     from simulator.layout import Column, fit_tables
@@ -511,17 +584,17 @@ def compare(
     chosen = [m for m in asked or DEFAULT_METRICS if f"{m}.mean" in df.columns]
     rows = []
     for _, row in df.iterrows():
-        cells = []
-        for m in chosen:
-            mean, std = row[f"{m}.mean"], row[f"{m}.std"]
-            cells.append(
-                "n/a"
-                if math.isnan(mean)
-                else f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
-            )
+        cells = [_mean_std(m, row[f"{m}.mean"], row[f"{m}.std"]) for m in chosen]
         rows.append([escape(str(row["config"])), str(row["n_runs"]), *cells])
+    sizes = set(df["n_runs"])
+    if sizes == {1}:  # one seed has no spread: no "± std over seeds" to speak of
+        what = "one run each"
+    elif len(sizes) == 1:
+        what = f"mean ± std over {sizes.pop()} seeds"
+    else:
+        what = "mean ± std over each row's runs (one run: its value)"
     for renderable in fit_tables(
-        f"{len(df)} configuration(s): mean ± std over seeds (last evaluation)",
+        f"{len(df)} configuration(s): {what} (last evaluation)",
         [
             Column("configuration", "left"),
             Column("runs"),
@@ -542,9 +615,27 @@ def compare(
         console.print(f"saved {compare_figure(df, figure)}")
 
 
+def _mean_std(metric: str, mean: float, std: float) -> str:
+    """A compare cell: counts (modes captured, groups kept) as integers where the mean is
+    whole, to one decimal where seeds disagree; everything else to three decimals; no ± for
+    a single run (its std is NaN)."""
+    import math
+
+    from simulator.summary import format_value
+
+    if math.isnan(mean):
+        return "n/a"
+    if format_value(metric, 1.0) == "1":  # the summary tables' own counts print as integers
+        text = f"{mean:.0f}" if float(mean).is_integer() else f"{mean:.1f}"
+        return text if math.isnan(std) else f"{text} ± {std:.1f}"
+    return f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
+
+
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder, or a scenario's folder of runs (its latest).")
+    ],
     out: Annotated[
         Path | None, typer.Option(help="Where to write (default RUN/report.html).")
     ] = None,
@@ -559,9 +650,9 @@ def report(
     """Write a self-contained HTML report of a run (figures embedded, no network)."""
     from simulator.report import write_report
 
-    for folder in (run_dir, against):
-        if folder is not None and not (folder / "scenario.yaml").is_file():
-            _fail(f"{folder} is not a run folder (no scenario.yaml)")
+    run_dir = _run_folder(run_dir)
+    if against is not None:
+        against = _run_folder(against)
     path = write_report(run_dir, out, against)
     console.print(f"report: [bold]{path}[/bold]", soft_wrap=True)
 

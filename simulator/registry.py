@@ -316,21 +316,20 @@ def is_path_type(tp: Any) -> bool:
 
 def type_problem(value: Any, expected: Any) -> str | None:
     """'must be <what>, got <value> (<its kind>)' when `value` (a YAML value) does not fit
-    `expected` (an annotation), else None. An int fits a float; None fits only where the annotation
-    allows it; a list fits a tuple or a sequence; annotations it cannot judge accept all."""
+    `expected` (an annotation), else None. An int fits a float; None fits only where the
+    annotation allows it; a list fits a tuple or a sequence; annotations it cannot judge
+    accept all."""
     try:
-        fits = _fits(value, expected)
+        if _fits(value, expected) is not False:
+            return None
+        want = _describe(expected)
     except Exception:  # noqa: BLE001 - an exotic annotation: never refuse a value on it
         return None
-    if fits is False:
-        got = repr(value)
-        got = got if len(got) <= 60 else got[:57] + "..."
-        try:
-            want = _describe(expected)
-        except Exception:  # noqa: BLE001
-            want = str(expected)
-        return f"must be {want}, got {got} ({_yaml_kind(value)})"
-    return None
+    if value is None or isinstance(value, bool):  # as YAML writes them
+        return f"must be {want}, got {str(value).lower() if value is not None else 'null'}"
+    got = repr(value)
+    got = got if len(got) <= 60 else got[:57] + "..."
+    return f"must be {want}, got {got} ({_yaml_kind(value)})"
 
 
 _SEQUENCES: tuple[Any, ...] = (

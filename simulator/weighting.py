@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from simulator.messages import LocalEvaluation
-from simulator.registry import Registry, RegistryError, signature
+from simulator.registry import Registry, RegistryError, signature, subclass_of
 
 
 def check(name: str, value: object, ok: bool, what: str) -> None:
@@ -245,7 +245,9 @@ class GroupAware(Weighting):
         return w
 
 
-WEIGHTINGS: Registry[type[Weighting]] = Registry("weighting")
+WEIGHTINGS: Registry[type[Weighting]] = Registry(
+    "weighting", check=subclass_of(Weighting, "simulator.weighting.Weighting")
+)
 for _cls in (Weighting, CoverageWeighted, Agnostic, GroupAware):
     WEIGHTINGS.add(_cls.name, _cls)
 

@@ -53,7 +53,9 @@ def check_protocol(s: Scenario) -> list[str]:
         return [f"federation.protocol: {exc}"]
     problems = sig.check(dict(f.protocol_params)).by_key("federation.protocol_params", f.protocol)
     try:
-        problems += cls.check(s)
+        # A parameter the signature check refused is not reported twice by the protocol's own.
+        said = {e.split(": ", 1)[0] for e in problems}
+        problems += [e for e in cls.check(s) if e.split(": ", 1)[0] not in said]
     except Exception as exc:  # noqa: BLE001 - a plug-in's check, or a look-up it makes: report
         problems.append(
             f"federation.protocol: protocol {f.protocol!r} failed to check the scenario: "

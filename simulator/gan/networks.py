@@ -261,8 +261,13 @@ class NetworkSpec:
 GeneratorFactory = Callable[[NetworkSpec, int, int, "tuple[int, int, int] | None"], nn.Module]
 CriticFactory = Callable[[NetworkSpec, int, "tuple[int, int, int] | None", bool], nn.Module]
 
-GENERATORS: Registry[GeneratorFactory] = Registry("generator network")
-CRITICS: Registry[CriticFactory] = Registry("critic network")
+def _callable(obj: object) -> str | None:
+    """A network plug-in is a factory: a callable returning an nn.Module."""
+    return None if callable(obj) else f"expected a callable that builds an nn.Module, got {obj!r}"
+
+
+GENERATORS: Registry[GeneratorFactory] = Registry("generator network", check=_callable)
+CRITICS: Registry[CriticFactory] = Registry("critic network", check=_callable)
 
 
 def _need_image(kind: str, image_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
