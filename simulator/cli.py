@@ -347,6 +347,7 @@ def inspect(
     from simulator.store import load_run
     from simulator.summary import (
         client_tables,
+        client_view_tables,
         evaluated_rounds,
         format_numbers,
         group_views,
@@ -392,19 +393,7 @@ def inspect(
             out += view_tables(view, width)
         out += client_tables(df, rnd, views, width)
     elif by == "client":
-        sub = sub[sub["round"] == rnd]
-        table = sub.pivot_table(index="metric", columns="client", values="value", aggfunc="first")
-        clients = [int(c) for c in table.columns]
-        out += fit_tables(
-            f"every client's statistics at {word} {rnd} (train.*: means over its local steps; "
-            "eval.*: the global generator on its own held-out data)",
-            [Column("metric", "left"), *(Column(f"client {c}") for c in clients)],
-            [
-                [escape(str(m)), *format_numbers(table.loc[m, c] for c in table.columns)]
-                for m in table.index
-            ],
-            width,
-        )
+        out += client_view_tables(df, rnd, r.scenario, width)
     else:
         sub = df[(df["scope"] == scope) & (df["round"] == rnd) & (df["group"] == "")]
         rows = sub.drop_duplicates(["group_by", "metric"])
@@ -534,7 +523,8 @@ def sweep(
             "coverage",
             "recall.group_min",
             "min_mass_ratio",
-            "worst_client_recall",
+            "groups_forgotten",
+            "worst_client_served",
             "modes_captured",
         ],
         "sweep summary (last evaluation of each run)",
@@ -604,6 +594,9 @@ def compare(
         console.width,
     ):
         console.print(renderable)
+    # Who each configuration forgets, from the one definition every view reads.
+    for _, row in df.iterrows():
+        console.print(f"{escape(str(row['config']))} forgets: {escape(str(row['forgotten']))}")
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(csv, index=False)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.store import Run, load_run
-from simulator.summary import headline
+from simulator.summary import forgotten_sets, group_order, headline, last_round, main_scope
 
 DEFAULT_METRICS = [
     "recall",
@@ -27,9 +27,9 @@ DEFAULT_METRICS = [
     "recall.group_min",
     "coverage.group_min",
     "groups_kept",
+    "groups_forgotten",
     "min_mass_ratio",
-    "worst_client_recall",
-    "client_recall_spread",
+    "worst_client_served",
     "modes_captured",
     "recall.difference",
 ]
@@ -38,8 +38,8 @@ LABELS = {
     "coverage.group_min": "worst-group coverage",
     "groups_kept": "groups kept",
     "min_mass_ratio": "min mode mass ratio",
-    "worst_client_recall": "worst-client recall",
-    "client_recall_spread": "client recall spread",
+    "groups_forgotten": "groups forgotten",
+    "worst_client_served": "worst-served client's share",
     "modes_captured": "modes captured",
     "recall.difference": "recall gap",
 }
@@ -286,6 +286,7 @@ def compare(
             row[f"{m}.mean"] = values.mean()
             row[f"{m}.std"] = values.std()  # ddof=1: the spread a new seed would show
             row[f"{m}.values"] = values.tolist()  # per seed, in `seeds` order: the figure's dots
+        row["forgotten"] = forgotten_text([runs[i].metrics for i in members])
         row["runs"] = ";".join(str(dirs[i]) for i in members)
         rows.append(row)
     seen = Counter(r["config"] for r in rows)
@@ -295,6 +296,28 @@ def compare(
     return pd.DataFrame(rows)
 
 
+def forgotten_text(metrics: Sequence[pd.DataFrame]) -> str:
+    """Who the runs of one configuration forget at their last evaluation, from the one
+    definition (`simulator.summary.forgotten_sets`): "mode 0 (3 of 3), 1 (2 of 3)" — each
+    forgotten group with the number of runs that forget it; "none" when no run does."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for m in metrics:
+        scope = main_scope(m)
+        lost = forgotten_sets(m, scope, last_round(m, scope, "recall"))
+        counts.update((grouping, g) for grouping, groups in lost.items() for g in groups)
+    if not counts:
+        return "none"
+    n = len(metrics)
+    parts = []
+    for grouping in dict.fromkeys(k[0] for k in counts):
+        groups = group_order(g for (gb, g) in counts if gb == grouping)
+        shown = ", ".join(
+            g + (f" ({counts[(grouping, g)]} of {n})" if n > 1 else "") for g in groups
+        )
+        parts.append(f"{grouping} {shown}")
+    return "; ".join(parts)
+
+
 RATES = (
     "precision",
     "recall",
@@ -302,8 +325,7 @@ RATES = (
     "expected_coverage",
     "high_quality_rate",
     "off_support_rate",
-    "worst_client_recall",
-    "client_recall_spread",
+    "worst_client_served",
 )
 """Headline metrics that are shares: they live in [0, 1] (so do per-group minima, gaps and
 ratios of rates)."""
@@ -313,6 +335,7 @@ NON_NEGATIVE = (
     "modes_total",
     "groups_kept",
     "groups_total",
+    "groups_forgotten",
     "min_mass_ratio",
     "reverse_kl",
     "frechet_distance",

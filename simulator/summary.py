@@ -14,9 +14,10 @@ from typing import Any
 import pandas as pd
 from rich.console import RenderableType
 from rich.markup import escape
+from rich.text import Text
 
 from simulator.layout import Column, fit_tables
-from simulator.metrics.diagnosis import KEEP_COVERAGE, kept
+from simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE, kept
 
 HEADLINE = [
     ("precision", "precision"),
@@ -31,17 +32,21 @@ HEADLINE = [
     ("recall.group_min", "worst-group recall"),
     ("coverage.group_min", "worst-group coverage"),
     ("groups_kept", f"groups kept (coverage ≥ {KEEP_COVERAGE:g})"),
+    ("groups_forgotten", f"groups forgotten (mass < {FORGOTTEN_MASS_RATIO:g} × share)"),
     ("recall.difference", "recall gap (max − min)"),
     ("frechet_distance", "Fréchet distance (classifier features)"),
 ]
 
 
-PER_GROUP = ("recall", "coverage", "precision", "mode_mass")
-"""The per-group columns the printed tables (run summary, report) show."""
+PER_GROUP = ("coverage", "mass", "precision")
+"""The per-group columns the printed tables (run summary, report) show. Not recall: its balls
+come from the generated samples, so a few strays with large balls can make a forgotten group
+read high (it stays in the metrics table, the gaps and `inspect --by metric`)."""
 GAP_METRICS = ("recall", "coverage", "precision")
 """Metrics whose gaps across groups (worst group, min, max − min, min / max) are shown."""
 MINORITY_WEIGHT = 0.05
-"""A group of at most this true weight, and below an even share, is a minority."""
+"""A group of at most this true weight, and below an even share, is a minority (the default of
+`evaluation.minority_share`)."""
 SEPARATOR = "|"
 """Joins an intersectional grouping's labels ("F|north"), as `simulator.metrics.groups`."""
 
@@ -72,7 +77,7 @@ def groupings(metrics: pd.DataFrame, scope: str, round_: int | None = None) -> l
     rows = metrics[(metrics["scope"] == scope) & (metrics["group"] != "")]
     if round_ is not None:
         rows = rows[rows["round"] == round_]
-    rows = rows[rows["metric"].isin(["recall", "eval.recall"])]
+    rows = rows[rows["metric"].isin(["recall", "eval.coverage"])]
     return [str(g) for g in dict.fromkeys(rows["group_by"]) if g]
 
 
@@ -104,11 +109,12 @@ def group_table(
 def client_group_table(
     metrics: pd.DataFrame,
     round_: int | None = None,
-    metric: str = "eval.recall",
+    metric: str = "eval.coverage",
     group_by: str | None = None,
 ) -> pd.DataFrame:
-    """Each client's `metric` on its own held-out data, per group (clients × groups), at one
-    evaluation (default: the last); NaN where not measured. Empty when there are none."""
+    """Each client's `metric` (default: its coverage of each group it holds), per group
+    (clients × groups), at one evaluation (default: the last); NaN where not measured. Empty
+    when there are none."""
     rows = metrics[
         (metrics["scope"] == "client") & (metrics["metric"] == metric) & (metrics["group"] != "")
     ]
@@ -133,15 +139,16 @@ def headline_rows(h: dict[str, float]) -> list[tuple[str, str]]:
             value = format_value(key, h[key])
             if key == "modes_captured" and "modes_total" in h:
                 value += f" / {h['modes_total']:.0f}"
-            if key == "groups_kept" and "groups_total" in h:
+            if key in ("groups_kept", "groups_forgotten") and "groups_total" in h:
                 value += f" / {h['groups_total']:.0f}"
             out.append((label, value))
-    for key, label in (
-        ("worst_client_recall", "worst-client recall (own data)"),
-        ("client_recall_spread", "client recall spread (max − min)"),
-    ):
-        if key in h:
-            out.append((label, format_value(key, h[key])))
+    if "worst_client" in h and "worst_client_served" in h:
+        out.append(
+            (
+                "worst-served client (share of its points in groups not forgotten)",
+                f"{h['worst_client']:.0f} ({h['worst_client_served']:.2f})",
+            )
+        )
     return out
 
 
@@ -178,23 +185,132 @@ def headline(metrics: pd.DataFrame, round_: int | None = None) -> dict[str, floa
     if first_group and len(cov):
         out["groups_kept"] = float(sum(kept(float(v)) for v in cov))
         out["groups_total"] = float(len(cov))
-    clients = metrics[
-        (metrics["scope"] == "client")
-        & (metrics["metric"] == "eval.recall")
-        & (metrics["group"] == "")
-    ]
-    if len(clients):
-        last = clients[clients["round"] == clients["round"].max()]["value"].dropna()
-        if len(last):
-            out["worst_client_recall"] = float(last.min())
-            out["client_recall_spread"] = float(last.max() - last.min())
+    lost = forgotten_sets(metrics, scope, rnd)
+    if first_group in lost:
+        out["groups_forgotten"] = float(len(lost[first_group]))
+    worst = worst_client(metrics, rnd, first_group)
+    if worst is not None:
+        out["worst_client"] = float(worst[0])
+        out["worst_client_served"] = worst[1]
     return out
+
+
+# ---- who is forgotten: the readers every view uses ---------------------------------------------
+def forgotten_sets(metrics: pd.DataFrame, scope: str, round_: int | None) -> dict[str, list[str]]:
+    """{grouping: its forgotten groups (labels as stored, in `group_order`)} at one evaluation,
+    read from the `forgotten` rows the evaluation wrote with the registry's rule
+    (`simulator.metrics.registry.RULES["forgotten"]`). Every view — the tables, `inspect`,
+    the headline, `compare`, the report, the findings — reads "who is forgotten" here."""
+    if round_ is None:
+        return {}
+    rows = metrics[
+        (metrics["scope"] == scope)
+        & (metrics["round"] == round_)
+        & (metrics["metric"] == "forgotten")
+        & (metrics["group"] != "")
+    ]
+    out: dict[str, list[str]] = {}
+    for grouping in dict.fromkeys(rows["group_by"]):
+        part = rows[rows["group_by"] == grouping]
+        out[str(grouping)] = group_order(str(g) for g in part.loc[part["value"] >= 0.5, "group"])
+    return out
+
+
+def served_shares(metrics: pd.DataFrame, round_: int, grouping: str) -> dict[int, float]:
+    """{client: share of its held-out points in groups of `grouping` not forgotten} at one
+    evaluation (the `eval.served_share` rows; the registry's `served` rule)."""
+    rows = metrics[
+        (metrics["scope"] == "client")
+        & (metrics["round"] == round_)
+        & (metrics["metric"] == "eval.served_share")
+        & (metrics["group_by"] == grouping)
+    ]
+    return {int(r.client): float(r.value) for r in rows.itertuples()}
+
+
+def worst_client(
+    metrics: pd.DataFrame, round_: int | None, grouping: str
+) -> tuple[int, float] | None:
+    """(client, served share) of the worst-served client of `grouping` at one evaluation (the
+    `worst_client` row the registry's rule wrote), None without one."""
+    if round_ is None:
+        return None
+    rows = metrics[
+        (metrics["scope"] == "clients")
+        & (metrics["round"] == round_)
+        & (metrics["metric"] == "worst_client")
+        & (metrics["group_by"] == grouping)
+    ]
+    if rows.empty:
+        return None
+    client = int(rows["value"].iloc[0])
+    return client, served_shares(metrics, round_, grouping).get(client, float("nan"))
+
+
+def holders(metrics: pd.DataFrame, round_: int, grouping: str) -> dict[str, list[int]]:
+    """{group: the clients that hold it} (those with a per-client coverage row of the group)."""
+    rows = metrics[
+        (metrics["scope"] == "client")
+        & (metrics["round"] == round_)
+        & (metrics["metric"] == "eval.coverage")
+        & (metrics["group_by"] == grouping)
+        & (metrics["group"] != "")
+    ]
+    out: dict[str, list[int]] = {}
+    for r in rows.itertuples():
+        out.setdefault(str(r.group), []).append(int(r.client))
+    return {g: sorted(set(c)) for g, c in out.items()}
+
+
+def story(metrics: pd.DataFrame, round_: int | None = None) -> str:
+    """What happened at one evaluation, in words written from the numbers: the forgotten
+    groups of every grouping and the clients that hold them, the worst-served client and
+    the precision. The opening sentence of the report and the line under the run's tables."""
+    scope = main_scope(metrics)
+    rnd = round_ if round_ is not None else last_round(metrics, scope, "recall")
+    if rnd is None:
+        return "No evaluation yet."
+    h = headline(metrics, rnd)
+    word = "step" if scope == "centralized" else "round"
+    lost = forgotten_sets(metrics, scope, rnd)
+    parts = []
+    for grouping, groups in lost.items():
+        if not groups:
+            parts.append(f"no {grouping} is forgotten")
+            continue
+        held = holders(metrics, rnd, grouping)
+        named = []
+        for g in groups:
+            who = held.get(g, [])
+            where = (
+                f" (held by client{'s' if len(who) > 1 else ''} {', '.join(map(str, who))})"
+                if who
+                else ""
+            )
+            named.append(f"{g}{where}")
+        parts.append(f"{grouping} {'; '.join(named)} forgotten")
+    text = f"At {word} {rnd}: " + ("; ".join(parts) if parts else "no groups evaluated") + "."
+    if "worst_client" in h:
+        text += (
+            f" Worst-served client: {h['worst_client']:.0f} "
+            f"({h['worst_client_served']:.0%} of its held-out points in groups not forgotten)."
+        )
+    if "precision" in h:
+        text += f" Precision {h['precision']:.3f}, coverage {h.get('coverage', float('nan')):.3f}."
+    return text
 
 
 def format_value(key: str, v: float) -> str:
     if math.isnan(v):
         return "n/a"
-    counts = ("modes_captured", "modes_total", "groups_kept", "groups_total")
+    counts = (
+        "modes_captured",
+        "modes_total",
+        "groups_kept",
+        "groups_total",
+        "groups_forgotten",
+        "worst_client",
+    )
     return f"{v:.0f}" if key in counts else f"{v:.3f}"
 
 
@@ -244,11 +360,12 @@ class GroupView:
     """One grouping's groups at one evaluation, as every view lists them.
 
     `table`: index the groups in `group_order`; columns the per-group metrics present
-    (`PER_GROUP`), `clients` (client recall pooled over every client's own held-out points;
-    NaN without clients), `n` (held-out points), `weight` (true weight, or the share of the
-    held-out set), `minority` (weight ≤ 5 % and below an even share 1/G) and `rare` (fewer
-    held-out points than `min_group_size`: values that swing widely). `gaps`: index
-    `GAP_METRICS`, columns worst (group), group_min, difference, ratio.
+    (`PER_GROUP`; `mass`: the share of generated samples inside the group's k-NN balls),
+    `forgotten` (the evaluation's `forgotten` rows: the registry's rule), `n` (held-out
+    points), `weight` (true weight, or the share of the held-out set), `minority` (weight ≤
+    `evaluation.minority_share` and below an even share 1/G) and `rare` (fewer held-out points
+    than `min_group_size`: values that swing widely). `gaps`: index `GAP_METRICS`, columns
+    worst (group), group_min, difference, ratio.
     """
 
     grouping: str
@@ -256,6 +373,13 @@ class GroupView:
     gaps: pd.DataFrame
     min_group_size: int
     weight_source: str
+    minority_share: float = MINORITY_WEIGHT
+
+    @property
+    def forgotten(self) -> list[Any]:
+        """The forgotten groups, in table order."""
+        t = self.table
+        return [g for g in t.index if bool(t.loc[g, "forgotten"])]
 
     @property
     def marked(self) -> list[Any]:
@@ -296,19 +420,16 @@ def group_views(
     `evaluation.min_group_size` from the resolved `scenario`, when given)."""
     evaluation = (scenario or {}).get("evaluation") or {}
     min_size = int(evaluation.get("min_group_size", 20))
+    minority_share = float(evaluation.get("minority_share", MINORITY_WEIGHT))
     weights = true_weights(scenario)
-    pooled = metrics[
-        (metrics["scope"] == "clients")
-        & (metrics["metric"] == "eval.recall")
-        & (metrics["round"] == round_)
-    ]
+    lost = forgotten_sets(metrics, scope, round_)
     views = []
     for grouping in groupings(metrics, scope, round_):
         wide = group_table(metrics, scope, round_, grouping)
         if wide.empty:
             continue
-        clients = pooled[pooled["group_by"] == grouping].set_index("group")["value"]
-        wide["clients"] = clients.reindex(wide.index).astype(float)
+        gone = set(lost.get(grouping, []))
+        wide["forgotten"] = [str(g) in gone for g in wide.index]
         known = weights.get(grouping)
         if known is not None:
             wide["weight"] = [known.get(str(g), float("nan")) for g in wide.index]
@@ -319,7 +440,7 @@ def group_views(
             source = "shares of the held-out set"
         even = 1.0 / len(wide)
         w = wide["weight"]
-        wide["minority"] = (w <= MINORITY_WEIGHT + 1e-12) & (w < even - 1e-12)
+        wide["minority"] = (w <= minority_share + 1e-12) & (w < even - 1e-12)
         wide["rare"] = wide["n"] < min_size
         stored = _gap_rows(metrics, scope, round_, grouping)
         gaps = pd.DataFrame(
@@ -332,7 +453,7 @@ def group_views(
             },
             index=pd.Index(GAP_METRICS, name="metric"),
         )
-        views.append(GroupView(grouping, wide, gaps, min_size, source))
+        views.append(GroupView(grouping, wide, gaps, min_size, source, minority_share))
     return views
 
 
@@ -351,7 +472,7 @@ def legend_text(view: GroupView) -> str:
     minority = [str(g) for g in t.index if t.loc[g, "minority"]]
     rare = [str(g) for g in t.index if t.loc[g, "rare"]]
     lines = [
-        f"minority (*): true weight ≤ {MINORITY_WEIGHT:.0%} and below an even share "
+        f"minority (*): true weight ≤ {view.minority_share:.0%} and below an even share "
         f"(1/{len(t)}; weights: {view.weight_source})"
         + (f": {', '.join(minority)}" if minority else ": none")
     ]
@@ -369,7 +490,7 @@ def _cell(key: str, v: float) -> str:
     return format_value(key, float(v))
 
 
-HEADERS = {"mode_mass": "mass", "clients": "clients' recall"}
+HEADERS = {"mass": "mass"}
 """Short headers of the per-group columns."""
 
 
@@ -378,17 +499,15 @@ def group_view_rows(view: GroupView) -> tuple[list[str], list[list[str]], list[b
     report both show (the CLI adds colour, the report a CSS class)."""
     t = view.table
     cols = [c for c in PER_GROUP if c in t.columns]
-    has_clients = bool(t["clients"].notna().any())
     header = [view.grouping, *(HEADERS.get(c, c) for c in cols)]
-    header += ["clients' recall"] if has_clients else []
     header += ["kept"] if "coverage" in t.columns else []
-    header += ["n real", "weight", "note"]
+    header += ["forgotten", "n real", "weight", "note"]
     rows, marked = [], []
     for g in t.index:
         cells = [str(g), *(_cell(c, t.loc[g, c]) for c in cols)]
-        cells += [_cell("", t.loc[g, "clients"])] if has_clients else []
         if "coverage" in t.columns:
             cells.append("yes" if kept(float(t.loc[g, "coverage"])) else "no")
+        cells.append("yes" if t.loc[g, "forgotten"] else "no")
         w = float(t.loc[g, "weight"])
         cells += [str(int(t.loc[g, "n"])), "n/a" if math.isnan(w) else f"{w:.1%}"]
         cells.append(group_note(view, g))
@@ -431,13 +550,16 @@ def view_tables(view: GroupView, width: int) -> list[RenderableType]:
                 cells[i] = f"[red]{cells[i]}[/red]"
             if h == "kept" and r[i] == "no":
                 cells[i] = "[red]no[/red]"
+            if h == "forgotten" and r[i] == "yes":
+                cells[i] = "[bold red]yes[/bold red]"
         if mark:
             cells[0] = f"[bold yellow]{escape(r[0] + _marks(view, g))}[/bold yellow]"
         styled.append(cells)
     columns = [Column(header[0], "left"), *(Column(h) for h in header[1:])]
     title = (
-        f"per-group ({view.grouping}): kept = coverage ≥ {KEEP_COVERAGE:g}; recall alone can "
-        "read high for a forgotten group (a few stray samples with large k-NN balls)"
+        f"per-group ({view.grouping}): mass = share of the samples inside the group's k-NN "
+        f"balls; forgotten = mass < {FORGOTTEN_MASS_RATIO:g} × its share of the on-support "
+        f"samples; kept = coverage ≥ {KEEP_COVERAGE:g}"
     )
     legend = escape(legend_text(view)).replace("warning:", "[yellow]warning:[/yellow]")
     tables = fit_tables(title, columns, styled, width, caption=legend)
@@ -454,26 +576,109 @@ def view_tables(view: GroupView, width: int) -> list[RenderableType]:
 def client_tables(
     metrics: pd.DataFrame, round_: int, views: list[GroupView], width: int
 ) -> list[RenderableType]:
-    """Client × group recall on each client's own held-out data, for every grouping the
-    clients report (minority and rare groups starred)."""
+    """Client × group coverage of every grouping the clients report — each client's coverage
+    of the groups it holds (radii from the pooled held-out set, the global evaluation's
+    samples) — with each client's served share, the worst-served client marked."""
     out = []
     for view in views:
-        table = client_group_table(metrics, round_, group_by=view.grouping)
+        table = client_group_table(metrics, round_, "eval.coverage", view.grouping)
         if table.empty:
             continue
-        marked = set(view.marked)
+        shares = served_shares(metrics, round_, view.grouping)
+        worst = worst_client(metrics, round_, view.grouping)
+        marked = set(map(str, view.marked))
+        lost = set(map(str, view.forgotten))
         columns = [Column("client", "left")] + [
-            Column(f"{g}*" if g in marked else str(g)) for g in table.columns
+            Column(f"{g}{'*' if str(g) in marked else ''}{'!' if str(g) in lost else ''}")
+            for g in table.columns
         ]
-        rows = [[str(c), *(_cell("", table.loc[c, g]) for g in table.columns)] for c in table.index]
+        columns.append(Column("served"))
+        rows = []
+        for c in table.index:
+            label = f"{c} (worst)" if worst is not None and worst[0] == c else str(c)
+            cells = [_cell("", table.loc[c, g]) for g in table.columns]
+            rows.append([label, *cells, _cell("", shares.get(int(c), float("nan")))])
         out += fit_tables(
-            f"client × {view.grouping} recall (round {round_}, each client's own held-out data)",
+            f"client × {view.grouping} coverage (round {round_}; radii from the pooled held-out "
+            "set, the global evaluation's samples; served = share of the client's held-out "
+            "points in groups not forgotten)",
             columns,
             rows,
             width,
-            caption="*: a minority or rare group; n/a: the client holds none of it"
-            if marked
-            else "n/a: the client holds none of the group",
+            caption="*: a minority or rare group; !: forgotten; n/a: the client holds none of it",
+        )
+    return out
+
+
+HIDDEN_CLIENT_PREFIXES = ("local.",)
+"""Per-client statistics `inspect --by client` does not list: `local.*`, each client's score of
+the generator it received on its own few held-out points with radii and samples of that
+size — the fairness weightings' input, not a view of who is served (recall from a few
+points' k-NN balls reads high for a forgotten group). They stay in metrics.csv."""
+
+
+def client_view_tables(
+    metrics: pd.DataFrame,
+    round_: int,
+    scenario: Mapping[str, Any] | None,
+    width: int,
+) -> list[RenderableType]:
+    """`inspect --by client`: who is served at one round — per client its held-out points,
+    served share (of every grouping), the forgotten groups it holds, the worst-served client
+    marked — then the client × group coverage, then every client's other statistics
+    (training means, bytes, its coverage; not `HIDDEN_CLIENT_PREFIXES`)."""
+    scope = main_scope(metrics)
+    word = "step" if scope == "centralized" else "round"
+    out: list[RenderableType] = []
+    lost = forgotten_sets(metrics, scope, round_)
+    sub = metrics[(metrics["scope"] == "client") & (metrics["round"] == round_)]
+    for grouping, groups in lost.items():
+        shares = served_shares(metrics, round_, grouping)
+        if not shares:
+            continue
+        worst = worst_client(metrics, round_, grouping)
+        held = holders(metrics, round_, grouping)
+        totals = sub[(sub["metric"] == "eval.coverage") & (sub["group_by"] == "")]
+        n_held = dict(zip(totals["client"], totals["n"], strict=True))
+        rows = []
+        for c in sorted(shares):
+            mine = [g for g in groups if c in held.get(g, [])]
+            label = f"{c} (worst)" if worst is not None and worst[0] == c else str(c)
+            rows.append(
+                [
+                    label,
+                    str(int(n_held.get(c, 0))),
+                    _cell("", shares[c]),
+                    ", ".join(mine) or "none",
+                ]
+            )
+        out += fit_tables(
+            f"who is served by {grouping} at {word} {round_}: served = share of the client's "
+            "held-out points in groups not forgotten; worst = the smallest share",
+            [
+                Column("client", "left"),
+                Column("held-out"),
+                Column("served"),
+                Column("holds forgotten", "left"),
+            ],
+            rows,
+            width,
+        )
+    out += client_tables(metrics, round_, group_views(metrics, scope, round_, scenario), width)
+    stats = sub[(sub["group"] == "") & (sub["group_by"] == "")]
+    stats = stats[~stats["metric"].str.startswith(HIDDEN_CLIENT_PREFIXES)]
+    if not stats.empty:
+        table = stats.pivot_table(index="metric", columns="client", values="value", aggfunc="first")
+        out += fit_tables(
+            f"every client's statistics at {word} {round_} (train.*: means over its local "
+            "steps; eval.coverage: its held-out points covered, radii from the pooled held-out "
+            "set; local.* scores, the weightings' input, are in metrics.csv)",
+            [Column("metric", "left"), *(Column(f"client {int(c)}") for c in table.columns)],
+            [
+                [escape(str(m)), *format_numbers(table.loc[m, c] for c in table.columns)]
+                for m in table.index
+            ],
+            width,
         )
     return out
 
@@ -484,8 +689,9 @@ def summary_tables(
     scenario: Mapping[str, Any] | None = None,
     width: int = 100,
 ) -> list[RenderableType]:
-    """Rich tables within `width`: headline numbers, then every grouping's per-group table
-    (recall, coverage, precision, mode mass, clients' recall, kept, weight, marks) and gaps."""
+    """Rich tables within `width`: what happened (`story`), the headline numbers, then every
+    grouping's per-group table (recall, coverage, precision, mass, kept, forgotten, weight,
+    marks) and gaps, and the client × group coverage with each client's served share."""
     if metrics.empty:
         return []
     scope = main_scope(metrics)
@@ -499,6 +705,9 @@ def summary_tables(
         width,
     )
     if rnd is not None:
-        for view in group_views(metrics, scope, rnd, scenario):
+        views = group_views(metrics, scope, rnd, scenario)
+        for view in views:
             tables += view_tables(view, width)
+        tables += client_tables(metrics, rnd, views, width)
+        tables.append(Text(story(metrics, rnd), style="bold"))
     return tables

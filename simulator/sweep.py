@@ -41,7 +41,7 @@ from simulator.summary import HEADLINE, headline
 MANIFEST = "sweep.json"
 SUMMARY = "summary.csv"
 DONE = "done.json"
-CLIENT_KEYS = ("worst_client_recall", "client_recall_spread")
+CLIENT_KEYS = ("worst_client", "worst_client_served")
 SUMMARY_KEYS = [k for k, _ in HEADLINE] + ["modes_total", *CLIENT_KEYS]
 
 

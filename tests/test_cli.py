@@ -33,7 +33,8 @@ def test_run_federated_prints_tables_and_the_run_folder(tmp_path: Path) -> None:
     assert "recall" in inspect.output
     clients = runner.invoke(app, ["inspect", folder, "--by", "client"])
     assert clients.exit_code == 0, clients.output
-    assert "eval.recall" in clients.output
+    assert "eval.coverage" in clients.output and "served" in clients.output
+    assert "eval.recall" not in clients.output and "local.recall" not in clients.output
 
 
 def test_the_run_header_names_the_protocol_not_a_strategy_it_ignores(tmp_path: Path) -> None:

@@ -39,9 +39,30 @@ def _fake_run(out: Path, federate: str, seed: int, recall: float, clients: list[
         {"round": 2, "group_by": "mode", "group": "0", "metric": "recall", "value": 0.9},
     ]
     rows += [
-        {"round": 2, "scope": "client", "client": i, "metric": "eval.recall", "value": v}
+        {
+            "round": 2,
+            "scope": "client",
+            "client": i,
+            "group_by": "mode",
+            "metric": "eval.served_share",
+            "value": v,
+        }
         for i, v in enumerate(clients)
     ]
+    worst = min(range(len(clients)), key=lambda i: (clients[i], i))
+    rows.append(
+        {
+            "round": 2,
+            "scope": "clients",
+            "group_by": "mode",
+            "metric": "worst_client",
+            "value": worst,
+        }
+    )
+    # mode 0 forgotten where recall is low (< 0.6): one run of the three "both" ones
+    rows.append(
+        {"round": 2, "group_by": "mode", "group": "0", "metric": "forgotten", "value": recall < 0.6}
+    )
     store.add_metrics(rows)
     return store.path
 
@@ -66,9 +87,10 @@ def test_groups_by_configuration_with_mean_and_std(tmp_path: Path) -> None:
             assert df.loc[i, f"{metric}.std"] == pytest.approx(np.std(values, ddof=1))
     assert df.loc[0, "recall.mean"] == pytest.approx(0.7)
 
-    clients = compare(both, metrics=["worst_client_recall", "client_recall_spread"])
-    assert clients.loc[0, "worst_client_recall.mean"] == pytest.approx(0.2)
-    assert clients.loc[0, "client_recall_spread.mean"] == pytest.approx(np.mean([0.3, 0.5, 0.7]))
+    clients = compare(both, metrics=["worst_client_served", "groups_forgotten"])
+    assert clients.loc[0, "worst_client_served.mean"] == pytest.approx(0.2)
+    assert clients.loc[0, "groups_forgotten.mean"] == pytest.approx(1 / 3)
+    assert clients.loc[0, "forgotten"] == "mode 0 (1 of 3)"
     assert clients.loc[0, "config"] == "n0", "one configuration: labelled by the scenario name"
 
     pooled = compare([*both, *gen], metrics=["recall"], by=["partition.n_clients"])

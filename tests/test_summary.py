@@ -19,8 +19,8 @@ def _rows() -> pd.DataFrame:
     rows.append((4, "global", -1, "other", "a", "recall", 0.3, 5))
     rows.append((4, "global", -1, "", "", "recall", 0.7, 90))  # a whole-population row
     for client, g, v in ((1, "2", 0.25), (0, "10", 1.0), (0, "2", 0.5)):
-        rows.append((4, "client", client, "mode", g, "eval.recall", v, 4))
-    rows.append((2, "client", 0, "mode", "2", "eval.recall", 0.0, 4))
+        rows.append((4, "client", client, "mode", g, "eval.coverage", v, 4))
+    rows.append((2, "client", 0, "mode", "2", "eval.coverage", 0.0, 4))
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 

@@ -69,24 +69,53 @@ def test_intersection_marginals_add_up_to_each_column(table_run: Any) -> None:
 
 
 def test_every_grouping_travels_from_the_clients_as_counts(table_run: Any) -> None:
-    """Clients send counts of every grouping (not only the partition's column): each client's
-    held-out points add up to the same total under every grouping, and the pooled row is
-    Σ_k hits_k / Σ_k n_k over the client rows."""
+    """Clients send counts of every grouping (not only the partition's column). A client's
+    row of a group is its own points' coverage where it holds ≥ min_group_size of them
+    (n = those points, counted here from the partition), else the global evaluation's value of
+    the group (n = the pooled held-out points); its served share is the share of its held-out
+    points in groups not forgotten — by hand from the partition and the forgotten rows."""
+    from simulator.metrics.groups import group_labels
+
     m = table_run.metrics
     rnd = int(_last(m, "client")["round"].iloc[0])
-    client = m[(m["scope"] == "client") & (m["round"] == rnd) & (m["metric"] == "eval.recall")]
+    client = m[(m["scope"] == "client") & (m["round"] == rnd) & (m["metric"] == "eval.coverage")]
     per = client[client["group"] != ""]
-    held = federated_data(validate(load_run(table_run.path).scenario)).client_held
-    for k, idx in enumerate(held):
+    s = validate(load_run(table_run.path).scenario)
+    data = federated_data(s)
+    size = s.evaluation.min_group_size
+    glob = m[(m["scope"] == "global") & (m["round"] == rnd)]
+    for k, idx in enumerate(data.client_held):
         for grouping in ("sex", "region", "sex|region"):
-            rows = per[(per["client"] == k) & (per["group_by"] == grouping)]
-            assert rows["n"].sum() == len(idx), (k, grouping)
-    pooled = _cells(m, "clients", "region", "eval.recall").set_index("group")
-    for region in pooled.index:
-        rows = per[(per["group_by"] == "region") & (per["group"] == region) & (per["n"] > 0)]
-        hits = (rows["value"] * rows["n"]).sum()
-        assert pooled.loc[region, "n"] == rows["n"].sum()
-        assert pooled.loc[region, "value"] == pytest.approx(hits / rows["n"].sum())
+            labels = group_labels(data.train.groups, grouping.split("|")).astype(str)
+            own = labels.iloc[idx].value_counts()
+            rows = per[(per["client"] == k) & (per["group_by"] == grouping)].set_index("group")
+            for g, row in rows.iterrows():
+                pooled = glob[
+                    (glob["group_by"] == grouping)
+                    & (glob["group"] == g)
+                    & (glob["metric"] == "coverage")
+                ]
+                if own.get(g, 0) >= size:
+                    assert row["n"] == own[g], (k, grouping, g)
+                else:
+                    assert row["n"] == pooled["n"].iloc[0]
+                    assert row["value"] == pytest.approx(pooled["value"].iloc[0])
+            lost = set(
+                glob[
+                    (glob["group_by"] == grouping)
+                    & (glob["metric"] == "forgotten")
+                    & (glob["value"] == 1.0)
+                ]["group"]
+            )
+            served = m[
+                (m["scope"] == "client")
+                & (m["round"] == rnd)
+                & (m["client"] == k)
+                & (m["metric"] == "eval.served_share")
+                & (m["group_by"] == grouping)
+            ]["value"]
+            expected = sum(n for g, n in own.items() if g not in lost) / len(idx)
+            assert served.iloc[0] == pytest.approx(expected)
 
 
 def test_summary_and_inspect_show_every_grouping_with_its_gaps(
@@ -104,7 +133,7 @@ def test_summary_and_inspect_show_every_grouping_with_its_gaps(
     shown = cli.console.file.getvalue()  # type: ignore[attr-defined]
     for grouping in ("sex", "region", "sex|region"):
         assert f"gaps across {grouping}" in shown
-        assert f"client × {grouping} recall" in shown
+        assert f"client × {grouping} coverage" in shown
 
 
 def test_gaps_of_a_second_grouping_are_its_own(table_run: Any) -> None:
@@ -277,7 +306,7 @@ def test_a_strategy_that_does_not_say_its_weights_gets_no_weight_rows(tmp_path: 
     s = tiny(strategy={"name": "fedmedian"}, federation={"rounds": 1, "local_steps": 1})
     m = run(s, [], out_dir=tmp_path).metrics
     assert "fed.weight" not in set(m["metric"])
-    assert "eval.recall" in set(m["metric"])  # the clients' rows are there
+    assert "eval.coverage" in set(m["metric"])  # the clients' rows are there
 
 
 # ---- item 8: a group the generator never reaches ----
@@ -314,15 +343,15 @@ def test_vectorized_engine_gives_the_same_table_for_every_grouping(
     np.testing.assert_allclose(a["value"], b["value"], rtol=1e-4, atol=1e-5)
 
 
-def test_clients_recall_column_is_of_the_round_shown() -> None:
-    """`inspect --round 2` of a run evaluated at rounds 2 and 4: the pooled clients' recall of
-    round 2, not of the last round."""
+def test_forgotten_column_is_of_the_round_shown() -> None:
+    """`inspect --round 2` of a run evaluated at rounds 2 and 4: mode 0 forgotten at round 2
+    and not at round 4 — the view of each round reads its own rows."""
     rows = []
-    for rnd, recall, pooled in ((2, 0.2, 0.25), (4, 0.8, 0.75)):
+    for rnd, recall, lost in ((2, 0.2, 1.0), (4, 0.8, 0.0)):
         rows.append((rnd, "global", -1, "", "", "recall", recall, 10))
         rows.append((rnd, "global", -1, "mode", "0", "recall", recall, 10))
-        rows.append((rnd, "clients", -1, "mode", "0", "eval.recall", pooled, 10))
+        rows.append((rnd, "global", -1, "mode", "0", "forgotten", lost, 10))
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    for rnd, pooled in ((2, 0.25), (4, 0.75)):
+    for rnd, lost in ((2, ["0"]), (4, [])):
         (view,) = group_views(metrics, "global", rnd)
-        assert view.table.loc["0", "clients"] == pooled
+        assert view.forgotten == lost

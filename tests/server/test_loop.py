@@ -140,15 +140,25 @@ def test_client_sampling_is_seeded_over_partition_ids() -> None:
     assert len({tuple(p) for p in picks}) > 1, "different rounds sample different clients"
 
 
-def test_per_group_client_counts_pool_exactly(tmp_path: Path) -> None:
+def test_the_worst_client_is_the_least_served(tmp_path: Path) -> None:
+    """Each client's served share is Σ of its held-out points in groups not forgotten over its
+    held-out points (counted here from the partition and the global `forgotten` rows), and
+    the `worst_client` row names the smallest share."""
+    from simulator.federation import federated_data
+
     s = tiny(federation={"rounds": 1})
     m = run_federated(s, tmp_path).metrics
-    per_client = m.query("scope == 'client' and metric == 'eval.recall' and group != ''")
-    pooled = m.query("scope == 'clients' and metric == 'eval.recall'").set_index("group")
-    for group, rows in per_client.groupby("group"):
-        hits = (rows["value"] * rows["n"]).sum()
-        assert pooled.loc[group, "value"] == pytest.approx(hits / rows["n"].sum())
-        assert pooled.loc[group, "n"] == rows["n"].sum()
+    data = federated_data(s)
+    lost = set(m.query("scope == 'global' and metric == 'forgotten' and value == 1")["group"])
+    served = m.query("scope == 'client' and metric == 'eval.served_share' and group_by == 'mode'")
+    shares = dict(zip(served["client"], served["value"], strict=True))
+    labels = data.train.groups["mode"].astype(str).to_numpy()
+    for k, idx in enumerate(data.client_held):
+        kept = sum(1 for g in labels[idx] if g not in lost)
+        assert shares[k] == pytest.approx(kept / len(idx))
+    worst = m.query("scope == 'clients' and metric == 'worst_client'")["value"]
+    lowest = min(shares.values())
+    assert int(worst.iloc[0]) == min(c for c, v in shares.items() if v == lowest)
 
 
 @pytest.mark.parametrize(
