@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -120,3 +122,90 @@ def test_signature_check_names_unknown_and_missing_parameters() -> None:
     assert loose.accepts("seed") and not signature("d", "c", component).accepts("seed")
     with pytest.raises(RegistryError, match="cannot read its signature"):
         signature("dataset", "builtin", type)
+
+
+def test_parameters_are_checked_against_annotations_and_typed_defaults() -> None:
+    """An int passes where a float is annotated, None only where the annotation allows it, a
+    list where a tuple or sequence is; a parameter without annotation is checked against its
+    default's type when that is a plain scalar, and not at all otherwise."""
+    from simulator.registry import signature
+
+    # Annotations are read in the function's module (here: strings, read in this module's
+    # namespace), so the names they use are imported at the top of the file.
+    def rule(  # type: ignore[no-untyped-def]
+        rate: float = 1.0,
+        rounds: int | None = None,
+        modes: Sequence[int] = (),
+        pair: tuple[float, float] = (0.0, 1.0),
+        how: Literal["mean", "median"] = "mean",
+        table: Mapping[str, float] | None = None,
+        flag: bool = False,
+        inferred=0.5,
+        untyped=None,
+        anything=[],  # noqa: B006 - a list default says nothing about its elements
+    ):
+        return None
+
+    sig = signature("strategy", "rule", rule)
+    fine = {
+        "rate": 2,  # an int where a float is annotated
+        "rounds": None,
+        "modes": [1, 2],
+        "pair": [0, 0.5],  # YAML has no tuples
+        "how": "median",
+        "table": {"a": 1},
+        "flag": True,
+        "inferred": 3,
+        "untyped": "whatever",
+        "anything": {"x": "y"},
+    }
+    assert sig.check(fine).wrong == {}
+    wrong = {
+        "rate": None,
+        "rounds": 1.5,
+        "modes": [1, "two"],
+        "pair": [1.0],
+        "how": "mode",
+        "table": {"a": "b"},
+        "flag": 1,
+        "inferred": "half",
+    }
+    got = sig.check(wrong).wrong
+    assert set(got) == set(wrong)
+    assert got["rate"] == "must be a number, got null"
+    assert got["rounds"] == "must be an integer or null, got 1.5 (a number)"
+    assert got["flag"] == "must be true or false, got 1 (an integer)"
+    assert got["inferred"] == "must be a number, got 'half' (a string)"
+    assert "one of 'mean', 'median'" in got["how"]
+    assert sig.check({"rate": "x"}).by_key("strategy.params", "rule") == [
+        "strategy.params.rate: rule: rate must be a number, got 'x' (a string)"
+    ]
+    assert sig.check({"rate": True}).wrong == {"rate": "must be a number, got true"}
+
+
+def test_unreadable_annotations_leave_their_parameter_unchecked(tmp_path: Path) -> None:
+    """A name imported only for type checkers cannot be evaluated: that parameter is not
+    checked, the others still are."""
+    f = tmp_path / "lazy_rule.py"
+    f.write_text(
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from numpy import ndarray\n"
+        "def rule(data: ndarray | None = None, rate: float = 1.0):\n"
+        "    return None\n"
+    )
+    from simulator.registry import load_plugin, signature
+
+    sig = signature("strategy", "rule", load_plugin(f"{f}:rule", "strategy"))  # type: ignore[arg-type]
+    assert sig.check({"data": "anything", "rate": "x"}).wrong == {
+        "rate": "must be a number, got 'x' (a string)"
+    }
+
+
+def test_a_typo_suggests_the_registered_name() -> None:
+    from server.strategies import STRATEGIES
+
+    suggestion = r"unknown strategy 'fedmeadian'; did you mean 'fedmedian'\?"
+    with pytest.raises(RegistryError, match=suggestion):
+        STRATEGIES.get("fedmeadian")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.scenario import ScenarioError, apply_overrides, load, resolved_yaml, validate
+from simulator.scenario import ScenarioError, _read, apply_overrides, load, resolved_yaml, validate
 from simulator.yamlsafe import load_yaml
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").rglob("*.yaml"))
@@ -121,3 +121,108 @@ def test_a_renamed_component_starts_from_empty_params(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("base: p.yaml\ngan: {lipschitz: {params: {sampling: real}}}\n")
     assert load(tmp_path / "a.yaml").gan.lipschitz.params == {}
     assert load(tmp_path / "b.yaml").gan.lipschitz.params == {"lam": 5.0, "sampling": "real"}
+
+
+PARENT = """
+data: {dataset: ring, n_samples: 400, params: {n_modes: 4, minority_modes: [0]}}
+partition: {name: explicit, params: {assign: {0: [0]}, rest: iid}, n_clients: 4}
+strategy: {name: fedadam, params: {eta: 0.01}}
+federation: {rounds: 1, protocol: mdgan, protocol_params: {swap_every: 5}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where", "expected"),
+    [
+        # a changed name starts from empty params; the ones given beside it, in any order, stay
+        (["partition.name=dirichlet", "partition.params.alpha=0.3"], "partition", {"alpha": 0.3}),
+        (["partition.params.alpha=0.3", "partition.name=dirichlet"], "partition", {"alpha": 0.3}),
+        (["partition.name=iid"], "partition", {}),
+        (["strategy.name=fedyogi"], "strategy", {}),
+        (["data.dataset=grid"], "data", {}),
+        # the same name again is no change: its params stay
+        (["strategy.name=fedadam"], "strategy", {"eta": 0.01}),
+        (["strategy.params.tau=0.1"], "strategy", {"eta": 0.01, "tau": 0.1}),
+    ],
+)
+def test_an_override_that_renames_a_component_starts_from_empty_params(
+    tmp_path: Path, overrides: list[str], where: str, expected: dict[str, object]
+) -> None:
+    """The README's rule for `base:` files holds on the command line too (on main,
+    `partition.name=dirichlet` kept explicit's `assign` and the scenario was refused)."""
+    (tmp_path / "s.yaml").write_text(PARENT)
+    raw = apply_overrides(_read(tmp_path / "s.yaml"), overrides)
+    assert raw[where]["params"] == expected
+
+
+def test_a_renamed_protocol_or_dataset_in_a_file_starts_from_empty_params(tmp_path: Path) -> None:
+    """`data.dataset` and `federation.protocol` are names like any component's: over a base
+    file as on the command line, the old one's parameters do not follow the new one."""
+    (tmp_path / "p.yaml").write_text(PARENT)
+    (tmp_path / "c.yaml").write_text(
+        "base: p.yaml\ndata: {dataset: grid}\nfederation: {protocol: uagan}\n"
+    )
+    raw = _read(tmp_path / "c.yaml")
+    assert raw["data"]["params"] == {} and raw["federation"]["protocol_params"] == {}
+    over = apply_overrides(_read(tmp_path / "p.yaml"), ["federation.protocol=uagan"])
+    assert over["federation"]["protocol_params"] == {}
+
+
+def _table_scenario(folder: Path, path: str, **data: object) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = {
+        "name": "own",
+        "data": {"dataset": "table", "params": {"path": path, "groups": ["sex", "region"]}, **data},
+        "gan": {"generator": {"widths": [8]}, "critic": {"widths": [8]}, "batch_size": 16},
+        "partition": {"n_clients": 2},
+        "federation": {"rounds": 1, "local_steps": 1},
+        "evaluation": {"every": 1, "n_samples": 50, "min_group_size": 5},
+    }
+    import yaml
+
+    (folder / "s.yaml").write_text(yaml.safe_dump(raw))
+    return folder / "s.yaml"
+
+
+def test_finite_data_defaults_to_every_row(tmp_path: Path) -> None:
+    """A 500-row table without n_samples is all 500 rows (main asked for 20,000 and refused
+    it); generated data keeps its 20,000 points; the digits all their images."""
+    from tests.conftest import write_table
+
+    write_table(tmp_path / "t.csv")
+    s = load(_table_scenario(tmp_path, "t.csv"))
+    assert s.data.n_samples is None
+    assert validate({}).data.n_samples == 20000
+    assert validate({"data": {"dataset": "digits"}}).data.n_samples is None
+    given = {"path": str(tmp_path / "t.csv"), "groups": ["sex", "region"]}
+    table = {"dataset": "table", "n_samples": 100, "params": given}
+    assert validate({"data": table}).data.n_samples == 100
+
+
+def test_data_paths_resolve_against_the_file_that_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `base:` does: a path in a file is taken from that file's folder (a base's from the
+    base's), one on the command line from the current directory; all are stored absolute, so
+    the run folder's scenario.yaml reads the same from anywhere."""
+    from tests.conftest import write_table
+
+    (tmp_path / "proj" / "data").mkdir(parents=True)
+    write_table(tmp_path / "proj" / "data" / "t.csv")
+    base = _table_scenario(tmp_path / "proj" / "data", "t.csv")  # proj/data/s.yaml: t.csv
+    child = tmp_path / "proj" / "child.yaml"
+    child.write_text("base: data/s.yaml\nname: child\n")
+    other = tmp_path / "proj" / "other.yaml"
+    other.write_text("base: data/s.yaml\ndata: {params: {path: data/t.csv}}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    want = str(tmp_path / "proj" / "data" / "t.csv")
+    for f in (base, child, other):
+        s = load(f)
+        assert s.data.params["path"] == want, f
+        assert f"path: {want}" in resolved_yaml(s)
+    with pytest.raises(ScenarioError) as info:
+        load(child, ["data.params.path=mine.csv"])
+    tried = str(elsewhere / "mine.csv")
+    assert any(tried in e and "file not found" in e for e in info.value.errors), info.value
