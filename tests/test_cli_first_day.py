@@ -1,0 +1,165 @@
+"""The command line on the first day: `--version`, a quick `--help`, run folders found from a
+scenario's folder of runs, whole paths, integer counts, one permission for every file of a
+run folder, own data run and resumed from anywhere, overrides that rename a component."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from simulator.cli import BUNDLED, app
+from tests.conftest import tiny_raw, write_table
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(folder: Path, raw: dict, name: str = "s.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / name
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scenario's folder of runs holding one finished one-round run, under a 022 umask."""
+    out = tmp_path_factory.mktemp("cli") / "runs"
+    p = _write(out.parent, tiny_raw(federation={"rounds": 1}))
+    old = os.umask(0o022)
+    try:
+        res = runner.invoke(app, ["run", str(p), "--out", str(out)])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    return out / "tiny"
+
+
+def test_version_names_the_installed_package() -> None:
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0
+    assert res.output.split() == ["fedgan", metadata.version("fedgan")]
+
+
+def test_help_and_version_import_nothing_heavy() -> None:
+    """`fedgan --help` and `--version` answer at once: torch (1 s), flwr, pandas, fairlearn
+    and scikit-learn are imported by the commands that use them, not by the CLI module."""
+    code = "import sys, simulator.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split())
+    assert not loaded & {"torch", "flwr", "pandas", "fairlearn", "sklearn", "scipy"}
+
+
+def test_inspect_and_report_take_a_folder_of_runs_and_name_the_latest(runs: Path) -> None:
+    (only,) = [p for p in runs.iterdir() if p.is_dir()]
+    older = runs / "20000101-000000-aaaaaa"  # a run folder named as if started in 2000
+    shutil.copytree(only, older)
+    res = runner.invoke(app, ["inspect", str(runs), "--by", "metric"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert f"{runs}: its latest run of 2, {only}" in text
+    report = runner.invoke(app, ["report", str(runs)])
+    assert report.exit_code == 0, report.output
+    assert (only / "report.html").is_file() and not (older / "report.html").exists()
+    shutil.rmtree(older)
+    nothing = runner.invoke(app, ["inspect", str(runs.parent)])
+    assert nothing.exit_code == 2 and "neither a run folder" in nothing.output
+
+
+def test_scenarios_prints_whole_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    res = runner.invoke(app, ["scenarios"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    for p in BUNDLED.rglob("*.yaml"):
+        assert str(p.relative_to(ROOT)) in res.output, p
+    assert "…" not in res.output.split("┃ description")[-1].split("│")[1::2][0]
+
+
+def test_compare_prints_counts_as_integers_and_no_spread_for_one_seed(runs: Path) -> None:
+    res = runner.invoke(app, ["compare", str(runs), "--metrics", "recall,modes_captured"])
+    assert res.exit_code == 0, res.output
+    assert "one run each" in res.output and "over seeds" not in res.output
+    row = next(line for line in res.output.splitlines() if line.startswith("tiny"))
+    recall, modes = row.split()[2:4]
+    assert "." in recall and modes.isdigit(), row  # 0.123 and 3, not 3.000
+    assert "±" not in row
+
+
+def test_every_file_of_a_run_folder_has_the_umasks_permissions(runs: Path) -> None:
+    (folder,) = [p for p in runs.iterdir() if p.is_dir()]
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    modes = {str(f.relative_to(folder)): f.stat().st_mode & 0o777 for f in files}
+    assert {"metrics.csv", "partition.csv", "scenario.yaml", "metrics.parquet"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes  # 0o666 under the fixture's 022 umask
+
+
+def test_a_failed_run_leaves_no_progress_line_after_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_rule.py").write_text(
+        "from flwr.serverapp.strategy import FedAvg\n\n\n"
+        "class Broken(FedAvg):\n"
+        "    def aggregate_train(self, server_round, replies):\n"
+        "        raise KeyError('boom')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, tiny_raw(strategy={"name": "broken_rule.py:Broken"}))
+    res = runner.invoke(app, ["run", str(p), "--out", "runs"])
+    assert res.exit_code == 1
+    after = res.output.split("the run failed")[1]
+    assert "starting" not in after and "0/2" not in after, res.output
+
+
+def test_validate_takes_a_renamed_partitioner_with_its_own_params(tmp_path: Path) -> None:
+    """On main, `partition.name=dirichlet` kept explicit's `assign`, which dirichlet refused."""
+    raw = tiny_raw(partition={"name": "explicit", "params": {"assign": {0: [0]}, "rest": "iid"}})
+    p = _write(tmp_path, raw)
+    for overrides in (
+        ["partition.name=dirichlet", "partition.params.alpha=0.3"],
+        ["partition.params.alpha=0.3", "partition.name=dirichlet"],
+    ):
+        res = runner.invoke(app, ["validate", str(p), *overrides])
+        assert res.exit_code == 0, res.output
+
+
+def test_own_data_runs_and_resumes_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 500-row CSV beside its scenario, named relatively and without n_samples: run from
+    another folder, then extended with --resume from a third."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    write_table(project / "data" / "t.csv")
+    raw = tiny_raw(
+        name="own",
+        data={"dataset": "table", "params": {"path": "data/t.csv", "groups": ["sex", "region"]}},
+        gan={"lr_schedule": "constant"},  # so the run can be extended
+        partition={"name": "iid", "params": {}, "n_clients": 2},
+        federation={"rounds": 1},
+    )
+    del raw["data"]["n_samples"]
+    scenario = _write(project, raw)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    res = runner.invoke(app, ["run", str(scenario), "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    (folder,) = (tmp_path / "runs" / "own").iterdir()
+    stored = yaml.safe_load((folder / "scenario.yaml").read_text())
+    assert stored["data"]["params"]["path"] == str(project / "data" / "t.csv")
+    assert stored["data"]["n_samples"] is None
+    monkeypatch.chdir(tmp_path / "b")
+    more = runner.invoke(app, ["run", "--resume", str(folder), "federation.rounds=2"])
+    assert more.exit_code == 0, more.output
+    progress = [json.loads(x) for x in (folder / "progress.jsonl").read_text().splitlines()]
+    assert max(p["done"] for p in progress) == 2
