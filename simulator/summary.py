@@ -131,8 +131,12 @@ def client_group_table(
     return table.reindex(index=sorted(table.index), columns=group_order(table.columns))
 
 
-def headline_rows(h: dict[str, float]) -> list[tuple[str, str]]:
-    """(label, value) lines of a headline (`headline`), in the order the tables print them."""
+def headline_rows(
+    h: dict[str, float], forgotten: Iterable[str] | None = None
+) -> list[tuple[str, str]]:
+    """(label, value) lines of a headline (`headline`), in the order the tables print them;
+    `forgotten`: the primary grouping's forgotten groups, named after their count."""
+    names = list(forgotten or [])
     out = []
     for key, label in HEADLINE:
         if key in h:
@@ -141,6 +145,8 @@ def headline_rows(h: dict[str, float]) -> list[tuple[str, str]]:
                 value += f" / {h['modes_total']:.0f}"
             if key in ("groups_kept", "groups_forgotten") and "groups_total" in h:
                 value += f" / {h['groups_total']:.0f}"
+            if key == "groups_forgotten" and names:
+                value += ": " + ", ".join(names)
             out.append((label, value))
     if "worst_client" in h and "worst_client_served" in h:
         out.append(
@@ -176,7 +182,7 @@ def headline(metrics: pd.DataFrame, round_: int | None = None) -> dict[str, floa
     if rnd is None:
         return out
     rows = metrics[(metrics["scope"] == scope) & (metrics["round"] == rnd)]
-    first_group = next((g for g in rows["group_by"] if g), "")
+    first_group = primary_grouping(metrics, scope, rnd)
     for r in rows.itertuples():
         if r.group == "" and (r.group_by in ("", first_group)):
             out.setdefault(str(r.metric), float(r.value))
@@ -298,6 +304,12 @@ def story(metrics: pd.DataFrame, round_: int | None = None) -> str:
     if "precision" in h:
         text += f" Precision {h['precision']:.3f}, coverage {h.get('coverage', float('nan')):.3f}."
     return text
+
+
+def primary_grouping(metrics: pd.DataFrame, scope: str, round_: int | None) -> str:
+    """The grouping the headline speaks of: the first one the evaluation wrote ("" if none)."""
+    rows = metrics[(metrics["scope"] == scope) & (metrics["round"] == round_)]
+    return str(next((g for g in rows["group_by"] if g), ""))
 
 
 def format_value(key: str, v: float) -> str:
@@ -701,7 +713,12 @@ def summary_tables(
     tables = fit_tables(
         f"{scope} evaluation at {word} {rnd} (held-out real data)",
         [Column("metric", "left"), Column("value")],
-        [[escape(label), value] for label, value in headline_rows(h)],
+        [
+            [escape(label), escape(value)]
+            for label, value in headline_rows(
+                h, forgotten_sets(metrics, scope, rnd).get(primary_grouping(metrics, scope, rnd))
+            )
+        ],
         width,
     )
     if rnd is not None:

@@ -30,7 +30,7 @@ from simulator.findings.fedmethods import (
     unavailable,
     unproduced,
 )
-from simulator.metrics.diagnosis import DROPPED_MASS_RATIO, KEEP_COVERAGE
+from simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE
 
 SCENARIO = "federation.yaml"
 ALPHAS = (0.05, 0.3, 1.0, 100.0)
@@ -318,13 +318,18 @@ def _verdict(
         if os_ is None:
             continue
         if _mean(os_, _cov) < KEEP_COVERAGE:
-            mass = _mean(os_, lambda o: minority_mass_ratio(o, MINORITY, MINORITY_WEIGHT))
-            how = "dropped" if mass < DROPPED_MASS_RATIO else "generated but not covered"
-            lost.append(f"{m.label} {mass:.2f} ({how})")
+            # The project's one rule (the evaluation's `forgotten` rows), never a second one.
+            n_lost = sum(any(o.group("forgotten", g) >= 0.5 for g in MINORITY) for o in os_)
+            how = (
+                f"forgotten in {n_lost} of {len(os_)} runs"
+                if n_lost
+                else "generated but not covered"
+            )
+            lost.append(f"{m.label} ({how})")
     if lost:
         out += (
-            f" Where the minority modes are lost at α = {small:g}, their generated mass "
-            f"(share of samples / true weight; < {DROPPED_MASS_RATIO:g} is dropped) says how: "
+            f" Where the minority modes are lost at α = {small:g}, the forgotten rule (mass "
+            f"inside their k-NN balls < {FORGOTTEN_MASS_RATIO:g} × their share) says how: "
             + ", ".join(lost)
             + "."
         )

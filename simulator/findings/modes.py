@@ -209,8 +209,10 @@ def run_dropping_vs_collapse(quick: bool, fig_dir: Path) -> Finding:
             f"disagrees at {', '.join(f'{d:g}' for d in bad)}. Why: there the segment between the "
             "components still lies inside the data's support (its tails); the k-NN balls of "
             "the few real points there are large, so density stays near 1 and the diagnosis "
-            "reads the interpolator as mode dropping. Density separates the two failures only "
-            "when the interpolated samples leave the support."
+            "reads the interpolator as "
+            + ", ".join(sorted({str(r["label"]) for d in bad for r in res[(d, GENERATORS[1])]}))
+            + ". Density separates the two failures only when the interpolated samples leave "
+            "the support."
         )
     )
     return Finding(

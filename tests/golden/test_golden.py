@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
 from simulator.gan import fastmlp
-from tests.golden.make_golden import SCENARIOS, TABLES, canonical_csv, read_table, run_stored
+from tests.golden.make_golden import (
+    SCENARIOS,
+    TABLES,
+    assert_same,
+    canonical_csv,
+    read_table,
+    run_stored,
+)
 
 CASES = sorted(p.stem for p in SCENARIOS.glob("*.yaml"))
 ADDED = ("fed.weight",)
@@ -52,24 +56,4 @@ def test_metrics_table_is_the_recorded_one(name: str, tmp_path: Path) -> None:
     # where that exists) are checked by their own tests until then: the rest must not move.
     added = [m for m in ADDED if m not in set(expected["metric"])]
     table = table[~table["metric"].isin(added)].reset_index(drop=True)
-    if not _convolutional(SCENARIOS / f"{name}.yaml"):
-        pd.testing.assert_frame_equal(table, expected, check_exact=True)
-        return
-    # Convolutions go through oneDNN, whose kernels depend on the CPU's instruction set: the
-    # first step already rounds differently on another machine (~1e-7 relative, measured: an
-    # AVX-512 EPYC against the recording machine), and by round 2 a sample or two of the 300
-    # evaluated changes mode. Same rows exactly; values to rounding for what training writes,
-    # to a few samples for the evaluation.
-    pd.testing.assert_frame_equal(
-        table.drop(columns="value"), expected.drop(columns="value"), check_exact=True
-    )
-    got_v = pd.to_numeric(table["value"], errors="coerce").to_numpy()
-    exp_v = pd.to_numeric(expected["value"], errors="coerce").to_numpy()
-    train = table["metric"].str.startswith("train.").to_numpy()
-    np.testing.assert_allclose(got_v[train], exp_v[train], rtol=1e-4, equal_nan=True)
-    np.testing.assert_allclose(got_v[~train], exp_v[~train], rtol=1e-2, atol=1e-2, equal_nan=True)
-
-
-def _convolutional(scenario: Path) -> bool:
-    gan = yaml.safe_load(scenario.read_text())["gan"]
-    return "conv" in (gan["generator"].get("kind"), gan["critic"].get("kind"))
+    assert_same(table, expected, SCENARIOS / f"{name}.yaml")
