@@ -339,16 +339,24 @@ def _pooled_reference(scenario_json: str) -> PooledReference:
 def served_coverage(
     s: Scenario, gan: GAN, state: GANState, data: FederatedData, client: int, round_: int
 ) -> ClientCoverage:
-    """The evaluate message's answer: `state`'s generator — the samples the global evaluation
-    scores at `round_` (`simulator.evaluate.generated`: same count, same noise stream) —
-    against client `client`'s held-out points, each with its k-NN radius among the pooled
-    held-out set (`simulator.metrics.forgetting.coverage_against`); per-group counts."""
+    """The evaluate message's answer: `client_coverage` of the samples the global evaluation
+    scores at `round_` (`simulator.evaluate.generated`: `state`'s generator, same count, same
+    noise stream)."""
     from simulator.evaluate import generated
 
-    idx = data.client_held[client]
-    ref = _pooled_reference(s.to_json())
     fake = generated(s, gan, state, round_)
     _check_finite(fake, client)
+    return client_coverage(s, data, client, fake)
+
+
+def client_coverage(
+    s: Scenario, data: FederatedData, client: int, fake: np.ndarray
+) -> ClientCoverage:
+    """`fake` [M, d] against client `client`'s held-out points, each with its k-NN radius
+    among the pooled held-out set (`simulator.metrics.forgetting.coverage_against`), in the
+    space the global evaluation uses; per-group counts."""
+    idx = data.client_held[client]
+    ref = _pooled_reference(s.to_json())
     covered = coverage_against(
         ref.held, ref.embed(data.train.X[idx]), ref.embed(fake), s.evaluation.k
     )
