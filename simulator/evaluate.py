@@ -224,9 +224,9 @@ class Evaluator:
             ("worst_group_coverage", "coverage.group_min"),
             ("recall_difference", "recall.difference"),
         ):
-            value = _grouping_value(rows, first, metric)
-            if value is not None:
-                summary[key] = value
+            stat = _grouping_value(rows, first, metric)
+            if stat is not None:
+                summary[key] = stat
         rest = res.coverage_per_real[~lost_points]
         rest_coverage = float(rest.mean()) if len(rest) else float("nan")
         summary["rest_coverage"] = rest_coverage

@@ -64,9 +64,7 @@ def _mixture_fake(ds: Any, keep: list[int], rng: np.random.Generator) -> np.ndar
     w = np.zeros(m.n_modes)
     w[keep] = m.weights[keep]
     comp = rng.choice(m.n_modes, size=2500, p=w / w.sum())
-    return (m.means[comp] + m.sigma[comp, None] * rng.standard_normal((2500, 2))).astype(
-        np.float32
-    )
+    return (m.means[comp] + m.sigma[comp, None] * rng.standard_normal((2500, 2))).astype(np.float32)
 
 
 def _write_run(s: Scenario, fake: np.ndarray, out: Path) -> Path:
@@ -126,7 +124,11 @@ def _views(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
     html = render(run)
     opening = re.search(r'id="story"[^>]*>(.*?)</p>', html, re.S)
     assert opening is not None or True, "TEMP"
-    out["report"] = _story_set(_unescape(opening.group(1)), grouping) if opening else _story_set(story(m), grouping)  # TEMP
+    out["report"] = (
+        _story_set(_unescape(opening.group(1)), grouping)
+        if opening
+        else _story_set(story(m), grouping)
+    )  # TEMP
     out["story"] = _story_set(story(m), grouping)
     return out
 
@@ -207,9 +209,7 @@ def test_every_view_names_the_modes_a_generator_leaves_out(
     kind: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory, monkeypatch: Any
 ) -> None:
     k = 8 if kind == "ring" else 25
-    raw = data.draw(
-        st.lists(st.floats(0.02, 0.20), min_size=k, max_size=k), label="weights"
-    )
+    raw = data.draw(st.lists(st.floats(0.02, 0.20), min_size=k, max_size=k), label="weights")
     w = np.array(raw) / np.sum(raw)
     params: dict[str, Any] = {"weights": [float(x) for x in w]}
     if kind == "ring":
@@ -292,7 +292,12 @@ def test_a_metric_added_through_the_registry_reaches_the_table(tmp_path: Path) -
     generator of the exact mixture it is small for every mode, and a mode shifted by 0.1
     (5σ) reads ≈ 0.01 more — ‖Δμ‖² — than the others; a forgotten mode has no samples: NaN."""
     raw = {"dataset": "ring", "n_samples": 8000, "params": {}}
-    s = validate({**_scenario(raw).model_dump(mode="json"), "evaluation": {"metrics": ["group_frechet"], "n_samples": 2500, "every": ROUND}})
+    s = validate(
+        {
+            **_scenario(raw).model_dump(mode="json"),
+            "evaluation": {"metrics": ["group_frechet"], "n_samples": 2500, "every": ROUND},
+        }
+    )
     held = federated_data(s).held
     rng = np.random.default_rng(2)
     fake = _mixture_fake(held, [1, 2, 3, 4, 5, 6, 7], rng)
@@ -300,7 +305,11 @@ def test_a_metric_added_through_the_registry_reaches_the_table(tmp_path: Path) -
     near3 = np.linalg.norm(fake - comp_means[3], axis=1) < 0.2
     fake[near3] += np.array([0.1, 0.0], dtype=np.float32)
     ev = make_evaluator(s, held)(fake)
-    fd = {r["group"]: r["value"] for r in ev.rows if r["metric"] == "frechet_distance" and r.get("group", "") != ""}
+    fd = {
+        r["group"]: r["value"]
+        for r in ev.rows
+        if r["metric"] == "frechet_distance" and r.get("group", "") != ""
+    }
     assert np.isnan(fd[0])
     assert fd[3] == pytest.approx(0.01, abs=0.003)
     assert all(fd[g] < 0.002 for g in (1, 2, 4, 5, 6, 7))
@@ -313,3 +322,37 @@ def test_an_unknown_metric_is_refused_at_its_path() -> None:
     raw["evaluation"]["metrics"] = ["group_frechett"]
     with pytest.raises(ScenarioError, match=r"evaluation\.metrics.*group_frechett"):
         validate(raw)
+
+
+def test_client_0_is_the_worst_served_on_the_quickstart_state() -> None:
+    """The quickstart's FedAvg samples at round 400 (seed 0): modes 0 and 1 — all on client 0
+    — are forgotten, so client 0 is served on its majority-mode points only: its held-out
+    points outside modes 0 and 1 over all of them (counted here from the partition), the
+    smallest share of the five; every other client holds no forgotten mode (share 1)."""
+    from server.evaluation import client_rows
+    from simulator.scenario import load
+
+    root = Path(__file__).resolve().parents[2]
+    s = load(root / "scenarios" / "quickstart.yaml")
+    data = federated_data(s)
+    fake = np.load(Path(__file__).with_name("fedavg-quickstart-seed0.npy"))
+    ev = make_evaluator(s, data.held)(fake)
+    scores = {c: client_coverage(s, data, c, fake) for c in range(data.n_clients)}
+    rows = client_rows(data, scores, ev, s.evaluation.min_group_size)
+    served = {r["client"]: r["value"] for r in rows if r["metric"] == "eval.served_share"}
+    labels = data.train.groups["mode"].to_numpy()
+    idx = data.client_held[0]
+    majority = int(np.sum(~np.isin(labels[idx], [0, 1])))
+    assert served[0] == pytest.approx(majority / len(idx))
+    assert 0.55 < served[0] < 0.75  # the issue's count: 288 of 448 = 0.64
+    assert all(served[c] == 1.0 for c in range(1, 5))
+    (worst,) = [r["value"] for r in rows if r["metric"] == "worst_client"]
+    assert worst == 0
+    # client 0's own rows of modes 0 and 1 (≥ 20 points each there): nothing covered
+    own = {
+        r["group"]: r["value"]
+        for r in rows
+        if r["client"] == 0 and r["metric"] == "eval.coverage" and r.get("group", "") != ""
+    }
+    assert own[0] == 0.0 and own[1] == 0.0
+    assert min(own[g] for g in range(2, 8)) > 0.5
