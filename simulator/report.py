@@ -5,6 +5,11 @@ Everything is inline — figures are base64 PNGs drawn with matplotlib's Agg can
 Every section reads what the run folder holds; a section whose data the run lacks (no clients in
 a centralized run, no samples, a dataset that cannot be re-created) becomes a short note.
 
+The report tells one story: it opens with `simulator.summary.story` of the last evaluation, and
+every figure that marks a forgotten group or the worst-served client reads them through the
+summary's readers (`forgotten_sets`, `holders`, `worst_client`, the group views), never from a
+rule of its own. Clients are shown by their coverage and served share, never by recall.
+
 Figures are drawn at 96 dpi — a matplotlib point is a CSS point — and never wider than the
 page's content (`MAX_WIDTH`), so the browser shows them at their native size and no text is
 smaller than `MIN_FONT` points.
@@ -27,31 +32,39 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from simulator.messages import LOCAL_RECALL
+from simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE, kept
 from simulator.store import Run, atomic_write_text, load_run
 from simulator.summary import (
     SEPARATOR,
     GroupView,
     client_group_table,
+    forgotten_sets,
     gap_rows,
     group_order,
+    group_table,
     group_view_rows,
     group_views,
     headline,
     headline_rows,
+    holders,
     last_round,
     legend_text,
     main_scope,
+    story,
+    worst_client,
 )
 
 FIGURE_IDS = (
     "fig-samples",
+    "fig-group-bars",
     "fig-group-metrics",
     "fig-fairness",
-    "fig-client-recall",
-    "fig-client-rounds",
+    "fig-client-coverage",
+    "fig-client-served",
     "fig-weights",
     "fig-partition",
     "fig-training",
@@ -88,6 +101,13 @@ MANY_GROUPS = 10
 """Beyond this many groups a legend goes outside the axes, in as many columns as it needs."""
 MINORITY_MARK = "*"
 """Suffix of a minority or rare group's label in figures (the tables say which it is)."""
+FORGOTTEN_COLOR = "#b2182b"
+"""Red: what every figure marks a forgotten group (or the worst-served client) with."""
+KEPT_COLOR = "#2166ac"
+"""Blue: the bars of groups that are not forgotten."""
+LEGEND_NAMES = 8
+"""At most this many forgotten groups are named in a legend (all of them in the caption): a
+longer list would be wider than the figure."""
 
 
 class _NoData(Exception):
@@ -104,6 +124,8 @@ class _Context:
     scope: str
     step_word: str
     views: list[GroupView]
+    round_: int | None = None
+    """The last evaluation of the main scope (None: none has finished)."""
     against: Run | None = None
     names: tuple[str, str] = ("this run", "other run")
     notes: list[str] = field(default_factory=list)
@@ -117,6 +139,11 @@ class _Context:
         """Minority and rare groups of `grouping`, as the tidy table labels them."""
         view = next((v for v in self.views if v.grouping == grouping), None)
         return {str(g) for g in view.marked} if view is not None else set()
+
+    def forgotten(self, grouping: str) -> list[str]:
+        """The forgotten groups of `grouping` at the last evaluation (`forgotten_sets`)."""
+        view = next((v for v in self.views if v.grouping == grouping), None)
+        return [str(g) for g in view.forgotten] if view is not None else []
 
 
 # ---- small helpers ---------------------------------------------------------------------------
@@ -205,10 +232,25 @@ def _pick_rounds(rounds: Sequence[int], k: int) -> list[int]:
     return [rounds[i] for i in idx]
 
 
-def _real_data(ctx: _Context) -> tuple[np.ndarray, np.ndarray | None, Any, str]:
-    """(held-out X, labels of the first grouping as strings, image_shape, description)
-    re-created from the resolved scenario with the run's own seed derivation, so it is the
-    set the run scored."""
+@dataclass(frozen=True)
+class _Real:
+    """The real data a samples figure is drawn over."""
+
+    X: np.ndarray
+    labels: np.ndarray | None
+    """Labels of the first grouping, as strings."""
+    image_shape: Any
+    what: str
+    means: np.ndarray | None = None
+    """The mixture's mode means [K, d], where the dataset knows them (ring, grid, ...)."""
+    mode_column: str = "mode"
+    """The group column the means are indexed by (the grouping "mode" of the tidy table)."""
+
+
+def _real_data(ctx: _Context) -> _Real:
+    """The held-out real data, the labels of the first grouping as strings and the mode
+    means, re-created from the resolved scenario with the run's own seed derivation, so it is
+    the set the run scored."""
     from simulator.centralized import stratified_split
     from simulator.data import load_dataset
     from simulator.metrics.groups import group_labels
@@ -220,6 +262,8 @@ def _real_data(ctx: _Context) -> tuple[np.ndarray, np.ndarray | None, Any, str]:
     ds = load_dataset(
         data["dataset"], data.get("n_samples"), derive_seed(seed, "data"), data.get("params") or {}
     )
+    # The means belong to the whole mixture, not to the split: take them before subsetting.
+    means = np.asarray(ds.modes.means, dtype=float) if ds.modes is not None else None
     what = "real data"
     holdout = data.get("holdout")
     if holdout:
@@ -230,7 +274,7 @@ def _real_data(ctx: _Context) -> tuple[np.ndarray, np.ndarray | None, Any, str]:
     if not all(c in ds.groups.columns for c in cols):
         cols = [ds.group_column]
     labels = group_labels(ds.groups, cols).astype(str).to_numpy()
-    return ds.X, labels, ds.image_shape, what
+    return _Real(ds.X, labels, ds.image_shape, what, means, str(ds.group_column))
 
 
 def _image_grid(x: np.ndarray, shape: tuple[int, int, int], k: int) -> np.ndarray:
@@ -258,23 +302,69 @@ def _limits(points: np.ndarray) -> tuple[tuple[float, float], tuple[float, float
     )
 
 
+def _forgotten_modes(
+    ctx: _Context, column: str, rounds: Sequence[int], n_modes: int
+) -> dict[int, list[int]]:
+    """{round: the mode indices forgotten at it} of the samples figure's panels, read through
+    `forgotten_sets` (labels that are not a mode index of the mixture are left out)."""
+    out: dict[int, list[int]] = {}
+    for r in rounds:
+        lost = forgotten_sets(ctx.run.metrics, ctx.scope, r).get(column, [])
+        out[r] = [int(g) for g in lost if g.isdigit() and int(g) < n_modes]
+    return out
+
+
+def _forgotten_caption(
+    ctx: _Context, column: str, round_: int, means: np.ndarray | None, coordinates: bool
+) -> str:
+    """Where the forgotten groups of `column` are at `round_`: "Forgotten at round 400 (red
+    circles): mode 0 at (2.00, 0.00) (held by client 0), ..." or that none is."""
+    m = ctx.run.metrics
+    lost = forgotten_sets(m, ctx.scope, round_)
+    if column not in lost:
+        return ""
+    word = ctx.step_word
+    if not lost[column]:
+        return f" No {column} is forgotten at {word} {round_}."
+    held = holders(m, round_, column)
+    named = []
+    for g in lost[column]:
+        text = f"{column} {g}"
+        if coordinates and means is not None and g.isdigit() and int(g) < len(means):
+            # round, then + 0.0: cos(3π/2) is -1.8e-16, which would print as "-0.00"
+            text += " at (" + ", ".join(f"{round(v, 2) + 0.0:.2f}" for v in means[int(g)]) + ")"
+        who = held.get(g, [])
+        if who:
+            text += f" (held by client{'s' if len(who) > 1 else ''} {', '.join(map(str, who))})"
+        named.append(text)
+    circles = " (red circles)" if means is not None else ""
+    return f" Forgotten at {word} {round_}{circles}: {', '.join(named)}."
+
+
 def fig_samples(ctx: _Context) -> list[Panel]:
     files = _sample_files(ctx.run.path)
     if not files:
         raise _NoData("no generated samples were saved (samples/ is empty)")
     rounds = _pick_rounds(sorted(files), MAX_SAMPLE_PANELS)
+    real_set: _Real | None
     try:
-        real, labels, image_shape, what = _real_data(ctx)
+        real_set = _real_data(ctx)
         real_note = ""
     except Exception as exc:  # any plug-in/table dataset may be unavailable here; still draw
-        real, labels, image_shape, what = None, None, None, ""
+        real_set = None
         real_note = f" The real data could not be re-created ({type(exc).__name__}: {exc})."
     rng = np.random.default_rng(0)
     gens = {r: np.load(files[r]) for r in rounds}
     dim = next(iter(gens.values())).shape[1]
-    if real is not None and real.shape[1] != dim:
-        real_note = f" The re-created real data have d = {real.shape[1]}, the samples d = {dim}."
-        real, labels, image_shape, what = None, None, None, ""
+    if real_set is not None and real_set.X.shape[1] != dim:
+        real_note = (
+            f" The re-created real data have d = {real_set.X.shape[1]}, the samples d = {dim}."
+        )
+        real_set = None
+    real = real_set.X if real_set is not None else None
+    labels = real_set.labels if real_set is not None else None
+    image_shape = real_set.image_shape if real_set is not None else None
+    what = real_set.what if real_set is not None else ""
     skipped = len(files) - len(rounds)
     tail = f" ({skipped} other evaluations not drawn.)" if skipped else ""
     word = ctx.step_word
@@ -322,6 +412,16 @@ def fig_samples(ctx: _Context) -> list[Panel]:
 
         proj_note = f" {dim}-D data shown on the real data's first two principal axes."
 
+    # The mixture's mode means, where known and in the samples' space: each panel circles the
+    # modes forgotten at its evaluation, so the reader sees where the generator left a gap.
+    means = real_set.means if real_set is not None else None
+    if means is not None and (means.ndim != 2 or means.shape[1] != dim):
+        means = None
+    # Without means the caption still names the forgotten groups the scatter is coloured by.
+    mode_column = real_set.mode_column if real_set is not None and means is not None else ""
+    mode_column = mode_column or ctx.group_by
+    lost_modes = _forgotten_modes(ctx, mode_column, rounds, len(means)) if means is not None else {}
+
     real_idx = (
         rng.choice(len(real), min(len(real), MAX_POINTS), replace=False)
         if real is not None
@@ -329,7 +429,7 @@ def fig_samples(ctx: _Context) -> list[Panel]:
     )
     groups = group_order(np.unique(labels)) if labels is not None else []
     marked = ctx.marked(ctx.group_by)
-    legend_w = 0.9 * _legend_columns(len(groups) + 1, 3.0 * 2) + 0.6
+    legend_w = 0.9 * _legend_columns(len(groups) + 2, 3.0 * 2) + 0.6
     cols = min(4, len(rounds))
     rows = math.ceil(len(rounds) / cols)
     side = min(2.9, (MAX_WIDTH - legend_w) / cols)
@@ -368,21 +468,48 @@ def fig_samples(ctx: _Context) -> list[Panel]:
             inside = (pg[:, 0] >= x0) & (pg[:, 0] <= x1) & (pg[:, 1] >= y0) & (pg[:, 1] <= y1)
             outside += int((~inside).sum())
         ax.scatter(pg[:, 0], pg[:, 1], s=3, color="black", alpha=0.6, lw=0, label="generated")
+        if means is not None and lost_modes.get(r):
+            pm = project(means[lost_modes[r]])
+            ax.scatter(
+                pm[:, 0],
+                pm[:, 1],
+                s=260,
+                facecolors="none",
+                edgecolors=FORGOTTEN_COLOR,
+                linewidths=1.8,
+                zorder=5,
+            )
         ax.set_title(f"{word} {r}")
     if first_ax is not None:
         if limits is not None:  # the real data set the axes: a generated outlier does not
             first_ax.set_xlim(*limits[0])
             first_ax.set_ylim(*limits[1])
         handles, names = first_ax.get_legend_handles_labels()
+        if any(lost_modes.values()):
+            # A proxy: the first panel may circle nothing while a later one does.
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    ls="none",
+                    marker="o",
+                    ms=9,
+                    mfc="none",
+                    mec=FORGOTTEN_COLOR,
+                    mew=1.8,
+                )
+            )
+            names.append(f"forgotten {mode_column}")
         _legend(fig, handles, names, ctx.group_by or "group", height)
     clipped = (
         f" Axes span the real data; {outside} generated points beyond them are not shown."
         if outside
         else ""
     )
+    where = _forgotten_caption(ctx, mode_column, rounds[-1], means, dim == 2)
     caption = (
         f"Generated points (black) over {what or 'no real data'} coloured by "
-        f"{ctx.group_by or 'group'}, at each evaluation.{proj_note}{clipped}"
+        f"{ctx.group_by or 'group'}, at each evaluation.{where}{proj_note}{clipped}"
         f"{_minority_note(ctx, ctx.group_by)}{tail}{real_note}"
     )
     return [(fig, caption)]
@@ -466,6 +593,135 @@ def _group_ticks(
         ax.tick_params(axis="x", labelrotation=90)
 
 
+def _mark_forgotten_ticks(ax: Axes, groups: Sequence[Any], lost: set[str]) -> None:
+    """Forgotten groups' tick labels in red (bold), on whichever axis holds the groups."""
+    for tick, g in zip(ax.get_xticklabels(), groups, strict=True):
+        if str(g) in lost:
+            tick.set_color(FORGOTTEN_COLOR)
+            tick.set_fontweight("bold")
+
+
+def _bars(ax: Axes, x: np.ndarray, values: Any, lost: list[bool]) -> None:
+    """One bar per group: blue, or red and hatched for a forgotten group (readable in grey).
+    A forgotten group's bar is often 0 high, so its whole column is shaded too: the mark
+    must not depend on the bar being visible."""
+    for xi, f in zip(x, lost, strict=True):
+        if f:
+            ax.axvspan(
+                xi - 0.45,
+                xi + 0.45,
+                facecolor=(*matplotlib.colors.to_rgb(FORGOTTEN_COLOR), 0.10),
+                edgecolor=(*matplotlib.colors.to_rgb(FORGOTTEN_COLOR), 0.45),
+                hatch="//",
+                lw=0,
+                zorder=0,
+            )
+    ax.bar(
+        x,
+        values,
+        width=0.7,
+        color=[FORGOTTEN_COLOR if f else KEPT_COLOR for f in lost],
+        hatch=["//" if f else "" for f in lost],
+        edgecolor="white",
+        linewidth=0.5,
+        zorder=2,
+    )
+
+
+def fig_group_bars(ctx: _Context) -> list[Panel]:
+    if not ctx.views or ctx.round_ is None:
+        raise _NoData("the run has no per-group metrics")
+    panels = []
+    for view in ctx.views:
+        g = view.grouping
+        t = view.table
+        if "coverage" not in t.columns:
+            continue
+        groups = list(t.index)
+        lost = [bool(t.loc[k, "forgotten"]) for k in groups]
+        names = [str(k) for k, f in zip(groups, lost, strict=True) if f]
+        marked = ctx.marked(g)
+        x = np.arange(len(groups))
+        # Wide enough for the legend above the bars even with two groups.
+        fig = _figure(max(5.5, 2.0 + 0.38 * len(groups)), 5.0)
+        ax = fig.add_subplot(2, 1, 1)
+        _bars(ax, x, t["coverage"].to_numpy(dtype=float), lost)
+        ax.axhline(KEEP_COVERAGE, color="black", ls="--", lw=1)
+        ax.set_ylim(0, 1.03)
+        ax.set_ylabel("coverage")
+        ax.grid(axis="y", alpha=0.3)
+        _group_ticks(ax, x.tolist(), groups, marked)
+        _mark_forgotten_ticks(ax, groups, set(names))
+        ax2 = fig.add_subplot(2, 1, 2, sharex=ax)
+        if "mass_ratio" in t.columns:
+            # The rule's own quantity: mass over (true share × on-support share), 1 = fair.
+            ratio = t["mass_ratio"].to_numpy(dtype=float)
+            _bars(ax2, x, ratio, lost)
+            ax2.axhline(1.0, color="grey", ls=":", lw=1)
+            ax2.axhline(FORGOTTEN_MASS_RATIO, color=FORGOTTEN_COLOR, ls="--", lw=1)
+            ax2.set_ylabel("mass ratio")
+            rule = (
+                f"mass ratio (bottom): mass / (its share × the on-support share), dotted 1 a "
+                f"fair share, forgotten below {FORGOTTEN_MASS_RATIO:g} (red dashed) unless rare"
+            )
+            line_label = f"forgotten below {FORGOTTEN_MASS_RATIO:g}"
+        elif "mass" in t.columns:
+            # Older runs without mass_ratio rows: the mass next to the group's weight.
+            ax2.bar(x - 0.2, t["weight"].to_numpy(dtype=float), width=0.4, color="#bbbbbb")
+            _bars(ax2, x + 0.2, t["mass"].to_numpy(dtype=float), lost)
+            ax2.set_ylabel("mass (grey: weight)")
+            rule = (
+                "mass (bottom): the share of the samples in the group's k-NN balls, next to "
+                "its weight (grey)"
+            )
+            line_label = ""
+        else:
+            ax2.set_visible(False)
+            rule, line_label = "", ""
+        ax2.grid(axis="y", alpha=0.3)
+        _group_ticks(ax2, x.tolist(), groups, marked)
+        _mark_forgotten_ticks(ax2, groups, set(names))
+        ax.tick_params(axis="x", labelbottom=False)
+        ax2.set_xlabel(g)
+        listed = (
+            ", ".join(names)
+            if len(names) <= LEGEND_NAMES
+            else f"{len(names)} groups (in the caption)"
+        ) or "none"
+        handles: list[Any] = [
+            Patch(color=KEPT_COLOR, label="not forgotten"),
+            Patch(
+                facecolor=(*matplotlib.colors.to_rgb(FORGOTTEN_COLOR), 0.25),
+                hatch="//",
+                edgecolor=FORGOTTEN_COLOR,
+                label=f"forgotten: {listed}",
+            ),
+            Line2D(
+                [], [], color="black", ls="--", lw=1, label=f"kept: coverage ≥ {KEEP_COVERAGE:g}"
+            ),
+        ]
+        if line_label:
+            handles.append(Line2D([], [], color=FORGOTTEN_COLOR, ls="--", lw=1, label=line_label))
+        fig.legend(handles=handles, loc="outside upper center", ncols=2)
+        lost_text = (
+            f"Forgotten (red, hatched column): {g} {', '.join(names)}."
+            if names
+            else f"No {g} is forgotten."
+        )
+        panels.append(
+            (
+                fig,
+                f"Per-{g} coverage at the {ctx.scope} evaluation of {ctx.step_word} "
+                f"{ctx.round_} (top; dashed: kept at coverage ≥ {KEEP_COVERAGE:g})"
+                + (f" and {rule}" if rule else "")
+                + f". {lost_text}{_minority_note(ctx, g)}",
+            )
+        )
+    if not panels:
+        raise _NoData("the run has no per-group coverage rows")
+    return panels
+
+
 def _heatmap(
     ax: Axes,
     table: pd.DataFrame,
@@ -474,10 +730,11 @@ def _heatmap(
     vmax: float | None,
     fmt: str,
     marked: set[str],
+    missing: str = "#dddddd",
 ) -> Any:
+    """`table` as coloured cells with their values written in; NaN cells in `missing`."""
     values = table.to_numpy(dtype=float)
-    # NaN = not measured (e.g. too few held-out points): drawn grey.
-    colors = matplotlib.colormaps[cmap].with_extremes(bad="#dddddd")
+    colors = matplotlib.colormaps[cmap].with_extremes(bad=missing)
     im = ax.imshow(np.ma.masked_invalid(values), cmap=colors, vmin=vmin, vmax=vmax, aspect="auto")
     _group_ticks(ax, range(table.shape[1]), list(table.columns), marked)
     ax.set_yticks(range(table.shape[0]), [str(c) for c in table.index])
@@ -503,53 +760,143 @@ def _heatmap(
     return im
 
 
-def fig_client_recall(ctx: _Context) -> list[Panel]:
+def _no_clients(what: str, ctx: _Context) -> _NoData:
+    return _NoData(
+        f"no {what} in this run"
+        + (" (a centralized run has no clients)" if ctx.scope == "centralized" else "")
+    )
+
+
+def _client_round(ctx: _Context) -> int | None:
+    """The round of the clients' coverage rows the figures show: the last evaluation's, or
+    the latest the clients have when that one has none (a run cut short mid-evaluation)."""
     m = ctx.run.metrics
+    rows = m[(m["scope"] == "client") & (m["metric"] == "eval.coverage")]
+    if rows.empty:
+        return None
+    rounds = set(int(r) for r in rows["round"])
+    return ctx.round_ if ctx.round_ in rounds else max(rounds)
+
+
+def _worst_text(worst: tuple[int, float] | None) -> str:
+    if worst is None:
+        return ""
+    return (
+        f" Worst-served client: {worst[0]} ({worst[1]:.0%} of its held-out points in groups "
+        "not forgotten)."
+    )
+
+
+def fig_client_coverage(ctx: _Context) -> list[Panel]:
+    m = ctx.run.metrics
+    rnd = _client_round(ctx)
+    if rnd is None:
+        raise _no_clients("per-client coverage (eval.coverage)", ctx)
     panels = []
-    for view in ctx.views or []:
-        table = client_group_table(m, group_by=view.grouping)
+    for view in ctx.views:
+        table = client_group_table(m, rnd, "eval.coverage", view.grouping)
         if table.empty:
             continue
         col = str(table.columns.name)
-        rnd = int(m.loc[(m["scope"] == "client") & (m["metric"] == "eval.recall"), "round"].max())
-        fig = _figure(2.4 + 0.5 * table.shape[1], min(1.6 + 0.3 * table.shape[0], 12))
+        groups = [str(g) for g in table.columns]
+        # The forgotten groups of this very evaluation (the view's are the last one's).
+        lost = set(forgotten_sets(m, ctx.scope, rnd).get(view.grouping, []))
+        worst = worst_client(m, rnd, view.grouping)
+        fig = _figure(2.6 + 0.5 * table.shape[1], min(1.8 + 0.3 * table.shape[0], 12))
         ax = fig.add_subplot(1, 1, 1)
-        im = _heatmap(ax, table, "viridis", 0.0, 1.0, ".2f", ctx.marked(view.grouping))
-        ax.set_xlabel(col)
+        # Blank (white) where the client holds none of the group: nothing to measure there.
+        im = _heatmap(ax, table, "viridis", 0.0, 1.0, ".2f", ctx.marked(view.grouping), "white")
+        _mark_forgotten_ticks(ax, list(table.columns), lost)
+        for j, g in enumerate(groups):
+            if g in lost:  # a red frame round the forgotten group's column
+                ax.add_patch(
+                    Rectangle(
+                        (j - 0.5, -0.5),
+                        1.0,
+                        table.shape[0],
+                        fill=False,
+                        edgecolor=FORGOTTEN_COLOR,
+                        lw=2.2,
+                        clip_on=False,
+                    )
+                )
+        if worst is not None:
+            rows = [int(c) for c in table.index]
+            ax.set_yticks(
+                range(len(rows)), [f"{c} (worst)" if c == worst[0] else str(c) for c in rows]
+            )
+            for tick, c in zip(ax.get_yticklabels(), rows, strict=True):
+                if c == worst[0]:
+                    tick.set_color(FORGOTTEN_COLOR)
+                    tick.set_fontweight("bold")
+        ax.set_xlabel(col + (" (red: forgotten)" if lost else ""))
         ax.set_ylabel("client")
-        fig.colorbar(im, ax=ax, label="recall")
+        fig.colorbar(im, ax=ax, label="coverage of its own points")
+        held = holders(m, rnd, view.grouping)
+        named = [
+            f"{g} (held by client{'s' if len(held.get(g, [])) > 1 else ''} "
+            f"{', '.join(map(str, held.get(g, [])))})"
+            if held.get(g)
+            else g
+            for g in group_order(lost)
+        ]
+        lost_text = (
+            f" Forgotten {col} groups (red, framed): {', '.join(named)}."
+            if lost
+            else f" No {col} is forgotten."
+        )
         panels.append(
             (
                 fig,
-                f"Recall of the global generator on each client's held-out data, per {col}, at "
-                f"{ctx.step_word} {rnd}. Grey: not measured (the client holds none of the group)."
-                f"{_minority_note(ctx, view.grouping)}",
+                f"Coverage of each client's own held-out points of each {col} it holds, at "
+                f"{ctx.step_word} {rnd} (radii from the pooled held-out set, the global "
+                f"evaluation's samples). Blank: the client holds none of the group.{lost_text}"
+                f"{_worst_text(worst)}{_minority_note(ctx, view.grouping)}",
             )
         )
     if not panels:
-        raise _NoData(
-            "no per-client, per-group recall in this run"
-            + (" (a centralized run has no clients)" if ctx.scope == "centralized" else "")
-        )
+        raise _no_clients("per-client, per-group coverage", ctx)
     return panels
 
 
 MANY_CLIENTS = 20
-"""Beyond this many clients, per-client lines are grey, with the worst and the median drawn."""
+"""Beyond this many clients, per-client lines are grey, with the worst-served and the median
+drawn."""
 
 
-def _client_lines(ax: Axes, series: pd.DataFrame, title: str, word: str) -> list[Any]:
-    """Each client's value over rounds (`series`: index round, a column per client)."""
+def _not_red(n: int) -> list[Any]:
+    """n distinct colours with the reds left out: red is the worst-served client's alone."""
+    pool = _colors(n + 4)
+    calm = [c for c in pool if not (c[0] > 0.7 and c[1] < 0.45 and c[2] < 0.45)]
+    return (calm + pool)[:n]
+
+
+def _client_lines(
+    ax: Axes, series: pd.DataFrame, title: str, word: str, worst: int | None
+) -> list[Any]:
+    """Each client's value over rounds (`series`: index round, a column per client), the
+    worst-served client (`worst`) thick and red, drawn on top."""
     clients = sorted(series.columns)
-    if len(clients) <= MANY_CLIENTS:
-        for c, color in zip(clients, _colors(len(clients)), strict=True):
-            s = series[c].dropna()
+    few = len(clients) <= MANY_CLIENTS
+    colors = _not_red(len(clients)) if few else ["#999999"] * len(clients)
+    for c, color in zip(clients, colors, strict=True):
+        s = series[c].dropna()
+        if c == worst:
+            ax.plot(
+                s.index,
+                s.to_numpy(),
+                marker="o",
+                ms=4,
+                lw=2.8,
+                color=FORGOTTEN_COLOR,
+                label=f"client {c} (worst-served)",
+                zorder=4,
+            )
+        elif few:
             ax.plot(s.index, s.to_numpy(), marker="o", ms=2.5, color=color, label=f"client {c}")
-    else:
-        for c in clients:
-            s = series[c].dropna()
-            ax.plot(s.index, s.to_numpy(), color="#999999", lw=0.6, alpha=0.5)
-        ax.plot(series.index, series.min(axis=1), color="#b2182b", lw=2, label="worst client")
+        else:
+            ax.plot(s.index, s.to_numpy(), color=color, lw=0.6, alpha=0.5)
+    if not few:
         ax.plot(series.index, series.median(axis=1), color="black", lw=2, label="median client")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title)
@@ -557,44 +904,64 @@ def _client_lines(ax: Axes, series: pd.DataFrame, title: str, word: str) -> list
     return clients
 
 
-def fig_client_rounds(ctx: _Context) -> list[Panel]:
+def _client_series(m: pd.DataFrame, metric: str, grouping: str) -> pd.DataFrame:
+    """One per-client statistic over the evaluations: index round, a column per client."""
+    rows = m[
+        (m["scope"] == "client")
+        & (m["metric"] == metric)
+        & (m["group_by"] == grouping)
+        & (m["group"] == "")
+    ]
+    return rows.pivot_table(index="round", columns="client", values="value", aggfunc="first")
+
+
+def fig_client_served(ctx: _Context) -> list[Panel]:
     m = ctx.run.metrics
-    rows = m[(m["scope"] == "client") & (m["group"] == "")]
-    frames = {
-        key: rows[rows["metric"] == key].pivot_table(
-            index="round", columns="client", values="value", aggfunc="first"
-        )
-        for key in ("eval.recall", LOCAL_RECALL)
-    }
-    frames = {k: v for k, v in frames.items() if not v.empty}
+    rnd = _client_round(ctx)
+    # The client the headline names: the worst-served of the first grouping, at the last
+    # evaluation; every panel highlights that one client, so the lines tell one story.
+    first = next((v.grouping for v in ctx.views), "")
+    worst = worst_client(m, rnd, first) if first else None
+    frames: dict[str, tuple[pd.DataFrame, str]] = {}
+    coverage = _client_series(m, "eval.coverage", "")
+    if not coverage.empty:
+        frames["coverage"] = (coverage, "coverage of its own held-out points")
+    for view in ctx.views:
+        served = _client_series(m, "eval.served_share", view.grouping)
+        if served.empty:
+            continue
+        w = worst_client(m, rnd, view.grouping)
+        own = f" (worst: client {w[0]})" if w is not None and view.grouping != first else ""
+        frames[view.grouping] = (served, f"served share by {view.grouping}{own}")
     if not frames:
-        raise _NoData(
-            "no per-client recall in this run"
-            + (" (a centralized run has no clients)" if ctx.scope == "centralized" else "")
-        )
-    titles = {
-        "eval.recall": "global generator on each client's data (eval.recall)",
-        LOCAL_RECALL: f"received generator, every round ({LOCAL_RECALL})",
-    }
-    height = 3.6
+        raise _no_clients("per-client coverage or served share", ctx)
+    cols = min(len(frames), 2)
+    rows_n = math.ceil(len(frames) / cols)
+    height = 3.4 * rows_n
     fig = _figure(MAX_WIDTH, height)
     clients: list[Any] = []
-    for i, (key, table) in enumerate(frames.items()):
-        ax = fig.add_subplot(1, len(frames), i + 1)
-        clients = _client_lines(ax, table, titles[key], ctx.step_word)
+    for i, (series, title) in enumerate(frames.values()):
+        ax = fig.add_subplot(rows_n, cols, i + 1)
+        clients = _client_lines(ax, series, title, ctx.step_word, worst[0] if worst else None)
     handles, names = fig.axes[0].get_legend_handles_labels()
     _legend(fig, handles, names, "client", height)
+    red = (
+        f" Red, thick: the worst-served client at {ctx.step_word} {rnd} by {first}, client "
+        f"{worst[0]} ({worst[1]:.0%} of its held-out points in groups not forgotten)."
+        if worst is not None
+        else ""
+    )
     many = (
-        f" With {len(clients)} clients each is a grey line; the worst and the median are drawn."
+        f" With {len(clients)} clients each is a grey line; the median is drawn in black."
         if len(clients) > MANY_CLIENTS
         else ""
     )
     return [
         (
             fig,
-            "Per-client recall over rounds: the global generator scored on each client's own "
-            "held-out data at every evaluation, and the generator each client received, scored "
-            f"before its local training, every round it trained.{many}",
+            "Each client at every evaluation: the coverage of its own held-out points (radii "
+            "from the pooled held-out set, the global evaluation's samples) and its served "
+            f"share — the share of its held-out points in groups not forgotten.{red}{many}",
         )
     ]
 
@@ -743,6 +1110,11 @@ def fig_against(ctx: _Context) -> list[Panel]:
         raise _NoData("no second run to compare with (fedgan report RUN --against OTHER_RUN)")
     other = ctx.against
     other_scope = main_scope(other.metrics) if len(other.metrics) else ""
+    theirs_lost = (
+        forgotten_sets(other.metrics, other_scope, last_round(other.metrics, other_scope, "recall"))
+        if other_scope
+        else {}
+    )
     panels = []
     for view in ctx.views:
         g = view.grouping
@@ -762,6 +1134,7 @@ def fig_against(ctx: _Context) -> list[Panel]:
                     x + (j - 0.5) * 0.4, v, width=0.4, label=name, color=("#2166ac", "#f4a582")[j]
                 )
             _group_ticks(ax, x.tolist(), groups, marked)
+            _mark_forgotten_ticks(ax, groups, set(ctx.forgotten(g)))
             ax.set_ylim(0, 1.03)
             ax.set_ylabel(metric)
             ax.grid(axis="y", alpha=0.3)
@@ -771,7 +1144,10 @@ def fig_against(ctx: _Context) -> list[Panel]:
             (
                 fig,
                 f"Per-{g} recall and coverage at the last evaluation of {ctx.names[0]} "
-                f"({ctx.run.path}) and {ctx.names[1]} ({other.path}).{_minority_note(ctx, g)}",
+                f"({ctx.run.path}) and {ctx.names[1]} ({other.path}). Forgotten by "
+                f"{ctx.names[0]} (red labels): {', '.join(ctx.forgotten(g)) or 'none'}; by "
+                f"{ctx.names[1]}: {', '.join(theirs_lost.get(g, [])) or 'none'}."
+                f"{_minority_note(ctx, g)}",
             )
         )
     if not panels:
@@ -781,8 +1157,6 @@ def fig_against(ctx: _Context) -> list[Panel]:
 
 def _last_groups(run: Run, scope: str, grouping: str) -> pd.DataFrame:
     """Per-group recall and coverage of a run's last evaluation (index: group labels)."""
-    from simulator.summary import group_table
-
     rnd = last_round(run.metrics, scope, "recall")
     if rnd is None:
         return pd.DataFrame()
@@ -791,11 +1165,12 @@ def _last_groups(run: Run, scope: str, grouping: str) -> pd.DataFrame:
 
 _FIGURES: tuple[tuple[str, str, Callable[[_Context], list[Panel]]], ...] = (
     ("fig-samples", "Real vs generated samples", fig_samples),
-    ("fig-group-metrics", "Per-group recall and coverage", fig_group_metrics),
+    ("fig-group-bars", "Who is forgotten: per-group coverage and mass", fig_group_bars),
+    ("fig-group-metrics", "Per-group recall and coverage over rounds", fig_group_metrics),
     ("fig-against", "Against another run: per-group recall and coverage", fig_against),
     ("fig-fairness", "Fairness gaps", fig_fairness),
-    ("fig-client-recall", "Client × group recall", fig_client_recall),
-    ("fig-client-rounds", "Per-client recall over rounds", fig_client_rounds),
+    ("fig-client-coverage", "Client × group coverage", fig_client_coverage),
+    ("fig-client-served", "Per-client coverage and served share", fig_client_served),
     ("fig-weights", "What the strategy did: client weights per round", fig_weights),
     ("fig-partition", "Partition", fig_partition),
     ("fig-training", "Training: losses, gradient norms, Lipschitz estimates", fig_training),
@@ -828,6 +1203,57 @@ def _diagnosis(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(p).fillna("")
 
 
+def against_text(ctx: _Context) -> str:
+    """What the `--against` run keeps of the groups this run forgets, and what it forgets, at
+    both runs' last evaluations: "Against centralized twin (step 4000): it forgets mode none;
+    of this run's forgotten modes it keeps (coverage ≥ 0.3) 0, 1." ('' without a second run).
+    Both sets are read through `forgotten_sets`, "kept" is `forgetting.kept`."""
+    other = ctx.against
+    if other is None:
+        return ""
+    name = ctx.names[1]
+    om = other.metrics
+    oscope = main_scope(om) if len(om) else ""
+    ornd = last_round(om, oscope, "recall") if len(om) else None
+    if ornd is None:
+        return f"Against {name}: it has no evaluation yet."
+    mine = forgotten_sets(ctx.run.metrics, ctx.scope, ctx.round_)
+    theirs = forgotten_sets(om, oscope, ornd)
+    sentences = []
+    for grouping in dict.fromkeys([*mine, *theirs]):
+        if grouping not in theirs:
+            sentences.append(f"it does not evaluate {grouping}")
+            continue
+        text = f"it forgets {grouping} {', '.join(theirs[grouping]) or 'none'}"
+        lost = mine.get(grouping, [])
+        if lost:
+            table = group_table(om, oscope, ornd, grouping)
+            cov = table["coverage"] if "coverage" in table.columns else pd.Series(dtype=float)
+            keeps = [g for g in lost if g in cov.index and kept(float(cov[g]))]
+            text += (
+                f"; of this run's forgotten {grouping}s it keeps (coverage ≥ "
+                f"{KEEP_COVERAGE:g}) {', '.join(keeps) or 'none'}"
+            )
+        sentences.append(text)
+    word = "step" if oscope == "centralized" else "round"
+    body = ". ".join(t[:1].upper() + t[1:] if i else t for i, t in enumerate(sentences))
+    return f"Against {name} ({word} {ornd}): {body or 'no groups evaluated'}."
+
+
+def story_section(ctx: _Context) -> str:
+    """The opening paragraph: what happened at the last evaluation (`summary.story`, written
+    from the numbers) and, with `--against`, what the other run does with the same groups."""
+    if ctx.round_ is None:
+        return ""
+    text = story(ctx.run.metrics, ctx.round_)
+    other = against_text(ctx)
+    return (
+        f'<p class="story" id="story">{html.escape(text)}'
+        + (f'<br><span id="story-against">{html.escape(other)}</span>' if other else "")
+        + "</p>"
+    )
+
+
 def headline_section(ctx: _Context) -> str:
     m = ctx.run.metrics
     rnd = last_round(m, ctx.scope, "recall")
@@ -840,12 +1266,19 @@ def headline_section(ctx: _Context) -> str:
         _table(["metric", "value"], rows, "headline"),
     ]
     diag = _diagnosis(ctx.run.path)
-    diag = diag[(diag["scope"] == ctx.scope) & (diag["round"] == rnd)] if len(diag) else diag
+    if len(diag):
+        # The whole-population row of this evaluation (not a client's): its label and every
+        # failure its reason lists, most severe first, as the diagnosis wrote them.
+        diag = diag[
+            (diag["scope"] == ctx.scope)
+            & (diag["round"] == rnd)
+            & (pd.to_numeric(diag["client"], errors="coerce").fillna(-1) < 0)
+        ]
     if len(diag):
         d = diag.iloc[-1]
         out.append(
-            f'<p class="diag" id="headline-diagnosis"><b>{html.escape(str(d["label"]))}</b>: '
-            f"{html.escape(str(d['reason']))}</p>"
+            f'<p class="diag" id="headline-diagnosis">diagnosis: '
+            f"<b>{html.escape(str(d['label']))}</b> — {html.escape(str(d['reason']))}</p>"
         )
     for k, view in enumerate(ctx.views):
         suffix = "" if k == 0 else f"-{k + 1}"
@@ -904,6 +1337,7 @@ figure{margin:1em 0}figure img{max-width:100%;height:auto}
 figcaption{font-size:.9em;color:#555;margin-top:.3em}
 .note{color:#666;font-style:italic}.error{color:#a00}.diag{background:#fff6e0;padding:.4em .6em}
 .legend{font-size:.85em;color:#555;margin:.2em 0 .6em}
+.story{font-size:1.1em;background:#f0f4fa;border-left:4px solid #2166ac;padding:.5em .8em}
 code{background:#f3f3f3;padding:0 .2em}
 """
 
@@ -942,6 +1376,7 @@ def context(run: Run, against: Run | None = None) -> _Context:
         scope=scope,
         step_word="step" if scope == "centralized" else "round",
         views=views,
+        round_=rnd,
         against=against,
     )
     if against is not None:
@@ -1021,6 +1456,7 @@ def render(run: Run, against: Run | None = None) -> str:
         f"<title>fedgan report: {html.escape(name)}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>fedgan report: {html.escape(name)}</h1>",
+        story_section(ctx),
         _table(None, facts, "facts"),
         "<h2>Last evaluation</h2>",
         headline_section(ctx),
@@ -1053,7 +1489,8 @@ def write_report(
     run_dir: str | Path, out: Path | None = None, against: str | Path | None = None
 ) -> Path:
     """Write the run's self-contained `report.html` (default: into the run folder), with
-    `against`'s per-group recall overlaid when given; its path."""
+    `against`'s forgotten and kept groups in the opening story and its per-group recall and
+    coverage overlaid when given; its path."""
     run = load_run(run_dir)
     other = load_run(against) if against is not None else None
     target = Path(out) if out is not None else run.path / "report.html"

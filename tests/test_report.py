@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import io
 import re
 import shutil
@@ -19,6 +20,7 @@ import pytest
 import yaml
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 from PIL import Image
 from typer.testing import CliRunner
@@ -33,7 +35,7 @@ from tests.conftest import GRID_MINORITY, tiny
 runner = CliRunner()
 
 CHROMIUM = Path("/usr/bin/chromium")
-CLIENT_FIGURES = ("fig-client-recall", "fig-client-rounds", "fig-weights", "fig-partition")
+CLIENT_FIGURES = ("fig-client-coverage", "fig-client-served", "fig-weights", "fig-partition")
 
 
 class _Page(HTMLParser):
@@ -266,10 +268,10 @@ def _check_legible(fig: Figure) -> None:
     assert fig.get_figwidth() <= MAX_WIDTH + 1e-9
     for text in fig.findobj(Text):
         if text.get_visible() and text.get_text().strip():
-            assert text.get_fontsize() >= 9, repr(text.get_text())
+            assert float(text.get_fontsize()) >= 9, repr(text.get_text())
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     box = fig.bbox
-    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    legends = [*fig.legends, *(lg for ax in fig.axes if (lg := ax.get_legend()) is not None)]
     for legend in legends:
         ext = legend.get_window_extent(renderer)
         assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1, (ext, box)
@@ -293,7 +295,7 @@ def test_25_groups_legible_distinct_and_minorities_marked(grid25_run: Any) -> No
     assert set(marked) <= set(names) and "1" in names and "1*" not in names
     assert "minority or rare" in caption
     # Beyond 10 groups the legend sits outside every axes.
-    ext = legend.get_window_extent(fig.canvas.get_renderer())  # type: ignore[attr-defined]
+    ext = legend.get_window_extent(fig.canvas.get_renderer())
     for a in fig.axes:
         assert not ext.overlaps(a.get_window_extent()), "legend over the plot"
     # Thick lines for the minorities.
@@ -301,26 +303,28 @@ def test_25_groups_legible_distinct_and_minorities_marked(grid25_run: Any) -> No
     assert all(widths[m] > widths["1"] for m in marked)
 
 
-def test_25_group_table_highlights_minorities_and_shows_clients_recall(grid25_run: Any) -> None:
+def test_25_group_table_highlights_minorities_and_shows_who_is_forgotten(
+    grid25_run: Any,
+) -> None:
     text = write_report(grid25_run.path).read_text(encoding="utf-8")
     table = text.split('<table id="per-group">')[1].split("</table>")[0]
     header = re.findall(r"<th>(.*?)</th>", table)
-    assert header[:2] == ["mode", "recall"] and "clients&#x27; recall" in header
+    assert header[:2] == ["mode", "coverage"] and "forgotten" in header
+    assert not any("recall" in h for h in header)  # the clients' pooled recall is gone
     rows = re.findall(r"<tr( class=\"minority\")?><td>(\d+)</td>(.*?)</tr>", table)
     assert [int(g) for _, g, _ in rows] == list(range(25))  # numeric order
     m = grid25_run.metrics
     last = m[m["scope"] == "global"]["round"].max()
-    n = m[(m["scope"] == "global") & (m["round"] == last) & (m["metric"] == "recall")]
-    n = n[n["group"] != ""].set_index("group")["n"]
+    now = m[(m["scope"] == "global") & (m["round"] == last) & (m["group"] != "")]
+    n = now[now["metric"] == "recall"].set_index("group")["n"]
     rare = {int(g) for g, v in n.items() if v < 5}  # min_group_size of the scenario
     assert {int(g) for flag, g, _ in rows if flag} == set(GRID_MINORITY) | rare
-    # The clients' recall column: each mode's recall pooled over the clients' own data.
-    pooled = m[(m["scope"] == "clients") & (m["metric"] == "eval.recall")]
-    pooled = pooled[pooled["round"] == pooled["round"].max()].set_index("group")["value"]
-    col = header.index("clients&#x27; recall")
+    # The forgotten column: the evaluation's own forgotten rows, group by group.
+    lost = now[now["metric"] == "forgotten"].set_index("group")["value"]
+    col = header.index("forgotten")
     for _, g, cells in rows:
         shown = re.findall(r"<td>(.*?)</td>", f"<td>{g}</td>{cells}")[col]
-        assert shown == f"{pooled[g]:.3f}"
+        assert shown == ("yes" if lost[g] >= 0.5 else "no")
 
 
 def test_scatter_axes_follow_the_real_data_not_outliers(grid25_run: Any, tmp_path: Path) -> None:
@@ -342,7 +346,7 @@ def test_two_column_table_report_has_every_grouping(table_run: Any) -> None:
     for suffix, grouping in (("", "sex"), ("-2", "region"), ("-3", "sex|region")):
         assert f"per-group{suffix}" in page.ids and f"gaps{suffix}" in page.ids
         assert f"<h3>Per {grouping}</h3>" in text
-        for fig_id in ("fig-group-metrics", "fig-client-recall"):
+        for fig_id in ("fig-group-metrics", "fig-group-bars", "fig-client-coverage"):
             assert f"{fig_id}{suffix}" in page.figures, (fig_id, suffix)
     assert len(page.ids) == len(set(page.ids))
     for drawn in _panels(table_run.path).values():
@@ -377,4 +381,266 @@ def test_against_overlays_two_runs_per_group_recall(table_run: Any, tmp_path: Pa
         bars = ax.containers[k]
         assert [b.get_height() for b in bars] == pytest.approx([rows["F"], rows["M"]])
     bad = runner.invoke(app, ["report", str(table_run.path), "--against", str(tmp_path)])
-    assert bad.exit_code == 2 and "not a run folder" in bad.output
+    assert bad.exit_code == 2 and "a run folder" in bad.output
+
+
+# ---- one instrument, one story (issue 24) ----
+def _row(
+    round_: int, scope: str, client: int, group_by: str, group: str, metric: str, value: float
+) -> dict[str, Any]:
+    return {
+        "round": round_,
+        "scope": scope,
+        "client": client,
+        "group_by": group_by,
+        "group": group,
+        "metric": metric,
+        "value": float(value),
+        "n": 100,
+    }
+
+
+HELD = {0: {"0": 40, "1": 60}, 1: {"2": 50, "3": 30}, 2: {"0": 50, "3": 20}}
+"""The hand-made run's clients: the held-out points each holds of each mode."""
+
+
+def _hand_run(
+    folder: Path,
+    lost: dict[int, set[str]],
+    *,
+    scope: str = "global",
+    coverage: dict[str, float] | None = None,
+    worst: int = 0,
+) -> Path:
+    """A run folder written by hand: a 4-mode ring of radius 2 (modes at (2, 0), (0, 2),
+    (-2, 0), (0, -2)), two evaluations whose forgotten modes are `lost[round]`, the clients of
+    `HELD` (none for a centralized `scope`) with `worst` the worst-served, samples near
+    modes 0 and 2 and a diagnosis of the last round with two failures."""
+    (folder / "samples").mkdir(parents=True)
+    scenario: dict[str, Any] = {
+        "name": "hand",
+        "seed": 0,
+        "data": {"dataset": "ring", "n_samples": 400, "params": {"n_modes": 4, "radius": 2.0}},
+        "evaluation": {"min_group_size": 5},
+    }
+    if scope == "global":
+        scenario["partition"] = {"name": "explicit", "n_clients": 3}
+        scenario["federation"] = {"rounds": 2}
+    (folder / "scenario.yaml").write_text(yaml.safe_dump(scenario))
+    cov = coverage or {"0": 0.8, "1": 0.0, "2": 0.7, "3": 0.0}
+    rows = []
+    for r in (1, 2):
+        for metric, value in (("recall", 0.5), ("precision", 0.9), ("coverage", 0.45)):
+            rows.append(_row(r, scope, -1, "", "", metric, value))
+        for g in ("0", "1", "2", "3"):
+            gone = g in lost[r]
+            for metric, value in (
+                ("recall", 0.0 if gone else 0.6),
+                ("coverage", 0.0 if gone else cov[g]),
+                ("precision", 0.9),
+                ("mass", 0.0 if gone else 0.5),
+                ("mass_ratio", 0.0 if gone else 1.0),
+                ("forgotten", 1.0 if gone else 0.0),
+            ):
+                rows.append(_row(r, scope, -1, "mode", g, metric, value))
+        rows.append(_row(r, scope, -1, "mode", "", "forgotten.count", len(lost[r])))
+        if scope != "global":
+            continue
+        for c, groups in HELD.items():
+            total = sum(groups.values())
+            served = sum(n for g, n in groups.items() if g not in lost[r]) / total
+            rows.append(_row(r, "client", c, "", "", "eval.coverage", 0.2 + 0.1 * c))
+            rows.append(_row(r, "client", c, "mode", "", "eval.served_share", served))
+            rows.append(_row(r, "client", c, "", "", "local.recall", 0.9))
+            for g in groups:
+                rows.append(
+                    _row(r, "client", c, "mode", g, "eval.coverage", 0.0 if g in lost[r] else 0.8)
+                )
+        rows.append(_row(r, "clients", -1, "mode", "", "worst_client", worst))
+    pd.DataFrame(rows).to_parquet(folder / "metrics.parquet")
+    rng = np.random.default_rng(0)
+    for r in (1, 2):
+        x = np.concatenate([rng.normal((2, 0), 0.05, (50, 2)), rng.normal((-2, 0), 0.05, (50, 2))])
+        np.save(folder / "samples" / f"round-{r:06d}.npy", x.astype(np.float32))
+    reason = (
+        "mode_dropping: 2 group(s) forgotten — less than 0.1 × their share of the on-support "
+        "samples: mode=1 (mass 0.000 × its share, coverage 0.000), mode=3 (mass 0.000 × its "
+        "share, coverage 0.000); low_fidelity: density 0.500 < 0.75"
+    )
+    pd.DataFrame(
+        [
+            {"round": 2, "scope": scope, "client": -1, "label": "mode_dropping", "reason": reason},
+            {"round": 2, "scope": "client", "client": 1, "label": "healthy", "reason": "x"},
+        ]
+    ).to_csv(folder / "diagnosis.csv", index=False)
+    return folder
+
+
+HAND_REASON_FAILURES = ("mode_dropping: 2 group(s) forgotten", "; low_fidelity: density 0.500")
+
+
+def _story(text: str) -> str:
+    found = re.search(r'<p class="story" id="story">(.*?)</p>', text, re.S)
+    assert found, "no opening story paragraph"
+    return found.group(1)
+
+
+def test_report_opens_with_the_story_of_hand_chosen_forgotten_groups(tmp_path: Path) -> None:
+    folder = _hand_run(tmp_path / "hand", {1: {"1"}, 2: {"1", "3"}})
+    text = write_report(folder).read_text(encoding="utf-8")
+    # The opening: the story paragraph comes right after the title, before any table.
+    assert re.search(r"</h1>\s*<p class=\"story\" id=\"story\">", text)
+    opening = _story(text)
+    from simulator.summary import story
+
+    assert opening == html.escape(story(load_run(folder).metrics, 2))
+    # What was written by hand: modes 1 and 3 forgotten at round 2; client 0 holds mode 1,
+    # clients 1 and 2 hold mode 3; client 0 is the worst served (60 of its 100 points lost).
+    plain = html.unescape(opening)
+    assert "round 2" in plain
+    assert "1 (held by client 0)" in plain and "3 (held by clients 1, 2)" in plain
+    assert "0 (held" not in plain and "2 (held" not in plain
+    assert "Worst-served client: 0 (40%" in plain
+    assert "Precision 0.900" in plain
+    # The summary box: the diagnosis's label and its whole reason (every failure), of the
+    # whole population, not of a client.
+    diag = re.search(r'<p class="diag" id="headline-diagnosis">(.*?)</p>', text, re.S)
+    assert diag and "<b>mode_dropping</b>" in diag.group(1)
+    assert all(html.escape(f) in diag.group(1) for f in HAND_REASON_FAILURES)
+    assert "healthy" not in diag.group(1)
+
+
+def test_client_figures_show_coverage_and_served_share_never_recall(tmp_path: Path) -> None:
+    folder = _hand_run(tmp_path / "hand", {1: {"1"}, 2: {"1", "3"}})
+    text = write_report(folder).read_text(encoding="utf-8")
+    page = _parse(text)
+    assert {"fig-client-coverage", "fig-client-served"} <= set(page.figures)
+    for fig_id in ("fig-client-coverage", "fig-client-served"):
+        section = text.split(f'id="{fig_id}-section">')[1].split("<h2")[0]
+        assert "recall" not in section.lower(), fig_id  # title, alt text and caption
+    panels = _panels(folder)
+    for fig_id in ("fig-client-coverage", "fig-client-served"):
+        for fig, _ in panels[fig_id]:
+            fig.canvas.draw()
+            words = [t.get_text() for t in fig.findobj(Text)]
+            assert not any("recall" in w.lower() for w in words), (fig_id, words)
+            _check_legible(fig)
+    # The heat map: client × mode coverage at round 2, blank where a client holds no points
+    # of the mode, the forgotten modes' columns framed in red, named in the caption.
+    fig, caption = panels["fig-client-coverage"][0]
+    ax = fig.axes[0]
+    shown = ax.images[0].get_array()
+    assert isinstance(shown, np.ma.MaskedArray)
+    expected_blank = [[g not in HELD[c] for g in "0123"] for c in (0, 1, 2)]
+    assert shown.mask.tolist() == expected_blank
+    assert shown[0, 0] == pytest.approx(0.8) and shown[0, 1] == pytest.approx(0.0)
+    frames = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert sorted(p.get_x() + 0.5 for p in frames) == [1.0, 3.0]
+    assert "1 (held by client 0), 3 (held by clients 1, 2)" in caption
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0 (worst)", "1", "2"]
+    # The lines: each client's coverage and served share per evaluation, client 0 (the worst
+    # served) highlighted; the served share is the hand-written one.
+    fig, caption = panels["fig-client-served"][0]
+    served_ax = fig.axes[1]
+    lines = {line.get_label(): line for line in served_ax.get_lines()}
+    assert set(lines) == {"client 0 (worst-served)", "client 1", "client 2"}
+    assert list(lines["client 1"].get_ydata()) == pytest.approx([1.0, 50 / 80])
+    assert list(lines["client 0 (worst-served)"].get_ydata()) == pytest.approx([0.4, 0.4])
+    widths = {k: v.get_linewidth() for k, v in lines.items()}
+    assert widths["client 0 (worst-served)"] > max(widths["client 1"], widths["client 2"])
+    assert "client 0 (40%" in caption
+
+
+def test_group_bars_mark_the_forgotten_groups(tmp_path: Path) -> None:
+    folder = _hand_run(tmp_path / "hand", {1: {"1"}, 2: {"1", "3"}})
+    fig, caption = _panels(folder)["fig-group-bars"][0]
+    _check_legible(fig)
+    top, bottom = fig.axes[:2]
+    cov = [b.get_height() for b in top.containers[0]]
+    assert cov == pytest.approx([0.8, 0.0, 0.7, 0.0])
+    ratio = [b.get_height() for b in bottom.containers[0]]
+    assert ratio == pytest.approx([1.0, 0.0, 1.0, 0.0])
+    red = [to_hex(b.get_facecolor()) == "#b2182b" for b in top.containers[0]]
+    assert red == [False, True, False, True]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "forgotten: 1, 3" in legend
+    assert "Forgotten (red, hatched column): mode 1, 3." in caption
+
+
+def test_ring_caption_and_circles_say_where_the_forgotten_modes_are(tmp_path: Path) -> None:
+    folder = _hand_run(tmp_path / "hand", {1: {"1"}, 2: {"1", "3"}})
+    fig, caption = _panels(folder)["fig-samples"][0]
+    # Ring of radius 2, 4 modes: mode 1 at (0, 2), mode 3 at (0, −2).
+    assert (
+        "Forgotten at round 2 (red circles): mode 1 at (0.00, 2.00) (held by client 0), "
+        "mode 3 at (0.00, -2.00) (held by clients 1, 2)." in caption
+    )
+
+    def circled(ax: Any) -> list[tuple[float, float]]:
+        out = []
+        for coll in ax.collections:
+            edges = coll.get_edgecolor()
+            if len(edges) and to_hex(edges[0]) == "#b2182b":
+                out += [(round(x, 6) + 0.0, round(y, 6) + 0.0) for x, y in coll.get_offsets()]
+        return sorted(out)
+
+    # Each panel circles the modes forgotten at its own evaluation.
+    assert circled(fig.axes[0]) == [(0.0, 2.0)]
+    assert circled(fig.axes[1]) == [(0.0, -2.0), (0.0, 2.0)]
+    assert "forgotten mode" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_ring_caption_says_when_nothing_is_forgotten(tmp_path: Path) -> None:
+    folder = _hand_run(tmp_path / "hand", {1: set(), 2: set()})
+    fig, caption = _panels(folder)["fig-samples"][0]
+    assert "No mode is forgotten at round 2." in caption
+    assert "Forgotten at" not in caption
+    text = write_report(folder).read_text(encoding="utf-8")
+    assert "no mode is forgotten" in html.unescape(_story(text))
+
+
+def test_against_sentence_says_what_the_other_run_keeps_and_forgets(tmp_path: Path) -> None:
+    mine = _hand_run(tmp_path / "mine", {1: {"1"}, 2: {"1", "3"}})
+    # The other run (centralized) forgets mode 3 only, and covers mode 1 at 0.5 (kept).
+    other = _hand_run(
+        tmp_path / "other",
+        {1: {"3"}, 2: {"3"}},
+        scope="centralized",
+        coverage={"0": 0.8, "1": 0.5, "2": 0.7, "3": 0.0},
+    )
+    text = write_report(mine, tmp_path / "r.html", against=other).read_text(encoding="utf-8")
+    plain = html.unescape(_story(text))
+    ctx = context(load_run(mine), load_run(other))
+    assert (
+        f"Against {ctx.names[1]} (step 2): it forgets mode 3; of this run's forgotten modes "
+        "it keeps (coverage ≥ 0.3) 1." in plain
+    )
+    # The overlay names both runs' forgotten groups too, this run's red on the axis.
+    fig, caption = _panels(mine, other)["fig-against"][0]
+    assert f"(red labels): 1, 3; by {ctx.names[1]}: 3." in caption
+    red = [
+        t.get_text() for t in fig.axes[0].get_xticklabels() if to_hex(t.get_color()) == "#b2182b"
+    ]
+    assert red == ["1", "3"]
+    # Still the story first.
+    from simulator.summary import story
+
+    assert plain.startswith(story(load_run(mine).metrics, 2))
+
+
+def test_real_run_report_tells_the_story_and_its_full_diagnosis(
+    federated_dir: Path, federated_report: Path
+) -> None:
+    from simulator.summary import story
+
+    text = federated_report.read_text(encoding="utf-8")
+    m = load_run(federated_dir).metrics
+    assert _story(text) == html.escape(story(m, int(m["round"].max())))
+    diagnosis = pd.read_csv(federated_dir / "diagnosis.csv")
+    last = diagnosis[(diagnosis["scope"] == "global") & (diagnosis["client"] < 0)].iloc[-1]
+    diag = re.search(r'<p class="diag" id="headline-diagnosis">(.*?)</p>', text, re.S)
+    assert diag and f"<b>{last['label']}</b>" in diag.group(1)
+    assert html.escape(last["reason"]) in diag.group(1)
+    for fig_id in ("fig-client-coverage", "fig-client-served"):
+        section = text.split(f'id="{fig_id}-section">')[1].split("<h2")[0]
+        assert "recall" not in section.lower()
