@@ -7,20 +7,20 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from simulator.data import Dataset, load_dataset
-from simulator.evaluate import Evaluation, evaluate_generator, make_evaluator
-from simulator.gan.diagnostics import lipschitz_metrics
-from simulator.gan.train import GAN
 from simulator.messages import TRAIN
 from simulator.progress import Progress, ProgressHook, ProgressLog
 from simulator.scenario import DataSpec, Scenario, resolved_yaml
 from simulator.seeding import derive_seed, numpy_rng, torch_generator
 from simulator.store import RunStore
+
+if TYPE_CHECKING:  # torch and the metrics: imported by a run, not by the preflight's data check
+    from simulator.evaluate import Evaluation
 
 
 @dataclass
@@ -75,6 +75,12 @@ def run_centralized(
     """Train one GAN on all the training data for `s.train.steps` generator steps,
     evaluating every `s.evaluation.every` steps; write the run folder and return it.
     `progress` is told of every evaluation (also written to the folder's progress file)."""
+    import torch
+
+    from simulator.evaluate import evaluate_generator, make_evaluator
+    from simulator.gan.diagnostics import lipschitz_metrics
+    from simulator.gan.train import GAN
+
     train, held = prepare_data(s)
     gan = GAN(s.gan.config(), train.X.shape[1], train.image_shape)
     evaluator = make_evaluator(s, held)

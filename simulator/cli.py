@@ -423,7 +423,7 @@ def _run_folder(path: Path) -> Path:
     if not runs:
         sweep = (path / "sweep.json").is_file()
         hint = " (a sweep folder: give one of its runs, or compare it)" if sweep else ""
-        _fail(f"{path} is neither a run folder (no scenario.yaml) nor a folder of runs{hint}")
+        _fail(f"{path} is not a run folder (no scenario.yaml), nor a folder of runs{hint}")
     # Run folders are named <UTC stamp>-<random>: by name is by start, to the second; the
     # scenario file's time orders two runs started in the same second.
     latest = max(runs, key=lambda c: (c.name.split("-")[:2], (c / "scenario.yaml").stat().st_mtime))

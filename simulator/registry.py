@@ -81,6 +81,13 @@ def subclass_of(base: type, name: str | None = None) -> Callable[[object], str |
     return check
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    """A registry entry imported on first use (`Registry.add_lazy`)."""
+
+    spec: str
+
+
 class Registry(Generic[T]):
     """A name → object table for one kind of component (dataset, objective, ...).
 
@@ -105,6 +112,14 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> None:
         self.register(name)(obj)
 
+    def add_lazy(self, name: str, spec: str) -> None:
+        """Register `name` as `module:attr`, imported on the first `get`: a built-in whose
+        module is heavy (torch) is known by name — listed, suggested, checked as a name —
+        without importing it, so a scenario that does not use it never pays for it."""
+        if name in self._items:
+            raise RegistryError(f"{self.kind} {name!r} is registered twice")
+        self._items[name] = _Deferred(spec)  # type: ignore[assignment]
+
     def names(self) -> list[str]:
         return sorted(self._items)
 
@@ -119,7 +134,12 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name in self._items:
-            return self._items[name]
+            item = self._items[name]
+            if isinstance(item, _Deferred):
+                module, _, attr = item.spec.partition(":")
+                item = getattr(importlib.import_module(module), attr)
+                self._items[name] = item
+            return item
         if ":" in name:
             obj = load_plugin(name, self.kind)
             if self._check is not None:

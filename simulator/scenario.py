@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -25,12 +25,14 @@ from pydantic import (
     model_validator,
 )
 
+from simulator.gan.kinds import CRITICS, GENERATORS, NetworkSpec
 from simulator.gan.lipschitz import LIPSCHITZ, get_control
-from simulator.gan.networks import CRITICS, GENERATORS, NetworkSpec
 from simulator.gan.objectives import OBJECTIVES
 from simulator.gan.optim import OPTIMIZERS, OptimizerSpec
-from simulator.gan.train import SCHEDULES, GANConfig
 from simulator.registry import RegistryError
+
+if TYPE_CHECKING:  # torch's: imported when a GAN is configured, not to validate a scenario
+    from simulator.gan.state import GANConfig
 from simulator.yamlsafe import MAX_DEPTH, MAX_NODES, YAMLError, load_yaml, read_text
 
 
@@ -331,6 +333,8 @@ class GANModel(_Model):
     def config(self, prox_mu: float = 0.0, ema: float | None = None) -> GANConfig:
         """The GAN's configuration; `ema` overrides `gan.ema` (federated clients whose generator
         travels keep none: the server averages the aggregated generators instead)."""
+        from simulator.gan.state import GANConfig
+
         return GANConfig(
             latent_dim=self.latent_dim,
             generator=self.generator.spec(),
@@ -349,7 +353,8 @@ class GANModel(_Model):
         )
 
 
-assert set(SCHEDULES) == {"constant", "linear", "cosine"}  # kept in step with GANConfig
+# `gan.lr_schedule`'s values are simulator.gan.state.SCHEDULES (a test keeps them in step; the
+# schema does not import that module, which needs torch).
 
 
 MAX_STEPS = 10_000_000
@@ -1039,6 +1044,12 @@ def _data_shape(dataset: str, n_samples: int | None, params_json: str) -> tuple[
     return n, d, channels
 
 
+EVAL_BLOCK_BYTES = 8 * 2**20
+"""One k-NN block of an evaluation on the CPU: `simulator.metrics.neighbours._BLOCK_BYTES`
+(a test keeps them equal), not imported from there — that package brings torch and
+fairlearn, which a scenario's validation does not need."""
+
+
 def memory_breakdown(s: Scenario) -> dict[str, int]:
     """Estimated peak bytes of a run, by part (float32 everywhere but evaluation, float64).
 
@@ -1051,8 +1062,6 @@ def memory_breakdown(s: Scenario) -> dict[str, int]:
     * activations: batch × units × ACTIVATION_COPIES;
     * evaluation: generated + held-out points in float64 plus one bounded k-NN block.
     """
-    from simulator.metrics.neighbours import _BLOCK_BYTES
-
     f4 = 4
     n, d, channels = _data_shape(
         s.data.dataset, s.data.n_samples, json.dumps(s.data.params, sort_keys=True, default=str)
@@ -1082,7 +1091,7 @@ def memory_breakdown(s: Scenario) -> dict[str, int]:
         s.gan.batch_size * (units + d + s.gan.latent_dim) * f4 * (ACTIVATION_COPIES)
     )
     held_out = int(n * s.data.holdout)
-    parts["evaluation"] = (s.evaluation.n_samples + held_out) * d * 8 + _BLOCK_BYTES
+    parts["evaluation"] = (s.evaluation.n_samples + held_out) * d * 8 + EVAL_BLOCK_BYTES
     return parts
 
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+from simulator.lazy import lazy
+
+if TYPE_CHECKING:
+    import torch
+else:  # the data's seeds are numpy's: a scenario's preflight never needs torch
+    torch = lazy("torch", globals(), "torch")
 
 
 def derive_seed(seed: int, purpose: str, *keys: int) -> int:

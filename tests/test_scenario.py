@@ -226,3 +226,15 @@ def test_data_paths_resolve_against_the_file_that_names_them(
         load(child, ["data.params.path=mine.csv"])
     tried = str(elsewhere / "mine.csv")
     assert any(tried in e and "file not found" in e for e in info.value.errors), info.value
+
+
+def test_constants_kept_apart_from_torch_agree_with_their_sources() -> None:
+    """The schema does not import the torch-side modules these come from: they must agree."""
+    from typing import get_args
+
+    from simulator.gan.state import SCHEDULES
+    from simulator.metrics.neighbours import _BLOCK_BYTES
+    from simulator.scenario import EVAL_BLOCK_BYTES, GANModel
+
+    assert get_args(GANModel.model_fields["lr_schedule"].annotation) == SCHEDULES
+    assert EVAL_BLOCK_BYTES == _BLOCK_BYTES

@@ -7,14 +7,16 @@ how the server combines it; the round loop does the rest. `fedavg` is the defaul
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
 from server.protocols.fedavg import FedAvgProtocol
-from server.protocols.mdgan import MDGAN
-from server.protocols.uagan import UAGAN
 from simulator.registry import Registry, RegistryError, signature, subclass_of
 from simulator.scenario import Scenario
+
+if TYPE_CHECKING:
+    from server.protocols.mdgan import MDGAN
+    from server.protocols.uagan import UAGAN
 
 __all__ = [
     "PROTOCOLS",
@@ -36,8 +38,17 @@ PROTOCOLS: Registry[type[Protocol]] = Registry(
     "protocol", check=subclass_of(Protocol, "server.protocols.Protocol")
 )
 PROTOCOLS.add("fedavg", FedAvgProtocol)
-PROTOCOLS.add("mdgan", MDGAN)
-PROTOCOLS.add("uagan", UAGAN)
+# The server-held protocols train a generator on the server (torch): imported when named, so
+# that validating a fedavg scenario does not pay for them.
+PROTOCOLS.add_lazy("mdgan", "server.protocols.mdgan:MDGAN")
+PROTOCOLS.add_lazy("uagan", "server.protocols.uagan:UAGAN")
+
+
+def __getattr__(name: str) -> object:
+    """`MDGAN` and `UAGAN`, imported on first use (see PROTOCOLS)."""
+    if name in ("MDGAN", "UAGAN"):
+        return PROTOCOLS.get(name.lower())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_protocol(s: Scenario) -> list[str]:

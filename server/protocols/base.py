@@ -16,19 +16,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from simulator.federation import FederatedData
-from simulator.gan.train import GAN
 from simulator.messages import TRAIN_REPLY_KEYS, TrainReply
 from simulator.scenario import Scenario
 from wire.flwr_internals import Run
 from wire.messages import arrays_of, read_train_reply
 from wire.records import from_record
+
+if TYPE_CHECKING:  # torch's; a protocol's checks (the preflight) do not need them
+    from simulator.federation import FederatedData
+    from simulator.gan.train import GAN
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from server.strategies import STRATEGIES, build_strategy, check_strategy
 from server.strategies.mdgan import CriticSwapFedAvg
 from server.strategies.per_network import PerNetwork
 from server.strategies.state import load_strategy_state, rebind_nodes, strategy_state
-from simulator.federation import ServerEMA
 from simulator.messages import GENERATOR, NUM_EXAMPLES, TRAIN_REPLY_KEYS, select, split_arrays
 from simulator.scenario import Scenario
 from wire.records import from_record, to_record
@@ -40,6 +39,8 @@ class FedAvgProtocol(Protocol):
         s = setup.scenario
         assert s.federation is not None
         arrays, _ = split_arrays(setup.initial, s.federation.federate)
+        from simulator.federation import ServerEMA  # torch: for a run, not for `check`
+
         self.shapes = {k: tuple(v.shape) for k, v in arrays.items()}
         self.record = to_record(arrays)
         self.ema = ServerEMA.for_scenario(s, setup.data, select(arrays, GENERATOR))

@@ -15,7 +15,6 @@ from simulator.data.base import (
     check_n_samples,
     normalize_weights,
 )
-from simulator.data.digit_classifier import get_digit_classifier, load_digit_arrays
 from simulator.data.registry import DATASETS
 
 IMAGE_SHAPE = (1, 8, 8)
@@ -72,7 +71,7 @@ def digits(
     """
     n_req = check_n_samples(n_samples, None)
     cls = _classes(classes)
-    X_all, y_all = load_digit_arrays()
+    X_all, y_all = _digit_arrays()
     pools = [np.flatnonzero(y_all == c) for c in cls]
     avail = np.array([p.size for p in pools], dtype=np.int64)
     if weights is None:
@@ -122,7 +121,7 @@ def stacked_digits(n_samples: int | None = 10000, seed: int = 0) -> Dataset:
     """
     n = check_n_samples(n_samples, 10000)
     assert n is not None
-    X_all, y_all = load_digit_arrays()
+    X_all, y_all = _digit_arrays()
     pools = [np.flatnonzero(y_all == c) for c in range(N_CLASSES)]
     rng = np.random.default_rng(seed)
     d = rng.integers(0, N_CLASSES, size=(n, 3))
@@ -133,6 +132,8 @@ def stacked_digits(n_samples: int | None = 10000, seed: int = 0) -> Dataset:
     # [n, 3, 64] → [n, 192]: channel-major, matching image_shape (C, H, W) flattened.
     X = X_all[idx].reshape(n, 3 * 64)
     mode = 100 * d[:, 0] + 10 * d[:, 1] + d[:, 2]
+    from simulator.data.digit_classifier import get_digit_classifier  # torch: when scoring
+
     clf = get_digit_classifier()
     return Dataset(
         name="stacked_digits",
@@ -152,3 +153,11 @@ def stacked_digits(n_samples: int | None = 10000, seed: int = 0) -> Dataset:
 
 DATASETS.add("digits", digits)
 DATASETS.add("stacked_digits", stacked_digits)
+
+
+def _digit_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (`digit_classifier.load_digit_arrays`): imported on use, since
+    that module brings torch, which building a dataset (or validating one) does not need."""
+    from simulator.data.digit_classifier import load_digit_arrays
+
+    return load_digit_arrays()

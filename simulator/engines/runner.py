@@ -6,11 +6,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from simulator.centralized import RunResult
 from simulator.progress import ProgressHook, watching
 from simulator.scenario import Scenario, resolved_yaml
-from simulator.store import RunStore, load_run
+
+if TYPE_CHECKING:  # torch and the metrics behind it: imported by the runs, not the preflight
+    from simulator.centralized import RunResult
 
 ENGINES = ("inprocess", "ray", "vectorized", "deployment")
 
@@ -32,9 +34,42 @@ def check_scenario(s: Scenario) -> list[str]:
 
 
 def _data_problems(s: Scenario) -> list[str]:
-    from simulator.federation import data_problems
+    """What `simulator.federation.data_problems` finds — the data at full size, its held-out
+    split and, federated, the partition — without importing `simulator.federation` (torch and
+    the metrics: a second `validate` would spend before it checks anything). The same steps
+    as the run's (`federation._federated_data`): the dataset and split through
+    `prepare_data`, which caches them for the run, then the partition."""
+    import sys
 
-    return data_problems(s)
+    if "simulator.federation" in sys.modules:  # already paid for: its cache serves the run
+        problems: list[str] = sys.modules["simulator.federation"].data_problems(s)
+        return problems
+    from simulator.centralized import prepare_data
+    from simulator.data import DataError
+    from simulator.partition import PartitionError, partition
+    from simulator.seeding import derive_seed
+
+    try:
+        train, _ = prepare_data(s)
+        if s.federated:
+            col = s.partition.group_by or train.groups.columns[0]
+            if col not in train.groups.columns:
+                raise ValueError(
+                    f"partition.group_by {col!r} is not a group column; the dataset has "
+                    f"{list(train.groups.columns)}"
+                )
+            partition(
+                train.groups[col],
+                s.partition.n_clients,
+                derive_seed(s.seed, "partition"),
+                s.partition.name,
+                s.partition.params,
+            )
+    except PartitionError as exc:
+        return [f"partition: {exc}"]
+    except (DataError, ValueError) as exc:
+        return [f"data: {exc}"]
+    return []
 
 
 def _protocol_problems(s: Scenario) -> list[str]:
@@ -59,6 +94,7 @@ def run_federated(
     """Run the scenario's ServerApp and ClientApp on `s.engine` and return the run folder;
     `progress` hears of every round (from the folder's progress file, on every engine)."""
     from simulator.registry import RegistryError
+    from simulator.store import RunStore
 
     assert s.federation is not None
     problems = check_scenario(s)
@@ -90,8 +126,9 @@ def resume_federated(
     horizon would move). A finished run with nothing to add is returned as it is.
     Raises ScenarioError (bad scenario file or override) or ValueError (not a resumable run).
     """
+    from simulator.centralized import RunResult
     from simulator.scenario import ScenarioError, apply_overrides, load, resolved_yaml, validate
-    from simulator.store import RunStore, atomic_write_text, run_is_finished
+    from simulator.store import RunStore, atomic_write_text, load_run, run_is_finished
     from simulator.yamlsafe import load_yaml
 
     path = Path(run_dir)
@@ -150,6 +187,8 @@ def _last_checkpoint_round(path: Path) -> int:
 
 def _run_in(s: Scenario, path: Path, resume: bool, progress: ProgressHook | None) -> RunResult:
     from server.app import RESUME_KEY, RUN_DIR_KEY
+    from simulator.centralized import RunResult
+    from simulator.store import load_run
     from wire.records import RUN_CONFIG_KEY
 
     run_config: dict[str, bool | int | float | str] = {

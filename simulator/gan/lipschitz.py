@@ -9,14 +9,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
+from simulator.lazy import lazy
 from simulator.registry import Registry, RegistryError, signature, subclass_of
 
-Critic = Callable[[Tensor], Tensor]
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:  # the schema reads this registry: torch only once a penalty is computed
+    torch = lazy("torch", globals(), "torch")
+
+Critic = Callable[["Tensor"], "Tensor"]
 
 
 def input_gradients(critic: Critic, x: Tensor) -> Tensor:

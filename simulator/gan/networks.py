@@ -9,13 +9,15 @@ works under `torch.func.functional_call` and `vmap`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from simulator.registry import Registry
+# Defined with the registries the schema reads without torch; re-exported from here.
+from simulator.gan.kinds import CRITICS as CRITICS
+from simulator.gan.kinds import GENERATORS as GENERATORS
+from simulator.gan.kinds import NetworkSpec as NetworkSpec
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -245,30 +247,8 @@ class ConvGenerator(nn.Module):
         return self.net(h).flatten(1)
 
 
-@dataclass(frozen=True)
-class NetworkSpec:
-    """What a network looks like. `kind`: mlp | conv | two_branch (critic only).
-
-    `widths`: hidden widths (MLP) or channels (conv). `output`: generator output layer.
-    """
-
-    kind: str = "mlp"
-    widths: tuple[int, ...] = (128, 128)
-    activation: str = "relu"
-    output: str = "linear"
-
-
 GeneratorFactory = Callable[[NetworkSpec, int, int, "tuple[int, int, int] | None"], nn.Module]
 CriticFactory = Callable[[NetworkSpec, int, "tuple[int, int, int] | None", bool], nn.Module]
-
-def _callable(obj: object) -> str | None:
-    """A network plug-in is a factory: a callable returning an nn.Module."""
-    return None if callable(obj) else f"expected a callable that builds an nn.Module, got {obj!r}"
-
-
-GENERATORS: Registry[GeneratorFactory] = Registry("generator network", check=_callable)
-CRITICS: Registry[CriticFactory] = Registry("critic network", check=_callable)
-
 
 def _need_image(kind: str, image_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
     if image_shape is None:
@@ -276,20 +256,34 @@ def _need_image(kind: str, image_shape: tuple[int, int, int] | None) -> tuple[in
     return image_shape
 
 
-GENERATORS.add(
-    "mlp", lambda s, latent, d, img: MLPGenerator(latent, d, s.widths, s.activation, s.output)
-)
-GENERATORS.add(
-    "conv",
-    lambda s, latent, d, img: ConvGenerator(
-        latent, _need_image("conv", img), s.widths, s.activation
-    ),
-)
-CRITICS.add("mlp", lambda s, d, img, sn: MLPCritic(d, s.widths, s.activation, sn))
-CRITICS.add("two_branch", lambda s, d, img, sn: TwoBranchCritic(d, s.widths, s.activation, sn))
-CRITICS.add(
-    "conv", lambda s, d, img, sn: ConvCritic(_need_image("conv", img), s.widths, s.activation, sn)
-)
+# The built-in kinds, registered by `module:attr` in `simulator.gan.kinds` (which the schema
+# reads without torch).
+
+
+def mlp_generator(
+    s: NetworkSpec, latent: int, d: int, img: tuple[int, int, int] | None
+) -> nn.Module:
+    return MLPGenerator(latent, d, s.widths, s.activation, s.output)
+
+
+def conv_generator(
+    s: NetworkSpec, latent: int, d: int, img: tuple[int, int, int] | None
+) -> nn.Module:
+    return ConvGenerator(latent, _need_image("conv", img), s.widths, s.activation)
+
+
+def mlp_critic(s: NetworkSpec, d: int, img: tuple[int, int, int] | None, sn: bool) -> nn.Module:
+    return MLPCritic(d, s.widths, s.activation, sn)
+
+
+def two_branch_critic(
+    s: NetworkSpec, d: int, img: tuple[int, int, int] | None, sn: bool
+) -> nn.Module:
+    return TwoBranchCritic(d, s.widths, s.activation, sn)
+
+
+def conv_critic(s: NetworkSpec, d: int, img: tuple[int, int, int] | None, sn: bool) -> nn.Module:
+    return ConvCritic(_need_image("conv", img), s.widths, s.activation, sn)
 
 
 def build_generator(
@@ -299,7 +293,8 @@ def build_generator(
     image_shape: tuple[int, int, int] | None = None,
 ) -> nn.Module:
     """Generator mapping z [B, latent_dim] → x [B, data_dim]."""
-    return GENERATORS.get(spec.kind)(spec, latent_dim, data_dim, image_shape)
+    net: nn.Module = GENERATORS.get(spec.kind)(spec, latent_dim, data_dim, image_shape)
+    return net
 
 
 def build_critic(
@@ -309,7 +304,8 @@ def build_critic(
     spectral_norm: bool = False,
 ) -> nn.Module:
     """Critic mapping x [B, data_dim] → v [B]; every layer spectrally normalized if asked."""
-    return CRITICS.get(spec.kind)(spec, data_dim, image_shape, spectral_norm)
+    net: nn.Module = CRITICS.get(spec.kind)(spec, data_dim, image_shape, spectral_norm)
+    return net
 
 
 def layer_spectral_norms(

@@ -7,12 +7,18 @@ losses that are *minimized*: `critic_loss(v_real, v_fake)` and `generator_loss(v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
+from simulator.lazy import lazy
 from simulator.registry import Registry, subclass_of
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+    from torch import Tensor
+else:  # the schema reads this registry: torch only once a loss is computed
+    torch = lazy("torch", globals(), "torch")
+    F = lazy("torch.nn.functional", globals(), "F")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,17 @@ checkpointed, sent as arrays, and stacked across clients for batched training.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+from simulator.lazy import lazy
 
-Params = dict[str, Tensor]
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:  # the schema reads OPTIMIZERS: torch only once a step is taken
+    torch = lazy("torch", globals(), "torch")
+
+Params = dict[str, "Tensor"]
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 

@@ -330,6 +330,12 @@ class HoldingFedAdam(FedAdam):
             pathlib.Path(os.environ["HOLD_MARKER"]).write_text(str(server_round))
             time.sleep(120)
         return super().aggregate_train(server_round, replies)
+
+    def weights(self, server_round, replies):
+        # Its own aggregate_train: it says how it weighs clients — as FedAdam, by num-examples
+        # (the fed.weight rows of the reference run).
+        metrics = [r.content["metrics"] for r in replies]
+        return {int(m["partition-id"]): m["num-examples"] for m in metrics}
 '''
 
 
