@@ -321,7 +321,8 @@ class GANModel(_Model):
         for net, reg in (("generator", GENERATORS), ("critic", CRITICS)):
             spec = getattr(self, net)
             try:
-                reg.get(spec.kind)  # a plug-in is imported here, not first in round 1
+                if spec.kind not in reg:  # a built-in is known by name (imported to build it)
+                    reg.get(spec.kind)  # a plug-in is imported here, not first in round 1
             except RegistryError as exc:
                 problems.append(f"gan.{net}.kind: {exc}")
             if spec.kind == "conv" and len(spec.widths) != 2:
