@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from simulator.layout import Column, fit_tables
+from simulator.messages import LOCAL
 from simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE, kept
 
 HEADLINE = [
@@ -285,15 +286,17 @@ def story(metrics: pd.DataFrame, round_: int | None = None) -> str:
             parts.append(f"no {grouping} is forgotten")
             continue
         held = holders(metrics, rnd, grouping)
+        by_holders: dict[tuple[int, ...], list[str]] = {}
+        for g in groups:  # groups held by the same clients are named together
+            by_holders.setdefault(tuple(held.get(g, [])), []).append(g)
         named = []
-        for g in groups:
-            who = held.get(g, [])
+        for who, gs in by_holders.items():
             where = (
                 f" (held by client{'s' if len(who) > 1 else ''} {', '.join(map(str, who))})"
                 if who
                 else ""
             )
-            named.append(f"{g}{where}")
+            named.append(f"{', '.join(gs)}{where}")
         parts.append(f"{grouping} {'; '.join(named)} forgotten")
     text = f"At {word} {rnd}: " + ("; ".join(parts) if parts else "no groups evaluated") + "."
     if "worst_client" in h:
@@ -622,7 +625,7 @@ def client_tables(
     return out
 
 
-HIDDEN_CLIENT_PREFIXES = ("local.",)
+HIDDEN_CLIENT_PREFIXES = (LOCAL,)
 """Per-client statistics `inspect --by client` does not list: `local.*`, each client's score of
 the generator it received on its own few held-out points with radii and samples of that
 size — the fairness weightings' input, not a view of who is served (recall from a few

@@ -79,11 +79,12 @@ def test_plugin_section_lists_every_reply_key_and_what_aggregate_train_returns()
     """Every metric key a train or an evaluate reply carries — with two groupings, so the
     other groupings' counts too — is named in the plug-in section, and so is each return
     value of `aggregate_train`."""
-    from simulator.messages import EvaluateReply, LocalEvaluation, TrainReply
+    from simulator.messages import ClientCoverage, EvaluateReply, LocalEvaluation, TrainReply
 
     ev = LocalEvaluation(0.5, 0.4, 0.8, 10, [3, 2], [2, 2], [6, 4], [1], [1], [10])
     train = TrainReply(0, 40, {"g_loss": 1.0, "lipschitz.real": 0.5}, ev, 1.0, 2.0, 0.1)
-    keys = {*train.metrics(), *EvaluateReply(0, ev).metrics()}
+    cov = ClientCoverage(0.4, 10, [2, 2], [6, 4], [1], [10])
+    keys = {*train.metrics(), *EvaluateReply(0, cov).metrics()}
     section = _section("Plug-ins")
     for key in sorted(keys):
         shown = "train.*" if key.startswith("train.") else key

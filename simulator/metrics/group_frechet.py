@@ -12,11 +12,10 @@ units; n = the group's generated samples).
 
 from __future__ import annotations
 
+from simulator.metrics.context import GroupingContext, Row, group_row
 from simulator.metrics.frechet import frechet_distance
-from simulator.metrics.registry import METRICS, GroupingContext, Row, group_row
 
 
-@METRICS.register("group_frechet")
 def group_frechet_rows(ctx: GroupingContext) -> list[Row]:
     """Fréchet distance between each group's held-out points and its generated samples."""
     nearest = ctx.codes[ctx.result.nearest_real_index]

@@ -9,10 +9,10 @@ group's held-out points; n = samples), `mass_ratio` (mass / (true share · on-su
 from __future__ import annotations
 
 from simulator.metrics import forgetting
-from simulator.metrics.registry import METRICS, RULES, GroupingContext, Row, group_row
+from simulator.metrics.context import GroupingContext, Row, group_row
+from simulator.metrics.rules import RULES
 
 
-@METRICS.register("mass")
 def mass_rows(ctx: GroupingContext) -> list[Row]:
     """`mass`, `mass_ratio` and `forgotten` of every group of `ctx`, and the count forgotten."""
     mass, on_support = forgetting.group_mass(ctx.hits)

@@ -10,11 +10,10 @@ per-sample terms) and `<metric>.q<quantile>`; per grouping: `<metric>.group_min`
 
 from __future__ import annotations
 
+from simulator.metrics.context import GroupingContext, Row, group_row
 from simulator.metrics.groups import group_prdc
-from simulator.metrics.registry import METRICS, GroupingContext, Row, group_row
 
 
-@METRICS.register("prdc")
 def prdc_rows(ctx: GroupingContext) -> list[Row]:
     """Per-group PRDC of `ctx` and its gaps, as tidy rows."""
     fake_labels = ctx.labels.iloc[ctx.result.nearest_real_index].reset_index(drop=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from clients.app import app as client_app
@@ -56,9 +57,11 @@ def test_train_evaluate_and_query_replies() -> None:
     )
     for pid, reply in enumerate(evals):
         met = reply.content["metrics"]
-        # Per-group counts under the same names as in train replies.
+        # Per-group counts under the same names as in train replies; coverage only (no recall
+        # from the client's own few points).
         n = np.array(met["local.group_n"])
         assert n.sum() == len(data.client_held[pid]) == met["num-examples"]
-        assert (np.array(met["local.recall_hits"]) <= n).all()
-        # Pooled hits over groups are the client's total recall (recall per real point).
-        assert sum(met["local.recall_hits"]) / n.sum() == met["local.recall"]
+        assert (np.array(met["local.coverage_hits"]) <= n).all()
+        assert "local.recall_hits" not in met and "local.recall" not in met
+        # Pooled hits over groups are the client's total coverage (coverage per real point).
+        assert sum(met["local.coverage_hits"]) / n.sum() == pytest.approx(met["local.coverage"])

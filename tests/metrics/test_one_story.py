@@ -123,12 +123,8 @@ def _views(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
     # the report's opening sentence
     html = render(run)
     opening = re.search(r'id="story"[^>]*>(.*?)</p>', html, re.S)
-    assert opening is not None or True, "TEMP"
-    out["report"] = (
-        _story_set(_unescape(opening.group(1)), grouping)
-        if opening
-        else _story_set(story(m), grouping)
-    )  # TEMP
+    assert opening is not None, "the report has no opening paragraph"
+    out["report"] = _story_set(_unescape(opening.group(1)), grouping)
     out["story"] = _story_set(story(m), grouping)
     return out
 
@@ -178,7 +174,8 @@ def _story_set(text: str, grouping: str) -> set[str]:
         return set()
     m = re.search(rf"\b{re.escape(grouping)} (.*?) forgotten", text)
     assert m is not None, text
-    return {part.split(" (held")[0].strip() for part in m.group(1).split(";")}
+    names = re.sub(r"\s*\([^)]*\)", "", m.group(1))
+    return {part.strip() for part in re.split(r"[;,]", names) if part.strip()}
 
 
 def _unescape(s: str) -> str:

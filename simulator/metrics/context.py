@@ -1,0 +1,79 @@
+"""What a group metric sees: one grouping of the held-out set at one evaluation
+(`GroupingContext`), and the tidy row it returns (`group_row`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from simulator.metrics.prdc import PRDC
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)
+class GroupingContext:
+    """One grouping of the held-out set at one evaluation, as a group metric sees it.
+
+    Attributes
+    ----------
+    grouping : str
+        Its name in the metrics table's `group_by` column ("mode", "sex|region").
+    labels : Series, length N
+        Each held-out point's group.
+    groups : list
+        The distinct groups, in the order of `codes`.
+    codes : ndarray of intp, shape [N]
+        Each held-out point's position in `groups`.
+    real : ndarray, shape [N, d]
+        Held-out points in the space PRDC runs in (features for images).
+    fake : ndarray, shape [M, d]
+        Generated points in the same space.
+    result : PRDC
+        PRDC of `fake` against `real` (per-sample terms, radii).
+    hits : ndarray of bool, shape [M, G]
+        `forgetting.ball_hits`: which groups' balls hold each sample.
+    min_group_size : int
+        Groups with fewer held-out points are rare.
+    n_boot : int
+        Bootstrap resamples for intervals (0: none).
+    seed : int
+        Seed of anything random (the bootstrap).
+    """
+
+    grouping: str
+    labels: pd.Series
+    groups: list[Any]
+    codes: NDArray[np.intp]
+    real: NDArray[np.floating]
+    fake: NDArray[np.floating]
+    result: PRDC
+    hits: NDArray[np.bool_]
+    min_group_size: int
+    n_boot: int = 0
+    seed: int = 0
+
+    @property
+    def sizes(self) -> NDArray[np.int64]:
+        """Held-out points per group [G]."""
+        return np.bincount(self.codes, minlength=len(self.groups)).astype(np.int64)
+
+    @property
+    def shares(self) -> NDArray[np.float64]:
+        """Each group's share of the held-out points [G] (its true share)."""
+        n = len(self.codes)
+        return self.sizes / n if n else np.zeros(len(self.groups))
+
+
+GroupMetric = Callable[[GroupingContext], list[Row]]
+"""A group metric: a function of one grouping at one evaluation, returning tidy rows."""
+
+
+def group_row(metric: str, value: float, n: float, group: Any = "") -> Row:
+    """One tidy row of a group metric (`group` "" for the grouping as a whole)."""
+    return {"metric": metric, "value": float(value), "n": int(n), "group": group}
