@@ -433,7 +433,8 @@ def _describe(tp: Any) -> str:
     if origin is typing.Annotated:
         return _describe(args[0])
     if origin is typing.Union or origin is types.UnionType:
-        words = [_describe(a) for a in args if a is not type(None)]
+        paths = any(is_path_type(a) for a in args)  # a path is written as a string
+        words = [_describe(a) for a in args if a is not type(None) and not (paths and a is str)]
         if type(None) in args:
             words.append("null")
         return " or ".join(dict.fromkeys(words))

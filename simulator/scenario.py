@@ -175,6 +175,18 @@ MAX_DRY_RUNS = 8
 built again, so that every bad parameter is reported at once (not one per `validate`)."""
 
 
+def _required(dataset: str, key: str) -> bool:
+    """Whether dataset `dataset` requires parameter `key` (it has no default)."""
+    import inspect
+
+    from simulator.data import dataset_params
+
+    try:
+        return dataset_params(dataset).get(key, None) is inspect.Parameter.empty
+    except Exception:  # noqa: BLE001 - an unreadable plug-in: keep looking at the others
+        return False
+
+
 @functools.lru_cache(maxsize=64)
 def _dry_build(dataset: str, params_json: str) -> tuple[list[str], list[str]]:
     """(problems as 'data...: message' lines, the dataset's group columns) of a 64-point
@@ -193,6 +205,8 @@ def _dry_build(dataset: str, params_json: str) -> tuple[list[str], list[str]]:
                 problems.append(f"data.params: {exc}")
                 break
             problems.append(f"data.params.{key}: {exc}")
+            if _required(dataset, key):  # without it the dataset cannot be built: said enough
+                break
             params = {k: v for k, v in params.items() if k != key}
             continue
         except (_RegistryError, ValueError) as exc:  # ValueError: e.g. a size 64 points lack
