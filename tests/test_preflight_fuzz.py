@@ -1,7 +1,8 @@
 """The preflight never raises: over every registry a scenario names, a mistake — an unknown
 name, a plug-in file that is missing, does not parse, raises on import or holds the wrong
 thing, a module that does not exist, a parameter of the wrong type — is reported by `validate`,
-`run` and the Python API with its YAML path, exit code 2 and no traceback (hypothesis)."""
+`run`, `sweep` and the Python API with its YAML path, exit code 2 and no traceback
+(hypothesis)."""
 
 from __future__ import annotations
 
@@ -172,6 +173,9 @@ def wrong_params(folder: Path) -> list[tuple[str, Callable[[Any], Raw], list[Any
 
 KNOWN: set[str] = set()
 
+COMMANDS = ["validate", "run", "sweep"]
+"""Every command that makes the preflight's checks (the Python API is checked each time)."""
+
 FUZZ = settings(
     max_examples=40,
     deadline=None,
@@ -217,13 +221,16 @@ def _assert_reported(folder: Path, raw: Raw, path: str, command: str) -> None:
     problems = api_check(scenario)  # the Python API: a list, never an exception
     assert any(p.startswith(f"{path}:") for p in problems), (path, problems)
     out = folder / "runs"
-    args = [command, str(scenario)] + (["--out", str(out)] if command == "run" else [])
-    res = runner.invoke(app, args)
+    extra = {"validate": [], "run": ["--out", str(out)], "sweep": ["--seeds", "0,1"]}[command]
+    if command == "sweep":
+        extra += ["--out", str(out)]
+    res = runner.invoke(app, [command, str(scenario), *extra])
     text = " ".join(res.output.split())
     assert res.exit_code == 2, (path, res.exit_code, res.output, res.exception)
     assert isinstance(res.exception, SystemExit), res.exception
     assert "Traceback" not in res.output
-    assert f"- {path}:" in text, (path, text)
+    # validate and run list 'path: message'; a sweep prefixes each with its combination
+    assert f"- {path}:" in text or f": {path}:" in text, (path, text)
     assert not out.exists(), "no run folder for a run that cannot start"
 
 
@@ -232,7 +239,7 @@ def _assert_reported(folder: Path, raw: Raw, path: str, command: str) -> None:
 def test_a_bad_name_in_any_registry_is_a_clean_error(plugins: Path, data: st.DataObject) -> None:
     path, make = data.draw(st.sampled_from(PLACES), label="place")
     name = data.draw(bad_names(plugins), label="name")
-    command = data.draw(st.sampled_from(["validate", "run"]), label="command")
+    command = data.draw(st.sampled_from(COMMANDS), label="command")
     _assert_reported(plugins, make(name), path, command)
 
 
@@ -243,7 +250,7 @@ def test_a_parameter_of_the_wrong_type_is_a_clean_error(
 ) -> None:
     path, make, values = data.draw(st.sampled_from(wrong_params(plugins)), label="parameter")
     value = data.draw(st.sampled_from(values), label="value")
-    command = data.draw(st.sampled_from(["validate", "run"]), label="command")
+    command = data.draw(st.sampled_from(COMMANDS), label="command")
     _assert_reported(plugins, make(value), path, command)
 
 
