@@ -535,13 +535,19 @@ def sweep(
 
 
 def _print_frame(df, columns: list[str], title: str) -> None:  # type: ignore[no-untyped-def]
-    """Print the chosen columns of a table (those it has), numbers to 3 decimals."""
+    """Print the chosen columns of a table (those it has): numbers to 3 decimals, counts (modes
+    captured) as integers."""
     t = Table(title=title)
     cols = [c for c in columns if c in df.columns]
     for c in cols:
         t.add_column(c, justify="right")
     for _, row in df.iterrows():
-        t.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row[cols]))
+        t.add_row(
+            *(
+                _mean_std(c, v, float("nan")) if isinstance(v, float) else str(v)
+                for c, v in zip(cols, row[cols], strict=True)
+            )
+        )
     console.print(t)
 
 

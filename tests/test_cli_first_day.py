@@ -184,3 +184,15 @@ def test_validate_imports_neither_torch_nor_the_metrics() -> None:
     )
     assert "ok scenarios/quickstart.yaml" in done.stdout
     assert done.stdout.splitlines()[-1].strip() == "", done.stdout
+
+
+def test_compare_and_sweep_cells() -> None:
+    from simulator.cli import _mean_std
+
+    nan = float("nan")
+    assert _mean_std("modes_captured", 6.0, nan) == "6"  # one run: a count, no spread
+    assert _mean_std("groups_kept", 6.0, 0.0) == "6 ± 0.0"
+    assert _mean_std("modes_captured", 6.5, 0.7071) == "6.5 ± 0.7"  # seeds disagree
+    assert _mean_std("recall", 0.5, nan) == "0.500"
+    assert _mean_std("recall", 0.5, 0.25) == "0.500 ± 0.250"
+    assert _mean_std("recall", nan, nan) == "n/a"
