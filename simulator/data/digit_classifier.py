@@ -9,7 +9,6 @@ cached under `$FEDGAN_CACHE` (default `~/.cache/fedgan`) keyed by `VERSION`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import tempfile
 import threading
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from simulator.data.base import DataError
+from simulator.data.digit_arrays import load_digit_arrays as load_digit_arrays
 
 # Bump whenever the architecture, split or training recipe changes: the version is part of the
 # cache file's name and is checked inside it, so stale weights are never loaded.
@@ -44,28 +44,6 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
         return Path(override).expanduser()
     env = os.environ.get("FEDGAN_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "fedgan"
-
-
-@functools.cache
-def load_digit_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8×8 digits (offline), read once per process, read-only.
-
-    Returns
-    -------
-    X : float32 [1797, 64]
-        Pixels scaled from 0..16 to [−1, 1] (the range of a tanh generator).
-    y : int64 [1797]
-        Digit labels 0..9.
-    """
-    from sklearn.datasets import load_digits  # lazy: sklearn import costs ~0.5 s
-
-    bunch = load_digits()
-    X = (np.asarray(bunch.data, dtype=np.float32) / 8.0 - 1.0).astype(np.float32)
-    y = np.asarray(bunch.target, dtype=np.int64)
-    # Shared by every caller through the cache: fancy indexing copies, in-place edits must fail.
-    X.setflags(write=False)
-    y.setflags(write=False)
-    return X, y
 
 
 def _split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

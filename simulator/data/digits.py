@@ -156,8 +156,8 @@ DATASETS.add("stacked_digits", stacked_digits)
 
 
 def _digit_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits (`digit_classifier.load_digit_arrays`): imported on use, since
-    that module brings torch, which building a dataset (or validating one) does not need."""
-    from simulator.data.digit_classifier import load_digit_arrays
+    """scikit-learn's digits (`digit_arrays.load_digit_arrays`), imported on use: scikit-learn
+    takes a second to import, which a scenario on other data never needs."""
+    from simulator.data.digit_arrays import load_digit_arrays
 
     return load_digit_arrays()
