@@ -7,6 +7,7 @@ import collections.abc as cabc
 import importlib
 import importlib.util
 import inspect
+import numbers
 import os
 import sys
 import types
@@ -16,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Generic, TypeVar
 
+from numpy import bool_ as np_bool  # not a bool subclass: a parameter check must know it
+
 T = TypeVar("T")
+
 
 
 class RegistryError(ValueError):
@@ -218,10 +222,6 @@ class ParamCheck:
     wrong: dict[str, str] = field(default_factory=dict)
     """Parameters whose value has the wrong type → 'must be <what>, got <value> (<kind>)'."""
 
-    def keys(self) -> list[str]:
-        """The parameters at fault, unknown ones first, then those of the wrong type."""
-        return [*self.unknown, *self.wrong]
-
     def problems(self, kind: str, name: str) -> list[str]:
         """One message for the unknown and one for the missing parameters, naming both sides,
         then one per parameter of the wrong type."""
@@ -280,18 +280,14 @@ def signature(
 
 # --- parameter types ------------------------------------------------------------------------
 
-_UNKNOWN = object()
-"""An annotation this checker cannot judge (a class YAML never produces, a Callable, a
-TypeVar): any value passes, so a parameter is never refused on a guess."""
-
 _SCALAR_DEFAULTS = (bool, int, float, str)
 """A default's type stands for the missing annotation only for these: a list or a mapping
 default says little about its elements."""
 
 
-def expected_types(fn: Callable[..., Any], params: Mapping[str, inspect.Parameter]) -> dict[
-    str, Any
-]:
+def expected_types(
+    fn: Callable[..., Any], params: Mapping[str, inspect.Parameter]
+) -> dict[str, Any]:
     """The type each of `params` must have: its annotation (read one by one, in `fn`'s module:
     one unreadable annotation — a name imported only for type checkers — leaves the others
     checked), else its default's type when that is a plain scalar; else nothing."""
@@ -301,7 +297,7 @@ def expected_types(fn: Callable[..., Any], params: Mapping[str, inspect.Paramete
         ann: Any = p.annotation
         if isinstance(ann, str):
             try:
-                ann = eval(ann, globalns, {})  # noqa: S307 - the plug-in's own annotation text
+                ann = eval(ann, globalns, {})  # the plug-in's own annotation, in its module
             except Exception:  # noqa: BLE001 - unreadable: leave the parameter unchecked
                 continue
             if isinstance(ann, str | typing.ForwardRef):  # a forward reference: unreadable
@@ -368,8 +364,10 @@ _MAPPINGS: tuple[Any, ...] = (dict, cabc.Mapping, cabc.MutableMapping)
 _PATHS: tuple[Any, ...] = (os.PathLike, Path, PurePath)
 
 
-def _fits(value: Any, tp: Any) -> bool | None:  # noqa: C901, PLR0911 - one case per kind of type
-    """True/False when `value` does (not) fit annotation `tp`; None when it cannot tell."""
+def _fits(value: Any, tp: Any) -> bool | None:
+    """True/False when `value` does (not) fit annotation `tp`; None when it cannot tell (a
+    class YAML never produces, a Callable, a TypeVar): a parameter is never refused on a
+    guess."""
     if tp is Any or tp is object:
         return True
     if tp is None or tp is type(None):
@@ -386,11 +384,12 @@ def _fits(value: Any, tp: Any) -> bool | None:  # noqa: C901, PLR0911 - one case
     if origin is typing.Literal:
         return any(type(a) is type(value) and a == value for a in args)
     if tp is bool:
-        return isinstance(value, bool)
+        return isinstance(value, bool | np_bool)
+    # numbers' ABCs: numpy's scalars (from Python callers) count, a YAML `true` does not
     if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool | np_bool)
     if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool | np_bool)
     if tp is str:
         return isinstance(value, str)
     base = origin if origin is not None else tp
@@ -457,8 +456,9 @@ def _yaml_kind(value: Any) -> str:
     """What a YAML value is, in YAML's words."""
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        type(value),
-        "a list" if isinstance(value, list | tuple) else
-        "a mapping" if isinstance(value, Mapping) else type(value).__name__,
-    )
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    words = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    return words.get(type(value), type(value).__name__)
