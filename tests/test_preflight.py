@@ -125,3 +125,37 @@ def test_a_crashing_strategy_is_recorded_and_exits_1(tmp_path: Path, monkeypatch
     failed = [e for e in events if e["kind"] == "run_failed"]
     assert len(failed) == 1 and failed[0]["round"] == 1 and failed[0]["phase"] == "combine"
     assert (folder / "scenario.yaml").is_file(), "what was written before stays"
+
+
+def test_an_unknown_strategy_is_one_problem_not_a_traceback() -> None:
+    """The fedavg protocol's check looked the strategy up again after `check_strategy` had
+    refused the name, and raised: the likeliest typo crashed `validate` and `run`."""
+    from tests.conftest import tiny
+
+    (problem,) = check_scenario(tiny(strategy={"name": "fedmeadian"}))
+    typo = "strategy.name: unknown strategy 'fedmeadian'; did you mean 'fedmedian'?"
+    assert problem.startswith(typo)
+    (critic,) = check_scenario(tiny(strategy={"critic": {"name": "fedmeadian"}}))
+    assert critic.startswith("strategy.critic.name: unknown strategy 'fedmeadian'")
+
+
+RAISING_PROTOCOL = '''
+from server.protocols.fedavg import FedAvgProtocol
+
+
+class Picky(FedAvgProtocol):
+    @classmethod
+    def check(cls, s):
+        return {}["a key its author forgot"]
+'''
+
+
+def test_a_check_that_raises_is_reported_at_its_path(tmp_path: Path) -> None:
+    """Whatever a plug-in's own check raises becomes one problem at its YAML path."""
+    (tmp_path / "picky.py").write_text(RAISING_PROTOCOL)
+    raw = tiny_raw(federation={"protocol": f"{tmp_path / 'picky.py'}:Picky"})
+    (problem,) = _errors(_write(tmp_path, raw))
+    assert problem.startswith("federation.protocol: protocol ")
+    assert "failed to check the scenario: KeyError" in problem
+    res = runner.invoke(app, ["validate", str(tmp_path / "s.yaml")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
