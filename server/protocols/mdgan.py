@@ -26,14 +26,13 @@ handed to a client that then fails is lost and the client keeps its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from server.protocols.base import Reply, Round, Setup
 from server.protocols.server_held import ServerHeld, generate, latents
+from simulator.lazy import lazy
 from simulator.messages import (
     ANSWER_FEEDBACK,
     CRITIC_STATE,
@@ -45,6 +44,12 @@ from simulator.messages import (
 from simulator.scenario import Scenario
 from simulator.seeding import numpy_rng
 from wire.messages import read_step_reply
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:  # `check` (the preflight) needs no torch: a run imports it on first use
+    torch = lazy("torch", globals(), "torch")
 
 
 class MDGAN(ServerHeld):

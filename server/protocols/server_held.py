@@ -20,17 +20,13 @@ carries the scores; a client not scored yet keeps its base weight (AFL: its λ).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from flwr.app import Message, RecordDict
-from torch import Tensor
 
 from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
-from simulator.federation import initial_state
-from simulator.gan.split import generator_step
-from simulator.gan.train import GAN, GANState
+from simulator.lazy import lazy
 from simulator.messages import (
     CRITIC_STATE,
     FAKE_SCORE,
@@ -42,10 +38,17 @@ from simulator.messages import (
 )
 from simulator.scenario import Scenario
 from simulator.seeding import torch_generator
-from simulator.server_held import answer_shapes, critic_state
 from simulator.weighting import Weighting, build_weighting, check_weighting
 from wire.messages import content, read_step_reply
 from wire.records import to_record
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from simulator.gan.train import GAN, GANState
+else:  # `check` (the preflight) needs no torch: a run imports it on first use
+    torch = lazy("torch", globals(), "torch")
 
 
 class ServerHeld(Protocol):
@@ -67,6 +70,11 @@ class ServerHeld(Protocol):
         weighting: Mapping[str, Any] | None = None,
         weights_every: int = 1,
     ) -> None:
+        # torch's, imported when a run builds the protocol (its `check` needs none of them)
+        from simulator.federation import initial_state
+        from simulator.gan.train import GAN
+        from simulator.server_held import critic_state
+
         super().__init__(setup)
         s = setup.scenario
         assert s.federation is not None
@@ -171,6 +179,8 @@ class ServerHeld(Protocol):
 
     def expect(self, r: Round, step: int) -> Expect:
         t = self.step_of(r, step)
+        from simulator.server_held import answer_shapes
+
         arrays = answer_shapes(self.answer, self.setup.scenario.gan.batch_size, self.dim)
         reference = None
         f = self.setup.scenario.federation
@@ -189,6 +199,8 @@ class ServerHeld(Protocol):
         self._shares = {rep.partition_id: float(v) for rep, v in zip(replies, w, strict=True)}
         z, e, loss = self.feedback(replies, w)
         lr = self.gan.config.lr_scale(t, self.total)
+        from simulator.gan.split import generator_step
+
         self.gstate = generator_step(self.gan, self.gstate, z, e, lr)
         self._losses.append(float(loss))
         self.after_step(t, replies)
@@ -280,6 +292,8 @@ class ServerHeld(Protocol):
         return {}
 
     def load_state(self, state: ProtocolState) -> None:
+        from simulator.federation import initial_state
+
         self.gstate = initial_state(self.setup.scenario, self.gan).load_arrays(
             dict(state.arrays) | dict(state.server)
         )

@@ -22,16 +22,14 @@ Needs a probability-output discriminator (D = sigmoid(logit)): `validate` refuse
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from server.protocols.base import Reply, Round, Setup
 from server.protocols.server_held import ServerHeld, generate, latents
 from simulator.gan.objectives import OBJECTIVES
-from simulator.gan.split import uagan_feedback
+from simulator.lazy import lazy
 from simulator.messages import (
     ANSWER_LOGITS,
     FAKE_CRITIC,
@@ -41,6 +39,12 @@ from simulator.messages import (
 )
 from simulator.registry import RegistryError
 from simulator.scenario import Scenario
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:  # `check` (the preflight) needs no torch: a run imports it on first use
+    torch = lazy("torch", globals(), "torch")
 
 PIS = ("size", "uniform")
 
@@ -113,6 +117,8 @@ class UAGAN(ServerHeld):
         logits = torch.as_tensor(np.stack([a[LOGITS] for a in answers]))
         grads = torch.as_tensor(np.stack([a[LOGIT_GRADS] for a in answers]))
         log_pi = torch.log(torch.as_tensor(w, dtype=logits.dtype))
+        from simulator.gan.split import uagan_feedback
+
         e, loss = uagan_feedback(self.gan, logits, grads, log_pi)
         assert self._z is not None
         return self._z, e, loss
