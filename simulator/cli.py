@@ -109,8 +109,9 @@ def run(
     threads: Annotated[
         int,
         typer.Option(
-            help="torch CPU threads. Tiny GAN layers gain nothing from more, and oversubscribed "
-            "cores make torch's thread pool spin: 1 is the fast default."
+            min=0,
+            help="torch CPU threads (0: torch's default). Tiny GAN layers gain nothing from "
+            "more, and oversubscribed cores make torch's thread pool spin: 1 is the fast default.",
         ),
     ] = 1,
     resume: Annotated[
@@ -161,6 +162,8 @@ def run(
     if threads:
         torch.set_num_threads(threads)
     _preflight(s, scenario)
+    if resume is None:  # checked once the scenario is known good: no folder before that
+        _writable_folder(out, "--out")
     f = s.federation
     what = (
         f"federated on {s.engine.name}: {s.partition.n_clients} clients "
@@ -289,6 +292,19 @@ def _crashed(exc: BaseException, where: Path) -> None:
             soft_wrap=True,
         )
     raise typer.Exit(code=1)
+
+
+def _writable_folder(folder: Path, option: str) -> None:
+    """Make `folder` (where run folders go), or exit 2 saying why it cannot be: a bad `--out`
+    is bad input, not a run that failed."""
+    import os
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"{option} {folder}: cannot create the folder: {exc.strerror or exc}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        _fail(f"{option} {folder}: cannot write in it (permission denied)")
 
 
 def _preflight(s: Any, source: Path) -> None:
@@ -508,6 +524,8 @@ def sweep(
         _fail(str(exc))
     except SweepError as exc:
         _fail(f"no run started; {exc}")
+    except OSError as exc:  # the sweep's own folder (a run's failure is recorded, not raised)
+        _fail(f"cannot write the sweep folder: {exc}")
     skipped = len(result.entries) - len(result.ran)
     console.print(
         f"{len(result.ran)} run(s) this time, {skipped} already finished, "

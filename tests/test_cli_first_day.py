@@ -207,3 +207,20 @@ def test_compare_and_sweep_cells() -> None:
     assert _mean_std("recall", 0.5, nan) == "0.500"
     assert _mean_std("recall", 0.5, 0.25) == "0.500 ± 0.250"
     assert _mean_std("recall", nan, nan) == "n/a"
+
+
+def test_a_bad_out_folder_or_option_is_bad_input(tmp_path: Path) -> None:
+    """Exit 2 and a sentence — not a failed run's traceback — for a `--out` that cannot hold
+    run folders and an option out of range."""
+    p = _write(tmp_path, tiny_raw(federation={"rounds": 1}))
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "runs"
+    for args in (
+        ["run", str(p), "--out", str(out)],
+        ["sweep", str(p), "--seeds", "0", "--out", str(out)],
+        ["run", str(p), "--threads", "-1"],
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output
+    assert "--out" in runner.invoke(app, ["run", str(p), "--out", str(out)]).output
