@@ -7,7 +7,9 @@ result.metrics.query("scope == 'global' and metric == 'recall'")
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from simulator.centralized import RunResult, run_centralized
 from simulator.progress import ProgressHook
@@ -17,13 +19,14 @@ from simulator.store import Run, load_run
 
 
 def run(
-    scenario: str | Path | Scenario,
+    scenario: str | Path | Scenario | Mapping[str, Any],
     overrides: list[str] | None = None,
     out_dir: str | Path = "runs",
     centralized: bool = False,
     progress: ProgressHook | None = None,
 ) -> RunResult:
-    """Run a scenario (a YAML path or a `Scenario`) and return its folder and metrics table.
+    """Run a scenario (a YAML path, a mapping as YAML would parse, or a `Scenario`) and
+    return its folder and metrics table.
 
     `centralized=True` runs the matched centralized twin of a federated scenario; `progress`
     is called with every finished round (or evaluation, centralized) as a `Progress`.
@@ -34,7 +37,7 @@ def run(
     problems = check_scenario(s)  # the checks `fedgan validate` makes, before any run folder
     if problems:
         raise ScenarioError(
-            str(scenario) if not isinstance(scenario, Scenario) else s.name, problems
+            str(scenario) if isinstance(scenario, str | Path) else s.name, problems
         )
     if not s.federated:
         return run_centralized(s, out_dir, progress)
@@ -42,7 +45,7 @@ def run(
 
 
 def check(
-    scenario: str | Path | Scenario,
+    scenario: str | Path | Scenario | Mapping[str, Any],
     overrides: list[str] | None = None,
     centralized: bool = False,
 ) -> list[str]:
@@ -59,12 +62,21 @@ def check(
 
 
 def _resolve(
-    scenario: str | Path | Scenario, overrides: list[str] | None, centralized: bool
+    scenario: str | Path | Scenario | Mapping[str, Any],
+    overrides: list[str] | None,
+    centralized: bool,
 ) -> Scenario:
     if isinstance(scenario, Scenario):
         s = validate(apply_overrides(scenario.model_dump(mode="json"), overrides or []))
-    else:
+    elif isinstance(scenario, Mapping):  # a scenario written in Python, as YAML would parse
+        s = validate(apply_overrides(dict(scenario), overrides or []))
+    elif isinstance(scenario, str | Path):
         s = load_scenario(scenario, overrides or [])
+    else:
+        got = type(scenario).__name__
+        raise ScenarioError(
+            "<scenario>", [f"(top): expected a YAML file path, a mapping or a Scenario, got {got}"]
+        )
     return s.centralized_twin() if centralized else s
 
 

@@ -159,3 +159,14 @@ def test_a_check_that_raises_is_reported_at_its_path(tmp_path: Path) -> None:
     assert "failed to check the scenario: KeyError" in problem
     res = runner.invoke(app, ["validate", str(tmp_path / "s.yaml")])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_the_python_api_checks_mappings_and_never_raises(tmp_path: Path) -> None:
+    """`simulator.api.check` takes a path, a mapping or a Scenario and returns problems."""
+    from simulator.api import check
+
+    assert check(tiny_raw()) == []
+    (problem,) = check(tiny_raw(strategy={"name": "fedmeadian"}))
+    assert problem.startswith("strategy.name: unknown strategy 'fedmeadian'")
+    assert check(tmp_path / "missing.yaml")[0].startswith("cannot read the file")
+    assert check(42)[0].startswith("(top): expected a YAML file path")  # type: ignore[arg-type]
