@@ -325,16 +325,26 @@ def list_scenarios() -> None:
 
     files = sorted(BUNDLED.rglob("*.yaml"))
     shown = [_as_typed(p) for p in files]
-    t = Table(title="bundled scenarios: fedgan run FILE")
-    # Whole paths, never cut ('protocols/dirichlet-uagan-coverage.y…' cannot be pasted): the
-    # file column is as wide as its longest path, and the descriptions wrap beside it.
-    t.add_column("file", no_wrap=True, min_width=max(map(len, shown), default=4))
-    t.add_column("description", overflow="fold")
-    for p, text in zip(files, shown, strict=True):
+    descriptions = []
+    for p in files:
         try:
-            desc = escape(load(p).description)
+            descriptions.append(escape(load(p).description))
         except ScenarioError:
-            desc = "[red](invalid)[/red]"
+            descriptions.append("[red](invalid)[/red]")
+    # Whole paths, never cut ('protocols/dirichlet-uagan-coverage.y…' cannot be pasted): the
+    # file column is as wide as its longest path and the descriptions wrap beside it; where
+    # the terminal is too narrow for both, each path has a line of its own.
+    widest = max(map(len, shown), default=4)
+    if console.width < widest + 24:
+        console.print("bundled scenarios: fedgan run FILE", highlight=False)
+        for text, desc in zip(shown, descriptions, strict=True):
+            console.print(escape(text), highlight=False, soft_wrap=True)
+            console.print(f"    {desc}", highlight=False)
+        return
+    t = Table(title="bundled scenarios: fedgan run FILE")
+    t.add_column("file", no_wrap=True, min_width=widest)
+    t.add_column("description", overflow="fold")
+    for text, desc in zip(shown, descriptions, strict=True):
         t.add_row(escape(text), desc)
     console.print(t)
 
