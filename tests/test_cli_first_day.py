@@ -97,11 +97,18 @@ def test_compare_prints_counts_as_integers_and_no_spread_for_one_seed(runs: Path
 
 
 def test_every_file_of_a_run_folder_has_the_umasks_permissions(runs: Path) -> None:
+    """metrics.csv, partition.csv, scenario.yaml and report.html were 0600 (mkstemp's) while
+    the rest were 0644: every file now gets what the umask gives."""
     (folder,) = [p for p in runs.iterdir() if p.is_dir()]
+    old = os.umask(0o022)  # as in the fixture's run
+    try:
+        assert runner.invoke(app, ["report", str(folder)]).exit_code == 0
+    finally:
+        os.umask(old)
     files = [f for f in folder.rglob("*") if f.is_file()]
     modes = {str(f.relative_to(folder)): f.stat().st_mode & 0o777 for f in files}
-    assert {"metrics.csv", "partition.csv", "scenario.yaml", "metrics.parquet"} <= set(modes)
-    assert set(modes.values()) == {0o644}, modes  # 0o666 under the fixture's 022 umask
+    assert {"metrics.csv", "partition.csv", "scenario.yaml", "report.html"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes  # 0o666 under a 022 umask
 
 
 def test_a_failed_run_leaves_no_progress_line_after_the_error(
