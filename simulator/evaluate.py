@@ -7,7 +7,6 @@ the sample → evaluate → rows → diagnosis sequence federated and centralize
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ from simulator.metrics import (
     mode_metrics,
     prdc,
 )
-from simulator.metrics.diagnosis import ForgottenGroup, GroupFidelity
+from simulator.metrics.diagnosis import MIN_GROUP_DENSITY, ForgottenGroup, GroupFidelity
 from simulator.metrics.forgetting import ball_hits
 from simulator.metrics.groups import (
     Grouping,
@@ -251,7 +250,7 @@ class Evaluator:
             str(r["group"]): r for r in rows if r["metric"] == "density" and r["group"] != ""
         }
         precision = _by_group(rows, "precision")
-        limit = inspect.signature(diagnose).parameters["min_group_density"].default
+        limit = MIN_GROUP_DENSITY
         return [
             GroupFidelity(f"{col}={g}", precision.get(g, float("nan")), float(r["value"]))
             for g, r in density.items()
