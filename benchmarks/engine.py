@@ -61,8 +61,8 @@ def total_steps(s: Any) -> int:
 
 def central_seconds(s: Any) -> float:
     """Wall time of one `GAN.train` loop of `total_steps(s)` steps on the pooled training set."""
-    from simulator.centralized import prepare_data
     from simulator.gan.train import GAN
+    from simulator.prepare import prepare_data
     from simulator.seeding import derive_seed, torch_generator
 
     train, _ = prepare_data(s)
@@ -135,9 +135,9 @@ def breakdown(s: Any, out: Path) -> tuple[FedTime, dict[str, float]]:
     from flwr.clientapp import ClientApp
 
     import clients.app as capp
+    import clients.training as fed
     import server.loop as loop
     import simulator.engines.inprocess as inproc
-    import simulator.federation as fed
     from simulator.gan.train import GAN, GANState
 
     phase = ["setup"]

@@ -33,10 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulator.centralized import make_evaluator, prepare_data  # noqa: E402
+from simulator.centralized import make_evaluator
 from simulator.gan import batched  # noqa: E402
 from simulator.gan.diagnostics import lipschitz_metrics  # noqa: E402
 from simulator.gan.train import GAN  # noqa: E402
+from simulator.prepare import prepare_data
 from simulator.scenario import Scenario, load  # noqa: E402
 from simulator.seeding import derive_seed, torch_generator  # noqa: E402
 from simulator.sweep import sweep  # noqa: E402

@@ -1,8 +1,9 @@
 """The Flower ClientApp: local GAN training and local evaluation on one partition.
 
-A thin adapter over `simulator.federation`, speaking the message format of `simulator.messages`
-through `wire`. What is not federated (a private critic, both optimizers' moments) stays in the
-node's context state (`wire.records.PRIVATE_STATE`) across rounds.
+A thin adapter over `clients.training`, `clients.scoring` and `clients.answers`, speaking the
+message format of `simulator.messages` through `wire`. What is not federated (a private critic,
+both optimizers' moments) stays in the node's context state (`wire.records.PRIVATE_STATE`)
+across rounds.
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ import time
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from simulator.federation import (
-    client_train,
-    federated_data,
-    initial_state,
-    make_gan,
-    served_coverage,
-)
+from clients.answers import client_step
+from clients.scoring import served_coverage
+from clients.training import client_train
 from simulator.messages import EvaluateReply
-from simulator.server_held import client_step
-from wire.messages import (
+from simulator.prepare import federated_data, initial_state, make_gan
+from wire.codec import (
     answer_query,
     arrays_of,
     partition_id,

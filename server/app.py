@@ -41,7 +41,7 @@ def _flwr_run_store(s: Scenario, cfg: Mapping[str, Any], nodes: int) -> RunStore
     """The run folder of a run started with `flwr run .`: under the absolute `out`, after
     the checks `fedgan run` makes; one node per client (refused otherwise, before anything)."""
     from server.protocols import check_protocol
-    from simulator.federation import data_problems
+    from simulator.prepare import data_problems
 
     out = Path(str(cfg.get(OUT_KEY) or ""))
     problems = (

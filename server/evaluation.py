@@ -20,10 +20,10 @@ from simulator.evaluate import (
     make_evaluator,
     record_evaluation,
 )
-from simulator.federation import FederatedData, initial_state, mixture_holdout
 from simulator.messages import EVALUATE_REPLY_KEYS, ClientCoverage, EvaluateInstruction
 from simulator.metrics.registry import RULES
-from wire.messages import evaluate_content, read_evaluate_reply
+from simulator.prepare import FederatedData, initial_state, mixture_holdout
+from wire.codec import evaluate_content, read_evaluate_reply
 
 
 def evaluate(run: Run, rnd: int) -> Evaluation | None:

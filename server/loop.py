@@ -33,13 +33,13 @@ from simulator.checkpoint import load_latest
 from simulator.evaluate import make_evaluator
 from simulator.faults import FaultDraw
 from simulator.faults import draw as draw_faults
-from simulator.federation import FederatedData, federated_data, initial_state, make_gan
 from simulator.messages import table_metrics, wall_times
+from simulator.prepare import FederatedData, federated_data, initial_state, make_gan
 from simulator.progress import Progress, ProgressHook
 from simulator.scenario import Scenario
 from simulator.seeding import numpy_rng
 from simulator.store import RunStore
-from wire.messages import array_bytes, metrics_of
+from wire.codec import array_bytes, metrics_of
 
 Dropped = tuple[int, str, str]
 """(partition id, event kind, detail) of a reply the round did without."""

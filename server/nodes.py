@@ -16,7 +16,7 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from simulator.messages import ARRAYS, ASK_PRIVATE, ASK_RESTORE, Query
-from wire.messages import query_content, read_query_reply
+from wire.codec import query_content, read_query_reply
 from wire.records import from_record, to_record
 
 

@@ -9,8 +9,8 @@ from flwr.serverapp import Grid
 
 from server.protocols import Protocol
 from simulator.evaluate import Evaluator
-from simulator.federation import FederatedData
 from simulator.gan.train import GAN
+from simulator.prepare import FederatedData
 from simulator.scenario import Scenario
 from simulator.store import RunStore
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
-from simulator.data import Dataset, load_dataset
+from simulator.data import Dataset
 from simulator.messages import TRAIN
+from simulator.prepare import prepare_data
 from simulator.progress import Progress, ProgressHook, ProgressLog
-from simulator.scenario import DataSpec, Scenario, resolved_yaml
-from simulator.seeding import derive_seed, numpy_rng, torch_generator
+from simulator.scenario import Scenario, resolved_yaml
+from simulator.seeding import derive_seed, torch_generator
 from simulator.store import RunStore
 
 if TYPE_CHECKING:  # torch and the metrics: imported by a run, not by the preflight's data check
@@ -31,42 +29,6 @@ class RunResult:
     metrics: pd.DataFrame
     last: Evaluation | None
     """The last global evaluation, when the run happened in this process."""
-
-
-def stratified_split(
-    ds: Dataset, holdout: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices, holding out `holdout` of every group of the first column.
-
-    A group with ≥ 2 points keeps at least one point on each side, so a 2 % minority mode is
-    both trained on and evaluated.
-    """
-    col = ds.groups.columns[0]
-    train, held = [], []
-    for _, idx in ds.groups.groupby(col, sort=True).indices.items():
-        idx = rng.permutation(idx)
-        n_hold = int(round(holdout * len(idx)))
-        if len(idx) >= 2:
-            n_hold = min(max(n_hold, 1), len(idx) - 1)
-        held.append(idx[:n_hold])
-        train.append(idx[n_hold:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
-
-
-def prepare_data(s: Scenario) -> tuple[Dataset, Dataset]:
-    """Load the scenario's dataset and split it into (train, held-out). Cached per data
-    section and seed: the preflight check builds it, the run then reuses it."""
-    key = json.dumps([s.data.model_dump(mode="json"), s.seed], sort_keys=True)
-    return _prepare(key)
-
-
-@functools.lru_cache(maxsize=4)
-def _prepare(key: str) -> tuple[Dataset, Dataset]:
-    data, seed = json.loads(key)
-    spec = DataSpec.model_validate(data)
-    ds = load_dataset(spec.dataset, spec.n_samples, derive_seed(seed, "data"), spec.params)
-    tr, ho = stratified_split(ds, spec.holdout, numpy_rng(seed, "split"))
-    return ds.subset(tr), ds.subset(ho)
 
 
 def run_centralized(

@@ -66,7 +66,7 @@ def _fail(message: str) -> None:
 
 def _warn(s) -> None:  # type: ignore[no-untyped-def]
     """Print warnings about a valid scenario (e.g. a memory estimate above what is free)."""
-    from simulator.scenario import scenario_warnings
+    from simulator.memory import scenario_warnings
 
     for w in scenario_warnings(s):
         err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
@@ -799,7 +799,7 @@ def findings(
     jobs: Annotated[int, typer.Option(help="Processes for the multi-run items (0, 4, 9, 10).")] = 2,
 ) -> None:
     """Measure the GAN-failure findings and write findings.md with its figures."""
-    from simulator.findings.runner import parse_only, write_findings
+    from simulator.findings.suite import parse_only, write_findings
 
     try:
         items = parse_only(only)

@@ -1,10 +1,10 @@
 """Simulated faults: which (round, client) pairs drop out, straggle, raise, diverge, or send a
 corrupted or oversized update — drawn from the scenario seed, so runs stay reproducible.
 
-The server (`server/loop.py`) and every client (`simulator/federation.py`) redraw the same
-stream, `numpy_rng(seed, "faults", round, client)`, so both agree on a client's faults without
-sending anything. Every uniform is drawn whatever the configuration, in a fixed order
-(`DRAW_ORDER`), so turning one fault on never changes another fault's draws.
+The server (`server/loop.py`) and every client (`clients/training.py`, `clients/answers.py`)
+redraw the same stream, `numpy_rng(seed, "faults", round, client)`, so both agree on a
+client's faults without sending anything. Every uniform is drawn whatever the configuration,
+in a fixed order (`DRAW_ORDER`), so turning one fault on never changes another fault's draws.
 """
 
 from __future__ import annotations

@@ -163,6 +163,26 @@ LOGIT_GRADS = ANSWERS_PREFIX + "logit_grads"
 FAULT_PADDING = "fault.padding"
 """The extra array an oversized (simulated faulty) reply carries: never an expected key."""
 
+ANSWER_ARRAYS: dict[str, dict[str, tuple[str, ...]]] = {
+    ANSWER_FEEDBACK: {FEEDBACK: ("B", "d")},
+    ANSWER_LOGITS: {LOGITS: ("B",), LOGIT_GRADS: ("B", "d")},
+}
+"""Every answer kind (`ANSWERS`): the arrays of its step reply and their shapes on a feedback
+batch of B points of d features — one table, so a new kind is one entry here and one in
+`clients.answers.ANSWER_KINDS` (an unknown kind is a KeyError, never another kind's branch)."""
+
+
+def answer_keys(answer: str) -> tuple[str, ...]:
+    """The arrays of a step reply that answer it (MD-GAN: feedback; UA-GAN: logits, grads)."""
+    return tuple(ANSWER_ARRAYS[answer])
+
+
+def answer_shapes(answer: str, batch: int, dim: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the answer arrays on a feedback batch of `batch` points of `dim` features."""
+    size = {"B": batch, "d": dim}
+    return {k: tuple(size[a] for a in axes) for k, axes in ANSWER_ARRAYS[answer].items()}
+
+
 FEDERATED: dict[str, tuple[str, ...]] = {
     "both": (GENERATOR, *CRITIC_PREFIXES),
     "generator": (GENERATOR,),

@@ -251,9 +251,9 @@ def _real_data(ctx: _Context) -> _Real:
     """The held-out real data, the labels of the first grouping as strings and the mode
     means, re-created from the resolved scenario with the run's own seed derivation, so it is
     the set the run scored."""
-    from simulator.centralized import stratified_split
     from simulator.data import load_dataset
     from simulator.metrics.groups import group_labels
+    from simulator.prepare import stratified_split
     from simulator.seeding import derive_seed, numpy_rng
 
     sc = ctx.run.scenario

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simulator.centralized import run_centralized, stratified_split
+from simulator.centralized import run_centralized
 from simulator.data import load_dataset
+from simulator.prepare import stratified_split
 from simulator.scenario import validate
 
 RAW = {

@@ -135,3 +135,33 @@ def test_the_import_search_sees_lazy_imports() -> None:
     # The orchestration imports the apps inside functions: the search must see those.
     assert "server.app" in _imports(MODULES["simulator.engines.runner"])
     assert _where("simulator.engines.runner") == "orchestration"
+
+
+SHARED_NAMES = {
+    "__init__.py": "a package",
+    "app.py": "each side's Flower App (Flower's own convention: clients.app, server.app)",
+    "base.py": "the base class of its package (data.base: Dataset; protocols.base: Protocol)",
+    "registry.py": "its package's registry (plug-ins by name)",
+}
+"""File names more than one package uses, each for the same role in its own package."""
+
+
+def test_no_file_name_serves_two_roles() -> None:
+    """A file's name says its role: outside `SHARED_NAMES` no two modules share a name (the
+    move of the client found four — server_held, federation, messages, mdgan — each for two
+    roles)."""
+    seen: dict[str, list[str]] = {}
+    for module, path in MODULES.items():
+        if module.split(".")[0] in PACKAGES:
+            seen.setdefault(path.name, []).append(module)
+    twice = {name: mods for name, mods in seen.items() if len(mods) > 1}
+    assert set(twice) <= set(SHARED_NAMES), twice
+
+
+def test_the_client_is_in_its_own_room() -> None:
+    """What a client does — training, scoring, the server-held protocols' answers — lives in
+    clients/, which imports the core and wire only; the core imports none of it."""
+    rooms = {m.split(".")[1] for m in MODULES if m.startswith("clients.")}
+    assert {"app", "training", "scoring", "answers"} <= rooms
+    assert not any(m.startswith("simulator.federation") for m in MODULES)
+    assert not any(m.startswith("simulator.server_held") for m in MODULES)

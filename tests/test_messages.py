@@ -40,7 +40,6 @@ ARRAY_PREFIXES = ["generator.", "critic.", "critic_buffer.", "generator_ema."]
 SPEAKERS = [p for p in CODE if p.parts[len(ROOT.parts)] in ("clients", "server", "wire")] + [
     ROOT / "simulator" / "engines" / "vectorized.py",
     ROOT / "simulator" / "engines" / "inprocess.py",
-    ROOT / "simulator" / "federation.py",
 ]
 RECORD_KEYS = ["arrays", "metrics", "config"]
 

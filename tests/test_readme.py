@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from clients.training import client_train
 from simulator.engines.runner import run_federated
-from simulator.federation import client_train, initial_state, make_gan
 from simulator.messages import split_arrays
+from simulator.prepare import initial_state, make_gan
 from simulator.store import load_run
 from tests.conftest import tiny
 

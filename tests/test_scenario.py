@@ -233,8 +233,9 @@ def test_constants_kept_apart_from_torch_agree_with_their_sources() -> None:
     from typing import get_args
 
     from simulator.gan.state import SCHEDULES
+    from simulator.memory import EVAL_BLOCK_BYTES
     from simulator.metrics.neighbours import _BLOCK_BYTES
-    from simulator.scenario import EVAL_BLOCK_BYTES, GANModel
+    from simulator.scenario import GANModel
 
     assert get_args(GANModel.model_fields["lr_schedule"].annotation) == SCHEDULES
     assert EVAL_BLOCK_BYTES == _BLOCK_BYTES

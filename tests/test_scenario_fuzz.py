@@ -13,15 +13,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.scenario import (
+from simulator.memory import (
     DATA_COPIES,
+    estimate_memory_bytes,
+    memory_breakdown,
+    scenario_warnings,
+)
+from simulator.scenario import (
     Scenario,
     ScenarioError,
     _read,
-    estimate_memory_bytes,
     load,
-    memory_breakdown,
-    scenario_warnings,
     validate,
 )
 from simulator.yamlsafe import MAX_BYTES, MAX_DEPTH, MAX_NODES, YAMLError, load_yaml

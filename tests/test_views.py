@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 import simulator.cli as cli
 from simulator.api import run
-from simulator.federation import federated_data
 from simulator.layout import Column, fit_tables
+from simulator.prepare import federated_data
 from simulator.scenario import validate
 from simulator.store import METRIC_COLUMNS, load_run
 from simulator.summary import group_views, summary_tables

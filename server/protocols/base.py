@@ -24,13 +24,13 @@ from flwr.serverapp import Grid
 
 from simulator.messages import TRAIN_REPLY_KEYS, TrainReply
 from simulator.scenario import Scenario
+from wire.codec import arrays_of, read_train_reply
 from wire.flwr_internals import Run
-from wire.messages import arrays_of, read_train_reply
 from wire.records import from_record
 
 if TYPE_CHECKING:  # torch's; a protocol's checks (the preflight) do not need them
-    from simulator.federation import FederatedData
     from simulator.gan.train import GAN
+    from simulator.prepare import FederatedData
 
 
 @dataclass(frozen=True)

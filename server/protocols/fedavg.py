@@ -21,12 +21,58 @@ from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYog
 from server.heap import young_heap_only
 from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
 from server.strategies import STRATEGIES, build_strategy, check_strategy
-from server.strategies.mdgan import CriticSwapFedAvg
+from server.strategies.critic_swap import CriticSwapFedAvg
 from server.strategies.per_network import PerNetwork
-from server.strategies.state import load_strategy_state, rebind_nodes, strategy_state
-from simulator.messages import GENERATOR, NUM_EXAMPLES, TRAIN_REPLY_KEYS, select, split_arrays
+from server.strategies.strategy_state import load_strategy_state, rebind_nodes, strategy_state
+from simulator.messages import (
+    GENERATOR,
+    NUM_EXAMPLES,
+    TRAIN_REPLY_KEYS,
+    as_ema,
+    select,
+    split_arrays,
+)
+from simulator.prepare import FederatedData, client_ema, local_steps
 from simulator.scenario import Scenario
 from wire.records import from_record, to_record
+
+
+class ServerEMA:
+    """The EMA of the aggregated generator, kept on the server: what a federated run samples and
+    evaluates when `gan.ema` > 0 (and what checkpoints store as `generator_ema.*`).
+
+    A round moves the global generator by K local generator steps, so the per-round decay is
+    `gan.ema ** K` — the same time constant, in generator steps, as the centralized twin's
+    per-step EMA. K is `federation.local_steps` (with `local_epochs`, the mean over clients).
+    A skipped round (no aggregation) leaves it alone. Arrays are keyed `generator.*`.
+    """
+
+    def __init__(self, decay_per_round: float, generator: dict[str, np.ndarray]) -> None:
+        self.decay = decay_per_round
+        self.arrays = {k: np.array(v, dtype=np.float32, copy=True) for k, v in generator.items()}
+
+    @classmethod
+    def for_scenario(
+        cls, s: Scenario, data: FederatedData, generator: dict[str, np.ndarray]
+    ) -> ServerEMA | None:
+        """The run's server EMA from the round-0 generator, or None when the server keeps none
+        (`gan.ema` = 0, or the generator is private)."""
+        if not s.gan.ema or client_ema(s) or not generator:
+            return None
+        k = float(np.mean([local_steps(s, data, c) for c in range(data.n_clients)]))
+        return cls(s.gan.ema**k, generator)
+
+    def update(self, generator: dict[str, np.ndarray]) -> None:
+        """One round: ema ← β·ema + (1 − β)·generator (β = the per-round decay)."""
+        b = self.decay
+        self.arrays = {
+            k: (b * self.arrays[k] + (1.0 - b) * generator[k]).astype(np.float32)
+            for k in self.arrays
+        }
+
+    def as_state_arrays(self) -> dict[str, np.ndarray]:
+        """The EMA under the names a `GANState` gives its EMA copy (`generator_ema.*`)."""
+        return as_ema(self.arrays)
 
 
 class FedAvgProtocol(Protocol):
@@ -39,8 +85,6 @@ class FedAvgProtocol(Protocol):
         s = setup.scenario
         assert s.federation is not None
         arrays, _ = split_arrays(setup.initial, s.federation.federate)
-        from simulator.federation import ServerEMA  # torch: for a run, not for `check`
-
         self.shapes = {k: tuple(v.shape) for k, v in arrays.items()}
         self.record = to_record(arrays)
         self.ema = ServerEMA.for_scenario(s, setup.data, select(arrays, GENERATOR))

@@ -43,7 +43,7 @@ from simulator.messages import (
 )
 from simulator.scenario import Scenario
 from simulator.seeding import numpy_rng
-from wire.messages import read_step_reply
+from wire.codec import read_step_reply
 
 if TYPE_CHECKING:
     import torch

@@ -39,7 +39,7 @@ from simulator.messages import (
 from simulator.scenario import Scenario
 from simulator.seeding import torch_generator
 from simulator.weighting import Weighting, build_weighting, check_weighting
-from wire.messages import content, read_step_reply
+from wire.codec import content, read_step_reply
 from wire.records import to_record
 
 if TYPE_CHECKING:
@@ -71,9 +71,8 @@ class ServerHeld(Protocol):
         weights_every: int = 1,
     ) -> None:
         # torch's, imported when a run builds the protocol (its `check` needs none of them)
-        from simulator.federation import initial_state
         from simulator.gan.train import GAN
-        from simulator.server_held import critic_state
+        from simulator.prepare import critic_state, initial_state
 
         super().__init__(setup)
         s = setup.scenario
@@ -179,7 +178,7 @@ class ServerHeld(Protocol):
 
     def expect(self, r: Round, step: int) -> Expect:
         t = self.step_of(r, step)
-        from simulator.server_held import answer_shapes
+        from simulator.messages import answer_shapes
 
         arrays = answer_shapes(self.answer, self.setup.scenario.gan.batch_size, self.dim)
         reference = None
@@ -292,7 +291,7 @@ class ServerHeld(Protocol):
         return {}
 
     def load_state(self, state: ProtocolState) -> None:
-        from simulator.federation import initial_state
+        from simulator.prepare import initial_state
 
         self.gstate = initial_state(self.setup.scenario, self.gan).load_arrays(
             dict(state.arrays) | dict(state.server)

@@ -127,13 +127,13 @@ def build_strategy(name: str, params: dict[str, Any]) -> Strategy:
 
 
 # The simulator's own rules, registered after the built-ins (they import this package's helpers).
+from server.strategies.critic_swap import CriticSwapFedAvg  # noqa: E402
 from server.strategies.fair import (  # noqa: E402
     AgnosticFedAvg,
     CoverageWeightedFedAvg,
     GroupAwareFedAvg,
     QualityQFedAvg,
 )
-from server.strategies.mdgan import CriticSwapFedAvg  # noqa: E402
 
 for _name, _cls in {
     "coverage_weighted": CoverageWeightedFedAvg,

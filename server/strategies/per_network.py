@@ -14,7 +14,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from simulator.messages import ARRAYS, CONFIG, CRITIC_PREFIXES, METRICS
-from wire.messages import arrays_of, config_of, with_content
+from wire.codec import arrays_of, config_of, with_content
 
 
 def _split(record: ArrayRecord) -> tuple[ArrayRecord, ArrayRecord]:

@@ -34,42 +34,12 @@ def check_scenario(s: Scenario) -> list[str]:
 
 
 def _data_problems(s: Scenario) -> list[str]:
-    """What `simulator.federation.data_problems` finds — the data at full size, its held-out
-    split and, federated, the partition — without importing `simulator.federation` (torch and
-    the metrics: a second `validate` would spend before it checks anything). The same steps
-    as the run's (`federation._federated_data`): the dataset and split through
-    `prepare_data`, which caches them for the run, then the partition."""
-    import sys
+    """`simulator.prepare.data_problems`: the data at full size, its held-out split and,
+    federated, the partition — built as the run builds them (and cached for it), without
+    torch or the metrics (`simulator.prepare` is light at import)."""
+    from simulator.prepare import data_problems
 
-    if "simulator.federation" in sys.modules:  # already paid for: its cache serves the run
-        problems: list[str] = sys.modules["simulator.federation"].data_problems(s)
-        return problems
-    from simulator.centralized import prepare_data
-    from simulator.data import DataError
-    from simulator.partition import PartitionError, partition
-    from simulator.seeding import derive_seed
-
-    try:
-        train, _ = prepare_data(s)
-        if s.federated:
-            col = s.partition.group_by or train.groups.columns[0]
-            if col not in train.groups.columns:
-                raise ValueError(
-                    f"partition.group_by {col!r} is not a group column; the dataset has "
-                    f"{list(train.groups.columns)}"
-                )
-            partition(
-                train.groups[col],
-                s.partition.n_clients,
-                derive_seed(s.seed, "partition"),
-                s.partition.name,
-                s.partition.params,
-            )
-    except PartitionError as exc:
-        return [f"partition: {exc}"]
-    except (DataError, ValueError) as exc:
-        return [f"data: {exc}"]
-    return []
+    return data_problems(s)
 
 
 def _protocol_problems(s: Scenario) -> list[str]:

@@ -3,18 +3,18 @@
 Flower's Ray simulation runs clients one by one (seconds to start, milliseconds per message), and
 even calling the ClientApp in process leaves a round of a hundred small GANs to a hundred rounds
 of tiny matrix products and Python overhead. Here the train instructions of one push — every
-sampled client of a round — run as *one* computation: `simulator.federation.clients_train`
+sampled client of a round — run as *one* computation: `clients.training.clients_train`
 stacks the clients' tensors and runs the one `GAN.step` under `torch.func.vmap`
 (`simulator.gan.batched`).
 
 A server-held generator's step instructions (mdgan, uagan: a train message per client and
 generator step) are batched the same way: the addressed clients' private critics are stacked
 from the store and stepped, and their answers computed, as one vmapped computation
-(`simulator.server_held.clients_step`).
+(`clients.answers.clients_step`).
 
 Everything Flower-facing is unchanged: the server loop and any strategy see the same `Grid`
 API and get the very replies the ClientApp would send (read and built with the same
-`wire.messages` functions), one per client, in node order; a client that fails gives an
+`wire.codec` functions), one per client, in node order; a client that fails gives an
 error reply and the round goes on. Evaluation and query messages still run the ClientApp, one
 node at a time, as in the in-process engine.
 
@@ -38,6 +38,9 @@ from flwr.app import Message, MessageType
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
+from clients.answers import StepRequest, StepUpdate, clients_step
+from clients.requests import TrainRequest
+from clients.training import ClientUpdate, clients_train
 from simulator.devices import resolve_device
 from simulator.engines.inprocess import (
     DEFAULT_RUN_ID,
@@ -47,12 +50,10 @@ from simulator.engines.inprocess import (
     partition_id_of,
     run_serverapp,
 )
-from simulator.federation import ClientUpdate, TrainRequest, clients_train
 from simulator.messages import ASK_PRIVATE, ASK_RESTORE, generator_travels
 from simulator.private_store import PrivateStore
-from simulator.server_held import StepRequest, StepUpdate, clients_step
 from wire import flwr_internals as fi
-from wire.messages import (
+from wire.codec import (
     answer_query,
     arrays_of,
     read_query,

@@ -8,8 +8,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 
 from clients.app import app as client_app
 from simulator.engines.inprocess import InProcessGrid
-from simulator.federation import federated_data, initial_state, make_gan
 from simulator.messages import split_arrays
+from simulator.prepare import federated_data, initial_state, make_gan
 from tests.conftest import tiny
 from wire import flwr_internals as fi
 from wire.records import PRIVATE_STATE as PRIVATE

@@ -8,16 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clients.requests import TrainRequest
+from clients.training import client_train, clients_train
 from simulator.engines.runner import run_federated
-from simulator.federation import (
-    TrainRequest,
-    client_train,
-    clients_train,
-    initial_state,
-    make_gan,
-)
 from simulator.gan import batched
 from simulator.messages import split_arrays
+from simulator.prepare import initial_state, make_gan
 from simulator.store import load_run
 from tests.conftest import tiny
 
@@ -173,7 +169,8 @@ def test_dense_local_evaluations_equal_the_set_by_set_ones() -> None:
     # The GPU path (all clients' held-out sets in one dense batch) run on the CPU: identical.
     from dataclasses import asdict
 
-    from simulator.federation import _local_evaluations, federated_data
+    from clients.scoring import local_evaluations
+    from simulator.prepare import federated_data
 
     s = tiny(partition={"client_holdout": 0.5}, evaluation={"k": 3})
     g = make_gan(s)
@@ -182,8 +179,8 @@ def test_dense_local_evaluations_equal_the_set_by_set_ones() -> None:
     reqs = [TrainRequest(c, 1, arrays) for c in range(4)]
     data = federated_data(s)
     stacked = batched.stack([state] * 4).g
-    sparse = _local_evaluations(s, g, data, stacked, reqs, "cpu", dense=False)
-    dense = _local_evaluations(s, g, data, stacked, reqs, "cpu", dense=True)
+    sparse = local_evaluations(s, g, data, stacked, reqs, "cpu", dense=False)
+    dense = local_evaluations(s, g, data, stacked, reqs, "cpu", dense=True)
     assert any(not isinstance(e, Exception) and e.n_real > 3 for e in sparse)
     for a, b in zip(sparse, dense, strict=True):
         assert not isinstance(a, Exception) and not isinstance(b, Exception)
@@ -217,7 +214,7 @@ def test_unknown_arrays_fail_only_their_client() -> None:
 
 
 def test_local_epochs_give_clients_their_own_step_counts() -> None:
-    from simulator.federation import federated_data, local_steps
+    from simulator.prepare import federated_data, local_steps
 
     s = tiny(
         gan={"lr_schedule": "linear", "batch_size": 16},

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from simulator.cli import app
 from simulator.findings.common import Finding
-from simulator.findings.runner import parse_only, run_items, write_findings
+from simulator.findings.suite import parse_only, run_items, write_findings
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +102,12 @@ def test_write_findings_writes_every_section_and_small_figures(tmp_path: Path) -
 def test_a_run_cut_short_keeps_the_items_it_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from simulator.findings import runner
+    from simulator.findings import suite
 
     def broken(quick: bool, fig_dir: Path, jobs: int) -> Finding:
         raise KeyboardInterrupt  # the session ends during item 3
 
-    monkeypatch.setitem(runner.ITEMS, 3, broken)
+    monkeypatch.setitem(suite.ITEMS, 3, broken)
     with pytest.raises(KeyboardInterrupt):
         write_findings(tmp_path, quick=True, only=[2, 3])
     doc = (tmp_path / "findings.md").read_text()
@@ -143,8 +143,8 @@ def test_item0_regime_budget_is_the_first_where_four_of_five_seeds_keep_both() -
 def test_a_pending_item_has_its_section_without_numbers_and_keeps_the_others(
     tmp_path: Path,
 ) -> None:
-    from simulator.findings.federation import EXPECTATION, pending
-    from simulator.findings.runner import record_pending
+    from simulator.findings.skew import EXPECTATION, pending
+    from simulator.findings.suite import record_pending
 
     write_findings(tmp_path, quick=False, only=[2])  # a measured item to keep
     doc = record_pending(tmp_path, [pending()]).read_text()

@@ -219,8 +219,8 @@ def test_the_centralized_twin_at_the_regime_is_healthy() -> None:
     held-out set: sharp, every mode at its weight, a fraction of σ off-centre — healthy."""
     from pathlib import Path
 
-    from simulator.centralized import prepare_data
     from simulator.evaluate import make_evaluator
+    from simulator.prepare import prepare_data
     from simulator.scenario import load
 
     root = Path(__file__).resolve().parents[2]
@@ -245,8 +245,8 @@ QUICKSTART_RING = {
 def _quickstart_held():  # type: ignore[no-untyped-def]
     from pathlib import Path
 
-    from simulator.centralized import prepare_data
     from simulator.evaluate import make_evaluator
+    from simulator.prepare import prepare_data
     from simulator.scenario import load
 
     root = Path(__file__).resolve().parents[2]

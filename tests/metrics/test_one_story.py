@@ -25,9 +25,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import simulator.cli as cli
+from clients.scoring import client_coverage
 from simulator.evaluate import eval_rows, make_evaluator
-from simulator.federation import client_coverage, federated_data
 from simulator.metrics.registry import RULES
+from simulator.prepare import federated_data
 from simulator.scenario import Scenario, resolved_yaml, validate
 from simulator.store import RunStore, load_run
 from simulator.summary import (

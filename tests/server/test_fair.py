@@ -19,6 +19,7 @@ from flwr.app import (
 )
 from flwr.serverapp.strategy import FedAvg
 
+from clients.training import ClientUpdate, client_train
 from server.strategies import STRATEGIES, build_strategy
 from server.strategies.fair import (
     AgnosticFedAvg,
@@ -27,8 +28,8 @@ from server.strategies.fair import (
     QualityQFedAvg,
 )
 from simulator.engines.runner import run_federated
-from simulator.federation import ClientUpdate, client_train, initial_state, make_gan
 from simulator.messages import split_arrays
+from simulator.prepare import initial_state, make_gan
 from simulator.registry import RegistryError
 from simulator.store import load_run
 from tests.conftest import tiny

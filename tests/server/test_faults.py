@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from simulator.engines.runner import run_federated
-from simulator.federation import initial_state, make_gan
 from simulator.messages import split_arrays
+from simulator.prepare import initial_state, make_gan
 from simulator.scenario import Scenario, ScenarioError, validate
 from simulator.seeding import numpy_rng
 from simulator.store import load_run

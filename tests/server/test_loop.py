@@ -12,13 +12,14 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.app import app as real_client_app
+from clients.training import client_train
 from server.app import RUN_DIR_KEY
 from server.app import app as server_app
 from server.loop import sample_clients
 from simulator.engines.inprocess import InProcessGrid, run_serverapp
 from simulator.engines.runner import run_federated
-from simulator.federation import client_train, federated_data, initial_state, make_gan
 from simulator.messages import split_arrays
+from simulator.prepare import federated_data, initial_state, make_gan
 from simulator.scenario import resolved_yaml
 from simulator.store import RunStore, load_run
 from tests.conftest import tiny
@@ -144,7 +145,7 @@ def test_the_worst_client_is_the_least_served(tmp_path: Path) -> None:
     """Each client's served share is Σ of its held-out points in groups not forgotten over its
     held-out points (counted here from the partition and the global `forgotten` rows), and
     the `worst_client` row names the smallest share."""
-    from simulator.federation import federated_data
+    from simulator.prepare import federated_data
 
     s = tiny(federation={"rounds": 1})
     m = run_federated(s, tmp_path).metrics

@@ -18,7 +18,7 @@ TWICE = '''
 import numpy as np
 from server.protocols import Expect, Protocol, ProtocolState
 from simulator.messages import GENERATOR, TrainInstruction, select, split_arrays
-from wire.messages import content
+from wire.codec import content
 from wire.records import to_record
 
 STEPS = []

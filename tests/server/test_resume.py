@@ -32,10 +32,10 @@ from clients.app import app as real_client_app
 from server.app import RUN_DIR_KEY
 from server.app import app as server_app
 from server.nodes import collect_private, restore_private
+from server.strategies.critic_swap import CriticSwapFedAvg
 from server.strategies.fair import AgnosticFedAvg
-from server.strategies.mdgan import CriticSwapFedAvg
 from server.strategies.per_network import PerNetwork
-from server.strategies.state import load_strategy_state, rebind_nodes, strategy_state
+from server.strategies.strategy_state import load_strategy_state, rebind_nodes, strategy_state
 from simulator import statecodec
 from simulator.checkpoint import load_latest
 from simulator.engines.inprocess import InProcessGrid, node_id_of, run_serverapp

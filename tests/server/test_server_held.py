@@ -23,8 +23,8 @@ from simulator.checkpoint import load_latest
 from simulator.engines.inprocess import InProcessGrid, run_serverapp
 from simulator.engines.runner import run_federated
 from simulator.engines.vectorized import VectorizedGrid
-from simulator.federation import federated_data, initial_state, make_gan, mixture_holdout
 from simulator.messages import split_arrays
+from simulator.prepare import federated_data, initial_state, make_gan, mixture_holdout
 from simulator.scenario import Scenario, resolved_yaml
 from simulator.seeding import torch_generator
 from simulator.store import RunStore, load_run
@@ -411,7 +411,7 @@ def test_no_real_sample_in_any_server_bound_message(
     data = federated_data(s)
     assert _real_rows_in(seen, data.train.X) == 0
     # The check can fail: a reply carrying a client's points would be found.
-    from wire.messages import reply
+    from wire.codec import reply
     from wire.records import to_record
 
     leak = seen[0]

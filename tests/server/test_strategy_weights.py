@@ -12,7 +12,7 @@ import pytest
 from server.protocols.fedavg import averages_by_examples, declared_shares
 from server.strategies import build_strategy
 from simulator.engines.runner import run_federated
-from simulator.federation import federated_data
+from simulator.prepare import federated_data
 from tests.conftest import tiny
 
 RULES = '''

@@ -1,4 +1,4 @@
-"""What a client does when the generator lives on the server (mdgan, uagan), framework-free.
+"""What a client does when the generator lives on the server (mdgan, uagan).
 
 Per generator step the client receives generated batches (`fakes.critic` [n_critic, B, d],
 `fakes.feedback` [B, d]), takes `gan.n_critic` steps of its private critic on its own real data
@@ -8,6 +8,8 @@ logits and their input gradients (`uagan_answer`). Its critic and the critic's o
 are its private state (`CRITIC_STATE`); real data never leaves it — only the answer, its
 statistics and, on an MD-GAN swap, its critic.
 
+What it answers is one entry of `ANSWER_KINDS` (its pure and its hand-batched form), the
+reply's arrays one entry of `simulator.messages.ANSWER_ARRAYS`: a new kind is two entries.
 One function (`_step_fn`) is the step: the Flower ClientApp calls it for one client
 (`client_step`), the vectorized engine under `torch.func.vmap` for all the clients of an
 exchange at once (`clients_step`), with the clients' critics stacked. For MLP critics both
@@ -22,51 +24,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from simulator.faults import FaultDraw, SimulatedFault, inject
-from simulator.faults import draw as draw_faults
-from simulator.federation import FederatedData, federated_data, initial_state, local_evaluation
-from simulator.federation import make_gan as make_client_gan
+from clients.exchange import admit, one
+from clients.scoring import local_evaluation
+from simulator.faults import FaultDraw, inject
 from simulator.gan import batched, fastmlp
 from simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
 from simulator.gan.train import GAN, GANState, Params
 from simulator.messages import (
     ANSWER_FEEDBACK,
+    ANSWER_LOGITS,
     CRITIC_STATE,
     FAKE_CRITIC,
     FAKE_FEEDBACK,
     FAKE_SCORE,
-    FEEDBACK,
-    LOGIT_GRADS,
-    LOGITS,
     StepInstruction,
     StepReply,
+    answer_keys,
     select,
 )
+from simulator.prepare import FederatedData, critic_state, federated_data, initial_state, make_gan
 from simulator.scenario import Scenario
 from simulator.seeding import torch_generator
-
-
-def answer_keys(answer: str) -> tuple[str, ...]:
-    """The arrays of a step reply that answer it (MD-GAN: feedback; UA-GAN: logits, grads)."""
-    return (FEEDBACK,) if answer == ANSWER_FEEDBACK else (LOGITS, LOGIT_GRADS)
-
-
-def answer_shapes(answer: str, batch: int, dim: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the answer arrays on a feedback batch of `batch` points of `dim` features."""
-    if answer == ANSWER_FEEDBACK:
-        return {FEEDBACK: (batch, dim)}
-    return {LOGITS: (batch,), LOGIT_GRADS: (batch, dim)}
-
-
-def critic_state(s: Scenario, gan: GAN | None = None) -> dict[str, np.ndarray]:
-    """A client's critic and its optimizer state before its first step (the round-0 draw every
-    client starts from, as under fedavg)."""
-    return select(initial_state(s, gan or make_client_gan(s)).arrays(), CRITIC_STATE)
 
 
 @dataclass(frozen=True)
@@ -102,12 +86,54 @@ class _Prepared:
     feedback_x: Tensor  # [B, d]
 
 
+Answered = tuple[tuple[Tensor, ...], dict[str, Tensor]]
+"""A client's answer tensors on the feedback batch and the statistics that come with them."""
+
+
+@dataclass(frozen=True)
+class AnswerKind:
+    """How a client answers one kind of step on the feedback batch x [B, d], with its stepped
+    critic: `pure` on a `GANState` (vmappable), `fast` on the hand-batched MLP's flat buffers
+    (`simulator.gan.fastmlp`) — the same numbers to float rounding."""
+
+    pure: Callable[[GAN, GANState, Tensor], Answered]
+    fast: Callable[[fastmlp.FastMLP, Any, Tensor], Answered]
+
+
+def _feedback(gan: GAN, st: GANState, x: Tensor) -> Answered:
+    e, loss = mdgan_feedback(gan, st, x)
+    return (e,), {"g_loss": loss}
+
+
+def _feedback_fast(fast: fastmlp.FastMLP, f: Any, x: Tensor) -> Answered:
+    e, loss = fast.generator_feedback(f, x)
+    return (e,), {"g_loss": loss}
+
+
+def _logits(gan: GAN, st: GANState, x: Tensor) -> Answered:
+    logits, grads = uagan_answer(gan, st, x)
+    return (logits, grads), {"v_feedback": logits.mean()}
+
+
+def _logits_fast(fast: fastmlp.FastMLP, f: Any, x: Tensor) -> Answered:
+    out = fast.logits_and_input_grads(f, x)
+    return tuple(out), {"v_feedback": out[0].mean(-1)}
+
+
+ANSWER_KINDS: dict[str, AnswerKind] = {
+    ANSWER_FEEDBACK: AnswerKind(_feedback, _feedback_fast),  # MD-GAN: e = ∂L_G/∂x
+    ANSWER_LOGITS: AnswerKind(_logits, _logits_fast),  # UA-GAN: l(x) and ∇ₓ l(x)
+}
+"""Every answer kind a client computes (the keys of `simulator.messages.ANSWER_ARRAYS`)."""
+
+
 StepFn = Callable[..., tuple[Params, Params, Params, tuple[Tensor, ...], dict[str, Tensor]]]
 
 
 def _step_fn(gan: GAN, answer: str, lr_scale: float) -> StepFn:
     """The pure step of one client: (critic, buffers, optimizer state, reals, fakes, eps,
     feedback batch) → (new critic, buffers, optimizer state, answer tensors, statistics)."""
+    kind = ANSWER_KINDS[answer]
 
     def one(
         d: Params,
@@ -120,15 +146,8 @@ def _step_fn(gan: GAN, answer: str, lr_scale: float) -> StepFn:
     ) -> tuple[Params, Params, Params, tuple[Tensor, ...], dict[str, Tensor]]:
         st = GANState(g={}, d=d, d_buf=d_buf, g_opt={}, d_opt=d_opt, g_ema={})
         st, stats = critic_steps(gan, st, reals, fakes, eps, lr_scale)
-        if answer == ANSWER_FEEDBACK:
-            e, loss = mdgan_feedback(gan, st, x)
-            out: tuple[Tensor, ...] = (e,)
-            stats["g_loss"] = loss
-        else:
-            logits, grads = uagan_answer(gan, st, x)
-            out = (logits, grads)
-            stats["v_feedback"] = logits.mean()
-        return st.d, st.d_buf, st.d_opt, out, stats
+        out, more = kind.pure(gan, st, x)
+        return st.d, st.d_buf, st.d_opt, out, {**stats, **more}
 
     return one
 
@@ -139,9 +158,7 @@ def _prepare(
     """Fault draw, the critic to step (a swapped-in one replaces the client's own), checks of
     the received batches, and the client's real batches and noise for this step."""
     ins = r.instruction
-    fault = draw_faults(s, ins.round, r.client)
-    if fault.raise_:  # before any work: a crashing client costs the simulation nothing
-        raise SimulatedFault(f"simulated fault: client {r.client} raised in round {ins.round}")
+    fault = admit(s, ins.round, r.client)
     nc, dim = gan.config.n_critic, data.train.X.shape[1]
     sent = select(r.received, CRITIC_STATE)
     if sent and set(sent) != set(base):
@@ -181,10 +198,8 @@ def client_step(
 ) -> StepUpdate:
     """One step on client `client` (`clients_step` of one client, unbatched): raises what the
     client's step raised."""
-    (out,) = clients_step(s, [StepRequest(client, instruction, received, private)], batched=False)
-    if isinstance(out, Exception):
-        raise out
-    return out
+    request = StepRequest(client, instruction, received, private)
+    return one(lambda rs: clients_step(s, rs, batched=False), request)
 
 
 def clients_step(
@@ -199,7 +214,7 @@ def clients_step(
     single ClientApp does). A client that fails gives its exception in its slot."""
     assert s.federation is not None
     data = federated_data(s)
-    gan = make_client_gan(s, data)
+    gan = make_gan(s, data)
     base = critic_state(s, gan)
     out: list[StepUpdate | Exception | None] = [None] * len(requests)
     ready: list[tuple[int, _Prepared]] = []
@@ -316,15 +331,8 @@ def _run_fast(
 
     f = fast.critic_flat(st.d, st.d_opt)
     stats = fast.critic_steps_on(f, stack("reals"), stack("fakes"), stack("eps"), lr_scale)
-    x = stack("feedback_x")
-    answers: tuple[Tensor, ...]
-    if answer == ANSWER_FEEDBACK:
-        e, loss = fast.generator_feedback(f, x)
-        answers = (e,)
-        stats["g_loss"] = loss
-    else:
-        answers = fast.logits_and_input_grads(f, x)
-        stats["v_feedback"] = answers[0].mean(-1)
+    answers, more = ANSWER_KINDS[answer].fast(fast, f, stack("feedback_x"))
+    stats.update(more)
     d, d_opt = fast.critic_params(f)
     new = select(batched.numpy_arrays(replace(st, d=d, d_opt=d_opt)), CRITIC_STATE)
     return _unstack(new, answers, stats, len(ps))

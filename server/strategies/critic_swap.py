@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from simulator.messages import ARRAYS, CONFIG, CRITIC_PREFIXES, select
-from wire.messages import arrays_of, config_of, reply_partition
+from wire.codec import arrays_of, config_of, reply_partition
 
 
 class CriticSwapFedAvg(FedAvg):

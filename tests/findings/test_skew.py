@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.findings import federation as f10
+from simulator.findings import skew as f10
 from simulator.findings.batch import SCENARIOS, Outcome
 from simulator.findings.fedmethods import (
     FEDAVG_RULES,

@@ -17,11 +17,11 @@ from simulator.findings import (
     critics,
     divergences,
     dynamics,
-    federation,
     gradients,
-    modes,
+    mode_items,
     protocol,
     regime,
+    skew,
 )
 from simulator.findings.common import Finding
 
@@ -32,13 +32,13 @@ ITEMS: dict[int, ItemFn] = {
     1: lambda q, f, j: gradients.run(q, f),
     2: lambda q, f, j: dynamics.run(q, f),
     3: lambda q, f, j: divergences.run(q, f),
-    4: lambda q, f, j: modes.run_mode_seeking(q, f, j),
+    4: lambda q, f, j: mode_items.run_mode_seeking(q, f, j),
     5: lambda q, f, j: critics.run_clipping(q, f),
     6: lambda q, f, j: critics.run_penalty_sampling(q, f),
     7: lambda q, f, j: critics.run_two_branch(q, f),
-    8: lambda q, f, j: modes.run_dropping_vs_collapse(q, f),
+    8: lambda q, f, j: mode_items.run_dropping_vs_collapse(q, f),
     9: lambda q, f, j: protocol.run(q, f, j),
-    10: lambda q, f, j: federation.run(q, f, j),
+    10: lambda q, f, j: skew.run(q, f, j),
 }
 
 CI_ITEMS = (1, 3, 5, 7, 8, 10)
