@@ -55,7 +55,13 @@ SEPARATOR = "|"
 def group_order(values: Iterable[Any]) -> list[Any]:
     """Group labels in reading order: the tidy table holds them as strings, and '10' must
     follow '9', not '1' (numbers numerically, then the rest alphabetically); intersectional
-    labels ("F|10") part by part."""
+    labels ("F|10") part by part.
+
+    >>> group_order(["10", "2", "1", "b", "a"])
+    ['1', '2', '10', 'a', 'b']
+    >>> group_order(["M|10", "F|2", "F|10"])
+    ['F|2', 'F|10', 'M|10']
+    """
 
     def part(s: str) -> tuple[int, float, str]:
         try:
