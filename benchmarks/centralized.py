@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE = """
 import json, sys, time, torch
 torch.set_num_threads(1)
-from simulator.api import run
+from fedgan.simulator.api import run
 t0 = time.perf_counter()
 res = run(sys.argv[1], sys.argv[2:-1], out_dir=sys.argv[-1])
 wall = time.perf_counter() - t0

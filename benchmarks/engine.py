@@ -45,7 +45,7 @@ TARGET = 1.2
 
 def scenario(rounds: int, engine: str) -> Any:
     """Quickstart with `rounds` rounds, no client-side evaluation, server evaluation at the end."""
-    from simulator.scenario import load
+    from fedgan.simulator.scenario import load
 
     return load(QUICKSTART, [
         f"federation.rounds={rounds}", f"evaluation.every={rounds}", "evaluation.n_samples=500",
@@ -61,9 +61,9 @@ def total_steps(s: Any) -> int:
 
 def central_seconds(s: Any) -> float:
     """Wall time of one `GAN.train` loop of `total_steps(s)` steps on the pooled training set."""
-    from simulator.gan.train import GAN
-    from simulator.prepare import prepare_data
-    from simulator.seeding import derive_seed, torch_generator
+    from fedgan.simulator.gan.train import GAN
+    from fedgan.simulator.prepare import prepare_data
+    from fedgan.simulator.seeding import derive_seed, torch_generator
 
     train, _ = prepare_data(s)
     gan = GAN(s.gan.config(), train.X.shape[1], train.image_shape)
@@ -85,7 +85,7 @@ class FedTime:
 
 def federated_seconds(s: Any, out: Path) -> FedTime:
     """Run `s` and read its round-loop time back from the run's timings table."""
-    from simulator.engines.runner import run_federated
+    from fedgan.simulator.engines.runner import run_federated
 
     t0 = time.perf_counter()
     res = run_federated(s, out)
@@ -132,13 +132,12 @@ def timers(
 def breakdown(s: Any, out: Path) -> tuple[FedTime, dict[str, float]]:
     """One instrumented in-process run: seconds spent in each layer of the rounds' train
     phases (the timers stop during set-up, node discovery and the server's evaluation)."""
+    import fedgan.clients.app as capp
+    import fedgan.clients.training as fed
+    import fedgan.server.loop as loop
+    import fedgan.simulator.engines.inprocess as inproc
+    from fedgan.simulator.gan.train import GAN, GANState
     from flwr.clientapp import ClientApp
-
-    import clients.app as capp
-    import clients.training as fed
-    import server.loop as loop
-    import simulator.engines.inprocess as inproc
-    from simulator.gan.train import GAN, GANState
 
     phase = ["setup"]
     discover, evaluate = loop.discover, loop.evaluate

@@ -45,14 +45,14 @@ KEYS = ["round", "scope", "client", "group_by", "group", "metric"]
 
 
 def scenario(overrides: list[str]) -> Any:
-    from simulator.scenario import load
+    from fedgan.simulator.scenario import load
 
     return load(SCENARIO, overrides)
 
 
 def timed_run(s: Any, out: Path) -> tuple[list[float], float, pd.DataFrame, Path]:
     """Per-round "train" seconds, whole-call wall seconds, metrics, run folder."""
-    from simulator.engines.runner import run_federated
+    from fedgan.simulator.engines.runner import run_federated
 
     t0 = time.perf_counter()
     res = run_federated(s, out)
@@ -89,7 +89,7 @@ def _engine(eng: str) -> tuple[str, bool]:
 
 
 def compare(args: argparse.Namespace, out: Path) -> None:
-    from simulator.gan import fastmlp
+    from fedgan.simulator.gan import fastmlp
 
     engines = args.engines.split(",")
     if "vectorized" not in engines:
@@ -158,7 +158,7 @@ class _MathTimer:
     with the device), to split a round into the GAN math and everything around it."""
 
     def __init__(self) -> None:
-        from simulator.gan import batched
+        from fedgan.simulator.gan import batched
 
         self.seconds = 0.0
         names = ("train_batched", "lipschitz_batched")
@@ -181,7 +181,7 @@ class _MathTimer:
         return wrapper
 
     def close(self) -> None:
-        from simulator.gan import batched
+        from fedgan.simulator.gan import batched
 
         for name, fn in self._saved.items():
             setattr(batched, name, fn)
@@ -215,14 +215,14 @@ def memory(args: argparse.Namespace, out: Path) -> None:
           f"device {args.device}")
     code = (
         "import json, resource, sys, torch; torch.set_num_threads(1)\n"
-        "from simulator.scenario import load\n"
-        "from simulator.engines import vectorized as v\n"
+        "from fedgan.simulator.scenario import load\n"
+        "from fedgan.simulator.engines import vectorized as v\n"
         "sizes = {}\n"
         "close = v.PrivateStore.close\n"
         "def spy(self):\n"
         "    sizes['private'] = self.nbytes; sizes['spilled'] = self.spilled; close(self)\n"
         "v.PrivateStore.close = spy\n"
-        "from simulator.engines.runner import run_federated\n"
+        "from fedgan.simulator.engines.runner import run_federated\n"
         f"s = load({str(SCENARIO)!r}, ['partition.n_clients={n}', 'data.n_samples={200 * n}',\n"
         "  'federation.rounds=2', 'evaluation.every=2', 'federation.federate=generator',\n"
         f"  'gan.critic.widths=[{args.widths[0]},{args.widths[0]}]',\n"
@@ -277,7 +277,7 @@ def main() -> None:
     if args.quick:
         only.discard("memory")
     torch.set_num_threads(args.threads)
-    from simulator.devices import resolve_device
+    from fedgan.simulator.devices import resolve_device
 
     dev = resolve_device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{os.cpu_count()} CPU cores"

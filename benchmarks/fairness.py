@@ -35,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from simulator.findings.batch import Job, Outcome, run_jobs  # noqa: E402
-from simulator.findings.common import md_table, mean_std  # noqa: E402
-from simulator.findings.fedmethods import (  # noqa: E402
+from fedgan.simulator.findings.batch import Job, Outcome, run_jobs  # noqa: E402
+from fedgan.simulator.findings.common import md_table, mean_std  # noqa: E402
+from fedgan.simulator.findings.fedmethods import (  # noqa: E402
     FEDAVG_RULES,
     Method,
     against,

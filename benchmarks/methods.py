@@ -62,9 +62,8 @@ COLUMNS = ["modes_captured", "high_quality_rate", "min_mass_ratio", "recall", "c
 
 def one(args: tuple[str, list[str], int, int, str]) -> tuple[str, int, dict[str, float]]:
     import torch
-
-    from simulator.centralized import run_centralized
-    from simulator.scenario import load
+    from fedgan.simulator.centralized import run_centralized
+    from fedgan.simulator.scenario import load
 
     name, overrides, seed, steps, out = args
     torch.set_num_threads(1)

@@ -28,9 +28,8 @@ RUNS = {
 
 def one(args: tuple[str, str, bool, int, list[str], str]) -> tuple[str, dict[str, float]]:
     import torch
-
-    from simulator.api import run
-    from simulator.summary import headline
+    from fedgan.simulator.api import run
+    from fedgan.simulator.summary import headline
 
     name, file, centralized, seed, extra, out = args
     torch.set_num_threads(1)

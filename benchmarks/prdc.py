@@ -44,9 +44,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simulator.devices import float32_matmul_is_ieee, resolve_device  # noqa: E402
-from simulator.metrics.neighbours import device_block_bytes  # noqa: E402
-from simulator.metrics.prdc import PER_SAMPLE, PRDC, prdc  # noqa: E402
+from fedgan.simulator.devices import float32_matmul_is_ieee, resolve_device  # noqa: E402
+from fedgan.simulator.metrics.neighbours import device_block_bytes  # noqa: E402
+from fedgan.simulator.metrics.prdc import PER_SAMPLE, PRDC, prdc  # noqa: E402
 
 METRICS = ("precision", "recall", "density", "coverage")
 

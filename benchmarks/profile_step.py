@@ -41,10 +41,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulator.gan import batched, fastmlp, optim  # noqa: E402
-from simulator.gan.networks import NetworkSpec  # noqa: E402
-from simulator.gan.optim import OptimizerSpec  # noqa: E402
-from simulator.gan.train import GAN, GANConfig, GANState  # noqa: E402
+from fedgan.simulator.gan import batched, fastmlp, optim  # noqa: E402
+from fedgan.simulator.gan.networks import NetworkSpec  # noqa: E402
+from fedgan.simulator.gan.optim import OptimizerSpec  # noqa: E402
+from fedgan.simulator.gan.train import GAN, GANConfig, GANState  # noqa: E402
 
 R1 = {"lam": 0.1, "sampling": "real", "center": 0.0}
 GEMMS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"}
@@ -207,7 +207,7 @@ def optimizer_seconds(case: Case, steps: int) -> tuple[float, float]:
 
 def compiled(case: Case, steps: int) -> tuple[float, float, float]:
     """(compile seconds, eager and compiled CPU seconds per step) of the hand-batched step."""
-    from simulator.gan.train import StepNoise
+    from fedgan.simulator.gan.train import StepNoise
 
     gan, state, data, sizes = make(case)
     fast = fastmlp.plan(gan)

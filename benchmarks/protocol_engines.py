@@ -30,9 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent / "scenarios" / "protocols"
 
 def main() -> None:
     import torch
-
-    from simulator.api import run
-    from simulator.scenario import load
+    from fedgan.simulator.api import run
+    from fedgan.simulator.scenario import load
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -66,8 +65,8 @@ def main() -> None:
 
 def _deployment(nodes: int, protocols: list[str], out: str) -> None:
     """Seconds per generator step on a local SuperLink with `nodes` SuperNodes."""
-    from simulator.api import run
-    from simulator.engines.local_cluster import LocalCluster
+    from fedgan.simulator.api import run
+    from fedgan.simulator.engines.local_cluster import LocalCluster
 
     with LocalCluster(nodes, Path(out) / "cluster") as cluster:
         for proto in protocols:

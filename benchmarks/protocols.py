@@ -52,8 +52,7 @@ def _file(setting: str, run: str) -> Path:
 
 def one(args: tuple[str, str, int, list[str], str]) -> dict[str, Any]:
     import torch
-
-    from simulator.api import run
+    from fedgan.simulator.api import run
 
     setting, name, seed, extra, out = args
     torch.set_num_threads(1)

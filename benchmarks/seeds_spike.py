@@ -33,14 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulator.centralized import make_evaluator
-from simulator.gan import batched  # noqa: E402
-from simulator.gan.diagnostics import lipschitz_metrics  # noqa: E402
-from simulator.gan.train import GAN  # noqa: E402
-from simulator.prepare import prepare_data
-from simulator.scenario import Scenario, load  # noqa: E402
-from simulator.seeding import derive_seed, torch_generator  # noqa: E402
-from simulator.sweep import sweep  # noqa: E402
+from fedgan.simulator.centralized import make_evaluator
+from fedgan.simulator.gan import batched  # noqa: E402
+from fedgan.simulator.gan.diagnostics import lipschitz_metrics  # noqa: E402
+from fedgan.simulator.gan.train import GAN  # noqa: E402
+from fedgan.simulator.prepare import prepare_data
+from fedgan.simulator.scenario import Scenario, load  # noqa: E402
+from fedgan.simulator.seeding import derive_seed, torch_generator  # noqa: E402
+from fedgan.simulator.sweep import sweep  # noqa: E402
 
 
 def swept(s: Scenario, seeds: list[int], out: Path) -> float:

@@ -29,8 +29,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import server.protocols.fedavg as fedavg_protocol  # noqa: E402
-from simulator.api import run  # noqa: E402
+import fedgan.server.protocols.fedavg as fedavg_protocol  # noqa: E402
+from fedgan.simulator.api import run  # noqa: E402
 
 QFEDAVG = 'strategy={"name": "quality_qfedavg", "params": {"client_learning_rate": 50.0, "q": 1.0}}'
 LANDED = fedavg_protocol.young_heap_only

@@ -28,15 +28,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-
-from clients.exchange import admit, one
-from clients.scoring import local_evaluation
-from simulator.faults import FaultDraw, inject
-from simulator.gan import batched, fastmlp
-from simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
-from simulator.gan.train import GAN, GANState, Params
-from simulator.messages import (
+from fedgan.clients.exchange import admit, one
+from fedgan.clients.scoring import local_evaluation
+from fedgan.simulator.faults import FaultDraw, inject
+from fedgan.simulator.gan import batched, fastmlp
+from fedgan.simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
+from fedgan.simulator.gan.train import GAN, GANState, Params
+from fedgan.simulator.messages import (
     ANSWER_FEEDBACK,
     ANSWER_LOGITS,
     CRITIC_STATE,
@@ -48,9 +46,16 @@ from simulator.messages import (
     answer_keys,
     select,
 )
-from simulator.prepare import FederatedData, critic_state, federated_data, initial_state, make_gan
-from simulator.scenario import Scenario
-from simulator.seeding import torch_generator
+from fedgan.simulator.prepare import (
+    FederatedData,
+    critic_state,
+    federated_data,
+    initial_state,
+    make_gan,
+)
+from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.seeding import torch_generator
+from torch import Tensor
 
 
 @dataclass(frozen=True)

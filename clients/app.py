@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import time
 
-from flwr.app import Context, Message
-from flwr.clientapp import ClientApp
-
-from clients.answers import client_step
-from clients.scoring import served_coverage
-from clients.training import client_train
-from simulator.messages import EvaluateReply
-from simulator.prepare import federated_data, initial_state, make_gan
-from wire.codec import (
+from fedgan.clients.answers import client_step
+from fedgan.clients.scoring import served_coverage
+from fedgan.clients.training import client_train
+from fedgan.simulator.messages import EvaluateReply
+from fedgan.simulator.prepare import federated_data, initial_state, make_gan
+from fedgan.wire.codec import (
     answer_query,
     arrays_of,
     partition_id,
@@ -29,7 +26,9 @@ from wire.codec import (
     step_reply,
     train_reply,
 )
-from wire.records import from_record, load_private, scenario_from, store_private, to_record
+from fedgan.wire.records import from_record, load_private, scenario_from, store_private, to_record
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
 
 app = ClientApp()
 

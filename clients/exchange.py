@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from simulator.faults import FaultDraw, SimulatedFault
-from simulator.faults import draw as draw_faults
-from simulator.scenario import Scenario
+from fedgan.simulator.faults import FaultDraw, SimulatedFault
+from fedgan.simulator.faults import draw as draw_faults
+from fedgan.simulator.scenario import Scenario
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")

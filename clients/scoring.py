@@ -16,17 +16,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-
-from clients.requests import TrainRequest
-from simulator.gan import batched
-from simulator.gan.train import GAN, GANState
-from simulator.messages import ClientCoverage, LocalEvaluation
-from simulator.metrics import expected_coverage, prdc
-from simulator.metrics.forgetting import coverage_against
-from simulator.metrics.small_sets import recall_coverage_terms
-from simulator.prepare import FederatedData, pooled_reference
-from simulator.scenario import Scenario
-from simulator.seeding import torch_generator
+from fedgan.clients.requests import TrainRequest
+from fedgan.simulator.gan import batched
+from fedgan.simulator.gan.train import GAN, GANState
+from fedgan.simulator.messages import ClientCoverage, LocalEvaluation
+from fedgan.simulator.metrics import expected_coverage, prdc
+from fedgan.simulator.metrics.forgetting import coverage_against
+from fedgan.simulator.metrics.small_sets import recall_coverage_terms
+from fedgan.simulator.prepare import FederatedData, pooled_reference
+from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.seeding import torch_generator
 
 
 def evaluate_locally(
@@ -46,7 +45,7 @@ def served_coverage(
     """The evaluate message's answer: `client_coverage` of the samples the global evaluation
     scores at `round_` (`simulator.evaluate.generated`: `state`'s generator, same count, same
     noise stream)."""
-    from simulator.evaluate import generated
+    from fedgan.simulator.evaluate import generated
 
     fake = generated(s, gan, state, round_)
     check_finite(fake, client)

@@ -13,15 +13,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
-
-from clients.exchange import admit, one
-from clients.requests import TrainRequest
-from clients.scoring import evaluate_locally, local_evaluations
-from simulator.faults import FaultDraw, SimulatedFault, inject
-from simulator.gan import batched
-from simulator.gan.diagnostics import lipschitz_metrics
-from simulator.gan.train import GAN, GANState
-from simulator.messages import (
+from fedgan.clients.exchange import admit, one
+from fedgan.clients.requests import TrainRequest
+from fedgan.clients.scoring import evaluate_locally, local_evaluations
+from fedgan.simulator.faults import FaultDraw, SimulatedFault, inject
+from fedgan.simulator.gan import batched
+from fedgan.simulator.gan.diagnostics import lipschitz_metrics
+from fedgan.simulator.gan.train import GAN, GANState
+from fedgan.simulator.messages import (
     CRITIC,
     FEDERATED,
     GENERATOR,
@@ -30,9 +29,15 @@ from simulator.messages import (
     TrainReply,
     split_arrays,
 )
-from simulator.prepare import FederatedData, federated_data, initial_state, local_steps, make_gan
-from simulator.scenario import Scenario
-from simulator.seeding import torch_generator
+from fedgan.simulator.prepare import (
+    FederatedData,
+    federated_data,
+    initial_state,
+    local_steps,
+    make_gan,
+)
+from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.seeding import torch_generator
 
 
 @dataclass

@@ -6,14 +6,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedgan.server.loop import run_rounds
+from fedgan.simulator.progress import ProgressLog
+from fedgan.simulator.scenario import Scenario, ScenarioError, resolved_yaml
+from fedgan.simulator.store import RunStore
+from fedgan.wire.records import OUT_KEY, SCENARIO_FILE_KEY, scenario_from
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-
-from server.loop import run_rounds
-from simulator.progress import ProgressLog
-from simulator.scenario import Scenario, ScenarioError, resolved_yaml
-from simulator.store import RunStore
-from wire.records import OUT_KEY, SCENARIO_FILE_KEY, scenario_from
 
 RUN_DIR_KEY = "run-dir"
 """run_config key with the absolute path of the run folder the server writes."""
@@ -40,8 +39,8 @@ def main(grid: Grid, context: Context) -> None:
 def _flwr_run_store(s: Scenario, cfg: Mapping[str, Any], nodes: int) -> RunStore:
     """The run folder of a run started with `flwr run .`: under the absolute `out`, after
     the checks `fedgan run` makes; one node per client (refused otherwise, before anything)."""
-    from server.protocols import check_protocol
-    from simulator.prepare import data_problems
+    from fedgan.server.protocols import check_protocol
+    from fedgan.simulator.prepare import data_problems
 
     out = Path(str(cfg.get(OUT_KEY) or ""))
     problems = (

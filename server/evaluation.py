@@ -9,21 +9,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Message, MessageType
-
-from server.gate import check_replies
-from server.run import Run
-from simulator.evaluate import (
+from fedgan.server.gate import check_replies
+from fedgan.server.run import Run
+from fedgan.simulator.evaluate import (
     Evaluation,
     evaluate_generator,
     generated,
     make_evaluator,
     record_evaluation,
 )
-from simulator.messages import EVALUATE_REPLY_KEYS, ClientCoverage, EvaluateInstruction
-from simulator.metrics.registry import RULES
-from simulator.prepare import FederatedData, initial_state, mixture_holdout
-from wire.codec import evaluate_content, read_evaluate_reply
+from fedgan.simulator.messages import EVALUATE_REPLY_KEYS, ClientCoverage, EvaluateInstruction
+from fedgan.simulator.metrics.registry import RULES
+from fedgan.simulator.prepare import FederatedData, initial_state, mixture_holdout
+from fedgan.wire.codec import evaluate_content, read_evaluate_reply
+from flwr.app import Message, MessageType
 
 
 def evaluate(run: Run, rnd: int) -> Evaluation | None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from fedgan.simulator.messages import ARRAYS, METRICS, PARTITION_ID, TRAIN, TRAIN_REPLY_KEYS
 from flwr.app import ArrayRecord, Message, MetricRecord
-
-from simulator.messages import ARRAYS, METRICS, PARTITION_ID, TRAIN, TRAIN_REPLY_KEYS
 
 
 @dataclass

@@ -19,27 +19,26 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedgan.server.evaluation import evaluate
+from fedgan.server.gate import check_replies
+from fedgan.server.nodes import discover
+from fedgan.server.protocols import Reply, Round, Setup, build_protocol
+from fedgan.server.protocols.base import SampledGrid
+from fedgan.server.rejoin import rejoin
+from fedgan.server.resume import Run, checkpoint, restore
+from fedgan.simulator.checkpoint import load_latest
+from fedgan.simulator.evaluate import make_evaluator
+from fedgan.simulator.faults import FaultDraw
+from fedgan.simulator.faults import draw as draw_faults
+from fedgan.simulator.messages import table_metrics, wall_times
+from fedgan.simulator.prepare import FederatedData, federated_data, initial_state, make_gan
+from fedgan.simulator.progress import Progress, ProgressHook
+from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.seeding import numpy_rng
+from fedgan.simulator.store import RunStore
+from fedgan.wire.codec import array_bytes, metrics_of
 from flwr.app import Message
 from flwr.serverapp import Grid
-
-from server.evaluation import evaluate
-from server.gate import check_replies
-from server.nodes import discover
-from server.protocols import Reply, Round, Setup, build_protocol
-from server.protocols.base import SampledGrid
-from server.rejoin import rejoin
-from server.resume import Run, checkpoint, restore
-from simulator.checkpoint import load_latest
-from simulator.evaluate import make_evaluator
-from simulator.faults import FaultDraw
-from simulator.faults import draw as draw_faults
-from simulator.messages import table_metrics, wall_times
-from simulator.prepare import FederatedData, federated_data, initial_state, make_gan
-from simulator.progress import Progress, ProgressHook
-from simulator.scenario import Scenario
-from simulator.seeding import numpy_rng
-from simulator.store import RunStore
-from wire.codec import array_bytes, metrics_of
 
 Dropped = tuple[int, str, str]
 """(partition id, event kind, detail) of a reply the round did without."""

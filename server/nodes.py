@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from fedgan.simulator.messages import ARRAYS, ASK_PRIVATE, ASK_RESTORE, Query
+from fedgan.wire.codec import query_content, read_query_reply
+from fedgan.wire.records import from_record, to_record
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-
-from simulator.messages import ARRAYS, ASK_PRIVATE, ASK_RESTORE, Query
-from wire.codec import query_content, read_query_reply
-from wire.records import from_record, to_record
 
 
 def ask_partitions(grid: Grid, nodes: Iterable[int], timeout: float) -> dict[int, int]:

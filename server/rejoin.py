@@ -15,8 +15,8 @@ change their nodes, so this costs one `get_node_ids()` a round there.
 
 from __future__ import annotations
 
-from server.nodes import ask_partitions, restore_private
-from server.run import Run
+from fedgan.server.nodes import ask_partitions, restore_private
+from fedgan.server.run import Run
 
 MAX_ASKS = 3
 """Rounds in which a new node id that does not answer is asked its partition again."""

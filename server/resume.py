@@ -9,11 +9,11 @@ global RNG states (see `simulator.checkpoint`).
 
 from __future__ import annotations
 
-from server.nodes import collect_private, restore_private
-from server.protocols import ProtocolState
-from server.run import Run
-from simulator.checkpoint import ResumeState, rng_state, set_rng_state
-from simulator.checkpoint import save as save_resume_state
+from fedgan.server.nodes import collect_private, restore_private
+from fedgan.server.protocols import ProtocolState
+from fedgan.server.run import Run
+from fedgan.simulator.checkpoint import ResumeState, rng_state, set_rng_state
+from fedgan.simulator.checkpoint import save as save_resume_state
 
 __all__ = ["Run", "checkpoint", "restore"]
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from fedgan.server.protocols import Protocol
+from fedgan.simulator.evaluate import Evaluator
+from fedgan.simulator.gan.train import GAN
+from fedgan.simulator.prepare import FederatedData
+from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.store import RunStore
 from flwr.serverapp import Grid
-
-from server.protocols import Protocol
-from simulator.evaluate import Evaluator
-from simulator.gan.train import GAN
-from simulator.prepare import FederatedData
-from simulator.scenario import Scenario
-from simulator.store import RunStore
 
 
 @dataclass

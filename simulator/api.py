@@ -1,6 +1,6 @@
 """The simulator from Python (notebooks): run a scenario, load a finished run.
 
-from simulator.api import run, load
+from fedgan.simulator.api import run, load
 result = run("scenarios/quickstart.yaml", ["federation.rounds=5"])
 result.metrics.query("scope == 'global' and metric == 'recall'")
 """
@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from simulator.centralized import RunResult, run_centralized
-from simulator.progress import ProgressHook
-from simulator.scenario import Scenario, ScenarioError, apply_overrides, validate
-from simulator.scenario import load as load_scenario
-from simulator.store import Run, load_run
+from fedgan.simulator.centralized import RunResult, run_centralized
+from fedgan.simulator.progress import ProgressHook
+from fedgan.simulator.scenario import Scenario, ScenarioError, apply_overrides, validate
+from fedgan.simulator.scenario import load as load_scenario
+from fedgan.simulator.store import Run, load_run
 
 
 def run(
@@ -43,7 +43,7 @@ def run(
     (['centralized'], 20)
     """
     s = _resolve(scenario, overrides, centralized)
-    from simulator.engines.runner import check_scenario, run_federated
+    from fedgan.simulator.engines.runner import check_scenario, run_federated
 
     problems = check_scenario(s)  # the checks `fedgan validate` makes, before any run folder
     if problems:
@@ -77,7 +77,7 @@ def check(
         s = _resolve(scenario, overrides, centralized)
     except ScenarioError as exc:
         return list(exc.errors)
-    from simulator.engines.runner import check_scenario
+    from fedgan.simulator.engines.runner import check_scenario
 
     return check_scenario(s)
 
@@ -107,7 +107,7 @@ def resume(
     """Continue a federated run folder after its latest checkpoint: an interrupted one to its
     end, or with `overrides=["federation.rounds=N"]` any one to N rounds (a finished run with
     nothing to add is returned as it is)."""
-    from simulator.engines.runner import resume_federated
+    from fedgan.simulator.engines.runner import resume_federated
 
     return resume_federated(path, progress, overrides)
 

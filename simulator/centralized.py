@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-
-from simulator.data import Dataset
-from simulator.messages import TRAIN
-from simulator.prepare import prepare_data
-from simulator.progress import Progress, ProgressHook, ProgressLog
-from simulator.scenario import Scenario, resolved_yaml
-from simulator.seeding import derive_seed, torch_generator
-from simulator.store import RunStore
+from fedgan.simulator.data import Dataset
+from fedgan.simulator.messages import TRAIN
+from fedgan.simulator.prepare import prepare_data
+from fedgan.simulator.progress import Progress, ProgressHook, ProgressLog
+from fedgan.simulator.scenario import Scenario, resolved_yaml
+from fedgan.simulator.seeding import derive_seed, torch_generator
+from fedgan.simulator.store import RunStore
 
 if TYPE_CHECKING:  # torch and the metrics: imported by a run, not by the preflight's data check
-    from simulator.evaluate import Evaluation
+    from fedgan.simulator.evaluate import Evaluation
 
 
 @dataclass
@@ -38,10 +37,9 @@ def run_centralized(
     evaluating every `s.evaluation.every` steps; write the run folder and return it.
     `progress` is told of every evaluation (also written to the folder's progress file)."""
     import torch
-
-    from simulator.evaluate import evaluate_generator, make_evaluator
-    from simulator.gan.diagnostics import lipschitz_metrics
-    from simulator.gan.train import GAN
+    from fedgan.simulator.evaluate import evaluate_generator, make_evaluator
+    from fedgan.simulator.gan.diagnostics import lipschitz_metrics
+    from fedgan.simulator.gan.train import GAN
 
     train, held = prepare_data(s)
     gan = GAN(s.gan.config(), train.X.shape[1], train.image_shape)

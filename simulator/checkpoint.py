@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from simulator import statecodec
-from simulator.store import atomic_write_bytes, atomic_write_text
+from fedgan.simulator import statecodec
+from fedgan.simulator.store import atomic_write_bytes, atomic_write_text
 
 FORMAT = 2
 POINTER = "latest.json"

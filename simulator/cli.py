@@ -16,7 +16,7 @@ from rich.table import Table
 # second, so torch, flwr, pandas and fairlearn are imported by the commands that use them.
 
 if TYPE_CHECKING:
-    from simulator.scenario import Scenario
+    from fedgan.simulator.scenario import Scenario
 
 app = typer.Typer(
     add_completion=False,
@@ -66,14 +66,14 @@ def _fail(message: str) -> None:
 
 def _warn(s) -> None:  # type: ignore[no-untyped-def]
     """Print warnings about a valid scenario (e.g. a memory estimate above what is free)."""
-    from simulator.memory import scenario_warnings
+    from fedgan.simulator.memory import scenario_warnings
 
     for w in scenario_warnings(s):
         err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
 
 
 def _load(path: Path, overrides: list[str]):  # type: ignore[no-untyped-def]
-    from simulator.scenario import ScenarioError, load
+    from fedgan.simulator.scenario import ScenarioError, load
 
     try:
         return load(path, overrides)
@@ -125,13 +125,12 @@ def run(
 ) -> None:
     """Run a scenario (federated if it has a `federation` section) and write its run folder."""
     import torch
-
-    from simulator.centralized import run_centralized
-    from simulator.data import DataError
-    from simulator.engines.deployment import DeploymentError
-    from simulator.progress import Progress as RunProgress
-    from simulator.registry import RegistryError
-    from simulator.scenario import ScenarioError
+    from fedgan.simulator.centralized import run_centralized
+    from fedgan.simulator.data import DataError
+    from fedgan.simulator.engines.deployment import DeploymentError
+    from fedgan.simulator.progress import Progress as RunProgress
+    from fedgan.simulator.registry import RegistryError
+    from fedgan.simulator.scenario import ScenarioError
 
     extend: list[str] = []
     if resume is not None:
@@ -141,7 +140,7 @@ def run(
             _fail("--resume takes no scenario or --centralized: it continues the run")
         if not (resume / "scenario.yaml").is_file():
             _fail(f"--resume {resume}: not a run folder (no scenario.yaml)")
-        from simulator.store import run_is_finished
+        from fedgan.simulator.store import run_is_finished
 
         extend, overrides = list(overrides or []), []
         if run_is_finished(resume) and not extend:
@@ -205,7 +204,7 @@ def run(
         failed: Exception | None = None
         try:
             if f:
-                from simulator.engines.runner import resume_federated, run_federated
+                from fedgan.simulator.engines.runner import resume_federated, run_federated
 
                 if resume is not None:
                     result = resume_federated(resume, on_progress, extend)
@@ -222,8 +221,8 @@ def run(
         _fail(str(failed))
     if failed is not None:  # a run that died: say why, briefly; exit 1
         _crashed(failed, resume if resume is not None else out / s.name)
-    from simulator.store import load_run
-    from simulator.summary import summary_tables
+    from fedgan.simulator.store import load_run
+    from fedgan.simulator.summary import summary_tables
 
     for table in summary_tables(
         result.metrics, scenario=load_run(result.path).scenario, width=console.width
@@ -241,8 +240,8 @@ def validate(
 ) -> None:
     """Check scenario files (with the same key=value overrides as `run`): every check `run`
     makes before training, every error with its YAML path; exit 2 on any."""
-    from simulator.engines.runner import check_scenario
-    from simulator.scenario import ScenarioError, load
+    from fedgan.simulator.engines.runner import check_scenario
+    from fedgan.simulator.scenario import ScenarioError, load
 
     files = [Path(a) for a in scenarios if "=" not in a or Path(a).is_file()]
     overrides = [a for a in scenarios if "=" in a and not Path(a).is_file()]
@@ -275,7 +274,7 @@ def _crashed(exc: BaseException, where: Path) -> None:
     the run folder's error.txt and exit 1 (2 stays "bad input")."""
     import traceback
 
-    from simulator.store import ERROR_FILE
+    from fedgan.simulator.store import ERROR_FILE
 
     frames = traceback.format_tb(exc.__traceback__)[-FRAMES:]
     err.print("".join(frames), markup=False, highlight=False, end="")
@@ -310,8 +309,8 @@ def _writable_folder(folder: Path, option: str) -> None:
 def _preflight(s: Any, source: Path) -> None:
     """Every check a run makes before training (`check_scenario`), before any run folder
     exists: exit 2 with every problem on failure."""
-    from simulator.engines.runner import check_scenario
-    from simulator.scenario import ScenarioError
+    from fedgan.simulator.engines.runner import check_scenario
+    from fedgan.simulator.scenario import ScenarioError
 
     problems = check_scenario(s)
     if problems:
@@ -321,7 +320,7 @@ def _preflight(s: Any, source: Path) -> None:
 @app.command("scenarios")
 def list_scenarios() -> None:
     """List the bundled scenarios."""
-    from simulator.scenario import ScenarioError, load
+    from fedgan.simulator.scenario import ScenarioError, load
 
     files = sorted(BUNDLED.rglob("*.yaml"))
     shown = [_as_typed(p) for p in files]
@@ -369,9 +368,9 @@ def inspect(
     by: Annotated[str, typer.Option(help="group | client | metric")] = "group",
 ) -> None:
     """Per-group, per-client or headline tables of one evaluation of a run."""
-    from simulator.layout import Column, fit_tables
-    from simulator.store import load_run
-    from simulator.summary import (
+    from fedgan.simulator.layout import Column, fit_tables
+    from fedgan.simulator.store import load_run
+    from fedgan.simulator.summary import (
         client_tables,
         client_view_tables,
         evaluated_rounds,
@@ -491,17 +490,16 @@ def sweep(
 ) -> None:
     """Run every grid combination × seed, each in its own folder; resumable."""
     import torch
-
-    from simulator.scenario import ScenarioError
-    from simulator.sweep import SweepError, parse_grid, parse_seeds
-    from simulator.sweep import sweep as run_sweep
+    from fedgan.simulator.scenario import ScenarioError
+    from fedgan.simulator.sweep import SweepError, parse_grid, parse_seeds
+    from fedgan.simulator.sweep import sweep as run_sweep
 
     if resume is not None and not (resume / "sweep.json").is_file():
         _fail(f"--resume {resume}: not a sweep folder (no sweep.json)")
     if resume is not None and sweep_dir is not None and resume != sweep_dir:
         _fail("give --resume or --sweep-dir, not both")
     if scenario is None and resume is not None:
-        from simulator.sweep import read_manifest
+        from fedgan.simulator.sweep import read_manifest
 
         scenario = Path(read_manifest(resume)["base"])  # the grid and seeds come from it too
     if scenario is None:
@@ -595,9 +593,9 @@ def compare(
     ] = None,
 ) -> None:
     """Mean ± std over seeds of chosen metrics, one row per configuration."""
-    from simulator.compare import DEFAULT_METRICS, LABELS, CompareError
-    from simulator.compare import compare as compare_runs
-    from simulator.layout import Column, fit_tables
+    from fedgan.simulator.compare import DEFAULT_METRICS, LABELS, CompareError
+    from fedgan.simulator.compare import compare as compare_runs
+    from fedgan.simulator.layout import Column, fit_tables
 
     asked = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     keys = [k.strip() for k in by.split(",") if k.strip()] if by else None
@@ -636,7 +634,7 @@ def compare(
         df.to_csv(csv, index=False)
         console.print(f"saved {csv}")
     if figure is not None:
-        from simulator.compare import compare_figure
+        from fedgan.simulator.compare import compare_figure
 
         figure.parent.mkdir(parents=True, exist_ok=True)
         console.print(f"saved {compare_figure(df, figure)}")
@@ -648,7 +646,7 @@ def _mean_std(metric: str, mean: float, std: float) -> str:
     a single run (its std is NaN)."""
     import math
 
-    from simulator.summary import format_value
+    from fedgan.simulator.summary import format_value
 
     if math.isnan(mean):
         return "n/a"
@@ -675,7 +673,7 @@ def report(
     ] = None,
 ) -> None:
     """Write a self-contained HTML report of a run (figures embedded, no network)."""
-    from simulator.report import write_report
+    from fedgan.simulator.report import write_report
 
     run_dir = _run_folder(run_dir)
     if against is not None:
@@ -706,7 +704,7 @@ def up(
     import tempfile
     import time
 
-    from simulator.engines.local_cluster import CONNECTION, ClusterError, LocalCluster
+    from fedgan.simulator.engines.local_cluster import CONNECTION, ClusterError, LocalCluster
 
     where = home if home is not None else Path(tempfile.mkdtemp(prefix="fedgan-up-"))
     try:
@@ -777,7 +775,7 @@ def certs(
     days: Annotated[int, typer.Option(min=1, help="Validity in days.")] = 365,
 ) -> None:
     """Make a CA, a SuperLink certificate for 127.0.0.1/localhost and SuperNode key pairs."""
-    from simulator.engines.certs import make_certs
+    from fedgan.simulator.engines.certs import make_certs
 
     for path in make_certs(out, nodes, days):
         console.print(str(path), highlight=False, soft_wrap=True)
@@ -799,7 +797,7 @@ def findings(
     jobs: Annotated[int, typer.Option(help="Processes for the multi-run items (0, 4, 9, 10).")] = 2,
 ) -> None:
     """Measure the GAN-failure findings and write findings.md with its figures."""
-    from simulator.findings.suite import parse_only, write_findings
+    from fedgan.simulator.findings.suite import parse_only, write_findings
 
     try:
         items = parse_only(only)
@@ -821,5 +819,5 @@ def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])
 
 
-if __name__ == "__main__":  # python -m simulator.cli
+if __name__ == "__main__":  # python -m fedgan.simulator.cli
     main()

@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from simulator.store import Run, load_run
-from simulator.summary import forgotten_sets, group_order, headline, last_round, main_scope
+from fedgan.simulator.store import Run, load_run
+from fedgan.simulator.summary import forgotten_sets, group_order, headline, last_round, main_scope
 
 DEFAULT_METRICS = [
     "recall",
@@ -86,7 +85,7 @@ class CompareError(ValueError):
 def run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run folders behind `paths`: a run folder is itself; a sweep folder gives its finished
     runs (from sweep.json); any other folder is searched for both. Duplicates are dropped."""
-    from simulator.sweep import MANIFEST, read_manifest
+    from fedgan.simulator.sweep import MANIFEST, read_manifest
 
     out: list[Path] = []
 
@@ -193,7 +192,7 @@ def _is_centralized(config: dict[str, str]) -> bool:
 def _twin(scenario: dict[str, Any]) -> dict[str, str] | None:
     """The configuration of a federated scenario's matched centralized twin (None when the
     scenario no longer validates here, e.g. a plug-in that does not import)."""
-    from simulator.scenario import ScenarioError, validate
+    from fedgan.simulator.scenario import ScenarioError, validate
 
     try:
         twin = validate(scenario).centralized_twin()

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-
-from simulator.data import Dataset
-from simulator.devices import resolve_device
-from simulator.gan.train import GAN, GANState
-from simulator.metrics import (
+from fedgan.simulator.data import Dataset
+from fedgan.simulator.devices import resolve_device
+from fedgan.simulator.gan.train import GAN, GANState
+from fedgan.simulator.metrics import (
     Diagnosis,
     diagnose,
     expected_coverage,
@@ -26,21 +25,21 @@ from simulator.metrics import (
     mode_metrics,
     prdc,
 )
-from simulator.metrics.diagnosis import MIN_GROUP_DENSITY, ForgottenGroup, GroupFidelity
-from simulator.metrics.forgetting import ball_hits
-from simulator.metrics.groups import (
+from fedgan.simulator.metrics.diagnosis import MIN_GROUP_DENSITY, ForgottenGroup, GroupFidelity
+from fedgan.simulator.metrics.forgetting import ball_hits
+from fedgan.simulator.metrics.groups import (
     Grouping,
     group_labels,
     group_sort_key,
     grouping_columns,
     grouping_name,
 )
-from simulator.metrics.modes import histogram_stats
-from simulator.metrics.prdc import PRDC
-from simulator.metrics.registry import DEFAULT_METRICS, METRICS, GroupingContext, Row
-from simulator.scenario import Scenario
-from simulator.seeding import derive_seed, torch_generator
-from simulator.store import RunStore
+from fedgan.simulator.metrics.modes import histogram_stats
+from fedgan.simulator.metrics.prdc import PRDC
+from fedgan.simulator.metrics.registry import DEFAULT_METRICS, METRICS, GroupingContext, Row
+from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.seeding import derive_seed, torch_generator
+from fedgan.simulator.store import RunStore
 
 
 @dataclass
@@ -62,7 +61,7 @@ def image_labeller(
     """For digit images: (feature map, label map) from the digit classifier, else (None, None)."""
     if ds.image_shape is None or ds.image_shape[1:] != (8, 8):
         return None, None
-    from simulator.data.digit_classifier import get_digit_classifier
+    from fedgan.simulator.data.digit_classifier import get_digit_classifier
 
     clf = get_digit_classifier()
     c = ds.image_shape[0]

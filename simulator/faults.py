@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from simulator.messages import FAULT_PADDING
-from simulator.scenario import ClientFaultModel, Scenario
-from simulator.seeding import numpy_rng
+from fedgan.simulator.messages import FAULT_PADDING
+from fedgan.simulator.scenario import ClientFaultModel, Scenario
+from fedgan.simulator.seeding import numpy_rng
 
 DRAW_ORDER = ("dropout", "straggler", "raise", "diverge", "corrupt", "oversized")
 """Uniforms drawn first for each (round, client), in this order; then one for the delay."""

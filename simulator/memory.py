@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import json
 
-from simulator.scenario import NetworkModel, OptimizerModel, Scenario
+from fedgan.simulator.scenario import NetworkModel, OptimizerModel, Scenario
 
 DATA_COPIES = 3
 """Copies of the data set's float32 points alive at once: the full array, its train/holdout
@@ -49,7 +49,7 @@ def network_params(
 @functools.lru_cache(maxsize=16)
 def _data_shape(dataset: str, n_samples: int | None, params_json: str) -> tuple[int, int, int]:
     """(points, dimensions, image channels) of a validated data spec."""
-    from simulator.data import load_dataset
+    from fedgan.simulator.data import load_dataset
 
     params = json.loads(params_json)
     small = load_dataset(dataset, 64, 0, params)

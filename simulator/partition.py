@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from simulator.registry import Registry, RegistryError, Signature, signature
+from fedgan.simulator.registry import Registry, RegistryError, Signature, signature
 
 __all__ = [
     "PARTITIONERS",

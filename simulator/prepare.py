@@ -19,17 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-
-from simulator.data import Dataset, load_dataset
-from simulator.data.base import Modes
-from simulator.grouping import group_labels, group_sort_key, grouping_name
-from simulator.messages import CRITIC_STATE, generator_travels, select
-from simulator.partition import Partition, partition
-from simulator.scenario import DataSpec, Scenario
-from simulator.seeding import derive_seed, numpy_rng
+from fedgan.simulator.data import Dataset, load_dataset
+from fedgan.simulator.data.base import Modes
+from fedgan.simulator.grouping import group_labels, group_sort_key, grouping_name
+from fedgan.simulator.messages import CRITIC_STATE, generator_travels, select
+from fedgan.simulator.partition import Partition, partition
+from fedgan.simulator.scenario import DataSpec, Scenario
+from fedgan.simulator.seeding import derive_seed, numpy_rng
 
 if TYPE_CHECKING:  # torch: imported by a run, not by the preflight's data check
-    from simulator.gan.train import GAN, GANState
+    from fedgan.simulator.gan.train import GAN, GANState
 
 
 def stratified_split(
@@ -222,7 +221,7 @@ def federated_data(s: Scenario) -> FederatedData:
 def _gan(
     scenario_json: str, data_dim: int, image_shape: tuple[int, int, int] | None, prox_mu: float
 ) -> GAN:
-    from simulator.gan.train import GAN  # torch: for a run, not for `validate`
+    from fedgan.simulator.gan.train import GAN  # torch: for a run, not for `validate`
 
     s = Scenario.model_validate_json(scenario_json)
     return GAN(s.gan.config(prox_mu=prox_mu, ema=client_ema(s)), data_dim, image_shape)
@@ -242,8 +241,8 @@ def data_problems(s: Scenario) -> list[str]:
     """The scenario's data at full size — the dataset (digits weights that need more images
     than exist, say), the held-out split and, federated, the partition — as 'path: message'
     problems (empty: fine). Built once: the run reuses the cached result."""
-    from simulator.data import DataError
-    from simulator.partition import PartitionError
+    from fedgan.simulator.data import DataError
+    from fedgan.simulator.partition import PartitionError
 
     try:
         federated_data(s) if s.federated else prepare_data(s)
@@ -279,7 +278,7 @@ def initial_state(s: Scenario, gan: GAN) -> GANState:
     Drawn once per GAN template and seed: re-initializing the modules costs more than a small
     client's whole local training. The copy shares the (never mutated) tensors, not the dicts.
     """
-    from simulator.gan import batched
+    from fedgan.simulator.gan import batched
 
     st = _initial_state(gan, derive_seed(s.seed, "init"))
     return replace(st, **{k: dict(getattr(st, k)) for k in batched.STATE_GROUPS})  # type: ignore[arg-type]
@@ -304,7 +303,7 @@ class PooledReference:
 
 @functools.lru_cache(maxsize=8)
 def _pooled_reference(scenario_json: str) -> PooledReference:
-    from simulator.evaluate import image_labeller
+    from fedgan.simulator.evaluate import image_labeller
 
     data = _federated_data(scenario_json)
     features, _ = image_labeller(data.held)

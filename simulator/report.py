@@ -29,16 +29,9 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import MaxNLocator
-
-from simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE, kept
-from simulator.store import Run, atomic_write_text, load_run
-from simulator.summary import (
+from fedgan.simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE, kept
+from fedgan.simulator.store import Run, atomic_write_text, load_run
+from fedgan.simulator.summary import (
     SEPARATOR,
     GroupView,
     client_group_table,
@@ -57,6 +50,12 @@ from simulator.summary import (
     story,
     worst_client,
 )
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
 FIGURE_IDS = (
     "fig-samples",
@@ -251,10 +250,10 @@ def _real_data(ctx: _Context) -> _Real:
     """The held-out real data, the labels of the first grouping as strings and the mode
     means, re-created from the resolved scenario with the run's own seed derivation, so it is
     the set the run scored."""
-    from simulator.data import load_dataset
-    from simulator.metrics.groups import group_labels
-    from simulator.prepare import stratified_split
-    from simulator.seeding import derive_seed, numpy_rng
+    from fedgan.simulator.data import load_dataset
+    from fedgan.simulator.metrics.groups import group_labels
+    from fedgan.simulator.prepare import stratified_split
+    from fedgan.simulator.seeding import derive_seed, numpy_rng
 
     sc = ctx.run.scenario
     data = sc.get("data") or {}
@@ -1386,7 +1385,7 @@ def context(run: Run, against: Run | None = None) -> _Context:
 
 def _names(run: Run, other: Run) -> tuple[str, str]:
     """The two runs as `compare` labels them ("federated (fedavg)", "centralized twin")."""
-    from simulator.compare import IGNORED, flatten, labels
+    from fedgan.simulator.compare import IGNORED, flatten, labels
 
     configs = [
         {k: v for k, v in flatten(r.scenario).items() if k not in IGNORED} for r in (run, other)

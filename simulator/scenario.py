@@ -15,6 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from fedgan.simulator.gan.kinds import CRITICS, GENERATORS, NetworkSpec
+from fedgan.simulator.gan.lipschitz import LIPSCHITZ, get_control
+from fedgan.simulator.gan.objectives import OBJECTIVES
+from fedgan.simulator.gan.optim import OPTIMIZERS, OptimizerSpec
+from fedgan.simulator.registry import RegistryError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,15 +30,9 @@ from pydantic import (
     model_validator,
 )
 
-from simulator.gan.kinds import CRITICS, GENERATORS, NetworkSpec
-from simulator.gan.lipschitz import LIPSCHITZ, get_control
-from simulator.gan.objectives import OBJECTIVES
-from simulator.gan.optim import OPTIMIZERS, OptimizerSpec
-from simulator.registry import RegistryError
-
 if TYPE_CHECKING:  # torch's: imported when a GAN is configured, not to validate a scenario
-    from simulator.gan.state import GANConfig
-from simulator.yamlsafe import MAX_DEPTH, MAX_NODES, YAMLError, load_yaml, read_text
+    from fedgan.simulator.gan.state import GANConfig
+from fedgan.simulator.yamlsafe import MAX_DEPTH, MAX_NODES, YAMLError, load_yaml, read_text
 
 
 class ScenarioError(ValueError):
@@ -58,7 +57,7 @@ class _Model(BaseModel):
 def _in_registry(value: str, registry: Any) -> str:
     """`value` if the registry knows it; a `module:attr` plug-in is imported and type-checked
     here, so a plug-in that does not import is refused at validation, not mid-run."""
-    from simulator.registry import RegistryError
+    from fedgan.simulator.registry import RegistryError
 
     if value in registry:
         return value
@@ -78,7 +77,7 @@ DEFAULT_N_SAMPLES = 20000
 def _absolute_paths(params: dict[str, Any], dataset: str, base: Path) -> dict[str, Any]:
     """`params` with every relative file path of dataset `dataset` (`path_params`) made
     absolute against `base` (`~` expanded); `params` itself when there is none."""
-    from simulator.data.registry import path_params
+    from fedgan.simulator.data.registry import path_params
 
     out = params
     for key in path_params(dataset):
@@ -112,7 +111,7 @@ class DataSpec(_Model):
         gave was made absolute against that file when it was read (`_read`); what is still
         relative came from the command line or Python, and is taken from the current
         directory — so the run folder's scenario.yaml works from anywhere (`--resume`)."""
-        from simulator.data.registry import is_finite
+        from fedgan.simulator.data.registry import is_finite
 
         if not isinstance(data, dict):
             return data
@@ -131,7 +130,7 @@ class DataSpec(_Model):
     @field_validator("dataset")
     @classmethod
     def _known(cls, v: str) -> str:
-        from simulator.data import DATASETS
+        from fedgan.simulator.data import DATASETS
 
         return _in_registry(v, DATASETS)
 
@@ -179,7 +178,7 @@ def _required(dataset: str, key: str) -> bool:
     """Whether dataset `dataset` requires parameter `key` (it has no default)."""
     import inspect
 
-    from simulator.data import dataset_params
+    from fedgan.simulator.data import dataset_params
 
     try:
         return dataset_params(dataset).get(key, None) is inspect.Parameter.empty
@@ -191,8 +190,8 @@ def _required(dataset: str, key: str) -> bool:
 def _dry_build(dataset: str, params_json: str) -> tuple[list[str], list[str]]:
     """(problems as 'data...: message' lines, the dataset's group columns) of a 64-point
     build of `dataset` with these parameters."""
-    from simulator.data import DataError, load_dataset
-    from simulator.registry import RegistryError as _RegistryError
+    from fedgan.simulator.data import DataError, load_dataset
+    from fedgan.simulator.registry import RegistryError as _RegistryError
 
     params = json.loads(params_json)
     problems: list[str] = []
@@ -277,7 +276,7 @@ class LipschitzModel(_Model):
 
     @model_validator(mode="after")
     def _params(self) -> LipschitzModel:
-        from simulator.registry import signature
+        from fedgan.simulator.registry import signature
 
         try:
             sig = signature("lipschitz control", self.name, LIPSCHITZ.get(self.name))
@@ -348,7 +347,7 @@ class GANModel(_Model):
     def config(self, prox_mu: float = 0.0, ema: float | None = None) -> GANConfig:
         """The GAN's configuration; `ema` overrides `gan.ema` (federated clients whose generator
         travels keep none: the server averages the aggregated generators instead)."""
-        from simulator.gan.state import GANConfig
+        from fedgan.simulator.gan.state import GANConfig
 
         return GANConfig(
             latent_dim=self.latent_dim,
@@ -412,7 +411,7 @@ class EvaluationModel(_Model):
     def _known_metrics(cls, v: list[str]) -> list[str]:
         if not v:
             return v
-        from simulator.metrics.registry import METRICS  # numpy, torch: only when asked
+        from fedgan.simulator.metrics.registry import METRICS  # numpy, torch: only when asked
 
         problems = []
         for i, name in enumerate(v):
@@ -439,7 +438,7 @@ class PartitionModel(_Model):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from simulator.partition import PARTITIONERS
+        from fedgan.simulator.partition import PARTITIONERS
 
         return _in_registry(v, PARTITIONERS)
 
@@ -447,7 +446,7 @@ class PartitionModel(_Model):
     @classmethod
     def _params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """The partitioner's parameters against its signature (`partition.params.<key>`)."""
-        from simulator.partition import param_problems
+        from fedgan.simulator.partition import param_problems
 
         # As JSON sees them (mapping keys are strings: `assign: {0: [0]}` → {"0": [0]}), so
         # that a scenario equals itself after the round trip through scenario.yaml or the

@@ -6,8 +6,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from simulator.lazy import lazy
+from fedgan.simulator.lazy import lazy
 
 if TYPE_CHECKING:
     import torch

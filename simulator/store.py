@@ -245,7 +245,7 @@ class Run:
 
 def load_run(path: str | Path) -> Run:
     """Load a run folder written by RunStore."""
-    from simulator.yamlsafe import load_yaml
+    from fedgan.simulator.yamlsafe import load_yaml
 
     p = Path(path)
     if not (p / "scenario.yaml").is_file():

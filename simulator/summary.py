@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from fedgan.simulator.layout import Column, fit_tables
+from fedgan.simulator.messages import LOCAL
+from fedgan.simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE, kept
 from rich.console import RenderableType
 from rich.markup import escape
 from rich.text import Text
-
-from simulator.layout import Column, fit_tables
-from simulator.messages import LOCAL
-from simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE, kept
 
 HEADLINE = [
     ("precision", "precision"),
@@ -351,7 +350,7 @@ def format_numbers(values: Iterable[Any]) -> list[str]:
 def _mixture_weights(dataset: str, params_json: str) -> tuple[str, tuple[float, ...]] | None:
     """(group column, weights) of a mixture dataset (its modes' weights), from a 64-point build:
     the weights do not depend on the size. None for data without known weights."""
-    from simulator.data import load_dataset
+    from fedgan.simulator.data import load_dataset
 
     try:
         ds = load_dataset(dataset, 64, 0, json.loads(params_json))

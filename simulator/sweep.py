@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from simulator.scenario import Scenario, ScenarioError, validate
-from simulator.scenario import load as load_scenario
-from simulator.store import atomic_write_text, run_is_finished
-from simulator.summary import HEADLINE, headline
+from fedgan.simulator.scenario import Scenario, ScenarioError, validate
+from fedgan.simulator.scenario import load as load_scenario
+from fedgan.simulator.store import atomic_write_text, run_is_finished
+from fedgan.simulator.summary import HEADLINE, headline
 
 MANIFEST = "sweep.json"
 SUMMARY = "summary.csv"
@@ -79,7 +78,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     """['key=v1,v2', ...] → {'key': [v1, v2]}, each value parsed as a YAML scalar."""
-    from simulator.yamlsafe import YAMLError, load_yaml
+    from fedgan.simulator.yamlsafe import YAMLError, load_yaml
 
     grid: dict[str, list[Any]] = {}
     for item in items:
@@ -178,7 +177,7 @@ def scenario_digest(s: Scenario) -> str:
 
 def _resolve(base: Scenario, combos: list[Combination], source: str) -> list[Scenario]:
     """Validate every combination before anything runs; raise SweepError listing the bad ones."""
-    from simulator.engines.runner import check_scenario  # imports Flower lazily
+    from fedgan.simulator.engines.runner import check_scenario  # imports Flower lazily
 
     raw = base.model_dump(mode="json")
     out: list[Scenario] = []
@@ -230,7 +229,7 @@ def _finished_run(combo_dir: Path, digest: str) -> Path | None:
 
 
 def _digest_of(run_dir: Path) -> str | None:
-    from simulator.yamlsafe import load_yaml
+    from fedgan.simulator.yamlsafe import load_yaml
 
     try:
         return scenario_digest(validate(load_yaml((run_dir / "scenario.yaml").read_text())))
@@ -260,7 +259,7 @@ def _worker_init() -> None:
 
 def _run_one(scenario: dict[str, Any], combo_dir: str) -> dict[str, Any]:
     """Run one combination into `combo_dir`; never raises (a failure is a result)."""
-    from simulator.api import run
+    from fedgan.simulator.api import run
 
     t0 = time.time()
     try:
@@ -324,7 +323,7 @@ def read_manifest(sweep_dir: str | Path) -> dict[str, Any]:
 
 def summary_table(sweep_dir: Path, entries: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per combination × seed: grid values, seed, status and headline metrics."""
-    from simulator.store import load_run
+    from fedgan.simulator.store import load_run
 
     rows = []
     for e in entries:

@@ -23,9 +23,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
-from simulator.messages import LocalEvaluation
-from simulator.registry import Registry, RegistryError, signature, subclass_of
+from fedgan.simulator.messages import LocalEvaluation
+from fedgan.simulator.registry import Registry, RegistryError, signature, subclass_of
 
 
 def check(name: str, value: object, ok: bool, what: str) -> None:
@@ -246,7 +245,7 @@ class GroupAware(Weighting):
 
 
 WEIGHTINGS: Registry[type[Weighting]] = Registry(
-    "weighting", check=subclass_of(Weighting, "simulator.weighting.Weighting")
+    "weighting", check=subclass_of(Weighting, "fedgan.simulator.weighting.Weighting")
 )
 for _cls in (Weighting, CoverageWeighted, Agnostic, GroupAware):
     WEIGHTINGS.add(_cls.name, _cls)

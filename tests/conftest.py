@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-
-from simulator.scenario import Scenario, validate
+from fedgan.simulator.scenario import Scenario, validate
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -85,7 +84,7 @@ def table_raw(csv: Any, **sections: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def table_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One short federated run on the two-column table (2 rounds, both evaluated)."""
-    from simulator.api import run
+    from fedgan.simulator.api import run
 
     root = tmp_path_factory.mktemp("table2")
     csv = write_table(root / "people.csv")
@@ -99,7 +98,7 @@ GRID_MINORITY = (0, 12, 24)
 @pytest.fixture(scope="session")
 def grid25_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A 25-mode grid with 3 minority modes over 6 clients: 25 groups in every view."""
-    from simulator.api import run
+    from fedgan.simulator.api import run
 
     raw = tiny_raw(
         name="grid25",

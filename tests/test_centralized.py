@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from simulator.centralized import run_centralized
-from simulator.data import load_dataset
-from simulator.prepare import stratified_split
-from simulator.scenario import validate
+from fedgan.simulator.centralized import run_centralized
+from fedgan.simulator.data import load_dataset
+from fedgan.simulator.prepare import stratified_split
+from fedgan.simulator.scenario import validate
 
 RAW = {
     "name": "c",

@@ -8,16 +8,14 @@ import pickle
 import random
 from pathlib import Path
 
+import fedgan.wire.records  # noqa: F401 - Flower's records as storable state
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
-
-import wire.records  # noqa: F401 - Flower's records as storable state
-from simulator import statecodec
-from simulator import store as store_module
-from simulator.checkpoint import (
+from fedgan.simulator import statecodec
+from fedgan.simulator import store as store_module
+from fedgan.simulator.checkpoint import (
     CheckpointError,
     ResumeState,
     load_latest,
@@ -25,7 +23,8 @@ from simulator.checkpoint import (
     save,
     set_rng_state,
 )
-from simulator.store import RunStore
+from fedgan.simulator.store import RunStore
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
 
 
 def state(round_: int) -> ResumeState:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from fedgan.simulator.cli import app
 from typer.testing import CliRunner
 
-from simulator.cli import app
 from tests.conftest import tiny_raw
 
 runner = CliRunner()

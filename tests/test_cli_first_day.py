@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fedgan.simulator.cli import BUNDLED, app
 from typer.testing import CliRunner
 
-from simulator.cli import BUNDLED, app
 from tests.conftest import tiny_raw, write_table
 
 runner = CliRunner()
@@ -180,7 +180,7 @@ def test_validate_imports_neither_torch_nor_the_metrics() -> None:
     are its digits."""
     code = (
         "import sys\n"
-        "from simulator.cli import app\n"
+        "from fedgan.simulator.cli import app\n"
         "try:\n"
         "    app(['validate', *sys.argv[1:]])\n"
         "except SystemExit as exc:\n"
@@ -206,7 +206,7 @@ def test_validate_imports_neither_torch_nor_the_metrics() -> None:
 
 
 def test_compare_and_sweep_cells() -> None:
-    from simulator.cli import _mean_std
+    from fedgan.simulator.cli import _mean_std
 
     nan = float("nan")
     assert _mean_std("modes_captured", 6.0, nan) == "6"  # one run: a count, no spread

@@ -8,10 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
-
-from simulator.cli import app
-from simulator.compare import (
+from fedgan.simulator.cli import app
+from fedgan.simulator.compare import (
     CompareError,
     compare,
     compare_figure,
@@ -19,9 +17,11 @@ from simulator.compare import (
     error_bars,
     run_dirs,
 )
-from simulator.scenario import Scenario, resolved_yaml
-from simulator.store import RunStore, load_run
-from simulator.sweep import sweep
+from fedgan.simulator.scenario import Scenario, resolved_yaml
+from fedgan.simulator.store import RunStore, load_run
+from fedgan.simulator.sweep import sweep
+from typer.testing import CliRunner
+
 from tests.conftest import tiny, tiny_raw
 
 runner = CliRunner()

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-
-from simulator.devices import float32_matmul_is_ieee, resolve_device
+from fedgan.simulator.devices import float32_matmul_is_ieee, resolve_device
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")  # only named, never used: the check reads torch's switches
@@ -111,8 +110,7 @@ def test_mixed_precision_apis_do_not_crash_prdc() -> None:
     """torch refuses get_float32_matmul_precision() once the new switches were used; the
     brute back end must still run (in float64 where the CPU's matmul is not exact)."""
     import numpy as np
-
-    from simulator.metrics import prdc
+    from fedgan.simulator.metrics import prdc
 
     rng = np.random.default_rng(0)
     real, fake = rng.standard_normal((60, 16)), rng.standard_normal((50, 16))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from simulator.data import load_dataset
-from simulator.evaluate import Evaluator, label_mode_metrics
+from fedgan.simulator.data import load_dataset
+from fedgan.simulator.evaluate import Evaluator, label_mode_metrics
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +87,8 @@ def test_digits_are_scored_in_classifier_space() -> None:
 
 
 def test_device_is_resolved_and_reaches_prdc(held, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedgan.simulator.evaluate as evaluate
     import torch
-
-    import simulator.evaluate as evaluate
-
     devices: list[torch.device] = []
     real_prdc = evaluate.prdc
 

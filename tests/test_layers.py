@@ -30,7 +30,9 @@ def _resolve(name: str) -> str | None:
 
 
 def _imports(path: Path) -> set[str]:
-    """Every module (first-party or not) `path` imports, at any depth of its code."""
+    """Every module (first-party or not) `path` imports, at any depth of its code; first-party
+    ones by their folder's name (`fedgan.server.loop` → `server.loop`: the installed package
+    maps the repository's folders under `fedgan`)."""
     out: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -38,7 +40,24 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.add(node.module)
             out.update(f"{node.module}.{a.name}" for a in node.names)
-    return out
+    return {i.removeprefix("fedgan.") for i in out}
+
+
+def test_first_party_imports_go_through_the_one_package() -> None:
+    """Every first-party import names `fedgan.<folder>`: a bare `server`, `clients`, `wire`
+    or `simulator` would import another project's package of that name once installed."""
+    bare = sorted(
+        f"{m}: {node.module if isinstance(node, ast.ImportFrom) else a.name}"
+        for m, p in MODULES.items()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for a in node.names
+        if (node.module if isinstance(node, ast.ImportFrom) else a.name or "")
+        and str(node.module if isinstance(node, ast.ImportFrom) else a.name).split(".")[0]
+        in PACKAGES
+        and not (isinstance(node, ast.ImportFrom) and node.level)
+    )
+    assert bare == []
 
 
 GRAPH = {
@@ -165,3 +184,29 @@ def test_the_client_is_in_its_own_room() -> None:
     assert {"app", "training", "scoring", "answers"} <= rooms
     assert not any(m.startswith("simulator.federation") for m in MODULES)
     assert not any(m.startswith("simulator.server_held") for m in MODULES)
+
+
+def test_a_run_loads_each_module_once_under_fedgan(tmp_path: Path) -> None:
+    """A run imports every first-party module as `fedgan.<folder>...` only: a bare `simulator`
+    or `server` module (a stray import, a lazy plug-in spec) would be a second copy of the
+    module, with its own registries and classes (`type(x) is cls` fails across copies)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fedgan\n"
+        "from tests.conftest import tiny\n"
+        "fedgan.run(tiny(federation={'rounds': 1}), out_dir=sys.argv[1])\n"
+        "fedgan.run(tiny(federation={'rounds': 1, 'protocol': 'uagan'}), out_dir=sys.argv[1])\n"
+        f"bare = sorted(m for m in sys.modules if m.split('.')[0] in {PACKAGES!r})\n"
+        "assert not bare, bare\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]

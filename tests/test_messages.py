@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-
-from simulator import messages as M
-from simulator.gan.train import ARRAY_GROUPS
+from fedgan.simulator import messages as M
+from fedgan.simulator.gan.train import ARRAY_GROUPS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("simulator", "clients", "server", "wire", "benchmarks")

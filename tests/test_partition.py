@@ -9,15 +9,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-
-from simulator.partition import (
+from fedgan.simulator.partition import (
     PARTITIONERS,
     Partition,
     PartitionError,
     partition,
     partition_params,
 )
-from simulator.registry import RegistryError
+from fedgan.simulator.registry import RegistryError
 
 N_CLIENTS = 10
 

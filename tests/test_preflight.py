@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from fedgan.simulator.api import run as api_run
+from fedgan.simulator.cli import app
+from fedgan.simulator.engines.runner import check_scenario
+from fedgan.simulator.scenario import ScenarioError, load
 from typer.testing import CliRunner
 
-from simulator.api import run as api_run
-from simulator.cli import app
-from simulator.engines.runner import check_scenario
-from simulator.scenario import ScenarioError, load
 from tests.conftest import tiny_raw
 
 runner = CliRunner()
@@ -140,7 +140,7 @@ def test_an_unknown_strategy_is_one_problem_not_a_traceback() -> None:
 
 
 RAISING_PROTOCOL = '''
-from server.protocols.fedavg import FedAvgProtocol
+from fedgan.server.protocols.fedavg import FedAvgProtocol
 
 
 class Picky(FedAvgProtocol):
@@ -163,7 +163,7 @@ def test_a_check_that_raises_is_reported_at_its_path(tmp_path: Path) -> None:
 
 def test_the_python_api_checks_mappings_and_never_raises(tmp_path: Path) -> None:
     """`simulator.api.check` takes a path, a mapping or a Scenario and returns problems."""
-    from simulator.api import check
+    from fedgan.simulator.api import check
 
     assert check(tiny_raw()) == []
     (problem,) = check(tiny_raw(strategy={"name": "fedmeadian"}))

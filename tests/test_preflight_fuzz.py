@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
+from fedgan.simulator.api import check as api_check
+from fedgan.simulator.cli import app
+from fedgan.simulator.registry import Registry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from simulator.api import check as api_check
-from simulator.cli import app
-from simulator.registry import Registry
 from tests.conftest import tiny_raw
 
 runner = CliRunner()
@@ -187,17 +187,17 @@ FUZZ = settings(
 
 def _all_registries() -> dict[str, Registry[Any]]:
     """Every registry a scenario's validation and preflight can reach, by kind."""
-    import server.protocols  # noqa: F401 - imported for their registries
-    import server.strategies  # noqa: F401
-    import simulator.data  # noqa: F401
-    import simulator.engines.runner  # noqa: F401
-    import simulator.metrics.registry  # noqa: F401
-    import simulator.partition  # noqa: F401
-    import simulator.weighting  # noqa: F401
+    import fedgan.server.protocols  # noqa: F401 - imported for their registries
+    import fedgan.server.strategies  # noqa: F401
+    import fedgan.simulator.data  # noqa: F401
+    import fedgan.simulator.engines.runner  # noqa: F401
+    import fedgan.simulator.metrics.registry  # noqa: F401
+    import fedgan.simulator.partition  # noqa: F401
+    import fedgan.simulator.weighting  # noqa: F401
 
     found: dict[str, Registry[Any]] = {}
     for name, module in list(sys.modules.items()):
-        if module is None or not name.startswith(("simulator.", "server.")):
+        if module is None or not name.startswith(("fedgan.simulator.", "fedgan.server.")):
             continue
         for value in list(vars(module).values()):
             if isinstance(value, Registry):

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from simulator.private_store import PrivateStore
+from fedgan.simulator.private_store import PrivateStore
 
 
 def _arrays(v: float) -> dict[str, np.ndarray]:

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from fedgan.simulator.centralized import run_centralized
+from fedgan.simulator.engines.runner import resume_federated, run_federated
+from fedgan.simulator.progress import PROGRESS_FILE, Progress, ProgressLog, watching
+from fedgan.simulator.scenario import Scenario
 
-from simulator.centralized import run_centralized
-from simulator.engines.runner import resume_federated, run_federated
-from simulator.progress import PROGRESS_FILE, Progress, ProgressLog, watching
-from simulator.scenario import Scenario
 from tests.conftest import tiny, tiny_raw
 
 
@@ -30,9 +30,9 @@ def test_every_round_reaches_the_hook_with_its_evaluation(tmp_path: Path) -> Non
 
 
 def test_no_module_level_hooks_are_left_behind(tmp_path: Path) -> None:
-    import server.loop
+    import fedgan.server.loop as server_loop
 
-    assert not any(isinstance(v, list) for k, v in vars(server.loop).items() if k.isupper())
+    assert not any(isinstance(v, list) for k, v in vars(server_loop).items() if k.isupper())
     first: list[Progress] = []
     run_federated(tiny(federation={"rounds": 1}), tmp_path / "a", progress=first.append)
     again = run_federated(tiny(federation={"rounds": 1}), tmp_path / "b")  # no hook: fine
@@ -57,7 +57,7 @@ def test_watching_follows_another_process(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from simulator.progress import Progress, ProgressLog\n"
+        "from fedgan.simulator.progress import Progress, ProgressLog\n"
         "log = ProgressLog(Path(sys.argv[1]))\n"
         "for r in range(2, 6):\n"
         "    log(Progress(r, 9, {'recall': r / 10}))\n"

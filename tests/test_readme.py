@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+from fedgan.clients.training import client_train
+from fedgan.simulator.engines.runner import run_federated
+from fedgan.simulator.messages import split_arrays
+from fedgan.simulator.prepare import initial_state, make_gan
+from fedgan.simulator.store import load_run
 
-from clients.training import client_train
-from simulator.engines.runner import run_federated
-from simulator.messages import split_arrays
-from simulator.prepare import initial_state, make_gan
-from simulator.store import load_run
 from tests.conftest import tiny
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -80,7 +80,7 @@ def test_plugin_section_lists_every_reply_key_and_what_aggregate_train_returns()
     """Every metric key a train or an evaluate reply carries — with two groupings, so the
     other groupings' counts too — is named in the plug-in section, and so is each return
     value of `aggregate_train`."""
-    from simulator.messages import ClientCoverage, EvaluateReply, LocalEvaluation, TrainReply
+    from fedgan.simulator.messages import ClientCoverage, EvaluateReply, LocalEvaluation, TrainReply
 
     ev = LocalEvaluation(0.5, 0.4, 0.8, 10, [3, 2], [2, 2], [6, 4], [1], [1], [10])
     train = TrainReply(0, 40, {"g_loss": 1.0, "lipschitz.real": 0.5}, ev, 1.0, 2.0, 0.1)
@@ -139,7 +139,8 @@ def test_protocol_walkthrough_runs_and_weights_as_documented(tmp_path: Path) -> 
 
 
 def test_protocol_walkthrough_resumes_to_the_uninterrupted_table(tmp_path: Path) -> None:
-    from simulator.engines.runner import resume_federated
+    from fedgan.simulator.engines.runner import resume_federated
+
     from tests.server.test_resume import _start_and_stop, killer
 
     plugin = _protocol_plugin(tmp_path)
@@ -151,8 +152,7 @@ def test_protocol_walkthrough_resumes_to_the_uninterrupted_table(tmp_path: Path)
     # 2 train messages a round: the 5th is round 3's first, after the round-2 checkpoint.
     path = _start_and_stop(s, tmp_path / "stopped", killer("train", 5))
     import pandas as pd
-
-    from simulator.checkpoint import load_latest
+    from fedgan.simulator.checkpoint import load_latest
 
     assert load_latest(path).round == 2  # type: ignore[union-attr]
 

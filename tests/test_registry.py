@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-
-from simulator.centralized import run_centralized
-from simulator.gan.lipschitz import get_control
-from simulator.gan.objectives import OBJECTIVES
-from simulator.registry import RegistryError
-from simulator.scenario import ScenarioError, validate
+from fedgan.simulator.centralized import run_centralized
+from fedgan.simulator.gan.lipschitz import get_control
+from fedgan.simulator.gan.objectives import OBJECTIVES
+from fedgan.simulator.registry import RegistryError
+from fedgan.simulator.scenario import ScenarioError, validate
 
 
 def test_broken_file_names_the_file_and_the_error(tmp_path: Path) -> None:
@@ -30,7 +29,7 @@ def test_wrong_type_and_missing_attribute(tmp_path: Path) -> None:
     f = tmp_path / "things.py"
     f.write_text("class NotAnObjective:\n    pass\n")
     with pytest.raises(
-        RegistryError, match="expected a subclass of simulator.gan.objectives.Objective"
+        RegistryError, match="expected a subclass of fedgan.simulator.gan.objectives.Objective"
     ):
         OBJECTIVES.get(f"{f}:NotAnObjective")
     with pytest.raises(RegistryError, match="has no attribute 'Missing'"):
@@ -45,8 +44,8 @@ def test_objective_and_dataset_plugins_train(tmp_path: Path) -> None:
         "import numpy as np, pandas as pd\n"
         "from dataclasses import dataclass\n"
         "import torch.nn.functional as F\n"
-        "from simulator.data import Dataset\n"
-        "from simulator.gan.objectives import Objective\n"
+        "from fedgan.simulator.data import Dataset\n"
+        "from fedgan.simulator.gan.objectives import Objective\n"
         "@dataclass(frozen=True)\n"
         "class Softplus(Objective):\n"
         "    name: str = 'softplus'\n"
@@ -93,7 +92,7 @@ def test_one_signature_checker_serves_every_registry() -> None:
 
 
 def test_signature_check_names_unknown_and_missing_parameters() -> None:
-    from simulator.registry import signature
+    from fedgan.simulator.registry import signature
 
     def component(groups, n_clients, rng, alpha, beta=1.0, *, gamma=None):  # type: ignore[no-untyped-def]
         return None
@@ -128,7 +127,7 @@ def test_parameters_are_checked_against_annotations_and_typed_defaults() -> None
     """An int passes where a float is annotated, None only where the annotation allows it, a
     list where a tuple or sequence is; a parameter without annotation is checked against its
     default's type when that is a plain scalar, and not at all otherwise."""
-    from simulator.registry import signature
+    from fedgan.simulator.registry import signature
 
     # Annotations are read in the function's module (here: strings, read in this module's
     # namespace), so the names they use are imported at the top of the file.
@@ -195,7 +194,7 @@ def test_unreadable_annotations_leave_their_parameter_unchecked(tmp_path: Path) 
         "def rule(data: ndarray | None = None, rate: float = 1.0):\n"
         "    return None\n"
     )
-    from simulator.registry import load_plugin, signature
+    from fedgan.simulator.registry import load_plugin, signature
 
     sig = signature("strategy", "rule", load_plugin(f"{f}:rule", "strategy"))  # type: ignore[arg-type]
     assert sig.check({"data": "anything", "rate": "x"}).wrong == {
@@ -204,7 +203,7 @@ def test_unreadable_annotations_leave_their_parameter_unchecked(tmp_path: Path) 
 
 
 def test_a_typo_suggests_the_registered_name() -> None:
-    from server.strategies import STRATEGIES
+    from fedgan.server.strategies import STRATEGIES
 
     suggestion = r"unknown strategy 'fedmeadian'; did you mean 'fedmedian'\?"
     with pytest.raises(RegistryError, match=suggestion):

@@ -18,6 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fedgan.simulator.api import run
+from fedgan.simulator.cli import app
+from fedgan.simulator.report import FIGURE_IDS, FONTS, MAX_WIDTH, context, figures, write_report
+from fedgan.simulator.scenario import validate
+from fedgan.simulator.store import load_run
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -25,11 +30,6 @@ from matplotlib.text import Text
 from PIL import Image
 from typer.testing import CliRunner
 
-from simulator.api import run
-from simulator.cli import app
-from simulator.report import FIGURE_IDS, FONTS, MAX_WIDTH, context, figures, write_report
-from simulator.scenario import validate
-from simulator.store import load_run
 from tests.conftest import GRID_MINORITY, tiny
 
 runner = CliRunner()
@@ -491,7 +491,7 @@ def test_report_opens_with_the_story_of_hand_chosen_forgotten_groups(tmp_path: P
     # The opening: the story paragraph comes right after the title, before any table.
     assert re.search(r"</h1>\s*<p class=\"story\" id=\"story\">", text)
     opening = _story(text)
-    from simulator.summary import story
+    from fedgan.simulator.summary import story
 
     assert opening == html.escape(story(load_run(folder).metrics, 2))
     # What was written by hand: modes 1 and 3 forgotten at round 2; client 0 holds mode 1,
@@ -623,7 +623,7 @@ def test_against_sentence_says_what_the_other_run_keeps_and_forgets(tmp_path: Pa
     ]
     assert red == ["1", "3"]
     # Still the story first.
-    from simulator.summary import story
+    from fedgan.simulator.summary import story
 
     assert plain.startswith(story(load_run(mine).metrics, 2))
 
@@ -631,7 +631,7 @@ def test_against_sentence_says_what_the_other_run_keeps_and_forgets(tmp_path: Pa
 def test_real_run_report_tells_the_story_and_its_full_diagnosis(
     federated_dir: Path, federated_report: Path
 ) -> None:
-    from simulator.summary import story
+    from fedgan.simulator.summary import story
 
     text = federated_report.read_text(encoding="utf-8")
     m = load_run(federated_dir).metrics

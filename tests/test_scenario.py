@@ -3,9 +3,15 @@
 from pathlib import Path
 
 import pytest
-
-from simulator.scenario import ScenarioError, _read, apply_overrides, load, resolved_yaml, validate
-from simulator.yamlsafe import load_yaml
+from fedgan.simulator.scenario import (
+    ScenarioError,
+    _read,
+    apply_overrides,
+    load,
+    resolved_yaml,
+    validate,
+)
+from fedgan.simulator.yamlsafe import load_yaml
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").rglob("*.yaml"))
 
@@ -232,10 +238,10 @@ def test_constants_kept_apart_from_torch_agree_with_their_sources() -> None:
     """The schema does not import the torch-side modules these come from: they must agree."""
     from typing import get_args
 
-    from simulator.gan.state import SCHEDULES
-    from simulator.memory import EVAL_BLOCK_BYTES
-    from simulator.metrics.neighbours import _BLOCK_BYTES
-    from simulator.scenario import GANModel
+    from fedgan.simulator.gan.state import SCHEDULES
+    from fedgan.simulator.memory import EVAL_BLOCK_BYTES
+    from fedgan.simulator.metrics.neighbours import _BLOCK_BYTES
+    from fedgan.simulator.scenario import GANModel
 
     assert get_args(GANModel.model_fields["lr_schedule"].annotation) == SCHEDULES
     assert EVAL_BLOCK_BYTES == _BLOCK_BYTES

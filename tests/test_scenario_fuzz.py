@@ -10,23 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from simulator.memory import (
+from fedgan.simulator.memory import (
     DATA_COPIES,
     estimate_memory_bytes,
     memory_breakdown,
     scenario_warnings,
 )
-from simulator.scenario import (
+from fedgan.simulator.scenario import (
     Scenario,
     ScenarioError,
     _read,
     load,
     validate,
 )
-from simulator.yamlsafe import MAX_BYTES, MAX_DEPTH, MAX_NODES, YAMLError, load_yaml
+from fedgan.simulator.yamlsafe import MAX_BYTES, MAX_DEPTH, MAX_NODES, YAMLError, load_yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").rglob("*.yaml"))
 BUNDLED = [_read(p) for p in SCENARIOS]

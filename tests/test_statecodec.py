@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
-from simulator.statecodec import StateError, decode, encode, register
+from fedgan.simulator.statecodec import StateError, decode, encode, register
 
 
 def _roundtrip(value: object) -> object:

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from simulator.store import METRIC_COLUMNS, RunStore, load_run
+from fedgan.simulator.store import METRIC_COLUMNS, RunStore, load_run
 
 
 def _store(tmp_path: Path) -> RunStore:

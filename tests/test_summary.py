@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-
-from simulator.store import METRIC_COLUMNS
-from simulator.summary import client_group_table, group_order, group_table
+from fedgan.simulator.store import METRIC_COLUMNS
+from fedgan.simulator.summary import client_group_table, group_order, group_table
 
 
 def _rows() -> pd.DataFrame:

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import fedgan.simulator.api as simulator_api
 import pandas as pd
 import pytest
 import yaml
+from fedgan.simulator.cli import app
+from fedgan.simulator.sweep import SweepError, parse_grid, parse_seeds, sweep
 from typer.testing import CliRunner
 
-import simulator.api
-from simulator.cli import app
-from simulator.sweep import SweepError, parse_grid, parse_seeds, sweep
 from tests.conftest import tiny_raw
 
 runner = CliRunner()
@@ -97,14 +97,14 @@ def test_one_folder_per_combination_with_overrides_and_resume(tmp_path: Path) ->
 def test_failed_run_is_recorded_and_the_sweep_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = simulator.api.run
+    real = simulator_api.run
 
     def flaky(s: Any, *args: Any, **kwargs: Any) -> Any:
         if s.seed == 1:
             raise RuntimeError("boom")
         return real(s, *args, **kwargs)
 
-    monkeypatch.setattr(simulator.api, "run", flaky)
+    monkeypatch.setattr(simulator_api, "run", flaky)
     res = sweep(_base(tmp_path), {"federation.federate": ["both"]}, [0, 1], out_dir=tmp_path)
     assert res.failed == ["federation.federate=both,seed=1"]
     entry = json.loads((res.path / "sweep.json").read_text())["combinations"][1]
@@ -112,7 +112,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(
     assert "RuntimeError" in (res.path / entry["folder"] / "error.txt").read_text()
     assert list(res.summary["status"]) == ["done", "failed"]
 
-    monkeypatch.setattr(simulator.api, "run", real)
+    monkeypatch.setattr(simulator_api, "run", real)
     again = sweep(_base(tmp_path), {"federation.federate": ["both"]}, [0, 1], sweep_dir=res.path)
     assert again.ran == ["federation.federate=both,seed=1"] and again.failed == []
 

@@ -11,20 +11,20 @@ import math
 from pathlib import Path
 from typing import Any
 
+import fedgan.simulator.cli as cli
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fedgan.simulator.api import run
+from fedgan.simulator.layout import Column, fit_tables
+from fedgan.simulator.prepare import federated_data
+from fedgan.simulator.scenario import validate
+from fedgan.simulator.store import METRIC_COLUMNS, load_run
+from fedgan.simulator.summary import group_views, summary_tables
 from rich.console import Console
 from typer.testing import CliRunner
 
-import simulator.cli as cli
-from simulator.api import run
-from simulator.layout import Column, fit_tables
-from simulator.prepare import federated_data
-from simulator.scenario import validate
-from simulator.store import METRIC_COLUMNS, load_run
-from simulator.summary import group_views, summary_tables
 from tests.conftest import REGIONS, SEXES, tiny, tiny_raw
 
 runner = CliRunner()
@@ -74,7 +74,7 @@ def test_every_grouping_travels_from_the_clients_as_counts(table_run: Any) -> No
     (n = those points, counted here from the partition), else the global evaluation's value of
     the group (n = the pooled held-out points); its served share is the share of its held-out
     points in groups not forgotten — by hand from the partition and the forgotten rows."""
-    from simulator.metrics.groups import group_labels
+    from fedgan.simulator.metrics.groups import group_labels
 
     m = table_run.metrics
     rnd = int(_last(m, "client")["round"].iloc[0])

@@ -6,9 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
-from simulator.messages import LocalEvaluation
-from simulator.weighting import (
+from fedgan.simulator.messages import LocalEvaluation
+from fedgan.simulator.weighting import (
     Agnostic,
     CoverageWeighted,
     GroupAware,

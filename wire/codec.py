@@ -10,9 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-
-from simulator.messages import (
+from fedgan.simulator.messages import (
     ARRAYS,
     ASK_PRIVATE,
     ASK_RESTORE,
@@ -31,8 +29,9 @@ from simulator.messages import (
     TrainInstruction,
     TrainReply,
 )
-from wire.flwr_internals import copy_message
-from wire.records import from_record, metric_record, to_record
+from fedgan.wire.flwr_internals import copy_message
+from fedgan.wire.records import from_record, metric_record, to_record
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 __all__ = [
     "answer_query",

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fedgan.simulator import statecodec
+from fedgan.simulator.scenario import Scenario
+from fedgan.wire.flwr_internals import fill_numpy_array
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
-
-from simulator import statecodec
-from simulator.scenario import Scenario
-from wire.flwr_internals import fill_numpy_array
 
 RUN_CONFIG_KEY = "scenario"
 """run_config key holding the scenario as JSON (run_config only holds flat scalars)."""
@@ -147,7 +146,7 @@ def _from_file(run_config: Mapping[str, Any]) -> Scenario:
     it, as always) and any `file.py:Class` plug-in; a relative one is refused, named."""
     import shlex
 
-    from simulator.scenario import ScenarioError, load
+    from fedgan.simulator.scenario import ScenarioError, load
 
     path = Path(str(run_config[SCENARIO_FILE_KEY]))
     if not path.is_absolute():

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
-from server.protocols.fedavg import FedAvgProtocol
-from simulator.registry import Registry, RegistryError, signature, subclass_of
-from simulator.scenario import Scenario
+from fedgan.server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
+from fedgan.server.protocols.fedavg import FedAvgProtocol
+from fedgan.simulator.registry import Registry, RegistryError, signature, subclass_of
+from fedgan.simulator.scenario import Scenario
 
 if TYPE_CHECKING:
-    from server.protocols.mdgan import MDGAN
-    from server.protocols.uagan import UAGAN
+    from fedgan.server.protocols.mdgan import MDGAN
+    from fedgan.server.protocols.uagan import UAGAN
 
 __all__ = [
     "PROTOCOLS",
@@ -35,13 +35,13 @@ __all__ = [
 
 
 PROTOCOLS: Registry[type[Protocol]] = Registry(
-    "protocol", check=subclass_of(Protocol, "server.protocols.Protocol")
+    "protocol", check=subclass_of(Protocol, "fedgan.server.protocols.Protocol")
 )
 PROTOCOLS.add("fedavg", FedAvgProtocol)
 # The server-held protocols train a generator on the server (torch): imported when named, so
 # that validating a fedavg scenario does not pay for them.
-PROTOCOLS.add_lazy("mdgan", "server.protocols.mdgan:MDGAN")
-PROTOCOLS.add_lazy("uagan", "server.protocols.uagan:UAGAN")
+PROTOCOLS.add_lazy("mdgan", "fedgan.server.protocols.mdgan:MDGAN")
+PROTOCOLS.add_lazy("uagan", "fedgan.server.protocols.uagan:UAGAN")
 
 
 def __getattr__(name: str) -> object:

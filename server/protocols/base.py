@@ -19,18 +19,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from fedgan.simulator.messages import TRAIN_REPLY_KEYS, TrainReply
+from fedgan.simulator.scenario import Scenario
+from fedgan.wire.codec import arrays_of, read_train_reply
+from fedgan.wire.flwr_internals import Run
+from fedgan.wire.records import from_record
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from simulator.messages import TRAIN_REPLY_KEYS, TrainReply
-from simulator.scenario import Scenario
-from wire.codec import arrays_of, read_train_reply
-from wire.flwr_internals import Run
-from wire.records import from_record
-
 if TYPE_CHECKING:  # torch's; a protocol's checks (the preflight) do not need them
-    from simulator.gan.train import GAN
-    from simulator.prepare import FederatedData
+    from fedgan.simulator.gan.train import GAN
+    from fedgan.simulator.prepare import FederatedData
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message
-from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
-
-from server.heap import young_heap_only
-from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
-from server.strategies import STRATEGIES, build_strategy, check_strategy
-from server.strategies.critic_swap import CriticSwapFedAvg
-from server.strategies.per_network import PerNetwork
-from server.strategies.strategy_state import load_strategy_state, rebind_nodes, strategy_state
-from simulator.messages import (
+from fedgan.server.heap import young_heap_only
+from fedgan.server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
+from fedgan.server.strategies import STRATEGIES, build_strategy, check_strategy
+from fedgan.server.strategies.critic_swap import CriticSwapFedAvg
+from fedgan.server.strategies.per_network import PerNetwork
+from fedgan.server.strategies.strategy_state import (
+    load_strategy_state,
+    rebind_nodes,
+    strategy_state,
+)
+from fedgan.simulator.messages import (
     GENERATOR,
     NUM_EXAMPLES,
     TRAIN_REPLY_KEYS,
@@ -32,9 +33,11 @@ from simulator.messages import (
     select,
     split_arrays,
 )
-from simulator.prepare import FederatedData, client_ema, local_steps
-from simulator.scenario import Scenario
-from wire.records import from_record, to_record
+from fedgan.simulator.prepare import FederatedData, client_ema, local_steps
+from fedgan.simulator.scenario import Scenario
+from fedgan.wire.records import from_record, to_record
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
 
 
 class ServerEMA:

@@ -29,11 +29,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from server.protocols.base import Reply, Round, Setup
-from server.protocols.server_held import ServerHeld, generate, latents
-from simulator.lazy import lazy
-from simulator.messages import (
+from fedgan.server.protocols.base import Reply, Round, Setup
+from fedgan.server.protocols.server_held import ServerHeld, generate, latents
+from fedgan.simulator.lazy import lazy
+from fedgan.simulator.messages import (
     ANSWER_FEEDBACK,
     CRITIC_STATE,
     FAKE_CRITIC,
@@ -41,9 +40,9 @@ from simulator.messages import (
     FEEDBACK,
     select,
 )
-from simulator.scenario import Scenario
-from simulator.seeding import numpy_rng
-from wire.codec import read_step_reply
+from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.seeding import numpy_rng
+from fedgan.wire.codec import read_step_reply
 
 if TYPE_CHECKING:
     import torch

@@ -23,11 +23,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from flwr.app import Message, RecordDict
-
-from server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
-from simulator.lazy import lazy
-from simulator.messages import (
+from fedgan.server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
+from fedgan.simulator.lazy import lazy
+from fedgan.simulator.messages import (
     CRITIC_STATE,
     FAKE_SCORE,
     GENERATOR,
@@ -36,17 +34,17 @@ from simulator.messages import (
     StepInstruction,
     select,
 )
-from simulator.scenario import Scenario
-from simulator.seeding import torch_generator
-from simulator.weighting import Weighting, build_weighting, check_weighting
-from wire.codec import content, read_step_reply
-from wire.records import to_record
+from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.seeding import torch_generator
+from fedgan.simulator.weighting import Weighting, build_weighting, check_weighting
+from fedgan.wire.codec import content, read_step_reply
+from fedgan.wire.records import to_record
+from flwr.app import Message, RecordDict
 
 if TYPE_CHECKING:
     import torch
+    from fedgan.simulator.gan.train import GAN, GANState
     from torch import Tensor
-
-    from simulator.gan.train import GAN, GANState
 else:  # `check` (the preflight) needs no torch: a run imports it on first use
     torch = lazy("torch", globals(), "torch")
 
@@ -71,8 +69,8 @@ class ServerHeld(Protocol):
         weights_every: int = 1,
     ) -> None:
         # torch's, imported when a run builds the protocol (its `check` needs none of them)
-        from simulator.gan.train import GAN
-        from simulator.prepare import critic_state, initial_state
+        from fedgan.simulator.gan.train import GAN
+        from fedgan.simulator.prepare import critic_state, initial_state
 
         super().__init__(setup)
         s = setup.scenario
@@ -178,7 +176,7 @@ class ServerHeld(Protocol):
 
     def expect(self, r: Round, step: int) -> Expect:
         t = self.step_of(r, step)
-        from simulator.messages import answer_shapes
+        from fedgan.simulator.messages import answer_shapes
 
         arrays = answer_shapes(self.answer, self.setup.scenario.gan.batch_size, self.dim)
         reference = None
@@ -198,7 +196,7 @@ class ServerHeld(Protocol):
         self._shares = {rep.partition_id: float(v) for rep, v in zip(replies, w, strict=True)}
         z, e, loss = self.feedback(replies, w)
         lr = self.gan.config.lr_scale(t, self.total)
-        from simulator.gan.split import generator_step
+        from fedgan.simulator.gan.split import generator_step
 
         self.gstate = generator_step(self.gan, self.gstate, z, e, lr)
         self._losses.append(float(loss))
@@ -291,7 +289,7 @@ class ServerHeld(Protocol):
         return {}
 
     def load_state(self, state: ProtocolState) -> None:
-        from simulator.prepare import initial_state
+        from fedgan.simulator.prepare import initial_state
 
         self.gstate = initial_state(self.setup.scenario, self.gan).load_arrays(
             dict(state.arrays) | dict(state.server)

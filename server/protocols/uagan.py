@@ -25,20 +25,19 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from server.protocols.base import Reply, Round, Setup
-from server.protocols.server_held import ServerHeld, generate, latents
-from simulator.gan.objectives import OBJECTIVES
-from simulator.lazy import lazy
-from simulator.messages import (
+from fedgan.server.protocols.base import Reply, Round, Setup
+from fedgan.server.protocols.server_held import ServerHeld, generate, latents
+from fedgan.simulator.gan.objectives import OBJECTIVES
+from fedgan.simulator.lazy import lazy
+from fedgan.simulator.messages import (
     ANSWER_LOGITS,
     FAKE_CRITIC,
     FAKE_FEEDBACK,
     LOGIT_GRADS,
     LOGITS,
 )
-from simulator.registry import RegistryError
-from simulator.scenario import Scenario
+from fedgan.simulator.registry import RegistryError
+from fedgan.simulator.scenario import Scenario
 
 if TYPE_CHECKING:
     import torch
@@ -117,7 +116,7 @@ class UAGAN(ServerHeld):
         logits = torch.as_tensor(np.stack([a[LOGITS] for a in answers]))
         grads = torch.as_tensor(np.stack([a[LOGIT_GRADS] for a in answers]))
         log_pi = torch.log(torch.as_tensor(w, dtype=logits.dtype))
-        from simulator.gan.split import uagan_feedback
+        from fedgan.simulator.gan.split import uagan_feedback
 
         e, loss = uagan_feedback(self.gan, logits, grads, log_pi)
         assert self._z is not None

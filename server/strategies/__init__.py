@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, cast
 
+from fedgan.simulator.messages import TRAIN_LOSS
+from fedgan.simulator.registry import Registry, RegistryError, Signature, signature, subclass_of
 from flwr.serverapp.strategy import (
     Bulyan,
     FedAdagrad,
@@ -25,9 +27,6 @@ from flwr.serverapp.strategy import (
     QFedAvg,
     Strategy,
 )
-
-from simulator.messages import TRAIN_LOSS
-from simulator.registry import Registry, RegistryError, Signature, signature, subclass_of
 
 STRATEGIES: Registry[type[Strategy]] = Registry(
     "strategy", check=subclass_of(Strategy, "flwr.serverapp.strategy.Strategy")
@@ -127,8 +126,8 @@ def build_strategy(name: str, params: dict[str, Any]) -> Strategy:
 
 
 # The simulator's own rules, registered after the built-ins (they import this package's helpers).
-from server.strategies.critic_swap import CriticSwapFedAvg  # noqa: E402
-from server.strategies.fair import (  # noqa: E402
+from fedgan.server.strategies.critic_swap import CriticSwapFedAvg  # noqa: E402
+from fedgan.server.strategies.fair import (  # noqa: E402
     AgnosticFedAvg,
     CoverageWeightedFedAvg,
     GroupAwareFedAvg,

@@ -17,12 +17,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from fedgan.simulator.messages import ARRAYS, CONFIG, CRITIC_PREFIXES, select
+from fedgan.wire.codec import arrays_of, config_of, reply_partition
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-
-from simulator.messages import ARRAYS, CONFIG, CRITIC_PREFIXES, select
-from wire.codec import arrays_of, config_of, reply_partition
 
 
 class CriticSwapFedAvg(FedAvg):

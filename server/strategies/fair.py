@@ -24,10 +24,7 @@ from logging import INFO
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAvg, QFedAvg
-
-from simulator.messages import (
+from fedgan.simulator.messages import (
     GROUP_N,
     LOCAL_COVERAGE,
     PARTITION_ID,
@@ -35,7 +32,7 @@ from simulator.messages import (
     hits_key,
     local_key,
 )
-from simulator.weighting import (
+from fedgan.simulator.weighting import (
     agnostic_weights,
     check,
     check_agnostic,
@@ -46,13 +43,15 @@ from simulator.weighting import (
     group_aware_weights,
     group_deficits,
 )
-from wire.flwr_internals import (
+from fedgan.wire.flwr_internals import (
     AggregationError,
     aggregate_arrayrecords,
     check_and_log_replies,
     copy_message,
     log,
 )
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg, QFedAvg
 
 WEIGHT_KEY = "fair.weight"
 """MetricRecord key the weighted strategies write each reply's aggregation weight under."""

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from fedgan.simulator.messages import ARRAYS, CONFIG, CRITIC_PREFIXES, METRICS
+from fedgan.wire.codec import arrays_of, config_of, with_content
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
-
-from simulator.messages import ARRAYS, CONFIG, CRITIC_PREFIXES, METRICS
-from wire.codec import arrays_of, config_of, with_content
 
 
 def _split(record: ArrayRecord) -> tuple[ArrayRecord, ArrayRecord]:

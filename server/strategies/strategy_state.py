@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import fedgan.wire.records  # noqa: F401 - registers Flower's records as storable state
+from fedgan.server.strategies.per_network import PerNetwork
+from fedgan.simulator.statecodec import is_data
 from flwr.serverapp.strategy import Strategy
-
-import wire.records  # noqa: F401 - registers Flower's records as storable state
-from server.strategies.per_network import PerNetwork
-from simulator.statecodec import is_data
 
 NESTED = "__nested__"
 """Key of the sub-dict holding nested strategies' states, by attribute name."""

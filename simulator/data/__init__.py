@@ -5,11 +5,11 @@
 `module:attr` / `file.py:attr` plug-ins.
 """
 
-from simulator.data.base import DataError, Dataset, Modes
-from simulator.data.registry import DATASETS, DatasetFactory, dataset_params, load_dataset
+from fedgan.simulator.data.base import DataError, Dataset, Modes
+from fedgan.simulator.data.registry import DATASETS, DatasetFactory, dataset_params, load_dataset
 
 # Imported for their registrations.
-from simulator.data import mixtures, digits, table  # noqa: E402, F401  # isort: skip
+from fedgan.simulator.data import mixtures, digits, table  # noqa: E402, F401  # isort: skip
 
 __all__ = [
     "DATASETS",

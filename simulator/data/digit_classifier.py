@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedgan.simulator.data.base import DataError
+from fedgan.simulator.data.digit_arrays import load_digit_arrays as load_digit_arrays
 from torch import nn
-
-from simulator.data.base import DataError
-from simulator.data.digit_arrays import load_digit_arrays as load_digit_arrays
 
 # Bump whenever the architecture, split or training recipe changes: the version is part of the
 # cache file's name and is checked inside it, so stale weights are never loaded.

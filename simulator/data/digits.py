@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-
-from simulator.data.base import (
+from fedgan.simulator.data.base import (
     DataError,
     Dataset,
     allocate_counts,
@@ -15,7 +14,7 @@ from simulator.data.base import (
     check_n_samples,
     normalize_weights,
 )
-from simulator.data.registry import DATASETS
+from fedgan.simulator.data.registry import DATASETS
 
 IMAGE_SHAPE = (1, 8, 8)
 STACKED_SHAPE = (3, 8, 8)
@@ -132,7 +131,7 @@ def stacked_digits(n_samples: int | None = 10000, seed: int = 0) -> Dataset:
     # [n, 3, 64] → [n, 192]: channel-major, matching image_shape (C, H, W) flattened.
     X = X_all[idx].reshape(n, 3 * 64)
     mode = 100 * d[:, 0] + 10 * d[:, 1] + d[:, 2]
-    from simulator.data.digit_classifier import get_digit_classifier  # torch: when scoring
+    from fedgan.simulator.data.digit_classifier import get_digit_classifier  # torch: when scoring
 
     clf = get_digit_classifier()
     return Dataset(
@@ -158,6 +157,6 @@ DATASETS.add("stacked_digits", stacked_digits)
 def _digit_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits (`digit_arrays.load_digit_arrays`), imported on use: scikit-learn
     takes a second to import, which a scenario on other data never needs."""
-    from simulator.data.digit_arrays import load_digit_arrays
+    from fedgan.simulator.data.digit_arrays import load_digit_arrays
 
     return load_digit_arrays()

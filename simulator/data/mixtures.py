@@ -10,8 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-
-from simulator.data.base import (
+from fedgan.simulator.data.base import (
     DataError,
     Dataset,
     Modes,
@@ -21,7 +20,7 @@ from simulator.data.base import (
     check_n_samples,
     normalize_weights,
 )
-from simulator.data.registry import DATASETS
+from fedgan.simulator.data.registry import DATASETS
 
 DEFAULT_N = 5000
 

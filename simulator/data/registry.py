@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simulator.data.base import DataError, Dataset, check_int
-from simulator.registry import Registry, RegistryError, Signature, is_path_type, signature
+from fedgan.simulator.data.base import DataError, Dataset, check_int
+from fedgan.simulator.registry import Registry, RegistryError, Signature, is_path_type, signature
 
 # A factory is called as factory(n_samples=..., seed=..., **params) and returns a Dataset.
 # Callable[..., Dataset] rather than a Protocol with **params: factories have concrete keyword

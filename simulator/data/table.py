@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from fedgan.simulator.data.base import DataError, Dataset, check_n_samples
+from fedgan.simulator.data.registry import DATASETS
 from pandas.api import types as ptypes
-
-from simulator.data.base import DataError, Dataset, check_n_samples
-from simulator.data.registry import DATASETS
 
 SUFFIXES = (".csv", ".parquet")
 

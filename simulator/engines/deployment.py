@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import tomli_w
-
-from simulator.engines.local_cluster import (
+from fedgan.simulator.engines.local_cluster import (
     CONNECTION,
     ClusterError,
     cli_json,

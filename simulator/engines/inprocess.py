@@ -39,6 +39,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from fedgan.simulator.messages import NODE_NUM_PARTITIONS, NODE_PARTITION_ID
+from fedgan.wire import flwr_internals as fi
+from fedgan.wire.flwr_internals import Run
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -51,10 +54,6 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-
-from simulator.messages import NODE_NUM_PARTITIONS, NODE_PARTITION_ID
-from wire import flwr_internals as fi
-from wire.flwr_internals import Run
 
 __all__ = [
     "DEFAULT_RUN_ID",

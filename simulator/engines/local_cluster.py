@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-
-from simulator.engines.procs import ProcKey, alive, descendants, wait_gone
-from simulator.messages import NODE_NUM_PARTITIONS, NODE_PARTITION_ID
+from fedgan.simulator.engines.procs import ProcKey, alive, descendants, wait_gone
+from fedgan.simulator.messages import NODE_NUM_PARTITIONS, NODE_PARTITION_ID
 
 __all__ = [
     "CONNECTION",

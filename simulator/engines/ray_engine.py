@@ -57,12 +57,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from fedgan.simulator.engines.procs import ProcKey, descendants, wait_gone
+from fedgan.wire import flwr_internals as fi
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-
-from simulator.engines.procs import ProcKey, descendants, wait_gone
-from wire import flwr_internals as fi
 
 __all__ = ["RayNotInstalledError", "run_ray", "with_run_config"]
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simulator.progress import ProgressHook, watching
-from simulator.scenario import Scenario, resolved_yaml
+from fedgan.simulator.progress import ProgressHook, watching
+from fedgan.simulator.scenario import Scenario, resolved_yaml
 
 if TYPE_CHECKING:  # torch and the metrics behind it: imported by the runs, not the preflight
-    from simulator.centralized import RunResult
+    from fedgan.simulator.centralized import RunResult
 
 ENGINES = ("inprocess", "ray", "vectorized", "deployment")
 
@@ -37,13 +37,13 @@ def _data_problems(s: Scenario) -> list[str]:
     """`simulator.prepare.data_problems`: the data at full size, its held-out split and,
     federated, the partition — built as the run builds them (and cached for it), without
     torch or the metrics (`simulator.prepare` is light at import)."""
-    from simulator.prepare import data_problems
+    from fedgan.simulator.prepare import data_problems
 
     return data_problems(s)
 
 
 def _protocol_problems(s: Scenario) -> list[str]:
-    from server.protocols import check_protocol
+    from fedgan.server.protocols import check_protocol
 
     return check_protocol(s)
 
@@ -63,8 +63,8 @@ def run_federated(
 ) -> RunResult:
     """Run the scenario's ServerApp and ClientApp on `s.engine` and return the run folder;
     `progress` hears of every round (from the folder's progress file, on every engine)."""
-    from simulator.registry import RegistryError
-    from simulator.store import RunStore
+    from fedgan.simulator.registry import RegistryError
+    from fedgan.simulator.store import RunStore
 
     assert s.federation is not None
     problems = check_scenario(s)
@@ -96,10 +96,16 @@ def resume_federated(
     horizon would move). A finished run with nothing to add is returned as it is.
     Raises ScenarioError (bad scenario file or override) or ValueError (not a resumable run).
     """
-    from simulator.centralized import RunResult
-    from simulator.scenario import ScenarioError, apply_overrides, load, resolved_yaml, validate
-    from simulator.store import RunStore, atomic_write_text, load_run, run_is_finished
-    from simulator.yamlsafe import load_yaml
+    from fedgan.simulator.centralized import RunResult
+    from fedgan.simulator.scenario import (
+        ScenarioError,
+        apply_overrides,
+        load,
+        resolved_yaml,
+        validate,
+    )
+    from fedgan.simulator.store import RunStore, atomic_write_text, load_run, run_is_finished
+    from fedgan.simulator.yamlsafe import load_yaml
 
     path = Path(run_dir)
     if not (path / "scenario.yaml").is_file():
@@ -149,17 +155,17 @@ def resume_federated(
 
 
 def _last_checkpoint_round(path: Path) -> int:
-    from simulator.checkpoint import load_latest
+    from fedgan.simulator.checkpoint import load_latest
 
     ckpt = load_latest(path)
     return ckpt.round if ckpt is not None else 0
 
 
 def _run_in(s: Scenario, path: Path, resume: bool, progress: ProgressHook | None) -> RunResult:
-    from server.app import RESUME_KEY, RUN_DIR_KEY
-    from simulator.centralized import RunResult
-    from simulator.store import load_run
-    from wire.records import RUN_CONFIG_KEY
+    from fedgan.server.app import RESUME_KEY, RUN_DIR_KEY
+    from fedgan.simulator.centralized import RunResult
+    from fedgan.simulator.store import load_run
+    from fedgan.wire.records import RUN_CONFIG_KEY
 
     run_config: dict[str, bool | int | float | str] = {
         RUN_CONFIG_KEY: s.to_json(),
@@ -184,21 +190,21 @@ def _run_in(s: Scenario, path: Path, resume: bool, progress: ProgressHook | None
 
 
 def _run_engine(s: Scenario, n: int, run_config: dict[str, bool | int | float | str]) -> None:
-    from clients.app import app as client_app
-    from server.app import RUN_DIR_KEY
-    from server.app import app as server_app
+    from fedgan.clients.app import app as client_app
+    from fedgan.server.app import RUN_DIR_KEY
+    from fedgan.server.app import app as server_app
 
     if s.engine.name == "inprocess":
-        from simulator.engines.inprocess import run_inprocess
+        from fedgan.simulator.engines.inprocess import run_inprocess
 
         run_inprocess(server_app, client_app, n, run_config)
     elif s.engine.name == "vectorized":
-        from simulator.engines.vectorized import run_vectorized
+        from fedgan.simulator.engines.vectorized import run_vectorized
 
         spill = str(run_config[RUN_DIR_KEY])
         run_vectorized(server_app, client_app, n, run_config, spill_dir=spill)
     else:
-        from simulator.engines.ray_engine import run_ray
+        from fedgan.simulator.engines.ray_engine import run_ray
 
         os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")
         init_args: dict[str, object] = {"logging_level": "ERROR", "log_to_driver": False}
@@ -224,7 +230,7 @@ def _run_deployment(
     s: Scenario, run_config: dict[str, bool | int | float | str], run_dir: Path
 ) -> None:
     """Submit to the SuperLink at `engine.address`; the ServerApp there writes `run_dir`."""
-    from simulator.engines.deployment import run_deployment
+    from fedgan.simulator.engines.deployment import run_deployment
 
     cert = s.engine.root_certificates
     if cert is not None and not Path(cert).is_file():

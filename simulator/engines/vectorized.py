@@ -34,15 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Message, MessageType
-from flwr.clientapp import ClientApp
-from flwr.serverapp import ServerApp
-
-from clients.answers import StepRequest, StepUpdate, clients_step
-from clients.requests import TrainRequest
-from clients.training import ClientUpdate, clients_train
-from simulator.devices import resolve_device
-from simulator.engines.inprocess import (
+from fedgan.clients.answers import StepRequest, StepUpdate, clients_step
+from fedgan.clients.requests import TrainRequest
+from fedgan.clients.training import ClientUpdate, clients_train
+from fedgan.simulator.devices import resolve_device
+from fedgan.simulator.engines.inprocess import (
     DEFAULT_RUN_ID,
     ClientCall,
     InProcessGrid,
@@ -50,10 +46,10 @@ from simulator.engines.inprocess import (
     partition_id_of,
     run_serverapp,
 )
-from simulator.messages import ASK_PRIVATE, ASK_RESTORE, generator_travels
-from simulator.private_store import PrivateStore
-from wire import flwr_internals as fi
-from wire.codec import (
+from fedgan.simulator.messages import ASK_PRIVATE, ASK_RESTORE, generator_travels
+from fedgan.simulator.private_store import PrivateStore
+from fedgan.wire import flwr_internals as fi
+from fedgan.wire.codec import (
     answer_query,
     arrays_of,
     read_query,
@@ -62,7 +58,16 @@ from wire.codec import (
     step_reply,
     train_reply,
 )
-from wire.records import PRIVATE_STATE, from_record, scenario_from, to_decoded_record, to_record
+from fedgan.wire.records import (
+    PRIVATE_STATE,
+    from_record,
+    scenario_from,
+    to_decoded_record,
+    to_record,
+)
+from flwr.app import Message, MessageType
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 
 __all__ = ["VectorizedGrid", "run_vectorized"]
 

@@ -64,9 +64,8 @@ def _one(job: Job) -> Outcome:
     import time
 
     import torch
-
-    from simulator.api import run
-    from simulator.summary import headline, main_scope
+    from fedgan.simulator.api import run
+    from fedgan.simulator.summary import headline, main_scope
 
     torch.set_num_threads(1)  # tiny models: threads only contend on the shared cores
     path = Path(job.scenario)

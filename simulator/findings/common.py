@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedgan.simulator.gan.networks import NetworkSpec
+from fedgan.simulator.gan.optim import OptimizerSpec
+from fedgan.simulator.gan.train import GAN, GANConfig, GANState
 from torch import Tensor
-
-from simulator.gan.networks import NetworkSpec
-from simulator.gan.optim import OptimizerSpec
-from simulator.gan.train import GAN, GANConfig, GANState
 
 
 @dataclass

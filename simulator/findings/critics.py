@@ -8,10 +8,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
-from simulator.data import load_dataset
-from simulator.findings.common import (
+from fedgan.simulator.data import load_dataset
+from fedgan.simulator.findings.common import (
     Finding,
     make_gan,
     md_table,
@@ -21,12 +19,13 @@ from simulator.findings.common import (
     save_figure,
     train_critic,
 )
-from simulator.gan.diagnostics import clip_saturation, lipschitz_estimates
-from simulator.gan.lipschitz import gradient_norms, input_gradients
-from simulator.gan.networks import TwoBranchCritic, layer_spectral_norms
-from simulator.gan.train import GAN, GANState
-from simulator.metrics import mode_metrics
-from simulator.seeding import derive_seed, torch_generator
+from fedgan.simulator.gan.diagnostics import clip_saturation, lipschitz_estimates
+from fedgan.simulator.gan.lipschitz import gradient_norms, input_gradients
+from fedgan.simulator.gan.networks import TwoBranchCritic, layer_spectral_norms
+from fedgan.simulator.gan.train import GAN, GANState
+from fedgan.simulator.metrics import mode_metrics
+from fedgan.simulator.seeding import derive_seed, torch_generator
+from torch import Tensor, nn
 
 C = 0.01
 """The WGAN clipping box ±c."""

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
-from simulator.findings.common import (
+from fedgan.simulator.findings.common import (
     Finding,
     fit_slope,
     make_gan,
@@ -20,9 +18,10 @@ from simulator.findings.common import (
     save_figure,
     train_critic,
 )
-from simulator.gan.diagnostics import generator_gradient_profile, js_estimate
-from simulator.gan.train import GAN, GANState
-from simulator.seeding import derive_seed, torch_generator
+from fedgan.simulator.gan.diagnostics import generator_gradient_profile, js_estimate
+from fedgan.simulator.gan.train import GAN, GANState
+from fedgan.simulator.seeding import derive_seed, torch_generator
+from torch import Tensor, nn
 
 LN2 = math.log(2.0)
 

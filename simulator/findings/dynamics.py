@@ -9,10 +9,16 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from simulator.findings.common import Finding, md_table, mean_std, nanmean, pyplot, save_figure
-from simulator.gan.diagnostics import GameJacobian, dirac_gan, game_jacobian
-from simulator.gan.train import GAN, GANState
+from fedgan.simulator.findings.common import (
+    Finding,
+    md_table,
+    mean_std,
+    nanmean,
+    pyplot,
+    save_figure,
+)
+from fedgan.simulator.gan.diagnostics import GameJacobian, dirac_gan, game_jacobian
+from fedgan.simulator.gan.train import GAN, GANState
 
 R1 = {"lam": 0.5, "sampling": "real", "center": 0.0}
 VARIANTS: dict[str, tuple[str, float, dict[str, object] | None]] = {

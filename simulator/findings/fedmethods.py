@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from simulator.findings.batch import Outcome
-from simulator.findings.bootstrap import Interval, bonferroni, paired_bootstrap
-from simulator.metrics.diagnosis import kept
+from fedgan.simulator.findings.batch import Outcome
+from fedgan.simulator.findings.bootstrap import Interval, bonferroni, paired_bootstrap
+from fedgan.simulator.metrics.diagnosis import kept
 
 PROTOCOLS = ("fedavg", "mdgan", "uagan")
 LABELS = {"fedavg": "FedAvg", "mdgan": "MD-GAN", "uagan": "UA-GAN", "centralized": "twin"}
@@ -98,7 +97,7 @@ def every_method(rules_for_fedavg: Sequence[str] = ()) -> list[Method]:
 def unavailable(scenario: Path, overrides: Sequence[str], centralized: bool = False) -> str:
     """Why the code under test cannot run the scenario with these overrides — the problems
     `fedgan validate` reports — or '' when it can."""
-    from simulator.api import check
+    from fedgan.simulator.api import check
 
     return "; ".join(check(scenario, list(overrides), centralized=centralized))
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from simulator.data import load_dataset
-from simulator.findings.common import (
+from fedgan.simulator.data import load_dataset
+from fedgan.simulator.findings.common import (
     Finding,
     make_gan,
     md_table,
@@ -18,8 +17,8 @@ from simulator.findings.common import (
     save_figure,
     train_critic,
 )
-from simulator.gan.diagnostics import generator_gradient_profile
-from simulator.seeding import derive_seed, torch_generator
+from fedgan.simulator.gan.diagnostics import generator_gradient_profile
+from fedgan.simulator.seeding import derive_seed, torch_generator
 
 LOSSES = ("saturating", "non_saturating")
 LOW, HIGH = 0.1, 0.3

@@ -6,12 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from simulator.data import load_dataset
-from simulator.evaluate import Evaluator
-from simulator.findings.batch import Job, Outcome, run_jobs
-from simulator.findings.common import Finding, md_table, mean_std, nanmean, pyplot, save_figure
-from simulator.seeding import numpy_rng
+from fedgan.simulator.data import load_dataset
+from fedgan.simulator.evaluate import Evaluator
+from fedgan.simulator.findings.batch import Job, Outcome, run_jobs
+from fedgan.simulator.findings.common import (
+    Finding,
+    md_table,
+    mean_std,
+    nanmean,
+    pyplot,
+    save_figure,
+)
+from fedgan.simulator.seeding import numpy_rng
 
 # ---- item 4: f-GAN reverse KL vs forward KL ----------------------------------------------------
 

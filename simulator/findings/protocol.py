@@ -6,9 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from simulator.findings.batch import Job, Outcome, run_jobs
-from simulator.findings.common import Finding, md_table, mean_std, nanmean, pyplot, save_figure
+from fedgan.simulator.findings.batch import Job, Outcome, run_jobs
+from fedgan.simulator.findings.common import (
+    Finding,
+    md_table,
+    mean_std,
+    nanmean,
+    pyplot,
+    save_figure,
+)
 
 NONE = "gan.lipschitz={name: none}"
 SN_ADAM = ("gan.g_opt={lr: 2.0e-4, betas: [0.0, 0.9]}", "gan.d_opt={lr: 2.0e-4, betas: [0.0, 0.9]}")

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from simulator.findings.batch import Job, Outcome, run_jobs
-from simulator.findings.common import Finding, md_table, mean_std, pyplot, save_figure
-from simulator.metrics.diagnosis import KEEP_COVERAGE, kept
+from fedgan.simulator.findings.batch import Job, Outcome, run_jobs
+from fedgan.simulator.findings.common import Finding, md_table, mean_std, pyplot, save_figure
+from fedgan.simulator.metrics.diagnosis import KEEP_COVERAGE, kept
 
 MINORITY = ("0", "1")
 BUDGETS: dict[float, tuple[int, ...]] = {0.02: (2000, 4000, 8000, 16000), 0.05: (2000, 4000)}

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from simulator.findings.batch import SCENARIOS, Job, Outcome, run_jobs
-from simulator.findings.bootstrap import Interval, bonferroni, bootstrap_mean
-from simulator.findings.common import Finding, md_table, mean_std, pyplot, save_figure
-from simulator.findings.fedmethods import (
+from fedgan.simulator.findings.batch import SCENARIOS, Job, Outcome, run_jobs
+from fedgan.simulator.findings.bootstrap import Interval, bonferroni, bootstrap_mean
+from fedgan.simulator.findings.common import Finding, md_table, mean_std, pyplot, save_figure
+from fedgan.simulator.findings.fedmethods import (
     NONE,
     PROTOCOLS,
     WEIGHTINGS,
@@ -30,7 +29,7 @@ from simulator.findings.fedmethods import (
     unavailable,
     unproduced,
 )
-from simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE
+from fedgan.simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE
 
 SCENARIO = "federation.yaml"
 ALPHAS = (0.05, 0.3, 1.0, 100.0)

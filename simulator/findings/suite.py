@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from simulator.findings import (
+from fedgan.simulator.findings import (
     critics,
     divergences,
     dynamics,
@@ -23,7 +22,7 @@ from simulator.findings import (
     regime,
     skew,
 )
-from simulator.findings.common import Finding
+from fedgan.simulator.findings.common import Finding
 
 ItemFn = Callable[[bool, Path, int], Finding]
 

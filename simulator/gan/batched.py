@@ -20,10 +20,9 @@ from dataclasses import fields
 
 import numpy as np
 import torch
+from fedgan.simulator.gan import fastmlp
+from fedgan.simulator.gan.train import ARRAY_GROUPS, GAN, GANState, Params, StepNoise, draw_blocks
 from torch import Tensor
-
-from simulator.gan import fastmlp
-from simulator.gan.train import ARRAY_GROUPS, GAN, GANState, Params, StepNoise, draw_blocks
 
 STATE_GROUPS = ("g", "d", "d_buf", "g_opt", "d_opt", "g_ema", "g_anchor", "d_anchor")
 """The tensor dicts of a `GANState` (everything but the integer step counter)."""
@@ -262,7 +261,7 @@ def lipschitz_batched(
     """`diagnostics.lipschitz_metrics` for every client of a stacked state: each key → [C].
     Client c's points and noise are drawn from `gens[c]` exactly as the sequential call draws
     them; the estimates are the same pure function, vmapped (for MLPs: `FastMLP.lipschitz`)."""
-    from simulator.gan.diagnostics import lipschitz_draw, lipschitz_tensors
+    from fedgan.simulator.gan.diagnostics import lipschitz_draw, lipschitz_tensors
 
     draws = [lipschitz_draw(gan, n_data[c], g, n) for c, g in enumerate(gens)]
     idx, z, eps = (torch.stack([d[i] for d in draws]).to(data.device) for i in range(3))

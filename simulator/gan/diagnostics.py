@@ -21,18 +21,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from simulator.gan import fastmlp
-from simulator.gan.lipschitz import input_gradients
-from simulator.gan.networks import (
+from fedgan.simulator.gan import fastmlp
+from fedgan.simulator.gan.lipschitz import input_gradients
+from fedgan.simulator.gan.networks import (
     NetworkSpec,
     TwoBranchCritic,
     layer_spectral_norm_tensors,
     layer_spectral_norms,
 )
-from simulator.gan.optim import OptimizerSpec
-from simulator.gan.train import GAN, GANConfig, GANState
+from fedgan.simulator.gan.optim import OptimizerSpec
+from fedgan.simulator.gan.train import GAN, GANConfig, GANState
+from torch import Tensor, nn
 
 Params = dict[str, Tensor]
 

@@ -40,12 +40,11 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from fedgan.simulator.gan import lipschitz, objectives
+from fedgan.simulator.gan.networks import MLPCritic, MLPGenerator
+from fedgan.simulator.gan.optim import OptimizerSpec
+from fedgan.simulator.gan.state import GANConfig, GANState, Params, StepNoise, draw_blocks
 from torch import Tensor, nn
-
-from simulator.gan import lipschitz, objectives
-from simulator.gan.networks import MLPCritic, MLPGenerator
-from simulator.gan.optim import OptimizerSpec
-from simulator.gan.state import GANConfig, GANState, Params, StepNoise, draw_blocks
 
 
 class GAN(Protocol):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.registry import Registry
+from fedgan.simulator.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,6 @@ CRITICS: Registry[Callable[..., Any]] = Registry("critic network", check=_callab
 # their names without torch, and `simulator.gan.networks` (which imports this module) stays
 # the one place that builds them.
 for _kind in ("mlp", "conv"):
-    GENERATORS.add_lazy(_kind, f"simulator.gan.networks:{_kind}_generator")
+    GENERATORS.add_lazy(_kind, f"fedgan.simulator.gan.networks:{_kind}_generator")
 for _kind in ("mlp", "two_branch", "conv"):
-    CRITICS.add_lazy(_kind, f"simulator.gan.networks:{_kind}_critic")
+    CRITICS.add_lazy(_kind, f"fedgan.simulator.gan.networks:{_kind}_critic")

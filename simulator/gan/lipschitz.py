@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from simulator.lazy import lazy
-from simulator.registry import Registry, RegistryError, signature, subclass_of
+from fedgan.simulator.lazy import lazy
+from fedgan.simulator.registry import Registry, RegistryError, signature, subclass_of
 
 if TYPE_CHECKING:
     import torch

@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 
 # Defined with the registries the schema reads without torch; re-exported from here.
-from simulator.gan.kinds import CRITICS as CRITICS
-from simulator.gan.kinds import GENERATORS as GENERATORS
-from simulator.gan.kinds import NetworkSpec as NetworkSpec
+from fedgan.simulator.gan.kinds import CRITICS as CRITICS
+from fedgan.simulator.gan.kinds import GENERATORS as GENERATORS
+from fedgan.simulator.gan.kinds import NetworkSpec as NetworkSpec
+from torch import Tensor, nn
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,

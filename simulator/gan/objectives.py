@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from simulator.lazy import lazy
-from simulator.registry import Registry, subclass_of
+from fedgan.simulator.lazy import lazy
+from fedgan.simulator.registry import Registry, subclass_of
 
 if TYPE_CHECKING:
     import torch

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from simulator.lazy import lazy
+from fedgan.simulator.lazy import lazy
 
 if TYPE_CHECKING:
     import torch

@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+from fedgan.simulator.gan import optim
+from fedgan.simulator.gan.lipschitz import input_gradients
+from fedgan.simulator.gan.train import GAN, GANState, Params
 from torch import Tensor
-
-from simulator.gan import optim
-from simulator.gan.lipschitz import input_gradients
-from simulator.gan.train import GAN, GANState, Params
 
 
 def critic_steps(

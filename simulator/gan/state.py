@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedgan.simulator.gan.networks import NetworkSpec
+from fedgan.simulator.gan.optim import OptimizerSpec
 from torch import Tensor
-
-from simulator.gan.networks import NetworkSpec
-from simulator.gan.optim import OptimizerSpec
 
 Params = dict[str, Tensor]
 

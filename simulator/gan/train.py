@@ -14,26 +14,25 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.func import functional_call
-
-from simulator.gan import fastmlp, optim
-from simulator.gan.lipschitz import LipschitzControl, get_control
-from simulator.gan.networks import (
+from fedgan.simulator.gan import fastmlp, optim
+from fedgan.simulator.gan.lipschitz import LipschitzControl, get_control
+from fedgan.simulator.gan.networks import (
     SN_LAYERS,
     build_critic,
     build_generator,
     power_iteration,
 )
-from simulator.gan.objectives import Objective, get_objective
-from simulator.gan.state import ARRAY_GROUPS as ARRAY_GROUPS  # re-exported: the old home
-from simulator.gan.state import DRAW_BLOCK as DRAW_BLOCK
-from simulator.gan.state import SCHEDULES as SCHEDULES
-from simulator.gan.state import GANConfig as GANConfig
-from simulator.gan.state import GANState as GANState
-from simulator.gan.state import Params as Params
-from simulator.gan.state import StepNoise as StepNoise
-from simulator.gan.state import draw_blocks as draw_blocks
+from fedgan.simulator.gan.objectives import Objective, get_objective
+from fedgan.simulator.gan.state import ARRAY_GROUPS as ARRAY_GROUPS  # re-exported: the old home
+from fedgan.simulator.gan.state import DRAW_BLOCK as DRAW_BLOCK
+from fedgan.simulator.gan.state import SCHEDULES as SCHEDULES
+from fedgan.simulator.gan.state import GANConfig as GANConfig
+from fedgan.simulator.gan.state import GANState as GANState
+from fedgan.simulator.gan.state import Params as Params
+from fedgan.simulator.gan.state import StepNoise as StepNoise
+from fedgan.simulator.gan.state import draw_blocks as draw_blocks
+from torch import Tensor, nn
+from torch.func import functional_call
 
 
 def _prox(params: Params, anchor: Params, mu: float) -> Tensor:

@@ -2,11 +2,11 @@
 a coarse diagnosis and the Fréchet distance. Framework-free (numpy, scipy, torch CPU kernels).
 """
 
-from simulator.metrics.diagnosis import Diagnosis, diagnose
-from simulator.metrics.frechet import frechet_distance
-from simulator.metrics.groups import GroupReport, group_prdc
-from simulator.metrics.modes import ModeMetrics, mode_metrics
-from simulator.metrics.prdc import PRDC, expected_coverage, prdc
+from fedgan.simulator.metrics.diagnosis import Diagnosis, diagnose
+from fedgan.simulator.metrics.frechet import frechet_distance
+from fedgan.simulator.metrics.groups import GroupReport, group_prdc
+from fedgan.simulator.metrics.modes import ModeMetrics, mode_metrics
+from fedgan.simulator.metrics.prdc import PRDC, expected_coverage, prdc
 
 __all__ = [
     "PRDC",

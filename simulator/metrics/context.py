@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from fedgan.simulator.metrics.prdc import PRDC
 from numpy.typing import NDArray
-
-from simulator.metrics.prdc import PRDC
 
 Row = dict[str, Any]
 

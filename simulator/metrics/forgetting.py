@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedgan.simulator.metrics.neighbours import _ball_pairs, sqdist
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
-
-from simulator.metrics.neighbours import _ball_pairs, sqdist
 
 FORGOTTEN_MASS_RATIO = 0.1
 """A group is forgotten when its generated mass is below this × its share of the on-support

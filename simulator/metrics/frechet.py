@@ -6,9 +6,8 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+from fedgan.simulator.metrics.validation import as_features, check_same_dim
 from numpy.typing import ArrayLike, NDArray
-
-from simulator.metrics.validation import as_features, check_same_dim
 
 
 def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike, *, eps: float = 1e-6) -> float:

@@ -12,8 +12,8 @@ units; n = the group's generated samples).
 
 from __future__ import annotations
 
-from simulator.metrics.context import GroupingContext, Row, group_row
-from simulator.metrics.frechet import frechet_distance
+from fedgan.simulator.metrics.context import GroupingContext, Row, group_row
+from fedgan.simulator.metrics.frechet import frechet_distance
 
 
 def group_frechet_rows(ctx: GroupingContext) -> list[Row]:

@@ -8,9 +8,9 @@ group's held-out points; n = samples), `mass_ratio` (mass / (true share · on-su
 
 from __future__ import annotations
 
-from simulator.metrics import forgetting
-from simulator.metrics.context import GroupingContext, Row, group_row
-from simulator.metrics.rules import RULES
+from fedgan.simulator.metrics import forgetting
+from fedgan.simulator.metrics.context import GroupingContext, Row, group_row
+from fedgan.simulator.metrics.rules import RULES
 
 
 def mass_rows(ctx: GroupingContext) -> list[Row]:

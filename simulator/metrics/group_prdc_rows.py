@@ -10,8 +10,8 @@ per-sample terms) and `<metric>.q<quantile>`; per grouping: `<metric>.group_min`
 
 from __future__ import annotations
 
-from simulator.metrics.context import GroupingContext, Row, group_row
-from simulator.metrics.groups import group_prdc
+from fedgan.simulator.metrics.context import GroupingContext, Row, group_row
+from fedgan.simulator.metrics.groups import group_prdc
 
 
 def prdc_rows(ctx: GroupingContext) -> list[Row]:

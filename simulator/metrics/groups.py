@@ -15,9 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
-from numpy.typing import ArrayLike, NDArray
-
-from simulator.grouping import (
+from fedgan.simulator.grouping import (
     SEPARATOR,
     Grouping,
     group_labels,
@@ -25,7 +23,8 @@ from simulator.grouping import (
     grouping_columns,
     grouping_name,
 )
-from simulator.metrics.prdc import PRDC
+from fedgan.simulator.metrics.prdc import PRDC
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "SEPARATOR",

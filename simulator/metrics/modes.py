@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from fedgan.simulator.metrics.validation import as_features, check_same_dim
 from numpy.typing import ArrayLike, NDArray
-
-from simulator.metrics.validation import as_features, check_same_dim
 
 # Elements per block of the [samples, modes, features] differences: bounds memory for large M.
 _BLOCK_ELEMENTS = 2**22

@@ -28,10 +28,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+from fedgan.simulator.devices import float32_matmul_is_ieee, resolve_device
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
-
-from simulator.devices import float32_matmul_is_ieee, resolve_device
 
 Method = Literal["brute", "tree"]
 

@@ -13,11 +13,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+from fedgan.simulator.devices import resolve_device
+from fedgan.simulator.metrics.neighbours import Method, kth_neighbour_sqdist, memberships
+from fedgan.simulator.metrics.validation import as_features, check_k, check_same_dim
 from numpy.typing import ArrayLike, NDArray
-
-from simulator.devices import resolve_device
-from simulator.metrics.neighbours import Method, kth_neighbour_sqdist, memberships
-from simulator.metrics.validation import as_features, check_k, check_same_dim
 
 # At or below this dimension a k-d tree prunes well; above it, brute force GEMM wins.
 TREE_MAX_DIM = 8

@@ -16,10 +16,10 @@ rule changes every view at once (tested).
 
 from __future__ import annotations
 
-from simulator.metrics import group_frechet, group_mass, group_prdc_rows
-from simulator.metrics.context import GroupingContext, GroupMetric, Row, group_row
-from simulator.metrics.rules import RULES
-from simulator.registry import Registry
+from fedgan.simulator.metrics import group_frechet, group_mass, group_prdc_rows
+from fedgan.simulator.metrics.context import GroupingContext, GroupMetric, Row, group_row
+from fedgan.simulator.metrics.rules import RULES
+from fedgan.simulator.registry import Registry
 
 __all__ = [
     "DEFAULT_METRICS",

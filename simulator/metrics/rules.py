@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from simulator.metrics import forgetting
-from simulator.registry import Registry
+from fedgan.simulator.metrics import forgetting
+from fedgan.simulator.registry import Registry
 
 RULES: Registry[Callable[..., Any]] = Registry("rule")
 """`forgotten`, `served`, `worst_client` (`simulator.metrics.forgetting`)."""

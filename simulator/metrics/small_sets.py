@@ -14,9 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from fedgan.simulator.metrics.neighbours import sqdist_torch
 from numpy.typing import NDArray
-
-from simulator.metrics.neighbours import sqdist_torch
 
 _CHUNK_BYTES = 256 * 2**20
 """Bound on the pairwise-distance work per chunk of sets (float64 entries × their d)."""

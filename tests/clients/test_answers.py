@@ -4,10 +4,10 @@ kinds, and a kind nobody registered fails loudly instead of taking another kind'
 from __future__ import annotations
 
 import pytest
+from fedgan.clients.answers import ANSWER_KINDS, _step_fn
+from fedgan.simulator.messages import ANSWER_ARRAYS, ANSWERS, answer_keys, answer_shapes
+from fedgan.simulator.prepare import make_gan
 
-from clients.answers import ANSWER_KINDS, _step_fn
-from simulator.messages import ANSWER_ARRAYS, ANSWERS, answer_keys, answer_shapes
-from simulator.prepare import make_gan
 from tests.conftest import tiny
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fedgan.clients.app import app as client_app
+from fedgan.simulator.engines.inprocess import InProcessGrid
+from fedgan.simulator.messages import split_arrays
+from fedgan.simulator.prepare import federated_data, initial_state, make_gan
+from fedgan.wire import flwr_internals as fi
+from fedgan.wire.records import PRIVATE_STATE as PRIVATE
+from fedgan.wire.records import RUN_CONFIG_KEY, to_record
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
-from clients.app import app as client_app
-from simulator.engines.inprocess import InProcessGrid
-from simulator.messages import split_arrays
-from simulator.prepare import federated_data, initial_state, make_gan
 from tests.conftest import tiny
-from wire import flwr_internals as fi
-from wire.records import PRIVATE_STATE as PRIVATE
-from wire.records import RUN_CONFIG_KEY, to_record
 
 
 def _ask(grid: InProcessGrid, content: RecordDict, kind: str) -> list[Message]:

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from simulator.data import digit_classifier
+from fedgan.simulator.data import digit_classifier
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fedgan.simulator.data import DataError, load_dataset
+from fedgan.simulator.data import digit_classifier as dc
+from fedgan.simulator.data.digits import digits, stacked_digits
 from sklearn.datasets import load_digits
-
-from simulator.data import DataError, load_dataset
-from simulator.data import digit_classifier as dc
-from simulator.data.digits import digits, stacked_digits
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-
-from simulator.data import DataError, Dataset, Modes, load_dataset
-from simulator.data.base import allocate_counts
-from simulator.data.mixtures import grid, ring, two_gaussians
+from fedgan.simulator.data import DataError, Dataset, Modes, load_dataset
+from fedgan.simulator.data.base import allocate_counts
+from fedgan.simulator.data.mixtures import grid, ring, two_gaussians
 
 
 def _nearest_mode(ds: Dataset) -> np.ndarray:

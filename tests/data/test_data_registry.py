@@ -5,12 +5,11 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import fedgan.simulator.data as data
 import numpy as np
 import pytest
-
-import simulator.data as data
-from simulator.data import DATASETS, DataError, Dataset, dataset_params, load_dataset
-from simulator.registry import RegistryError
+from fedgan.simulator.data import DATASETS, DataError, Dataset, dataset_params, load_dataset
+from fedgan.simulator.registry import RegistryError
 
 
 def test_registered_names_and_exports() -> None:
@@ -71,7 +70,7 @@ def test_dataset_params_reports_defaults() -> None:
 PLUGIN = """
 import numpy as np
 import pandas as pd
-from simulator.data import Dataset
+from fedgan.simulator.data import Dataset
 
 def line(n_samples, seed, slope=1.0):
     n = n_samples or 10

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from simulator.data import DataError, load_dataset
-from simulator.data.table import table
+from fedgan.simulator.data import DataError, load_dataset
+from fedgan.simulator.data.table import table
 
 
 def _frame() -> pd.DataFrame:

@@ -51,12 +51,12 @@ def test_the_api_reference_documents_the_public_entry_points(site: Path) -> None
         "reference/metrics/index.html": ["simulator.metrics.prdc.prdc",
                                          "simulator.metrics.forgetting.forgotten_groups",
                                          "simulator.metrics.diagnosis.diagnose",
-                                         "simulator.metrics.registry.METRICS"],
+                                         "fedgan.simulator.metrics.registry.METRICS"],
         "reference/summary/index.html": ["simulator.summary.story",
                                          "simulator.summary.forgotten_sets",
                                          "simulator.summary.group_views"],
         "reference/scenario/index.html": ["simulator.scenario.load", "simulator.scenario.validate"],
-        "reference/registries/index.html": ["simulator.registry.Registry"],
+        "reference/registries/index.html": ["fedgan.simulator.registry.Registry"],
     }
     for page, names in expected.items():
         ids = _ids(site / page)

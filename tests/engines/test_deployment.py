@@ -21,13 +21,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from fedgan.simulator.engines.certs import make_certs, make_node_key
+from fedgan.simulator.engines.deployment import DeploymentError, run_deployment
+from fedgan.simulator.engines.local_cluster import LocalCluster, descendants, stop_process
+from fedgan.simulator.engines.procs import ProcKey
+from fedgan.simulator.engines.runner import run_federated
+from fedgan.simulator.store import load_run
 
-from simulator.engines.certs import make_certs, make_node_key
-from simulator.engines.deployment import DeploymentError, run_deployment
-from simulator.engines.local_cluster import LocalCluster, descendants, stop_process
-from simulator.engines.procs import ProcKey
-from simulator.engines.runner import run_federated
-from simulator.store import load_run
 from tests.conftest import tiny
 
 HAVE_FLOWER = (Path(sys.executable).parent / "flower-superlink").exists() or bool(
@@ -258,7 +258,7 @@ def test_up_starts_the_nodes_and_ctrl_c_stops_every_process(tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "simulator.cli",
+            "fedgan.simulator.cli",
             "up",
             "--nodes",
             "2",
@@ -310,7 +310,7 @@ def test_a_node_that_comes_back_gets_its_private_critic_back(tmp_path: Path) -> 
     The critic's Adam step count proves which state it trained from: 2 local steps a round,
     so client 0 ends round 3 at 6 steps, a restored client 1 at 2 (round 1) + 2 = 4, a client
     that lost its state at 2."""
-    from simulator.checkpoint import load_latest
+    from fedgan.simulator.checkpoint import load_latest
 
     # Above a healthy round trip (~9 s quiet, 20+ s under load): a node that misses the bound
     # at the start is found by the same rejoin step, but the exact event list would differ.

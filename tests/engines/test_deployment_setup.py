@@ -10,12 +10,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from fedgan.simulator.cli import app
+from fedgan.simulator.engines.deployment import app_dir
+from fedgan.simulator.engines.runner import run_federated
+from fedgan.simulator.scenario import ScenarioError, validate
 from typer.testing import CliRunner
 
-from simulator.cli import app
-from simulator.engines.deployment import app_dir
-from simulator.engines.runner import run_federated
-from simulator.scenario import ScenarioError, validate
 from tests.conftest import tiny, tiny_raw
 
 
@@ -76,7 +76,7 @@ def test_the_flower_app_builds_into_a_small_fab_without_tests() -> None:
 
 
 def test_undeclared_run_config_keys_are_refused_before_submitting() -> None:
-    from simulator.engines.deployment import DeploymentError
+    from fedgan.simulator.engines.deployment import DeploymentError
 
     with pytest.raises(DeploymentError, match="does not declare no-such-key"):
         app_dir(["scenario", "no-such-key"])
@@ -107,8 +107,8 @@ def test_a_missing_root_certificate_is_named_before_anything_runs(tmp_path: Path
 
 
 def test_no_superlink_is_a_clear_error(tmp_path: Path) -> None:
-    from simulator.engines.deployment import DeploymentError
-    from simulator.engines.local_cluster import free_port
+    from fedgan.simulator.engines.deployment import DeploymentError
+    from fedgan.simulator.engines.local_cluster import free_port
 
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     s = tiny(engine={"name": "deployment", "address": address, "run_timeout": 30})

@@ -11,14 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from fedgan.server.app import _flwr_run_store
+from fedgan.simulator.engines.local_cluster import stop_processes
+from fedgan.simulator.engines.procs import ProcKey, descendants, stat
+from fedgan.simulator.scenario import ScenarioError, validate
+from fedgan.simulator.store import load_run
+from fedgan.wire.records import scenario_from
 
-from server.app import _flwr_run_store
-from simulator.engines.local_cluster import stop_processes
-from simulator.engines.procs import ProcKey, descendants, stat
-from simulator.scenario import ScenarioError, validate
-from simulator.store import load_run
 from tests.conftest import tiny_raw
-from wire.records import scenario_from
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = ["round", "scope", "client", "group_by", "group", "metric"]
@@ -66,7 +66,7 @@ def _managed_superlinks(home: Path) -> set[ProcKey]:
 @pytest.mark.slow
 def test_flwr_run_gives_the_ray_engines_table(tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    from simulator.engines.runner import run_federated
+    from fedgan.simulator.engines.runner import run_federated
 
     raw = tiny_raw(partition={"n_clients": 2}, federation={"rounds": 2, "local_steps": 2})
     scenario = tmp_path / "s.yaml"

@@ -10,6 +10,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fedgan.simulator.engines.inprocess import (
+    NODE_ID_OFFSET,
+    InProcessGrid,
+    node_id_of,
+    partition_id_of,
+    run_inprocess,
+    run_serverapp,
+)
+from fedgan.wire import flwr_internals as fi
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -22,16 +31,6 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
-
-from simulator.engines.inprocess import (
-    NODE_ID_OFFSET,
-    InProcessGrid,
-    node_id_of,
-    partition_id_of,
-    run_inprocess,
-    run_serverapp,
-)
-from wire import flwr_internals as fi
 
 W0 = np.array([0.5, -1.25, 3.0, 7.75], dtype=np.float32)
 NUM_NODES = 5

@@ -5,17 +5,16 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
-
-from simulator.engines.inprocess import run_inprocess
-from simulator.engines.ray_engine import (
+from fedgan.simulator.engines.inprocess import run_inprocess
+from fedgan.simulator.engines.ray_engine import (
     INSTALL_HINT,
     RayNotInstalledError,
     run_ray,
     with_run_config,
 )
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 

@@ -10,8 +10,9 @@ import pytest
 
 pytest.importorskip("ray")
 
-from simulator.engines.ray_engine import _ray_descendants  # noqa: E402
-from simulator.engines.runner import run_federated  # noqa: E402
+from fedgan.simulator.engines.ray_engine import _ray_descendants  # noqa: E402
+from fedgan.simulator.engines.runner import run_federated  # noqa: E402
+
 from tests.conftest import tiny  # noqa: E402
 
 KEYS = ["round", "scope", "client", "group_by", "group", "metric"]

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fedgan.clients.requests import TrainRequest
+from fedgan.clients.training import client_train, clients_train
+from fedgan.simulator.engines.runner import run_federated
+from fedgan.simulator.gan import batched
+from fedgan.simulator.messages import split_arrays
+from fedgan.simulator.prepare import initial_state, make_gan
+from fedgan.simulator.store import load_run
 
-from clients.requests import TrainRequest
-from clients.training import client_train, clients_train
-from simulator.engines.runner import run_federated
-from simulator.gan import batched
-from simulator.messages import split_arrays
-from simulator.prepare import initial_state, make_gan
-from simulator.store import load_run
 from tests.conftest import tiny
 
 KEYS = ["round", "scope", "client", "group_by", "group", "metric"]
@@ -139,18 +139,18 @@ def test_stopped_vectorized_run_resumes_to_the_same_metrics(tmp_path: Path) -> N
     # Private critics live in the engine's PrivateStore: the checkpoint's private-state queries
     # and the resume's restore queries must reach it. Stopped in round 4's evaluation (the 5th
     # evaluate message: 4 clients evaluate every 2 rounds), after the round-2 checkpoint.
+    from fedgan.server.app import RUN_DIR_KEY
+    from fedgan.server.app import app as server_app
+    from fedgan.simulator.checkpoint import load_latest
+    from fedgan.simulator.engines.inprocess import run_serverapp
+    from fedgan.simulator.engines.runner import resume_federated
+    from fedgan.simulator.engines.vectorized import VectorizedGrid
+    from fedgan.simulator.scenario import resolved_yaml
+    from fedgan.simulator.store import RunStore
+    from fedgan.wire.records import RUN_CONFIG_KEY
     from flwr.app import MessageType
 
-    from server.app import RUN_DIR_KEY
-    from server.app import app as server_app
-    from simulator.checkpoint import load_latest
-    from simulator.engines.inprocess import run_serverapp
-    from simulator.engines.runner import resume_federated
-    from simulator.engines.vectorized import VectorizedGrid
-    from simulator.scenario import resolved_yaml
-    from simulator.store import RunStore
     from tests.server.test_resume import Killed, killer, scenario
-    from wire.records import RUN_CONFIG_KEY
 
     s = scenario(engine={"name": "vectorized"})
     reference = run_federated(s, tmp_path / "ref").metrics
@@ -169,8 +169,8 @@ def test_dense_local_evaluations_equal_the_set_by_set_ones() -> None:
     # The GPU path (all clients' held-out sets in one dense batch) run on the CPU: identical.
     from dataclasses import asdict
 
-    from clients.scoring import local_evaluations
-    from simulator.prepare import federated_data
+    from fedgan.clients.scoring import local_evaluations
+    from fedgan.simulator.prepare import federated_data
 
     s = tiny(partition={"client_holdout": 0.5}, evaluation={"k": 3})
     g = make_gan(s)
@@ -214,7 +214,7 @@ def test_unknown_arrays_fail_only_their_client() -> None:
 
 
 def test_local_epochs_give_clients_their_own_step_counts() -> None:
-    from simulator.prepare import federated_data, local_steps
+    from fedgan.simulator.prepare import federated_data, local_steps
 
     s = tiny(
         gan={"lr_schedule": "linear", "batch_size": 16},

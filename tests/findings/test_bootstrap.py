@@ -7,8 +7,7 @@ import math
 
 import numpy as np
 import pytest
-
-from simulator.findings.bootstrap import bonferroni, bootstrap_mean, paired_bootstrap
+from fedgan.simulator.findings.bootstrap import bonferroni, bootstrap_mean, paired_bootstrap
 
 
 def exact_quantiles(d: list[float], level: float) -> tuple[float, float]:

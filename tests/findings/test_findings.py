@@ -8,11 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+from fedgan.simulator.cli import app
+from fedgan.simulator.findings.common import Finding
+from fedgan.simulator.findings.suite import parse_only, run_items, write_findings
 from typer.testing import CliRunner
-
-from simulator.cli import app
-from simulator.findings.common import Finding
-from simulator.findings.suite import parse_only, run_items, write_findings
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +101,7 @@ def test_write_findings_writes_every_section_and_small_figures(tmp_path: Path) -
 def test_a_run_cut_short_keeps_the_items_it_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from simulator.findings import suite
+    from fedgan.simulator.findings import suite
 
     def broken(quick: bool, fig_dir: Path, jobs: int) -> Finding:
         raise KeyboardInterrupt  # the session ends during item 3
@@ -125,8 +124,8 @@ def test_only_rejects_unknown_items() -> None:
 
 def test_item0_regime_budget_is_the_first_where_four_of_five_seeds_keep_both() -> None:
     """The rule on hand-made outcomes: a seed keeps both modes when coverage ≥ 0.3 on each."""
-    from simulator.findings.batch import Outcome
-    from simulator.findings.regime import keeps_both, regime_budgets
+    from fedgan.simulator.findings.batch import Outcome
+    from fedgan.simulator.findings.regime import keeps_both, regime_budgets
 
     def o(c0: float, c1: float) -> Outcome:
         return Outcome((), groups={"coverage": {"0": c0, "1": c1}})
@@ -143,8 +142,8 @@ def test_item0_regime_budget_is_the_first_where_four_of_five_seeds_keep_both() -
 def test_a_pending_item_has_its_section_without_numbers_and_keeps_the_others(
     tmp_path: Path,
 ) -> None:
-    from simulator.findings.skew import EXPECTATION, pending
-    from simulator.findings.suite import record_pending
+    from fedgan.simulator.findings.skew import EXPECTATION, pending
+    from fedgan.simulator.findings.suite import record_pending
 
     write_findings(tmp_path, quick=False, only=[2])  # a measured item to keep
     doc = record_pending(tmp_path, [pending()]).read_text()

@@ -10,10 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
-
-from simulator.findings import skew as f10
-from simulator.findings.batch import SCENARIOS, Outcome
-from simulator.findings.fedmethods import (
+from fedgan.simulator.findings import skew as f10
+from fedgan.simulator.findings.batch import SCENARIOS, Outcome
+from fedgan.simulator.findings.fedmethods import (
     FEDAVG_RULES,
     Method,
     against,
@@ -23,7 +22,7 @@ from simulator.findings.fedmethods import (
     skip_note,
     unavailable,
 )
-from simulator.scenario import load
+from fedgan.simulator.scenario import load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +75,7 @@ def test_every_method_is_each_protocol_with_each_weighting_then_fedavg_rules() -
 
 
 def test_fedavg_methods_pass_the_preflight_and_missing_protocols_say_why() -> None:
-    from server.protocols import PROTOCOLS
+    from fedgan.server.protocols import PROTOCOLS
 
     path = SCENARIOS / f10.SCENARIO
     quickstart = ROOT / "scenarios" / "quickstart.yaml"
@@ -254,7 +253,7 @@ def test_figures_draw_bytes_where_the_runs_counted_them(tmp_path: Path) -> None:
 
 
 def test_quick_item_10_runs_every_method_it_can_and_skips_the_rest(tmp_path: Path) -> None:
-    from server.protocols import PROTOCOLS
+    from fedgan.server.protocols import PROTOCOLS
 
     f = f10.run(quick=True, fig_dir=tmp_path, n_jobs=2)
     skipped = f.values["skipped"]

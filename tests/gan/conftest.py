@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 import torch
-
-from simulator.gan import fastmlp
-from simulator.gan.networks import NetworkSpec
-from simulator.gan.optim import OptimizerSpec
-from simulator.gan.train import GAN, GANConfig
+from fedgan.simulator.gan import fastmlp
+from fedgan.simulator.gan.networks import NetworkSpec
+from fedgan.simulator.gan.optim import OptimizerSpec
+from fedgan.simulator.gan.train import GAN, GANConfig
 
 
 def tiny_config(**overrides: Any) -> GANConfig:

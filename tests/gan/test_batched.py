@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 import torch
-
-from simulator.gan import batched, fastmlp
-from simulator.gan.diagnostics import lipschitz_metrics
-from simulator.gan.networks import NetworkSpec
-from simulator.gan.train import DRAW_BLOCK, GAN, GANState
+from fedgan.simulator.gan import batched, fastmlp
+from fedgan.simulator.gan.diagnostics import lipschitz_metrics
+from fedgan.simulator.gan.networks import NetworkSpec
+from fedgan.simulator.gan.train import DRAW_BLOCK, GAN, GANState
 
 PAIRS = [
     ("saturating", "none", {}),

@@ -11,9 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.distance import jensenshannon
-
-from simulator.gan.diagnostics import (
+from fedgan.simulator.gan.diagnostics import (
     clip_saturation,
     dirac_gan,
     game_jacobian,
@@ -21,8 +19,9 @@ from simulator.gan.diagnostics import (
     js_estimate,
     lipschitz_estimates,
 )
-from simulator.gan.networks import NetworkSpec, power_iteration
-from simulator.gan.train import GAN, GANState
+from fedgan.simulator.gan.networks import NetworkSpec, power_iteration
+from fedgan.simulator.gan.train import GAN, GANState
+from scipy.spatial.distance import jensenshannon
 
 MakeGAN = Callable[..., GAN]
 LN2 = math.log(2.0)

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import torch
+from fedgan.simulator.gan import batched, fastmlp
+from fedgan.simulator.gan.networks import NetworkSpec
+from fedgan.simulator.gan.objectives import OBJECTIVES, NonSaturating
+from fedgan.simulator.gan.optim import OptimizerSpec
+from fedgan.simulator.gan.train import GAN, GANState
 
-from simulator.gan import batched, fastmlp
-from simulator.gan.networks import NetworkSpec
-from simulator.gan.objectives import OBJECTIVES, NonSaturating
-from simulator.gan.optim import OptimizerSpec
-from simulator.gan.train import GAN, GANState
 from tests.gan.conftest import tiny_config
 
 CONTROLS: list[tuple[str, dict[str, Any]]] = [
@@ -240,7 +240,7 @@ def test_flat_round_trip_is_exact() -> None:
 def test_server_held_critic_steps_and_answers_in_float64(
     float64: None, objective: str, control: str, params: dict[str, Any]
 ) -> None:
-    from simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
+    from fedgan.simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
 
     # Three clients with their own critics; client 1 has stepped before (its Adam counter
     # differs, so the fused update runs row by row).

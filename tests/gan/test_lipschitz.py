@@ -6,16 +6,15 @@ from collections.abc import Callable
 
 import pytest
 import torch
-
-from simulator.gan.lipschitz import (
+from fedgan.simulator.gan.lipschitz import (
     LIPSCHITZ,
     GradientPenalty,
     get_control,
     gradient_norms,
     input_gradients,
 )
-from simulator.gan.train import GAN
-from simulator.registry import RegistryError
+from fedgan.simulator.gan.train import GAN
+from fedgan.simulator.registry import RegistryError
 
 
 def linear(w: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-from torch.func import functional_call
-
-from simulator.gan.lipschitz import gradient_norms
-from simulator.gan.networks import (
+from fedgan.simulator.gan.lipschitz import gradient_norms
+from fedgan.simulator.gan.networks import (
     NetworkSpec,
     SNConv2d,
     SNLinear,
@@ -19,7 +16,9 @@ from simulator.gan.networks import (
     param_count,
     power_iteration,
 )
-from simulator.registry import RegistryError
+from fedgan.simulator.registry import RegistryError
+from torch import nn
+from torch.func import functional_call
 
 
 def exact_sigma(w: torch.Tensor) -> float:

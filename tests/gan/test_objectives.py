@@ -7,9 +7,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
-
-from simulator.gan.objectives import OBJECTIVES, get_objective
-from simulator.registry import RegistryError
+from fedgan.simulator.gan.objectives import OBJECTIVES, get_objective
+from fedgan.simulator.registry import RegistryError
 
 LN2 = math.log(2.0)
 

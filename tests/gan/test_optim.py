@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 import torch
-
-from simulator.gan import optim
-from simulator.gan.optim import OptimizerSpec
+from fedgan.simulator.gan import optim
+from fedgan.simulator.gan.optim import OptimizerSpec
 
 
 def _reference(spec: OptimizerSpec) -> type[torch.optim.Optimizer]:

@@ -11,16 +11,15 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from simulator.gan.optim import OptimizerSpec
-from simulator.gan.split import (
+from fedgan.simulator.gan.optim import OptimizerSpec
+from fedgan.simulator.gan.split import (
     generator_step,
     mdgan_feedback,
     uagan_answer,
     uagan_feedback,
     uagan_logit,
 )
-from simulator.gan.train import GAN, GANState
+from fedgan.simulator.gan.train import GAN, GANState
 
 SGD1 = OptimizerSpec(name="sgd", lr=1.0)  # θ_new = θ − ∇θ: the step reveals the gradient
 

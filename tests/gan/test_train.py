@@ -10,12 +10,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
-from simulator.gan.lipschitz import LIPSCHITZ
-from simulator.gan.networks import NetworkSpec
-from simulator.gan.objectives import OBJECTIVES
-from simulator.gan.optim import OptimizerSpec
-from simulator.gan.train import GAN, GANConfig, GANState
+from fedgan.simulator.gan.lipschitz import LIPSCHITZ
+from fedgan.simulator.gan.networks import NetworkSpec
+from fedgan.simulator.gan.objectives import OBJECTIVES
+from fedgan.simulator.gan.optim import OptimizerSpec
+from fedgan.simulator.gan.train import GAN, GANConfig, GANState
 
 MakeGAN = Callable[..., GAN]
 SGD = OptimizerSpec(name="sgd", lr=0.01)

@@ -45,7 +45,7 @@ def main(args: list[str]) -> int:
         return 2
     torch.set_num_threads(1)
     # The tables were recorded on the reference step (as test_golden.py runs them).
-    from simulator.gan import fastmlp
+    from fedgan.simulator.gan import fastmlp
 
     fastmlp.ENABLED = False
     os.environ["FEDGAN_FAST_MLP"] = "0"  # and in any process a case starts

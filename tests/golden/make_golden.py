@@ -150,8 +150,8 @@ def _convolutional(scenario: Path) -> bool:
 
 def run_stored(path: Path, out: Path) -> pd.DataFrame:
     """Run one stored, resolved scenario and return its metrics table."""
-    from simulator.api import run
-    from simulator.scenario import load
+    from fedgan.simulator.api import run
+    from fedgan.simulator.scenario import load
 
     return run(load(path), out_dir=out).metrics
 
@@ -159,7 +159,7 @@ def run_stored(path: Path, out: Path) -> pd.DataFrame:
 def main(names: list[str]) -> None:
     import tempfile
 
-    from simulator.scenario import load, resolved_yaml
+    from fedgan.simulator.scenario import load, resolved_yaml
 
     torch.set_num_threads(1)
     SCENARIOS.mkdir(exist_ok=True)

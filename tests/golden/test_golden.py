@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fedgan.simulator.gan import fastmlp
 
-from simulator.gan import fastmlp
 from tests.golden.make_golden import (
     SCENARIOS,
     TABLES,

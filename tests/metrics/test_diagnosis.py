@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from simulator.metrics import diagnose, expected_coverage, prdc
-from simulator.metrics.diagnosis import KEEP_COVERAGE, ForgottenGroup, kept
+from fedgan.simulator.metrics import diagnose, expected_coverage, prdc
+from fedgan.simulator.metrics.diagnosis import KEEP_COVERAGE, ForgottenGroup, kept
 
 N = 1000
 # Two Gaussians, σ = 0.5, at ±2: the valley between them holds almost no real points
@@ -25,9 +24,8 @@ def label_of(fake: np.ndarray, seed: int) -> str:
     """The Evaluator's label for `fake` against N points of the two-component mixture, its
     components as the group column (so a dropped component can be named)."""
     import pandas as pd
-
-    from simulator.data.base import Dataset
-    from simulator.evaluate import Evaluator
+    from fedgan.simulator.data.base import Dataset
+    from fedgan.simulator.evaluate import Evaluator
 
     rng = np.random.default_rng(seed)
     comp = rng.choice((0, 1), size=N)
@@ -170,8 +168,8 @@ def _ring_fake(rng: np.random.Generator, n: int, modes: list[int], blur: float =
 
 
 def _ring_diagnosis(fake: np.ndarray, seed: int, params: dict | None = None):  # type: ignore[no-untyped-def]
-    from simulator.data import load_dataset
-    from simulator.evaluate import Evaluator
+    from fedgan.simulator.data import load_dataset
+    from fedgan.simulator.evaluate import Evaluator
 
     real = load_dataset("ring", 5000, seed, params or RING)
     return Evaluator(real).__call__(fake).diagnosis
@@ -202,8 +200,8 @@ def test_constructed_ring_generators(case: str, seed: int) -> None:
 def test_interpolation_between_two_modes_is_manifold_collapse(distance: float, seed: int) -> None:
     """Two Gaussians (σ 0.5) at ∓distance/2 on axis 0; samples on the segment between them
     (t ∈ [0.3, 0.7]) with noise σ/2 — the setting of findings item 8."""
-    from simulator.data import load_dataset
-    from simulator.evaluate import Evaluator
+    from fedgan.simulator.data import load_dataset
+    from fedgan.simulator.evaluate import Evaluator
 
     real = load_dataset("two_gaussians", 2000, seed, {"distance": distance, "sigma": 0.5})
     rng = np.random.default_rng(2000 + seed)
@@ -219,9 +217,9 @@ def test_the_centralized_twin_at_the_regime_is_healthy() -> None:
     held-out set: sharp, every mode at its weight, a fraction of σ off-centre — healthy."""
     from pathlib import Path
 
-    from simulator.evaluate import make_evaluator
-    from simulator.prepare import prepare_data
-    from simulator.scenario import load
+    from fedgan.simulator.evaluate import make_evaluator
+    from fedgan.simulator.prepare import prepare_data
+    from fedgan.simulator.scenario import load
 
     root = Path(__file__).resolve().parents[2]
     s = load(root / "scenarios" / "findings" / "regime.yaml")
@@ -245,9 +243,9 @@ QUICKSTART_RING = {
 def _quickstart_held():  # type: ignore[no-untyped-def]
     from pathlib import Path
 
-    from simulator.evaluate import make_evaluator
-    from simulator.prepare import prepare_data
-    from simulator.scenario import load
+    from fedgan.simulator.evaluate import make_evaluator
+    from fedgan.simulator.prepare import prepare_data
+    from fedgan.simulator.scenario import load
 
     root = Path(__file__).resolve().parents[2]
     s = load(root / "scenarios" / "quickstart.yaml")
@@ -283,10 +281,9 @@ def test_stray_samples_along_the_ring_do_not_hide_two_absent_modes(seed: int) ->
     old attribution (each sample to its nearest real point) credits the strays near modes 0
     and 1 to them — checked here by hand with a k-d tree, a mass ratio above 0.1 — while
     inside the k-NN balls they have nothing: both named, nothing else."""
+    from fedgan.simulator.data import load_dataset
+    from fedgan.simulator.evaluate import Evaluator
     from scipy.spatial import cKDTree
-
-    from simulator.data import load_dataset
-    from simulator.evaluate import Evaluator
 
     real = load_dataset("ring", 2000, seed, QUICKSTART_RING)
     rng = np.random.default_rng(50 + seed)
@@ -314,8 +311,8 @@ def test_stray_samples_along_the_ring_do_not_hide_two_absent_modes(seed: int) ->
 def test_a_2pct_mode_forgotten_among_25(seed: int) -> None:
     """The 5 × 5 grid with mode 12 (the centre) at 2 %: a generator of the other 24 modes at
     their weights (the data's own law, drawn from the definition) forgets exactly mode 12."""
-    from simulator.data import load_dataset
-    from simulator.evaluate import Evaluator
+    from fedgan.simulator.data import load_dataset
+    from fedgan.simulator.evaluate import Evaluator
 
     params = {"minority_modes": [12], "minority_weight": 0.02}
     real = load_dataset("grid", 5000, seed, params)
@@ -336,9 +333,8 @@ def test_a_forgotten_category_of_a_csv_sensitive_attribute(tmp_path) -> None:  #
     rows) living in its own corner of feature space. A generator of the M rows only forgets
     sex=F; region keeps every category (the M rows cover all four regions)."""
     import pandas as pd
-
-    from simulator.data import load_dataset
-    from simulator.evaluate import Evaluator
+    from fedgan.simulator.data import load_dataset
+    from fedgan.simulator.evaluate import Evaluator
 
     rng = np.random.default_rng(3)
     n = 3000

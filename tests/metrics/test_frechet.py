@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
-
-from simulator.metrics import frechet_distance
+from fedgan.simulator.metrics import frechet_distance
 
 
 def with_moments(rng: np.random.Generator, n: int, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:

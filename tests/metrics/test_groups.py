@@ -7,8 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pytest
-
-from simulator.metrics import PRDC, group_prdc, prdc
+from fedgan.simulator.metrics import PRDC, group_prdc, prdc
 
 Sampler = Callable[..., tuple[np.ndarray, np.ndarray]]  # the `ring` fixture
 Dropped = tuple[PRDC, np.ndarray, np.ndarray]
@@ -183,8 +182,7 @@ def test_intersectional_groups_are_fairlearns_several_sensitive_features() -> No
     """group_by [[sex, region]]: one group per combination, labelled "F|north", with the values
     fairlearn's MetricFrame gives for sensitive_features=[sex, region] and a mask by hand."""
     from fairlearn.metrics import MetricFrame
-
-    from simulator.metrics.groups import group_labels, grouping_name
+    from fedgan.simulator.metrics.groups import group_labels, grouping_name
 
     rng = np.random.default_rng(4)
     real = rng.normal(0, 1, (240, 2))

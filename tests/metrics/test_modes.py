@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from simulator.metrics import mode_metrics
+from fedgan.simulator.metrics import mode_metrics
 
 Sampler = Callable[..., tuple[np.ndarray, np.ndarray]]  # the `ring` fixture
 SIGMA = 0.02  # the ring fixture's component standard deviation

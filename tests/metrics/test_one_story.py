@@ -16,22 +16,17 @@ import re
 from pathlib import Path
 from typing import Any
 
+import fedgan.simulator.cli as cli
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
-from rich.console import Console
-from typer.testing import CliRunner
-
-import simulator.cli as cli
-from clients.scoring import client_coverage
-from simulator.evaluate import eval_rows, make_evaluator
-from simulator.metrics.registry import RULES
-from simulator.prepare import federated_data
-from simulator.scenario import Scenario, resolved_yaml, validate
-from simulator.store import RunStore, load_run
-from simulator.summary import (
+from fedgan.clients.scoring import client_coverage
+from fedgan.simulator.evaluate import eval_rows, make_evaluator
+from fedgan.simulator.metrics.registry import RULES
+from fedgan.simulator.prepare import federated_data
+from fedgan.simulator.scenario import Scenario, resolved_yaml, validate
+from fedgan.simulator.store import RunStore, load_run
+from fedgan.simulator.summary import (
     group_views,
     headline,
     headline_rows,
@@ -39,6 +34,10 @@ from simulator.summary import (
     story,
     summary_tables,
 )
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+from typer.testing import CliRunner
 
 runner = CliRunner()
 ROUND = 7
@@ -71,7 +70,7 @@ def _mixture_fake(ds: Any, keep: list[int], rng: np.random.Generator) -> np.ndar
 def _write_run(s: Scenario, fake: np.ndarray, out: Path) -> Path:
     """A run folder holding one evaluation of `fake`: the global rows and diagnosis, and each
     client's rows as the server writes them from the clients' own coverage counts."""
-    from server.evaluation import client_rows
+    from fedgan.server.evaluation import client_rows
 
     data = federated_data(s)
     ev = make_evaluator(s, data.held)(fake)
@@ -94,7 +93,7 @@ def _write_run(s: Scenario, fake: np.ndarray, out: Path) -> Path:
 
 def _views(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
     """The forgotten set of the first grouping as each view shows it (labels as strings)."""
-    from simulator.report import render
+    from fedgan.simulator.report import render
 
     run = load_run(path)
     m = run.metrics
@@ -314,7 +313,7 @@ def test_a_metric_added_through_the_registry_reaches_the_table(tmp_path: Path) -
 
 
 def test_an_unknown_metric_is_refused_at_its_path() -> None:
-    from simulator.scenario import ScenarioError
+    from fedgan.simulator.scenario import ScenarioError
 
     raw = _scenario({"dataset": "ring", "n_samples": 800, "params": {}}).model_dump(mode="json")
     raw["evaluation"]["metrics"] = ["group_frechett"]
@@ -327,8 +326,8 @@ def test_client_0_is_the_worst_served_on_the_quickstart_state() -> None:
     — are forgotten, so client 0 is served on its majority-mode points only: its held-out
     points outside modes 0 and 1 over all of them (counted here from the partition), the
     smallest share of the five; every other client holds no forgotten mode (share 1)."""
-    from server.evaluation import client_rows
-    from simulator.scenario import load
+    from fedgan.server.evaluation import client_rows
+    from fedgan.simulator.scenario import load
 
     root = Path(__file__).resolve().parents[2]
     s = load(root / "scenarios" / "quickstart.yaml")

@@ -7,14 +7,13 @@ import io
 from collections.abc import Callable
 from typing import Any, Literal
 
+import fedgan.simulator.metrics.neighbours as neighbours
 import numpy as np
 import prdc as reference
 import pytest
+from fedgan.simulator.metrics import PRDC, expected_coverage, prdc
 from prdc.prdc import compute_nearest_neighbour_distances, compute_pairwise_distance
 from scipy.spatial.distance import cdist
-
-import simulator.metrics.neighbours as neighbours
-from simulator.metrics import PRDC, expected_coverage, prdc
 
 Method = Literal["brute", "tree"]
 Sampler = Callable[..., tuple[np.ndarray, np.ndarray]]  # the `ring` fixture

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import fedgan.simulator.metrics.neighbours as neighbours
 import numpy as np
 import pytest
 import torch
-
-import simulator.metrics.neighbours as neighbours
-from simulator.metrics import PRDC, prdc
-from simulator.metrics.neighbours import device_block_bytes, sqdist, sqdist_torch
-from simulator.metrics.prdc import PER_SAMPLE
+from fedgan.simulator.metrics import PRDC, prdc
+from fedgan.simulator.metrics.neighbours import device_block_bytes, sqdist, sqdist_torch
+from fedgan.simulator.metrics.prdc import PER_SAMPLE
 
 HAS_CUDA = torch.cuda.is_available()
 cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
@@ -227,7 +226,7 @@ def test_cuda_tiles_chunks_and_pair_batches(monkeypatch: pytest.MonkeyPatch) -> 
 
 @cuda
 def test_cuda_with_tf32_switched_on_falls_back_to_float64() -> None:
-    from simulator.devices import float32_matmul_is_ieee
+    from fedgan.simulator.devices import float32_matmul_is_ieee
 
     rng = np.random.default_rng(42)
     real, fake = rng.standard_normal((1500, 64)), 0.1 + rng.standard_normal((1200, 64))

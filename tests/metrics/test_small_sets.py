@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from simulator.metrics import prdc
-from simulator.metrics.small_sets import recall_coverage_terms
+from fedgan.simulator.metrics import prdc
+from fedgan.simulator.metrics.small_sets import recall_coverage_terms
 
 
 def _sets(seed: int, d: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -8,6 +8,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fedgan.clients.training import ClientUpdate, client_train
+from fedgan.server.strategies import STRATEGIES, build_strategy
+from fedgan.server.strategies.fair import (
+    AgnosticFedAvg,
+    CoverageWeightedFedAvg,
+    GroupAwareFedAvg,
+    QualityQFedAvg,
+)
+from fedgan.simulator.engines.runner import run_federated
+from fedgan.simulator.messages import split_arrays
+from fedgan.simulator.prepare import initial_state, make_gan
+from fedgan.simulator.registry import RegistryError
+from fedgan.simulator.store import load_run
+from fedgan.wire.flwr_internals import task_identity
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -19,21 +33,7 @@ from flwr.app import (
 )
 from flwr.serverapp.strategy import FedAvg
 
-from clients.training import ClientUpdate, client_train
-from server.strategies import STRATEGIES, build_strategy
-from server.strategies.fair import (
-    AgnosticFedAvg,
-    CoverageWeightedFedAvg,
-    GroupAwareFedAvg,
-    QualityQFedAvg,
-)
-from simulator.engines.runner import run_federated
-from simulator.messages import split_arrays
-from simulator.prepare import initial_state, make_gan
-from simulator.registry import RegistryError
-from simulator.store import load_run
 from tests.conftest import tiny
-from wire.flwr_internals import task_identity
 
 KEYS = ("generator.w", "critic.b")
 

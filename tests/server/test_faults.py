@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from fedgan.simulator.engines.runner import run_federated
+from fedgan.simulator.messages import split_arrays
+from fedgan.simulator.prepare import initial_state, make_gan
+from fedgan.simulator.scenario import Scenario, ScenarioError, validate
+from fedgan.simulator.seeding import numpy_rng
+from fedgan.simulator.store import load_run
 
-from simulator.engines.runner import run_federated
-from simulator.messages import split_arrays
-from simulator.prepare import initial_state, make_gan
-from simulator.scenario import Scenario, ScenarioError, validate
-from simulator.seeding import numpy_rng
-from simulator.store import load_run
 from tests.conftest import tiny, tiny_raw
 
 ROUNDS = (1, 2)

@@ -8,8 +8,8 @@ import weakref
 from pathlib import Path
 
 import yaml
+from fedgan.server.heap import young_heap_only
 
-from server.heap import young_heap_only
 from tests.conftest import tiny_raw
 
 
@@ -73,7 +73,7 @@ class FrozenHeapProbe(FedAvg):
 
 
 def test_the_fedavg_protocol_aggregates_with_the_old_heap_frozen(tmp_path: Path) -> None:
-    from simulator.api import run
+    from fedgan.simulator.api import run
 
     plugin = tmp_path / "recording.py"
     plugin.write_text(PLUGIN)

@@ -8,22 +8,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fedgan.clients.app import app as real_client_app
+from fedgan.clients.training import client_train
+from fedgan.server.app import RUN_DIR_KEY
+from fedgan.server.app import app as server_app
+from fedgan.server.loop import sample_clients
+from fedgan.simulator.engines.inprocess import InProcessGrid, run_serverapp
+from fedgan.simulator.engines.runner import run_federated
+from fedgan.simulator.messages import split_arrays
+from fedgan.simulator.prepare import federated_data, initial_state, make_gan
+from fedgan.simulator.scenario import resolved_yaml
+from fedgan.simulator.store import RunStore, load_run
+from fedgan.wire.records import RUN_CONFIG_KEY
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.app import app as real_client_app
-from clients.training import client_train
-from server.app import RUN_DIR_KEY
-from server.app import app as server_app
-from server.loop import sample_clients
-from simulator.engines.inprocess import InProcessGrid, run_serverapp
-from simulator.engines.runner import run_federated
-from simulator.messages import split_arrays
-from simulator.prepare import federated_data, initial_state, make_gan
-from simulator.scenario import resolved_yaml
-from simulator.store import RunStore, load_run
 from tests.conftest import tiny
-from wire.records import RUN_CONFIG_KEY
 
 
 def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_the_worst_client_is_the_least_served(tmp_path: Path) -> None:
     """Each client's served share is Σ of its held-out points in groups not forgotten over its
     held-out points (counted here from the partition and the global `forgotten` rows), and
     the `worst_client` row names the smallest share."""
-    from simulator.prepare import federated_data
+    from fedgan.simulator.prepare import federated_data
 
     s = tiny(federation={"rounds": 1})
     m = run_federated(s, tmp_path).metrics
@@ -272,8 +272,7 @@ def test_ema_run_evaluates_the_servers_ema_of_the_aggregated_generator(tmp_path:
     is round r's aggregated generator, K the local steps and ema_0 the initial generator — not
     from the untrained initial state's EMA copy (recomputed here from the round checkpoints)."""
     import torch
-
-    from simulator.seeding import torch_generator
+    from fedgan.simulator.seeding import torch_generator
 
     beta, k = 0.9, 2
     s = tiny(gan={"ema": beta}, federation={"rounds": 3, "local_steps": k})

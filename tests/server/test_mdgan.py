@@ -5,18 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from fedgan.clients.app import app as real_client_app
+from fedgan.server.app import RUN_DIR_KEY
+from fedgan.server.app import app as server_app
+from fedgan.simulator.engines.inprocess import InProcessGrid, run_serverapp
+from fedgan.simulator.engines.runner import check_scenario
+from fedgan.simulator.scenario import resolved_yaml
+from fedgan.simulator.store import RunStore
+from fedgan.wire.records import RUN_CONFIG_KEY, from_record
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from clients.app import app as real_client_app
-from server.app import RUN_DIR_KEY
-from server.app import app as server_app
-from simulator.engines.inprocess import InProcessGrid, run_serverapp
-from simulator.engines.runner import check_scenario
-from simulator.scenario import resolved_yaml
-from simulator.store import RunStore
 from tests.conftest import tiny
-from wire.records import RUN_CONFIG_KEY, from_record
 
 KEY = "critic.net.0.weight"
 

@@ -6,20 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fedgan.clients.app import app as real_client_app
+from fedgan.simulator.engines.runner import check_scenario, run_federated
+from fedgan.simulator.store import load_run
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from clients.app import app as real_client_app
-from simulator.engines.runner import check_scenario, run_federated
-from simulator.store import load_run
 from tests.conftest import tiny
 
 TWICE = '''
 import numpy as np
-from server.protocols import Expect, Protocol, ProtocolState
-from simulator.messages import GENERATOR, TrainInstruction, select, split_arrays
-from wire.codec import content
-from wire.records import to_record
+from fedgan.server.protocols import Expect, Protocol, ProtocolState
+from fedgan.simulator.messages import GENERATOR, TrainInstruction, select, split_arrays
+from fedgan.wire.codec import content
+from fedgan.wire.records import to_record
 
 STEPS = []
 
@@ -75,9 +75,8 @@ def test_unknown_protocol_lists_the_allowed_ones(tmp_path: Path) -> None:
     import yaml
 
     path.write_text(yaml.safe_dump(tiny(federation={"protocol": "mdgann"}).model_dump(mode="json")))
+    from fedgan.simulator.cli import app
     from typer.testing import CliRunner
-
-    from simulator.cli import app
 
     out = CliRunner().invoke(app, ["validate", str(path)])
     assert out.exit_code == 2
@@ -101,7 +100,7 @@ def test_protocol_params_and_plugin_types_are_checked(tmp_path: Path) -> None:
     (problem,) = check_scenario(tiny(federation={"protocol": f"{other}:NotAProtocol"}))
     assert (
         problem.startswith("federation.protocol:")
-        and "subclass of server.protocols.Protocol" in problem
+        and "subclass of fedgan.server.protocols.Protocol" in problem
     )
 
 
@@ -126,12 +125,12 @@ class Recording:
 
 
 def test_several_exchanges_a_round_average_the_client_statistics(tmp_path: Path) -> None:
-    from server.app import RUN_DIR_KEY
-    from server.app import app as server_app
-    from simulator.engines.inprocess import InProcessGrid, run_serverapp
-    from simulator.scenario import resolved_yaml
-    from simulator.store import RunStore
-    from wire.records import RUN_CONFIG_KEY
+    from fedgan.server.app import RUN_DIR_KEY
+    from fedgan.server.app import app as server_app
+    from fedgan.simulator.engines.inprocess import InProcessGrid, run_serverapp
+    from fedgan.simulator.scenario import resolved_yaml
+    from fedgan.simulator.store import RunStore
+    from fedgan.wire.records import RUN_CONFIG_KEY
 
     s = tiny(federation={"rounds": 2, "protocol": _plugin(tmp_path), "clients_per_round": 3})
     store = RunStore.create(tmp_path, s.name, resolved_yaml(s), {})

@@ -15,6 +15,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from fedgan.clients.app import app as real_client_app
+from fedgan.server.app import RUN_DIR_KEY
+from fedgan.server.app import app as server_app
+from fedgan.server.nodes import collect_private, restore_private
+from fedgan.server.strategies.critic_swap import CriticSwapFedAvg
+from fedgan.server.strategies.fair import AgnosticFedAvg
+from fedgan.server.strategies.per_network import PerNetwork
+from fedgan.server.strategies.strategy_state import (
+    load_strategy_state,
+    rebind_nodes,
+    strategy_state,
+)
+from fedgan.simulator import statecodec
+from fedgan.simulator.checkpoint import load_latest
+from fedgan.simulator.engines.inprocess import InProcessGrid, node_id_of, run_serverapp
+from fedgan.simulator.engines.runner import resume_federated, run_federated
+from fedgan.simulator.scenario import Scenario, ScenarioError, resolved_yaml
+from fedgan.simulator.store import RunStore, load_run, run_is_finished
+from fedgan.wire.flwr_internals import task_identity
+from fedgan.wire.records import RUN_CONFIG_KEY
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -28,23 +48,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 
-from clients.app import app as real_client_app
-from server.app import RUN_DIR_KEY
-from server.app import app as server_app
-from server.nodes import collect_private, restore_private
-from server.strategies.critic_swap import CriticSwapFedAvg
-from server.strategies.fair import AgnosticFedAvg
-from server.strategies.per_network import PerNetwork
-from server.strategies.strategy_state import load_strategy_state, rebind_nodes, strategy_state
-from simulator import statecodec
-from simulator.checkpoint import load_latest
-from simulator.engines.inprocess import InProcessGrid, node_id_of, run_serverapp
-from simulator.engines.runner import resume_federated, run_federated
-from simulator.scenario import Scenario, ScenarioError, resolved_yaml
-from simulator.store import RunStore, load_run, run_is_finished
 from tests.conftest import tiny, tiny_raw
-from wire.flwr_internals import task_identity
-from wire.records import RUN_CONFIG_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -276,9 +280,8 @@ def test_finished_run_is_left_alone(tmp_path: Path) -> None:
     again = resume_federated(res.path)
     pd.testing.assert_frame_equal(again.metrics, res.metrics)
     assert (res.path / "metrics.parquet").stat().st_mtime_ns == stamp
+    from fedgan.simulator.cli import app
     from typer.testing import CliRunner
-
-    from simulator.cli import app
 
     cli = CliRunner().invoke(app, ["run", "--resume", str(res.path)])
     assert cli.exit_code == 0 and "nothing to resume" in cli.output
@@ -305,7 +308,7 @@ def test_stopped_after_the_last_checkpoint_only_finishes(tmp_path: Path) -> None
 def test_centralized_run_cannot_be_resumed(tmp_path: Path) -> None:
     raw = tiny_raw(train={"steps": 4}, evaluation={"every": 2, "n_samples": 100})
     raw.pop("federation")
-    from simulator.api import run
+    from fedgan.simulator.api import run
 
     res = run(Scenario.model_validate(raw), out_dir=tmp_path)
     with pytest.raises(ValueError, match="only federated runs"):
@@ -341,7 +344,7 @@ class HoldingFedAdam(FedAdam):
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "simulator.cli", *args],
+        [sys.executable, "-m", "fedgan.simulator.cli", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         stdout=subprocess.PIPE,
@@ -424,9 +427,8 @@ def test_private_state_queries_round_trip() -> None:
 
 
 def test_cli_resume_refuses_what_it_cannot_resume(tmp_path: Path) -> None:
+    from fedgan.simulator.cli import app
     from typer.testing import CliRunner
-
-    from simulator.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["run", "--resume", str(tmp_path)])
@@ -456,9 +458,8 @@ def test_extended_run_equals_a_run_made_with_the_rounds_from_the_start(tmp_path:
     full = tiny(federation={"rounds": 4, "local_steps": 2}, **extra)
     reference = run_federated(full, tmp_path / "full").metrics
     res = run_federated(short, tmp_path / "short")
+    from fedgan.simulator.cli import app
     from typer.testing import CliRunner
-
-    from simulator.cli import app
 
     cli = CliRunner().invoke(app, ["run", "--resume", str(res.path), "federation.rounds=4"])
     assert cli.exit_code == 0, cli.output

@@ -13,19 +13,19 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from fedgan.server.app import RUN_DIR_KEY
+from fedgan.server.app import app as server_app
+from fedgan.simulator.checkpoint import load_latest
+from fedgan.simulator.engines.inprocess import InProcessGrid, run_serverapp
+from fedgan.simulator.engines.runner import resume_federated, run_federated
+from fedgan.simulator.engines.vectorized import VectorizedGrid
+from fedgan.simulator.scenario import Scenario, resolved_yaml
+from fedgan.simulator.store import RunStore, load_run
+from fedgan.wire.records import RUN_CONFIG_KEY
 from flwr.app import MessageType
 
-from server.app import RUN_DIR_KEY
-from server.app import app as server_app
-from simulator.checkpoint import load_latest
-from simulator.engines.inprocess import InProcessGrid, run_serverapp
-from simulator.engines.runner import resume_federated, run_federated
-from simulator.engines.vectorized import VectorizedGrid
-from simulator.scenario import Scenario, resolved_yaml
-from simulator.store import RunStore, load_run
 from tests.conftest import tiny
 from tests.server.test_resume import Killed, _cli, killer
-from wire.records import RUN_CONFIG_KEY
 
 
 def scenario(name: str, **extra: Any) -> Scenario:
@@ -83,7 +83,7 @@ def test_stopped_mid_round_resumes_to_the_uninterrupted_table(
 
 HOLD_PLUGIN = '''
 import os, pathlib, time
-from server.protocols import UAGAN
+from fedgan.server.protocols import UAGAN
 
 
 class HoldingUAGAN(UAGAN):

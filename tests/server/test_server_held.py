@@ -13,23 +13,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fedgan.clients.app import app as client_app
+from fedgan.server.app import RUN_DIR_KEY
+from fedgan.server.app import app as server_app
+from fedgan.server.protocols import check_protocol
+from fedgan.simulator.checkpoint import load_latest
+from fedgan.simulator.engines.inprocess import InProcessGrid, run_serverapp
+from fedgan.simulator.engines.runner import run_federated
+from fedgan.simulator.engines.vectorized import VectorizedGrid
+from fedgan.simulator.messages import split_arrays
+from fedgan.simulator.prepare import federated_data, initial_state, make_gan, mixture_holdout
+from fedgan.simulator.scenario import Scenario, resolved_yaml
+from fedgan.simulator.seeding import torch_generator
+from fedgan.simulator.store import RunStore, load_run
+from fedgan.wire.records import RUN_CONFIG_KEY
 from flwr.app import Message
 
-from clients.app import app as client_app
-from server.app import RUN_DIR_KEY
-from server.app import app as server_app
-from server.protocols import check_protocol
-from simulator.checkpoint import load_latest
-from simulator.engines.inprocess import InProcessGrid, run_serverapp
-from simulator.engines.runner import run_federated
-from simulator.engines.vectorized import VectorizedGrid
-from simulator.messages import split_arrays
-from simulator.prepare import federated_data, initial_state, make_gan, mixture_holdout
-from simulator.scenario import Scenario, resolved_yaml
-from simulator.seeding import torch_generator
-from simulator.store import RunStore, load_run
 from tests.conftest import tiny
-from wire.records import RUN_CONFIG_KEY
 
 KEYS = ["round", "scope", "client", "group_by", "group", "metric"]
 SGD1 = {"name": "sgd", "lr": 1.0}  # θ_new = θ − ∇θ: the step reveals the gradient
@@ -216,7 +216,7 @@ def test_the_vectorized_engine_agrees_with_the_clientapp(
     # The ClientApp steps one client at a time (the reference step when `fast` is off, the
     # hand-batched MLP step as a batch of one when on); the vectorized engine all of an
     # exchange's critics at once (vmap, or the hand-batched step over the stacked clients).
-    from simulator.gan import fastmlp
+    from fedgan.simulator.gan import fastmlp
 
     monkeypatch.setattr(fastmlp, "ENABLED", fast)
     fed = {"rounds": 2, "local_steps": 3, "clients_per_round": 3, "protocol_params": params}
@@ -411,8 +411,8 @@ def test_no_real_sample_in_any_server_bound_message(
     data = federated_data(s)
     assert _real_rows_in(seen, data.train.X) == 0
     # The check can fail: a reply carrying a client's points would be found.
-    from wire.codec import reply
-    from wire.records import to_record
+    from fedgan.wire.codec import reply
+    from fedgan.wire.records import to_record
 
     leak = seen[0]
     points = data.train.X[data.client_train[0][:5]]

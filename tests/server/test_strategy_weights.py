@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fedgan.server.protocols.fedavg import averages_by_examples, declared_shares
+from fedgan.server.strategies import build_strategy
+from fedgan.simulator.engines.runner import run_federated
+from fedgan.simulator.prepare import federated_data
 
-from server.protocols.fedavg import averages_by_examples, declared_shares
-from server.strategies import build_strategy
-from simulator.engines.runner import run_federated
-from simulator.prepare import federated_data
 from tests.conftest import tiny
 
 RULES = '''

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from fedgan.simulator.engines.inprocess import NODE_ID_OFFSET, InProcessGrid
+from fedgan.wire import flwr_internals as fi
 from flwr.app import Array, ArrayRecord, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
-
-from simulator.engines.inprocess import NODE_ID_OFFSET, InProcessGrid
-from wire import flwr_internals as fi
 
 
 def test_task_identity_feeds_message_metadata_and_is_restored() -> None:

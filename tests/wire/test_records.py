@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from wire.records import from_record, to_record
+from fedgan.wire.records import from_record, to_record
 
 
 def test_shapes_survive_including_zero_d_and_non_contiguous() -> None:
@@ -20,9 +19,8 @@ def test_shapes_survive_including_zero_d_and_non_contiguous() -> None:
 
 
 def test_decoded_arrays_carry_the_bytes_flower_would_write() -> None:
+    from fedgan.wire.records import DecodedArray, to_decoded_record
     from flwr.app import Array
-
-    from wire.records import DecodedArray, to_decoded_record
 
     arrays = {
         "step": np.array(3.0, np.float32),
