@@ -12,10 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 MODULES = {  # module: the number of examples it holds at least
-    "simulator.api": 10,
-    "simulator.metrics.prdc": 8,
-    "simulator.metrics.forgetting": 6,
-    "simulator.summary": 2,
+    "fedgan.simulator.api": 10,
+    "fedgan.simulator.metrics.prdc": 8,
+    "fedgan.simulator.metrics.forgetting": 6,
+    "fedgan.simulator.summary": 2,
 }
 
 
