@@ -303,6 +303,8 @@ def forgotten_text(metrics: Sequence[pd.DataFrame]) -> str:
     for m in metrics:
         scope = main_scope(m)
         lost = forgotten_sets(m, scope, last_round(m, scope, "recall"))
+        if not lost:  # a run folder written before the forgotten rows existed: no verdict
+            return "n/a (no forgotten rows: a run from before fedgan recorded them)"
         counts.update((grouping, g) for grouping, groups in lost.items() for g in groups)
     if not counts:
         return "none"

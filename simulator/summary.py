@@ -303,7 +303,16 @@ def story(metrics: pd.DataFrame, round_: int | None = None) -> str:
             )
             named.append(f"{', '.join(gs)}{where}")
         parts.append(f"{grouping} {'; '.join(named)} forgotten")
-    text = f"At {word} {rnd}: " + ("; ".join(parts) if parts else "no groups evaluated") + "."
+    text = (
+        f"At {word} {rnd}: "
+        + (
+            "; ".join(parts)
+            if parts
+            else "no verdict on forgotten groups (no `forgotten` rows: a run folder from "
+            "before fedgan recorded them)"
+        )
+        + "."
+    )
     if "worst_client" in h:
         text += (
             f" Worst-served client: {h['worst_client']:.0f} "
