@@ -1,4 +1,6 @@
-"""The README's promises: the custom-strategy walk-through works when copied into a new file."""
+"""The documentation's promises: the README opens with the two commands CI and the tests read,
+and the plug-ins guide's walk-throughs (docs/guide/plugins.md, once the README's "Plug-ins"
+section) work when copied into a new file."""
 
 from __future__ import annotations
 
@@ -14,12 +16,29 @@ from fedgan.simulator.store import load_run
 
 from tests.conftest import tiny
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PLUGINS = ROOT / "docs" / "guide" / "plugins.md"
+
+
+def test_readme_opens_with_the_two_commands_and_stays_a_front_page() -> None:
+    """Its first lines are the install-and-run and the test commands, exactly; the second is
+    the one CI runs (.ci/run's last line, quiet); the rest of the documentation is the site."""
+    lines = README.read_text().split("\n")
+    assert lines[2] == "```bash" and lines[5] == "```"
+    assert lines[3] == (
+        "python3 -m venv .venv && .venv/bin/pip install -e . && "
+        ".venv/bin/fedgan run scenarios/quickstart.yaml"
+    )
+    ci = (ROOT / ".ci" / "run").read_text().strip().split("\n")[-1]
+    assert ci.replace("pip install -q ", "pip install ") == lines[4]
+    assert lines[4].endswith(".venv/bin/python -m pytest")
+    assert len(lines) <= 250
 
 
 def test_custom_strategy_walkthrough_runs_and_weights_as_documented(tmp_path: Path) -> None:
-    code = re.search(r"```python\n(# my_rule\.py\n.*?)```", README.read_text(), re.S)
-    assert code, "the README has the my_rule.py block"
+    code = re.search(r"```python\n(# my_rule\.py\n.*?)```", PLUGINS.read_text(), re.S)
+    assert code, "the plug-ins guide has the my_rule.py block"
     plugin = tmp_path / "my_rule.py"
     plugin.write_text(code.group(1))
     s = tiny(
@@ -49,11 +68,11 @@ def test_custom_strategy_walkthrough_runs_and_weights_as_documented(tmp_path: Pa
 def test_trimmed_mean_walkthrough_aggregates_as_documented_and_writes_no_weights(
     tmp_path: Path,
 ) -> None:
-    """The README's rule that is not a weighted mean: its arrays are the coordinate-wise mean
+    """The guide's rule that is not a weighted mean: its arrays are the coordinate-wise mean
     without each coordinate's lowest and highest client value, and its `weights` hook's None
     leaves the round without `fed.weight` rows (FedAvg's, which it never used, would be false)."""
-    code = re.search(r"```python\n(# my_trimmed\.py\n.*?)```", README.read_text(), re.S)
-    assert code, "the README has the my_trimmed.py block"
+    code = re.search(r"```python\n(# my_trimmed\.py\n.*?)```", PLUGINS.read_text(), re.S)
+    assert code, "the plug-ins guide has the my_trimmed.py block"
     plugin = tmp_path / "my_trimmed.py"
     plugin.write_text(code.group(1))
     s = tiny(strategy={"name": f"{plugin}:TrimmedMean", "params": {"trim": 1}},
@@ -71,9 +90,10 @@ def test_trimmed_mean_walkthrough_aggregates_as_documented_and_writes_no_weights
 
 
 def _section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(f"\n## {title}\n")
-    return text[start : text.index("\n## ", start + 1)]
+    """The guide page that holds the section (the plug-ins page is the README's old section)."""
+    text = PLUGINS.read_text()
+    assert text.startswith(f"# {title}\n"), title
+    return text
 
 
 def test_plugin_section_lists_every_reply_key_and_what_aggregate_train_returns() -> None:
@@ -102,8 +122,8 @@ def test_plugin_section_lists_every_reply_key_and_what_aggregate_train_returns()
 
 
 def _protocol_plugin(tmp_path: Path) -> Path:
-    code = re.search(r"```python\n(# my_protocol\.py\n.*?)```", README.read_text(), re.S)
-    assert code, "the README has the my_protocol.py block"
+    code = re.search(r"```python\n(# my_protocol\.py\n.*?)```", PLUGINS.read_text(), re.S)
+    assert code, "the plug-ins guide has the my_protocol.py block"
     plugin = tmp_path / "my_protocol.py"
     plugin.write_text(code.group(1))
     return plugin

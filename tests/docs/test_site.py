@@ -39,6 +39,9 @@ def test_the_site_builds_strict_with_every_page(site: Path) -> None:
     for page in ("index.html", "getting-started/index.html", "findings/index.html",
                  "results/index.html", "tutorials/index.html", "guide/metrics/index.html"):
         assert (site / page).is_file(), page
+    # The README's quickstart story and its "what it is" live once, in the README: included.
+    assert "The first line installs everything" in (site / "getting-started/index.html").read_text()
+    assert "GANs fail in two ways" in (site / "index.html").read_text()
     for n in range(1, 7):
         (nb,) = (site / "tutorials").glob(f"0{n}-*/index.html")
         assert "What you should see" in nb.read_text(), nb
