@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedgan.clients.exchange import admit, one
+from fedgan.clients.exchange import Update, admit, one
 from fedgan.clients.scoring import local_evaluation
 from fedgan.simulator.faults import FaultDraw, inject
 from fedgan.simulator.gan import batched, fastmlp
@@ -69,13 +69,8 @@ class StepRequest:
     private: dict[str, np.ndarray] | None = None
 
 
-@dataclass
-class StepUpdate:
+class StepUpdate(Update[StepReply]):
     """What a client sends back after a step (`arrays`, `reply`) and what it keeps."""
-
-    arrays: dict[str, np.ndarray]
-    private: dict[str, np.ndarray]
-    reply: StepReply
 
 
 @dataclass

@@ -5,14 +5,27 @@ exchange — a simulated crash before any work, so it costs the simulation nothi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+import numpy as np
 from fedgan.simulator.faults import FaultDraw, SimulatedFault
 from fedgan.simulator.faults import draw as draw_faults
 from fedgan.simulator.scenario import Scenario
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
+ReplyT = TypeVar("ReplyT")
+
+
+@dataclass
+class Update(Generic[ReplyT]):
+    """What a client sends back after an exchange (`arrays`, `reply`) and what it keeps
+    (`private`: its critic, optimizer moments — never sent)."""
+
+    arrays: dict[str, np.ndarray]
+    private: dict[str, np.ndarray]
+    reply: ReplyT
 
 
 def one(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
-from fedgan.clients.exchange import admit, one
+from fedgan.clients.exchange import Update, admit, one
 from fedgan.clients.requests import TrainRequest
 from fedgan.clients.scoring import evaluate_locally, local_evaluations
 from fedgan.simulator.faults import FaultDraw, SimulatedFault, inject
@@ -40,13 +40,8 @@ from fedgan.simulator.scenario import Scenario
 from fedgan.simulator.seeding import torch_generator
 
 
-@dataclass
-class ClientUpdate:
+class ClientUpdate(Update[TrainReply]):
     """What a client sends back after local training (`arrays`, `reply`), and what it keeps."""
-
-    arrays: dict[str, np.ndarray]
-    private: dict[str, np.ndarray]
-    reply: TrainReply
 
     @property
     def metrics(self) -> dict[str, MetricValue]:
