@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from fedgan.simulator.data import load_dataset
 from fedgan.simulator.metrics import prdc
 from fedgan.simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, ball_hits, group_mass
