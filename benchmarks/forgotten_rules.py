@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 from fedgan.simulator.data import load_dataset
 from fedgan.simulator.metrics import prdc
-from fedgan.simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, ball_hits, group_mass
+from fedgan.simulator.metrics.forgetting import (
+    FORGOTTEN_MASS_RATIO,
+    ball_hits,
+    ball_pairs,
+    group_mass,
+)
 from fedgan.simulator.prepare import prepare_data
 from fedgan.simulator.scenario import load
 
@@ -24,7 +29,8 @@ def both(real: np.ndarray, labels: np.ndarray, fake: np.ndarray) -> tuple[list, 
     r = prdc(real, fake, 5)
     groups = sorted(set(labels.tolist()))
     codes = np.array([groups.index(v) for v in labels])
-    m, support = group_mass(ball_hits(real, fake, r.real_radii, codes, len(groups)))
+    hits = ball_hits(ball_pairs(real, fake, r.real_radii), codes, len(groups), len(fake))
+    m, support = group_mass(hits)
     share = np.bincount(codes) / len(codes)
     literal = [g for g, x in zip(groups, m / share, strict=True) if x < FORGOTTEN_MASS_RATIO]
     on_support = [

@@ -12,6 +12,7 @@ Two scores, for two readers:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,11 +46,9 @@ def served_coverage(
     """The evaluate message's answer: `client_coverage` of the samples the global evaluation
     scores at `round_` (`simulator.evaluate.generated`: `state`'s generator, same count, same
     noise stream)."""
-    from fedgan.simulator.evaluate import generated
-
-    fake = generated(s, gan, state, round_)
+    fake, embedded = _global_samples(s, gan, state, round_)
     check_finite(fake, client)
-    return client_coverage(s, data, client, fake)
+    return _coverage(s, data, client, embedded)
 
 
 def client_coverage(
@@ -58,10 +57,41 @@ def client_coverage(
     """`fake` [M, d] against client `client`'s held-out points, each with its k-NN radius
     among the pooled held-out set (`simulator.metrics.forgetting.coverage_against`), in the
     space the global evaluation uses; per-group counts."""
+    return _coverage(s, data, client, pooled_reference(s).embed(fake))
+
+
+_SAMPLES: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
+"""The last evaluation's samples and their embedding, by (scenario, round, generator digest):
+every client of a process scores the same samples, so they are drawn (and, for images, passed
+through the classifier) once, not once per client."""
+
+
+def _global_samples(
+    s: Scenario, gan: GAN, state: GANState, round_: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from fedgan.simulator.evaluate import generated
+
+    digest = hashlib.blake2b(digest_size=16)
+    for group in (state.g, state.g_ema):
+        for name in sorted(group):
+            digest.update(name.encode())
+            digest.update(group[name].detach().cpu().numpy().tobytes())
+    key = (s.to_json(), round_, digest.hexdigest())
+    if key not in _SAMPLES:
+        fake = generated(s, gan, state, round_)
+        embedded = pooled_reference(s).embed(fake) if np.isfinite(fake).all() else fake
+        _SAMPLES.clear()  # one evaluation at a time: keep memory flat
+        _SAMPLES[key] = (fake, embedded)
+    return _SAMPLES[key]
+
+
+def _coverage(
+    s: Scenario, data: FederatedData, client: int, embedded_fake: np.ndarray
+) -> ClientCoverage:
     idx = data.client_held[client]
     ref = pooled_reference(s)
     covered = coverage_against(
-        ref.held, ref.embed(data.train.X[idx]), ref.embed(fake), s.evaluation.k
+        ref.held, ref.embed(data.train.X[idx]), embedded_fake, s.evaluation.k
     )
     hits, other_hits = data.counts(idx, covered.astype(np.float64))
     group_n, other_n = data.counts(idx)

@@ -26,7 +26,7 @@ from fedgan.simulator.metrics import (
     prdc,
 )
 from fedgan.simulator.metrics.diagnosis import MIN_GROUP_DENSITY, ForgottenGroup, GroupFidelity
-from fedgan.simulator.metrics.forgetting import ball_hits
+from fedgan.simulator.metrics.forgetting import ball_hits, ball_pairs
 from fedgan.simulator.metrics.groups import (
     Grouping,
     group_labels,
@@ -191,8 +191,9 @@ class Evaluator:
         lost_points = np.zeros(n_real, dtype=bool)
         named: list[ForgottenGroup] = []
         blurred: list[GroupFidelity] = []
+        pairs = ball_pairs(self.real_feats, fake_feats, res.real_radii)  # once, every grouping
         for col, real_labels in self.labels.items():
-            ctx = self._context(col, real_labels, fake_feats, res)
+            ctx = self._context(col, real_labels, fake_feats, res, pairs)
             before = len(rows)
             for name in self.metrics:
                 for row in METRICS.get(name)(ctx):
@@ -249,21 +250,27 @@ class Evaluator:
             str(r["group"]): r for r in rows if r["metric"] == "density" and r["group"] != ""
         }
         precision = _by_group(rows, "precision")
-        limit = MIN_GROUP_DENSITY
         return [
             GroupFidelity(f"{col}={g}", precision.get(g, float("nan")), float(r["value"]))
             for g, r in density.items()
-            if g not in lost and r["n"] >= self.min_group_size and not r["value"] >= limit
+            if g not in lost
+            and r["n"] >= self.min_group_size
+            and not r["value"] >= MIN_GROUP_DENSITY
         ]
 
     def _context(
-        self, col: str, real_labels: pd.Series, fake_feats: np.ndarray, res: PRDC
+        self,
+        col: str,
+        real_labels: pd.Series,
+        fake_feats: np.ndarray,
+        res: PRDC,
+        pairs: tuple[np.ndarray, np.ndarray],
     ) -> GroupingContext:
         """The `GroupingContext` of grouping `col` at this evaluation."""
         groups = sorted(pd.unique(real_labels).tolist(), key=group_sort_key)
         lookup = {g: i for i, g in enumerate(groups)}
         codes = np.fromiter((lookup[v] for v in real_labels), dtype=np.intp, count=len(real_labels))
-        hits = ball_hits(self.real_feats, fake_feats, res.real_radii, codes, len(groups))
+        hits = ball_hits(pairs, codes, len(groups), len(fake_feats))
         return GroupingContext(
             grouping=col,
             labels=real_labels,

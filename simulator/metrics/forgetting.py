@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from fedgan.simulator.metrics.neighbours import _ball_pairs, sqdist
+from fedgan.simulator.metrics.prdc import TREE_MAX_DIM
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
@@ -39,9 +40,6 @@ KEEP_COVERAGE = 0.3
 """A group is kept when its coverage is at least this (with ≥ 100 held-out points a coverage
 of 0.3 is known to about ±0.05)."""
 
-TREE_MAX_DIM = 8
-"""At or below this dimension the exact k-d tree pairs are used, above it float64 GEMM."""
-
 _BLOCK_ENTRIES = 2**22
 """Fake × real distance entries per block of the GEMM path (32 MiB of float64)."""
 
@@ -51,14 +49,12 @@ def kept(coverage: float) -> bool:
     return bool(coverage >= KEEP_COVERAGE)
 
 
-def ball_hits(
-    real: NDArray[np.floating],
-    fake: NDArray[np.floating],
-    real_radii: NDArray[np.floating],
-    codes: NDArray[np.integer],
-    n_groups: int,
-) -> NDArray[np.bool_]:
-    """Which groups' balls hold each generated sample.
+def ball_pairs(
+    real: NDArray[np.floating], fake: NDArray[np.floating], real_radii: NDArray[np.floating]
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Every (real point i, generated sample j) with j strictly inside i's k-NN ball.
+
+    Computed once per evaluation; each grouping then reads it through `ball_hits`.
 
     Parameters
     ----------
@@ -68,34 +64,59 @@ def ball_hits(
         Generated points in the same units.
     real_radii : ndarray, shape [N]
         Each real point's k-NN radius (PRDC's `real_radii`).
-    codes : ndarray of int, shape [N]
-        Each real point's group, 0 … n_groups − 1.
-    n_groups : int
 
     Returns
     -------
-    ndarray of bool, shape [M, n_groups]
-        [j, g]: sample j lies strictly inside the ball of at least one point of group g.
+    (ndarray of intp, ndarray of intp)
+        The pairs' real indices and sample indices, of equal length.
     """
     real64 = np.asarray(real, dtype=np.float64)
     fake64 = np.asarray(fake, dtype=np.float64)
     r2 = np.asarray(real_radii, dtype=np.float64) ** 2
-    codes = np.asarray(codes, dtype=np.intp)
-    hits = np.zeros((len(fake64), n_groups), dtype=bool)
     if real64.shape[1] <= TREE_MAX_DIM:
         # The exact pairs PRDC's density counts (strict <, one rounding of the distances).
-        ri, fj = _ball_pairs(real64, r2, fake64, cKDTree(fake64))
-        hits[fj, codes[ri]] = True
-        return hits
+        return _ball_pairs(real64, r2, fake64, cKDTree(fake64))
     r = torch.from_numpy(real64)
-    onehot = torch.nn.functional.one_hot(torch.from_numpy(codes), n_groups).to(torch.float64)
     r_sq = (r * r).sum(1)
+    r2_t = torch.from_numpy(r2)[None, :]
     rows = max(1, _BLOCK_ENTRIES // max(len(real64), 1))
+    ri, fj = [], []
     for s in range(0, len(fake64), rows):
         f = torch.from_numpy(fake64[s : s + rows])
         d2 = (f * f).sum(1)[:, None] + r_sq[None, :] - 2.0 * f @ r.T
-        inside = (d2 < torch.from_numpy(r2)[None, :]).to(torch.float64)
-        hits[s : s + rows] = (inside @ onehot).numpy() > 0
+        j, i = torch.nonzero(d2 < r2_t, as_tuple=True)
+        ri.append(i.numpy())
+        fj.append(j.numpy() + s)
+    if not ri:
+        empty = np.empty(0, dtype=np.intp)
+        return empty, empty
+    return np.concatenate(ri).astype(np.intp), np.concatenate(fj).astype(np.intp)
+
+
+def ball_hits(
+    pairs: tuple[NDArray[np.intp], NDArray[np.intp]],
+    codes: NDArray[np.integer],
+    n_groups: int,
+    n_fake: int,
+) -> NDArray[np.bool_]:
+    """Which groups' balls hold each generated sample.
+
+    Parameters
+    ----------
+    pairs : (ndarray, ndarray)
+        `ball_pairs` of the evaluation.
+    codes : ndarray of int, shape [N]
+        Each real point's group under one grouping, 0 … n_groups − 1.
+    n_groups, n_fake : int
+
+    Returns
+    -------
+    ndarray of bool, shape [n_fake, n_groups]
+        [j, g]: sample j lies strictly inside the ball of at least one point of group g.
+    """
+    ri, fj = pairs
+    hits = np.zeros((n_fake, n_groups), dtype=bool)
+    hits[fj, np.asarray(codes, dtype=np.intp)[ri]] = True
     return hits
 
 
