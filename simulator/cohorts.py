@@ -1,0 +1,49 @@
+"""Who trains in a round: the cohort, drawn from the scenario seed over partition ids.
+
+Without privacy, and under `privacy.sampling: fixed`, a round takes `clients_per_round` clients
+without replacement (all of them by default) — Flower's own sampling is fixed-size too. Under
+user-level privacy with `sampling: poisson`, each client joins independently with
+q = clients_per_round / N: the cohort's size varies, which is what the Poisson-subsampled
+Gaussian accountant assumes (`simulator.privacy.accountant`).
+"""
+
+from __future__ import annotations
+
+from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.seeding import numpy_rng
+
+
+def expected_cohort(s: Scenario) -> int:
+    """Clients a round takes (fixed) or takes on average (Poisson): `clients_per_round`, by
+    default all of them."""
+    assert s.federation is not None
+    n = s.partition.n_clients
+    return min(s.federation.clients_per_round or n, n)
+
+
+def poisson_cohorts(s: Scenario) -> bool:
+    """Whether rounds sample clients independently (user-level DP with Poisson sampling)."""
+    p = s.privacy
+    return p is not None and p.level == "user" and p.sampling == "poisson"
+
+
+def sample_clients(s: Scenario, round_: int) -> list[int]:
+    """The partition ids trained in `round_` (seeded by scenario seed and round), sorted."""
+    assert s.federation is not None
+    n = s.partition.n_clients
+    k = expected_cohort(s)
+    rng = numpy_rng(s.seed, "sampling", round_)
+    if poisson_cohorts(s):
+        return [int(i) for i in (rng.random(n) < k / n).nonzero()[0]]
+    if k >= n:
+        return list(range(n))
+    return sorted(rng.choice(n, size=k, replace=False).tolist())
+
+
+def participation(s: Scenario, rounds: int) -> list[int]:
+    """[N] how many of rounds 1..`rounds` sample each client."""
+    counts = [0] * s.partition.n_clients
+    for r in range(1, rounds + 1):
+        for c in sample_clients(s, r):
+            counts[c] += 1
+    return counts
