@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from fedgan.clients.answers import client_step
+from fedgan.clients.instrumentation import keep
 from fedgan.clients.scoring import served_coverage
 from fedgan.clients.training import client_train
 from fedgan.simulator.messages import EvaluateReply
@@ -42,15 +43,25 @@ def train(msg: Message, context: Context) -> Message:
     step = read_step(msg)
     if step is not None:
         received = from_record(arrays_of(msg))
-        done = client_step(s, partition_id(context), step, received, load_private(context))
+        pid = partition_id(context)
+        done = client_step(s, pid, step, received, load_private(context))
         store_private(context, done.private)
-        return step_reply(msg, done.reply, to_record(done.arrays), time.perf_counter() - t0)
+        private = s.privacy is not None
+        if private:
+            keep(context.run_config, pid, step.round, "step", done.reply.metrics())
+        seconds = time.perf_counter() - t0
+        return step_reply(msg, done.reply, to_record(done.arrays), seconds, withhold=private)
     ins = read_train(msg)
     received = from_record(arrays_of(msg))
     pid = partition_id(context)
     update = client_train(s, pid, ins.round, received, load_private(context), ins.proximal_mu)
     store_private(context, update.private)
-    return train_reply(msg, update.reply, to_record(update.arrays), time.perf_counter() - t0)
+    if s.privacy is not None:
+        keep(context.run_config, pid, ins.round, "train", update.reply.metrics())
+    seconds = time.perf_counter() - t0
+    return train_reply(
+        msg, update.reply, to_record(update.arrays), seconds, withhold=s.privacy is not None
+    )
 
 
 @app.evaluate()

@@ -22,7 +22,6 @@ from fedgan.simulator.gan import batched
 from fedgan.simulator.gan.train import GAN, GANState
 from fedgan.simulator.messages import ClientCoverage, LocalEvaluation
 from fedgan.simulator.metrics import expected_coverage, prdc
-from fedgan.simulator.metrics.forgetting import coverage_against
 from fedgan.simulator.metrics.small_sets import recall_coverage_terms
 from fedgan.simulator.prepare import FederatedData, pooled_reference
 from fedgan.simulator.scenario import Scenario
@@ -88,21 +87,9 @@ def _global_samples(
 def _coverage(
     s: Scenario, data: FederatedData, client: int, embedded_fake: np.ndarray
 ) -> ClientCoverage:
-    idx = data.client_held[client]
-    ref = pooled_reference(s)
-    covered = coverage_against(
-        ref.held, ref.embed(data.train.X[idx]), embedded_fake, s.evaluation.k
-    )
-    hits, other_hits = data.counts(idx, covered.astype(np.float64))
-    group_n, other_n = data.counts(idx)
-    return ClientCoverage(
-        coverage=float(covered.mean()) if len(idx) else float("nan"),
-        n_real=len(idx),
-        coverage_hits=hits,
-        group_n=group_n,
-        other_coverage_hits=other_hits,
-        other_group_n=other_n,
-    )
+    from fedgan.simulator.evaluate import client_coverage as coverage  # torch-light at import
+
+    return coverage(s, data, client, embedded_fake)
 
 
 def local_evaluation(

@@ -10,12 +10,9 @@ from fedgan.server.loop import run_rounds
 from fedgan.simulator.progress import ProgressLog
 from fedgan.simulator.scenario import Scenario, ScenarioError, resolved_yaml
 from fedgan.simulator.store import RunStore
-from fedgan.wire.records import OUT_KEY, SCENARIO_FILE_KEY, scenario_from
+from fedgan.wire.records import OUT_KEY, RUN_DIR_KEY, SCENARIO_FILE_KEY, scenario_from
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-
-RUN_DIR_KEY = "run-dir"
-"""run_config key with the absolute path of the run folder the server writes."""
 
 RESUME_KEY = "resume"
 """run_config key: true to continue the run folder's run after its latest checkpoint."""

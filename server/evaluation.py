@@ -13,6 +13,7 @@ from fedgan.server.gate import check_replies
 from fedgan.server.run import Run
 from fedgan.simulator.evaluate import (
     Evaluation,
+    client_coverage,
     evaluate_generator,
     generated,
     make_evaluator,
@@ -20,7 +21,12 @@ from fedgan.simulator.evaluate import (
 )
 from fedgan.simulator.messages import EVALUATE_REPLY_KEYS, ClientCoverage, EvaluateInstruction
 from fedgan.simulator.metrics.registry import RULES
-from fedgan.simulator.prepare import FederatedData, initial_state, mixture_holdout
+from fedgan.simulator.prepare import (
+    FederatedData,
+    initial_state,
+    mixture_holdout,
+    pooled_reference,
+)
 from fedgan.wire.codec import evaluate_content, read_evaluate_reply
 from flwr.app import Message, MessageType
 
@@ -71,6 +77,11 @@ def evaluate_clients(
     and, against the global evaluation `ev`, the share of its points in groups not forgotten;
     per grouping, the worst-served client (scope `clients`)."""
     assert run.s.federation is not None
+    if run.s.privacy is not None:
+        scores = simulated_scores(run, rnd, generator)
+        rows = client_rows(run.data, scores, ev, run.s.evaluation.min_group_size)
+        run.store.add_metrics([{"round": rnd, **r} for r in rows], flush=False)
+        return
     content = evaluate_content(generator, EvaluateInstruction(rnd))
     msgs = [
         Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in run.node_pid
@@ -85,6 +96,25 @@ def evaluate_clients(
     scores = {pid: read_evaluate_reply(msg).evaluation for pid, msg in gate.accepted}
     rows = client_rows(run.data, scores, ev, run.s.evaluation.min_group_size)
     run.store.add_metrics([{"round": rnd, **r} for r in rows], flush=False)  # the loop flushes
+
+
+def simulated_scores(
+    run: Run, rnd: int, generator: dict[str, np.ndarray]
+) -> dict[int, ClientCoverage]:
+    """Under privacy no client releases a statistic of its held-out data, so the per-client
+    view is the simulator's instrumentation: the global evaluation's samples against each
+    client's held-out split, computed here from the simulation's data (what a client would
+    have answered; README, 'Differential privacy'). Empty without a global generator."""
+    if not generator:
+        return {}
+    state = initial_state(run.s, run.gan).load_arrays(generator)
+    fake = generated(run.s, run.gan, state, rnd)
+    if not np.isfinite(fake).all():
+        return {}
+    embedded = pooled_reference(run.s).embed(fake)
+    return {
+        pid: client_coverage(run.s, run.data, pid, embedded) for pid in sorted(run.pid_node)
+    }
 
 
 def client_rows(

@@ -22,19 +22,20 @@ from typing import Any
 from fedgan.server.evaluation import evaluate
 from fedgan.server.gate import check_replies
 from fedgan.server.nodes import discover
+from fedgan.server.privacy import Account
 from fedgan.server.protocols import Reply, Round, Setup, build_protocol
 from fedgan.server.protocols.base import SampledGrid
 from fedgan.server.rejoin import rejoin
 from fedgan.server.resume import Run, checkpoint, restore
 from fedgan.simulator.checkpoint import load_latest
+from fedgan.simulator.cohorts import sample_clients
 from fedgan.simulator.evaluate import make_evaluator
 from fedgan.simulator.faults import FaultDraw
 from fedgan.simulator.faults import draw as draw_faults
-from fedgan.simulator.messages import table_metrics, wall_times
+from fedgan.simulator.messages import NUM_EXAMPLES, table_metrics, wall_times, withheld
 from fedgan.simulator.prepare import FederatedData, federated_data, initial_state, make_gan
 from fedgan.simulator.progress import Progress, ProgressHook
 from fedgan.simulator.scenario import Scenario
-from fedgan.simulator.seeding import numpy_rng
 from fedgan.simulator.store import RunStore
 from fedgan.wire.codec import array_bytes, metrics_of
 from flwr.app import Message
@@ -111,6 +112,9 @@ def start(grid: Grid, s: Scenario, store: RunStore, resume: bool) -> tuple[Run, 
         store.event("clients_missing", clients=missing)
     setup = Setup(s, data, gan, initial_state(s, gan).arrays(), node_pid)
     run = Run(s, store, grid, data, gan, evaluator, node_pid, build_protocol(setup))
+    run.account = Account.for_run(s)
+    if run.account is not None and not resume:
+        run.account.start(store)
     if ckpt is not None:
         restore(run, ckpt)
     return run, first
@@ -159,16 +163,6 @@ def play_round(run: Run, rnd: int) -> dict[str, float]:
     return ev.summary if ev is not None else {}
 
 
-def sample_clients(s: Scenario, round_: int) -> list[int]:
-    """The partition ids trained in `round_` (seeded by scenario seed and round)."""
-    assert s.federation is not None
-    n = s.partition.n_clients
-    k = s.federation.clients_per_round or n
-    if k >= n:
-        return list(range(n))
-    return sorted(numpy_rng(s.seed, "sampling", round_).choice(n, size=k, replace=False).tolist())
-
-
 def sample(run: Run, rnd: int) -> tuple[Round, dict[int, FaultDraw], list[Dropped]]:
     """The round's clients (those with a node), their faults and the dropouts among them:
     a dropped-out client is never sent the round, so the server learns nothing from it."""
@@ -214,11 +208,13 @@ def exchange(
     on_time, dropped = _stragglers(run, r, replies, faults)
     outcome.bytes_up += sum(array_bytes(m) for m in on_time)
     expect = run.protocol.expect(r, step)
+    # Under privacy a reply carries only its release (`simulator.messages.released`).
+    keys = expect.metrics if run.s.privacy is None else withheld(expect.metrics)
     gate = check_replies(
         on_time,
         run.node_pid,
         expect.arrays,
-        expect.metrics,
+        keys,
         reference=expect.reference,
         max_update_norm=f.max_update_norm,
         max_reply_bytes=f.max_reply_bytes,
@@ -292,6 +288,8 @@ def record(run: Run, rnd: int, faults: dict[int, FaultDraw], outcome: RoundOutco
         for phase, v in wall_times(met).items():
             outcome.times.append({"round": rnd, "phase": phase, "client": pid, "seconds": v})
         for k, v in table_metrics(met).items():
+            if k == NUM_EXAMPLES and run.s.privacy is not None:
+                continue  # 1 for every client under privacy (`released`), not its size
             values.setdefault((pid, k), []).append(v)
     rows: list[dict[str, Any]] = [
         {"round": rnd, "scope": "client", "client": pid, "metric": k, "value": sum(v) / len(v)}
@@ -313,6 +311,8 @@ def record(run: Run, rnd: int, faults: dict[int, FaultDraw], outcome: RoundOutco
         {"round": rnd, "scope": "global", "metric": k, "value": v}
         for k, v in run.protocol.round_metrics().items()
     ]
+    if run.account is not None:
+        rows += run.account.rows(rnd)
     # Per-kind counts only for kinds that occurred: a fault-free run's table is unchanged.
     for kind, count in sorted(Counter(kind for _, kind, _ in outcome.dropped).items()):
         rows.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from fedgan.server.privacy import Account
 from fedgan.server.protocols import Protocol
 from fedgan.simulator.evaluate import Evaluator
 from fedgan.simulator.gan.train import GAN
@@ -41,6 +42,8 @@ class Run:
     asked: dict[int, int] = field(default_factory=dict)
     pid_node: dict[int, int] = field(init=False)
     """partition id → node id."""
+    account: Account | None = None
+    """The privacy account (`privacy:` runs): ε rows after every round."""
     phase: str = "start"
     """The step the loop is in (sample, exchange, combine, record, evaluate, checkpoint): where
     a failure happened, for its `run_failed` event."""

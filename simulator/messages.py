@@ -582,6 +582,26 @@ SCORE_KEYS = (LOCAL_COVERAGE, LOCAL_RECALL, RECALL_HITS, COVERAGE_HITS, GROUP_N)
 """Metric keys a step reply that scored `fakes.score` must hold as well."""
 
 
+RELEASED_KEYS = (PARTITION_ID, BYTES_RECEIVED, BYTES_SENT, TIME_CLIENT_TRAIN, TIME_CLIENT_STEP)
+"""Under `privacy:`, the only metrics a reply carries beside its privatized arrays: who sent
+it, the size of what travelled (fixed by the shapes, not the data) and wall times. Everything
+computed on the client's data — losses, D(x), Lipschitz estimates, local scores, its number of
+training points — is withheld (`released`), kept in the run folder as the simulator's
+instrumentation (`clients.instrumentation`), never read by the server."""
+
+
+def released(m: Mapping[str, MetricValue]) -> dict[str, MetricValue]:
+    """The part of a reply's metrics that may leave a client under privacy (`RELEASED_KEYS`),
+    and `num-examples` = 1 for every client: not its size (withheld), the value that makes a
+    stock strategy's weighted mean the uniform mean DP needs."""
+    return {k: v for k, v in m.items() if k in RELEASED_KEYS} | {NUM_EXAMPLES: 1.0}
+
+
+def withheld(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The metric keys a gate may require of a reply under privacy (`released`'s)."""
+    return tuple(k for k in keys if k in RELEASED_KEYS or k == NUM_EXAMPLES)
+
+
 def table_metrics(m: Metrics) -> dict[str, float]:
     """A reply's scalar metrics as they go into the metrics table: not its partition id (the
     row's `client`), not wall times, not per-group lists."""

@@ -265,11 +265,16 @@ def make_gan(s: Scenario, data: FederatedData | None = None, prox_mu: float | No
 def local_steps(s: Scenario, data: FederatedData, client: int) -> int:
     """Generator steps client `client` runs each round: `federation.local_steps`, or with
     `federation.local_epochs`, enough batches for that many passes over its training points."""
+    return steps_for(s, len(data.client_train[client]))
+
+
+def steps_for(s: Scenario, n_train: int) -> int:
+    """`local_steps` of a client with `n_train` training points."""
     assert s.federation is not None
     f = s.federation
     if f.local_epochs is None:
         return f.local_steps
-    return max(1, math.ceil(f.local_epochs * len(data.client_train[client]) / s.gan.batch_size))
+    return max(1, math.ceil(f.local_epochs * n_train / s.gan.batch_size))
 
 
 def initial_state(s: Scenario, gan: GAN) -> GANState:

@@ -622,6 +622,67 @@ class EngineModel(_Model):
         return self
 
 
+class AdaptiveClipModel(_Model):
+    """Adaptive clipping (Andrew et al. 2021): the clip C follows the `target_quantile` of the
+    clients' update norms, C ← C·exp(−lr·(b̃ − target_quantile)), b̃ the share of updates with
+    norm ≤ C released with Gaussian noise of std `count_noise`/(expected cohort) — a release
+    accounted with the update's (the update's noise is raised so that the two together cost
+    what `noise_multiplier` says)."""
+
+    target_quantile: float = Field(default=0.5, gt=0.0, lt=1.0)
+    lr: float = Field(default=0.2, gt=0.0, le=10.0)
+    count_noise: float | None = Field(default=None, gt=0.0)
+    """σ_b of the clipped count (default: expected cohort / 20, the paper's choice)."""
+
+
+class PrivacyModel(_Model):
+    """Differential privacy of a federated run (or a centralized DP-SGD run): what is
+    protected, the noise, the clip and the accounting (`simulator.privacy`).
+
+    `level: user` — DP-FedAvg (McMahan et al. 2018): each sampled client's update of all
+    federated arrays clipped to `clip` as one vector, summed, Gaussian noise of std
+    noise_multiplier·clip added, divided by the expected cohort; a client's whole data is the
+    unit. `level: sample` — DP-SGD (Abadi et al. 2016) on every client's critic: each real
+    sample's gradient clipped to `clip`, noise of std noise_multiplier·clip on the batch's sum;
+    one training point is the unit, ε per client, the run's ε their maximum.
+    """
+
+    level: Literal["user", "sample"]
+    noise_multiplier: float | None = Field(default=None, ge=0.0, le=1e6)
+    """σ: the noise's standard deviation over `clip` (0: no noise, ε = ∞)."""
+    clip: float = Field(gt=0.0)
+    """C: the bound on one unit's contribution (an update's L2 norm; a sample's gradient's)."""
+    delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    """δ of the (ε, δ) guarantee; must be < 1/N (N: clients at user level, a client's training
+    points at sample level)."""
+    target_epsilon: float | None = Field(default=None, gt=0.0)
+    """Instead of `noise_multiplier`: σ calibrated before training so the run ends at or just
+    below this ε."""
+    sampling: Literal["poisson", "fixed"] = "poisson"
+    """`poisson`: each unit joins a round (a batch) independently with q = cohort/N, the sum
+    divided by the fixed expected cohort qN (add/remove neighbours); `fixed`: cohorts (batches)
+    of exactly m without replacement, accounted under replace-one neighbours (sensitivity 2C)."""
+    accountant: Literal["rdp", "pld"] = "rdp"
+    """dp-accounting's Rényi DP or privacy-loss-distribution accountant."""
+    adaptive: AdaptiveClipModel | None = None
+    """User level: adapt `clip` (its initial value) to a quantile of the update norms."""
+
+    @model_validator(mode="after")
+    def _one_noise(self) -> PrivacyModel:
+        if self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ValueError(
+                "privacy.target_epsilon: give noise_multiplier or target_epsilon, not both "
+                "(target_epsilon calibrates noise_multiplier)"
+            )
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError(
+                "privacy.noise_multiplier: give noise_multiplier (σ) or target_epsilon"
+            )
+        if self.adaptive is not None and self.level != "user":
+            raise ValueError("privacy.adaptive: adaptive clipping is for level: user")
+        return self
+
+
 class Scenario(_Model):
     """A whole run: data, GAN, training (centralized or federated), evaluation.
 
@@ -640,6 +701,8 @@ class Scenario(_Model):
     federation: FederationModel | None = None
     faults: FaultsModel | None = None
     """Simulated faults of a federated run (see simulator.faults)."""
+    privacy: PrivacyModel | None = None
+    """Differential privacy (user or sample level); see `PrivacyModel`."""
     strategy: StrategyModel = Field(default_factory=StrategyModel)
     engine: EngineModel = Field(default_factory=EngineModel)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -687,6 +750,8 @@ class Scenario(_Model):
                     problems.append(
                         f"faults.{key}.clients: ids must be < partition.n_clients ({n}), got {bad}"
                     )
+        if self.privacy is not None:
+            problems += _privacy_problems(self)
         # Not against a stand-in: after the data section failed, `validate` looks again with
         # the default dataset, whose columns are not the user's.
         stand_in = bool((info.context or {}).get("data_replaced"))
@@ -726,12 +791,58 @@ class Scenario(_Model):
         f = self.federation
         data = self.model_dump()
         data.update(federation=None, faults=None, name=f"{self.name}-centralized")
+        if self.privacy is not None and self.privacy.level == "user":
+            # User-level DP has no meaning without users: the twin is the non-private run (a
+            # sample-level run's twin keeps DP-SGD, the centralized DP-SGD baseline).
+            data["privacy"] = None
         data["train"] = {"steps": f.rounds * f.local_steps}
         data["evaluation"] = {**data["evaluation"], "every": self.evaluation.every * f.local_steps}
         return Scenario.model_validate(data)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+MIN_USERS = 100
+"""User-level DP needs at least this many clients: over fewer, one client is a large share of
+the population and (ε, δ) say little (δ < 1/N is then a weak bound)."""
+
+
+def _privacy_problems(s: Scenario) -> list[str]:
+    """What the `privacy:` section cannot be combined with, every problem with its path
+    (the data-dependent ones — δ against a client's training points, the strategy and
+    protocol — are the preflight's: `simulator.privacy.checks`)."""
+    p, f, n = s.privacy, s.federation, s.partition.n_clients
+    assert p is not None
+    out: list[str] = []
+    if p.level == "user":
+        if f is None:
+            out.append(
+                "privacy.level: user-level DP protects a client's data; a centralized run has "
+                "no clients (use level: sample for the DP-SGD twin)"
+            )
+        elif n < MIN_USERS:
+            out.append(
+                f"privacy.level: user-level DP needs at least {MIN_USERS} clients "
+                f"(partition.n_clients is {n}): over fewer, one user is a large share of the "
+                "population and (ε, δ) are meaningless; use level: sample"
+            )
+        if f is not None and p.delta >= 1.0 / n:
+            out.append(
+                f"privacy.delta: {p.delta:g} must be < 1/N = {1.0 / n:g} "
+                f"(N = partition.n_clients = {n})"
+            )
+        if f is not None and f.max_update_norm is not None:
+            out.append(
+                "federation.max_update_norm: under privacy the clip bounds every update; a "
+                "gate that drops large updates reads them un-noised (remove it)"
+            )
+    if s.faults is not None:
+        out.append(
+            "faults: simulated faults change the cohort the accountant assumes (dropouts, "
+            "stragglers, failures); not allowed with privacy"
+        )
+    return out
 
 
 def _format(err: Mapping[str, Any], model_fields: dict[tuple[str, ...], list[str]]) -> list[str]:

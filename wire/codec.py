@@ -28,6 +28,7 @@ from fedgan.simulator.messages import (
     StepReply,
     TrainInstruction,
     TrainReply,
+    released,
 )
 from fedgan.wire.flwr_internals import copy_message
 from fedgan.wire.records import from_record, metric_record, to_record
@@ -177,16 +178,23 @@ def answer_query(
     return reply(msg, QueryReply(partition).metrics())
 
 
-def train_reply(msg: Message, stats: TrainReply, arrays: ArrayRecord, seconds: float) -> Message:
+def train_reply(
+    msg: Message, stats: TrainReply, arrays: ArrayRecord, seconds: float, withhold: bool = False
+) -> Message:
     """The reply to train instruction `msg`: the client's arrays and `stats`, with the wall time
-    `seconds` (a `time.` key: the server keeps it out of the metrics table)."""
-    return reply(msg, replace(stats, seconds=seconds).metrics(), arrays)
+    `seconds` (a `time.` key: the server keeps it out of the metrics table). `withhold`
+    (under privacy): only the `released` metrics."""
+    m = replace(stats, seconds=seconds).metrics()
+    return reply(msg, released(m) if withhold else m, arrays)
 
 
-def step_reply(msg: Message, stats: StepReply, arrays: ArrayRecord, seconds: float) -> Message:
+def step_reply(
+    msg: Message, stats: StepReply, arrays: ArrayRecord, seconds: float, withhold: bool = False
+) -> Message:
     """The reply to step instruction `msg`: the client's answer `arrays` and `stats`, with the
-    wall time `seconds` (kept out of the metrics table)."""
-    return reply(msg, replace(stats, seconds=seconds).metrics(), arrays)
+    wall time `seconds` (kept out of the metrics table); `withhold`: as `train_reply`."""
+    m = replace(stats, seconds=seconds).metrics()
+    return reply(msg, released(m) if withhold else m, arrays)
 
 
 def array_bytes(msg: Message) -> int:

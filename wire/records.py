@@ -117,6 +117,11 @@ OUT_KEY = "out"
 """run_config key (`flwr run .`): the absolute folder the run folder is made in."""
 
 
+RUN_DIR_KEY = "run-dir"
+"""run_config key with the absolute path of the run folder the server writes (and, under
+privacy, where clients keep their withheld statistics: `clients.instrumentation`)."""
+
+
 def scenario_from(run_config: Mapping[str, Any]) -> Scenario:
     """The scenario a run carries in its run_config (parsed once per process): the JSON the
     engines pass (`scenario`), or — started with `flwr run .` — the YAML file named by

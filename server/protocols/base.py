@@ -220,7 +220,10 @@ class Protocol(ABC):
 
     def weights(self, r: Round, replies: Sequence[Reply]) -> np.ndarray:
         """One weight ≥ 0 per reply, for protocols that combine replies with client weights
-        (default: FedAvg's, the clients' training points)."""
+        (default: FedAvg's, the clients' training points; under privacy, where sizes are
+        withheld, equal weights)."""
+        if self.setup.scenario.privacy is not None:
+            return np.ones(len(replies), dtype=np.float64)
         return np.array([rep.stats().num_examples for rep in replies], dtype=np.float64)
 
     def shares(self, r: Round, step: int, replies: Sequence[Reply]) -> dict[int, float]:

@@ -25,6 +25,7 @@ from fedgan.server.strategies.strategy_state import (
     rebind_nodes,
     strategy_state,
 )
+from fedgan.simulator.cohorts import expected_cohort
 from fedgan.simulator.messages import (
     GENERATOR,
     NUM_EXAMPLES,
@@ -34,6 +35,8 @@ from fedgan.simulator.messages import (
     split_arrays,
 )
 from fedgan.simulator.prepare import FederatedData, client_ema, local_steps
+from fedgan.simulator.privacy.aggregate import Adaptive, DPAggregator, update_noise_multiplier
+from fedgan.simulator.privacy.budget import noise_multiplier
 from fedgan.simulator.scenario import Scenario
 from fedgan.wire.records import from_record, to_record
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -96,6 +99,11 @@ class FedAvgProtocol(Protocol):
             critic = build_strategy(s.strategy.critic.name, dict(s.strategy.critic.params))
             strategy = PerNetwork(strategy, critic)
         self.strategy = strategy
+        self.dp = user_level_aggregator(s)
+        """User-level DP (`privacy.level: user`): our seeded DP aggregator takes the strategy's
+        aggregation (clip every update as one vector, uniform mean over the expected cohort,
+        noise); None otherwise."""
+        self._clipped: list[float] = []
 
     @classmethod
     def check(cls, s: Scenario) -> list[str]:
@@ -125,8 +133,15 @@ class FedAvgProtocol(Protocol):
         return Expect(self.shapes, TRAIN_REPLY_KEYS, from_record(self.record) if bounded else None)
 
     def combine(self, r: Round, step: int, replies: Sequence[Reply]) -> None:
-        with young_heap_only():  # Flower's QFedAvg collects garbage once per reply
-            new, _ = self.strategy.aggregate_train(r.number, [rep.message for rep in replies])
+        if self.dp is not None:
+            out = self.dp.combine(
+                from_record(self.record), [rep.arrays() for rep in replies], r.number, step
+            )
+            self._clipped.append(out.clipped_fraction)
+            new: ArrayRecord | None = to_record(out.mean)
+        else:
+            with young_heap_only():  # Flower's QFedAvg collects garbage once per reply
+                new, _ = self.strategy.aggregate_train(r.number, [rep.message for rep in replies])
         if new is not None:
             self.record = new
             if self.ema is not None:
@@ -142,6 +157,8 @@ class FedAvgProtocol(Protocol):
         q-FedAvg, a plug-in with its own `aggregate_train` and no hook — whose weights, if
         any, only they know."""
         pids = {rep.partition_id for rep in replies}
+        if self.dp is not None:  # the uniform mean over the expected cohort
+            return {p: 1.0 / self.dp.expected_cohort for p in pids}
         hook = getattr(self.strategy, "weights", None)
         if callable(hook):
             return declared_shares(hook(r.number, [rep.message for rep in replies]), pids, hook)
@@ -152,6 +169,16 @@ class FedAvgProtocol(Protocol):
             return super().shares(r, step, replies)
         return {}
 
+    def round_metrics(self) -> dict[str, float]:
+        """Under user-level DP: the share of updates the clip scaled down, and the clip."""
+        if self.dp is None or not self._clipped:
+            return {}
+        out = {"privacy.clipped_fraction": float(np.mean(self._clipped))}
+        if self.dp.adaptive is not None:
+            out["privacy.clip"] = self.dp.clip
+        self._clipped = []
+        return out
+
     def generator(self) -> dict[str, np.ndarray]:
         return self.ema.arrays if self.ema is not None else _generator(self.record)
 
@@ -161,18 +188,46 @@ class FedAvgProtocol(Protocol):
 
     def state(self) -> ProtocolState:
         data, skipped = strategy_state(self.strategy)
+        if self.dp is not None:
+            data = {**data, DP_STATE: self.dp.to_data()}
         server = dict(self.ema.arrays) if self.ema is not None else {}
         return ProtocolState(from_record(self.record), server, data, skipped)
 
     def load_state(self, state: ProtocolState) -> None:
         self.record = to_record(state.arrays)
-        load_strategy_state(self.strategy, state.data)
+        data = dict(state.data)
+        dp = data.pop(DP_STATE, None)
+        if self.dp is not None and dp is not None:
+            self.dp.load_data(dp)
+        load_strategy_state(self.strategy, data)
         rebind_nodes(self.strategy, self.setup.nodes)
         if self.ema is not None:
             self.ema.arrays = dict(state.server)
 
     def nodes_changed(self, node_pid: Mapping[int, int]) -> None:
         rebind_nodes(self.strategy, dict(node_pid))
+
+
+DP_STATE = "__dp_aggregator__"
+"""The key of the DP aggregator's state (the adaptive clip) among the protocol's data."""
+
+
+def user_level_aggregator(s: Scenario) -> DPAggregator | None:
+    """The seeded DP-FedAvg aggregator of a `privacy.level: user` scenario (None otherwise):
+    the clip, the update's noise multiplier (σ, or under adaptive clipping the share of σ left
+    to the update), the expected cohort as divisor."""
+    p = s.privacy
+    if p is None or p.level != "user":
+        return None
+    sigma = noise_multiplier(s)
+    cohort = float(expected_cohort(s))
+    adaptive = None
+    if p.adaptive is not None:
+        a = p.adaptive
+        count_noise = a.count_noise if a.count_noise is not None else cohort / 20.0
+        adaptive = Adaptive(a.target_quantile, a.lr, count_noise)
+        sigma = update_noise_multiplier(sigma, count_noise)
+    return DPAggregator(p.clip, sigma, cohort, s.seed, adaptive)
 
 
 def averages_by_examples(strategy: object) -> bool:

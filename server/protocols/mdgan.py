@@ -21,6 +21,27 @@ server sends it the critic of another client (a seeded random cycle over the cli
 critic arrived, so nobody gets its own back). Those bytes are counted in `fed.bytes_*` like
 any other. A critic handed to a client that was not sent a step waits on the server for it; one
 handed to a client that then fails is lost and the client keeps its own.
+
+User-level differential privacy (`privacy.level: user`; the release in `server_held`): a
+client's release is its feedback e_k [B, d] — its whole answer, B·d numbers (256 on the ring
+with B = 128), clipped as one vector to C. A sum of feedbacks is only a feedback if they are
+on the same points, so under user-level DP every client of the step answers on *one* common
+feedback batch x = G(z), z from the step's own stream (`latents(seed, t)`, UA-GAN's), while
+each keeps its own critic batches (server → client only: not released). The server steps G
+with J_θ(z)ᵀ ẽ, ẽ = (Σ_k clip_C(e_k) + N(0, σ²C²I)) / m the released mean (m the expected
+cohort; a client that was sent the step and did not answer counts as 0). What this gives up:
+the K·B distinct points per step of the non-private protocol (now B); what it buys: one noise
+draw on B·d coordinates for the whole cohort — per-client batches would need a release per
+client (each noised on its own: K times the noise variance on J_θᵀ e, and the slot of each
+client would say who was sampled). e_k is a batch mean (it carries 1/B): C is on that scale
+(`privacy.clipped_fraction` shows how often it binds; `privacy.adaptive` follows a quantile).
+The clients' g_loss is withheld, so `server.g_loss` has no rows under user-level DP.
+
+Swaps under user-level DP: a critic is a function of all of its client's data, and a swap
+hands it, un-noised, to another client — a release no noise covers. Swapping is therefore off
+by default under user-level DP (`swap_every` left out means 0 there), and an explicit
+`federation.protocol_params.swap_every` > 0 is refused by `check`. At sample level the critics
+are DP-SGD's (post-processing): swaps stay as configured.
 """
 
 from __future__ import annotations
@@ -56,7 +77,7 @@ class MDGAN(ServerHeld):
 
     Parameters
     ----------
-    swap_every : int (default: 100)
+    swap_every : int (default: 100; 0 under user-level privacy, where > 0 is refused)
         Generator steps between critic swaps (0: never swap).
     weighting : {name, params} or None (default: None, w_k = 1/|S|)
         A weighting rule (`simulator.weighting`: coverage_weighted, agnostic, group_aware).
@@ -76,10 +97,16 @@ class MDGAN(ServerHeld):
         weights_every: int = 1,
     ) -> None:
         super().__init__(setup, weighting, weights_every)
+        f = setup.scenario.federation
+        assert f is not None
+        if self.dp is not None and "swap_every" not in f.protocol_params:
+            swap_every = 0  # a swap would release a critic un-noised (module doc)
         self.swap_every = swap_every
         self.pending: dict[int, dict[str, np.ndarray]] = {}
         """Swapped critics waiting for their new client (partition id → critic state)."""
         self._z: dict[int, Tensor] = {}
+        self._common: Tensor | None = None
+        """Under user-level DP: the step's common feedback latents [B, latent]."""
 
     @classmethod
     def check(cls, s: Scenario) -> list[str]:
@@ -91,11 +118,29 @@ class MDGAN(ServerHeld):
                 "federation.protocol_params.swap_every: expected an integer ≥ 0 (generator "
                 f"steps between critic swaps; 0: never), got {every!r}"
             )
+        elif (
+            every > 0
+            and f is not None
+            and "swap_every" in f.protocol_params
+            and s.privacy is not None
+            and s.privacy.level == "user"
+        ):
+            problems.append(
+                f"federation.protocol_params.swap_every: {every}: a swap hands a client's critic, "
+                "un-noised, to another client — a release of its data that user-level DP does "
+                "not cover; use 0 (never swap; the default under user-level privacy) or leave "
+                "it out"
+            )
         return problems
 
     def fakes(self, r: Round, t: int) -> dict[int, dict[str, np.ndarray]]:
         s = self.setup.scenario
         zs = {p: latents(s, self.gan, t, p) for p in r.clients}
+        if self.dp is not None:  # one feedback batch for every client (module doc)
+            _, self._common = latents(s, self.gan, t)
+            xs = generate(self.gan, self.gstate.g, [zs[p][0] for p in r.clients] + [self._common])
+            x_g = xs[-1]
+            return {p: {FAKE_CRITIC: xs[i], FAKE_FEEDBACK: x_g} for i, p in enumerate(r.clients)}
         self._z = {p: z_g for p, (_, z_g) in zs.items()}
         xs = generate(self.gan, self.gstate.g, [z for p in r.clients for z in zs[p]])
         return {
@@ -115,6 +160,18 @@ class MDGAN(ServerHeld):
         fb = torch.cat([float(wk) * ek for wk, ek in zip(w, e, strict=True)])
         losses = [read_step_reply(rep.message).train.get("g_loss", np.nan) for rep in replies]
         return z, fb, torch.tensor(float(np.dot(w, losses)))
+
+    def release_block(self, answer: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The client's feedback e_k [B, d] on the common batch, flat."""
+        return np.asarray(answer[FEEDBACK], dtype=np.float64).ravel()
+
+    def released_feedback(
+        self, mean: np.ndarray, noise_std: float
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """J_θ(z)ᵀ ẽ on the common batch: ẽ the released mean feedback; no loss (withheld)."""
+        assert self._common is not None
+        e = torch.as_tensor(mean.reshape(len(self._common), self.dim), dtype=torch.float32)
+        return self._common, e, None
 
     def after_step(self, t: int, replies: Sequence[Reply]) -> None:
         """At a swap step: the critics that arrived go round a seeded random cycle."""

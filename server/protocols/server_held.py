@@ -15,6 +15,40 @@ Client weights: a base weight b_k (the subclass's; MD-GAN 1, UA-GAN n_k or 1) an
 points: every `weights_every` rounds, step 0 of the round also sends each client `fakes.score`
 (as many points as its held-out split, from the generator that is evaluated) and the reply
 carries the scores; a client not scored yet keeps its base weight (AFL: its λ).
+
+User-level differential privacy (`privacy.level: user`): every generator step is one
+Poisson-subsampled (or fixed-cohort) Gaussian release, `local_steps` a round, as
+`simulator.privacy.budget` accounts them. The server turns each accepted client's answer into
+*one* vector — its answer block, what the subclass's `release_block` says the client releases
+(MD-GAN: its feedback on the common feedback batch; UA-GAN: its odds and their input
+gradients) —, and the seeded DP aggregator (`user_level_aggregator`, the one DP-FedAvg uses)
+clips each block as a whole to L2 norm C, sums them, adds N(0, σ²C²) to every coordinate of
+the sum and divides by the *expected* cohort m (`DPAggregator.release`, noise drawn for
+(round, exchange)); the subclass's `released_feedback` turns that noised mean into the
+generator's feedback (post-processing). Client weights are uniform (1/m each: the `fed.weight`
+rows), no weighting and no client statistic is read (`simulator.privacy.checks`).
+
+Which clipping, and the sensitivity: the *whole block* of a client is clipped as one vector,
+so adding or removing one client (all of its data: the unit at user level) moves the sum by
+at most C — sensitivity C under add/remove (Poisson cohorts), 2C under replace-one (fixed
+cohorts; the accountant counts the 2) — and one step is one Gaussian release of multiplier σ.
+GS-WGAN (Chen et al. 2020), the same structure with one critic per data shard, clips *per
+row*: each generated sample's gradient ∂L/∂x_i to C (C/B on the batch mean), noise of std
+σ·2C per coordinate (their sensitivity 2C: replace-one of a training point), and accounts B
+releases per generator step (one per generated sample, each a Gaussian of multiplier σ,
+sampled with the critic: `evaluation/privacy_analysis.py` of their code). A unit moves every
+row (it trained the critic that answers on all of them), and B Gaussian releases of multiplier
+σ cost (unsampled, exactly) what one release of the whole block of multiplier σ/√B costs:
+per-row clipping at C is, in the guarantee, whole-block clipping at √B·C with the noise of
+one row (a whole-block L2 sensitivity of √B·C, 2√B·C replace-one). Ours spends the bound
+where the block's mass is and scales a client's block as a whole — its rows keep their
+relative sizes, where per-row clipping flattens the large ones.
+
+What stays with privacy: the replies' statistics are withheld (the loop reads none; MD-GAN's
+`server.g_loss` then has no value under DP, UA-GAN's is computed from the release); the
+`privacy.clipped_fraction` row is the mean over the round's exchanges of the share of blocks
+the clip scaled down (with adaptive clipping, `privacy.clip` the clip after the round); the
+aggregator's adaptive clip is part of the protocol state (checkpoints, resume).
 """
 
 from __future__ import annotations
@@ -24,6 +58,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from fedgan.server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
+from fedgan.server.protocols.fedavg import DP_STATE, user_level_aggregator
 from fedgan.simulator.lazy import lazy
 from fedgan.simulator.messages import (
     CRITIC_STATE,
@@ -53,7 +88,9 @@ class ServerHeld(Protocol):
     """A generator held by the server, answered by the clients' private critics (see module).
 
     Subclasses set `answer`, `bounded_key` and `name`, and implement `fakes` (the batches
-    each client gets) and `feedback` (one feedback batch from the weighted answers).
+    each client gets) and `feedback` (one feedback batch from the weighted answers); under
+    user-level privacy `release_block` (a client's answer as the one vector it releases) and
+    `released_feedback` (the feedback from the noised mean of those vectors).
     """
 
     answer: ClassVar[str]
@@ -89,6 +126,10 @@ class ServerHeld(Protocol):
         self.weight_of: dict[int, float] = {}
         """The weighting's latest weight of each client scored so far (unnormalised)."""
         self._losses: list[float] = []
+        self.dp = user_level_aggregator(s)
+        """User-level DP (`privacy.level: user`): the seeded DP aggregator that releases each
+        step's answer blocks (module doc); None otherwise."""
+        self._clipped: list[float] = []
 
     # --- scenario checks ----------------------------------------------------------------------
 
@@ -192,19 +233,53 @@ class ServerHeld(Protocol):
         t = self.step_of(r, step)
         if self.scoring(r, step):
             self._score(replies)
-        w = self.weights(r, replies)
-        self._shares = {rep.partition_id: float(v) for rep, v in zip(replies, w, strict=True)}
-        z, e, loss = self.feedback(replies, w)
+        loss: Tensor | None
+        if self.dp is not None:
+            z, e, loss = self._release(r, step, replies)
+        else:
+            w = self.weights(r, replies)
+            self._shares = {rep.partition_id: float(v) for rep, v in zip(replies, w, strict=True)}
+            z, e, loss = self.feedback(replies, w)
         lr = self.gan.config.lr_scale(t, self.total)
         from fedgan.simulator.gan.split import generator_step
 
         self.gstate = generator_step(self.gan, self.gstate, z, e, lr)
-        self._losses.append(float(loss))
+        if loss is not None:
+            self._losses.append(float(loss))
         self.after_step(t, replies)
 
     def feedback(self, replies: Sequence[Reply], w: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         """(latents z [M, latent], feedback e [M, d] on G(z), the generator loss) from the
         answers and the normalised weights `w` [K]."""
+        raise NotImplementedError
+
+    # --- user-level DP: one release per generator step ------------------------------------------
+
+    def _release(
+        self, r: Round, step: int, replies: Sequence[Reply]
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The step's DP release (module doc): every reply's answer block, clipped as one
+        vector, summed, noised, over the expected cohort; then the feedback from that mean."""
+        dp = self.dp
+        assert dp is not None
+        self._shares = {rep.partition_id: 1.0 / dp.expected_cohort for rep in replies}
+        blocks = [self.release_block(rep.arrays()) for rep in replies]
+        noise_std = dp.noise_multiplier * dp.clip / dp.expected_cohort  # the clip in force
+        mean, norms, clipped = dp.release(blocks, r.number, step)
+        self._clipped.append(clipped / len(norms) if len(norms) else 0.0)
+        return self.released_feedback(mean, noise_std)
+
+    def release_block(self, answer: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The one vector (float64, flat) a client's `answer` arrays release under user-level
+        DP: what is clipped as a whole and summed."""
+        raise NotImplementedError
+
+    def released_feedback(
+        self, mean: np.ndarray, noise_std: float
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(latents z, feedback e on G(z), the generator loss or None) from the released
+        noised mean of the answer blocks (`noise_std`: the noise's std on each coordinate of
+        that mean, σ·C/m) — post-processing only."""
         raise NotImplementedError
 
     def after_step(self, t: int, replies: Sequence[Reply]) -> None:
@@ -282,6 +357,8 @@ class ServerHeld(Protocol):
         arrays = select(held, GENERATOR)
         server = {k: v for k, v in held.items() if k not in arrays}
         data = {"weight_of": dict(self.weight_of), "weighting": self.weighting.state()}
+        if self.dp is not None:
+            data[DP_STATE] = self.dp.to_data()
         return ProtocolState(arrays, server, data | self.extra_state())
 
     def extra_state(self) -> dict[str, Any]:
@@ -296,15 +373,24 @@ class ServerHeld(Protocol):
         )
         self.weight_of = {int(k): float(v) for k, v in state.data["weight_of"].items()}
         self.weighting.load_state(state.data["weighting"])
+        if self.dp is not None and DP_STATE in state.data:
+            self.dp.load_data(state.data[DP_STATE])
         self.load_extra_state(state.data)
 
     def load_extra_state(self, data: Mapping[str, Any]) -> None:
         """Take up `extra_state`."""
 
     def round_metrics(self) -> dict[str, float]:
-        """`server.g_loss`: the generator loss of the round's steps (mean)."""
+        """`server.g_loss`: the generator loss of the round's steps (mean); under user-level
+        DP `privacy.clipped_fraction` (mean over the round's steps of the share of answer
+        blocks the clip scaled down) and, with adaptive clipping, `privacy.clip`."""
         out = {"server.g_loss": float(np.mean(self._losses))} if self._losses else {}
         self._losses = []
+        if self.dp is not None and self._clipped:
+            out["privacy.clipped_fraction"] = float(np.mean(self._clipped))
+            if self.dp.adaptive is not None:
+                out["privacy.clip"] = self.dp.clip
+            self._clipped = []
         return out
 
 

@@ -17,6 +17,36 @@ matches) or uniform 1/N (`pi: uniform`, as the reference code yz422/UAGAN does);
 multiplies the base (AFL replaces it with λ) and so moves the target to the π-mixture
 Σ_k π_k p_k: the evaluation also scores the generator against that mixture (scope `mixture`).
 Needs a probability-output discriminator (D = sigmoid(logit)): `validate` refuses the others.
+
+User-level differential privacy (`privacy.level: user`; the release in `server_held`; `pi`
+must be `uniform`: `simulator.privacy.checks`). The odds aggregation is a *sum* over clients,
+which is what a DP release can noise. With o_k = D_k/(1 − D_k) = exp(l_k) [B]:
+
+    Φ = Σ_k π_k o_k,    D_ua = Φ/(1 + Φ),    logit_ua = log Φ,
+    ∇ₓΦ = Σ_k π_k ∇ₓo_k = Σ_k π_k o_k ∇ₓl_k,    ∇ₓ logit_ua = ∇ₓΦ / Φ,
+
+and with π_k = 1/m both Φ and ∇ₓΦ are means over clients. So a client's answer block — the one
+vector it releases — is v_k = [o_k (B) ; o_k ⊙ ∇ₓl_k (B·d)], B(d + 1) numbers (384 on the
+ring with B = 128), clipped as one vector to C (odds and gradients together: one client, one
+release). The released mean (Σ_k clip_C(v_k) + N(0, σ²C²I)) / m is [Φ̃ ; ∇Φ̃] — Φ and ∇ₓΦ
+with uniform π_k = 1/m over the expected cohort m (the sampled clients, each at 1/m: Σπ = |S|/m
+is 1 on average, exactly with fixed cohorts) — and the server takes, per row of the feedback
+batch (post-processing, no further privacy cost),
+
+    logit_ua = log Φ̂,    e = ∂L_G/∂logit_ua · ∇Φ̃ / Φ̂,    Φ̂ = max(Φ̃, σC/m),
+
+L_G the objective's generator loss of logit_ua (`odds_feedback`). The floor: noise can make Φ̃
+≤ 0, where log Φ̃ and the ratio are undefined or explode; σC/m is the noise's std on each
+coordinate (public), below which Φ̃ says nothing — e is then at most the noise's size over
+the floor. With σ = 0 the floor is the smallest positive float: no noise and no clip
+(C → ∞) give today's logsumexp combination with uniform π (to float rounding, `pi: uniform`).
+Clipping scales a client's odds and gradients together, so its own ∇o_k/o_k is kept: a clipped
+client's critic speaks at a lower π_k, nothing else. What clients send stays their logits and
+input gradients: the server forms v_k from them before clipping (o_k = exp(l_k) in float64; a
+logit above ≈ 709 overflows and the block counts as a diverged client's, 0). A client that
+should clip its own block (a server that is not trusted with raw answers, secure
+aggregation) would send v_k itself — not done here: the server is the trusted aggregator, as
+for DP-FedAvg.
 """
 
 from __future__ import annotations
@@ -41,6 +71,7 @@ from fedgan.simulator.scenario import Scenario
 
 if TYPE_CHECKING:
     import torch
+    from fedgan.simulator.gan.train import GAN
     from torch import Tensor
 else:  # `check` (the preflight) needs no torch: a run imports it on first use
     torch = lazy("torch", globals(), "torch")
@@ -122,9 +153,39 @@ class UAGAN(ServerHeld):
         assert self._z is not None
         return self._z, e, loss
 
+    def release_block(self, answer: Mapping[str, np.ndarray]) -> np.ndarray:
+        """v_k = [o_k ; o_k ⊙ ∇ₓl_k] (module doc), o_k = exp(l_k), flat float64."""
+        logits = np.asarray(answer[LOGITS], dtype=np.float64)
+        grads = np.asarray(answer[LOGIT_GRADS], dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow → inf: a diverged client
+            odds = np.exp(logits)
+            return np.concatenate([odds, (odds[:, None] * grads).ravel()])
+
+    def released_feedback(
+        self, mean: np.ndarray, noise_std: float
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """e from the released [Φ̃ ; ∇Φ̃] (module doc)."""
+        assert self._z is not None
+        b = len(self._z)
+        phi = torch.as_tensor(mean[:b])
+        dphi = torch.as_tensor(mean[b:].reshape(b, self.dim))
+        floor = max(noise_std, float(np.finfo(np.float64).tiny))
+        e, loss = odds_feedback(self.gan, phi.clamp(min=floor), dphi)
+        return self._z, e.float(), loss.float()
+
     def targets(self) -> dict[str, np.ndarray]:
         """`mixture`: π over every client (a client not scored yet: its base weight)."""
         return {"mixture": self._normalised(list(range(len(self.sizes))))}
 
     def extra_state(self) -> dict[str, Any]:
         return {}
+
+
+def odds_feedback(gan: GAN, phi: Tensor, dphi: Tensor) -> tuple[Tensor, Tensor]:
+    """The feedback e = ∂L_G/∂x [B, d] against D_ua from Φ [B] (> 0) and ∇ₓΦ [B, d]:
+    logit_ua = log Φ, ∇ₓ logit_ua = ∇ₓΦ/Φ, e = ∂L_G/∂logit_ua · ∇ₓΦ/Φ. Returns (e, L_G)."""
+    lg = torch.log(phi).detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = gan.objective.generator_loss(lg)
+        (dl,) = torch.autograd.grad(loss, lg)  # [B]
+    return dl[:, None] * dphi / phi[:, None], loss.detach()

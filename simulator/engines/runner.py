@@ -30,6 +30,9 @@ def check_scenario(s: Scenario) -> list[str]:
     problems = _guarded("data", _data_problems, s)
     if s.federated:
         problems += _guarded("federation.protocol", _protocol_problems, s)
+    if s.privacy is not None:
+        data_ok = not problems
+        problems += _guarded("privacy", lambda s: _privacy_problems(s, data_ok), s)
     return problems
 
 
@@ -46,6 +49,16 @@ def _protocol_problems(s: Scenario) -> list[str]:
     from fedgan.server.protocols import check_protocol
 
     return check_protocol(s)
+
+
+def _privacy_problems(s: Scenario, data_ok: bool) -> list[str]:
+    """`simulator.privacy.checks`: what the privacy section cannot run with (with the data
+    when it was built: δ against the clients' training points)."""
+    from fedgan.simulator.privacy.budget import sizes_of
+    from fedgan.simulator.privacy.checks import privacy_problems
+
+    sizes = sizes_of(s) if data_ok and s.privacy and s.privacy.level == "sample" else ()
+    return privacy_problems(s, sizes)
 
 
 def _guarded(path: str, check: Callable[[Scenario], list[str]], s: Scenario) -> list[str]:
@@ -141,17 +154,41 @@ def resume_federated(
                  "rounds would change the learning rate of rounds already played; only runs "
                  "with a constant learning rate can be extended"],
             )
+        rounds = s.federation.rounds
+        if s.privacy is not None and rounds > old.federation.rounds:
+            s = _pinned_noise(old, s, source)
         if s != old:
             RunStore(path).event(
                 "run_extended",
                 rounds_from=old.federation.rounds,
-                rounds_to=s.federation.rounds,
+                rounds_to=rounds,
                 overrides=list(overrides),
             )
             atomic_write_text(path / "scenario.yaml", resolved_yaml(s))
     if not run_is_finished(path) or s != old:
         _run_in(s, path, resume=True, progress=progress)
     return RunResult(path, load_run(path).metrics, None)
+
+
+def _pinned_noise(old: Scenario, new: Scenario, source: str) -> Scenario:
+    """A private run extended to more rounds: refused when, with the σ its rounds so far were
+    calibrated with, it would end above `privacy.target_epsilon`; otherwise the extended
+    scenario names that σ (a recalibration over the new rounds would change the noise of the
+    rounds already played)."""
+    from fedgan.simulator.privacy import budget
+    from fedgan.simulator.scenario import ScenarioError
+
+    p = old.privacy
+    if p is None or p.target_epsilon is None:
+        return new
+    sizes = budget.sizes_of(old)
+    problems = budget.extension_problems(old, new, sizes)
+    if problems:
+        raise ScenarioError(source, problems)
+    assert new.privacy is not None
+    sigma = budget.noise_multiplier(old, sizes)
+    pinned = new.privacy.model_copy(update={"noise_multiplier": sigma, "target_epsilon": None})
+    return new.model_copy(update={"privacy": pinned})
 
 
 def _last_checkpoint_round(path: Path) -> int:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from fedgan.clients.answers import StepRequest, StepUpdate, clients_step
+from fedgan.clients.instrumentation import keep
 from fedgan.clients.requests import TrainRequest
 from fedgan.clients.training import ClientUpdate, clients_train
 from fedgan.simulator.devices import resolve_device
@@ -207,11 +208,20 @@ class VectorizedGrid(InProcessGrid):
         node = msg.metadata.dst_node_id
         ok = not isinstance(result, Exception)
         # Replies are made under the node's identity, as its ClientApp would make them.
+        private = self.scenario.privacy is not None
+        if private and isinstance(result, ClientUpdate | StepUpdate):
+            # Under privacy the statistics stay with the client (its instrumentation file).
+            ins = read_train(msg) if isinstance(result, ClientUpdate) else read_step(msg)
+            assert ins is not None
+            kind = "train" if isinstance(result, ClientUpdate) else "step"
+            keep(self._run_config, partition_id_of(node), ins.round, kind, result.reply.metrics())
         with fi.task_identity(self._run_id, node, task_id=node):
             if isinstance(result, ClientUpdate):
-                answer = train_reply(msg, result.reply, to_decoded_record(result.arrays), seconds)
+                arrays = to_decoded_record(result.arrays)
+                answer = train_reply(msg, result.reply, arrays, seconds, withhold=private)
             elif isinstance(result, StepUpdate):
-                answer = step_reply(msg, result.reply, to_decoded_record(result.arrays), seconds)
+                arrays = to_decoded_record(result.arrays)
+                answer = step_reply(msg, result.reply, arrays, seconds, withhold=private)
             else:
                 answer = self._error_reply(msg, result)
         self.calls.append(

@@ -20,7 +20,7 @@ from dataclasses import fields
 
 import numpy as np
 import torch
-from fedgan.simulator.gan import fastmlp
+from fedgan.simulator.gan import dpsgd, fastmlp
 from fedgan.simulator.gan.train import ARRAY_GROUPS, GAN, GANState, Params, StepNoise, draw_blocks
 from torch import Tensor
 
@@ -138,12 +138,13 @@ def _where(active: Tensor, new: GANState, old: GANState) -> GANState:
 
 
 def _stack_noise(noises: Sequence[StepNoise], device: torch.device | str | None) -> StepNoise:
-    return StepNoise(
-        *(
-            torch.stack([getattr(n, f) for n in noises]).to(device)
-            for f in ("idx", "z_d", "z_g", "eps")
-        )
-    )
+    """The clients' noise stacked on a new leading axis; under DP-SGD each client's real batch
+    padded (masked) to the largest client's M rows first (`dpsgd.pad_rows`)."""
+    if noises[0].mask is not None:
+        m = max(dpsgd.rows_of(n) for n in noises)
+        noises = [dpsgd.pad_rows(n, m) for n in noises]
+    names = list(noises[0].tensors())
+    return StepNoise(**{k: torch.stack([n.tensors()[k] for n in noises]).to(device) for k in names})
 
 
 def _draw(
@@ -159,17 +160,18 @@ def _draw(
         z_g=torch.zeros(block, c.batch_size, c.latent_dim),
         eps=torch.zeros(block, c.n_critic, c.batch_size, 1),
     )
+    if c.dp is not None:
+        pad = StepNoise(
+            **pad.tensors(),
+            mask=torch.zeros(block, c.n_critic, c.batch_size, dtype=torch.bool),
+            dp_noise=torch.zeros(block, c.n_critic, dpsgd.noise_size(gan.critic)),
+        )
     if own == 0:
         return pad
     drawn = gan.draw_steps(n_data, gen, own)
     if own == block:
         return drawn
-    return StepNoise(
-        *(
-            torch.cat([getattr(drawn, f), getattr(pad, f)[own:]])
-            for f in ("idx", "z_d", "z_g", "eps")
-        )
-    )
+    return drawn.map(lambda _, v: torch.cat([v, v.new_zeros(block - own, *v.shape[1:])]))
 
 
 def train_batched(
@@ -211,9 +213,9 @@ def train_batched(
     sums: dict[str, Tensor] = {}
 
     def one(
-        groups: tuple[Params, ...], x: Tensor, noise: tuple[Tensor, ...], lr: float | Tensor
+        groups: tuple[Params, ...], x: Tensor, noise: dict[str, Tensor], lr: float | Tensor
     ) -> tuple[tuple[Params, ...], dict[str, Tensor]]:
-        new, stats = gan.step(_state(groups, 0), x, StepNoise(*noise), lr)  # type: ignore[arg-type]
+        new, stats = gan.step(_state(groups, 0), x, StepNoise(**noise), lr)  # type: ignore[arg-type]
         return _groups(new), stats
 
     # MLPs take the hand-batched step on flat buffers (fastmlp), everything else vmap(GAN.step).
@@ -227,11 +229,11 @@ def train_batched(
         for i in range(block):
             lrs = [gan.config.lr_scale(st + t, tot) for st, tot in zip(starts, totals, strict=True)]
             lr: float | Tensor = lrs[0] if shared else torch.tensor(lrs, device=device)
-            step_noise = (noise.idx[:, i], noise.z_d[:, i], noise.z_g[:, i], noise.eps[:, i])
+            step_noise = noise.map(lambda _, v: v[:, i]).tensors()  # noqa: B023 (used at once)
             active = t < counts
             if fast is not None and flat is not None:
                 mask = active if ragged else None
-                stats = fast.step(flat, data, StepNoise(*step_noise), lr, mask)
+                stats = fast.step(flat, data, StepNoise(**step_noise), lr, mask)
             else:
                 groups, stats = torch.func.vmap(one, in_dims=(0, 0, 0, None if shared else 0))(
                     _groups(state), data, step_noise, lr

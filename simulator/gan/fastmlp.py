@@ -40,7 +40,7 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from fedgan.simulator.gan import lipschitz, objectives
+from fedgan.simulator.gan import dpsgd, lipschitz, objectives
 from fedgan.simulator.gan.networks import MLPCritic, MLPGenerator
 from fedgan.simulator.gan.optim import OptimizerSpec
 from fedgan.simulator.gan.state import GANConfig, GANState, Params, StepNoise, draw_blocks
@@ -379,6 +379,26 @@ class _Net:
                 delta = delta.add_(extra)
         return None
 
+    def deltas(
+        self, layers: Layers, c: _Cache, top: Tensor, sources: Sequence[Tensor | None] = ()
+    ) -> list[Tensor]:
+        """`backward` without its GEMMs: the adjoint δ_j [C, R, out_j] of every layer's output
+        (pre-activation), so that layer j's weight and bias gradient is δ_jᵀ [h_{j−1} | 1].
+        For DP-SGD, which scales rows before those products (`FastMLP.dp_gradient`)."""
+        if self.tanh_out:
+            top = aten.tanh_backward(top, c.out)
+        out = [top] * len(layers)
+        delta = top
+        for j in range(len(layers) - 1, 0, -1):
+            out[j] = delta
+            e = _mm(delta, layers[j].w)
+            delta = self.act.back_into(e, c.pre[j - 1], c.hid[j - 1])
+            extra = sources[j - 1] if j - 1 < len(sources) else None
+            if extra is not None:
+                delta = delta.add_(extra)
+        out[0] = delta
+        return out
+
     def penalty(
         self, layers: Layers, c: _Cache, lam: float, center: float
     ) -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
@@ -386,6 +406,19 @@ class _Net:
         its gradient by hand: the weight gradients of the double backward (biases get none) and
         the σ'' sources to add to the forward graph's backward. Returns (penalty [C], weight
         gradients per layer, sources per hidden layer)."""
+        pen, us, vs, sources = self.penalty_terms(layers, c, lam, center)
+        gw = [_mm(u.mT, v) for u, v in zip(us, vs, strict=False)]
+        gw.append(vs[-1].sum(1, keepdim=True))  # e[last] is w_out broadcast over the rows
+        return pen, gw, sources
+
+    def penalty_terms(
+        self, layers: Layers, c: _Cache, lam: float, center: float, per_row: bool = False
+    ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor | None]]:
+        """The penalty and the factors of its weight gradients: layer j's is Σ_rows
+        u_j[r]ᵀ v_j[r] (u_j [C, R, out_j], v_j [C, R, in_j], no bias part) for j below the
+        last, whose u is 1 (its gradient is Σ_rows v_last[r]). Returns (penalty, us, vs,
+        σ'' sources). `per_row`: each row's own penalty λ(‖∇ₓv‖ − center)² [C, R] and
+        gradient factors (no 1/R: a row's gradient as if it were a batch of one)."""
         act, hidden = self.act, len(layers) - 1
         w_out = layers[-1].w  # [C, 1, width]
         rows = c.x.shape[1]
@@ -403,22 +436,24 @@ class _Net:
         g = e  # [C, R, d]
         norm = torch.sqrt((g * g).sum(-1) + 1e-12)
         dev = norm - center
-        pen = lam * (dev * dev).mean(-1)
-        g_bar = g * ((2.0 * lam / rows) * dev / norm).unsqueeze(-1)
+        if per_row:
+            pen = lam * (dev * dev)
+            g_bar = g * ((2.0 * lam) * dev / norm).unsqueeze(-1)
+        else:
+            pen = lam * (dev * dev).mean(-1)
+            g_bar = g * ((2.0 * lam / rows) * dev / norm).unsqueeze(-1)
         # Reverse of g = d[0] @ W0, then of d[j] = e[j] ⊙ σ'(a_j) and e[j] = d[j+1] @ W_{j+1}.
-        gw: list[Tensor] = [_mm(ds[0].mT, g_bar)]
+        vs: list[Tensor] = [g_bar]
         sources: list[Tensor | None] = [None] * hidden
         d_bar = _mm(g_bar, layers[0].wT)
         for j in range(hidden):
             if act.second is not None:
                 sources[j] = act.second(d_bar, es[j], c.pre[j], c.hid[j])
             e_bar = act.back_into(d_bar, c.pre[j], c.hid[j])
+            vs.append(e_bar)
             if j + 1 < hidden:
-                gw.append(_mm(ds[j + 1].mT, e_bar))
                 d_bar = _mm(e_bar, layers[j + 1].wT)
-            else:  # e[last] is w_out broadcast over the rows
-                gw.append(e_bar.sum(1, keepdim=True))
-        return pen, gw, sources
+        return pen, ds, vs, sources
 
 
 # ---- objectives ---------------------------------------------------------------------------------
@@ -631,6 +666,12 @@ class FastMLP:
         ctl = gan.control
         self.gp = ctl if isinstance(ctl, lipschitz.GradientPenalty) else None
         self.clip = ctl.c if isinstance(ctl, lipschitz.WeightClip) else None
+        self.dp = c.dp
+        self.dp_perm: Tensor | None = None
+        if c.dp is not None:
+            # Where each flat-layout parameter sits in `dp_noise` (named_parameters order).
+            ref = torch.arange(dpsgd.noise_size(gan.critic))
+            self.dp_perm = self.dnet.flatten(dpsgd.unflatten(ref, gan.critic), batch=False)[0]
 
     # ---- state conversion ------------------------------------------------------------------
     def _opt_flat(self, net: _Net, spec: OptimizerSpec, opt: Params, batch: bool) -> Params:
@@ -744,6 +785,151 @@ class FastMLP:
         stats["d_grad_norm"] = grad.square().sum(-1).sqrt()
         return stats
 
+    def dp_gradient(
+        self,
+        layers: Layers,
+        real1: Tensor,
+        fake1: Tensor,
+        eps: Tensor,
+        mask: Tensor,
+        grad: Tensor,
+        per_sample: bool = False,
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
+        """The DP-SGD critic gradient before noise, written into `grad` [C, P]:
+        Σ_i mask_i · clip(g_i) / B + the fake terms (`dpsgd.py`), for real rows [real | 1]
+        [C, M, d + 1] (`mask` [C, M]: in the batch), [fake | 1] [C, B, d + 1], eps [C, M, 1].
+        Returns (statistics [C], per-sample norms ‖g_i‖ [C, M], and with `per_sample` the
+        per-sample gradients g_i [C, M, P] in the flat layout — for tests; the step never
+        materializes them).
+
+        Ghost clipping: in each layer, real sample i's gradient is a sum of a few rank-1 terms
+        U_t[i]ᵀ V_t[i] — the loss backward's δ ⊗ [h | 1] at its row (with the σ'' sources of
+        its penalty when the activation is smooth), at its interpolate's row (gradient penalty
+        on interpolates, smooth activations), and the penalty's double-backward factors — so
+        ‖g_i‖² = Σ_layers Σ_{t,t'} (U_t[i]·U_t'[i]) (V_t[i]·V_t'[i]), and the clipped sum is the
+        usual GEMMs with sample i's rows scaled by its clip factor / B."""
+        cfg, gp = self.config, self.gp
+        assert cfg.dp is not None
+        cc, m = real1.shape[:2]
+        b = fake1.shape[1]
+        sampling = None if gp is None else gp.sampling
+        parts = [real1, fake1]
+        if sampling == "interpolates":
+            fk = fake1 if m == b else fake1[:, torch.arange(m, device=fake1.device) % b]
+            mix = eps * real1 + (1.0 - eps) * fk
+            mix[..., -1] = 1.0  # exactly 1, not ε + (1 − ε) rounded
+            parts.append(mix)
+        x1 = torch.cat(parts, dim=1)
+        n = x1.shape[1]
+        cache = self.dnet.forward(layers, x1)
+        v = cache.out[..., 0]
+        vr, vf = v[:, :m], v[:, m : m + b]
+        # Per sample: L([v_i], [0]) and its derivative (a batch of one: no 1/B); the fake half
+        # L([0], v_fake) as a mean over the B fake rows; L([0], [0]) to split the loss stat.
+        zero = v.new_zeros(cc, 1)
+        half, dvr, _ = self.critic_terms(vr.unsqueeze(-1), v.new_zeros(cc, m, 1))
+        l0 = self.critic_terms(zero, zero)[0]
+        lf, _, dvf = self.critic_terms(torch.zeros_like(vf), vf)  # (tables take equal widths)
+        top = torch.cat([dvr[..., 0], dvf], dim=1)
+        maskf = mask.to(v.dtype)
+        count = maskf.sum(-1).clamp_min(1.0)
+        fake_gw: list[Tensor] = []
+        us: list[Tensor] = []
+        vs: list[Tensor] = []
+        sources: list[Tensor | None] = []
+        pen = torch.zeros_like(l0)
+        if gp is not None:
+            if sampling == "fake":  # no real data: the ordinary penalty, not clipped
+                r0 = m
+                pen, fake_gw, src = self.dnet.penalty(
+                    layers, cache.rows(m, m + b), gp.lam, gp.center
+                )
+            else:
+                r0 = 0 if sampling == "real" else m + b
+                pv, us, vs, src = self.dnet.penalty_terms(
+                    layers, cache.rows(r0, r0 + m), gp.lam, gp.center, per_row=True
+                )
+                pen = (pv * maskf).sum(-1) / count
+            if any(t is not None for t in src):
+                top = F.pad(top, (0, n - top.shape[1]))
+                sources = [_at_rows(t, r0, n) for t in src]
+        used = cache if top.shape[1] == n else cache.rows(0, top.shape[1])
+        deltas = self.dnet.deltas(layers, used, top.unsqueeze(-1), sources)
+        mixed = sampling == "interpolates" and bool(sources)  # δ at the interpolates' rows
+        hidden = len(layers) - 1
+        ins = [used.x, *used.hid1]
+        terms: list[list[tuple[Tensor | None, Tensor]]] = []
+        sq = v.new_zeros(cc, m)
+        for j in range(len(layers)):
+            tj: list[tuple[Tensor | None, Tensor]] = [(deltas[j][:, :m], ins[j][:, :m])]
+            if mixed:
+                tj.append((deltas[j][:, m + b :], ins[j][:, m + b :]))
+            if vs:
+                tj.append((us[j] if j < hidden else None, vs[j]))
+            for t, (ua, va) in enumerate(tj):
+                for t2, (ub, vb) in enumerate(tj[t:], start=t):
+                    term = _dot(ua, ub) * _dot(va, vb)
+                    sq = sq.add_(term, alpha=1.0 if t2 == t else 2.0)
+            terms.append(tj)
+        norms = sq.clamp_min_(0.0).sqrt_()
+        per: Tensor | None = None
+        if per_sample:
+            per = torch.cat([_outer_sum(tj, self.dnet.shapes[j]) for j, tj in enumerate(terms)], -1)
+        w, over = dpsgd.clip_factors(norms, cfg.dp.clip, mask)
+        scale = (w / cfg.batch_size).unsqueeze(-1)
+        blocks = self.dnet.blocks(grad)
+        for j, block in enumerate(blocks):
+            dj = deltas[j]
+            dj[:, :m] *= scale
+            if mixed:
+                dj[:, m + b :] *= scale
+            _mm_into(dj.mT, ins[j], block)
+            if vs:
+                vj = vs[j] * scale
+                gw = _mm(us[j].mT, vj) if j < hidden else vj.sum(1, keepdim=True)
+                block[..., : gw.shape[-1]] += gw
+        for block, pw in zip(blocks, fake_gw, strict=False):
+            block[..., : pw.shape[-1]] += pw
+        stats = {
+            "d_loss": ((half - l0.unsqueeze(-1)) * maskf).sum(-1) / count + lf,
+            "penalty": pen,
+            "v_real": (vr * maskf).sum(-1) / count,
+            "v_fake": vf.mean(-1),
+        }
+        if self.probabilistic:
+            stats["d_real"] = (torch.sigmoid(vr) * maskf).sum(-1) / count
+            stats["d_fake"] = torch.sigmoid(vf).mean(-1)
+        stats["dp_clipped_fraction"] = (over & mask).to(v.dtype).sum(-1) / count
+        return stats, norms, per
+
+    def _critic_step_dp(
+        self,
+        f: FlatState,
+        real1: Tensor,
+        fake1: Tensor,
+        eps: Tensor,
+        mask: Tensor,
+        noise: Tensor,
+        lr_scale: float | Tensor,
+        active: Tensor | None,
+    ) -> dict[str, Tensor]:
+        """`_critic_step` under DP-SGD: real rows [C, M, d + 1] with `mask` [C, M], `noise`
+        [C, P] standard normals (`dpsgd.layout` order)."""
+        c, grad = self.config, f.d_grad
+        assert grad is not None and c.dp is not None and self.dp_perm is not None
+        stats, _, _ = self.dp_gradient(f.d_layers, real1, fake1, eps, mask, grad)
+        std = c.dp.noise_std
+        if std:
+            perm = self.dp_perm.to(noise.device)
+            grad.add_(noise.index_select(-1, perm), alpha=std / c.batch_size)
+        if f.d_anchor is not None:
+            grad.add_(f.d - f.d_anchor, alpha=c.prox_mu)
+        _update(c.d_opt, f.d, grad, f.d_opt, c.d_opt.lr * lr_scale, active, f.uniform)
+        if self.clip is not None:
+            _put(f.d, f.d.clamp(-self.clip, self.clip), active)
+        stats["d_grad_norm"] = grad.square().sum(-1).sqrt()
+        return stats
+
     def _generator_step(
         self, f: FlatState, gc: _Cache, lr_scale: float | Tensor, active: Tensor | None
     ) -> dict[str, Tensor]:
@@ -810,7 +996,13 @@ class FastMLP:
         for i in range(nc):
             real1 = f.data1[f.rows, noise.idx[:, i]]
             fake1 = gc.out1[:, i * b : (i + 1) * b]
-            st = self._critic_step(f, real1, fake1, noise.eps[:, i], lr_scale, active)
+            if self.dp is not None:
+                assert noise.mask is not None and noise.dp_noise is not None
+                mask, z = noise.mask[:, i], noise.dp_noise[:, i]
+                eps = noise.eps[:, i]
+                st = self._critic_step_dp(f, real1, fake1, eps, mask, z, lr_scale, active)
+            else:
+                st = self._critic_step(f, real1, fake1, noise.eps[:, i], lr_scale, active)
             acc = st if not acc else {k: acc[k] + st[k] for k in acc}
         stats = {k: v / nc for k, v in acc.items()} if nc > 1 else acc
         stats.update(self._generator_step(f, gc.rows(nc * b, (nc + 1) * b), lr_scale, active))
@@ -842,17 +1034,36 @@ class FastMLP:
         return self.dnet.unflatten(f.d), self._opt_params(self.dnet, f.d_opt, True)
 
     def critic_steps_on(
-        self, f: FlatState, reals: Tensor, fakes: Tensor, eps: Tensor, lr_scale: float = 1.0
+        self,
+        f: FlatState,
+        reals: Tensor,
+        fakes: Tensor,
+        eps: Tensor,
+        lr_scale: float = 1.0,
+        masks: Tensor | None = None,
+        dp_noise: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """`split.critic_steps` for all clients, in place on `f`: reals, fakes [C, n_critic, B,
         d] (the batches each client was sent), eps [C, n_critic, B, 1]. Statistics [C], means
-        over the steps."""
+        over the steps. Under DP-SGD: reals [C, n_critic, M, d], eps [C, n_critic, M, 1],
+        masks [C, n_critic, M] (None: all rows) and dp_noise [C, n_critic, P] (required)."""
         nc = fakes.shape[1]
         acc: dict[str, Tensor] = {}
         for i in range(nc):
-            st = self._critic_step(
-                f, augment(reals[:, i]), augment(fakes[:, i]), eps[:, i], lr_scale, None
-            )
+            real1, fake1 = augment(reals[:, i]), augment(fakes[:, i])
+            if self.dp is not None:
+                if dp_noise is None:
+                    raise ValueError("gan.dp is set: critic steps need their dp_noise [C, nc, P]")
+                mask = (
+                    torch.ones(real1.shape[:2], dtype=torch.bool, device=real1.device)
+                    if masks is None
+                    else masks[:, i]
+                )
+                st = self._critic_step_dp(
+                    f, real1, fake1, eps[:, i], mask, dp_noise[:, i], lr_scale, None
+                )
+            else:
+                st = self._critic_step(f, real1, fake1, eps[:, i], lr_scale, None)
             acc = st if not acc else {k: acc[k] + st[k] for k in acc}
         return {k: v / nc for k, v in acc.items()}
 
@@ -904,6 +1115,33 @@ class FastMLP:
             "layer_product": product,
             "bound": product,
         }
+
+
+def _dot(a: Tensor | None, b: Tensor | None) -> Tensor:
+    """Row-wise dot products of two factors [C, R, k] (k may differ: the shorter one's missing
+    columns are zero — a penalty factor has no bias column); None is the scalar factor 1 of a
+    one-output layer (the penalty's u of the last layer)."""
+    if a is None and b is None:
+        return torch.ones((), dtype=torch.get_default_dtype())
+    if a is None or b is None:
+        t = a if b is None else b
+        assert t is not None and t.shape[-1] == 1
+        return t[..., 0]
+    k = min(a.shape[-1], b.shape[-1])
+    return (a[..., :k] * b[..., :k]).sum(-1)
+
+
+def _outer_sum(terms: list[tuple[Tensor | None, Tensor]], shape: tuple[int, int]) -> Tensor:
+    """Σ_t U_t[i]ᵀ V_t[i] per row i: a layer's per-sample gradients [C, R, out·(in + 1)]."""
+    o, i = shape
+    total: Tensor | None = None
+    for u, v in terms:
+        v = F.pad(v, (0, i + 1 - v.shape[-1]))
+        outer = v.unsqueeze(-2) if u is None else u.unsqueeze(-1) * v.unsqueeze(-2)
+        outer = outer.expand(*v.shape[:2], o, i + 1)
+        total = outer if total is None else total + outer
+    assert total is not None
+    return total.flatten(-2)
 
 
 def _at_rows(t: Tensor | None, r0: int, n: int) -> Tensor | None:
@@ -988,7 +1226,7 @@ def train_one(
     for block in draw_blocks(n_steps):
         noise = gan.draw_steps(data.shape[0], gen, block)
         for t in range(block):
-            one = StepNoise(*(getattr(noise, k)[t : t + 1] for k in ("idx", "z_d", "z_g", "eps")))
+            one = noise.map(lambda _, v: v[t : t + 1])  # noqa: B023 (used at once)
             st = fast.step(f, x, one, gan.config.lr_scale(f.step, total))
             # One host conversion for all statistics, not one per value.
             row = dict(zip(st, torch.cat(list(st.values())).tolist(), strict=True))

@@ -8,8 +8,9 @@ Shared by the reference step (`train.py`) and the hand-batched MLP step (`fastml
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,6 +21,39 @@ from torch import Tensor
 Params = dict[str, Tensor]
 
 SCHEDULES = ("constant", "linear", "cosine")
+
+DP_SAMPLINGS = ("poisson", "fixed")
+
+
+@dataclass(frozen=True)
+class DPSGD:
+    """Sample-level DP-SGD for the critic's updates (Abadi et al. 2016; `simulator/gan/dpsgd.py`):
+    each real sample's whole gradient contribution clipped to norm `clip` (C), Gaussian noise
+    of std `noise_multiplier` · C added to the clipped sum, divided by the expected batch size.
+
+    `sampling`: how each critic step's batch is drawn from the client's n points —
+    `poisson`: every point independently with q = batch_size / n (a variable batch; accounted
+    as a Poisson-subsampled Gaussian, add/remove neighbours); `fixed`: batch_size distinct
+    points uniformly without replacement (replace-one neighbours: sensitivity 2C)."""
+
+    clip: float
+    noise_multiplier: float
+    sampling: Literal["poisson", "fixed"] = "poisson"
+
+    def __post_init__(self) -> None:
+        if not self.clip > 0:  # NaN fails too; inf is allowed (no clipping: tests)
+            raise ValueError(f"dp clip must be > 0, got {self.clip}")
+        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
+            raise ValueError(f"dp noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if self.sampling not in DP_SAMPLINGS:
+            raise ValueError(
+                f"dp sampling must be one of {', '.join(DP_SAMPLINGS)}, got {self.sampling!r}"
+            )
+
+    @property
+    def noise_std(self) -> float:
+        """σ·C, the std of the noise on the clipped sum (0 without noise, even for C = ∞)."""
+        return self.noise_multiplier * self.clip if self.noise_multiplier else 0.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +77,8 @@ class GANConfig:
     """Decay of an exponential moving average of generator weights (0 = off), used for sampling."""
     prox_mu: float = 0.0
     """FedProx proximal weight μ: adds μ/2‖θ − θ_anchor‖² to each network's loss."""
+    dp: DPSGD | None = None
+    """Sample-level DP-SGD for every critic update (None: the ordinary step, unchanged)."""
 
     def lr_scale(self, step: int, total: int) -> float:
         """Multiplier of the base learning rate at generator step `step` of `total`."""
@@ -119,16 +155,38 @@ class GANState:
 class StepNoise:
     """Randomness of one generator step: indices into the data [n_critic, B], latent codes for
     the critic steps [n_critic, B, latent] and the generator step [B, latent], and
-    interpolation weights [n_critic, B, 1] for the gradient penalty."""
+    interpolation weights [n_critic, B, 1] for the gradient penalty.
+
+    Under DP-SGD (`GANConfig.dp`) the real batch of a critic step has M rows, a fixed shape
+    that holds the drawn batch: idx [n_critic, M] (M = B for `fixed` sampling, the block's
+    largest Poisson batch for `poisson`), `mask` [n_critic, M] (bool: the row is in the batch;
+    the others are padding), eps [n_critic, M, 1], and `dp_noise` [n_critic, P]: standard
+    normals, one per critic parameter (in `critic.named_parameters()` order), scaled by σC in
+    the step. Without DP both are None and nothing else is drawn."""
 
     idx: Tensor
     z_d: Tensor
     z_g: Tensor
     eps: Tensor
+    mask: Tensor | None = None
+    dp_noise: Tensor | None = None
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The fields that are set, by name (None fields left out: vmap takes no None)."""
+        out = {"idx": self.idx, "z_d": self.z_d, "z_g": self.z_g, "eps": self.eps}
+        if self.mask is not None:
+            out["mask"] = self.mask
+        if self.dp_noise is not None:
+            out["dp_noise"] = self.dp_noise
+        return out
+
+    def map(self, fn: Callable[[str, Tensor], Tensor]) -> StepNoise:
+        """`fn(name, tensor)` applied to every field that is set."""
+        return StepNoise(**{k: fn(k, v) for k, v in self.tensors().items()})
 
     def at(self, t: int) -> StepNoise:
         """Step `t` of noise drawn with a leading step axis (`GAN.draw_steps`)."""
-        return StepNoise(self.idx[t], self.z_d[t], self.z_g[t], self.eps[t])
+        return self.map(lambda _, v: v[t])
 
 
 DRAW_BLOCK = 64

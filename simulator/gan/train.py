@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from fedgan.simulator.gan import fastmlp, optim
+from fedgan.simulator.gan import dpsgd, fastmlp, optim
 from fedgan.simulator.gan.lipschitz import LipschitzControl, get_control
 from fedgan.simulator.gan.networks import (
     SN_LAYERS,
@@ -109,6 +109,8 @@ class GAN:
         [n_steps] axis. Four calls per block rather than four per step: drawing is a Python-level
         cost that batched training over many clients would otherwise pay per client and step."""
         c = self.config
+        if c.dp is not None:  # DP-SGD batches and the noise of its updates (dpsgd.py)
+            return dpsgd.draw_steps(c, self.critic, n_data, gen, n_steps)
         nc, b, L, T = c.n_critic, c.batch_size, c.latent_dim, n_steps
         return StepNoise(
             idx=torch.randint(n_data, (T, nc, b), generator=gen),
@@ -118,18 +120,39 @@ class GAN:
         )
 
     def critic_step(
-        self, s: GANState, real: Tensor, z: Tensor, eps: Tensor, lr_scale: float
+        self,
+        s: GANState,
+        real: Tensor,
+        z: Tensor,
+        eps: Tensor,
+        lr_scale: float,
+        mask: Tensor | None = None,
+        dp_noise: Tensor | None = None,
     ) -> tuple[GANState, dict[str, Tensor]]:
         """One critic update on real [B, d] against G(z); returns the new state and stats."""
-        return self.critic_step_on(s, real, self.G(s.g, z).detach(), eps, lr_scale)
+        fake = self.G(s.g, z).detach()
+        return self.critic_step_on(s, real, fake, eps, lr_scale, mask, dp_noise)
 
     def critic_step_on(
-        self, s: GANState, real: Tensor, fake: Tensor, eps: Tensor, lr_scale: float
+        self,
+        s: GANState,
+        real: Tensor,
+        fake: Tensor,
+        eps: Tensor,
+        lr_scale: float,
+        mask: Tensor | None = None,
+        dp_noise: Tensor | None = None,
     ) -> tuple[GANState, dict[str, Tensor]]:
         """One critic update on real [B, d] against given samples fake [B, d] (a client whose
-        generator lives on the server trains against the batches it is sent)."""
+        generator lives on the server trains against the batches it is sent).
+
+        Under DP-SGD (`config.dp`): real [M, d] with `mask` [M] (rows in the batch; None: all),
+        eps [M, 1] and `dp_noise` [P] (standard normals, `dpsgd.layout` order; required) — see
+        `dpsgd.py`: per-sample clipped gradients of the real rows, noise σC, divided by B."""
         c = self.config
         d_buf = power_iteration(self.critic, s.d, s.d_buf, self._n_power) if s.d_buf else s.d_buf
+        if c.dp is not None:
+            return self._dp_critic_step(s, d_buf, real, fake, eps, lr_scale, mask, dp_noise)
 
         def loss_fn(d: Params) -> tuple[Tensor, dict[str, Tensor]]:
             v_real = self.D(d, d_buf, real)
@@ -151,6 +174,34 @@ class GAN:
         grads, stats = torch.func.grad(loss_fn, has_aux=True)(s.d)
         d, d_opt = optim.update(c.d_opt, s.d, grads, s.d_opt, c.d_opt.lr * lr_scale)
         d = self.control.project(d)
+        stats["d_grad_norm"] = _global_norm(grads)
+        return replace(s, d=d, d_opt=d_opt, d_buf=d_buf), stats
+
+    def _dp_critic_step(
+        self,
+        s: GANState,
+        d_buf: Params,
+        real: Tensor,
+        fake: Tensor,
+        eps: Tensor,
+        lr_scale: float,
+        mask: Tensor | None,
+        dp_noise: Tensor | None,
+    ) -> tuple[GANState, dict[str, Tensor]]:
+        """`critic_step_on` under DP-SGD: (Σ mask_i clip(g_i) + σC·z) / B + the fake terms."""
+        c = self.config
+        assert c.dp is not None
+        if dp_noise is None:
+            raise ValueError("gan.dp is set: a critic step needs its pre-drawn dp_noise [P]")
+        parts = dpsgd.reference_parts(self, s.d, d_buf, real, fake, eps, mask)
+        z = dpsgd.unflatten(dp_noise, self.critic)
+        std, b = c.dp.noise_std, c.batch_size
+        grads = {k: (parts.clipped[k] + std * z[k]) / b + parts.fake[k] for k in s.d}
+        if c.prox_mu and s.d_anchor:
+            grads = {k: g + c.prox_mu * (s.d[k] - s.d_anchor[k]) for k, g in grads.items()}
+        d, d_opt = optim.update(c.d_opt, s.d, grads, s.d_opt, c.d_opt.lr * lr_scale)
+        d = self.control.project(d)
+        stats = parts.stats
         stats["d_grad_norm"] = _global_norm(grads)
         return replace(s, d=d, d_opt=d_opt, d_buf=d_buf), stats
 
@@ -181,8 +232,17 @@ class GAN:
     ) -> tuple[GANState, dict[str, Tensor]]:
         """n_critic critic updates then one generator update. data [N, d]; pure."""
         acc: dict[str, Tensor] = {}
+        mask, dp = noise.mask, noise.dp_noise
         for i in range(self.config.n_critic):
-            s, st = self.critic_step(s, data[noise.idx[i]], noise.z_d[i], noise.eps[i], lr_scale)
+            s, st = self.critic_step(
+                s,
+                data[noise.idx[i]],
+                noise.z_d[i],
+                noise.eps[i],
+                lr_scale,
+                None if mask is None else mask[i],
+                None if dp is None else dp[i],
+            )
             acc = st if not acc else {k: acc[k] + st[k] for k in acc}
         stats = {k: v / self.config.n_critic for k, v in acc.items()}
         s, gst = self.generator_step(s, noise.z_g, lr_scale)

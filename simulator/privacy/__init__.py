@@ -1,0 +1,1 @@
+"""Differential privacy for federated runs: accounting, calibration and the run's ledger."""
