@@ -4,7 +4,7 @@ Under `privacy:` a reply carries only the privatized release (`simulator.message
 the statistics a client computed on its data — losses, D(x), Lipschitz estimates, local scores,
 DP-SGD's clipped fraction — never reach the server. So that a researcher can still read them,
 the client appends them to `<run folder>/instrumentation/client-<partition>.jsonl` (one JSON
-object a line: round, client, kind, metrics), a file no server code reads: the simulator's
+object a line: round, client, kind, values), a file no server code reads: the simulator's
 view of the client, marked as such, not part of the protocol. A client that does not know the
 run folder (a deployment node on another machine) keeps nothing.
 """
@@ -38,7 +38,7 @@ def keep(
     kept = {k: _plain(v) for k, v in metrics.items() if k not in RELEASED_KEYS}
     folder = Path(str(run_dir)) / FOLDER
     folder.mkdir(exist_ok=True)
-    line = json.dumps({"round": round_, "client": partition, "kind": kind, "metrics": kept})
+    line = json.dumps({"round": round_, "client": partition, "kind": kind, "values": kept})
     with open(folder / f"client-{partition}.jsonl", "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
 

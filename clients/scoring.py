@@ -87,7 +87,7 @@ def _global_samples(
 def _coverage(
     s: Scenario, data: FederatedData, client: int, embedded_fake: np.ndarray
 ) -> ClientCoverage:
-    from fedgan.simulator.evaluate import client_coverage as coverage  # torch-light at import
+    from fedgan.simulator.client_view import client_coverage as coverage
 
     return coverage(s, data, client, embedded_fake)
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from fedgan.server.gate import check_replies
 from fedgan.server.run import Run
+from fedgan.simulator.client_view import client_coverage
 from fedgan.simulator.evaluate import (
     Evaluation,
-    client_coverage,
     evaluate_generator,
     generated,
     make_evaluator,

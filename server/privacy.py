@@ -2,8 +2,9 @@
 accountant would report (`simulator.privacy.budget` does the accounting).
 
 Rows (scope `global`, group_by ""): `privacy.epsilon` — at user level the run's ε, at sample
-level the largest client's — and `privacy.epsilon_flower` (no amplification by sampling, as
-Flower 1.42's accountant computes it). At sample level each client's ε also as a `client` row.
+level the largest client's —, the δ it holds at (`privacy.delta`) and `privacy.epsilon_flower`
+(no amplification by sampling, as Flower 1.42's accountant computes it): every view reads ε
+and δ from the table. At sample level each client's ε also as a `client` row.
 The `privacy_started` event holds what the rows are read against: level, σ (calibrated or
 given), C, δ, sampling, accountant.
 """
@@ -53,8 +54,11 @@ class Account:
         """Round `rnd`'s privacy rows (ε after it)."""
         eps = budget.run_epsilon(self.s, self.sizes, rnd, self.sigma)
         flower = budget.flower_epsilon(self.s, self.sizes, rnd, self.sigma)
+        p = self.s.privacy
+        assert p is not None
         out: list[dict[str, Any]] = [
             _row("global", -1, "privacy.epsilon", max(eps.values(), default=0.0)),
+            _row("global", -1, "privacy.delta", p.delta),
             _row("global", -1, "privacy.epsilon_flower", flower),
         ]
         if budget.USER not in eps:

@@ -93,6 +93,23 @@ def _protocol_words(s: Scenario) -> str:
     return f"protocol {f.protocol}" + (f", weighting {weighting['name']}" if weighting else "")
 
 
+def _privacy_words(s: Scenario) -> str:
+    """The header's privacy clause: level, σ (or the target it is calibrated to), C, δ and
+    the sampling ("" without privacy)."""
+    p = s.privacy
+    if p is None:
+        return ""
+    noise = (
+        f"σ {p.noise_multiplier:g}"
+        if p.noise_multiplier is not None
+        else f"σ calibrated to ε ≤ {p.target_epsilon:g}"
+    )
+    return (
+        f"; {p.level}-level DP: {noise}, clip {p.clip:g}, δ {p.delta:g}, {p.sampling} "
+        f"sampling, {p.accountant.upper()} accountant"
+    )
+
+
 @app.command()
 def run(
     scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML file.")] = None,
@@ -173,7 +190,7 @@ def run(
     )
     console.print(
         f"[bold]{s.name}[/bold]: {what}; dataset {s.data.dataset}, objective "
-        f"{s.gan.objective}, Lipschitz control {s.gan.lipschitz.name}"
+        f"{s.gan.objective}, Lipschitz control {s.gan.lipschitz.name}" + _privacy_words(s)
     )
     total = f.rounds if f else s.train.steps
     with Progress(
@@ -409,6 +426,11 @@ def inspect(
         _fail(f"{word} {rnd} {what}; {word}s with an evaluation: {listed}")
     width = console.width
     console.print(f"[bold]{escape(str(run_dir))}[/bold] {scope} {word} {rnd}", soft_wrap=True)
+    from fedgan.simulator.summary import privacy_sentence
+
+    private = privacy_sentence(df, rnd)
+    if private:
+        console.print(escape(private), soft_wrap=True)
     out: list[Any] = []
     if by == "group":
         views = group_views(df, scope, rnd, r.scenario)

@@ -17,7 +17,6 @@ import torch
 from fedgan.simulator.data import Dataset
 from fedgan.simulator.devices import resolve_device
 from fedgan.simulator.gan.train import GAN, GANState
-from fedgan.simulator.messages import ClientCoverage
 from fedgan.simulator.metrics import (
     Diagnosis,
     diagnose,
@@ -27,7 +26,7 @@ from fedgan.simulator.metrics import (
     prdc,
 )
 from fedgan.simulator.metrics.diagnosis import MIN_GROUP_DENSITY, ForgottenGroup, GroupFidelity
-from fedgan.simulator.metrics.forgetting import ball_hits, ball_pairs, coverage_against
+from fedgan.simulator.metrics.forgetting import ball_hits, ball_pairs
 from fedgan.simulator.metrics.groups import (
     Grouping,
     group_labels,
@@ -38,7 +37,6 @@ from fedgan.simulator.metrics.groups import (
 from fedgan.simulator.metrics.modes import histogram_stats
 from fedgan.simulator.metrics.prdc import PRDC
 from fedgan.simulator.metrics.registry import DEFAULT_METRICS, METRICS, GroupingContext, Row
-from fedgan.simulator.prepare import FederatedData, pooled_reference
 from fedgan.simulator.scenario import Scenario
 from fedgan.simulator.seeding import derive_seed, torch_generator
 from fedgan.simulator.store import RunStore
@@ -372,31 +370,6 @@ def generated(s: Scenario, gan: GAN, state: GANState, round_: int) -> np.ndarray
     """The points [evaluation.n_samples, d] an evaluation of `state`'s generator scores."""
     gen = torch_generator(s.seed, "sample", round_)
     return gan.sample(state, s.evaluation.n_samples, gen).numpy()
-
-
-def client_coverage(
-    s: Scenario, data: FederatedData, client: int, embedded_fake: np.ndarray
-) -> ClientCoverage:
-    """Generated points (`embedded_fake`, in the evaluation's space) against client `client`'s
-    held-out points, each with its k-NN radius among the pooled held-out set
-    (`metrics.forgetting.coverage_against`); counts per group. What a client answers to the
-    evaluate message — and, under privacy, what the simulator computes for it (no client
-    releases a statistic of its held-out data)."""
-    idx = data.client_held[client]
-    ref = pooled_reference(s)
-    covered = coverage_against(
-        ref.held, ref.embed(data.train.X[idx]), embedded_fake, s.evaluation.k
-    )
-    hits, other_hits = data.counts(idx, covered.astype(np.float64))
-    group_n, other_n = data.counts(idx)
-    return ClientCoverage(
-        coverage=float(covered.mean()) if len(idx) else float("nan"),
-        n_real=len(idx),
-        coverage_hits=hits,
-        group_n=group_n,
-        other_coverage_hits=other_hits,
-        other_group_n=other_n,
-    )
 
 
 def record_evaluation(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,11 +296,7 @@ def story(metrics: pd.DataFrame, round_: int | None = None) -> str:
             by_holders.setdefault(tuple(held.get(g, [])), []).append(g)
         named = []
         for who, gs in by_holders.items():
-            where = (
-                f" (held by client{'s' if len(who) > 1 else ''} {', '.join(map(str, who))})"
-                if who
-                else ""
-            )
+            where = f" (held by {clients_words(who)})" if who else ""
             named.append(f"{', '.join(gs)}{where}")
         parts.append(f"{grouping} {'; '.join(named)} forgotten")
     text = (
@@ -320,7 +316,50 @@ def story(metrics: pd.DataFrame, round_: int | None = None) -> str:
         )
     if "precision" in h:
         text += f" Precision {h['precision']:.3f}, coverage {h.get('coverage', float('nan')):.3f}."
-    return text
+    private = privacy_sentence(metrics, rnd)
+    return text + (" " + private if private else "")
+
+
+def clients_words(who: Sequence[int]) -> str:
+    """Clients named for a sentence: 'client 3', 'clients 0, 4, 7'; many as runs of ids
+    ('clients 0–18, 20–99'), or only their number when the runs are many too."""
+    who = sorted(who)
+    if len(who) == 1:
+        return f"client {who[0]}"
+    if len(who) <= 6:
+        return "clients " + ", ".join(map(str, who))
+    runs: list[tuple[int, int]] = []
+    for c in who:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], c)
+        else:
+            runs.append((c, c))
+    if len(runs) > 4:
+        return f"{len(who)} clients"
+    return "clients " + ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in runs)
+
+
+def privacy_sentence(metrics: pd.DataFrame, round_: int | None = None) -> str:
+    """The run's privacy spent by `round_` (default: the last with a row), in words — ε at δ
+    from the `privacy.*` rows, beside what Flower's no-amplification accountant would report;
+    "" for a run without privacy."""
+    rows = metrics[metrics["metric"].astype(str).str.startswith("privacy.")]
+    rows = rows[rows["scope"].isin(["global", "centralized"])]
+    if rows.empty:
+        return ""
+    rnd = int(rows["round"].max()) if round_ is None else min(round_, int(rows["round"].max()))
+    at = {str(r.metric): float(r.value) for r in rows[rows["round"] == rnd].itertuples()}
+    if "privacy.epsilon" not in at:
+        return ""
+    text = f"Privacy spent: ε = {at['privacy.epsilon']:.3g}"
+    if "privacy.delta" in at:
+        text += f" at δ = {at['privacy.delta']:.2g}"
+    if "privacy.epsilon_flower" in at:
+        text += (
+            f" (Flower's accountant, without amplification by sampling, would report "
+            f"{at['privacy.epsilon_flower']:.3g})"
+        )
+    return text + "."
 
 
 def primary_grouping(metrics: pd.DataFrame, scope: str, round_: int | None) -> str:
