@@ -325,7 +325,8 @@ def batch_statistics(module: nn.Module) -> list[str]:
 def dp_problems(
     config: GANConfig, data_dim: int = 2, image_shape: tuple[int, int, int] | None = None
 ) -> list[str]:
-    """Why `config.dp` cannot run as configured ([] when it can, or when dp is None).
+    """Why DP-SGD cannot run on this configuration's critic ([] when it can). Checked
+    whether or not `config.dp` is set yet (a scenario's privacy section may set it later).
 
     DP-SGD needs a per-sample gradient: a critic whose output on one sample depends on the
     others (batch statistics) has none. The built-in critics (mlp, two_branch, conv) are
@@ -333,8 +334,6 @@ def dp_problems(
     built (with `data_dim` / `image_shape`) and inspected (`batch_statistics`). Any objective
     or Lipschitz control is fine (weight clipping is a projection; penalties are taken per
     sample). The batch size against a client's points is checked when batches are drawn."""
-    if config.dp is None:
-        return []
     from fedgan.simulator.gan import networks
 
     kind = config.critic.kind
