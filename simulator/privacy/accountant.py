@@ -22,10 +22,11 @@ the conventions of the two samplings differ in what the accounting library is th
   full-cohort releases (the tests check each against the closed form).
 
 RDP uses dp-accounting's default orders, ``rdp_privacy_accountant.DEFAULT_RDP_ORDERS`` (1.1 to
-10.9 by 0.1, 11 to 63, then 128, 256, 512, 1024) — the grid Flower's accountant and the measured
-facts in the project's notes use. A denser grid up to 10⁴ (501 orders) was measured on this
-module's settings (anchors of ε from 0.87 to 103): no ε moved by more than 0.03 %, and the
-fixed-size account became ~30× slower, since its cost grows with the order.
+10.9 by 0.1, 11 to 63, then 128, 256, 512, 1024) — the grid Flower's accountant uses, and one
+that reproduces the values measured in the project's privacy notes. A denser grid up to 10⁴
+(501 orders) was measured on this module's settings (anchors of ε from 0.87 to 103): no ε moved
+by more than 0.03 %, and the fixed-size account became ~30× slower, its cost growing with the
+order.
 
 `dp_accounting` (and Flower's accountant, for `flower_epsilon`) are imported inside the functions:
 the ledger is plain data and loads without them, and importing this module stays cheap.
@@ -370,8 +371,12 @@ def calibrate(
         return 0.0
     _event(accountant, sampling_, n, m, 1.0)  # an unsupported event fails here, not in a loop
 
+    seen: dict[float, float] = {}  # the bracket search revisits its ends; a fixed-size ε is slow
+
     def eps(sigma: float) -> float:
-        return _account([(sampling_, n, m, sigma, t)], delta, accountant)
+        if sigma not in seen:
+            seen[sigma] = _account([(sampling_, n, m, sigma, t)], delta, accountant)
+        return seen[sigma]
 
     unreachable = (
         f"no noise multiplier in [2^-20, 2^30] gives ε ≤ {target} at δ = {delta} "
