@@ -274,11 +274,11 @@ def flower_epsilon(*, noise_multiplier: float, steps: int, delta: float) -> floa
     accountant with its default orders: no amplification by sampling, so it grows like a
     full-participation composition whatever the cohort.
 
-    This calls that accountant itself, ``flwr.supercore.privacy_accounting.rdp_accountant.
-    RdpAccountant`` — importable with dp-accounting installed, no other setup. The population
-    and sample size its event requires are placeholders (1 of 1): under NO_AMPLIFICATION Flower
-    only validates them. The strategy composes one event per round; this composes the `steps`
-    identical events at once, the same RDP sum.
+    The simulator's core never imports Flower, so this composes the same events on
+    dp-accounting directly — ``GaussianDpEvent(σ)`` `steps` times, add/remove neighbours,
+    dp-accounting's default RDP orders — which is what Flower's accountant does under
+    NO_AMPLIFICATION; `tests/privacy/test_accountant.py` holds it equal to Flower's own
+    ``flwr.supercore.privacy_accounting.rdp_accountant.RdpAccountant``.
 
     Parameters
     ----------
@@ -301,27 +301,50 @@ def flower_epsilon(*, noise_multiplier: float, steps: int, delta: float) -> floa
         return 0.0
     if noise_multiplier == 0:
         return math.inf
-    from flwr.supercore.privacy_accounting import (
-        GaussianPrivacyEvent,
-        NeighboringRelation,
-        PrivacyConfig,
-        SamplingMethod,
-    )
-    from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+    from dp_accounting import GaussianDpEvent
+    from dp_accounting.rdp import RdpAccountant
 
-    config = PrivacyConfig(
-        target_delta=delta,
-        population_size=1,
-        neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-        sampling_method=SamplingMethod.NO_AMPLIFICATION,
-    )
-    account = RdpAccountant(config)
-    event = GaussianPrivacyEvent(
-        noise_multiplier=float(noise_multiplier), sample_size=1, population_size=1
-    )
     with _quiet():
-        account.compose(event, count=int(steps))
-        return float(account.get_privacy_spent(delta).epsilon)
+        account = RdpAccountant(orders=None)
+        account.compose(GaussianDpEvent(float(noise_multiplier)), int(steps))
+        return float(account.get_epsilon(delta))
+
+
+class RdpCurve:
+    """ε after T identical releases, for any T, from one RDP computation.
+
+    An RDP curve composes additively: T releases of one event cost T times its Rényi
+    divergence at every order, so the event's RDP vector is computed once (the slow part:
+    ~0.1 s for a Poisson-subsampled Gaussian, ~0.3 s without replacement) and each ε(T) is
+    dp-accounting's own conversion of T·rdp at δ — the value `epsilon(..., steps=T)` gives
+    (the same accountant, orders and conversion; a test holds them equal). What a run's
+    per-round ε rows use: one curve per accounted unit's settings.
+    """
+
+    def __init__(
+        self, sampling: Sampling, population: int, cohort: int, noise_multiplier: float
+    ) -> None:
+        _check_run(sampling, population, cohort, noise_multiplier, 1)
+        self.noise_multiplier = noise_multiplier
+        self._orders: Any = None
+        self._rdp: Any = None
+        if noise_multiplier > 0:
+            with _quiet():
+                account = _fresh("rdp", sampling)
+                account.compose(_event("rdp", sampling, population, cohort, noise_multiplier), 1)
+            self._orders, self._rdp = account.orders, account.rdp
+
+    def epsilon(self, steps: int, delta: float) -> float:
+        """ε after `steps` releases at `delta`."""
+        from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+        delta = _check_delta(delta)
+        if steps <= 0:
+            return 0.0
+        if self.noise_multiplier == 0:
+            return math.inf
+        with _quiet():
+            return float(compute_epsilon(self._orders, steps * self._rdp, delta)[0])
 
 
 def calibrate(

@@ -107,7 +107,6 @@ def epsilon(
     )
 
 
-@functools.lru_cache(maxsize=65536)
 def _epsilon(
     sampling: accountant.Sampling,
     population: int,
@@ -117,6 +116,10 @@ def _epsilon(
     delta: float,
     kind: str,
 ) -> float:
+    """ε of one unit: RDP from its cached curve (one RDP computation per unit's settings, then
+    a conversion per round — a run writes ε every round); PLD composed anew (slower)."""
+    if kind == "rdp":
+        return _curve(sampling, population, cohort, noise).epsilon(steps, delta)
     return accountant.epsilon(
         sampling=sampling,
         population=population,
@@ -124,8 +127,15 @@ def _epsilon(
         noise_multiplier=noise,
         steps=steps,
         delta=delta,
-        accountant=kind,  # type: ignore[arg-type]
+        accountant="pld",
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _curve(
+    sampling: accountant.Sampling, population: int, cohort: int, noise: float
+) -> accountant.RdpCurve:
+    return accountant.RdpCurve(sampling, population, cohort, noise)
 
 
 def noise_multiplier(s: Scenario, sizes: Sizes = ()) -> float:

@@ -434,3 +434,25 @@ def test_ledger_units_round_trip_and_refusals():
     forged = Ledger({USER_LEVEL: [("poisson", 10, 2, 1.0, 3), ("fixed", 10, 2, 1.0, 3)]})
     with pytest.raises(ValueError, match="mix"):
         forged.epsilon(USER_LEVEL, 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "population", "cohort", "sigma"),
+    [("poisson", 1792, 128, 2.0), ("poisson", 1000, 50, 0.9), ("fixed", 100, 10, 1.5)],
+)
+def test_rdp_curve_is_epsilon_at_every_step_count(sampling, population, cohort, sigma):
+    from fedgan.simulator.privacy.accountant import RdpCurve
+
+    curve = RdpCurve(sampling, population, cohort, sigma)
+    for steps in (1, 7, 400, 4000):
+        direct = epsilon(
+            sampling=sampling,
+            population=population,
+            cohort=cohort,
+            noise_multiplier=sigma,
+            steps=steps,
+            delta=1e-4,
+        )
+        assert curve.epsilon(steps, 1e-4) == pytest.approx(direct, rel=1e-12)
+    assert curve.epsilon(0, 1e-4) == 0.0
+    assert RdpCurve(sampling, population, cohort, 0.0).epsilon(3, 1e-4) == math.inf
