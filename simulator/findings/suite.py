@@ -18,6 +18,7 @@ from fedgan.simulator.findings import (
     dynamics,
     gradients,
     mode_items,
+    privacy_cost,
     protocol,
     regime,
     skew,
@@ -38,6 +39,7 @@ ITEMS: dict[int, ItemFn] = {
     8: lambda q, f, j: mode_items.run_dropping_vs_collapse(q, f),
     9: lambda q, f, j: protocol.run(q, f, j),
     10: lambda q, f, j: skew.run(q, f, j),
+    11: lambda q, f, j: privacy_cost.run(q, f, j),
 }
 
 CI_ITEMS = (1, 3, 5, 7, 8, 10)
