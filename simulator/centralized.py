@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from fedgan.simulator.data import Dataset
 from fedgan.simulator.messages import TRAIN
-from fedgan.simulator.prepare import prepare_data
+from fedgan.simulator.prepare import dp_sgd, prepare_data
 from fedgan.simulator.progress import Progress, ProgressHook, ProgressLog
 from fedgan.simulator.scenario import Scenario, resolved_yaml
 from fedgan.simulator.seeding import derive_seed, torch_generator
@@ -42,7 +42,7 @@ def run_centralized(
     from fedgan.simulator.gan.train import GAN
 
     train, held = prepare_data(s)
-    gan = GAN(s.gan.config(), train.X.shape[1], train.image_shape)
+    gan = GAN(replace(s.gan.config(), dp=dp_sgd(s)), train.X.shape[1], train.image_shape)
     evaluator = make_evaluator(s, held)
     store = RunStore.create(
         out_dir,
@@ -86,6 +86,8 @@ def run_centralized(
                 ),
                 flush=False,
             )
+            if s.privacy is not None:  # the DP-SGD twin: ε spent after these steps
+                store.add_metrics(privacy_rows(s, len(train.X), state.step), flush=False)
             phase = "evaluate"
             last = evaluate_generator(
                 s, store, evaluator, gan, state, state.step, "centralized", "generator_diverged"
@@ -111,6 +113,25 @@ def run_centralized(
         store.record_failure(exc, state.step, phase)
         raise
     return RunResult(store.path, store.metrics(), last)
+
+
+def privacy_rows(s: Scenario, n_train: int, step: int) -> list[dict[str, Any]]:
+    """ε at δ after `step` DP-SGD steps on `n_train` points (scope `centralized`), beside
+    Flower's no-amplification account."""
+    from fedgan.simulator.privacy import budget
+
+    p = s.privacy
+    assert p is not None
+    sizes = (n_train,)
+    eps = budget.run_epsilon(s, sizes, step)
+    rows = {
+        "privacy.epsilon": max(eps.values()),
+        "privacy.delta": p.delta,
+        "privacy.epsilon_flower": budget.flower_epsilon(s, sizes, step),
+    }
+    return [
+        {"round": step, "scope": "centralized", "metric": k, "value": v} for k, v in rows.items()
+    ]
 
 
 def _group_counts(ds: Dataset) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from fedgan.simulator.scenario import DataSpec, Scenario
 from fedgan.simulator.seeding import derive_seed, numpy_rng
 
 if TYPE_CHECKING:  # torch: imported by a run, not by the preflight's data check
+    from fedgan.simulator.gan.state import DPSGD
     from fedgan.simulator.gan.train import GAN, GANState
 
 
@@ -224,7 +225,21 @@ def _gan(
     from fedgan.simulator.gan.train import GAN  # torch: for a run, not for `validate`
 
     s = Scenario.model_validate_json(scenario_json)
-    return GAN(s.gan.config(prox_mu=prox_mu, ema=client_ema(s)), data_dim, image_shape)
+    config = replace(s.gan.config(prox_mu=prox_mu, ema=client_ema(s)), dp=dp_sgd(s))
+    return GAN(config, data_dim, image_shape)
+
+
+def dp_sgd(s: Scenario) -> DPSGD | None:
+    """The critic's DP-SGD of a `privacy.level: sample` scenario — its clip, its σ (given, or
+    calibrated to `target_epsilon` over the run: `simulator.privacy.budget`) and its batch
+    sampling —, None otherwise."""
+    p = s.privacy
+    if p is None or p.level != "sample":
+        return None
+    from fedgan.simulator.gan.state import DPSGD
+    from fedgan.simulator.privacy import budget
+
+    return DPSGD(p.clip, budget.noise_multiplier(s, budget.sizes_of(s)), p.sampling)
 
 
 def client_ema(s: Scenario) -> float:

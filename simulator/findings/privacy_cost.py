@@ -316,9 +316,10 @@ def run(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
             )
     res: dict[Cell, list[Outcome]] = {}
     for o in run_jobs(jobs, n_jobs):
-        part, protocol, eps, _ = o.key
-        assert isinstance(part, str) and isinstance(protocol, str) and isinstance(eps, float)
-        res.setdefault((part, Method(protocol), eps), []).append(o)
+        key_part, protocol, budget = o.key[:3]
+        assert isinstance(key_part, str) and isinstance(protocol, str)
+        assert isinstance(budget, float)
+        res.setdefault((key_part, Method(protocol), budget), []).append(o)
     j = judge(res)
     fig = _figure(res, fig_dir)
     word = {True: "yes", False: "no", None: "undecided"}
