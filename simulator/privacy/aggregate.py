@@ -125,12 +125,16 @@ class DPAggregator:
         return mean, norms, clipped
 
     def _adapt(self, norms: np.ndarray, rng: np.random.Generator) -> None:
-        """C ← C·exp(−lr·(b̃ − γ)), b̃ the noised share of norms ≤ C (after the update's noise,
-        from the same stream)."""
+        """C ← C·exp(−lr·(b̃ − γ)), b̃ the noised share of norms ≤ C (drawn after the update's
+        noise, from the same stream). The released count is of the bits centred to ±½ —
+        Σ(b_k − ½) + N(0, σ_b²), whose add/remove sensitivity is ½, so its multiplier is 2σ_b
+        as `update_noise_multiplier` accounts (Andrew et al. 2021) — then shifted back by
+        the expected cohort's ½·m, a public number. (Summing raw 0/1 bits, as Flower's adaptive
+        wrappers do, has sensitivity 1: multiplier σ_b, half the privacy.)"""
         a = self.adaptive
         assert a is not None
-        below = float(np.sum(norms <= self.clip))
-        noised = (below + rng.normal(0.0, a.count_noise)) / self.expected_cohort
+        centred = float(np.sum(norms <= self.clip)) - 0.5 * len(norms)
+        noised = (centred + rng.normal(0.0, a.count_noise)) / self.expected_cohort + 0.5
         self.clip = float(self.clip * math.exp(-a.lr * (noised - a.target_quantile)))
 
     def combine(

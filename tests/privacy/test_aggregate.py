@@ -178,3 +178,12 @@ def test_noise_scale_matches_flowers_wrapper() -> None:
     # 6,800 draws each: both within 4 % of σC/m, and of each other.
     assert np.std(theirs) == pytest.approx(sigma * clip / m, rel=0.04)
     assert np.std(ours) == pytest.approx(np.std(theirs), rel=0.06)
+
+
+def test_the_update_noise_and_the_accountants_composition_agree() -> None:
+    from fedgan.simulator.privacy.accountant import adaptive_noise
+
+    for z, sb in ((1.0, 2.0), (3.3, 10.0), (0.7, 0.5)):
+        z_update = update_noise_multiplier(z, sb)
+        # The aggregator releases the count of bits centred to ±½ (sensitivity ½).
+        assert adaptive_noise(z_update, sb, centered=True) == pytest.approx(z, rel=1e-12)
