@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fedgan.simulator.prepare import train_sizes
 from fedgan.simulator.privacy import budget
 from fedgan.simulator.scenario import Scenario
 from fedgan.simulator.store import RunStore
@@ -31,7 +32,7 @@ class Account:
     def for_run(cls, s: Scenario) -> Account | None:
         if s.privacy is None:
             return None
-        sizes = budget.sizes_of(s)
+        sizes = train_sizes(s)
         return cls(s, sizes, budget.noise_multiplier(s, sizes))
 
     def start(self, store: RunStore) -> None:

@@ -9,6 +9,8 @@ Gaussian accountant assumes (`simulator.privacy.accountant`).
 
 from __future__ import annotations
 
+import math
+
 from fedgan.simulator.scenario import Scenario
 from fedgan.simulator.seeding import numpy_rng
 
@@ -47,3 +49,13 @@ def participation(s: Scenario, rounds: int) -> list[int]:
         for c in sample_clients(s, r):
             counts[c] += 1
     return counts
+
+
+def steps_for(s: Scenario, n_train: int) -> int:
+    """Generator steps a round of a client with `n_train` training points: `local_steps`, or
+    with `local_epochs`, enough batches for that many passes over its points."""
+    assert s.federation is not None
+    f = s.federation
+    if f.local_epochs is None:
+        return f.local_steps
+    return max(1, math.ceil(f.local_epochs * n_train / s.gan.batch_size))

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from fedgan.simulator.cohorts import steps_for
 from fedgan.simulator.data import Dataset, load_dataset
 from fedgan.simulator.data.base import Modes
 from fedgan.simulator.grouping import group_labels, group_sort_key, grouping_name
@@ -239,7 +239,7 @@ def dp_sgd(s: Scenario) -> DPSGD | None:
     from fedgan.simulator.gan.state import DPSGD
     from fedgan.simulator.privacy import budget
 
-    return DPSGD(p.clip, budget.noise_multiplier(s, budget.sizes_of(s)), p.sampling)
+    return DPSGD(p.clip, budget.noise_multiplier(s, train_sizes(s)), p.sampling)
 
 
 def client_ema(s: Scenario) -> float:
@@ -283,13 +283,15 @@ def local_steps(s: Scenario, data: FederatedData, client: int) -> int:
     return steps_for(s, len(data.client_train[client]))
 
 
-def steps_for(s: Scenario, n_train: int) -> int:
-    """`local_steps` of a client with `n_train` training points."""
-    assert s.federation is not None
-    f = s.federation
-    if f.local_epochs is None:
-        return f.local_steps
-    return max(1, math.ceil(f.local_epochs * n_train / s.gan.batch_size))
+def train_sizes(s: Scenario) -> tuple[int, ...]:
+    """Training points of each client (centralized: of the one training set), as the run
+    builds them (cached) — what sample-level privacy accounts (`simulator.privacy.budget`);
+    () at user level, where the accountant needs none."""
+    if s.privacy is not None and s.privacy.level == "user":
+        return ()
+    if s.federation is None:
+        return (len(prepare_data(s)[0].X),)
+    return tuple(len(ix) for ix in federated_data(s).client_train)
 
 
 def initial_state(s: Scenario, gan: GAN) -> GANState:

@@ -54,10 +54,10 @@ def _protocol_problems(s: Scenario) -> list[str]:
 def _privacy_problems(s: Scenario, data_ok: bool) -> list[str]:
     """`simulator.privacy.checks`: what the privacy section cannot run with (with the data
     when it was built: δ against the clients' training points)."""
-    from fedgan.simulator.privacy.budget import sizes_of
+    from fedgan.simulator.prepare import train_sizes
     from fedgan.simulator.privacy.checks import privacy_problems
 
-    sizes = sizes_of(s) if data_ok and s.privacy and s.privacy.level == "sample" else ()
+    sizes = train_sizes(s) if data_ok and s.privacy and s.privacy.level == "sample" else ()
     return privacy_problems(s, sizes)
 
 
@@ -175,13 +175,14 @@ def _pinned_noise(old: Scenario, new: Scenario, source: str) -> Scenario:
     calibrated with, it would end above `privacy.target_epsilon`; otherwise the extended
     scenario names that σ (a recalibration over the new rounds would change the noise of the
     rounds already played)."""
+    from fedgan.simulator.prepare import train_sizes
     from fedgan.simulator.privacy import budget
     from fedgan.simulator.scenario import ScenarioError
 
     p = old.privacy
     if p is None or p.target_epsilon is None:
         return new
-    sizes = budget.sizes_of(old)
+    sizes = train_sizes(old)
     problems = budget.extension_problems(old, new, sizes)
     if problems:
         raise ScenarioError(source, problems)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from fedgan.simulator.cohorts import expected_cohort, participation
+from fedgan.simulator.cohorts import expected_cohort, participation, steps_for
 from fedgan.simulator.privacy import accountant
 from fedgan.simulator.scenario import Scenario
 
@@ -62,21 +62,7 @@ def units(s: Scenario, sizes: Sizes = ()) -> list[Unit]:
     if f is None:  # the centralized DP-SGD run: one unit set, all training points
         (n,) = sizes
         return [Unit(0, p.sampling, n, min(b, n), nc)]
-    from fedgan.simulator.prepare import steps_for
-
     return [Unit(c, p.sampling, n, min(b, n), nc * steps_for(s, n)) for c, n in enumerate(sizes)]
-
-
-def sizes_of(s: Scenario) -> Sizes:
-    """The scenario's training points per client (centralized: in all), as the run builds
-    them (cached)."""
-    from fedgan.simulator.prepare import federated_data, prepare_data
-
-    if s.privacy is not None and s.privacy.level == "user":
-        return ()
-    if s.federation is None:
-        return (len(prepare_data(s)[0].X),)
-    return tuple(len(ix) for ix in federated_data(s).client_train)
 
 
 def releases(s: Scenario, sizes: Sizes, rounds: int) -> dict[int, int]:
