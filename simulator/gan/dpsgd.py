@@ -117,10 +117,13 @@ def draw_batches(
     selected = torch.rand(*lead, n, dtype=torch.float64, generator=gen) < q
     sizes = selected.sum(-1)
     m = max(int(sizes.max()) if sizes.numel() else 0, 1)
-    # Selected points first (in index order), then the others: a stable sort of "not selected".
-    order = torch.argsort((~selected).to(torch.uint8), dim=-1, stable=True)[..., :m]
+    # The selected points, in index order, to the front: point j goes to column
+    # (number selected before it); the others to a spare column m, dropped. Padding: index 0.
+    column = torch.where(selected, selected.cumsum(-1) - 1, m)
+    points = torch.arange(n).expand_as(column)
+    idx = torch.zeros(*lead, m + 1, dtype=torch.long).scatter_(-1, column, points)[..., :m]
     mask = torch.arange(m) < sizes.unsqueeze(-1)
-    return order, mask
+    return idx, mask
 
 
 def layout(critic: nn.Module) -> list[tuple[str, torch.Size]]:

@@ -667,11 +667,14 @@ class FastMLP:
         self.gp = ctl if isinstance(ctl, lipschitz.GradientPenalty) else None
         self.clip = ctl.c if isinstance(ctl, lipschitz.WeightClip) else None
         self.dp = c.dp
-        self.dp_perm: Tensor | None = None
+        self.dp_noise_at: list[tuple[int, int]] = []
+        self.dp_l0 = 0.0
         if c.dp is not None:
-            # Where each flat-layout parameter sits in `dp_noise` (named_parameters order).
-            ref = torch.arange(dpsgd.noise_size(gan.critic))
-            self.dp_perm = self.dnet.flatten(dpsgd.unflatten(ref, gan.critic), batch=False)[0]
+            zero = torch.zeros(1, 1, dtype=torch.float64)
+            self.dp_l0 = float(self.critic_terms(zero, zero)[0])  # L([0], [0]): a constant
+            # Where each layer's weights and bias start in `dp_noise` (named_parameters order).
+            at = {k: p for k, p in zip(*_offsets(gan.critic), strict=True)}
+            self.dp_noise_at = [(at[wk], at[bk]) for wk, bk in self.dnet.keys]
 
     # ---- state conversion ------------------------------------------------------------------
     def _opt_flat(self, net: _Net, spec: OptimizerSpec, opt: Params, batch: bool) -> Params:
@@ -793,6 +796,7 @@ class FastMLP:
         eps: Tensor,
         mask: Tensor,
         grad: Tensor,
+        work: Work | None = None,
         per_sample: bool = False,
     ) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
         """The DP-SGD critic gradient before noise, written into `grad` [C, P]:
@@ -821,14 +825,14 @@ class FastMLP:
             parts.append(mix)
         x1 = torch.cat(parts, dim=1)
         n = x1.shape[1]
-        cache = self.dnet.forward(layers, x1)
+        if work is not None:
+            _row_views(work, "critic-dp", [ly.w.shape[1] for ly in layers[:-1]], x1)
+        cache = self.dnet.forward(layers, x1, work=work, tag="critic-dp")
         v = cache.out[..., 0]
         vr, vf = v[:, :m], v[:, m : m + b]
         # Per sample: L([v_i], [0]) and its derivative (a batch of one: no 1/B); the fake half
         # L([0], v_fake) as a mean over the B fake rows; L([0], [0]) to split the loss stat.
-        zero = v.new_zeros(cc, 1)
         half, dvr, _ = self.critic_terms(vr.unsqueeze(-1), v.new_zeros(cc, m, 1))
-        l0 = self.critic_terms(zero, zero)[0]
         lf, _, dvf = self.critic_terms(torch.zeros_like(vf), vf)  # (tables take equal widths)
         top = torch.cat([dvr[..., 0], dvf], dim=1)
         maskf = mask.to(v.dtype)
@@ -837,7 +841,8 @@ class FastMLP:
         us: list[Tensor] = []
         vs: list[Tensor] = []
         sources: list[Tensor | None] = []
-        pen = torch.zeros_like(l0)
+        pv: Tensor | None = None  # per-row penalties
+        pen = torch.zeros_like(lf)
         if gp is not None:
             if sampling == "fake":  # no real data: the ordinary penalty, not clipped
                 r0 = m
@@ -849,7 +854,6 @@ class FastMLP:
                 pv, us, vs, src = self.dnet.penalty_terms(
                     layers, cache.rows(r0, r0 + m), gp.lam, gp.center, per_row=True
                 )
-                pen = (pv * maskf).sum(-1) / count
             if any(t is not None for t in src):
                 top = F.pad(top, (0, n - top.shape[1]))
                 sources = [_at_rows(t, r0, n) for t in src]
@@ -875,8 +879,10 @@ class FastMLP:
         per: Tensor | None = None
         if per_sample:
             per = torch.cat([_outer_sum(tj, self.dnet.shapes[j]) for j, tj in enumerate(terms)], -1)
-        w, over = dpsgd.clip_factors(norms, cfg.dp.clip, mask)
-        scale = (w / cfg.batch_size).unsqueeze(-1)
+        over = norms > cfg.dp.clip
+        # min(1, C/‖g_i‖) (1 at ‖g_i‖ = 0), 0 off the batch, / B: each real row's scale.
+        w = (cfg.dp.clip / norms).clamp_(max=1.0).mul_(maskf)
+        scale = w.mul_(1.0 / cfg.batch_size).unsqueeze(-1)
         blocks = self.dnet.blocks(grad)
         for j, block in enumerate(blocks):
             dj = deltas[j]
@@ -890,17 +896,35 @@ class FastMLP:
                 block[..., : gw.shape[-1]] += gw
         for block, pw in zip(blocks, fake_gw, strict=False):
             block[..., : pw.shape[-1]] += pw
+        # Means over the realized batch, in one reduction: the real half of the loss (less its
+        # constant L([0], [0])), v, the share clipped, (σ(v)), (the per-row penalty).
+        rows = [half - self.dp_l0, vr, over.to(v.dtype)]
+        if self.probabilistic:
+            rows.append(torch.sigmoid(vr))
+        if pv is not None:
+            rows.append(pv)
+        means = (torch.stack(rows) * maskf).sum(-1) / count
         stats = {
-            "d_loss": ((half - l0.unsqueeze(-1)) * maskf).sum(-1) / count + lf,
-            "penalty": pen,
-            "v_real": (vr * maskf).sum(-1) / count,
+            "d_loss": means[0] + lf,
+            "penalty": means[4 if self.probabilistic else 3] if pv is not None else pen,
+            "v_real": means[1],
             "v_fake": vf.mean(-1),
         }
         if self.probabilistic:
-            stats["d_real"] = (torch.sigmoid(vr) * maskf).sum(-1) / count
+            stats["d_real"] = means[3]
             stats["d_fake"] = torch.sigmoid(vf).mean(-1)
-        stats["dp_clipped_fraction"] = (over & mask).to(v.dtype).sum(-1) / count
+        stats["dp_clipped_fraction"] = means[2]
         return stats, norms, per
+
+    def add_noise(self, grad: Tensor, noise: Tensor, alpha: float) -> None:
+        """grad [C, P] (flat layout) += alpha · noise [C, P] (`dpsgd.layout` order): per layer,
+        the weights' and the bias's stretch of the noise added to their views of the block."""
+        c = grad.shape[0]
+        for block, (o, i), (w0, b0) in zip(
+            self.dnet.blocks(grad), self.dnet.shapes, self.dp_noise_at, strict=True
+        ):
+            block[..., :i].add_(noise[:, w0 : w0 + o * i].view(c, o, i), alpha=alpha)
+            block[..., i].add_(noise[:, b0 : b0 + o], alpha=alpha)
 
     def _critic_step_dp(
         self,
@@ -916,12 +940,11 @@ class FastMLP:
         """`_critic_step` under DP-SGD: real rows [C, M, d + 1] with `mask` [C, M], `noise`
         [C, P] standard normals (`dpsgd.layout` order)."""
         c, grad = self.config, f.d_grad
-        assert grad is not None and c.dp is not None and self.dp_perm is not None
-        stats, _, _ = self.dp_gradient(f.d_layers, real1, fake1, eps, mask, grad)
+        assert grad is not None and c.dp is not None
+        stats, _, _ = self.dp_gradient(f.d_layers, real1, fake1, eps, mask, grad, f.work)
         std = c.dp.noise_std
         if std:
-            perm = self.dp_perm.to(noise.device)
-            grad.add_(noise.index_select(-1, perm), alpha=std / c.batch_size)
+            self.add_noise(grad, noise, std / c.batch_size)
         if f.d_anchor is not None:
             grad.add_(f.d - f.d_anchor, alpha=c.prox_mu)
         _update(c.d_opt, f.d, grad, f.d_opt, c.d_opt.lr * lr_scale, active, f.uniform)
@@ -994,14 +1017,20 @@ class FastMLP:
         assert gc.out1 is not None
         acc: dict[str, Tensor] = {}
         for i in range(nc):
-            real1 = f.data1[f.rows, noise.idx[:, i]]
             fake1 = gc.out1[:, i * b : (i + 1) * b]
             if self.dp is not None:
                 assert noise.mask is not None and noise.dp_noise is not None
-                mask, z = noise.mask[:, i], noise.dp_noise[:, i]
-                eps = noise.eps[:, i]
+                idx, mask, eps = noise.idx[:, i], noise.mask[:, i], noise.eps[:, i]
+                if mask.device.type == "cpu":
+                    # The block's M rows hold its largest batch; this step needs the columns
+                    # up to its own largest (the mask is a prefix). A host read: CPU only.
+                    m = max(int(mask.sum(-1).max()), 1)
+                    idx, mask, eps = idx[:, :m], mask[:, :m], eps[:, :m]
+                real1 = f.data1[f.rows, idx]
+                z = noise.dp_noise[:, i]
                 st = self._critic_step_dp(f, real1, fake1, eps, mask, z, lr_scale, active)
             else:
+                real1 = f.data1[f.rows, noise.idx[:, i]]
                 st = self._critic_step(f, real1, fake1, noise.eps[:, i], lr_scale, active)
             acc = st if not acc else {k: acc[k] + st[k] for k in acc}
         stats = {k: v / nc for k, v in acc.items()} if nc > 1 else acc
@@ -1115,6 +1144,32 @@ class FastMLP:
             "layer_product": product,
             "bound": product,
         }
+
+
+def _row_views(work: Work, tag: str, widths: list[int], like: Tensor) -> None:
+    """Under DP-SGD the real batch's rows change from step to step: give the forward pass of
+    `tag` its [C, R, width + 1] output buffers as the first R rows of buffers kept at the
+    largest R seen (their ones columns filled once), instead of a new buffer per size."""
+    c, r = like.shape[:2]
+    for j, width in enumerate(widths):
+        for key in [k for k in work if k[0] == tag and k[1] == j and k[2] != r]:
+            del work[key]
+        full = work.get((tag + "/capacity", j, 0))
+        if full is None or full.shape[0] != c or full.shape[1] < r or full.shape[2] != width + 1:
+            full = like.new_empty(c, r, width + 1)
+            full[..., width] = 1.0
+            work[(tag + "/capacity", j, 0)] = full
+        work[(tag, j, r)] = full[:, :r]
+
+
+def _offsets(module: nn.Module) -> tuple[list[str], list[int]]:
+    """The parameters' names and where each starts in a flat vector in `dpsgd.layout` order."""
+    names, starts, p = [], [], 0
+    for name, shape in dpsgd.layout(module):
+        names.append(name)
+        starts.append(p)
+        p += shape.numel()
+    return names, starts
 
 
 def _dot(a: Tensor | None, b: Tensor | None) -> Tensor:
