@@ -49,11 +49,11 @@ def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[
 
 
 def test_every_tutorial_is_tested_and_states_what_to_see() -> None:
-    """Six notebooks, each with a 'What you should see' cell and a QUICK switch; no outputs
+    """Seven notebooks, each with a 'What you should see' cell and a QUICK switch; no outputs
     are committed (the site renders them unexecuted)."""
     names = sorted(p.name for p in TUTORIALS.glob("*.ipynb"))
     tested = sorted(n for n in globals() if n.startswith("test_tutorial_"))
-    assert len(names) == 6 and len(tested) == 6, (names, tested)
+    assert len(names) == 7 and len(tested) == 7, (names, tested)
     for name in names:
         nb = nbformat.read(TUTORIALS / name, as_version=4)
         text = "\n".join(c.source for c in nb.cells)
@@ -221,3 +221,29 @@ def test_tutorial_6_your_table_and_your_strategy(
     assert part["0"]["F"] == round(0.8 * f_rows) and part["1"]["F"] == 0 == part["2"]["F"]
     m_train = round(0.8 * (total - f_rows))
     assert [part[c]["M"] for c in "012"] == [m_train // 3] * 3
+
+
+def test_tutorial_7_privacy_is_accounted_as_run_and_nothing_unreleased_reaches_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = execute("07-privacy-and-the-minority.ipynb", tmp_path, monkeypatch)
+    acc = r["accountant"]
+    # The values measured in shared/notes/privacy.md with dp-accounting, N = 1,000, m = 50,
+    # σ = 1, 400 rounds, δ = 5e-4: Poisson 5.7, fixed (replace-one, σ/2) 103, no amplification 275.
+    assert acc["poisson"] == pytest.approx(5.7, rel=0.02)
+    assert acc["fixed"] == pytest.approx(103, rel=0.02)
+    assert acc["flower"] == pytest.approx(275, rel=0.02)
+    # A larger q (fewer points, the same batch) spends more ε per step: it needs more noise.
+    assert r["sigma"]["1152"] > r["sigma"]["1792"]
+    # Calibrated: every private run ends at or just below its target.
+    for name, target in (("twin, ε = 10", 10.0), ("twin, ε = 1", 1.0), ("FedAvg, ε = 10", 10.0)):
+        assert 0.9 * target <= r["runs"][name]["epsilon"] <= target * (1 + 1e-9), name
+    assert r["runs"]["twin, no DP"]["epsilon"] is None
+    # Client 0 holds more points (a smaller q): it spends less than the others; the run's ε is
+    # the largest client's.
+    eps = r["client_epsilon"]
+    assert eps["0"] < min(eps[c] for c in ("1", "2", "3", "4"))
+    assert max(eps.values()) == pytest.approx(r["runs"]["FedAvg, ε = 10"]["epsilon"])
+    # Withheld: no client statistic in the table, every client's kept in its own file.
+    assert r["train_rows"] == 0
+    assert r["instrumentation"] == [f"client-{c}.jsonl" for c in range(5)]
