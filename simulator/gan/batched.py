@@ -10,7 +10,9 @@ on both paths.
 Ragged clients are handled by padding and masking: data sets of different sizes are padded to
 the largest (indices are drawn per client below its own size, so padding is never read), and a
 client with fewer local steps stops updating (its state is held by `torch.where`) once its steps
-are done.
+are done. Under DP-SGD (`dpsgd.py`) each client's real batches are padded, masked, to the
+largest client's rows (`dpsgd.pad_rows`: padding contributes nothing), and the per-parameter
+noise is drawn by every client from its own stream straight into one stacked buffer.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from dataclasses import fields
 import numpy as np
 import torch
 from fedgan.simulator.gan import dpsgd, fastmlp
-from fedgan.simulator.gan.train import ARRAY_GROUPS, GAN, GANState, Params, StepNoise, draw_blocks
+from fedgan.simulator.gan.train import (
+    ARRAY_GROUPS,
+    DRAW_BLOCK,
+    GAN,
+    GANState,
+    Params,
+    StepNoise,
+    draw_blocks,
+)
 from torch import Tensor
 
 STATE_GROUPS = ("g", "d", "d_buf", "g_opt", "d_opt", "g_ema", "g_anchor", "d_anchor")
@@ -137,21 +147,35 @@ def _where(active: Tensor, new: GANState, old: GANState) -> GANState:
     return GANState(**groups, step=new.step)
 
 
-def _stack_noise(noises: Sequence[StepNoise], device: torch.device | str | None) -> StepNoise:
+def _stack_noise(
+    noises: Sequence[StepNoise], device: torch.device | str | None, dp_noise: Tensor | None = None
+) -> StepNoise:
     """The clients' noise stacked on a new leading axis; under DP-SGD each client's real batch
-    padded (masked) to the largest client's M rows first (`dpsgd.pad_rows`)."""
+    padded (masked) to the largest client's M rows first (`dpsgd.pad_rows`), and the DP noise
+    the clients drew into one buffer (`dp_noise` [C, block, n_critic, P]) attached."""
     if noises[0].mask is not None:
         m = max(dpsgd.rows_of(n) for n in noises)
         noises = [dpsgd.pad_rows(n, m) for n in noises]
     names = list(noises[0].tensors())
-    return StepNoise(**{k: torch.stack([n.tensors()[k] for n in noises]).to(device) for k in names})
+    out = {k: torch.stack([n.tensors()[k] for n in noises]).to(device) for k in names}
+    if dp_noise is not None:
+        out["dp_noise"] = dp_noise.to(device)
+    return StepNoise(**out)
 
 
 def _draw(
-    gan: GAN, n_data: int, gen: torch.Generator, n_steps: int, block: int, offset: int
+    gan: GAN,
+    n_data: int,
+    gen: torch.Generator,
+    n_steps: int,
+    block: int,
+    offset: int,
+    dp_out: Tensor | None = None,
 ) -> StepNoise:
     """A client's noise for steps offset..offset+block of its loop: the steps it really takes
-    are drawn exactly as `GAN.train` draws them; steps past its end are zeros (masked)."""
+    are drawn exactly as `GAN.train` draws them; steps past its end are zeros (masked). Under
+    DP-SGD the per-parameter noise is drawn into `dp_out` [block, n_critic, P] (one client's
+    part of a buffer shared by all, not stacked afterwards) and left out of the result."""
     own = min(block, max(n_steps - offset, 0))
     c = gan.config
     pad = StepNoise(
@@ -161,14 +185,15 @@ def _draw(
         eps=torch.zeros(block, c.n_critic, c.batch_size, 1),
     )
     if c.dp is not None:
+        assert dp_out is not None
+        dp_out[own:].zero_()
         pad = StepNoise(
-            **pad.tensors(),
-            mask=torch.zeros(block, c.n_critic, c.batch_size, dtype=torch.bool),
-            dp_noise=torch.zeros(block, c.n_critic, dpsgd.noise_size(gan.critic)),
+            **pad.tensors(), mask=torch.zeros(block, c.n_critic, c.batch_size, dtype=torch.bool)
         )
     if own == 0:
         return pad
-    drawn = gan.draw_steps(n_data, gen, own)
+    drawn = gan.draw_steps(n_data, gen, own, None if dp_out is None else dp_out[:own])
+    drawn = StepNoise(**{k: v for k, v in drawn.tensors().items() if k != "dp_noise"})
     if own == block:
         return drawn
     return drawn.map(lambda _, v: torch.cat([v, v.new_zeros(block - own, *v.shape[1:])]))
@@ -222,9 +247,19 @@ def train_batched(
     fast = fastmlp.plan(gan)
     flat = fast.to_flat(state) if fast is not None else None
     t = 0
+    dp_buf = None  # DP-SGD's per-parameter noise of a block, drawn in place (dpsgd.draw_steps)
+    if gan.config.dp is not None:
+        nc, p = gan.config.n_critic, dpsgd.noise_size(gan.critic)
+        dp_buf = torch.empty(C, min(T, DRAW_BLOCK), nc, p)
     for block in draw_blocks(T):
+        dp = None if dp_buf is None else dp_buf[:, :block]
         noise = _stack_noise(
-            [_draw(gan, n_data[c], gens[c], steps[c], block, t) for c in range(C)], device
+            [
+                _draw(gan, n_data[c], gens[c], steps[c], block, t, None if dp is None else dp[c])
+                for c in range(C)
+            ],
+            device,
+            dp,
         )
         for i in range(block):
             lrs = [gan.config.lr_scale(st + t, tot) for st, tot in zip(starts, totals, strict=True)]

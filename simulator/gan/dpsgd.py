@@ -149,12 +149,18 @@ def unflatten(flat: Tensor, critic: nn.Module) -> Params:
 
 
 def draw_steps(
-    config: GANConfig, critic: nn.Module, n_data: int, gen: torch.Generator, n_steps: int
+    config: GANConfig,
+    critic: nn.Module,
+    n_data: int,
+    gen: torch.Generator,
+    n_steps: int,
+    dp_out: Tensor | None = None,
 ) -> StepNoise:
     """`GAN.draw_steps` under DP (config.dp set): the randomness of `n_steps` generator steps
     with a leading [n_steps] axis, drawn from `gen` in this order — the batches
     (`draw_batches`, [T, n_critic, M]), z_d [T, n_critic, B, latent], z_g [T, B, latent],
-    eps [T, n_critic, M, 1], dp_noise [T, n_critic, P]."""
+    eps [T, n_critic, M, 1], dp_noise [T, n_critic, P] (written into `dp_out` when given:
+    the same numbers, without a copy into a stacked buffer afterwards)."""
     dp = config.dp
     assert dp is not None
     nc, b, L, T = config.n_critic, config.batch_size, config.latent_dim, n_steps
@@ -166,7 +172,7 @@ def draw_steps(
         z_g=torch.randn(T, b, L, generator=gen),
         eps=torch.rand(T, nc, m, 1, generator=gen),
         mask=mask,
-        dp_noise=torch.randn(T, nc, noise_size(critic), generator=gen),
+        dp_noise=torch.randn(T, nc, noise_size(critic), generator=gen, out=dp_out),
     )
 
 

@@ -26,6 +26,17 @@ built-in objectives, no Lipschitz control, weight clipping, the gradient penalty
 and centre) and R1, Adam / RMSprop / SGD, FedProx anchors, the EMA, per-client learning rates and
 ragged clients. `why_not(gan)` names what else a GAN uses (conv nets, the two-branch critic,
 spectral norm, plug-ins): those take the vmap path.
+
+DP-SGD (`GANConfig.dp`, `dpsgd.py`) is covered for all of the above (every objective, control,
+activation and optimizer listed): `FastMLP.dp_gradient` clips per sample without materializing
+per-sample gradients ("ghost clipping"). A real sample's gradient in a layer is a sum of a few
+rank-1 terms U_t[i]ᵀ V_t[i] — the loss backward's δ ⊗ [h | 1] at its row (its penalty's σ''
+sources included), at its interpolate's row, and the penalty's double-backward factors — so its
+squared norm is Σ_layers Σ_{t,t'} (U_t[i]·U_t'[i])(V_t[i]·V_t'[i]), a few row-wise dot products,
+and the clipped sum is the step's own GEMMs with sample i's rows scaled by min(1, C/‖g_i‖)/B
+(0 for padding rows). The terms on generated points (loss on G(z), a `sampling: fake` penalty)
+are the ordinary ones, unclipped; σC/B · dp_noise is added to the gradient before the optimizer.
+Each step on the CPU computes only the rows up to its largest realized batch.
 """
 
 from __future__ import annotations

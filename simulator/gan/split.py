@@ -32,13 +32,19 @@ def critic_steps(
     fakes: Tensor,
     eps: Tensor,
     lr_scale: float = 1.0,
+    masks: Tensor | None = None,
+    dp_noise: Tensor | None = None,
 ) -> tuple[GANState, dict[str, Tensor]]:
     """A client's `n_critic` critic updates: reals, fakes [n_critic, B, d] (the batches it was
     sent), eps [n_critic, B, 1] (gradient-penalty interpolation weights). Statistics are means
-    over the steps."""
+    over the steps. Under DP-SGD (`gan.config.dp`, `dpsgd.py`): reals [n_critic, M, d] drawn
+    by `dpsgd.draw_batches` with their masks [n_critic, M] (None: every row in the batch),
+    eps [n_critic, M, 1], and dp_noise [n_critic, P] (required)."""
     acc: dict[str, Tensor] = {}
     for i in range(fakes.shape[0]):
-        s, st = gan.critic_step_on(s, reals[i], fakes[i], eps[i], lr_scale)
+        mask = None if masks is None else masks[i]
+        noise = None if dp_noise is None else dp_noise[i]
+        s, st = gan.critic_step_on(s, reals[i], fakes[i], eps[i], lr_scale, mask, noise)
         acc = st if not acc else {k: acc[k] + st[k] for k in acc}
     return s, {k: v / fakes.shape[0] for k, v in acc.items()}
 

@@ -1,5 +1,7 @@
-"""What a GAN is made of, apart from its modules: the configuration (`GANConfig`), all its tensors
-(`GANState`) and the pre-drawn randomness of its steps (`StepNoise`, drawn in `draw_blocks`).
+"""What a GAN is made of, apart from its modules: the configuration (`GANConfig`, with its
+optional sample-level DP-SGD for the critic, `DPSGD`), all its tensors (`GANState`) and the
+pre-drawn randomness of its steps (`StepNoise`, drawn in `draw_blocks`; under DP-SGD also the
+batch masks and the per-parameter Gaussian noise, see `dpsgd.py`).
 
 Shared by the reference step (`train.py`) and the hand-batched MLP step (`fastmlp.py`), which
 `train.GAN.train` dispatches to; `train.py` re-exports everything here.

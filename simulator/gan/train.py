@@ -5,6 +5,15 @@ parameters, optimizer state, spectral-norm vectors, real batches and pre-drawn n
 returns new tensors without touching the modules. Randomness is drawn *outside* the step
 (`GAN.draw`) from a per-run `torch.Generator`, so the same step can later be batched over
 clients with `vmap` while each client keeps its own random stream.
+
+With `GANConfig.dp` (sample-level DP-SGD, `dpsgd.py`) every critic update is a DP-SGD step:
+the batch is a Poisson (or fixed-size, without replacement) sample of the client's n points,
+each real sample's whole gradient contribution — its loss term and its own penalty term (R1 on
+it, or the gradient penalty at its interpolate) — is clipped to norm C, the clipped sum gets
+Gaussian noise of std σC (pre-drawn in `StepNoise.dp_noise`) and is divided by the expected
+batch size B; the terms on generated points are added unclipped. Per-sample gradients come from
+`torch.func.vmap(grad(...))` (`dpsgd.reference_parts`), which also runs under the clients'
+vmap. The generator step is unchanged (it reads the DP critic: post-processing).
 """
 
 from __future__ import annotations
@@ -104,13 +113,17 @@ class GAN:
         """Pre-draw the randomness of one generator step from `gen`."""
         return self.draw_steps(n_data, gen, 1).at(0)
 
-    def draw_steps(self, n_data: int, gen: torch.Generator, n_steps: int) -> StepNoise:
+    def draw_steps(
+        self, n_data: int, gen: torch.Generator, n_steps: int, dp_out: Tensor | None = None
+    ) -> StepNoise:
         """Pre-draw the randomness of `n_steps` generator steps from `gen`, with a leading
         [n_steps] axis. Four calls per block rather than four per step: drawing is a Python-level
-        cost that batched training over many clients would otherwise pay per client and step."""
+        cost that batched training over many clients would otherwise pay per client and step.
+        Under DP-SGD (`dpsgd.draw_steps`) the batches are DP samples and the per-parameter
+        noise is drawn too (into `dp_out` [n_steps, n_critic, P] when given)."""
         c = self.config
-        if c.dp is not None:  # DP-SGD batches and the noise of its updates (dpsgd.py)
-            return dpsgd.draw_steps(c, self.critic, n_data, gen, n_steps)
+        if c.dp is not None:
+            return dpsgd.draw_steps(c, self.critic, n_data, gen, n_steps, dp_out)
         nc, b, L, T = c.n_critic, c.batch_size, c.latent_dim, n_steps
         return StepNoise(
             idx=torch.randint(n_data, (T, nc, b), generator=gen),

@@ -377,12 +377,15 @@ def test_reproducible_and_sequential_equals_batched(sampling: str, control: str)
     def gens() -> list[torch.Generator]:
         return [torch.Generator().manual_seed(17 + i) for i in range(3)]
 
+    hists = []
     for fast in (False, True):
         fastmlp.ENABLED = fast
-        seq = [
-            gan.train(gan.init_state(0), x, t, g)[0]
+        runs = [
+            gan.train(gan.init_state(0), x, t, g)
             for x, t, g in zip(datas, steps, gens(), strict=True)
         ]
+        seq = [r[0] for r in runs]
+        hists.append([r[1] for r in runs])
         again = gan.train(gan.init_state(0), datas[0], steps[0], gens()[0])[0]
         assert _max_diff(seq[0], again) == 0.0  # same seed, same result
         st, means = batched.train_batched(
@@ -401,6 +404,37 @@ def test_reproducible_and_sequential_equals_batched(sampling: str, control: str)
     fastmlp.ENABLED = True
     for a, b in zip(ref, seq, strict=True):  # and the reference and the fast path agree
         assert _max_diff(a, b) < 1e-10
+    for ha, hb in zip(*hists, strict=True):  # statistics included
+        for ra, rb in zip(ha, hb, strict=True):
+            assert ra.keys() == rb.keys()
+            assert all(abs(ra[k] - rb[k]) < 1e-10 for k in ra), (ra, rb)
+            assert "dp_clipped_fraction" in ra
+
+
+def test_server_held_critic_steps_reference_equals_fast() -> None:
+    """`split.critic_steps` (one client, the reference step) and `FastMLP.critic_steps_on`
+    (stacked) under DP, on batches drawn by `draw_batches`."""
+    from fedgan.simulator.gan import split
+
+    gan = _gan("r1", act="tanh", dp=DPSGD(0.4, 1.2), n_critic=2)
+    s = _trained(gan)
+    data, gen = _data(30), torch.Generator().manual_seed(8)
+    idx, masks = draw_batches(30, 6, "poisson", gen, (2,))
+    m = idx.shape[-1]
+    reals, fakes = data[idx], torch.randn(2, 6, 2, generator=gen)
+    eps = torch.rand(2, m, 1, generator=gen)
+    noise = torch.randn(2, dpsgd.noise_size(gan.critic), generator=gen)
+    ref, st = split.critic_steps(gan, s, reals, fakes, eps, 0.5, masks, noise)
+    fm = fastmlp.plan(gan)
+    assert fm is not None
+    stacked = batched.stack([s])
+    f = fm.critic_flat(stacked.d, stacked.d_opt)
+    sf = fm.critic_steps_on(f, reals[None], fakes[None], eps[None], 0.5, masks[None], noise[None])
+    d = fm.critic_params(f)[0]
+    assert max(float((ref.d[k] - d[k][0]).abs().max()) for k in d) < 1e-12
+    assert all(abs(float(st[k]) - float(sf[k][0])) < 1e-12 for k in st)
+    with pytest.raises(ValueError, match="dp_noise"):
+        fm.critic_steps_on(f, reals[None], fakes[None], eps[None], 0.5, masks[None])
 
 
 def test_dp_draws_leave_the_ordinary_stream_alone() -> None:
