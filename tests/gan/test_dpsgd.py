@@ -33,6 +33,7 @@ CONTROLS: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("none", {}),
     "r1": ("r1", {"lam": 0.7}),
     "gp": ("gradient_penalty", {"lam": 1.3}),  # WGAN-GP: interpolates, centre 1
+    "gp_fake": ("gradient_penalty", {"lam": 0.9, "sampling": "fake"}),  # no real data: unclipped
 }
 OBJECTIVES = ["non_saturating", "wasserstein"]
 INF = math.inf
@@ -116,10 +117,22 @@ def oracle_per_sample(
     return torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0, 0))(d, real, fake, eps)
 
 
-def oracle_fake_grad(gan: GAN, objective: str, d: Params, fake: Tensor) -> Params:
+def oracle_fake_grad(gan: GAN, control: str, objective: str, d: Params, fake: Tensor) -> Params:
+    """∇_θ of the terms on generated points: their loss term's mean (and a fake-sampled
+    penalty's)."""
+    lam = CONTROLS[control][1].get("lam", 0.0)
+
     def loss(dd: Params) -> Tensor:
         vf = functional_call(gan.critic, dd, (fake,))
-        return F.softplus(vf).mean() if objective == "non_saturating" else vf.mean()
+        total = F.softplus(vf).mean() if objective == "non_saturating" else vf.mean()
+        if control == "gp_fake":
+
+            def v(y: Tensor) -> Tensor:
+                return functional_call(gan.critic, dd, (y[None],))[0]
+
+            gx = torch.func.vmap(torch.func.grad(v))(fake)
+            total = total + lam * ((torch.linalg.vector_norm(gx, dim=-1) - 1.0) ** 2).mean()
+        return total
 
     return torch.func.grad(loss)(d)
 
@@ -159,7 +172,7 @@ def test_reference_per_sample_gradients_match_the_oracle(
     assert torch.allclose(parts.norms, _norms(want), rtol=0, atol=1e-8)
     # The clipped sum and the fake terms, before noise.
     w = torch.clamp(0.2 / _norms(want), max=1.0) * mask
-    fake_want = oracle_fake_grad(gan, objective, s.d, fake)
+    fake_want = oracle_fake_grad(gan, control, objective, s.d, fake)
     for k in s.d:
         assert torch.allclose(parts.clipped[k], torch.tensordot(w, want[k], 1), atol=1e-8), k
         assert torch.allclose(parts.fake[k], fake_want[k], atol=1e-8), k
@@ -191,7 +204,9 @@ def test_fast_per_sample_gradients_match_the_oracle(control: str, objective: str
     assert torch.allclose(per[0], want_flat, rtol=0, atol=1e-8)
     assert torch.allclose(norms[0], _norms(want), rtol=0, atol=1e-8)
     w = torch.clamp(clip / _norms(want), max=1.0) * mask
-    fake_want = fast.dnet.flatten(oracle_fake_grad(gan, objective, s.d, fake), batch=False)[0]
+    fake_want = fast.dnet.flatten(
+        oracle_fake_grad(gan, control, objective, s.d, fake), batch=False
+    )[0]
     expected = (w @ want_flat) / gan.config.batch_size + fake_want
     assert torch.allclose(grad[0], expected, rtol=0, atol=1e-8)
     clipped = int(((_norms(want) > clip) & mask).sum())
