@@ -39,7 +39,7 @@ the add/remove sensitivity of the sum is C (fixed-size sampling: replace-one, 2C
 terms (the loss on the B rows G(z), a `gradient_penalty` with `sampling: fake`, FedProx's
 proximal term) depend on no real data and are not clipped; they are computed as the ordinary
 step computes them (means over the B fake rows). The noise (`StepNoise.dp_noise`, one
-standard normal per critic parameter in `critic.named_parameters()` order) is pre-drawn from
+standard normal per critic parameter, in `layout` order) is pre-drawn from
 the step's generator like the rest of its randomness, so runs are reproducible and the
 sequential and batched paths agree. Weight clipping is a projection after the update and
 spectral norm's power iteration reads no data: both compose. The generator's update reads the
@@ -126,9 +126,44 @@ def draw_batches(
     return idx, mask
 
 
-def layout(critic: nn.Module) -> list[tuple[str, torch.Size]]:
-    """The critic's parameters (name, shape) in the order `dp_noise` lists them."""
-    return [(k, p.shape) for k, p in critic.named_parameters()]
+@dataclass(frozen=True)
+class Block:
+    """A stretch of `dp_noise`: parameter `name` of `shape`, or — `bias` set — a layer's weight
+    [out, ...] and its bias [out] as rows [weights of unit k | bias k], k = 1..out (the layout
+    the hand-batched MLP step keeps its [out, in + 1] blocks in, so its noise needs no
+    reordering)."""
+
+    name: str
+    shape: torch.Size
+    bias: str | None = None
+
+    @property
+    def size(self) -> int:
+        return self.shape.numel() + (self.shape[0] if self.bias is not None else 0)
+
+
+def layout(critic: nn.Module) -> list[Block]:
+    """The order of `dp_noise`: the critic's parameters in `named_parameters` order, each
+    module's `weight` with its `bias` (same leading size) as one block of [weight | bias] rows."""
+    params = dict(critic.named_parameters())
+    out: list[Block] = []
+    taken: set[str] = set()
+    for name, p in params.items():
+        if name in taken:
+            continue
+        prefix, _, leaf = name.rpartition(".")
+        bias = f"{prefix}.bias" if prefix else "bias"
+        if (
+            leaf == "weight"
+            and p.dim() >= 1
+            and bias in params
+            and params[bias].shape == p.shape[:1]
+        ):
+            out.append(Block(name, p.shape, bias))
+            taken.add(bias)
+        else:
+            out.append(Block(name, p.shape))
+    return out
 
 
 def noise_size(critic: nn.Module) -> int:
@@ -141,10 +176,16 @@ def unflatten(flat: Tensor, critic: nn.Module) -> Params:
     out: Params = {}
     p = 0
     lead = flat.shape[:-1]
-    for name, shape in layout(critic):
-        n = shape.numel()
-        out[name] = flat[..., p : p + n].reshape(*lead, *shape)
-        p += n
+    for block in layout(critic):
+        part = flat[..., p : p + block.size]
+        p += block.size
+        if block.bias is None:
+            out[block.name] = part.reshape(*lead, *block.shape)
+            continue
+        o = block.shape[0]
+        rows = part.reshape(*lead, o, block.size // o)
+        out[block.name] = rows[..., :-1].reshape(*lead, *block.shape)
+        out[block.bias] = rows[..., -1]
     return out
 
 

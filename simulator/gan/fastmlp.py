@@ -35,7 +35,8 @@ sources included), at its interpolate's row, and the penalty's double-backward f
 squared norm is Σ_layers Σ_{t,t'} (U_t[i]·U_t'[i])(V_t[i]·V_t'[i]), a few row-wise dot products,
 and the clipped sum is the step's own GEMMs with sample i's rows scaled by min(1, C/‖g_i‖)/B
 (0 for padding rows). The terms on generated points (loss on G(z), a `sampling: fake` penalty)
-are the ordinary ones, unclipped; σC/B · dp_noise is added to the gradient before the optimizer.
+are the ordinary ones, unclipped; σC/B · dp_noise (whose `dpsgd.layout` is this module's flat
+layout) is added to the gradient before the optimizer.
 Each step on the CPU computes only the rows up to its largest realized batch.
 """
 
@@ -678,14 +679,14 @@ class FastMLP:
         self.gp = ctl if isinstance(ctl, lipschitz.GradientPenalty) else None
         self.clip = ctl.c if isinstance(ctl, lipschitz.WeightClip) else None
         self.dp = c.dp
-        self.dp_noise_at: list[tuple[int, int]] = []
         self.dp_l0 = 0.0
         if c.dp is not None:
             zero = torch.zeros(1, 1, dtype=torch.float64)
             self.dp_l0 = float(self.critic_terms(zero, zero)[0])  # L([0], [0]): a constant
-            # Where each layer's weights and bias start in `dp_noise` (named_parameters order).
-            at = {k: p for k, p in zip(*_offsets(gan.critic), strict=True)}
-            self.dp_noise_at = [(at[wk], at[bk]) for wk, bk in self.dnet.keys]
+            # `dp_noise` is laid out as the flat buffer is ([W | b] rows, layer after layer).
+            ref = torch.arange(self.dnet.size)
+            back = self.dnet.flatten(dpsgd.unflatten(ref, gan.critic), batch=False)[0]
+            assert torch.equal(back, ref), "dpsgd.layout differs from the flat MLP layout"
 
     # ---- state conversion ------------------------------------------------------------------
     def _opt_flat(self, net: _Net, spec: OptimizerSpec, opt: Params, batch: bool) -> Params:
@@ -927,16 +928,6 @@ class FastMLP:
         stats["dp_clipped_fraction"] = means[2]
         return stats, norms, per
 
-    def add_noise(self, grad: Tensor, noise: Tensor, alpha: float) -> None:
-        """grad [C, P] (flat layout) += alpha · noise [C, P] (`dpsgd.layout` order): per layer,
-        the weights' and the bias's stretch of the noise added to their views of the block."""
-        c = grad.shape[0]
-        for block, (o, i), (w0, b0) in zip(
-            self.dnet.blocks(grad), self.dnet.shapes, self.dp_noise_at, strict=True
-        ):
-            block[..., :i].add_(noise[:, w0 : w0 + o * i].view(c, o, i), alpha=alpha)
-            block[..., i].add_(noise[:, b0 : b0 + o], alpha=alpha)
-
     def _critic_step_dp(
         self,
         f: FlatState,
@@ -949,13 +940,13 @@ class FastMLP:
         active: Tensor | None,
     ) -> dict[str, Tensor]:
         """`_critic_step` under DP-SGD: real rows [C, M, d + 1] with `mask` [C, M], `noise`
-        [C, P] standard normals (`dpsgd.layout` order)."""
+        [C, P] standard normals (`dpsgd.layout` order: the flat layout)."""
         c, grad = self.config, f.d_grad
         assert grad is not None and c.dp is not None
         stats, _, _ = self.dp_gradient(f.d_layers, real1, fake1, eps, mask, grad, f.work)
         std = c.dp.noise_std
-        if std:
-            self.add_noise(grad, noise, std / c.batch_size)
+        if std:  # dp_noise is in the flat layout already (`dpsgd.layout`)
+            grad.add_(noise, alpha=std / c.batch_size)
         if f.d_anchor is not None:
             grad.add_(f.d - f.d_anchor, alpha=c.prox_mu)
         _update(c.d_opt, f.d, grad, f.d_opt, c.d_opt.lr * lr_scale, active, f.uniform)
@@ -1171,16 +1162,6 @@ def _row_views(work: Work, tag: str, widths: list[int], like: Tensor) -> None:
             full[..., width] = 1.0
             work[(tag + "/capacity", j, 0)] = full
         work[(tag, j, r)] = full[:, :r]
-
-
-def _offsets(module: nn.Module) -> tuple[list[str], list[int]]:
-    """The parameters' names and where each starts in a flat vector in `dpsgd.layout` order."""
-    names, starts, p = [], [], 0
-    for name, shape in dpsgd.layout(module):
-        names.append(name)
-        starts.append(p)
-        p += shape.numel()
-    return names, starts
 
 
 def _dot(a: Tensor | None, b: Tensor | None) -> Tensor:

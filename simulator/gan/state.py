@@ -163,8 +163,8 @@ class StepNoise:
     that holds the drawn batch: idx [n_critic, M] (M = B for `fixed` sampling, the block's
     largest Poisson batch for `poisson`), `mask` [n_critic, M] (bool: the row is in the batch;
     the others are padding), eps [n_critic, M, 1], and `dp_noise` [n_critic, P]: standard
-    normals, one per critic parameter (in `critic.named_parameters()` order), scaled by σC in
-    the step. Without DP both are None and nothing else is drawn."""
+    normals, one per critic parameter (in `dpsgd.layout` order), scaled by σC in the step.
+    Without DP both are None and nothing else is drawn."""
 
     idx: Tensor
     z_d: Tensor

@@ -517,3 +517,25 @@ def test_reference_step_runs_for_conv_and_spectral_norm() -> None:
     s, hist = gan.train(gan.init_state(0), x, 2, torch.Generator().manual_seed(1))
     assert all(math.isfinite(v) for row in hist for v in row.values())
     assert 0.0 <= hist[-1]["dp_clipped_fraction"] <= 1.0
+
+
+def test_noise_layout_covers_every_parameter_once() -> None:
+    """`dp_noise` order: every critic parameter exactly once, a layer's weights and bias as
+    [W | b] rows (the fast step's flat layout: no reordering there)."""
+    from fedgan.simulator.gan.networks import ConvCritic, MLPCritic, TwoBranchCritic
+
+    for critic in (
+        MLPCritic(2, (3, 4), "relu", True),
+        TwoBranchCritic(2, (3,), "tanh", False),
+        ConvCritic((1, 8, 8), (2, 3), "relu", False),
+    ):
+        p = dpsgd.noise_size(critic)
+        parts = dpsgd.unflatten(torch.arange(2 * p).view(2, p), critic)
+        shapes = {k: v.shape for k, v in critic.named_parameters()}
+        assert {k: v.shape[1:] for k, v in parts.items()} == shapes
+        seen = torch.cat([v[0].flatten() for v in parts.values()]).sort().values
+        assert torch.equal(seen, torch.arange(p))
+    mlp = MLPCritic(2, (3,), "relu", False)
+    parts = dpsgd.unflatten(torch.arange(dpsgd.noise_size(mlp)), mlp)
+    assert parts["net.0.weight"].tolist() == [[0, 1], [3, 4], [6, 7]]
+    assert parts["net.0.bias"].tolist() == [2, 5, 8]
