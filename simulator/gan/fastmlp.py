@@ -1009,7 +1009,8 @@ class FastMLP:
         active: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """`step` on the data already in `f`, without advancing the Python step counter:
-        tensors only (`torch.compile` would otherwise recompile for every counter value)."""
+        tensors only (`torch.compile` would otherwise recompile for every counter value) —
+        except under DP-SGD on the CPU, where each critic step reads its largest batch size."""
         assert f.data1 is not None and f.rows is not None
         nc, b = self.config.n_critic, noise.z_g.shape[1]
         # Every critic update of the step samples the same generator, and so does the generator
