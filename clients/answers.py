@@ -17,7 +17,11 @@ take the hand-batched step instead (`simulator.gan.fastmlp`: the same update wri
 flat buffers, ~10× faster here, where the vmapped R1 penalty's double backward dominated), the
 ClientApp as a batch of one. Each client's real batches and penalty noise come from its own
 stream, `torch_generator(seed, "critic-step", client, step)`, drawn outside the batched
-function, so every path agrees to float rounding.
+function, so every path agrees to float rounding. Under sample-level privacy the critic steps
+are DP-SGD (`gan.config.dp`): the client's own batches are drawn as DP-SGD batches (Poisson or
+without replacement, `simulator.gan.dpsgd.draw_batches`) with the step's Gaussian noise from
+the same stream; the hand-batched step pads the clients' batches to the largest (masked out);
+a non-MLP critic under DP runs its clients one after another (their batch sizes differ).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from fedgan.clients.exchange import Update, admit, one
 from fedgan.clients.scoring import local_evaluation
 from fedgan.simulator.faults import FaultDraw, inject
-from fedgan.simulator.gan import batched, fastmlp
+from fedgan.simulator.gan import batched, dpsgd, fastmlp
 from fedgan.simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
 from fedgan.simulator.gan.train import GAN, GANState, Params
 from fedgan.simulator.messages import (
@@ -84,6 +88,11 @@ class _Prepared:
     fakes: Tensor  # [n_critic, B, d]
     eps: Tensor  # [n_critic, B, 1]
     feedback_x: Tensor  # [B, d]
+    masks: Tensor | None = None
+    """Under DP-SGD: which of the M real rows each critic step uses [n_critic, M] (reals and eps
+    are then [n_critic, M, ...]: `simulator.gan.dpsgd.draw_batches`)."""
+    dp_noise: Tensor | None = None
+    """Under DP-SGD: each critic step's Gaussian noise, [n_critic, P] standard normals."""
 
 
 Answered = tuple[tuple[Tensor, ...], dict[str, Tensor]]
@@ -143,9 +152,11 @@ def _step_fn(gan: GAN, answer: str, lr_scale: float) -> StepFn:
         fakes: Tensor,
         eps: Tensor,
         x: Tensor,
+        masks: Tensor | None = None,
+        dp_noise: Tensor | None = None,
     ) -> tuple[Params, Params, Params, tuple[Tensor, ...], dict[str, Tensor]]:
         st = GANState(g={}, d=d, d_buf=d_buf, g_opt={}, d_opt=d_opt, g_ema={})
-        st, stats = critic_steps(gan, st, reals, fakes, eps, lr_scale)
+        st, stats = critic_steps(gan, st, reals, fakes, eps, lr_scale, masks, dp_noise)
         out, more = kind.pure(gan, st, x)
         return st.d, st.d_buf, st.d_opt, out, {**stats, **more}
 
@@ -176,8 +187,15 @@ def _prepare(
         )
     own = data.train.X[data.client_train[r.client]]
     gen = torch_generator(s.seed, "critic-step", r.client, ins.step)
-    idx = torch.randint(len(own), (nc, b), generator=gen)
-    eps = torch.rand(nc, b, 1, generator=gen)
+    dp = gan.config.dp
+    masks = noise = None
+    if dp is None:
+        idx = torch.randint(len(own), (nc, b), generator=gen)
+        eps = torch.rand(nc, b, 1, generator=gen)
+    else:  # DP-SGD batches of the client's own points: Poisson or without replacement
+        idx, masks = dpsgd.draw_batches(len(own), gan.config.batch_size, dp.sampling, gen, (nc,))
+        eps = torch.rand(nc, idx.shape[-1], 1, generator=gen)
+        noise = torch.randn(nc, dpsgd.noise_size(gan.critic), generator=gen)
     return _Prepared(
         r,
         fault,
@@ -186,6 +204,8 @@ def _prepare(
         torch.as_tensor(fakes, dtype=torch.float32),
         eps,
         torch.as_tensor(x, dtype=torch.float32),
+        masks,
+        noise,
     )
 
 
@@ -241,7 +261,7 @@ def clients_step(
                     for chunk in chunks
                     for r in _run_fast(s, gan, fast, answer, lr_scale, chunk, device)
                 ]
-            elif batched:
+            elif batched and gan.config.dp is None:
                 results = _run_stacked(s, gan, fn, ps, device)
             else:
                 results = [_run_one(s, gan, fn, p) for p in ps]
@@ -268,7 +288,7 @@ def _critic_state(s: Scenario, gan: GAN, private: dict[str, np.ndarray]) -> GANS
 def _run_one(s: Scenario, gan: GAN, fn: StepFn, p: _Prepared) -> Result:
     st = _critic_state(s, gan, p.private)
     d, d_buf, d_opt, answers, stats = fn(
-        st.d, st.d_buf, st.d_opt, p.reals, p.fakes, p.eps, p.feedback_x
+        st.d, st.d_buf, st.d_opt, p.reals, p.fakes, p.eps, p.feedback_x, p.masks, p.dp_noise
     )
     new = select(replace(st, d=d, d_buf=d_buf, d_opt=d_opt).arrays(), CRITIC_STATE)
     return (
@@ -330,12 +350,31 @@ def _run_fast(
         return torch.stack([getattr(p, name) for p in ps]).to(device)
 
     f = fast.critic_flat(st.d, st.d_opt)
-    stats = fast.critic_steps_on(f, stack("reals"), stack("fakes"), stack("eps"), lr_scale)
+    if gan.config.dp is None:
+        stats = fast.critic_steps_on(f, stack("reals"), stack("fakes"), stack("eps"), lr_scale)
+    else:  # each client's DP batch padded to the largest (masked out: the same step)
+        m = max(p.reals.shape[1] for p in ps)
+        stats = fast.critic_steps_on(
+            f,
+            torch.stack([_pad(p.reals, m) for p in ps]).to(device),
+            stack("fakes"),
+            torch.stack([_pad(p.eps, m) for p in ps]).to(device),
+            lr_scale,
+            torch.stack([_pad(p.masks, m) for p in ps if p.masks is not None]).to(device),
+            stack("dp_noise"),
+        )
     answers, more = ANSWER_KINDS[answer].fast(fast, f, stack("feedback_x"))
     stats.update(more)
     d, d_opt = fast.critic_params(f)
     new = select(batched.numpy_arrays(replace(st, d=d, d_opt=d_opt)), CRITIC_STATE)
     return _unstack(new, answers, stats, len(ps))
+
+
+def _pad(t: Tensor, m: int) -> Tensor:
+    """[n_critic, M, ...] → [n_critic, m, ...], zeros (False) in the new rows."""
+    if t.shape[1] == m:
+        return t
+    return torch.cat([t, t.new_zeros((t.shape[0], m - t.shape[1], *t.shape[2:]))], dim=1)
 
 
 def _finish(
