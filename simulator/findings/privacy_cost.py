@@ -177,27 +177,36 @@ class Judgement:
 
     @property
     def decided(self) -> bool:
-        return all(self.regime.values()) and all(v is not None for v in self.parts.values())
+        """As preregistered: both parts at the regime and judged (a part not run, or not at
+        the regime, leaves the verdict undecided)."""
+        return (
+            set(self.regime) == set(PARTS)
+            and all(self.regime.values())
+            and all(v is not None for v in self.parts.values())
+        )
 
     @property
     def agrees(self) -> bool:
         return self.decided and all(self.parts.values())
 
 
-def judge(res: Mapping[Cell, Sequence[Outcome]]) -> Judgement:
-    """The preregistered rule (`RULE`) on the outcomes of each cell (seeds in one order)."""
+def judge(
+    res: Mapping[Cell, Sequence[Outcome]], parts: Sequence[str] = tuple(PARTS)
+) -> Judgement:
+    """The preregistered rule (`RULE`) on the outcomes of each cell (seeds in one order), for
+    the `parts` that ran (a part not run leaves the verdict undecided)."""
     regime = {}
-    for part in PARTS:
+    for part in parts:
         twin = list(res.get((part, Method("centralized"), math.inf), ()))
         regime[part] = bool(twin) and sum(keeps_all(o, MINORITY) for o in twin) >= math.ceil(
             2 * len(twin) / 3
         )
     falls: list[bool] = []
     texts_a = []
-    for part, (_, methods) in PARTS.items():
+    for part in parts:
         if not regime[part]:
             continue
-        for m in methods:
+        for m in PARTS[part][1]:
             inf = res.get((part, m, math.inf))
             at = res.get((part, m, JUDGED_EPSILON))
             if not inf or not at or _mean(inf, _cov) < KEPT_AT_INFINITY:
@@ -213,7 +222,7 @@ def judge(res: Mapping[Cell, Sequence[Outcome]]) -> Judgement:
     a = all(falls) if falls else None
     b: bool | None = None
     texts_b = []
-    if regime["user"]:
+    if regime.get("user"):
         fa = res.get(("user", Method("fedavg"), JUDGED_EPSILON))
         level = bonferroni(2)
         results = []
@@ -263,10 +272,10 @@ def _cells(part: str) -> list[Cell]:
     return out
 
 
-def plan(quick: bool) -> list[tuple[Cell, tuple[str, ...]]]:
-    """Every cell with its overrides (seed left out)."""
+def plan(quick: bool, parts: Sequence[str] = tuple(PARTS)) -> list[tuple[Cell, tuple[str, ...]]]:
+    """Every cell of the `parts` with its overrides (seed left out)."""
     out = []
-    for part in PARTS:
+    for part in parts:
         for cell in _cells(part):
             _, m, eps = cell
             overrides = (*m.overrides, *_eps_overrides(part, eps), *(QUICK[part] if quick else ()))
@@ -297,11 +306,15 @@ def pending() -> Finding:
     )
 
 
-def run(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
+def run(
+    quick: bool, fig_dir: Path, n_jobs: int = 2, parts: Sequence[str] = tuple(PARTS)
+) -> Finding:
+    """Measure the `parts` (both by default; `python -m fedgan.simulator.findings.privacy_cost
+    --parts sample` runs part (a) alone and stores it in docs/findings.md as item 11)."""
     seeds = SEEDS[:1] if quick else SEEDS
     skipped: dict[Cell, str] = {}
     jobs = []
-    for cell, overrides in plan(quick):
+    for cell, overrides in plan(quick, parts):
         part, m, eps = cell
         scenario = PARTS[part][0]
         from fedgan.simulator.findings.batch import SCENARIOS
@@ -320,10 +333,13 @@ def run(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
         assert isinstance(key_part, str) and isinstance(protocol, str)
         assert isinstance(budget, float)
         res.setdefault((key_part, Method(protocol), budget), []).append(o)
-    j = judge(res)
-    fig = _figure(res, fig_dir)
+    j = judge(res, parts)
+    fig = _figure(res, fig_dir, parts)
     word = {True: "yes", False: "no", None: "undecided"}
-    regime = ", ".join(f"{p}: {'yes' if ok else 'no'}" for p, ok in j.regime.items())
+    regime = ", ".join(
+        f"{p}: {'yes' if j.regime[p] else 'no'}" if p in j.regime else f"{p}: not run"
+        for p in PARTS
+    )
     verdict = (
         f"At the regime — {regime}. (a) {j.texts['a']}: {word[j.parts['a']]}. "
         f"(b) {j.texts['b']}: {word[j.parts['b']]}. Target: {j.target_text}."
@@ -337,7 +353,7 @@ def run(quick: bool, fig_dir: Path, n_jobs: int = 2) -> Finding:
         setup=_setup(quick),
         expectation=EXPECTATION,
         rule=RULE,
-        table=_tables(res, skipped),
+        table=_tables(res, skipped, parts),
         verdict=verdict,
         agrees=j.agrees,
         decided=j.decided,
@@ -364,9 +380,15 @@ HEADER = [
 ]
 
 
-def _tables(res: Mapping[Cell, Sequence[Outcome]], skipped: Mapping[Cell, str]) -> str:
+def _tables(
+    res: Mapping[Cell, Sequence[Outcome]], skipped: Mapping[Cell, str], parts: Sequence[str]
+) -> str:
     out = []
-    for part, (_, methods) in PARTS.items():
+    for part in PARTS:
+        methods = PARTS[part][1]
+        if part not in parts:
+            out.append(f"{part.capitalize()} level: not run.")
+            continue
         rows = []
         for m in methods:
             for eps in EPSILONS:
@@ -393,11 +415,12 @@ def _tables(res: Mapping[Cell, Sequence[Outcome]], skipped: Mapping[Cell, str]) 
     return "\n\n".join(out)
 
 
-def _figure(res: Mapping[Cell, Sequence[Outcome]], fig_dir: Path) -> str:
+def _figure(res: Mapping[Cell, Sequence[Outcome]], fig_dir: Path, parts: Sequence[str]) -> str:
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(PARTS), figsize=(10, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, len(parts), figsize=(5 * len(parts), 3.6), sharey=True)
     xs = {e: i for i, e in enumerate(EPSILONS)}
-    for ax, (part, (_, methods)) in zip(np.atleast_1d(axes), PARTS.items(), strict=True):
+    for ax, part in zip(np.atleast_1d(axes), parts, strict=True):
+        methods = PARTS[part][1]
         for k, m in enumerate(methods):
             pts = [(e, res[(part, m, e)]) for e in EPSILONS if (part, m, e) in res]
             if not pts:
@@ -420,3 +443,32 @@ def _figure(res: Mapping[Cell, Sequence[Outcome]], fig_dir: Path) -> str:
         ax.legend(fontsize=7)
     np.atleast_1d(axes)[0].set_ylabel("coverage of the mode")
     return save_figure(fig, fig_dir, "item11-privacy.png")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run item 11 (or some of its parts) and store it in docs/findings.md, as `fedgan
+    findings --only 11` does for the whole item."""
+    import argparse
+    import time
+
+    from fedgan.simulator.findings.suite import store_item
+
+    ap = argparse.ArgumentParser(description="findings item 11, by part")
+    ap.add_argument("--parts", default=",".join(PARTS), help="sample,user (default: both)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default="docs")
+    args = ap.parse_args(argv)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        ap.error(f"unknown part(s) {bad}; parts: {', '.join(PARTS)}")
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    f = run(False, out / "figures", args.jobs, parts)
+    store_item(out, f, time.perf_counter() - t0)
+    print(f"item 11 ({', '.join(parts)}): {f.outcome}. {f.verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -165,20 +165,32 @@ def write_findings(
     items = _stored(out, quick)
 
     def store(f: Finding, dt: float) -> None:
-        items[f.number] = {
-            "section": section(f),
-            "row": summary_row(f, dt),
-            "seconds": dt,
-            "stamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "agrees": f.agrees,
-            "outcome": f.outcome,
-        }
+        items[f.number] = _rendered(f, dt)
         _write(out, items, quick)
         if on_done is not None:
             on_done(f, dt)
 
     results = run_items(list(only or ITEMS), quick, out / "figures", jobs, store)
     return out / "findings.md", results
+
+
+def store_item(out: Path, f: Finding, seconds: float) -> Path:
+    """Put one measured item into out/findings.md (full mode), keeping every other item."""
+    out.mkdir(parents=True, exist_ok=True)
+    items = _stored(out, quick=False)
+    items[f.number] = _rendered(f, seconds)
+    return _write(out, items, quick=False)
+
+
+def _rendered(f: Finding, seconds: float) -> dict[str, Any]:
+    return {
+        "section": section(f),
+        "row": summary_row(f, seconds),
+        "seconds": seconds,
+        "stamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "agrees": f.agrees,
+        "outcome": f.outcome,
+    }
 
 
 def _stored(out: Path, quick: bool) -> dict[int, dict[str, Any]]:
