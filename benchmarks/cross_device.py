@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "scenarios" / "scale" / "cross-device.yaml"
 
 
-def timed(engine: str, rounds: int) -> dict[str, float]:
+def timed(engine: str, rounds: int, device: str = "cpu") -> dict[str, float]:
     from fedgan.simulator.engines.runner import run_federated
     from fedgan.simulator.scenario import load
 
@@ -43,6 +43,7 @@ def timed(engine: str, rounds: int) -> dict[str, float]:
         f"federation.rounds={rounds}",
         f"evaluation.every={rounds}",
         "gan.lr_schedule=constant",
+        f"device={device}",
     ]
     if engine == "ray":
         overrides.append("engine.num_cpus=1")
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--memory-clients", type=int, default=10_000)
+    ap.add_argument("--device", default="cpu", help="the vectorized engine's (cpu, cuda)")
     args = ap.parse_args(argv)
     import torch
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         f"OS keeps resident while memory is free, written back under pressure); read back "
         f"intact: {m['ok']}"
     )
-    results = {"vectorized": timed("vectorized", args.rounds)}
+    results = {"vectorized": timed("vectorized", args.rounds, args.device)}
     if not args.no_ray:
         results["ray"] = timed("ray", args.rounds)
     for engine, r in results.items():

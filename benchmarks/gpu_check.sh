@@ -4,6 +4,8 @@
 #   1. the vectorized engine at 10, 100 and 1,000 clients (seconds per round, 20 local steps),
 #   2. vectorized on cuda vs vectorized on this machine's CPU at 100 clients,
 #   3. PRDC at 100k × 100k × 64-D,
+#   4. the cross-device round: 50 of 1,000 clients a round (target ≤ 0.5 s; 2.85 s for 1,000
+#      clients × 20 steps on an H100 before the hand-batched step),
 # and print the numbers (also kept in $OUT/gpu_check.log when OUT is set).
 #
 #   bash benchmarks/gpu_check.sh                 # a machine that reaches a package index
@@ -37,7 +39,7 @@ torch_after=$("$PY" -c "import torch; print(torch.__version__, torch.__file__)")
 if [ "$torch_before" != "$torch_after" ]; then
   echo "torch changed: $torch_before -> $torch_after"; exit 1
 fi
-"$PY" -c "import flwr, fairlearn, simulator.engines.vectorized, server.app; print('fedgan imports: ok, flwr', flwr.__version__)"
+"$PY" -c "import flwr, fairlearn, fedgan.simulator.engines.vectorized, fedgan.server.app; print('fedgan imports: ok, flwr', flwr.__version__)"
 echo "install: $(( $(date +%s) - start )) s"
 
 echo; echo "=== 1. vectorized engine on cuda: 10, 100, 1000 clients ==="
@@ -49,5 +51,8 @@ echo; echo "=== 2. 100 clients: vectorized on cuda vs on the CPU vs sequential (
 
 echo; echo "=== 3. PRDC, 100k x 100k x 64-D on cuda ==="
 "$PY" benchmarks/prdc.py --device cuda --n 100000
+
+echo; echo "=== 4. cross-device: 1,000 clients, 50 a round, vectorized on cuda ==="
+"$PY" benchmarks/cross_device.py --device cuda --no-ray --rounds 5 --memory-clients 10000
 
 echo; echo "gpu check: $(( $(date +%s) - start )) s in all"
