@@ -35,7 +35,7 @@ draw on B·d coordinates for the whole cohort — per-client batches would need 
 client (each noised on its own: K times the noise variance on J_θᵀ e, and the slot of each
 client would say who was sampled). e_k is a batch mean (it carries 1/B): C is on that scale
 (`privacy.clipped_fraction` shows how often it binds; `privacy.adaptive` follows a quantile).
-The clients' g_loss is withheld, so `server.g_loss` has no rows under user-level DP.
+The clients' g_loss is withheld under privacy (either level), so `server.g_loss` has no rows.
 
 Swaps under user-level DP: a critic is a function of all of its client's data, and a swap
 hands it, un-noised, to another client — a release no noise covers. Swapping is therefore off
@@ -154,10 +154,14 @@ class MDGAN(ServerHeld):
     def sends_critic(self, t: int) -> bool:
         return self.swap_every > 0 and (t + 1) % self.swap_every == 0 and len(self.sizes) > 1
 
-    def feedback(self, replies: Sequence[Reply], w: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+    def feedback(
+        self, replies: Sequence[Reply], w: np.ndarray
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         e = [torch.as_tensor(rep.arrays()[FEEDBACK]) for rep in replies]
         z = torch.cat([self._z[rep.partition_id] for rep in replies])
         fb = torch.cat([float(wk) * ek for wk, ek in zip(w, e, strict=True)])
+        if self.setup.scenario.privacy is not None:  # the clients' g_loss is withheld
+            return z, fb, None
         losses = [read_step_reply(rep.message).train.get("g_loss", np.nan) for rep in replies]
         return z, fb, torch.tensor(float(np.dot(w, losses)))
 

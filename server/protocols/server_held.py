@@ -248,9 +248,11 @@ class ServerHeld(Protocol):
             self._losses.append(float(loss))
         self.after_step(t, replies)
 
-    def feedback(self, replies: Sequence[Reply], w: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
-        """(latents z [M, latent], feedback e [M, d] on G(z), the generator loss) from the
-        answers and the normalised weights `w` [K]."""
+    def feedback(
+        self, replies: Sequence[Reply], w: np.ndarray
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(latents z [M, latent], feedback e [M, d] on G(z), the generator loss or None when
+        the server cannot know it) from the answers and the normalised weights `w` [K]."""
         raise NotImplementedError
 
     # --- user-level DP: one release per generator step ------------------------------------------

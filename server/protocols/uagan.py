@@ -142,7 +142,9 @@ class UAGAN(ServerHeld):
         batch = {FAKE_CRITIC: x_d, FAKE_FEEDBACK: x_g}  # one object: the same for every client
         return {p: batch for p in r.clients}
 
-    def feedback(self, replies: Sequence[Reply], w: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+    def feedback(
+        self, replies: Sequence[Reply], w: np.ndarray
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         answers = [rep.arrays() for rep in replies]
         logits = torch.as_tensor(np.stack([a[LOGITS] for a in answers]))
         grads = torch.as_tensor(np.stack([a[LOGIT_GRADS] for a in answers]))

@@ -332,3 +332,14 @@ def test_a_stopped_run_resumes_with_its_adaptive_clip(tmp_path: Path) -> None:
     assert ckpt.strategy[DP_STATE]["clip"] == pytest.approx(clips[2])
     resumed = resume_federated(store.path)
     pd.testing.assert_frame_equal(resumed.metrics, reference)
+
+
+def test_no_nan_generator_loss_when_the_clients_losses_are_withheld(tmp_path: Path) -> None:
+    # At sample level the combination is the ordinary one, but the replies carry no g_loss.
+    s = tiny(
+        federation={"protocol": "mdgan", "rounds": 1, "local_steps": 2},
+        privacy={"level": "sample", "noise_multiplier": 1.0, "clip": 1.0, "delta": 1e-3},
+    )
+    m = run_federated(s, tmp_path).metrics
+    assert len(_global(m, "privacy.epsilon")) == 1
+    assert len(_global(m, "server.g_loss")) == 0
