@@ -4,16 +4,18 @@ Under privacy only the privatized release leaves a client (see `simulator.privac
 would read an un-noised statistic of a client's data is refused here, naming its key — a
 strategy or weighting that reads the clients' local scores, losses or sizes, unequal client
 weights (a weighted mean's sensitivity is the largest weight, not C/m), `critic_swap` at user
-level (it moves private critics between clients un-noised), a plug-in protocol (its releases
-are unknown to the accountant). The decision for the fairness weightings: refused, not noised
-— their scores would be further releases to account, left to the every-skew weighting.
+level (it moves private critics between clients un-noised; MD-GAN's own critic swaps are
+refused in `MDGAN.check`), a plug-in protocol (its releases are unknown to the accountant),
+adaptive clipping whose count noise would spend the whole budget. The decision for the
+fairness weightings: refused, not noised — their scores would be further releases to account,
+left to the every-skew weighting.
 """
 
 from __future__ import annotations
 
 from fedgan.simulator.scenario import Scenario
 
-BUILT_IN_PROTOCOLS = ("fedavg", "mdgan", "uagan")
+BUILT_IN_PROTOCOLS = ("fedavg", "mdgan", "uagan", "dpfedavg_gan")
 
 READS_CLIENT_STATISTICS = (
     "coverage_weighted",
@@ -74,7 +76,32 @@ def privacy_problems(s: Scenario, sizes: tuple[int, ...] = ()) -> list[str]:
             )
     out += _delta_problems(s, sizes)
     out += _dpsgd_problems(s)
+    out += _adaptive_problems(s)
     return out
+
+
+def _adaptive_problems(s: Scenario) -> list[str]:
+    """Adaptive clipping's count noise must leave the update some of the budget: the update's
+    multiplier z_Δ = (σ⁻² − (2σ_b)⁻²)^(−½) exists only for 2σ_b > σ (σ calibrated first when
+    the scenario gives a target ε)."""
+    p, f = s.privacy, s.federation
+    if p is None or p.adaptive is None or p.level != "user" or f is None:
+        return []
+    from fedgan.simulator.cohorts import expected_cohort
+    from fedgan.simulator.privacy.aggregate import update_noise_multiplier
+    from fedgan.simulator.privacy.budget import noise_multiplier
+
+    sigma = noise_multiplier(s)
+    count = p.adaptive.count_noise or expected_cohort(s) / 20.0
+    try:
+        update_noise_multiplier(sigma, count)
+    except ValueError:
+        given = "" if p.adaptive.count_noise else " (its default: the expected cohort / 20)"
+        return [
+            f"privacy.adaptive.count_noise: {count:g}{given} is too small for σ = {sigma:.3g}: "
+            f"the clipped count alone would spend the budget; it must exceed σ/2 = {sigma / 2:.3g}"
+        ]
+    return []
 
 
 def _delta_problems(s: Scenario, sizes: tuple[int, ...]) -> list[str]:

@@ -221,3 +221,15 @@ def test_validate_refuses_what_privacy_cannot_run_with() -> None:
     assert any(p.startswith("privacy.delta:") for p in found), found
     central = {**sample, "federation": None, "privacy": base}
     assert any(p.startswith("privacy.level:") for p in check(central))
+
+
+def test_adaptive_clipping_whose_count_would_spend_the_budget_is_refused() -> None:
+    from fedgan.simulator.api import check
+
+    base = {"level": "user", "noise_multiplier": 1.0, "clip": 1.0, "delta": 1e-3}
+    raw = users(base).model_dump(mode="json")
+    # 10 clients a round: the default count noise 10/20 = 0.5 is not above σ/2 = 0.5.
+    raw["privacy"] = {**base, "adaptive": {}}
+    assert any(p.startswith("privacy.adaptive.count_noise:") for p in check(raw))
+    raw["privacy"] = {**base, "adaptive": {"count_noise": 0.6}}
+    assert check(raw) == []
