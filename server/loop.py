@@ -36,6 +36,7 @@ from fedgan.simulator.messages import NUM_EXAMPLES, table_metrics, wall_times, w
 from fedgan.simulator.prepare import FederatedData, federated_data, initial_state, make_gan
 from fedgan.simulator.progress import Progress, ProgressHook
 from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.schedule import evaluation_due
 from fedgan.simulator.store import RunStore
 from fedgan.wire.codec import array_bytes, metrics_of
 from flwr.app import Message
@@ -137,7 +138,7 @@ def play_round(run: Run, rnd: int) -> dict[str, float]:
     t_train = time.perf_counter() - t0
     run.phase = "record"
     record(run, rnd, faults, outcome)
-    due = rnd % s.evaluation.every == 0 or rnd == s.federation.rounds
+    due = evaluation_due(s, rnd)
     run.phase = "evaluate"
     ev = evaluate(run, rnd) if due else None
     store.add_timings(

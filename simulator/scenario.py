@@ -622,6 +622,17 @@ class EngineModel(_Model):
         return self
 
 
+class DiagnosticsModel(_Model):
+    """When clients pay for their expensive per-round statistics: the Lipschitz estimates of
+    their critic and the local evaluation of the generator they received (`local.*`)."""
+
+    every: int | None = Field(default=None, ge=1)
+    """Rounds between them (default: the evaluation rounds, `evaluation.every`, and the last).
+    A strategy that reads the clients' local scores (the fairness rules, q-FedAvg, a plug-in)
+    gets the local evaluation every round whatever this says. The cheap statistics (losses,
+    gradient norms, D(x)) are written every round."""
+
+
 class AdaptiveClipModel(_Model):
     """Adaptive clipping (Andrew et al. 2021): the clip C follows the `target_quantile` of the
     clients' update norms, C ← C·exp(−lr·(b̃ − target_quantile)), b̃ the share of updates with
@@ -701,6 +712,8 @@ class Scenario(_Model):
     federation: FederationModel | None = None
     faults: FaultsModel | None = None
     """Simulated faults of a federated run (see simulator.faults)."""
+    diagnostics: DiagnosticsModel = Field(default_factory=DiagnosticsModel)
+    """Rounds at which clients compute their expensive statistics (see `DiagnosticsModel`)."""
     privacy: PrivacyModel | None = None
     """Differential privacy (user or sample level); see `PrivacyModel`."""
     strategy: StrategyModel = Field(default_factory=StrategyModel)

@@ -14,16 +14,11 @@ left to the every-skew weighting.
 from __future__ import annotations
 
 from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.schedule import SCORE_READERS
 
 BUILT_IN_PROTOCOLS = ("fedavg", "mdgan", "uagan", "dpfedavg_gan")
 
-READS_CLIENT_STATISTICS = (
-    "coverage_weighted",
-    "quality_qfedavg",
-    "agnostic",
-    "group_aware",
-    "qfedavg",
-)
+READS_CLIENT_STATISTICS = SCORE_READERS
 """Strategies whose aggregation reads the replies' metrics (local scores, losses)."""
 
 USER_LEVEL_STRATEGIES = ("fedavg",)
