@@ -54,7 +54,9 @@ def train(msg: Message, context: Context) -> Message:
     ins = read_train(msg)
     received = from_record(arrays_of(msg))
     pid = partition_id(context)
-    update = client_train(s, pid, ins.round, received, load_private(context), ins.proximal_mu)
+    update = client_train(
+        s, pid, ins.round, received, load_private(context), ins.proximal_mu, ins.critic_only
+    )
     store_private(context, update.private)
     if s.privacy is not None:
         keep(context.run_config, pid, ins.round, "train", update.reply.metrics())

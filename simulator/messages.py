@@ -11,8 +11,8 @@ fixed-length lists) and `config` (one ConfigRecord). What travels:
 
 | message | config | arrays | metrics |
 |---|---|---|---|
-| train instruction | `server-round`, `proximal-mu` (FedProx) | the federated networks | — |
-| train reply | — | the client's federated networks | `TrainReply` |
+| train instruction | `server-round`, `proximal-mu` (FedProx), `critic-only` | the networks | — |
+| train reply | — | the client's federated networks (`critic-only`: its critic) | `TrainReply` |
 | evaluate instruction | `server-round` | the generator to score (empty: the client's own) | — |
 | evaluate reply | — | — | `EvaluateReply` |
 | query | `ask`: `partition-id` \\| `private` \\| `restore` | `restore`: the private state | — |
@@ -61,6 +61,10 @@ SERVER_ROUND = "server-round"
 """Config key: the round of an instruction (Flower's strategies write it into every one)."""
 PROXIMAL_MU = "proximal-mu"
 """Config key: FedProx's μ (Flower's FedProx sends it; the client adds the term itself)."""
+CRITIC_ONLY = "critic-only"
+"""Config key of a train instruction: 1 when the client takes only critic steps, against the
+received generator held fixed, and returns its critic alone (`dpfedavg_gan`: DP-FedAvg-GAN,
+Augenstein et al. 2020). Absent (the default): a full local GAN round."""
 ASK = "ask"
 """Config key of a query: what the server asks for (`QUERIES`)."""
 HAS_PRIVATE = "has-private"
@@ -346,21 +350,29 @@ class ClientCoverage:
 
 @dataclass(frozen=True)
 class TrainInstruction:
-    """What a train message asks: local steps for round `round` (FedProx: with μ)."""
+    """What a train message asks: local steps for round `round` (FedProx: with μ); with
+    `critic_only`, critic steps only against the received generator (`CRITIC_ONLY`)."""
 
     round: int
     proximal_mu: float | None = None
+    critic_only: bool = False
 
     def config(self) -> dict[str, ConfigValue]:
         out: dict[str, ConfigValue] = {SERVER_ROUND: self.round}
         if self.proximal_mu is not None:
             out[PROXIMAL_MU] = self.proximal_mu
+        if self.critic_only:  # written only when set: a fedavg instruction is unchanged
+            out[CRITIC_ONLY] = 1
         return out
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> TrainInstruction:
         mu = config.get(PROXIMAL_MU)
-        return cls(int(_num(config[SERVER_ROUND])), _num(mu) if mu is not None else None)
+        return cls(
+            int(_num(config[SERVER_ROUND])),
+            _num(mu) if mu is not None else None,
+            bool(_num(config.get(CRITIC_ONLY, 0))),
+        )
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,8 @@ def query_content(query: Query, arrays: ArrayRecord | None = None) -> RecordDict
 
 
 def read_train(msg: Message) -> TrainInstruction:
+    """A train message's instruction: its round, FedProx's μ (when sent) and whether the client
+    takes critic steps only (`critic-only`, DP-FedAvg-GAN; absent: a full local round)."""
     return TrainInstruction.from_config(config_of(msg))
 
 

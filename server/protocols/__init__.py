@@ -42,6 +42,8 @@ PROTOCOLS.add("fedavg", FedAvgProtocol)
 # that validating a fedavg scenario does not pay for them.
 PROTOCOLS.add_lazy("mdgan", "fedgan.server.protocols.mdgan:MDGAN")
 PROTOCOLS.add_lazy("uagan", "fedgan.server.protocols.uagan:UAGAN")
+# DP-FedAvg-GAN: critics federated, the generator trained on the server (torch: lazy too).
+PROTOCOLS.add_lazy("dpfedavg_gan", "fedgan.server.protocols.dpfedavg_gan:DPFedAvgGAN")
 
 
 def __getattr__(name: str) -> object:

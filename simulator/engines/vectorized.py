@@ -155,7 +155,9 @@ class VectorizedGrid(InProcessGrid):
 
         def request(pid: int, msg: Message, received: dict[str, np.ndarray]) -> TrainRequest:
             ins = read_train(msg)
-            return TrainRequest(pid, ins.round, received, self.private.get(pid), ins.proximal_mu)
+            return TrainRequest(
+                pid, ins.round, received, self.private.get(pid), ins.proximal_mu, ins.critic_only
+            )
 
         self._batched(messages, request, clients_train)
 
