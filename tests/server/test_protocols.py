@@ -68,8 +68,8 @@ def _plugin(tmp_path: Path) -> str:
 def test_unknown_protocol_lists_the_allowed_ones(tmp_path: Path) -> None:
     problems = check_scenario(tiny(federation={"protocol": "mdgann"}))
     assert problems == [
-        "federation.protocol: unknown protocol 'mdgann'; did you mean 'mdgan'? allowed: fedavg, "
-        "mdgan, uagan, or a 'module:attr' / 'file.py:attr' plug-in"
+        "federation.protocol: unknown protocol 'mdgann'; did you mean 'mdgan'? allowed: "
+        "dpfedavg_gan, fedavg, mdgan, uagan, or a 'module:attr' / 'file.py:attr' plug-in"
     ]
     path = tmp_path / "bad.yaml"
     import yaml
