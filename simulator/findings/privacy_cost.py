@@ -240,11 +240,7 @@ def judge(
             2 * len(os_) / 3
         ):
             met.append(f"{part} {m.label} at ε = {eps:g}")
-    target_text = (
-        "met by " + ", ".join(met)
-        if met
-        else "missed: no method kept both minority modes at ε ≤ 10 in 2 of 3 seeds"
-    )
+    target_text = "met by " + ", ".join(met) if met else _missed(res)
     return Judgement(
         regime,
         {"a": a, "b": b},
@@ -254,6 +250,27 @@ def judge(
         },
         bool(met),
         target_text,
+    )
+
+
+def _missed(res: Mapping[Cell, Sequence[Outcome]]) -> str:
+    """Why the target was missed, measured: whether at ε ≤ 10 the methods kept the majority
+    (then the minority fell first) or lost everything (the noise drowned the whole signal)."""
+    private = {c: os_ for c, os_ in res.items() if c[2] <= TARGET_EPSILON}
+    text = "missed: no method kept both minority modes at ε ≤ 10 in 2 of 3 seeds"
+    if not private:
+        return text
+    best_maj = max(_mean(os_, _maj) for os_ in private.values())
+    best_min = max(_mean(os_, _cov) for os_ in private.values())
+    if best_maj < KEPT_AT_INFINITY:
+        return (
+            f"{text} — and none kept the majority either (best mean majority coverage at ε ≤ 10: "
+            f"{best_maj:.2f}, minority {best_min:.2f}): at this budget the noise drowns the "
+            "critic's whole signal, not the minority's first"
+        )
+    return (
+        f"{text}; the best mean majority coverage at ε ≤ 10 was {best_maj:.2f}, the best "
+        f"minority coverage {best_min:.2f}"
     )
 
 

@@ -104,3 +104,15 @@ def test_the_plan_runs_the_user_level_twin_only_without_privacy() -> None:
         "privacy.target_epsilon=3",
     )
     assert overrides[("sample", Method("fedavg"), math.inf)] == ("privacy=null",)
+
+
+def test_a_missed_target_says_whether_the_majority_was_lost_too() -> None:
+    res = _results({"fedavg": 0.3}, maj_at_3=0.05)
+    for key, os_ in res.items():
+        if key[2] <= 10:
+            for o in os_:  # everything lost at every finite ε
+                o.groups["coverage"] = {g: 0.02 for g in (*MINORITY, *MAJORITY)}
+    j = judge(res)
+    assert not j.target
+    assert "none kept the majority either" in j.target_text
+    assert "0.02" in j.target_text
