@@ -50,6 +50,7 @@ from fedgan.simulator.prepare import (
     make_gan,
 )
 from fedgan.simulator.scenario import Scenario
+from fedgan.simulator.schedule import diagnostics_due, scores_due
 from fedgan.simulator.seeding import torch_generator
 from torch import Tensor
 
@@ -223,7 +224,11 @@ def _train_one(
     if r.private:
         state = state.load_arrays(r.private)
     state = state.load_arrays(r.global_arrays)
-    received = evaluate_locally(s, gan, state, data, r.client, r.round)
+    received = (
+        evaluate_locally(s, gan, state, data, r.client, r.round)
+        if scores_due(s, r.round)
+        else LocalEvaluation.skipped()
+    )
     n_steps = local_steps(s, data, r.client)
     state.step = (r.round - 1) * n_steps
     _anchor(gan, state, s.federation.federate)
@@ -238,9 +243,36 @@ def _train_one(
         total_steps=s.federation.rounds * n_steps,
     )
     means = {str(k): float(v) for k, v in pd.DataFrame(history).mean().items()}
+    return _finish(
+        s, _Started(r, fault, received, x), state.arrays(), means, _lip(s, gan, state, x, r)
+    )
+
+
+def _lip(
+    s: Scenario, gan: GAN, state: GANState, x: torch.Tensor, r: TrainRequest
+) -> dict[str, float]:
+    """One client's Lipschitz estimates after its round, at the diagnostics rounds only
+    (`simulator.schedule.diagnostics_due`; {} otherwise: the reply carries none)."""
+    if not diagnostics_due(s, r.round):
+        return {}
     lip = lipschitz_metrics(gan, state, x, torch_generator(s.seed, "lipschitz", r.client, r.round))
-    lip = {k.split(".", 1)[1]: v for k, v in lip.items()}
-    return _finish(s, _Started(r, fault, received, x), state.arrays(), means, lip)
+    return {k.split(".", 1)[1]: v for k, v in lip.items()}
+
+
+def _lip_stacked(
+    s: Scenario,
+    gan: GAN,
+    state: GANState,
+    x: torch.Tensor,
+    sizes: Sequence[int],
+    reqs: Sequence[TrainRequest],
+    rnd: int,
+) -> dict[str, torch.Tensor]:
+    """`_lip` for stacked clients of round `rnd` (values [C])."""
+    if not diagnostics_due(s, rnd):
+        return {}
+    gens = [torch_generator(s.seed, "lipschitz", r.client, rnd) for r in reqs]
+    return batched.lipschitz_batched(gan, state, x, sizes, gens)
 
 
 def _train_stacked(
@@ -259,8 +291,11 @@ def _train_stacked(
     base = initial_state(s, gan)
     sources = [[requests[i].private or {}, requests[i].global_arrays] for i in live]
     state = batched.stack_arrays(base, sources, device)
-    received = local_evaluations(
-        s, gan, data, state.g_ema or state.g, [requests[i] for i in live], device
+    rnd = requests[live[0]].round  # one round per call (an engine sends one round's requests)
+    received: list[LocalEvaluation | Exception] = (
+        local_evaluations(s, gan, data, state.g_ema or state.g, [requests[i] for i in live], device)
+        if scores_due(s, rnd)
+        else [LocalEvaluation.skipped() for _ in live]
     )
     keep: list[int] = []
     evals: list[LocalEvaluation] = []
@@ -297,13 +332,7 @@ def _train_stacked(
         total_steps=[f.rounds * n for n in steps],
         start_steps=[(r.round - 1) * n for r, n in zip(reqs, steps, strict=True)],
     )
-    lip = batched.lipschitz_batched(
-        gan,
-        state,
-        x,
-        sizes,
-        [torch_generator(s.seed, "lipschitz", r.client, r.round) for r in reqs],
-    )
+    lip = _lip_stacked(s, gan, state, x, sizes, reqs, rnd)
     arrays = batched.numpy_arrays(state)
     means_np = {k: v.detach().cpu().numpy() for k, v in means.items()}
     lip_np = {k: v.detach().cpu().numpy() for k, v in lip.items()}
@@ -394,11 +423,7 @@ def _critic_only_one(
             sums = stats if not sums else {k: sums[k] + stats[k] for k in sums}
             t += 1
     means = {k: float(v) / n_steps for k, v in sums.items()}
-    lip = lipschitz_metrics(
-        gan, state, c.x, torch_generator(s.seed, "lipschitz", r.client, r.round)
-    )
-    lip = {k.split(".", 1)[1]: v for k, v in lip.items()}
-    return _finish(s, c, state.arrays(), means, lip)
+    return _finish(s, c, state.arrays(), means, _lip(s, gan, state, c.x, r))
 
 
 Done = tuple[dict[str, np.ndarray], dict[str, float], dict[str, float]]
@@ -429,13 +454,7 @@ def _critic_only_stacked(
         gens = [torch_generator(s.seed, "train", reqs[j].client, rnd) for j in js]
         start, total = (rnd - 1) * n_steps, s.federation.rounds * n_steps
         sub, sums = _critic_steps(gan, sub, x, sizes, gens, n_steps, start, total)
-        lip = batched.lipschitz_batched(
-            gan,
-            sub,
-            x,
-            sizes,
-            [torch_generator(s.seed, "lipschitz", reqs[j].client, rnd) for j in js],
-        )
+        lip = _lip_stacked(s, gan, sub, x, sizes, [reqs[j] for j in js], rnd)
         arrays = batched.numpy_arrays(sub)
         means = {k: v.detach().cpu().numpy() / n_steps for k, v in sums.items()}
         lips = {k: v.detach().cpu().numpy() for k, v in lip.items()}

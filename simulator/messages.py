@@ -261,8 +261,19 @@ class LocalEvaluation:
     other_recall_hits: list[int] = field(default_factory=list)
     other_coverage_hits: list[int] = field(default_factory=list)
     other_group_n: list[int] = field(default_factory=list)
+    measured: bool = True
+    """False for a round whose local evaluation was not due (`simulator.schedule.scores_due`):
+    the reply then carries none of its keys."""
+
+    @classmethod
+    def skipped(cls) -> LocalEvaluation:
+        """A local evaluation a round did not pay for (no `local.*` keys in its reply)."""
+        nan = float("nan")
+        return cls(nan, nan, nan, 0, [], [], [], measured=False)
 
     def scalars(self) -> dict[str, float]:
+        if not self.measured:
+            return {}
         return {
             LOCAL_RECALL: self.recall,
             LOCAL_COVERAGE: self.coverage,
@@ -270,6 +281,8 @@ class LocalEvaluation:
         }
 
     def counts(self) -> dict[str, list[int]]:
+        if not self.measured:
+            return {}
         out = {
             RECALL_HITS: self.recall_hits,
             COVERAGE_HITS: self.coverage_hits,
@@ -292,7 +305,10 @@ class LocalEvaluation:
 
     @classmethod
     def decode(cls, m: Metrics) -> LocalEvaluation:
-        """From a reply's metrics (`n_real`: the summed group counts)."""
+        """From a reply's metrics (`n_real`: the summed group counts); `skipped` when the
+        reply carries none (a round that did not pay for it)."""
+        if GROUP_N not in m:
+            return cls.skipped()
         group_n = _ints(m[GROUP_N])
         return cls(
             _num(m[LOCAL_RECALL]),
@@ -302,7 +318,9 @@ class LocalEvaluation:
             _ints(m[RECALL_HITS]),
             _ints(m[COVERAGE_HITS]),
             group_n,
-            *(_ints(m.get(k, [])) for k in (OTHER_RECALL_HITS, OTHER_COVERAGE_HITS, OTHER_GROUP_N)),
+            other_recall_hits=_ints(m.get(OTHER_RECALL_HITS, [])),
+            other_coverage_hits=_ints(m.get(OTHER_COVERAGE_HITS, [])),
+            other_group_n=_ints(m.get(OTHER_GROUP_N, [])),
         )
 
 
@@ -443,8 +461,9 @@ class TrainReply:
         out[NUM_EXAMPLES] = float(self.num_examples)
         out[PARTITION_ID] = float(self.partition_id)
         out.update(self.received.scalars())
-        out[TRAIN_LOSS] = self.train_loss
-        out[QUALITY_LOSS] = self.quality_loss
+        if self.received.measured:  # both read the local evaluation
+            out[TRAIN_LOSS] = self.train_loss
+            out[QUALITY_LOSS] = self.quality_loss
         out[BYTES_RECEIVED] = self.bytes_received
         out[BYTES_SENT] = self.bytes_sent
         out.update(self.received.counts())
