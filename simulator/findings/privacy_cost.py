@@ -326,7 +326,7 @@ def pending() -> Finding:
 def run(
     quick: bool, fig_dir: Path, n_jobs: int = 2, parts: Sequence[str] = tuple(PARTS)
 ) -> Finding:
-    """Measure the `parts` (both by default; `python -m fedgan.simulator.findings.privacy_cost
+    """Measure the `parts` (both by default; `python -m fedgan.simulator.findings.item11
     --parts sample` runs part (a) alone and stores it in docs/findings.md as item 11)."""
     seeds = SEEDS[:1] if quick else SEEDS
     skipped: dict[Cell, str] = {}
@@ -461,31 +461,3 @@ def _figure(res: Mapping[Cell, Sequence[Outcome]], fig_dir: Path, parts: Sequenc
     np.atleast_1d(axes)[0].set_ylabel("coverage of the mode")
     return save_figure(fig, fig_dir, "item11-privacy.png")
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run item 11 (or some of its parts) and store it in docs/findings.md, as `fedgan
-    findings --only 11` does for the whole item."""
-    import argparse
-    import time
-
-    from fedgan.simulator.findings.suite import store_item
-
-    ap = argparse.ArgumentParser(description="findings item 11, by part")
-    ap.add_argument("--parts", default=",".join(PARTS), help="sample,user (default: both)")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", default="docs")
-    args = ap.parse_args(argv)
-    parts = tuple(p for p in args.parts.split(",") if p)
-    bad = [p for p in parts if p not in PARTS]
-    if bad:
-        ap.error(f"unknown part(s) {bad}; parts: {', '.join(PARTS)}")
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    f = run(False, out / "figures", args.jobs, parts)
-    store_item(out, f, time.perf_counter() - t0)
-    print(f"item 11 ({', '.join(parts)}): {f.outcome}. {f.verdict}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -118,8 +118,13 @@ def _delta_problems(s: Scenario, sizes: tuple[int, ...]) -> list[str]:
 def _dpsgd_problems(s: Scenario) -> list[str]:
     """What DP-SGD cannot clip per sample in the critic (batch statistics)."""
     p = s.privacy
-    if p is None or p.level != "sample":
+    if p is None or p.level != "sample" or s.gan.critic.kind in PER_SAMPLE_CRITICS:
         return []
-    from fedgan.simulator.gan import dpsgd
+    from fedgan.simulator.gan import dpsgd  # torch: only for a plug-in critic, built to look
 
     return dpsgd.dp_problems(s.gan.config())
+
+
+PER_SAMPLE_CRITICS = ("mlp", "two_branch", "conv")
+"""The built-in critic kinds: none uses batch statistics (`simulator.gan.dpsgd.dp_problems`
+says the same, building the network), so `validate` needs no torch for them."""

@@ -1,0 +1,39 @@
+"""Findings item 11 by part: `python -m fedgan.simulator.findings.item11 --parts sample` runs
+part (a) (sample level, ~20 min on 2 cores) or (b) (user level, ~2.5 h) alone and stores the item
+in docs/findings.md, as `fedgan findings --only 11` does for both."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedgan.simulator.findings import privacy_cost
+from fedgan.simulator.findings.suite import store_item
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run item 11 (or some of its parts) and store it in docs/findings.md, as `fedgan
+    findings --only 11` does for the whole item."""
+    import argparse
+    import time
+
+    ap = argparse.ArgumentParser(description="findings item 11, by part")
+    both = ",".join(privacy_cost.PARTS)
+    ap.add_argument("--parts", default=both, help="sample,user (default: both)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default="docs")
+    args = ap.parse_args(argv)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    bad = [p for p in parts if p not in privacy_cost.PARTS]
+    if bad:
+        ap.error(f"unknown part(s) {bad}; parts: {', '.join(privacy_cost.PARTS)}")
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    f = privacy_cost.run(False, out / "figures", args.jobs, parts)
+    store_item(out, f, time.perf_counter() - t0)
+    print(f"item 11 ({', '.join(parts)}): {f.outcome}. {f.verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
