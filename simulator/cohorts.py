@@ -43,12 +43,23 @@ def sample_clients(s: Scenario, round_: int) -> list[int]:
 
 
 def participation(s: Scenario, rounds: int) -> list[int]:
-    """[N] how many of rounds 1..`rounds` sample each client."""
-    counts = [0] * s.partition.n_clients
-    for r in range(1, rounds + 1):
+    """[N] how many of rounds 1..`rounds` sample each client. Extended from the last call for
+    the same scenario (a run asks after every round: one round's sampling each time)."""
+    key = s.to_json()
+    done, counts = _PARTICIPATION.get(key, (0, [0] * s.partition.n_clients))
+    if rounds < done:
+        done, counts = 0, [0] * s.partition.n_clients
+    counts = list(counts)
+    for r in range(done + 1, rounds + 1):
         for c in sample_clients(s, r):
             counts[c] += 1
-    return counts
+    _PARTICIPATION.clear()  # one run at a time: keep memory flat
+    _PARTICIPATION[key] = (rounds, counts)
+    return list(counts)
+
+
+_PARTICIPATION: dict[str, tuple[int, list[int]]] = {}
+"""The last scenario's participation counts after its last asked round."""
 
 
 def steps_for(s: Scenario, n_train: int) -> int:

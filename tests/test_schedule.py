@@ -59,3 +59,20 @@ def test_expensive_statistics_are_computed_only_at_the_rounds_that_read_them(
     m = run_federated(every, tmp_path / "c").metrics
     assert _rounds(m, LIPSCHITZ) == [1, 2, 3, 4]
     assert _rounds(m, LOCAL) == [1, 2, 3, 4]
+
+
+def test_participation_extends_and_restarts_as_asked() -> None:
+    from fedgan.simulator.cohorts import participation, sample_clients
+
+    s = tiny(federation={"rounds": 9, "clients_per_round": 2})
+    by_hand = [0] * 4
+    for r in range(1, 10):
+        for c in sample_clients(s, r):
+            by_hand[c] += 1
+    assert [participation(s, r) for r in (3, 9)][-1] == by_hand  # extended from round 3
+    first_two = [0] * 4
+    for r in (1, 2):
+        for c in sample_clients(s, r):
+            first_two[c] += 1
+    assert participation(s, 2) == first_two  # asked for fewer rounds: counted anew
+    assert sum(participation(s, 5)) == 10  # 2 a round, after going back to round 2

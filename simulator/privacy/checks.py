@@ -107,12 +107,18 @@ def _delta_problems(s: Scenario, sizes: tuple[int, ...]) -> list[str]:
     if p.level != "sample" or not sizes:
         return []
     n = min(sizes)
+    out = []
     if p.delta >= 1.0 / n:
-        return [
+        out.append(
             f"privacy.delta: {p.delta:g} must be < 1/N = {1.0 / n:g} (N = {n}, the fewest "
             "training points of a client: one point is the unit at sample level)"
-        ]
-    return []
+        )
+    if s.gan.batch_size > n:
+        out.append(
+            f"gan.batch_size: {s.gan.batch_size} exceeds the {n} training points of the "
+            "smallest client: DP-SGD draws each batch from the client's own points (q = B/n ≤ 1)"
+        )
+    return out
 
 
 def _dpsgd_problems(s: Scenario) -> list[str]:

@@ -219,6 +219,9 @@ def test_validate_refuses_what_privacy_cannot_run_with() -> None:
     sample["privacy"] = {"level": "sample", "noise_multiplier": 1.0, "clip": 1.0, "delta": 0.5}
     found = check(sample)
     assert any(p.startswith("privacy.delta:") for p in found), found
+    big = {**tiny().model_dump(mode="json"), "privacy": {**sample["privacy"], "delta": 1e-4}}
+    big["gan"] = {**big["gan"], "batch_size": 10_000}
+    assert any(p.startswith("gan.batch_size:") for p in check(big))
     central = {**sample, "federation": None, "privacy": base}
     assert any(p.startswith("privacy.level:") for p in check(central))
 
