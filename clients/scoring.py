@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from fedgan.clients.requests import TrainRequest
+from fedgan.simulator import client_view
 from fedgan.simulator.gan import batched
 from fedgan.simulator.gan.train import GAN, GANState
 from fedgan.simulator.messages import ClientCoverage, LocalEvaluation
@@ -47,7 +48,7 @@ def served_coverage(
     noise stream)."""
     fake, embedded = _global_samples(s, gan, state, round_)
     check_finite(fake, client)
-    return _coverage(s, data, client, embedded)
+    return client_view.client_coverage(s, data, client, embedded)
 
 
 def client_coverage(
@@ -56,7 +57,7 @@ def client_coverage(
     """`fake` [M, d] against client `client`'s held-out points, each with its k-NN radius
     among the pooled held-out set (`simulator.metrics.forgetting.coverage_against`), in the
     space the global evaluation uses; per-group counts."""
-    return _coverage(s, data, client, pooled_reference(s).embed(fake))
+    return client_view.client_coverage(s, data, client, pooled_reference(s).embed(fake))
 
 
 _SAMPLES: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -82,14 +83,6 @@ def _global_samples(
         _SAMPLES.clear()  # one evaluation at a time: keep memory flat
         _SAMPLES[key] = (fake, embedded)
     return _SAMPLES[key]
-
-
-def _coverage(
-    s: Scenario, data: FederatedData, client: int, embedded_fake: np.ndarray
-) -> ClientCoverage:
-    from fedgan.simulator.client_view import client_coverage as coverage
-
-    return coverage(s, data, client, embedded_fake)
 
 
 def local_evaluation(

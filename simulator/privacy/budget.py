@@ -180,15 +180,14 @@ def run_epsilon(
 
 def flower_epsilon(s: Scenario, sizes: Sizes, rounds: int, noise: float | None = None) -> float:
     """What Flower's own accountant would report for the same releases: no amplification by
-    sampling (the largest unit's releases, composed as full-participation Gaussians)."""
+    sampling (the largest unit's releases, composed as full-participation Gaussians —
+    `accountant.flower_epsilon`, read off the cached curve of a cohort of the whole population:
+    dp-accounting's q = 1 event is the Gaussian, the same orders and conversion)."""
     p = s.privacy
     assert p is not None
-    done = releases(s, sizes, rounds)
-    return accountant.flower_epsilon(
-        noise_multiplier=noise if noise is not None else noise_multiplier(s, sizes),
-        steps=max(done.values(), default=0),
-        delta=p.delta,
-    )
+    sigma = noise if noise is not None else noise_multiplier(s, sizes)
+    steps = max(releases(s, sizes, rounds).values(), default=0)
+    return _curve("poisson", 1, 1, sigma).epsilon(steps, p.delta)
 
 
 def extension_problems(

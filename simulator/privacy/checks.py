@@ -18,9 +18,6 @@ from fedgan.simulator.schedule import SCORE_READERS
 
 BUILT_IN_PROTOCOLS = ("fedavg", "mdgan", "uagan", "dpfedavg_gan")
 
-READS_CLIENT_STATISTICS = SCORE_READERS
-"""Strategies whose aggregation reads the replies' metrics (local scores, losses)."""
-
 USER_LEVEL_STRATEGIES = ("fedavg",)
 """User level: the DP aggregator takes the strategy's place (a uniform mean of clipped
 updates); a Flower strategy's own aggregation would be an un-noised release."""
@@ -41,7 +38,7 @@ def privacy_problems(s: Scenario, sizes: tuple[int, ...] = ()) -> list[str]:
                 f"must know every release, which it does for {', '.join(BUILT_IN_PROTOCOLS)}"
             )
         name = s.strategy.name
-        if name in READS_CLIENT_STATISTICS:
+        if name in SCORE_READERS:
             out.append(
                 f"strategy.name: {name} weighs clients by statistics of their data (local "
                 "scores, losses), which under privacy never reach the server; use fedavg"

@@ -107,6 +107,9 @@ def test_epsilon_rows_are_dp_accountings_for_poisson_cohorts(tmp_path: Path) -> 
     flower = m[m.metric == "privacy.epsilon_flower"].set_index("round")["value"]
     # No amplification: the Gaussian mechanism composed r times, ≥ the sampled account.
     assert (flower > eps).all()
+    for r in (1, 2, 3):
+        gauss = _rdp_epsilon(dp_accounting.GaussianDpEvent(sigma), r, 1e-3)
+        assert flower[r] == pytest.approx(gauss, rel=1e-9)
     clipped = m[m.metric == "privacy.clipped_fraction"]["value"]
     assert ((clipped >= 0) & (clipped <= 1)).all() and len(clipped) == 3
 
