@@ -99,9 +99,56 @@ def _one(job: Job) -> Outcome:
     return out
 
 
-def run_jobs(jobs: Sequence[Job], n_jobs: int = 2) -> list[Outcome]:
-    """Run every job (n_jobs processes, one torch thread each); outcomes in job order."""
+def job_digest(job: Job) -> str:
+    """What a cached outcome is valid for: the resolved scenario (file, `base:` chain and
+    overrides, as `fedgan validate` reads them) and whether it runs the twin. The code that runs
+    it is not part of the digest: clear the cache when the code changes what a run measures."""
+    import hashlib
+    import json
+
+    from fedgan.simulator.scenario import load
+
+    path = Path(job.scenario)
+    path = path if path.is_absolute() else SCENARIOS / path
+    scenario = load(path, list(job.overrides))
+    text = json.dumps([scenario.to_json(), job.centralized])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _cached(job: Job, cache: Path | None) -> Outcome:
+    """`_one`, reading the outcome from `cache` where an earlier run of the same resolved
+    scenario left it, and leaving it there when it runs (written whole, then renamed: an
+    interrupted write leaves no half file)."""
+    import dataclasses
+    import json
+    import os
+
+    if cache is None:
+        return _one(job)
+    file = cache / f"{job_digest(job)}.json"
+    if file.exists():
+        stored = json.loads(file.read_text())
+        stored.pop("key", None)
+        return Outcome(job.key, **stored)
+    out = _one(job)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(out), default=str))
+    tmp.replace(file)
+    return out
+
+
+def run_jobs(jobs: Sequence[Job], n_jobs: int = 2, cache: Path | None = None) -> list[Outcome]:
+    """Run every job (n_jobs processes, one torch thread each); outcomes in job order.
+
+    With `cache` (a folder), each outcome is kept there as it finishes and read back instead
+    of rerun: a sweep longer than a sitting resumes where it stopped (`python -m
+    fedgan.simulator.findings.item11 --cache DIR`).
+    """
+    from functools import partial
+
+    one = partial(_cached, cache=cache)
     if n_jobs <= 1:
-        return [_one(j) for j in jobs]
+        return [one(j) for j in jobs]
     with ProcessPoolExecutor(n_jobs) as pool:
-        return list(pool.map(_one, jobs))
+        return list(pool.map(one, jobs))
