@@ -705,6 +705,51 @@ def report(
 
 
 @app.command()
+def sample(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder, or a scenario's folder of runs (its latest).")
+    ],
+    n: Annotated[int, typer.Option("--n", help="How many samples.")] = 1000,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The file: .csv for a table, .npz for images and arrays."),
+    ] = None,
+    round_: Annotated[
+        int | None,
+        typer.Option("--round", help="An evaluated round (default: the last)."),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Noise seed (default: the run's, which redraws its evaluation)."),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Samples of one group, from a conditional generator."),
+    ] = None,
+) -> None:
+    """Write synthetic data from a run's generator in the data's own units (a CSV with the
+    table's columns; images as uint8 in an .npz with a PNG grid beside it)."""
+    from fedgan.simulator.sample import SampleError, draw, write
+
+    run_dir = _run_folder(run_dir)
+    if group is not None:
+        _fail(
+            f"--group {group}: the run's generator is not conditional (no gan.conditional in "
+            "its scenario): it cannot be asked for one group"
+        )
+    try:
+        samples = draw(run_dir, n, round_, seed)
+        if out is None:
+            suffix = "csv" if samples.kind == "table" else "npz"
+            out = run_dir / f"synthetic-{samples.round}.{suffix}"
+        files = write(samples, out)
+    except SampleError as exc:
+        _fail(str(exc))
+    for f in files:
+        console.print(f"wrote [bold]{f}[/bold]", soft_wrap=True)
+
+
+@app.command()
 def up(
     nodes: Annotated[int, typer.Option("--nodes", "-n", min=1, help="SuperNodes to start.")] = 2,
     port: Annotated[

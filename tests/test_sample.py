@@ -1,0 +1,109 @@
+"""Synthetic data out (`fedgan sample`): the run's own generator, in the user's units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fedgan.simulator.api import run
+from fedgan.simulator.sample import SampleError, draw, write
+from typer.testing import CliRunner
+
+from tests.conftest import table_raw, tiny_raw, write_table
+
+
+def _saved(run_dir: Path, r: int) -> np.ndarray:
+    return np.load(run_dir / "samples" / f"round-{r:06d}.npy")
+
+
+@pytest.fixture(scope="module")
+def fed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    # EMA on: the evaluated generator is the server's average, not the last aggregate.
+    raw = tiny_raw(gan={**tiny_raw()["gan"], "ema": 0.9})
+    return run(raw, out_dir=out).path
+
+
+def test_the_evaluations_samples_are_redrawn_exactly(fed_run: Path) -> None:
+    for r in (1, 2):
+        saved = _saved(fed_run, r)
+        again = draw(fed_run, len(saved), r)
+        np.testing.assert_array_equal(again.x, saved)
+        assert again.kind == "arrays" and again.round == r
+    assert draw(fed_run, 5).round == 2, "the last evaluated round by default"
+
+
+def test_another_seed_draws_other_points(fed_run: Path) -> None:
+    a, b = draw(fed_run, 50, seed=11).x, draw(fed_run, 50).x
+    assert a.shape == b.shape == (50, 2) and not np.allclose(a, b)
+
+
+def test_bad_requests_name_what_is_allowed(fed_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(SampleError, match="evaluated rounds: 1, 2"):
+        draw(fed_run, 10, round_=7)
+    with pytest.raises(SampleError, match="at least 1"):
+        draw(fed_run, 0)
+    with pytest.raises(SampleError, match=r"written as \.npz"):
+        write(draw(fed_run, 10), tmp_path / "x.csv")
+
+
+def test_cli_writes_an_npz_and_refuses_a_group(fed_run: Path, tmp_path: Path) -> None:
+    from fedgan.simulator.cli import app
+
+    out = tmp_path / "s.npz"
+    res = CliRunner().invoke(app, ["sample", str(fed_run), "--n", "30", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with np.load(out) as z:
+        assert z["x"].shape == (30, 2) and z["x"].dtype == np.float32
+    res = CliRunner().invoke(app, ["sample", str(fed_run), "--group", "0", "--out", str(out)])
+    assert res.exit_code == 2 and "not conditional" in res.output
+    res = CliRunner().invoke(app, ["sample", str(fed_run), "--round", "9"])
+    assert res.exit_code == 2 and "evaluated rounds" in res.output
+
+
+def test_a_table_comes_back_in_its_columns_and_units(tmp_path: Path) -> None:
+    csv = write_table(tmp_path / "t.csv")
+    raw = table_raw(csv)
+    raw["data"]["params"]["standardize"] = True
+    res = run(raw, out_dir=tmp_path / "runs")
+    r = int(res.metrics["round"].max())
+    s = draw(res.path, len(_saved(res.path, r)), r)
+    (path,) = write(s, tmp_path / "syn.csv")
+    got = pd.read_csv(path)
+    assert list(got.columns) == ["x1", "x2"]
+    # Data units: the model's standardized points times the file's std plus its mean (pandas
+    # on the file itself; population std, as the loader documents).
+    table = pd.read_csv(csv)[["x1", "x2"]]
+    expect = _saved(res.path, r) * table.std(ddof=0).to_numpy() + table.mean().to_numpy()
+    np.testing.assert_allclose(got.to_numpy(), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_images_come_back_as_uint8_with_a_grid(tmp_path: Path) -> None:
+    from PIL import Image
+
+    raw = tiny_raw(
+        data={"dataset": "digits", "n_samples": 300, "params": {}},
+        gan={
+            "generator": {"widths": [16, 16], "output": "tanh"},
+            "critic": {"widths": [16]},
+            "batch_size": 16,
+        },
+        partition={"name": "iid", "params": {}, "n_clients": 2},
+        federation={"rounds": 1, "local_steps": 2},
+        evaluation={"every": 1, "n_samples": 100, "min_group_size": 5},
+    )
+    res = run(raw, out_dir=tmp_path / "runs")
+    s = draw(res.path, 100, 1)
+    (npz, png) = write(s, tmp_path / "digits.npz")
+    with np.load(npz) as z:
+        x = z["x"]
+    assert x.shape == (100, 8, 8) and x.dtype == np.uint8
+    # [-1, 1] → 0..255 by hand: round((v + 1) · 127.5).
+    v = _saved(res.path, 1).reshape(100, 8, 8).astype(np.float64)
+    np.testing.assert_array_equal(x, np.clip(np.rint((v + 1) * 127.5), 0, 255))
+    grid = np.asarray(Image.open(png))
+    assert grid.shape == (8 * 9, 8 * 9), "8 × 8 tiles of 8 × 8 pixels, a pixel between"
+    np.testing.assert_array_equal(grid[:8, :8], x[0])
+    np.testing.assert_array_equal(grid[9:17, 9:17], x[9])
