@@ -14,7 +14,8 @@ The public Python API, imported on first use so that `import fedgan` stays light
 
 `run`, `check`, `resume` and `load` are `fedgan.simulator.api`'s; `load_scenario` and
 `validate` build a `Scenario`; `story`, `forgotten_sets` and `group_views` read a run's metrics
-table the way every view does.
+table the way every view does; `sample` draws synthetic data from a run's generator and
+`write_samples` writes it in the data's own units (`fedgan sample` on the command line).
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ _API = {
     "forgotten_sets": "fedgan.simulator.summary",
     "group_views": "fedgan.simulator.summary",
 }
-_RENAMED = {"load_scenario": ("fedgan.simulator.scenario", "load")}
+_RENAMED = {
+    "load_scenario": ("fedgan.simulator.scenario", "load"),
+    # Synthetic data out: `fedgan.sample(run, n)` draws, `fedgan.write_samples(s, "x.csv")` writes.
+    "sample": ("fedgan.simulator.sample", "draw"),
+    "write_samples": ("fedgan.simulator.sample", "write"),
+}
 
 __all__ = ["__version__", *_API, *_RENAMED]
 
