@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 
 from fedgan.simulator.scenario import NetworkModel, OptimizerModel, Scenario
 
@@ -28,14 +29,61 @@ def _mlp_params(in_dim: int, widths: list[int], out_dim: int) -> int:
     return sum(i * o + o for i, o in zip(dims, dims[1:], strict=False))
 
 
+def _dcgan_side(net: NetworkModel, data_dim: int, channels: int) -> int | None:
+    """The lowest side s = H/4 of a dcgan network on square images of data_dim = C·H·H values
+    (7 for 28×28, 8 for 32×32), or None where the network would not build (then it is counted
+    as an MLP: an estimate never fails)."""
+    if net.kind != "dcgan" or len(net.widths) < 2 or channels < 1:
+        return None
+    side = math.isqrt(data_dim // channels)
+    return side // 4 if side * side * channels == data_dim and side in (28, 32) else None
+
+
+def _dcgan_params(widths: list[int], channels: int, s: int, latent: int, *, critic: bool) -> int:
+    """simulator.gan.networks.DCGANCritic / DCGANGenerator, by formula: widths [w₁, w₂, …]
+    from the image side, 4×4 stride-2 (up-)convs C↔w₁↔w₂, 3×3 convs w₂↔w₃↔… at side s."""
+    c, w1, w2 = channels, widths[0], widths[1]
+    extra = sum(a * b * 9 for a, b in zip(widths[1:], widths[2:], strict=False))
+    if critic:  # convs C→w₁→w₂ (+ biases w₁, w₂), 3×3 convs up the widths, head w_last·s²→1
+        return (
+            c * w1 * 16 + w1 + w1 * w2 * 16 + w2 + extra + sum(widths[2:]) + widths[-1] * s * s + 1
+        )
+    # linear latent→w_last·s², 3×3 convs down to w₂ (biases w_{k-1}), up-convs w₂→w₁→C
+    return (
+        latent * widths[-1] * s * s
+        + widths[-1] * s * s
+        + extra
+        + sum(widths[1:-1])
+        + w2 * w1 * 16
+        + w1
+        + w1 * c * 16
+        + c
+    )
+
+
+def network_units(net: NetworkModel, data_dim: int, channels: int) -> int:
+    """Hidden units of a network per sample (its layers' outputs, the data and latent apart):
+    an MLP's widths; a conv layer's channels × its spatial positions (8×8 conv: at most 4×4;
+    dcgan: w₁ at side 2s, every further width at side s, s = H/4 — the same count for the
+    generator and the critic, which mirror each other)."""
+    s = _dcgan_side(net, data_dim, channels)
+    if s is not None:
+        return net.widths[0] * (2 * s) ** 2 + sum(net.widths[1:]) * s * s
+    return sum(net.widths) * (16 if net.kind == "conv" else 1)
+
+
 def network_params(
     net: NetworkModel, in_dim: int, out_dim: int, channels: int, *, critic: bool
 ) -> int:
     """Parameter count of a network, by formula: building one may be what does not fit.
 
-    Follows simulator.gan.networks (4×4 stride-2 convs on 8×8 images); a plug-in kind is
-    counted as an MLP of its widths.
+    Follows simulator.gan.networks (conv: 4×4 stride-2 convs on 8×8 images; dcgan: see
+    `_dcgan_params`); a plug-in kind is counted as an MLP of its widths. `in_dim` / `out_dim`:
+    data dims C·H·W and 1 (critic) or latent and C·H·W (generator).
     """
+    s = _dcgan_side(net, in_dim if critic else out_dim, channels)
+    if s is not None:
+        return _dcgan_params(net.widths, channels, s, in_dim, critic=critic)
     if net.kind == "conv" and len(net.widths) == 2:
         a, b = net.widths
         if critic:  # c→a→b convs, linear head from b·2·2
@@ -102,11 +150,7 @@ def memory_breakdown(s: Scenario) -> dict[str, int]:
         private = g + c + g_opt + d_opt + ema - travel
         parts["private"] = private * s.partition.n_clients * f4
         parts["replies"] = travel * (f.clients_per_round or s.partition.n_clients) * f4
-    spatial = 16  # a conv layer's units are channels × (at most) 4×4 positions
-    units = sum(
-        sum(net.widths) * (spatial if net.kind == "conv" else 1)
-        for net in (s.gan.generator, s.gan.critic)
-    )
+    units = sum(network_units(net, d, channels) for net in (s.gan.generator, s.gan.critic))
     parts["activations"] = (
         s.gan.batch_size * (units + d + s.gan.latent_dim) * f4 * (ACTIVATION_COPIES)
     )

@@ -379,7 +379,7 @@ def dp_problems(
     whether or not `config.dp` is set yet (a scenario's privacy section may set it later).
 
     DP-SGD needs a per-sample gradient: a critic whose output on one sample depends on the
-    others (batch statistics) has none. The built-in critics (mlp, two_branch, conv) are
+    others (batch statistics) has none. The built-in critics (mlp, two_branch, conv, dcgan) are
     per-sample (spectral norm's power iteration reads no data: fine); a plug-in critic kind is
     built (with `data_dim` / `image_shape`) and inspected (`batch_statistics`). Any objective
     or Lipschitz control is fine (weight clipping is a projection; penalties are taken per
@@ -392,7 +392,13 @@ def dp_problems(
         factory = networks.CRITICS.get(kind)
     except Exception as exc:  # an unknown kind is the schema's error, named here too
         return [f"{where}: {exc}"]
-    if factory in (networks.mlp_critic, networks.two_branch_critic, networks.conv_critic):
+    built_in = (
+        networks.mlp_critic,
+        networks.two_branch_critic,
+        networks.conv_critic,
+        networks.dcgan_critic,
+    )
+    if factory in built_in:
         return []
     try:
         module = networks.build_critic(config.critic, data_dim, image_shape)

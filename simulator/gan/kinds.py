@@ -18,9 +18,12 @@ from fedgan.simulator.registry import Registry
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """What a network looks like. `kind`: mlp | conv | two_branch (critic only).
+    """What a network looks like. `kind`: mlp | conv (8×8 images) | dcgan (28×28 / 32×32
+    images) | two_branch (critic only).
 
-    `widths`: hidden widths (MLP) or channels (conv). `output`: generator output layer.
+    `widths`: hidden widths (MLP) or channels from the image side (conv: exactly two; dcgan:
+    two stride-2 convs, then a 3×3 conv for each further width — see `networks.DCGANCritic`).
+    `output`: generator output layer (MLPs; the image generators end in tanh).
     """
 
     kind: str = "mlp"
@@ -41,7 +44,7 @@ CRITICS: Registry[Callable[..., Any]] = Registry("critic network", check=_callab
 # The built-ins by `module:attr`, imported when a network is first built: the schema reads
 # their names without torch, and `simulator.gan.networks` (which imports this module) stays
 # the one place that builds them.
-for _kind in ("mlp", "conv"):
+for _kind in ("mlp", "conv", "dcgan"):
     GENERATORS.add_lazy(_kind, f"fedgan.simulator.gan.networks:{_kind}_generator")
-for _kind in ("mlp", "two_branch", "conv"):
+for _kind in ("mlp", "two_branch", "conv", "dcgan"):
     CRITICS.add_lazy(_kind, f"fedgan.simulator.gan.networks:{_kind}_critic")

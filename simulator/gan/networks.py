@@ -1,4 +1,5 @@
-"""Generator and critic networks: MLPs, small conv nets for 8×8 images, a two-branch critic.
+"""Generator and critic networks: MLPs, conv nets for 8×8 and (DCGAN-style) 28×28 / 32×32
+images, a two-branch critic.
 
 Spectral normalization is written functionally: each normalized layer keeps its power-iteration
 vector `u` as a buffer that the forward pass only reads; `power_iteration(...)` returns the
@@ -247,8 +248,105 @@ class ConvGenerator(nn.Module):
         return self.net(h).flatten(1)
 
 
+DCGAN_SIZES = (28, 32)
+"""Image sides the DCGAN-style nets are built for: two stride-2 steps, 28→14→7 and 32→16→8."""
+
+
+def dcgan_geometry(image_shape: tuple[int, int, int], widths: Sequence[int]) -> tuple[int, int]:
+    """(channels C, lowest side s = H/4) of a DCGAN-style net, or ValueError naming what is
+    allowed: square 28×28 or 32×32 images (any C) and two or more channel widths."""
+    c, h, w = image_shape
+    if h != w or h not in DCGAN_SIZES:
+        allowed = " or ".join(f"{n}×{n}" for n in DCGAN_SIZES)
+        raise ValueError(f"dcgan nets are built for {allowed} images, got {h}×{w}")
+    if len(widths) < 2:
+        raise ValueError(
+            "dcgan nets take two or more channel widths (two stride-2 convs, then 3×3 convs at "
+            f"the lowest resolution), got {list(widths)}"
+        )
+    return c, h // 4
+
+
+class DCGANCritic(nn.Module):
+    """Images flattened [B, C·H·W] (H = W = 28 or 32) → v [B], DCGAN's discriminator without
+    BatchNorm.
+
+    `widths` [w₁, w₂, w₃, …] are channel counts from the image side: 4×4 stride-2 convs
+    C→w₁ (H/2) and w₁→w₂ (H/4: 28→14→7, 32→16→8), then a 3×3 stride-1 conv for each further
+    width at H/4, LeakyReLU(0.2) after each conv (DCGAN's; `activation` is not read), and a
+    linear head from w_last·(H/4)² to one output. Every layer is spectrally normalized when
+    asked (SNConv2d / SNLinear).
+
+    No BatchNorm, nor any norm across the batch: a gradient penalty, R1, DP-SGD's per-sample
+    clipping and the clients' vmap all need each sample's output to depend on that sample only.
+    """
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], widths: Sequence[int], spectral_norm: bool
+    ) -> None:
+        super().__init__()
+        c, s = dcgan_geometry(image_shape, widths)
+        self.image_shape = image_shape
+        sn = spectral_norm
+        layers: list[nn.Module] = [
+            _conv(c, widths[0], 4, 2, 1, sn),
+            nn.LeakyReLU(0.2),
+            _conv(widths[0], widths[1], 4, 2, 1, sn),
+            nn.LeakyReLU(0.2),
+        ]
+        for prev, w in zip(widths[1:], widths[2:], strict=False):
+            layers += [_conv(prev, w, 3, 1, 1, sn), nn.LeakyReLU(0.2)]
+        layers += [nn.Flatten(), _linear(widths[-1] * s * s, 1, sn)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.reshape(x.shape[0], *self.image_shape)).squeeze(-1)
+
+
+class DCGANGenerator(nn.Module):
+    """z [B, latent] → images flattened [B, C·H·W] in [−1, 1] (H = W = 28 or 32), DCGAN's
+    generator without BatchNorm: the mirror of `DCGANCritic` for the same `widths`.
+
+    A linear layer z → (w_last, H/4, H/4), a 3×3 stride-1 conv down the widths for each width
+    past the second (w_last → … → w₂), then 4×4 stride-2 up-convolutions (ConvTranspose2d,
+    padding 1: exactly ×2) w₂→w₁ (H/2) and w₁→C (H), ReLU between layers (DCGAN's;
+    `activation` is not read) and tanh at the end (`output` is not read either: images are
+    scaled to [−1, 1]).
+
+    Why no BatchNorm: its batch statistics would couple the samples of a batch and its running
+    statistics are state outside the pure step — the vectorized engine would have to stack,
+    carry and federate them per client. Without it the step stays a pure, vmappable function of
+    the parameters, like every other network here; the critics' Lipschitz controls (SN, R1, GP)
+    and Adam are what stabilize training instead.
+    """
+
+    def __init__(
+        self, latent_dim: int, image_shape: tuple[int, int, int], widths: Sequence[int]
+    ) -> None:
+        super().__init__()
+        c, s = dcgan_geometry(image_shape, widths)
+        self.latent_dim = latent_dim
+        self.top = (widths[-1], s, s)
+        self.fc = nn.Linear(latent_dim, widths[-1] * s * s)
+        layers: list[nn.Module] = [nn.ReLU()]
+        down = list(widths[1:])[::-1]  # w_last, …, w₂
+        for prev, w in zip(down, down[1:], strict=False):
+            layers += [nn.Conv2d(prev, w, 3, 1, 1), nn.ReLU()]
+        layers += [
+            nn.ConvTranspose2d(widths[1], widths[0], 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(widths[0], c, 4, 2, 1),
+            nn.Tanh(),
+        ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(self.fc(z).reshape(z.shape[0], *self.top)).flatten(1)
+
+
 GeneratorFactory = Callable[[NetworkSpec, int, int, "tuple[int, int, int] | None"], nn.Module]
 CriticFactory = Callable[[NetworkSpec, int, "tuple[int, int, int] | None", bool], nn.Module]
+
 
 def _need_image(kind: str, image_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
     if image_shape is None:
@@ -272,6 +370,12 @@ def conv_generator(
     return ConvGenerator(latent, _need_image("conv", img), s.widths, s.activation)
 
 
+def dcgan_generator(
+    s: NetworkSpec, latent: int, d: int, img: tuple[int, int, int] | None
+) -> nn.Module:
+    return DCGANGenerator(latent, _need_image("dcgan", img), s.widths)
+
+
 def mlp_critic(s: NetworkSpec, d: int, img: tuple[int, int, int] | None, sn: bool) -> nn.Module:
     return MLPCritic(d, s.widths, s.activation, sn)
 
@@ -284,6 +388,10 @@ def two_branch_critic(
 
 def conv_critic(s: NetworkSpec, d: int, img: tuple[int, int, int] | None, sn: bool) -> nn.Module:
     return ConvCritic(_need_image("conv", img), s.widths, s.activation, sn)
+
+
+def dcgan_critic(s: NetworkSpec, d: int, img: tuple[int, int, int] | None, sn: bool) -> nn.Module:
+    return DCGANCritic(_need_image("dcgan", img), s.widths, sn)
 
 
 def build_generator(
