@@ -6,6 +6,7 @@
 #   3. PRDC at 100k × 100k × 64-D,
 #   4. the cross-device round: 50 of 1,000 clients a round (target ≤ 0.5 s; 2.85 s for 1,000
 #      clients × 20 steps on an H100 before the hand-batched step),
+#   5. DCGAN conv clients (28×28): a round vectorized vs sequential at 10 and 50 clients,
 # and print the numbers (also kept in $OUT/gpu_check.log when OUT is set).
 #
 #   bash benchmarks/gpu_check.sh                 # a machine that reaches a package index
@@ -54,5 +55,8 @@ echo; echo "=== 3. PRDC, 100k x 100k x 64-D on cuda ==="
 
 echo; echo "=== 4. cross-device: 1,000 clients, 50 a round, vectorized on cuda ==="
 "$PY" benchmarks/cross_device.py --device cuda --no-ray --rounds 5 --memory-clients 10000
+
+echo; echo "=== 5. conv clients: dcgan [64, 128], 28x28, vectorized vs sequential on cuda ==="
+"$PY" benchmarks/conv_clients.py --device cuda --clients 10,50 --repeats 3
 
 echo; echo "gpu check: $(( $(date +%s) - start )) s in all"
