@@ -8,6 +8,7 @@ import functools
 import json
 import math
 
+from fedgan.simulator.gan.kinds import DCGAN_SIZES
 from fedgan.simulator.scenario import NetworkModel, OptimizerModel, Scenario
 
 DATA_COPIES = 3
@@ -36,7 +37,7 @@ def _dcgan_side(net: NetworkModel, data_dim: int, channels: int) -> int | None:
     if net.kind != "dcgan" or len(net.widths) < 2 or channels < 1:
         return None
     side = math.isqrt(data_dim // channels)
-    return side // 4 if side * side * channels == data_dim and side in (28, 32) else None
+    return side // 4 if side * side * channels == data_dim and side in DCGAN_SIZES else None
 
 
 def _dcgan_params(widths: list[int], channels: int, s: int, latent: int, *, critic: bool) -> int:

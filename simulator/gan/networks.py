@@ -16,8 +16,10 @@ import torch.nn.functional as F
 
 # Defined with the registries the schema reads without torch; re-exported from here.
 from fedgan.simulator.gan.kinds import CRITICS as CRITICS
+from fedgan.simulator.gan.kinds import DCGAN_SIZES as DCGAN_SIZES
 from fedgan.simulator.gan.kinds import GENERATORS as GENERATORS
 from fedgan.simulator.gan.kinds import NetworkSpec as NetworkSpec
+from fedgan.simulator.gan.kinds import dcgan_geometry
 from torch import Tensor, nn
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -246,25 +248,6 @@ class ConvGenerator(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.fc(z).reshape(z.shape[0], self.c2, 2, 2)
         return self.net(h).flatten(1)
-
-
-DCGAN_SIZES = (28, 32)
-"""Image sides the DCGAN-style nets are built for: two stride-2 steps, 28→14→7 and 32→16→8."""
-
-
-def dcgan_geometry(image_shape: tuple[int, int, int], widths: Sequence[int]) -> tuple[int, int]:
-    """(channels C, lowest side s = H/4) of a DCGAN-style net, or ValueError naming what is
-    allowed: square 28×28 or 32×32 images (any C) and two or more channel widths."""
-    c, h, w = image_shape
-    if h != w or h not in DCGAN_SIZES:
-        allowed = " or ".join(f"{n}×{n}" for n in DCGAN_SIZES)
-        raise ValueError(f"dcgan nets are built for {allowed} images, got {h}×{w}")
-    if len(widths) < 2:
-        raise ValueError(
-            "dcgan nets take two or more channel widths (two stride-2 convs, then 3×3 convs at "
-            f"the lowest resolution), got {list(widths)}"
-        )
-    return c, h // 4
 
 
 class DCGANCritic(nn.Module):

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from fedgan.simulator.gan import dpsgd, fastmlp
+from fedgan.simulator.gan.kinds import image_problem
 from fedgan.simulator.gan.lipschitz import get_control
 from fedgan.simulator.gan.networks import (
     SN_LAYERS,
@@ -82,6 +83,25 @@ def test_other_sizes_and_widths_are_refused_clearly() -> None:
         build_critic(NetworkSpec(kind="dcgan", widths=(4,)), 784, (1, 28, 28))
     with pytest.raises(ValueError, match="'dcgan' needs image data"):
         build_generator(spec, 4, 784)
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "conv", "mlp"])
+@pytest.mark.parametrize("widths", [(4,), (4, 8), (4, 8, 6)])
+@pytest.mark.parametrize("image", [None, (1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 16, 16)])
+def test_the_torch_free_check_says_what_building_says(
+    kind: str, widths: tuple[int, ...], image: tuple[int, int, int] | None
+) -> None:
+    # `kinds.image_problem` is what a preflight calls without torch: it must refuse exactly
+    # what building refuses, with the same words.
+    spec = NetworkSpec(kind=kind, widths=widths)
+    d = math.prod(image) if image else 3
+    try:
+        build_critic(spec, d, image)
+        build_generator(spec, 4, d, image)
+        raised = None
+    except ValueError as exc:
+        raised = str(exc)
+    assert image_problem(kind, widths, image) == raised
 
 
 @pytest.mark.parametrize("sn", [False, True])
@@ -238,3 +258,27 @@ def test_memory_formula_counts_what_is_built(
     g_units = sum(math.prod(s) for s in _outputs(gen, torch.randn(1, latent))[:-1])
     d_units = sum(math.prod(s) for s in _outputs(critic, torch.zeros(1, d))[:-1])
     assert network_units(net, d, c) == g_units == d_units
+
+
+def test_memory_breakdown_of_a_dcgan_scenario() -> None:
+    from fedgan.simulator.memory import ACTIVATION_COPIES, memory_breakdown
+    from fedgan.simulator.scenario import validate
+
+    s = validate(
+        {
+            "data": {"dataset": "tests.engines.test_vectorized_conv:blobs_28", "n_samples": 100},
+            "gan": {
+                "latent_dim": 10,
+                "generator": {"kind": "dcgan", "widths": [4, 8]},
+                "critic": {"kind": "dcgan", "widths": [4, 8]},
+                "batch_size": 16,
+            },
+        }
+    )
+    # By hand, 28×28×1, widths [4, 8]: generator 10→8·7·7 (3920 + 392), up-convs 8→4
+    # (512 + 4) and 4→1 (64 + 1); critic convs 1→4 (64 + 4), 4→8 (512 + 8), head 392 + 1.
+    g, c = 3920 + 392 + 512 + 4 + 64 + 1, 64 + 4 + 512 + 8 + 392 + 1
+    parts = memory_breakdown(s)
+    assert parts["models"] == (2 * g + 2 * c + 2 * g + 2 * c) * 4  # weights, grads, Adam m, v
+    # Units of each net: 4 channels at 14×14 and 8 at 7×7 = 1176; plus the data and latent.
+    assert parts["activations"] == 16 * (2 * 1176 + 784 + 10) * 4 * ACTIVATION_COPIES
