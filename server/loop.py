@@ -29,7 +29,7 @@ from fedgan.server.rejoin import rejoin
 from fedgan.server.resume import Run, checkpoint, restore
 from fedgan.simulator.checkpoint import load_latest
 from fedgan.simulator.cohorts import sample_clients
-from fedgan.simulator.evaluate import make_evaluator
+from fedgan.simulator.evaluate import make_evaluator, record_feature_space
 from fedgan.simulator.faults import FaultDraw
 from fedgan.simulator.faults import draw as draw_faults
 from fedgan.simulator.messages import NUM_EXAMPLES, table_metrics, wall_times, withheld
@@ -84,7 +84,8 @@ def start(grid: Grid, s: Scenario, store: RunStore, resume: bool) -> tuple[Run, 
     f = s.federation
     data = federated_data(s)
     gan = make_gan(s, data)
-    evaluator = make_evaluator(s, data.held)
+    evaluator = make_evaluator(s, data.held, data.train)
+    record_feature_space(store, evaluator.space)
     store.write_table("partition.csv", _partition_table(data))
     ckpt = load_latest(store.path) if resume else None
     first = ckpt.round + 1 if ckpt is not None else 1

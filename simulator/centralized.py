@@ -37,13 +37,13 @@ def run_centralized(
     evaluating every `s.evaluation.every` steps; write the run folder and return it.
     `progress` is told of every evaluation (also written to the folder's progress file)."""
     import torch
-    from fedgan.simulator.evaluate import evaluate_generator, make_evaluator
+    from fedgan.simulator.evaluate import evaluate_generator, make_evaluator, record_feature_space
     from fedgan.simulator.gan.diagnostics import lipschitz_metrics
     from fedgan.simulator.gan.train import GAN
 
     train, held = prepare_data(s)
     gan = GAN(replace(s.gan.config(), dp=dp_sgd(s)), train.X.shape[1], train.image_shape)
-    evaluator = make_evaluator(s, held)
+    evaluator = make_evaluator(s, held, train)
     store = RunStore.create(
         out_dir,
         s.name,
@@ -55,6 +55,7 @@ def run_centralized(
             "n_holdout": len(held.X),
         },
     )
+    record_feature_space(store, evaluator.space)
     report = ProgressLog(store.path, progress)
     store.write_table("partition.csv", _group_counts(train))
     state = gan.init_state(derive_seed(s.seed, "init"))

@@ -7,6 +7,7 @@ the sample → evaluate → rows → diagnosis sequence federated and centralize
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,12 @@ from fedgan.simulator.metrics import (
     prdc,
 )
 from fedgan.simulator.metrics.diagnosis import MIN_GROUP_DENSITY, ForgottenGroup, GroupFidelity
+from fedgan.simulator.metrics.features import (
+    FeatureSpace,
+    LabelModes,
+    feature_space,
+    label_mode_metrics,
+)
 from fedgan.simulator.metrics.forgetting import ball_hits, ball_pairs
 from fedgan.simulator.metrics.groups import (
     Grouping,
@@ -34,12 +41,11 @@ from fedgan.simulator.metrics.groups import (
     grouping_columns,
     grouping_name,
 )
-from fedgan.simulator.metrics.modes import histogram_stats
 from fedgan.simulator.metrics.prdc import PRDC
 from fedgan.simulator.metrics.registry import DEFAULT_METRICS, METRICS, GroupingContext, Row
 from fedgan.simulator.scenario import Scenario
 from fedgan.simulator.seeding import derive_seed, torch_generator
-from fedgan.simulator.store import RunStore
+from fedgan.simulator.store import RunStore, atomic_write_text
 
 
 @dataclass
@@ -57,64 +63,25 @@ class Evaluation:
 
 def image_labeller(
     ds: Dataset,
+    train: Dataset | None = None,
+    features: str | None = None,
 ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, Callable[[np.ndarray], np.ndarray] | None]:
-    """For digit images: (feature map, label map) from the digit classifier, else (None, None)."""
-    if ds.image_shape is None or ds.image_shape[1:] != (8, 8):
-        return None, None
-    from fedgan.simulator.data.digit_classifier import get_digit_classifier
-
-    clf = get_digit_classifier()
-    c = ds.image_shape[0]
-
-    def features(x: np.ndarray) -> np.ndarray:
-        chans = x.reshape(len(x), c, 64)
-        return np.concatenate([clf.features(chans[:, i]) for i in range(c)], axis=1)
-
-    def labels(x: np.ndarray) -> np.ndarray:
-        chans = x.reshape(len(x), c, 64)
-        out = np.zeros(len(x), dtype=np.int64)
-        for i in range(c):
-            out = out * 10 + clf.predict(chans[:, i])
-        return out
-
-    return features, labels
-
-
-@dataclass(frozen=True)
-class LabelModes:
-    """Mode histogram of generated samples: `mass_per_mode` [K] over the modes `mode_ids`."""
-
-    modes_captured: int
-    mode_ids: np.ndarray
-    mass_per_mode: np.ndarray
-    reverse_kl: float
-    min_mass_ratio: float
-    off_support_rate: float
-
-
-def label_mode_metrics(labels: np.ndarray, mode_ids: np.ndarray, weights: np.ndarray) -> LabelModes:
-    """Mode metrics from classifier labels (digits, stacked digits).
-
-    labels [M]: predicted mode of each generated sample; mode_ids [K] and weights [K]: the true
-    modes and their shares. Modes captured = modes predicted at least once (PacGAN); the
-    histogram is taken over samples whose label is a true mode (like high-quality samples of a
-    mixture); reverse KL = Σ p log(p / w) with 0·log 0 = 0; min mass ratio = min p / w.
-    """
-    pos = {int(m): i for i, m in enumerate(mode_ids)}
-    idx = np.array([pos.get(int(v), -1) for v in labels], dtype=np.int64)
-    inside = idx >= 0
-    counts = np.bincount(idx[inside], minlength=len(mode_ids))
-    mass, kl, ratio = histogram_stats(counts, np.asarray(weights, dtype=np.float64))
-    off_support = float(1.0 - inside.mean()) if len(labels) else 1.0
-    return LabelModes(int(np.count_nonzero(counts)), mode_ids, mass, kl, ratio, off_support)
+    """(feature map, mode label map) of `ds`'s feature space (`metrics.features.feature_space`:
+    the digit classifier for 8×8 digits, a classifier trained on `train` for other images,
+    the TorchScript module `features`); (None, None) for data compared in data space."""
+    space = feature_space(ds, train, features)
+    return space.embed, space.labels
 
 
 class Evaluator:
     """Evaluates generated samples against one held-out real set.
 
     `real` is the held-out dataset (its groups give the per-group tables, one per entry of
-    `group_by`: a column, or a list of columns for intersectional groups). Image data is
-    compared in the digit classifier's feature space, everything else in data space. `device`
+    `group_by`: a column, or a list of columns for intersectional groups). Image data are
+    compared in a feature space (`metrics.features.feature_space`: the digit classifier's for
+    8×8 digits, else a classifier trained on `train` — the real training split; default `real`
+    itself — or the TorchScript module `features`), everything else in data space; `space`
+    gives one ready-made. `device`
     ("cpu", "cuda", "auto" or a torch.device) is where PRDC's k-NN work runs. Per grouping,
     the registry's group metrics run (`simulator.metrics.registry`: always `prdc` and `mass`,
     then `metrics`), and the diagnosis reads the groups the `mass` rows call forgotten.
@@ -131,6 +98,9 @@ class Evaluator:
         seed: int = 0,
         device: str | torch.device = "cpu",
         metrics: list[str] | None = None,
+        train: Dataset | None = None,
+        features: str | None = None,
+        space: FeatureSpace | None = None,
     ) -> None:
         self.real = real
         self.device = resolve_device(device)
@@ -153,7 +123,9 @@ class Evaluator:
         self.metrics = [*DEFAULT_METRICS, *extra]
         for name in self.metrics:
             METRICS.get(name)  # an unknown name fails here, not at the first evaluation
-        self._features, self._labels = image_labeller(real)
+        self.space = space if space is not None else feature_space(real, train, features)
+        """The feature space (its `info` goes to the run's env.json: `record_feature_space`)."""
+        self._features, self._labels = self.space.embed, self.space.labels
         self.real_feats = self._features(real.X) if self._features else real.X
 
     def __call__(self, fake: np.ndarray) -> Evaluation:
@@ -295,10 +267,8 @@ class Evaluator:
                 gm.modes_captured, ids, gm.mass_per_mode, gm.reverse_kl, gm.min_mass_ratio, 0.0
             )
             extra = {"high_quality_rate": gm.high_quality_rate}
-        elif self._labels is not None:
-            col = self.real.groups.columns[0]
-            true = self.real.groups[col].value_counts(normalize=True).sort_index()
-            mm = label_mode_metrics(self._labels(fake), true.index.to_numpy(), true.to_numpy())
+        elif self._labels is not None and (modes := self.space.modes(self.real)) is not None:
+            mm = label_mode_metrics(self._labels(fake), *modes)
             extra = {"off_support_rate": mm.off_support_rate}
         else:
             return
@@ -313,7 +283,7 @@ class Evaluator:
         for name, value in base.items():
             rows.append({"metric": name, "value": float(value), "n": n})
             summary[name] = float(value)
-        col = self.real.groups.columns[0]
+        col = self.space.mode_column or self.real.groups.columns[0]
         for mode, mass in zip(mm.mode_ids.tolist(), mm.mass_per_mode.tolist(), strict=True):
             rows.append(
                 {
@@ -326,8 +296,9 @@ class Evaluator:
             )
 
 
-def make_evaluator(s: Scenario, held: Dataset) -> Evaluator:
-    """The scenario's evaluator against the held-out set `held`."""
+def make_evaluator(s: Scenario, held: Dataset, train: Dataset | None = None) -> Evaluator:
+    """The scenario's evaluator against the held-out set `held`, in the feature space of
+    `scenario_feature_space` (`train`: the real training split; default the scenario's)."""
     e = s.evaluation
     return Evaluator(
         held,
@@ -339,7 +310,44 @@ def make_evaluator(s: Scenario, held: Dataset) -> Evaluator:
         seed=derive_seed(s.seed, "eval"),
         device=s.device,
         metrics=list(e.metrics),
+        space=scenario_feature_space(s, held, train),
     )
+
+
+def scenario_feature_space(
+    s: Scenario, held: Dataset, train: Dataset | None = None
+) -> FeatureSpace:
+    """The feature space of the scenario's evaluations against `held`: a classifier trained
+    on `train` (default: the scenario's training split, `prepare.prepare_data`; only loaded
+    for image data that need it) or `evaluation.features`; the digit classifier for 8×8
+    digits, data space for other data."""
+    if train is None and held.image_shape is not None and held.image_shape[1:] != (8, 8):
+        from fedgan.simulator.prepare import prepare_data
+
+        train = prepare_data(s)[0]
+    return feature_space(held, train, s.evaluation.features)
+
+
+def record_feature_space(store: RunStore, space: FeatureSpace) -> None:
+    """The feature space in the run folder: its description under `feature_space` in
+    env.json (classifier accuracy, cache file, ...), its warnings as `warning` events (once:
+    a resumed run with the same space adds none)."""
+    if not space.info and not space.warnings:
+        return
+    path = store.path / "env.json"
+    try:
+        env = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        env = {}
+    before = env.get("feature_space")
+    same = isinstance(before, dict) and all(
+        before.get(k) == space.info.get(k) for k in ("kind", "key", "accuracy", "features")
+    )
+    env["feature_space"] = space.info
+    atomic_write_text(path, json.dumps(env, indent=2, default=str))
+    if not same:
+        for w in space.warnings:
+            store.event("warning", detail=w)
 
 
 def eval_rows(ev: Evaluation, round_: int, scope: str, client: int = -1) -> list[Row]:

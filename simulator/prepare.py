@@ -259,13 +259,23 @@ def data_problems(s: Scenario) -> list[str]:
     from fedgan.simulator.data import DataError
     from fedgan.simulator.partition import PartitionError
 
+    from fedgan.simulator.gan.kinds import image_problem
+
     try:
-        federated_data(s) if s.federated else prepare_data(s)
+        train = federated_data(s).train if s.federated else prepare_data(s)[0]
     except PartitionError as exc:
         return [f"partition: {exc}"]
     except (DataError, ValueError) as exc:
         return [f"data: {exc}"]
-    return []
+    # A built-in image network on data it cannot take (dcgan on 8×8 digits): said here, with
+    # its path, not when the run builds the network.
+    problems = []
+    for net in ("generator", "critic"):
+        spec = getattr(s.gan, net)
+        why = image_problem(spec.kind, spec.widths, train.image_shape)
+        if why:
+            problems.append(f"gan.{net}.kind: {why}")
+    return problems
 
 
 def make_gan(s: Scenario, data: FederatedData | None = None, prox_mu: float | None = None) -> GAN:
@@ -325,10 +335,11 @@ class PooledReference:
 
 @functools.lru_cache(maxsize=8)
 def _pooled_reference(scenario_json: str) -> PooledReference:
-    from fedgan.simulator.evaluate import image_labeller
+    from fedgan.simulator.evaluate import scenario_feature_space
 
     data = _federated_data(scenario_json)
-    features, _ = image_labeller(data.held)
+    s = Scenario.model_validate_json(scenario_json)
+    features = scenario_feature_space(s, data.held, data.train).embed
     held = features(data.held.X) if features is not None else data.held.X
     return PooledReference(np.asarray(held, dtype=np.float64), features)
 

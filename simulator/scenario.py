@@ -319,13 +319,16 @@ class GANModel(_Model):
     @classmethod
     def _conv_widths(cls, data: Any) -> Any:
         """A conv network without `widths` gets two channel widths (an MLP's three hidden
-        widths would not build): the digits recipe's, 64→32 up (generator), 32→64 down."""
+        widths would not build): the digits recipe's, 64→32 up (generator), 32→64 down; a
+        `dcgan` network DCGAN's usual [64, 128] (channels from the image side, both nets)."""
         if not isinstance(data, dict):
             return data
-        for net, widths in (("generator", [64, 32]), ("critic", [32, 64])):
+        defaults = {"conv": {"generator": [64, 32], "critic": [32, 64]}}
+        defaults["dcgan"] = {"generator": [64, 128], "critic": [64, 128]}
+        for net in ("generator", "critic"):
             spec = data.get(net)
-            if isinstance(spec, dict) and spec.get("kind") == "conv" and "widths" not in spec:
-                data = {**data, net: {**spec, "widths": widths}}
+            if isinstance(spec, dict) and spec.get("kind") in defaults and "widths" not in spec:
+                data = {**data, net: {**spec, "widths": defaults[spec["kind"]][net]}}
         return data
 
     @model_validator(mode="after")
@@ -405,6 +408,39 @@ class EvaluationModel(_Model):
     """Group metrics computed besides the two every evaluation runs (`prdc`, `mass`): names
     of `simulator.metrics.registry.METRICS` (e.g. `group_frechet`) or `module:fn` /
     `file.py:fn` plug-ins."""
+    features: str | None = None
+    """Image data: a TorchScript file (`torch.jit.save`) mapping images [B, C, H, W] in [−1, 1]
+    to features [B, F] (an Inception or CLIP trunk), the space PRDC and the per-group metrics
+    run in instead of the classifier trained on the training split (`metrics.features`)."""
+
+    @field_validator("features")
+    @classmethod
+    def _torchscript_file(cls, v: str | None) -> str | None:
+        """An absolute path (a relative one is taken from the current folder) to a file
+        laid out as TorchScript saves it — a zip with `constants.pkl` — checked without
+        torch; whether it loads and what it returns is checked when the run starts."""
+        if v is None:
+            return v
+        import zipfile
+
+        try:
+            path = Path(os.path.normpath(Path.cwd() / Path(v).expanduser()))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"cannot resolve {v!r}: {exc}") from None
+        if not path.is_file():
+            raise ValueError(f"no file at {str(path)!r} (a TorchScript module, .pt)")
+        try:
+            with zipfile.ZipFile(path) as z:
+                script = any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in z.namelist())
+        except (OSError, zipfile.BadZipFile):
+            script = False
+        if not script:
+            raise ValueError(
+                f"{str(path)!r} is not a TorchScript module: save one with "
+                "torch.jit.save(torch.jit.script(model), path) (a state dict or a pickled "
+                "model will not do)"
+            )
+        return str(path)
 
     @field_validator("metrics")
     @classmethod
