@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,10 +16,12 @@ from fedgan.simulator.data.base import (
     normalize_weights,
 )
 from fedgan.simulator.data.registry import DATASETS
+from fedgan.simulator.data.stacked import stack_images
 
 IMAGE_SHAPE = (1, 8, 8)
 STACKED_SHAPE = (3, 8, 8)
 N_CLASSES = 10
+SIDE = 8
 
 
 def _classes(classes: Sequence[int] | None) -> list[int]:
@@ -52,8 +55,10 @@ def digits(
     seed: int = 0,
     classes: Sequence[int] | None = None,
     weights: Sequence[float] | None = None,
+    size: int = SIDE,
 ) -> Dataset:
-    """scikit-learn's 1,797 8×8 digits; X float32 [n, 64] in [−1, 1], image_shape (1, 8, 8).
+    """scikit-learn's 1,797 8×8 digits; X float32 [n, size²] in [−1, 1], image_shape
+    (1, size, size).
 
     Parameters
     ----------
@@ -65,12 +70,17 @@ def digits(
         Per-class weights, one per entry of `classes` (normalized). Per-class counts are
         largest-remainder roundings of n·w, so a minority class has an exact size. Default:
         the classes' natural frequencies (a stratified subsample).
+    size : int
+        Side of the images in pixels: the 8×8 originals upsampled to size×size with Pillow's
+        bilinear filter (pixel centres aligned), so networks for 28×28 or 32×32 images can be
+        measured on them. 8 (default) gives the originals unchanged.
 
     The group column "class" holds the digit.
     """
     n_req = check_n_samples(n_samples, None)
     cls = _classes(classes)
-    X_all, y_all = _digit_arrays()
+    side = check_int("size", size, minimum=1)
+    X_all, y_all = _digit_arrays(side)
     pools = [np.flatnonzero(y_all == c) for c in cls]
     avail = np.array([p.size for p in pools], dtype=np.int64)
     if weights is None:
@@ -101,51 +111,37 @@ def digits(
         name="digits",
         X=X_all[idx],
         groups=pd.DataFrame({"class": y_all[idx]}),
-        image_shape=IMAGE_SHAPE,
+        image_shape=(1, side, side),
         info={
             "source": "sklearn.datasets.load_digits",
             "classes": cls,
             "class_counts": dict(zip(cls, counts.tolist(), strict=True)),
+            "size": side,
         },
     )
 
 
 def stacked_digits(n_samples: int | None = 10000, seed: int = 0) -> Dataset:
-    """Three random digits stacked as channels; X float32 [n, 192], image_shape (3, 8, 8).
+    """Three random 8×8 digits stacked as channels; X float32 [n, 192], image_shape (3, 8, 8).
 
-    Each channel's digit is uniform on 0..9 (then a uniform image of that digit), so the 1000
-    modes 100·d0 + 10·d1 + d2 are equally likely. Groups: "mode", "digit0", "digit1",
-    "digit2". `info["classifier_test_accuracy"]` is the accuracy of the digit classifier that
-    labels generated samples' channels (`DigitClassifier.predict_stacked`).
+    The `stacked` construction (`stacked.stack_images`) over all 1,797 digits: each channel's
+    digit is uniform on 0..9 (then a uniform image of that digit), so the 1000 modes
+    100·d0 + 10·d1 + d2 are equally likely. Groups: "mode", "digit0", "digit1", "digit2";
+    `info["stacked"]` says how to label generated samples per channel.
     """
     n = check_n_samples(n_samples, 10000)
     assert n is not None
-    X_all, y_all = _digit_arrays()
-    pools = [np.flatnonzero(y_all == c) for c in range(N_CLASSES)]
-    rng = np.random.default_rng(seed)
-    d = rng.integers(0, N_CLASSES, size=(n, 3))
-    idx = np.empty((n, 3), dtype=np.int64)
-    for c, pool in enumerate(pools):
-        hit = d == c
-        idx[hit] = pool[rng.integers(0, pool.size, size=int(hit.sum()))]
-    # [n, 3, 64] → [n, 192]: channel-major, matching image_shape (C, H, W) flattened.
-    X = X_all[idx].reshape(n, 3 * 64)
-    mode = 100 * d[:, 0] + 10 * d[:, 1] + d[:, 2]
-    from fedgan.simulator.data.digit_classifier import get_digit_classifier  # torch: when scoring
-
-    clf = get_digit_classifier()
+    X_all, y_all = _digit_arrays(SIDE)
+    X, groups, shape, info_stacked = stack_images(X_all, y_all, IMAGE_SHAPE, n, 3, seed, "digit")
     return Dataset(
         name="stacked_digits",
         X=X,
-        groups=pd.DataFrame(
-            {"mode": mode, "digit0": d[:, 0], "digit1": d[:, 1], "digit2": d[:, 2]}
-        ).astype(np.int64),
-        image_shape=STACKED_SHAPE,
+        groups=groups.astype(np.int64),
+        image_shape=shape,
         info={
             "source": "sklearn.datasets.load_digits",
-            "n_modes": 1000,
-            "classifier_test_accuracy": clf.test_accuracy,
-            "classifier_version": clf.version,
+            "n_modes": N_CLASSES**3,
+            "stacked": info_stacked,
         },
     )
 
@@ -154,9 +150,19 @@ DATASETS.add("digits", digits)
 DATASETS.add("stacked_digits", stacked_digits)
 
 
-def _digit_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits (`digit_arrays.load_digit_arrays`), imported on use: scikit-learn
-    takes a second to import, which a scenario on other data never needs."""
+@functools.lru_cache(maxsize=4)
+def _digit_arrays(side: int = SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (`digit_arrays.load_digit_arrays`) at side×side, read-only:
+    X float32 [1797, side²] in [−1, 1], y int64 [1797]. Imported on use: scikit-learn takes a
+    second to import, which a scenario on other data never needs."""
     from fedgan.simulator.data.digit_arrays import load_digit_arrays
 
-    return load_digit_arrays()
+    X, y = load_digit_arrays()
+    if side == SIDE:
+        return X, y
+    from fedgan.simulator.data.image_formats import resize
+
+    # Bilinear weights are non-negative and sum to 1: the result stays in [−1, 1].
+    big = resize(X.reshape(-1, 1, SIDE, SIDE), (side, side)).reshape(len(X), side * side)
+    big.setflags(write=False)
+    return big, y

@@ -75,10 +75,35 @@ def test_digits_stratified_subsample_and_seed() -> None:
     assert counts.sum() == 100 and counts.min() >= 9 and counts.max() <= 11
 
 
+@pytest.mark.parametrize("side", [28, 32, 5])
+def test_digits_size_is_a_bilinear_resample(raw: tuple[np.ndarray, np.ndarray], side: int) -> None:
+    # Reference: torch's bilinear interpolation (pixel centres aligned; antialiased when
+    # shrinking, as Pillow's filter is), on the raw 8×8 images.
+    ds = digits(size=side)
+    assert ds.X.shape == (1797, side * side) and ds.image_shape == (1, side, side)
+    assert ds.X.min() >= -1.0 and ds.X.max() <= 1.0
+    want = torch.nn.functional.interpolate(
+        torch.from_numpy(raw[0].reshape(-1, 1, 8, 8)),
+        size=(side, side),
+        mode="bilinear",
+        align_corners=False,
+        antialias=side < 8,
+    ).reshape(1797, -1)
+    # Same seed and classes as the 8×8 set: the same images in the same order, only bigger.
+    small = digits()
+    order = _labels_of_rows(small.X[:50], raw)
+    np.testing.assert_array_equal(ds.labels()[:50], order)
+    idx = [int(np.flatnonzero((raw[0] == row).all(axis=1))[0]) for row in small.X[:50]]
+    np.testing.assert_allclose(ds.X[:50], want[idx].numpy(), atol=1e-5)
+    assert digits(size=8).info["size"] == 8
+    np.testing.assert_array_equal(digits(size=8).X, small.X)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
         ({"n_samples": 1798}, "only 1797"),
+        ({"size": 0}, "size must be >= 1"),
         ({"classes": [10]}, "0..9"),
         ({"classes": []}, "at least one"),
         ({"classes": [1, 1]}, "repeated"),
@@ -174,8 +199,14 @@ def test_stacked_digits_modes_and_channels(raw: tuple[np.ndarray, np.ndarray]) -
     for c in range(3):
         chan = ds.X[:300, c * 64 : (c + 1) * 64]
         np.testing.assert_array_equal(_labels_of_rows(chan, raw), g[:300, c + 1])
+    assert ds.info["stacked"] == {
+        "k": 3,
+        "n_labels": 10,
+        "base_channels": 1,
+        "columns": ["digit0", "digit1", "digit2"],
+        "labels": list(range(10)),
+    }
     clf = dc.get_digit_classifier()
-    assert ds.info["classifier_test_accuracy"] == clf.test_accuracy
     # The classifier recovers the true mode of real samples about acc³ of the time.
     assert np.mean(clf.predict_stacked(ds.X) == mode) >= 0.85
 
