@@ -257,9 +257,8 @@ def data_problems(s: Scenario) -> list[str]:
     than exist, say), the held-out split and, federated, the partition — as 'path: message'
     problems (empty: fine). Built once: the run reuses the cached result."""
     from fedgan.simulator.data import DataError
-    from fedgan.simulator.partition import PartitionError
-
     from fedgan.simulator.gan.kinds import image_problem
+    from fedgan.simulator.partition import PartitionError
 
     try:
         train = federated_data(s).train if s.federated else prepare_data(s)[0]

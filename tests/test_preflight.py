@@ -100,14 +100,14 @@ def test_validate_takes_overrides_and_prints_messages_verbatim(tmp_path: Path) -
     assert "evaluation.group_by.0: no column 'age'" in text
 
 
-BROKEN_RULE = '''
+BROKEN_RULE = """
 from flwr.serverapp.strategy import FedAvg
 
 
 class Broken(FedAvg):
     def aggregate_train(self, server_round, replies):
         raise KeyError("local.coverage_typo")
-'''
+"""
 
 
 def test_a_crashing_strategy_is_recorded_and_exits_1(tmp_path: Path, monkeypatch: Any) -> None:
@@ -139,7 +139,7 @@ def test_an_unknown_strategy_is_one_problem_not_a_traceback() -> None:
     assert critic.startswith("strategy.critic.name: unknown strategy 'fedmeadian'")
 
 
-RAISING_PROTOCOL = '''
+RAISING_PROTOCOL = """
 from fedgan.server.protocols.fedavg import FedAvgProtocol
 
 
@@ -147,7 +147,7 @@ class Picky(FedAvgProtocol):
     @classmethod
     def check(cls, s):
         return {}["a key its author forgot"]
-'''
+"""
 
 
 def test_a_check_that_raises_is_reported_at_its_path(tmp_path: Path) -> None:
@@ -170,3 +170,21 @@ def test_the_python_api_checks_mappings_and_never_raises(tmp_path: Path) -> None
     assert problem.startswith("strategy.name: unknown strategy 'fedmeadian'")
     assert check(tmp_path / "missing.yaml")[0].startswith("cannot read the file")
     assert check(42)[0].startswith("(top): expected a YAML file path")  # type: ignore[arg-type]
+
+
+def test_an_image_network_on_data_it_cannot_take_is_named_by_path(tmp_path: Path) -> None:
+    # dcgan is built for 28×28 / 32×32; the bundled digits are 8×8 (and a ring is no image).
+    raw = tiny_raw(
+        data={"dataset": "digits", "n_samples": 300, "params": {}},
+        gan={"generator": {"kind": "dcgan"}, "critic": {"kind": "dcgan"}},
+    )
+    errors = _errors(_write(tmp_path, raw))
+    assert any(e.startswith("gan.generator.kind:") and "28×28 or 32×32" in e for e in errors)
+    assert any(e.startswith("gan.critic.kind:") and "got 8×8" in e for e in errors)
+    ring = tiny_raw(gan={"critic": {"kind": "dcgan"}})
+    assert any(
+        e.startswith("gan.critic.kind:") and "needs image data" in e
+        for e in _errors(_write(tmp_path, ring, "ring.yaml"))
+    )
+    upsampled = dict(raw, data={"dataset": "digits", "n_samples": 300, "params": {"size": 28}})
+    assert not [e for e in _errors(_write(tmp_path, upsampled, "d28.yaml")) if "gan." in e]

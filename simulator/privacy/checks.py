@@ -128,6 +128,6 @@ def _dpsgd_problems(s: Scenario) -> list[str]:
     return dpsgd.dp_problems(s.gan.config())
 
 
-PER_SAMPLE_CRITICS = ("mlp", "two_branch", "conv")
+PER_SAMPLE_CRITICS = ("mlp", "two_branch", "conv", "dcgan")
 """The built-in critic kinds: none uses batch statistics (`simulator.gan.dpsgd.dp_problems`
 says the same, building the network), so `validate` needs no torch for them."""
