@@ -811,7 +811,7 @@ def decode_folder(
             pass  # a damaged or foreign file: decode again and replace it
     few = rows is not None and 4 * rows.size < len(listing.names)
     names = [listing.names[i] for i in rows] if (few and rows is not None) else listing.names
-    pixels, sizes = _decode(listing.root, names, crop, size, channels)
+    pixels, sizes = _decode(listing.root, names, listing.names, crop, size, channels)
     facts["from_cache"] = False
     facts["original_sizes"] = sizes
     if few:
@@ -842,20 +842,22 @@ def _write_cache(path: Path, pixels: np.ndarray, names: list[str], sizes: list[l
 def _decode(
     root: Path,
     names: Sequence[str],
+    every: Sequence[str],
     crop: tuple[int, int] | None,
     size: tuple[int, int] | None,
     channels: int | None,
 ) -> tuple[np.ndarray, list[list[int]]]:
-    """Decode `names` (relative to `root`) into uint8 [N, C, H, W] and their distinct original
-    (width, height) sizes. A header pass first (cheap: Pillow reads no pixels) finds the
-    channel count and refuses ragged sizes before any pixel is decoded."""
+    """Decode `names` (relative to `root`) into uint8 [N, C, H, W]; also the distinct original
+    (width, height) sizes of `every` (the whole listing, `names` among them). A header pass
+    over `every` first (cheap: Pillow reads no pixels) refuses unreadable headers and ragged
+    sizes and finds the channel count, so a few rows decode as they would among all."""
     from PIL import Image, UnidentifiedImageError
 
     modes: list[str] = []
     first: tuple[str, tuple[int, int]] | None = None
     out_hw: tuple[int, int] | None = size
     sizes: dict[tuple[int, int], None] = {}
-    for n in names:
+    for n in every:
         f = root / n
         try:
             with Image.open(f) as im:

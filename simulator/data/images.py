@@ -206,8 +206,7 @@ def images(
         dc = crop_hw[::-1] if (transpose and crop_hw) else crop_hw
         ds_ = size_hw[::-1] if (transpose and size_hw) else size_hw
         pix, facts = fmt.decode_folder(listing, rows, dc, ds_, channels)
-        extra.update(facts)
-        info["original_sizes"] = facts.get("original_sizes")
+        extra.update(facts)  # cache_file, from_cache, original_sizes
         if transpose:
             pix = pix.transpose(0, 1, 3, 2)
         scale = pixel_kind(pix, where)

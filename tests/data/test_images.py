@@ -287,3 +287,43 @@ def test_sixty_thousand_mnist_sized_images_load_in_seconds(tmp_path: Path) -> No
     assert took < 10.0, f"{took:.1f} s"
     np.testing.assert_allclose(ds.X[12345], scaled(x[12345].ravel()), atol=1e-6)
     assert np.bincount(ds.labels()).tolist() == [6000] * 10
+
+
+def test_cifar100_folder_fine_and_coarse_labels(tmp_path: Path) -> None:
+    import pickle
+
+    from tests.data.test_image_formats import cifar_batch
+
+    batch, rows = cifar_batch(3, 32, 0)
+    del batch[b"labels"]
+    batch[b"fine_labels"], batch[b"coarse_labels"] = [55, 3, 99], [1, 0, 19]
+    (tmp_path / "train").write_bytes(pickle.dumps(batch, protocol=2))
+    (tmp_path / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"x"]}, protocol=2))
+    ds = load_dataset("images", None, 0, {"path": str(tmp_path)})
+    assert list(ds.groups.columns) == ["label", "coarse_label"]
+    np.testing.assert_array_equal(ds.labels("label"), [55, 3, 99])
+    np.testing.assert_array_equal(ds.labels("coarse_label"), [1, 0, 19])
+    np.testing.assert_allclose(ds.X, scaled(rows), atol=1e-6)
+
+
+def test_folder_subset_before_any_cache_and_mixed_colour(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    root.mkdir()
+    for i in range(8):
+        Image.fromarray(np.full((3, 3), 10 * i, np.uint8), "L").save(root / f"g{i}.png")
+    colour = np.zeros((3, 3, 3), np.uint8)
+    colour[..., 0] = 200
+    Image.fromarray(colour, "RGB").save(root / "z.png")
+    # A dry run's few rows: decoded alone, no cache written; one colour image → 3 channels.
+    few = load_dataset("images", 2, 1, {"path": str(root)})
+    assert few.image_shape == (3, 3, 3) and few.info["from_cache"] is False
+    assert not Path(few.info["cache_file"]).exists()
+    full = load_dataset("images", None, 0, {"path": str(root)})
+    assert Path(full.info["cache_file"]).is_file()
+    # Same seed, same rows, same pixels, whichever way they were decoded.
+    again = load_dataset("images", 2, 1, {"path": str(root)})
+    assert again.info["from_cache"] is True
+    np.testing.assert_array_equal(again.X, few.X)
+    # Grey images repeated into R, G, B; the colour one kept (R 200, G 0, B 0).
+    np.testing.assert_allclose((full.X[1].reshape(3, 9) + 1) * 127.5, 10, atol=1e-4)
+    np.testing.assert_allclose((full.X[8].reshape(3, 9)[:, 0] + 1) * 127.5, [200, 0, 0], atol=1e-4)
