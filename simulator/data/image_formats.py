@@ -1,10 +1,5 @@
-"""Readers of the user's image files (IDX, .npy/.npz, PNG/JPEG folders, CIFAR batches) and the
-array transforms the `images` dataset applies (centre crop, bilinear resize, channel count).
-
-Every reader returns pixels as [N, C, H, W] in the file's own units (uint8 0..255, or the
-float/integer values stored) plus int64 label/attribute columns; scaling to [−1, 1] is the
-`images` dataset's job. Errors are `DataError`s that name the file and what was expected.
-"""
+"""Readers of the user's image files (IDX, .npy/.npz, PNG/JPEG folders, CIFAR) and the array
+transforms of the `images` dataset; pixels come back in the file's own units as [N, C, H, W]."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The `stacked` dataset: k images of a labelled image dataset stacked as channels (Stacked
-MNIST: 3 digits, 1,000 modes)."""
+"""The `stacked` dataset: k labelled images as channels (Stacked MNIST: 3 digits, 1,000 modes)."""
 
 from __future__ import annotations
 
