@@ -76,7 +76,8 @@ DEFAULT_N_SAMPLES = 20000
 
 def _absolute_paths(params: dict[str, Any], dataset: str, base: Path) -> dict[str, Any]:
     """`params` with every relative file path of dataset `dataset` (`path_params`) made
-    absolute against `base` (`~` expanded); `params` itself when there is none."""
+    absolute against `base` (`~` expanded); `params` itself when there is none. A `stacked`
+    dataset's `base_params` are its base dataset's parameters: their paths too."""
     from fedgan.simulator.data.registry import path_params
 
     out = params
@@ -89,6 +90,11 @@ def _absolute_paths(params: dict[str, Any], dataset: str, base: Path) -> dict[st
                 continue
             if full != v:
                 out = {**out, key: full}
+    inner, sub = out.get("base", "digits"), out.get("base_params")
+    if dataset == "stacked" and isinstance(inner, str) and isinstance(sub, dict):
+        resolved = _absolute_paths(sub, inner, base)
+        if resolved is not sub:
+            out = {**out, "base_params": resolved}
     return out
 
 
@@ -193,11 +199,21 @@ def _dry_build(dataset: str, params_json: str) -> tuple[list[str], list[str]]:
     from fedgan.simulator.data import DataError, load_dataset
     from fedgan.simulator.registry import RegistryError as _RegistryError
 
+    from fedgan.simulator.data.registry import is_finite
+
     params = json.loads(params_json)
     problems: list[str] = []
+    finite = is_finite(dataset)
     for _ in range(MAX_DRY_RUNS):
         try:
-            ds = load_dataset(dataset, 64, 0, params)
+            try:
+                ds = load_dataset(dataset, 64, 0, params)
+            except DataError:
+                if not finite:
+                    raise
+                # A file of fewer than 64 rows or images is no mistake: build all of it (its
+                # own error, if it has one, is the one to report).
+                ds = load_dataset(dataset, None, 0, params)
         except DataError as exc:
             key = exc.key if exc.key in params else None
             if key is None:

@@ -16,7 +16,9 @@ def test_registered_names_and_exports() -> None:
     assert DATASETS.names() == [
         "digits",
         "grid",
+        "images",
         "ring",
+        "stacked",
         "stacked_digits",
         "table",
         "two_gaussians",
