@@ -197,9 +197,8 @@ def _dry_build(dataset: str, params_json: str) -> tuple[list[str], list[str]]:
     """(problems as 'data...: message' lines, the dataset's group columns) of a 64-point
     build of `dataset` with these parameters."""
     from fedgan.simulator.data import DataError, load_dataset
-    from fedgan.simulator.registry import RegistryError as _RegistryError
-
     from fedgan.simulator.data.registry import is_finite
+    from fedgan.simulator.registry import RegistryError as _RegistryError
 
     params = json.loads(params_json)
     problems: list[str] = []
