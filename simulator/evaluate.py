@@ -328,6 +328,22 @@ def scenario_feature_space(
     return feature_space(held, train, s.evaluation.features)
 
 
+def feature_problems(s: Scenario) -> list[str]:
+    """`evaluation.features` loaded and run on two held-out images, as the run will at its
+    start (a preflight check: 'evaluation.features: ...' lines); [] when unset or fine, or
+    when the data cannot be built (the data check says why)."""
+    if s.evaluation.features is None:
+        return []
+    from fedgan.simulator.metrics.features import check_features
+    from fedgan.simulator.prepare import prepare_data
+
+    try:
+        held = prepare_data(s)[1]
+    except Exception:  # noqa: BLE001 - reported by the data check
+        return []
+    return check_features(s.evaluation.features, held)
+
+
 def record_feature_space(store: RunStore, space: FeatureSpace) -> None:
     """The feature space in the run folder: its description under `feature_space` in
     env.json (classifier accuracy, cache file, ...), its warnings as `warning` events (once:

@@ -28,6 +28,7 @@ Everything here imports torch: a scenario's validation never imports this module
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -288,25 +289,6 @@ def _train(
     return clf
 
 
-_HASHES: dict[int, tuple[weakref.ref[np.ndarray], str]] = {}
-"""Digest of an array's bytes, by the array's identity: a federated run builds an evaluator
-per target mixture and round over the same training split, and hashing 60,000 images each
-time would cost a quarter second."""
-
-
-def _digest(a: np.ndarray) -> str:
-    hit = _HASHES.get(id(a))
-    if hit is not None and hit[0]() is a:
-        return hit[1]
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str((a.dtype.str, a.shape)).encode())
-    h.update(np.ascontiguousarray(a).data)
-    out = h.hexdigest()
-    if not a.flags.writeable:  # only arrays that cannot change under the same identity
-        _HASHES[id(a)] = (weakref.ref(a), out)
-    return out
-
-
 def cache_key(X: np.ndarray, y: np.ndarray, task: Task, seed: int, epochs: int, steps: int) -> str:
     """Hash of everything the weights depend on: the training images X float32 [n, C·H·W],
     their targets y, the task, the architecture and the training recipe."""
@@ -450,6 +432,7 @@ def clear_memo() -> None:
     """Forget in-process classifiers (the disk cache stays), e.g. to test cache loading."""
     with _LOCK:
         _MEMO.clear()
+        _SPACES.clear()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -652,9 +635,15 @@ def feature_space(
             )
         return FeatureSpace("data")
     if _bundled_digits(real):
-        space = _digit_space(shape, str(real.groups.columns[0]), Stacked.of(real))
+        stacked = Stacked.of(real)
+        space = _digit_space(shape, str(real.groups.columns[0]), stacked)
+        if stacked is not None and real.name != "stacked_digits":
+            # A new stack of the digits counts its modes as every other stack does: all L^k,
+            # uniform. `stacked_digits` keeps the held-out shares its golden tables read.
+            n = stacked.n_modes
+            space.mode_ids, space.mode_weights = np.arange(n), np.full(n, 1.0 / n)
     else:
-        space = _classifier_space(real, train or real, directory, epochs, max_steps, features)
+        space = _memo_classifier_space(real, train or real, directory, epochs, max_steps, features)
     if features is not None:
         space.embed, space.kind = _torchscript(features, real), "torchscript"
         space.info = {**space.info, "kind": "torchscript", "features": str(features)}
@@ -711,6 +700,35 @@ def _digit_space(
     space = FeatureSpace("digit-mlp", embed, labels, mode_column=mode_column, info=info)
     space.warnings = _accuracy_warning(clf.test_accuracy, "digit")
     return space
+
+
+_SPACES: dict[tuple[Any, ...], tuple[weakref.ref[Dataset], FeatureSpace]] = {}
+"""Classifier spaces by training set (its identity) and recipe: a federated run builds an
+evaluator per target mixture and round over the same training split, and hashing 60,000
+images (or finding a stack's distinct channels) each time would cost a second. Datasets are
+never changed in place (`prepare_data` shares them), so identity stands for content."""
+
+
+def _memo_classifier_space(
+    real: Dataset,
+    train: Dataset,
+    directory: str | os.PathLike[str] | None,
+    epochs: int,
+    max_steps: int,
+    features: str | os.PathLike[str] | None,
+) -> FeatureSpace:
+    """`_classifier_space`, remembered per training set (a copy: callers may set fields)."""
+    spec = json.dumps(real.info.get("stacked"), sort_keys=True, default=str)
+    where = str(cache_dir(directory).resolve())
+    key = (id(train), real.image_shape, spec, where, epochs, max_steps, features is None)
+    hit = _SPACES.get(key)
+    if hit is not None and hit[0]() is train:
+        return dataclasses.replace(hit[1], warnings=list(hit[1].warnings))
+    space = _classifier_space(real, train, directory, epochs, max_steps, features)
+    for k in [k for k, (ref, _) in _SPACES.items() if ref() is None]:
+        del _SPACES[k]  # training sets gone: forget them
+    _SPACES[key] = (weakref.ref(train), space)
+    return dataclasses.replace(space, warnings=list(space.warnings))
 
 
 def _classifier_space(
@@ -843,6 +861,22 @@ def _classifier_info(clf: ImageClassifier, what: str, n_images: int) -> dict[str
     }
 
 
+def describe(info: dict[str, Any]) -> str | None:
+    """One line for the user on a run's feature space (env.json's `feature_space`), None for
+    data compared in data space: what embeds the images and the classifier's accuracy."""
+    kind = info.get("kind")
+    acc = info.get("accuracy")
+    said = f"; accuracy {acc:.3f} ({info.get('accuracy_of', '')})" if acc is not None else ""
+    if kind == "torchscript":
+        return f"feature space: {info.get('features')} (evaluation.features)" + said
+    if kind == "digit-mlp":
+        return "feature space: the digit classifier" + said
+    if kind == "classifier":
+        cached = " (cached)" if info.get("loaded_from_cache") else ""
+        return f"feature space: a conv classifier trained on the training split{cached}" + said
+    return None
+
+
 def _accuracy_warning(acc: float, what: str) -> list[str]:
     if acc >= MIN_ACCURACY:
         return []
@@ -896,6 +930,18 @@ def _torchscript(path: str | os.PathLike[str], real: Dataset) -> Callable[[np.nd
             FEATURES_KEY,
         ) from None
     return embed
+
+
+def check_features(path: str | os.PathLike[str], real: Dataset) -> list[str]:
+    """Problems ('evaluation.features: ...' lines) of TorchScript module `path` on images of
+    `real`: not a file, not TorchScript, failing or returning anything but [B, F]; [] if fine."""
+    try:
+        if real.image_shape is None:
+            raise DataError(f"{FEATURES_KEY}: a feature extractor needs image data")
+        _torchscript(path, real)
+    except DataError as exc:
+        return [str(exc)]
+    return []
 
 
 def _checked_output(out: Any, n: int, path: Path) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -325,7 +326,9 @@ class _RGB(torch.nn.Module):
 
 
 def _script(module: torch.nn.Module, path: Path) -> Path:
-    torch.jit.save(torch.jit.script(module), str(path))
+    with warnings.catch_warnings():  # torch ≥ 2.10 deprecates TorchScript for torch.export
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(module), str(path))
     return path
 
 
@@ -426,3 +429,110 @@ def test_digits_keep_their_classifier() -> None:
     assert space.kind == "digit-mlp" and space.accuracy == clf.test_accuracy
     assert space.embed is not None
     np.testing.assert_array_equal(space.embed(held.X), clf.features(held.X))
+
+
+def test_stacks_of_a_digit_subset_number_modes_by_label_index() -> None:
+    """The 8×8 digits keep the digit MLP; a stack of digits 1, 4, 7 two deep has 9 modes,
+    3·l_0 + l_1 with l_i the digit's index among (1, 4, 7), all equally likely."""
+    from fedgan.simulator.data import load_dataset
+
+    params = {"base": "digits", "base_params": {"classes": [1, 4, 7]}, "k": 2}
+    ds = load_dataset("stacked", 600, 0, params)
+    space = F.feature_space(ds, ds)
+    assert space.kind == "digit-mlp" and space.labels is not None
+    ids, w = space.modes(ds)  # type: ignore[misc]
+    np.testing.assert_array_equal(ids, np.arange(9))
+    np.testing.assert_allclose(w, np.full(9, 1 / 9))
+    index = {1: 0, 4: 1, 7: 2}
+    by_hand = [3 * index[a] + index[b] for a, b in ds.groups[["label0", "label1"]].to_numpy()]
+    assert np.mean(space.labels(ds.X) == np.array(by_hand)) > 0.9
+    # A digit outside the stack's labels is off support: the channels of a stack of 0s.
+    zeros = load_dataset("digits", 50, 0, {"classes": [0]}).X
+    assert (space.labels(np.concatenate([zeros, zeros], axis=1)) == -1).mean() > 0.9
+
+
+def test_stacked_digits_keep_their_held_out_mode_shares() -> None:
+    from fedgan.simulator.data import load_dataset
+
+    ds = load_dataset("stacked_digits", 300, 0, {})
+    space = F.feature_space(ds, ds)
+    ids, w = space.modes(ds)  # type: ignore[misc]
+    shares = ds.groups["mode"].value_counts(normalize=True).sort_index()
+    np.testing.assert_array_equal(ids, shares.index.to_numpy())
+    np.testing.assert_allclose(w, shares.to_numpy())
+
+
+def test_describe_says_what_embeds_and_the_accuracy() -> None:
+    info = {"kind": "classifier", "accuracy": 0.9861, "accuracy_of": "class accuracy on x"}
+    assert F.describe(info) == (
+        "feature space: a conv classifier trained on the training split; accuracy 0.986 "
+        "(class accuracy on x)"
+    )
+    assert F.describe({"kind": "data"}) is None
+    assert F.describe({"kind": "torchscript", "features": "/m.pt"}) == (
+        "feature space: /m.pt (evaluation.features)"
+    )
+
+
+def test_a_training_set_is_hashed_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    train, held = blobs(200, 0), blobs(50, 1)
+    first = F.feature_space(held, train, epochs=2)
+    calls: list[int] = []
+    real_key = F.cache_key
+    monkeypatch.setattr(F, "cache_key", lambda *a: calls.append(1) or real_key(*a))
+    again = F.feature_space(held.subset(np.arange(20)), train, epochs=2)  # another held-out set
+    assert calls == [] and again.classifier is first.classifier
+    F.feature_space(held, Dataset("blobs", train.X.copy(), train.groups, image_shape=(1, 28, 28)))
+    assert calls == [1]  # a new training set is hashed
+
+
+def test_preflight_problems_of_the_features_file(tmp_path: Path) -> None:
+    from fedgan.simulator.evaluate import feature_problems
+
+    held = blobs(30, 1)
+    good = _script(_Project(), tmp_path / "trunk.pt")
+    assert F.check_features(good, held) == []
+    (problem,) = F.check_features(_script(_Flat(), tmp_path / "flat.pt"), held)
+    assert problem.startswith("evaluation.features: ") and "[B, F]" in problem
+    # On 8×8 digits the bottom third of 28 rows is empty: its mean is NaN, which is refused.
+    s = validate({"data": {"dataset": "digits"}, "evaluation": {"features": str(good)}})
+    (problem,) = feature_problems(s)
+    assert problem.endswith("returned non-finite features")
+
+    class Stats(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x.mean(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3))], 1)
+
+    stats = _script(Stats(), tmp_path / "stats.pt")
+    s = validate({"data": {"dataset": "digits"}, "evaluation": {"features": str(stats)}})
+    assert feature_problems(s) == []
+    rgb = _script(_RGB(), tmp_path / "rgb.pt")
+    s = validate({"data": {"dataset": "digits"}, "evaluation": {"features": str(rgb)}})
+    (problem,) = feature_problems(s)
+    assert "failed on images [2, 1, 8, 8]" in problem
+
+
+def test_a_centralized_run_on_28px_digits_records_its_feature_space(tmp_path: Path) -> None:
+    from fedgan.simulator.centralized import run_centralized
+
+    s = validate(
+        {
+            "name": "d28",
+            "data": {"dataset": "digits", "n_samples": 400, "params": {"size": 28}},
+            "gan": {
+                "generator": {"kind": "dcgan", "widths": [4, 8]},
+                "critic": {"kind": "dcgan", "widths": [4, 8]},
+                "batch_size": 16,
+            },
+            "train": {"steps": 1},
+            "evaluation": {"every": 1, "n_samples": 50, "min_group_size": 2},
+        }
+    )
+    result = run_centralized(s, tmp_path)
+    env = json.loads((result.path / "env.json").read_text())
+    fs = env["feature_space"]
+    assert fs["kind"] == "classifier" and fs["outputs"] == 10
+    assert 0.0 <= fs["accuracy"] <= 1.0 and fs["n_fit"] + fs["n_val"] == 320  # the train split
+    m = result.metrics
+    assert m.loc[m["metric"] == "modes_total", "value"].tolist() == [10.0]
+    assert (m["metric"] == "frechet_distance").sum() == 1
