@@ -70,9 +70,9 @@ FIGURE_IDS = (
 )
 """Figure ids of a full federated report; a missing one is replaced by `<p id="<id>-note">`.
 A section with one figure per grouping numbers the others `<id>-2`, `<id>-3`, ..."""
-OPTIONAL_FIGURE_IDS = ("fig-against",)
+OPTIONAL_FIGURE_IDS = ("fig-against", "fig-image-groups", "fig-image-clients")
 """Figures that need more than a run: a second run to overlay (`fedgan report RUN --against
-OTHER`)."""
+OTHER`), or image data (the per-group and per-client image grids)."""
 
 MAX_SAMPLE_PANELS = 8
 """Evaluations drawn in the samples figure (evenly spaced, always the last): keeps it legible."""
@@ -1162,8 +1162,119 @@ def _last_groups(run: Run, scope: str, grouping: str) -> pd.DataFrame:
     return group_table(run.metrics, scope, rnd, grouping)
 
 
+IMAGE_ROWS = 20
+"""At most this many groups (forgotten first) or clients (worst served first) drawn as rows."""
+IMAGES_PER_ROW = 8
+
+
+def _tiles(x: np.ndarray, shape: tuple[int, int, int], covered: np.ndarray | None) -> np.ndarray:
+    """One row of IMAGES_PER_ROW tiles, RGB [h+2, n·(w+2), 3] in [0, 1]: each image in a
+    1-pixel frame — red where `covered` is False (a real image the generator does not
+    cover), light grey otherwise; empty slots white."""
+    c, h, w = shape
+    red = np.array(matplotlib.colors.to_rgb(FORGOTTEN_COLOR))
+    row = np.ones((h + 2, IMAGES_PER_ROW * (w + 2), 3))
+    for i in range(min(len(x), IMAGES_PER_ROW)):
+        img = np.clip((x[i].reshape(c, h, w) + 1.0) / 2.0, 0.0, 1.0)
+        rgb = np.repeat(img, 3, axis=0) if c == 1 else img[:3]
+        tile = np.empty((h + 2, w + 2, 3))
+        tile[:] = red if covered is not None and not covered[i] else 0.85
+        tile[1:-1, 1:-1] = rgb.transpose(1, 2, 0)
+        row[:, i * (w + 2) : (i + 1) * (w + 2)] = tile
+    return row
+
+
+def _image_rows(
+    rows: list[tuple[str, np.ndarray]], titles: tuple[str, ...], shape: tuple[int, int, int]
+) -> Figure:
+    """Rows of tile strips (each `_tiles`' width × len(titles) blocks) labelled on the left."""
+    c, h, w = shape
+    strip_h = h + 2
+    fig = _figure(1.2 + 1.1 * len(titles) * IMAGES_PER_ROW * (w + 2) / 80, 0.9 + 0.28 * len(rows))
+    ax = fig.add_subplot(1, 1, 1)
+    canvas = np.concatenate([r for _, r in rows], axis=0)
+    ax.imshow(canvas, interpolation="nearest", aspect="equal")
+    ax.set_yticks([strip_h * (i + 0.5) for i in range(len(rows))], [t for t, _ in rows])
+    block = IMAGES_PER_ROW * (w + 2)
+    ax.set_xticks([block * (i + 0.5) for i in range(len(titles))], list(titles))
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return fig
+
+
+def _image_views(ctx: _Context) -> Any:
+    """The pictures of the last evaluation (`simulator.image_views`), or _NoData."""
+    from fedgan.simulator.image_views import image_views
+
+    files = _sample_files(ctx.run.path)
+    if not files:
+        raise _NoData("no generated samples were saved (samples/ is empty)")
+    if not ctx.run.scenario.get("data") or ctx.round_ is None:
+        raise _NoData("the run has no evaluation")
+    fake = np.load(files[max(files)])
+    try:
+        return max(files), image_views(ctx.run.scenario, fake, ctx.group_by or None)
+    except ValueError as exc:
+        raise _NoData(str(exc)) from None
+
+
+def fig_image_groups(ctx: _Context) -> list[Panel]:
+    r, views = _image_views(ctx)
+    lost = set(ctx.forgotten(views.grouping))
+    order = sorted(views.groups, key=lambda g: (g.group not in lost, views.groups.index(g)))
+    rows = []
+    for g in order[:IMAGE_ROWS]:
+        strip = np.concatenate(
+            [
+                _tiles(g.real, views.image_shape, g.covered),
+                _tiles(g.generated, views.image_shape, None),
+            ],
+            axis=1,
+        )
+        mark = " (forgotten)" if g.group in lost else ""
+        rows.append((f"{views.grouping} {g.group}{mark}: {g.landed}", strip))
+    fig = _image_rows(
+        rows, ("held-out real images", "generated images that land in it"), views.image_shape
+    )
+    cut = len(views.groups) - len(rows)
+    tail = f" {cut} other groups not drawn (forgotten groups come first)." if cut > 0 else ""
+    caption = (
+        f"Per {views.grouping}, at {ctx.step_word} {r}: held-out real images (left; framed red: "
+        "not covered — no generated sample inside its k-NN ball) and generated images that land "
+        "in the group (right: inside the ball of one of its held-out images, what its mass "
+        f"counts); the number after each label is how many samples land there. Compared in "
+        f"{views.space}, as the tables are.{tail}"
+    )
+    return [(fig, caption)]
+
+
+def fig_image_clients(ctx: _Context) -> list[Panel]:
+    r, views = _image_views(ctx)
+    if not views.clients:
+        raise _NoData("a centralized run has no clients")
+    order = sorted(views.clients, key=lambda c: (c.share, c.client))[:IMAGE_ROWS]
+    rows = [
+        (f"client {c.client}: {c.share:.0%}", _tiles(c.real, views.image_shape, c.covered))
+        for c in order
+    ]
+    fig = _image_rows(rows, ("the client's held-out images",), views.image_shape)
+    cut = len(views.clients) - len(rows)
+    tail = f" {cut} better-served clients not drawn." if cut > 0 else ""
+    caption = (
+        f"Per client, at {ctx.step_word} {r}, worst served first: its held-out images, framed red "
+        "where the global generator does not cover them (radii from the pooled held-out set, the "
+        "client × group table's test); the share after each client is its covered share of all "
+        f"its held-out images. Compared in {views.space}.{tail}"
+    )
+    return [(fig, caption)]
+
+
 _FIGURES: tuple[tuple[str, str, Callable[[_Context], list[Panel]]], ...] = (
     ("fig-samples", "Real vs generated samples", fig_samples),
+    ("fig-image-groups", "Images per group: covered, forgotten, generated", fig_image_groups),
+    ("fig-image-clients", "Images per client: what the generator covers", fig_image_clients),
     ("fig-group-bars", "Who is forgotten: per-group coverage and mass", fig_group_bars),
     ("fig-group-metrics", "Per-group recall and coverage over rounds", fig_group_metrics),
     ("fig-against", "Against another run: per-group recall and coverage", fig_against),
