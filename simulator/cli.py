@@ -245,8 +245,36 @@ def run(
         result.metrics, scenario=load_run(result.path).scenario, width=console.width
     ):
         console.print(table)
+    _feature_space_words(result.path)
     console.print(f"run folder: [bold]{result.path}[/bold]", soft_wrap=True)
     console.print(f"pictures:   fedgan report {result.path}", soft_wrap=True, highlight=False)
+
+
+def _feature_space_words(run_dir: Path) -> None:
+    """The space image metrics were computed in (env.json's `feature_space`), with a warning
+    when its classifier tells the images apart badly: every image number rests on it."""
+    import json
+
+    try:
+        space = json.loads((run_dir / "env.json").read_text()).get("feature_space")
+    except (OSError, ValueError):
+        return
+    if not isinstance(space, dict):
+        return
+    from fedgan.simulator.metrics.features import MIN_ACCURACY, describe
+
+    line = describe(space)
+    if line:
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    acc = space.get("accuracy")
+    if isinstance(acc, int | float) and acc < MIN_ACCURACY:
+        err.print(
+            f"[yellow]warning:[/yellow] the feature classifier's held-out accuracy is {acc:.3f},"
+            f" below {MIN_ACCURACY:.2f}: image metrics read a space that does not tell the "
+            "images apart well (evaluation.features can name a trained extractor)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

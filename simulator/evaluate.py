@@ -43,6 +43,8 @@ from fedgan.simulator.metrics.groups import (
 )
 from fedgan.simulator.metrics.prdc import PRDC
 from fedgan.simulator.metrics.registry import DEFAULT_METRICS, METRICS, GroupingContext, Row
+from fedgan.simulator.prepare import feature_problems as feature_problems
+from fedgan.simulator.prepare import scenario_feature_space
 from fedgan.simulator.scenario import Scenario
 from fedgan.simulator.seeding import derive_seed, torch_generator
 from fedgan.simulator.store import RunStore, atomic_write_text
@@ -312,36 +314,6 @@ def make_evaluator(s: Scenario, held: Dataset, train: Dataset | None = None) -> 
         metrics=list(e.metrics),
         space=scenario_feature_space(s, held, train),
     )
-
-
-def scenario_feature_space(
-    s: Scenario, held: Dataset, train: Dataset | None = None
-) -> FeatureSpace:
-    """The feature space of the scenario's evaluations against `held`: a classifier trained
-    on `train` (default: the scenario's training split, `prepare.prepare_data`; only loaded
-    for image data that need it) or `evaluation.features`; the digit classifier for 8×8
-    digits, data space for other data."""
-    if train is None and held.image_shape is not None and held.image_shape[1:] != (8, 8):
-        from fedgan.simulator.prepare import prepare_data
-
-        train = prepare_data(s)[0]
-    return feature_space(held, train, s.evaluation.features)
-
-
-def feature_problems(s: Scenario) -> list[str]:
-    """`evaluation.features` loaded and run on two held-out images, as the run will at its
-    start (a preflight check: 'evaluation.features: ...' lines); [] when unset or fine, or
-    when the data cannot be built (the data check says why)."""
-    if s.evaluation.features is None:
-        return []
-    from fedgan.simulator.metrics.features import check_features
-    from fedgan.simulator.prepare import prepare_data
-
-    try:
-        held = prepare_data(s)[1]
-    except Exception:  # noqa: BLE001 - reported by the data check
-        return []
-    return check_features(s.evaluation.features, held)
 
 
 def record_feature_space(store: RunStore, space: FeatureSpace) -> None:

@@ -30,6 +30,7 @@ from fedgan.simulator.seeding import derive_seed, numpy_rng
 if TYPE_CHECKING:  # torch: imported by a run, not by the preflight's data check
     from fedgan.simulator.gan.state import DPSGD
     from fedgan.simulator.gan.train import GAN, GANState
+    from fedgan.simulator.metrics.features import FeatureSpace
 
 
 def stratified_split(
@@ -274,6 +275,8 @@ def data_problems(s: Scenario) -> list[str]:
         why = image_problem(spec.kind, spec.widths, train.image_shape)
         if why:
             problems.append(f"gan.{net}.kind: {why}")
+    if s.evaluation.features is not None:  # loads torch: only for a scenario that names one
+        problems += feature_problems(s)
     return problems
 
 
@@ -334,8 +337,6 @@ class PooledReference:
 
 @functools.lru_cache(maxsize=8)
 def _pooled_reference(scenario_json: str) -> PooledReference:
-    from fedgan.simulator.evaluate import scenario_feature_space
-
     data = _federated_data(scenario_json)
     s = Scenario.model_validate_json(scenario_json)
     features = scenario_feature_space(s, data.held, data.train).embed
@@ -352,3 +353,32 @@ def critic_state(s: Scenario, gan: GAN | None = None) -> dict[str, np.ndarray]:
 def pooled_reference(s: Scenario) -> PooledReference:
     """The scenario's pooled held-out set in the space PRDC runs in (cached per scenario)."""
     return _pooled_reference(s.to_json())
+
+
+def scenario_feature_space(
+    s: Scenario, held: Dataset, train: Dataset | None = None
+) -> FeatureSpace:
+    """The feature space of the scenario's evaluations against `held`: a classifier trained
+    on `train` (default: the scenario's training split, `prepare.prepare_data`; only loaded
+    for image data that need it) or `evaluation.features`; the digit classifier for 8×8
+    digits, data space for other data."""
+    from fedgan.simulator.metrics.features import feature_space  # torch: only when evaluating
+
+    if train is None and held.image_shape is not None and held.image_shape[1:] != (8, 8):
+        train = prepare_data(s)[0]
+    return feature_space(held, train, s.evaluation.features)
+
+
+def feature_problems(s: Scenario) -> list[str]:
+    """`evaluation.features` loaded and run on two held-out images, as the run will at its
+    start (a preflight check: 'evaluation.features: ...' lines); [] when unset or fine, or
+    when the data cannot be built (the data check says why)."""
+    if s.evaluation.features is None:
+        return []
+    from fedgan.simulator.metrics.features import check_features
+
+    try:
+        held = prepare_data(s)[1]
+    except Exception:  # noqa: BLE001 - reported by the data check
+        return []
+    return check_features(s.evaluation.features, held)

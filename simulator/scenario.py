@@ -1142,8 +1142,21 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> Any:
 
 
 def _paths_from(raw: dict[str, Any], parent: Any, path: Path) -> dict[str, Any]:
-    """`raw` (one file's own mapping) with the data file paths it gives made absolute against
-    its own folder, as `base:` is: the dataset is this file's, else its base chain's."""
+    """`raw` (one file's own mapping) with the file paths it gives — the data's, and
+    `evaluation.features` — made absolute against its own folder, as `base:` is: the dataset
+    is this file's, else its base chain's."""
+    try:
+        folder = path.parent.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return raw
+    ev = raw.get("evaluation")
+    feats = ev.get("features") if isinstance(ev, dict) else None
+    if isinstance(ev, dict) and isinstance(feats, str) and feats:
+        try:
+            full = os.path.normpath(folder / Path(feats).expanduser())
+        except (OSError, ValueError, RuntimeError):  # a NUL byte, no home: the check says so
+            full = feats
+        raw = {**raw, "evaluation": {**ev, "features": full}}
     data = raw.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
         return raw
@@ -1152,10 +1165,6 @@ def _paths_from(raw: dict[str, Any], parent: Any, path: Path) -> dict[str, Any]:
         dataset = parent["data"].get("dataset")
     if not isinstance(dataset, str):
         dataset = "ring"
-    try:
-        folder = path.parent.resolve()
-    except (OSError, ValueError, RuntimeError):
-        return raw
     params = _absolute_paths(data["params"], dataset, folder)
     return raw if params is data["params"] else {**raw, "data": {**data, "params": params}}
 

@@ -97,3 +97,39 @@ def test_two_federated_rounds_on_idx_files_write_per_label_rows(tmp_path: Path) 
     assert env["feature_space"]["accuracy"] > 0.9
     part = pd.read_csv(res.path / "partition.csv")
     assert set(part["group_by"]) == {"label"} and part["n"].sum() > 0
+
+
+def test_the_cli_says_which_feature_space_the_numbers_are_in(tmp_path: Path) -> None:
+    from fedgan.simulator.cli import app
+    from typer.testing import CliRunner
+
+    _write_idx(tmp_path / "files", 120)
+    params = {"path": "files/t-images-idx3-ubyte.gz", "labels": "files/t-labels-idx1-ubyte.gz"}
+    path = _scenario(tmp_path, {"dataset": "images", "params": params})
+    res = CliRunner().invoke(
+        app, ["run", str(path), "federation.rounds=1", "--out", str(tmp_path / "runs")]
+    )
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("feature space:"))
+    assert "classifier trained on the training split" in line
+    acc = json.loads(next((tmp_path / "runs").rglob("env.json")).read_text())
+    assert f"accuracy {acc['feature_space']['accuracy']:.3f}" in line
+
+
+def test_evaluation_features_resolves_against_the_scenario_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    folder = tmp_path / "scen"
+    _write_idx(folder / "files", 80)
+    torch.jit.save(torch.jit.script(torch.nn.Flatten()), str(folder / "trunk.pt"))
+    params = {"path": "files/t-images-idx3-ubyte.gz", "labels": "files/t-labels-idx1-ubyte.gz"}
+    path = _scenario(folder, {"dataset": "images", "params": params})
+    raw = yaml.safe_load(path.read_text())
+    raw["evaluation"]["features"] = "trunk.pt"
+    path.write_text(yaml.safe_dump(raw))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load(path).evaluation.features == str(folder / "trunk.pt")

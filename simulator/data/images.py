@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import fedgan.simulator.data.image_formats as fmt
 import numpy as np
 import pandas as pd
-from fedgan.simulator.data import image_formats as fmt
 from fedgan.simulator.data.base import DataError, Dataset, check_int, check_n_samples
 from fedgan.simulator.data.registry import DATASETS
 
