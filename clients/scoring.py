@@ -107,7 +107,10 @@ def local_evaluation(
             other_n,
         )
     check_finite(fake, client)
-    res = prdc(data.train.X[idx], fake, k=k)
+    # In the space the evaluation compares in (images: the feature classifier's embedding;
+    # other data: the data themselves), so a weighting reads what the tables read.
+    embed = pooled_reference(s).embed
+    res = prdc(embed(data.train.X[idx]), embed(fake), k=k)
     return _from_terms(s, data, client, res.recall_per_real, res.coverage_per_real)
 
 
@@ -196,8 +199,9 @@ def local_evaluations(
                 slots[i] = local_evaluation(s, data, r.client, None)
         except Exception as exc:  # noqa: BLE001 - this client's failure, reported in its slot
             slots[i] = exc
-    reals = [data.train.X[data.client_held[requests[i].client]] for i in ok]
-    terms = recall_coverage_terms(reals, [fakes[i] for i in ok], k, device)
+    embed = pooled_reference(s).embed  # the evaluation's space, as local_evaluation
+    reals = [embed(data.train.X[data.client_held[requests[i].client]]) for i in ok]
+    terms = recall_coverage_terms(reals, [embed(fakes[i]) for i in ok], k, device)
     for i, (rec, cov) in zip(ok, terms, strict=True):
         slots[i] = _from_terms(s, data, requests[i].client, rec, cov)
     return [slots[i] for i in range(len(requests))]
