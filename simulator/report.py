@@ -30,7 +30,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from fedgan.simulator.metrics.forgetting import FORGOTTEN_MASS_RATIO, KEEP_COVERAGE, kept
-from fedgan.simulator.store import Run, atomic_write_text, load_run
+from fedgan.simulator.store import Run, atomic_write_text, load_run, round_files
 from fedgan.simulator.summary import (
     SEPARATOR,
     GroupView,
@@ -215,13 +215,7 @@ def _minority_note(ctx: _Context, grouping: str) -> str:
 
 # ---- figures ---------------------------------------------------------------------------------
 def _sample_files(run_dir: Path) -> dict[int, Path]:
-    out: dict[int, Path] = {}
-    for p in sorted((run_dir / "samples").glob("round-*.npy")):
-        try:
-            out[int(p.stem.split("-", 1)[1])] = p
-        except ValueError:
-            continue  # a stray temporary file of an interrupted write
-    return out
+    return round_files(run_dir / "samples", ".npy")
 
 
 def _pick_rounds(rounds: Sequence[int], k: int) -> list[int]:

@@ -70,16 +70,6 @@ class Samples:
         return px[..., 0] if c == 1 else px
 
 
-def _rounds(run_dir: Path) -> dict[int, Path]:
-    out: dict[int, Path] = {}
-    for p in sorted((run_dir / "checkpoints").glob("round-*.npz")):
-        try:
-            out[int(p.stem.split("-", 1)[1])] = p
-        except ValueError:
-            continue  # a stray temporary file of an interrupted write
-    return out
-
-
 def _kind(ds: Any) -> str:
     if ds.image_shape is not None:
         return "images"
@@ -106,7 +96,9 @@ def draw(
     run_dir = Path(run_dir)
     if n < 1:
         raise SampleError(f"--n must be at least 1, got {n}")
-    rounds = _rounds(run_dir)
+    from fedgan.simulator.store import round_files
+
+    rounds = round_files(run_dir / "checkpoints", ".npz")
     if not rounds:
         raise SampleError(f"{run_dir}: no checkpoints/round-*.npz (the run evaluated nothing yet)")
     r = max(rounds) if round_ is None else round_

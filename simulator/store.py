@@ -206,9 +206,7 @@ class RunStore:
         event says where. Everything written before stays as it was."""
         text = "".join(traceback.format_exception(exc))
         atomic_write_text(self.path / ERROR_FILE, text)
-        self.event(
-            "run_failed", round=round_, phase=phase, error=f"{type(exc).__name__}: {exc}"
-        )
+        self.event("run_failed", round=round_, phase=phase, error=f"{type(exc).__name__}: {exc}")
 
     # ---- arrays ------------------------------------------------------------------------------
     def save_samples(self, round_: int, x: np.ndarray) -> Path:
@@ -241,6 +239,18 @@ class Run:
         """Rows of the last evaluated round (optionally one scope)."""
         df = self.metrics if scope is None else self.metrics[self.metrics["scope"] == scope]
         return df[df["round"] == df["round"].max()] if len(df) else df
+
+
+def round_files(folder: Path, suffix: str) -> dict[int, Path]:
+    """{round: file} of a run folder's `round-<r><suffix>` files (`samples/`, `.npy`;
+    `checkpoints/`, `.npz`), stray temporary files of an interrupted write left out."""
+    out: dict[int, Path] = {}
+    for p in sorted(folder.glob(f"round-*{suffix}")):
+        try:
+            out[int(p.name[len("round-") : -len(suffix)])] = p
+        except ValueError:
+            continue  # "round-000004.tmp.npz": a write that never finished
+    return out
 
 
 def load_run(path: str | Path) -> Run:
