@@ -21,6 +21,7 @@ import pandas as pd
 from fedgan.simulator.cohorts import steps_for
 from fedgan.simulator.data import Dataset, load_dataset
 from fedgan.simulator.data.base import Modes
+from fedgan.simulator.data.encoding import output_spans
 from fedgan.simulator.grouping import group_labels, group_sort_key, grouping_name
 from fedgan.simulator.messages import CRITIC_STATE, generator_travels, select
 from fedgan.simulator.partition import Partition, partition
@@ -28,6 +29,7 @@ from fedgan.simulator.scenario import DataSpec, Scenario
 from fedgan.simulator.seeding import derive_seed, numpy_rng
 
 if TYPE_CHECKING:  # torch: imported by a run, not by the preflight's data check
+    from fedgan.simulator.gan.conditional import Condition
     from fedgan.simulator.gan.state import DPSGD
     from fedgan.simulator.gan.train import GAN, GANState
     from fedgan.simulator.metrics.features import FeatureSpace
@@ -221,13 +223,76 @@ def federated_data(s: Scenario) -> FederatedData:
 
 @functools.lru_cache(maxsize=8)
 def _gan(
-    scenario_json: str, data_dim: int, image_shape: tuple[int, int, int] | None, prox_mu: float
+    scenario_json: str,
+    data_dim: int,
+    image_shape: tuple[int, int, int] | None,
+    prox_mu: float,
+    output_spans: tuple[tuple[int, int, str, float], ...] = (),
 ) -> GAN:
     from fedgan.simulator.gan.train import GAN  # torch: for a run, not for `validate`
 
     s = Scenario.model_validate_json(scenario_json)
     config = replace(s.gan.config(prox_mu=prox_mu, ema=client_ema(s)), dp=dp_sgd(s))
-    return GAN(config, data_dim, image_shape)
+    return GAN(config, data_dim, image_shape, output_spans, condition_of(s))
+
+
+def condition_of(s: Scenario) -> Condition | None:
+    """The condition of `gan.conditional` on the scenario's training split (cached; None when
+    off) — the one every GAN of the run (the clients', the server's) is built with."""
+    if s.gan.conditional is None:
+        return None
+    return _condition(s.to_json())
+
+
+@functools.lru_cache(maxsize=8)
+def _condition(scenario_json: str) -> Condition:
+    from fedgan.simulator.gan.conditional import build_condition
+
+    s = Scenario.model_validate_json(scenario_json)
+    c = s.gan.conditional
+    assert c is not None
+    return build_condition(c.column, c.sampling, prepare_data(s)[0])
+
+
+def conditional_problems(s: Scenario, train: Dataset) -> list[str]:
+    """What `gan.conditional` cannot be combined with, as 'path: message' lines: a column
+    that is not a group column of the data, privacy (the per-category counts the samplers need
+    are client statistics: refused, not accounted), a centralized run (its GAN is not built
+    conditional yet), a protocol that draws no conditions, networks other than MLPs."""
+    c = s.gan.conditional
+    if c is None:
+        return []
+    out = []
+    cols = [str(x) for x in train.groups.columns]
+    if c.column != "all" and c.column not in cols:
+        out.append(
+            f"gan.conditional.column: {c.column!r} is not a group column of the data; allowed: "
+            f"{', '.join(cols + ['all'])}"
+        )
+    if s.privacy is not None:
+        out.append(
+            "gan.conditional: training-by-sampling needs every client's per-category row "
+            "counts (the global frequencies the samplers renormalize, π_j(c) of the server-held "
+            "protocols): client statistics no privacy budget accounts — not allowed with privacy"
+        )
+    if s.federation is None:
+        out.append(
+            "gan.conditional: a centralized run does not build a conditional GAN yet (federated "
+            "runs only: fedavg, mdgan, uagan)"
+        )
+    elif s.federation.protocol not in ("fedavg", "mdgan", "uagan"):
+        out.append(
+            f"gan.conditional: protocol {s.federation.protocol!r} draws no conditions "
+            "(fedavg, mdgan and uagan do)"
+        )
+    for net in ("generator", "critic"):
+        kind = getattr(s.gan, net).kind
+        if kind != "mlp":
+            out.append(
+                f"gan.conditional: needs MLP networks (the generator sees [z, c], the critic "
+                f"[x, c]); gan.{net}.kind is {kind!r}"
+            )
+    return out
 
 
 def dp_sgd(s: Scenario) -> DPSGD | None:
@@ -269,7 +334,7 @@ def data_problems(s: Scenario) -> list[str]:
         return [f"data: {exc}"]
     # A built-in image network on data it cannot take (dcgan on 8×8 digits): said here, with
     # its path, not when the run builds the network.
-    problems = []
+    problems = conditional_problems(s, train)
     for net in ("generator", "critic"):
         spec = getattr(s.gan, net)
         why = image_problem(spec.kind, spec.widths, train.image_shape)
@@ -286,7 +351,8 @@ def make_gan(s: Scenario, data: FederatedData | None = None, prox_mu: float | No
     d = data or federated_data(s)
     if prox_mu is None:
         prox_mu = s.federation.proximal_mu if s.federation else 0.0
-    return _gan(s.to_json(), d.train.X.shape[1], d.train.image_shape, prox_mu)
+    spans = output_spans(d.train.info)  # a mixed table's softmax heads (none otherwise)
+    return _gan(s.to_json(), d.train.X.shape[1], d.train.image_shape, prox_mu, spans)
 
 
 def local_steps(s: Scenario, data: FederatedData, client: int) -> int:

@@ -1,14 +1,30 @@
-"""A user's CSV or Parquet table: numeric feature columns → X, label columns → groups."""
+"""A user's CSV or Parquet table: feature columns → X (numbers and categories), label columns
+→ groups.
+
+Feature columns are encoded by `simulator.data.encoding`: numbers standardized (or raw, or
+CTGAN's mode-specific normalization), categories one-hot × 1/√2. `info["encoding"]` describes
+every span (JSON-ready), enough to decode generated rows back to the user's columns. A column
+may be a feature *and* a group column (a sensitive attribute the generator produces and the
+evaluation groups by).
+
+The loader fits the encoding on every row it loads (pooled: it runs before any partition
+exists). A federated run refits it from its clients' training rows (`refit`, Fed-TGAN's
+merged per-client statistics) once the partition is known; `encoding: pooled` keeps a pooled
+fit over the training rows, the oracle.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from fedgan.simulator.data.base import DataError, Dataset, check_n_samples
+from fedgan.simulator.data import encoding as enc
+from fedgan.simulator.data.base import DataError, Dataset, check_int, check_n_samples
 from fedgan.simulator.data.registry import DATASETS
 from pandas.api import types as ptypes
 
@@ -64,6 +80,30 @@ def _group_column(s: pd.Series, col: str, where: str) -> pd.Series:
     return s.astype("category")
 
 
+def _continuous_mode(
+    standardize: object, continuous: object, any_categorical: bool, where: str
+) -> str:
+    """How numbers are encoded: `continuous` if given; else `standardize` (true: standard,
+    false: raw); else standard in a table with categories (the PRDC space of mixed tables:
+    numbers in standard deviations beside 1/√2 one-hots), raw in an all-numeric one (the
+    loader's behaviour before categories were generated)."""
+    if standardize is not None and not isinstance(standardize, bool):
+        raise DataError(f"{where}: standardize must be true or false, got {standardize!r}")
+    if continuous is not None:
+        if continuous not in enc.CONTINUOUS:
+            raise DataError(
+                f"{where}: continuous must be one of {', '.join(enc.CONTINUOUS)}, "
+                f"got {continuous!r}",
+                "continuous",
+            )
+        if standardize is not None:
+            raise DataError(f"{where}: give continuous or standardize, not both", "standardize")
+        return str(continuous)
+    if standardize is not None:
+        return "standard" if standardize else "none"
+    return "standard" if any_categorical else "none"
+
+
 def table(
     n_samples: int | None = None,
     seed: int = 0,
@@ -71,7 +111,12 @@ def table(
     path: str | os.PathLike[str],
     features: str | Sequence[str] | None = None,
     groups: str | Sequence[str] | None = None,
-    standardize: bool = False,
+    standardize: bool | None = None,
+    categorical: str | Sequence[str] | None = None,
+    continuous: str | None = None,
+    bounds: Mapping[str, Sequence[float | None]] | str | None = None,
+    encoding: str = "federated",
+    max_modes: int = enc.MAX_MODES,
 ) -> Dataset:
     """Load a CSV or Parquet file (by extension).
 
@@ -82,13 +127,27 @@ def table(
     path : str
         The .csv or .parquet file.
     features : column name(s), optional
-        Numeric feature columns → X float32 [n, len(features)]; default every column that is
-        not a group column.
+        The generated columns → X float32 [n, d_enc]; default every column that is not a
+        group column. A group column listed here is generated too (a sensitive attribute).
     groups : column name(s)
         At least one label column; the first is the default group column.
-    standardize : bool
-        Z-score each feature (population std; a constant column is only centred). The means
-        and stds go to `info` so samples can be mapped back to data units.
+    standardize : bool, optional
+        Z-score numeric features (population std; a constant column is only centred).
+        Default: yes in a table with categorical features, no in an all-numeric one.
+    categorical : column name(s), optional
+        Numeric features to treat as categories (integer codes); string, object, category and
+        bool columns are categorical anyway.
+    continuous : {"standard", "mode_specific", "none"}, optional
+        How numbers are encoded, instead of `standardize`: `mode_specific` is CTGAN's
+        variational-GMM normalizer (1 + K columns: a scalar in [−1, 1] and its mode's one-hot).
+    bounds : {column: [lo, hi]} or "observed", optional
+        Decoded numbers are clipped to these (None for an open side); "observed": every
+        numeric feature within its fitted min/max. Integer columns decode to integers.
+    encoding : {"federated", "pooled"}
+        Where a federated run's encoding statistics come from (`refit`): merged per-client
+        statistics (default), or the pooled training rows (the oracle).
+    max_modes : int
+        Most mixture components of a mode-specific column.
     """
     p = Path(path).expanduser()
     where = f"table {str(p)!r}"
@@ -97,7 +156,13 @@ def table(
     if not group_cols:
         raise DataError(f"{where}: give at least one group column (groups=[...])")
     feat_cols = _names(features, "features", where)
-    if not isinstance(standardize, bool):
+    cat_cols = _names(categorical, "categorical", where) or []
+    if encoding not in enc.FITS:
+        raise DataError(
+            f"{where}: encoding must be one of {', '.join(enc.FITS)}, got {encoding!r}", "encoding"
+        )
+    max_modes = check_int("max_modes", max_modes, minimum=1)
+    if standardize is not None and not isinstance(standardize, bool):
         raise DataError(f"{where}: standardize must be true or false, got {standardize!r}")
     df = _read(p, where)
     if df.shape[1] == 0 or len(df) == 0:
@@ -117,39 +182,80 @@ def table(
                 f"{where}: no {what} column(s) {', '.join(map(repr, absent))}; "
                 f"available columns: {columns}"
             )
-    for c in feat_cols:
-        s = df[c]
-        if not ptypes.is_numeric_dtype(s):
-            raise DataError(
-                f"{where}: feature column {c!r} is not numeric (dtype {s.dtype}); "
-                "encode it or pass it as a group column"
-            )
-        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
-        n_nan, n_inf = int(np.isnan(v).sum()), int(np.isinf(v).sum())
-        if n_nan or n_inf:
-            raise DataError(
-                f"{where}: feature column {c!r} has {n_nan} rows with missing values and "
-                f"{n_inf} rows with ±inf; clean or drop them first"
-            )
-    X = df[feat_cols].to_numpy(dtype=np.float64)
-    too_big = np.abs(X) > np.finfo(np.float32).max
-    if np.any(too_big):
-        c = feat_cols[int(np.flatnonzero(too_big.any(axis=0))[0])]
-        raise DataError(f"{where}: feature column {c!r} has values beyond float32's range")
+    any_cat = any(
+        c in cat_cols or not ptypes.is_numeric_dtype(df[c]) or ptypes.is_bool_dtype(df[c])
+        for c in feat_cols
+    )
+    mode = _continuous_mode(standardize, continuous, any_cat, where)
+    plans = enc.plan_columns(
+        df, feat_cols, categorical=cat_cols, continuous=mode, bounds=bounds, where=where
+    )
     grp = pd.DataFrame({c: _group_column(df[c], c, where) for c in group_cols})
+    rows = df[feat_cols]
     if n_req is not None:
         if n_req > len(df):
             raise DataError(f"{where}: n_samples={n_req} but the table has {len(df)} rows")
         keep = np.sort(np.random.default_rng(seed).choice(len(df), size=n_req, replace=False))
-        X, grp = X[keep], grp.iloc[keep]
-    info: dict[str, object] = {"path": str(p), "features": feat_cols, "n_rows_in_file": len(df)}
-    if standardize:
-        # Statistics of the loaded rows (after subsampling), in float64 before the cast.
-        mu, sd = X.mean(axis=0), X.std(axis=0)
-        sd_safe = np.where(sd > 0, sd, 1.0)
-        X = (X - mu) / sd_safe
-        info["feature_mean"], info["feature_std"] = mu.tolist(), sd_safe.tolist()
-    return Dataset(name="table", X=X.astype(np.float32), groups=grp, info=info)
+        rows, grp = rows.iloc[keep], grp.iloc[keep]
+    # Statistics of the loaded rows (after subsampling), in float64 before the cast.
+    fitted = enc.fit_pooled(rows, plans, seed, max_modes)
+    info: dict[str, Any] = {
+        "path": str(p),
+        "features": feat_cols,
+        "n_rows_in_file": len(df),
+        "encoding": fitted,
+        "encoding_fit": encoding,
+        "encoding_seed": seed,
+        "max_modes": max_modes,
+    }
+    if mode == "standard" and all(c["kind"] == "continuous" for c in fitted["columns"]):
+        info["feature_mean"] = [c["mean"] for c in fitted["columns"]]
+        info["feature_std"] = [c["std"] for c in fitted["columns"]]
+    return Dataset(name="table", X=enc.encode(fitted, rows), groups=grp, info=info)
+
+
+def refit(
+    train: Dataset,
+    held: Dataset,
+    client_rows: Sequence[np.ndarray] | None,
+    fit: str | None = None,
+) -> tuple[Dataset, Dataset, int]:
+    """A table's training and held-out sets re-encoded with an encoding fitted on the training
+    rows only: federated (Fed-TGAN: `client_rows[c]`, client c's row positions in `train`,
+    each client's statistics merged at the server) or pooled over `train` (the oracle).
+
+    `fit` defaults to the dataset's `encoding` parameter; `client_rows` None means pooled.
+    Returns (train, held, bytes the clients sent for the fit; 0 when pooled). A dataset
+    without an encoding (not a table) comes back unchanged, 0 bytes.
+
+    The rows are read back from X by `encoding.decode` (exact for categories and integers,
+    float32 rounding for other numbers): the loader keeps no second copy of the table.
+    """
+    old = train.info.get("encoding")
+    if not old:
+        return train, held, 0
+    fit = str(train.info.get("encoding_fit", "federated")) if fit is None else fit
+    if fit not in enc.FITS:
+        raise DataError(f"encoding must be one of {', '.join(enc.FITS)}, got {fit!r}")
+    plans = enc.plans_of(old)
+    seed = int(train.info.get("encoding_seed", 0))
+    max_modes = int(train.info.get("max_modes", enc.MAX_MODES))
+    rows = enc.decode(old, train.X)
+    n_bytes = 0
+    if fit == "pooled" or client_rows is None:
+        new = enc.fit_pooled(rows, plans, seed, max_modes)
+    else:
+        new, n_bytes = enc.fit_federated(rows, client_rows, plans, seed, max_modes)
+    held_rows = enc.decode(old, held.X)
+
+    def put(ds: Dataset, df: pd.DataFrame) -> Dataset:
+        info = {**ds.info, "encoding": new}
+        if "feature_mean" in info:
+            info["feature_mean"] = [c["mean"] for c in new["columns"]]
+            info["feature_std"] = [c["std"] for c in new["columns"]]
+        return replace(ds, X=enc.encode(new, df), info=info)
+
+    return put(train, rows), put(held, held_rows), n_bytes
 
 
 DATASETS.add("table", table)

@@ -1217,6 +1217,10 @@ def why_not(gan: GAN) -> str | None:
     if not ENABLED:
         return "disabled (FEDGAN_FAST_MLP=0)"
     c = gan.config
+    if getattr(gan, "condition", None) is not None:
+        return "conditional GAN (the latent's condition coordinate → one-hot c is not hand-batched)"
+    if getattr(gan, "heads", None) is not None:
+        return "generator has output heads (a mixed-type table's softmax spans)"
     for name, module, cls in (
         ("generator", gan.generator, MLPGenerator),
         ("critic", gan.critic, MLPCritic),

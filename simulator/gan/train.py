@@ -18,12 +18,14 @@ vmap. The generator step is unchanged (it reads the DP critic: post-processing).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from fedgan.simulator.gan import dpsgd, fastmlp, optim
+from fedgan.simulator.gan.conditional import Condition, Sampler
+from fedgan.simulator.gan.heads import Heads, Span, check_spans
 from fedgan.simulator.gan.lipschitz import LipschitzControl, get_control
 from fedgan.simulator.gan.networks import (
     SN_LAYERS,
@@ -57,17 +59,39 @@ class GAN:
     """
 
     def __init__(
-        self, config: GANConfig, data_dim: int, image_shape: tuple[int, int, int] | None = None
+        self,
+        config: GANConfig,
+        data_dim: int,
+        image_shape: tuple[int, int, int] | None = None,
+        output_spans: Sequence[Span] | None = None,
+        condition: Condition | None = None,
     ) -> None:
+        # Conditional training (`conditional.py`): the latent gets one more coordinate, the
+        # condition's (config.latent_dim = L + 1); the generator's input is [z, c] (L + K) and
+        # the critic's [x, c] (d + K). None: the unconditional GAN, untouched.
+        self.condition = condition
+        if condition is not None:
+            if image_shape is not None and config.critic.kind != "mlp":
+                raise ValueError("a conditional GAN needs MLP networks (the critic sees [x, c])")
+            config = replace(config, latent_dim=config.latent_dim + 1)
         self.config = config
+        # Mixed-type tables: an activation per span of the generator's output (softmax over a
+        # categorical column's one-hot, `heads.py`); None: the network's output as it is.
+        self.heads: Heads | None = (
+            Heads(check_spans(output_spans, data_dim)) if output_spans else None
+        )
         self.data_dim = data_dim
         self.objective: Objective = get_objective(config.objective)
         self.control: LipschitzControl = get_control(config.lipschitz, config.lipschitz_params)
+        k = 0 if condition is None else condition.width
         self.generator: nn.Module = build_generator(
-            config.generator, config.latent_dim, data_dim, image_shape
+            config.generator, config.latent_dim + k - (1 if k else 0), data_dim, image_shape
         )
         self.critic: nn.Module = build_critic(
-            config.critic, data_dim, image_shape, spectral_norm=self.control.spectral_norm
+            config.critic,
+            data_dim + k,
+            image_shape if not k else None,
+            spectral_norm=self.control.spectral_norm,
         )
         for spec in (config.g_opt, config.d_opt):
             spec.validate()
@@ -102,8 +126,21 @@ class GAN:
 
     # ---- pure functions ----------------------------------------------------------------------
     def G(self, g: Params, z: Tensor) -> Tensor:
-        """Generator forward: z [B, latent] → x [B, d]."""
-        return functional_call(self.generator, g, (z,))
+        """Generator forward: z [B, latent] → x [B, d] (through the output heads, if any)."""
+        if self.condition is not None:  # the last coordinate picks the condition c
+            z = torch.cat([z[..., :-1], self.condition.one_hot(z[..., -1])], dim=-1)
+        x = functional_call(self.generator, g, (z,))
+        return x if self.heads is None else self.heads(x)
+
+    def cond(self, z: Tensor) -> Tensor:
+        """A conditional GAN's one-hot conditions c [..., K] of latents z [..., L + 1]."""
+        assert self.condition is not None
+        return self.condition.one_hot(z[..., -1])
+
+    def rows(self, g: Params, z: Tensor) -> Tensor:
+        """What the critic sees of G(z): x [B, d], or [x, c] [B, d + K] when conditional."""
+        x = self.G(g, z)
+        return x if self.condition is None else torch.cat([x, self.cond(z)], dim=-1)
 
     def D(self, d: Params, d_buf: Params, x: Tensor) -> Tensor:
         """Critic forward: x [B, d] → v [B]."""
@@ -114,23 +151,50 @@ class GAN:
         return self.draw_steps(n_data, gen, 1).at(0)
 
     def draw_steps(
-        self, n_data: int, gen: torch.Generator, n_steps: int, dp_out: Tensor | None = None
+        self,
+        n_data: int,
+        gen: torch.Generator,
+        n_steps: int,
+        dp_out: Tensor | None = None,
+        sampler: Sampler | None = None,
     ) -> StepNoise:
         """Pre-draw the randomness of `n_steps` generator steps from `gen`, with a leading
         [n_steps] axis. Four calls per block rather than four per step: drawing is a Python-level
         cost that batched training over many clients would otherwise pay per client and step.
         Under DP-SGD (`dpsgd.draw_steps`) the batches are DP samples and the per-parameter
-        noise is drawn too (into `dp_out` [n_steps, n_critic, P] when given)."""
+        noise is drawn too (into `dp_out` [n_steps, n_critic, P] when given). A conditional
+        GAN draws by training-by-sampling (`sampler`, the client's): options for every critic
+        and generator row, set in the latents' last coordinate, and `idx` a real row of each
+        critic row's option."""
         c = self.config
         if c.dp is not None:
             return dpsgd.draw_steps(c, self.critic, n_data, gen, n_steps, dp_out)
         nc, b, L, T = c.n_critic, c.batch_size, c.latent_dim, n_steps
+        if self.condition is not None:
+            return self._draw_conditional(gen, T, sampler)
         return StepNoise(
             idx=torch.randint(n_data, (T, nc, b), generator=gen),
             z_d=torch.randn(T, nc, b, L, generator=gen),
             z_g=torch.randn(T, b, L, generator=gen),
             eps=torch.rand(T, nc, b, 1, generator=gen),
         )
+
+    def _draw_conditional(self, gen: torch.Generator, T: int, sampler: Sampler | None) -> StepNoise:
+        """`draw_steps` of a conditional GAN (training-by-sampling, `conditional.py`)."""
+        c, cond = self.config, self.condition
+        assert cond is not None
+        if sampler is None:
+            raise ValueError("a conditional GAN's training needs its client's sampler")
+        nc, b, L = c.n_critic, c.batch_size, c.latent_dim
+        z_d = torch.randn(T, nc, b, L, generator=gen)
+        z_g = torch.randn(T, b, L, generator=gen)
+        eps = torch.rand(T, nc, b, 1, generator=gen)
+        opt_d = sampler.options(gen, (T, nc, b))
+        opt_g = sampler.options(gen, (T, b))
+        idx = sampler.pick(opt_d, gen)
+        z_d[..., -1] = cond.code(opt_d)
+        z_g[..., -1] = cond.code(opt_g)
+        return StepNoise(idx=idx, z_d=z_d, z_g=z_g, eps=eps)
 
     def critic_step(
         self,
@@ -142,8 +206,9 @@ class GAN:
         mask: Tensor | None = None,
         dp_noise: Tensor | None = None,
     ) -> tuple[GANState, dict[str, Tensor]]:
-        """One critic update on real [B, d] against G(z); returns the new state and stats."""
-        fake = self.G(s.g, z).detach()
+        """One critic update on real [B, d] against G(z); returns the new state and stats.
+        Conditional: real [B, d + K] rows with their conditions, fakes [G(z), c(z)]."""
+        fake = self.rows(s.g, z).detach()
         return self.critic_step_on(s, real, fake, eps, lr_scale, mask, dp_noise)
 
     def critic_step_on(
@@ -225,9 +290,18 @@ class GAN:
         c = self.config
 
         def loss_fn(g: Params) -> tuple[Tensor, dict[str, Tensor]]:
-            v_fake = self.D(s.d, s.d_buf, self.G(g, z))
-            loss = self.objective.generator_loss(v_fake)
-            stats = {"g_loss": loss.detach()}
+            x = self.G(g, z)
+            if self.condition is None:
+                v_fake = self.D(s.d, s.d_buf, x)
+                loss = self.objective.generator_loss(v_fake)
+                stats = {"g_loss": loss.detach()}
+            else:  # [x, c] to the critic, and CTGAN's cross-entropy term (`conditional.py`)
+                cz = self.cond(z)
+                v_fake = self.D(s.d, s.d_buf, torch.cat([x, cz], dim=-1))
+                loss = self.objective.generator_loss(v_fake)
+                ce = self.condition.cross_entropy(x, cz)
+                stats = {"g_loss": loss.detach(), "g_cond_ce": ce.detach()}
+                loss = loss + ce
             if self.objective.probabilistic:
                 stats["d_fake_g"] = torch.sigmoid(v_fake.detach()).mean()
             return loss + _prox(g, s.g_anchor, c.prox_mu), stats
@@ -247,9 +321,12 @@ class GAN:
         acc: dict[str, Tensor] = {}
         mask, dp = noise.mask, noise.dp_noise
         for i in range(self.config.n_critic):
+            real = data[noise.idx[i]]
+            if self.condition is not None:  # the real rows carry the condition they were drawn for
+                real = torch.cat([real, self.cond(noise.z_d[i])], dim=-1)
             s, st = self.critic_step(
                 s,
-                data[noise.idx[i]],
+                real,
                 noise.z_d[i],
                 noise.eps[i],
                 lr_scale,
@@ -271,16 +348,18 @@ class GAN:
         gen: torch.Generator,
         total_steps: int | None = None,
         callback: Callable[[GANState, dict[str, float]], None] | None = None,
+        sampler: Sampler | None = None,
     ) -> tuple[GANState, list[dict[str, float]]]:
         """Run `n_steps` generator steps on data [N, d]; the lr schedule spans `total_steps`
-        (default n_steps) counted from `s.step`. Returns the state and per-step statistics."""
+        (default n_steps) counted from `s.step`. Returns the state and per-step statistics.
+        A conditional GAN needs `sampler` (`Condition.sampler` of the rows in `data`)."""
         total = total_steps or (s.step + n_steps)
         fast = fastmlp.plan(self)
         if fast is not None:  # MLPs: the hand-written step (same update, fewer kernels)
             return fastmlp.train_one(fast, s, data, n_steps, gen, total, callback)
         history: list[dict[str, float]] = []
         for block in draw_blocks(n_steps):
-            noise = self.draw_steps(data.shape[0], gen, block)
+            noise = self.draw_steps(data.shape[0], gen, block, sampler=sampler)
             for t in range(block):
                 s, st = self.step(s, data, noise.at(t), self.config.lr_scale(s.step, total))
                 row = {k: float(v) for k, v in st.items()}

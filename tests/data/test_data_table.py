@@ -133,10 +133,13 @@ def test_no_group_column(tmp_path: Path, groups: list[str] | None) -> None:
     assert "t.csv" in msg
 
 
-def test_non_numeric_feature(tmp_path: Path) -> None:
+def test_non_numeric_feature_is_generated_as_a_category(tmp_path: Path) -> None:
+    # A string column was refused before mixed-type tables; now it is one-hot × 1/√2.
     path = _write(_frame(), tmp_path / "t.csv")
-    msg = _expect("'sex' is not numeric", path=path, features=["x", "sex"], groups=["site"])
-    assert "t.csv" in msg
+    ds = table(path=path, features=["x", "sex"], groups=["site"])
+    assert ds.X.shape == (6, 1 + 3)
+    h = 1 / np.sqrt(2)
+    np.testing.assert_allclose(ds.X[:, 1:], [[h, 0, 0], [0, h, 0]] * 2 + [[h, 0, 0], [0, 0, h]])
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
