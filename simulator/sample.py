@@ -4,8 +4,10 @@
 round R (its `checkpoints/round-<R>.npz`, EMA where the run keeps one: the generator the metrics
 describe), draws N points and writes them back in the data's own units:
 
-* a table (`dataset: table`) → a CSV with the feature columns by name, de-standardized where the
-  table was standardized;
+* a table (`dataset: table`) → a CSV with the generated columns by name, decoded by the
+  run's own encoding (`Dataset.info["encoding"]`, `simulator.data.encoding.decode`):
+  categories as their values (the argmax of each one-hot span), numbers in data units,
+  integer columns as integers, bounded columns clipped to their bounds;
 * images → an `.npz` holding `x`, uint8 [N, H, W] (one channel) or [N, H, W, C], the layout
   image files use, plus a PNG grid of the first samples beside it (`FILE.png`);
 * any other data (mixtures, arrays) → an `.npz` holding `x`, float32 [N, d].
@@ -51,11 +53,16 @@ class Samples:
     columns: tuple[str, ...] = ()
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
+    encoding: dict[str, Any] | None = None
 
     def table(self) -> Any:
         """A table's samples as a DataFrame with its feature columns, in data units."""
         import pandas as pd
 
+        if self.encoding is not None:
+            from fedgan.simulator.data.encoding import decode
+
+            return decode(self.encoding, self.x)
         x = self.x.astype(np.float64)
         if self.mean is not None and self.std is not None:
             x = x * self.std + self.mean
@@ -129,6 +136,19 @@ def draw(
     kind = _kind(ds)
     if kind == "table":
         cols = tuple(str(c) for c in ds.info.get("features", [f"x{i}" for i in range(ds.dim)]))
+        if ds.info.get("encoding"):
+            # The encoding the run trained with: fitted on its training rows (federated or
+            # pooled), not the 64-row probe's.
+            from fedgan.simulator.prepare import federated_data, prepare_data
+
+            train = federated_data(s).train if s.federated else prepare_data(s)[0]
+            encoding = train.info["encoding"]
+            if int(encoding["dim"]) != x.shape[1]:
+                raise SampleError(
+                    f"{rounds[r]}: the generator makes {x.shape[1]} columns but the table's "
+                    f"encoding has {encoding['dim']}"
+                )
+            return Samples(x, kind, r, columns=cols, encoding=encoding)
         mean, std = ds.info.get("feature_mean"), ds.info.get("feature_std")
         if mean is not None and std is not None:
             # The 64-row probe's statistics are not the run's: re-load every row the run used.

@@ -34,6 +34,7 @@ No torch here: the preflight loads tables without it.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,6 +188,7 @@ class ColumnStats:
 
 def _fit_vgm(v: np.ndarray, max_modes: int, seed: int) -> list[tuple[float, float, float]]:
     """CTGAN's normalizer on values v [n]: [(weight, mean, std)] of the kept components."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import BayesianGaussianMixture
 
     n = len(v)
@@ -202,7 +204,11 @@ def _fit_vgm(v: np.ndarray, max_modes: int, seed: int) -> list[tuple[float, floa
         n_init=1,
         random_state=seed,
     )
-    gm.fit(v.reshape(-1, 1))
+    with warnings.catch_warnings():
+        # A DP-prior VGM often stops at max_iter with spare components (CTGAN's settings too);
+        # the unused ones are dropped below, so the warning says nothing to the user.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(v.reshape(-1, 1))
     w = gm.weights_
     keep = w > MODE_MIN_WEIGHT
     w = w[keep] / w[keep].sum()
