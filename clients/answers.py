@@ -35,7 +35,7 @@ import torch
 from fedgan.clients.exchange import Update, admit, one
 from fedgan.clients.scoring import local_evaluation
 from fedgan.simulator.faults import FaultDraw, inject
-from fedgan.simulator.gan import batched, dpsgd, fastmlp
+from fedgan.simulator.gan import batched, conditional, dpsgd, fastmlp
 from fedgan.simulator.gan.split import critic_steps, mdgan_feedback, uagan_answer
 from fedgan.simulator.gan.train import GAN, GANState, Params
 from fedgan.simulator.messages import (
@@ -170,7 +170,8 @@ def _prepare(
     the received batches, and the client's real batches and noise for this step."""
     ins = r.instruction
     fault = admit(s, ins.round, r.client)
-    nc, dim = gan.config.n_critic, data.train.X.shape[1]
+    nc, d = gan.config.n_critic, data.train.X.shape[1]
+    dim = d if gan.condition is None else d + gan.condition.width  # [x, c] when conditional
     sent = select(r.received, CRITIC_STATE)
     if sent and set(sent) != set(base):
         raise KeyError(f"a swapped critic must hold exactly {sorted(base)}, got {sorted(sent)}")
@@ -189,18 +190,27 @@ def _prepare(
     gen = torch_generator(s.seed, "critic-step", r.client, ins.step)
     dp = gan.config.dp
     masks = noise = None
-    if dp is None:
+    cond = None
+    if gan.condition is not None:  # a real row of each fake row's condition (its own pools)
+        cond = torch.as_tensor(fakes[..., d:], dtype=torch.float32)
+        sampler = conditional.client_sampler(gan.condition, data, r.client)
+        idx = sampler.pick(gan.condition.option_of(cond), gen)
+        eps = torch.rand(nc, b, 1, generator=gen)
+    elif dp is None:
         idx = torch.randint(len(own), (nc, b), generator=gen)
         eps = torch.rand(nc, b, 1, generator=gen)
     else:  # DP-SGD batches of the client's own points: Poisson or without replacement
         idx, masks = dpsgd.draw_batches(len(own), gan.config.batch_size, dp.sampling, gen, (nc,))
         eps = torch.rand(nc, idx.shape[-1], 1, generator=gen)
         noise = torch.randn(nc, dpsgd.noise_size(gan.critic), generator=gen)
+    reals = torch.as_tensor(own)[idx]
+    if cond is not None:
+        reals = torch.cat([reals, cond], dim=-1)
     return _Prepared(
         r,
         fault,
         private,
-        torch.as_tensor(own)[idx],
+        reals,
         torch.as_tensor(fakes, dtype=torch.float32),
         eps,
         torch.as_tensor(x, dtype=torch.float32),

@@ -27,7 +27,7 @@ from fedgan.clients.exchange import Update, admit, one
 from fedgan.clients.requests import TrainRequest
 from fedgan.clients.scoring import evaluate_locally, local_evaluations
 from fedgan.simulator.faults import FaultDraw, SimulatedFault, inject
-from fedgan.simulator.gan import batched, dpsgd
+from fedgan.simulator.gan import batched, conditional, dpsgd
 from fedgan.simulator.gan.diagnostics import lipschitz_metrics
 from fedgan.simulator.gan.train import GAN, GANState, Params, StepNoise, draw_blocks
 from fedgan.simulator.messages import (
@@ -241,6 +241,7 @@ def _train_one(
         n_steps,
         torch_generator(s.seed, "train", r.client, r.round),
         total_steps=s.federation.rounds * n_steps,
+        sampler=_sampler(gan, data, r.client),
     )
     means = {str(k): float(v) for k, v in pd.DataFrame(history).mean().items()}
     return _finish(
@@ -248,12 +249,21 @@ def _train_one(
     )
 
 
+def _sampler(gan: GAN, data: FederatedData, client: int) -> conditional.Sampler | None:
+    """A conditional GAN's training-by-sampling on the client's own rows: the categories it
+    holds, the global frequencies renormalized over them (`conditional.client_sampler`)."""
+    if gan.condition is None:
+        return None
+    return conditional.client_sampler(gan.condition, data, client)
+
+
 def _lip(
     s: Scenario, gan: GAN, state: GANState, x: torch.Tensor, r: TrainRequest
 ) -> dict[str, float]:
     """One client's Lipschitz estimates after its round, at the diagnostics rounds only
-    (`simulator.schedule.diagnostics_due`; {} otherwise: the reply carries none)."""
-    if not diagnostics_due(s, r.round):
+    (`simulator.schedule.diagnostics_due`; {} otherwise: the reply carries none). A
+    conditional GAN has none: the estimates probe the critic at unconditioned points."""
+    if not diagnostics_due(s, r.round) or gan.condition is not None:
         return {}
     lip = lipschitz_metrics(gan, state, x, torch_generator(s.seed, "lipschitz", r.client, r.round))
     return {k.split(".", 1)[1]: v for k, v in lip.items()}
@@ -269,7 +279,7 @@ def _lip_stacked(
     rnd: int,
 ) -> dict[str, torch.Tensor]:
     """`_lip` for stacked clients of round `rnd` (values [C])."""
-    if not diagnostics_due(s, rnd):
+    if not diagnostics_due(s, rnd) or gan.condition is not None:
         return {}
     gens = [torch_generator(s.seed, "lipschitz", r.client, rnd) for r in reqs]
     return batched.lipschitz_batched(gan, state, x, sizes, gens)
@@ -331,6 +341,9 @@ def _train_stacked(
         steps,
         total_steps=[f.rounds * n for n in steps],
         start_steps=[(r.round - 1) * n for r, n in zip(reqs, steps, strict=True)],
+        samplers=None
+        if gan.condition is None
+        else [conditional.client_sampler(gan.condition, data, r.client) for r in reqs],
     )
     lip = _lip_stacked(s, gan, state, x, sizes, reqs, rnd)
     arrays = batched.numpy_arrays(state)

@@ -24,9 +24,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -309,6 +311,18 @@ class LipschitzModel(_Model):
         return self
 
 
+class ConditionalModel(_Model):
+    """`gan.conditional`: CTGAN's conditional vector with training-by-sampling
+    (`simulator.gan.conditional`). `column`: a group column of the data (a mixture's `mode`,
+    images' `label`, a table's categorical group column) or `all` (every group column, a column
+    picked uniformly, then a category); `sampling`: how each batch draws its categories —
+    `log_frequency` p ∝ log(1 + n_c) (CTGAN), `uniform`, `empirical` p ∝ n_c. Whether `column`
+    is one of the data's group columns is checked against the data (the preflight)."""
+
+    column: str = Field(min_length=1)
+    sampling: Literal["log_frequency", "uniform", "empirical"] = "log_frequency"
+
+
 class GANModel(_Model):
     """Networks, objective, Lipschitz control and optimizers of local GAN training."""
 
@@ -324,6 +338,17 @@ class GANModel(_Model):
     lr_schedule: Literal["constant", "linear", "cosine"] = "linear"
     lr_final: float = Field(default=0.05, gt=0.0, le=1.0)
     ema: float = Field(default=0.0, ge=0.0, lt=1.0)
+    conditional: ConditionalModel | None = None
+    """Conditional training (None: off; the GAN and its runs exactly as without the key)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No `conditional` key when it is off: a scenario's JSON (its cache and sweep keys)
+        stays what it was before the option existed."""
+        out = handler(self)
+        if isinstance(out, dict) and out.get("conditional", 0) is None:
+            del out["conditional"]
+        return out
 
     @field_validator("objective")
     @classmethod

@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fedgan.server.protocols.base import Reply, Round, Setup
-from fedgan.server.protocols.server_held import ServerHeld, generate, latents
+from fedgan.server.protocols.server_held import (
+    ServerHeld,
+    draw_options,
+    generate,
+    latents,
+    with_condition,
+)
 from fedgan.simulator.lazy import lazy
 from fedgan.simulator.messages import (
     ANSWER_FEEDBACK,
@@ -106,6 +112,8 @@ class MDGAN(ServerHeld):
         """Swapped critics waiting for their new client (partition id → critic state)."""
         self._z: dict[int, Tensor] = {}
         self._common: Tensor | None = None
+        self._opts: np.ndarray | None = None
+        """Conditional training: the step's feedback rows' options [B] (every client's)."""
         """Under user-level DP: the step's common feedback latents [B, latent]."""
 
     @classmethod
@@ -142,11 +150,33 @@ class MDGAN(ServerHeld):
             x_g = xs[-1]
             return {p: {FAKE_CRITIC: xs[i], FAKE_FEEDBACK: x_g} for i, p in enumerate(r.clients)}
         self._z = {p: z_g for p, (_, z_g) in zs.items()}
+        if self.cond is not None:
+            self._condition(r, t, zs)
         xs = generate(self.gan, self.gstate.g, [z for p in r.clients for z in zs[p]])
+        xs = [
+            with_condition(self.gan, x, z)
+            for x, z in zip(xs, (z for p in r.clients for z in zs[p]), strict=True)
+        ]
         return {
             p: {FAKE_CRITIC: xs[2 * i], FAKE_FEEDBACK: xs[2 * i + 1]}
             for i, p in enumerate(r.clients)
         }
+
+    def _condition(self, r: Round, t: int, zs: Mapping[int, tuple[Tensor, Tensor]]) -> None:
+        """Conditional training: client p's critic batches get options of the categories it
+        holds (its renormalized sampler: it pairs each with a real row of its own); every
+        client's feedback batch the same options, drawn once from the global sampler, so that
+        row i's feedbacks can be weighted by π_j(c_i) (`feedback`)."""
+        s = self.setup.scenario
+        self._opts = None
+        for p in r.clients:
+            z_d, z_g = zs[p]
+            draw_options(s, self.gan, z_d, self.client_p[p], t, p)
+            if self._opts is None:
+                self._opts = draw_options(s, self.gan, z_g, self.global_p, t)
+            else:  # the same options for every client's feedback rows
+                assert self.cond is not None
+                z_g[..., -1] = self.cond.code(torch.as_tensor(self._opts))
 
     def extra(self, r: Round, t: int) -> dict[int, dict[str, np.ndarray]]:
         return {p: self.pending.pop(p) for p in r.clients if p in self.pending}
@@ -159,7 +189,15 @@ class MDGAN(ServerHeld):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         e = [torch.as_tensor(rep.arrays()[FEEDBACK]) for rep in replies]
         z = torch.cat([self._z[rep.partition_id] for rep in replies])
-        fb = torch.cat([float(wk) * ek for wk, ek in zip(w, e, strict=True)])
+        if self.cond is not None:  # per row: π_j(c_i), 0 for a client with no row of c_i
+            from fedgan.simulator.gan.conditional import row_weights
+
+            assert self._opts is not None
+            pids = [rep.partition_id for rep in replies]
+            om = torch.as_tensor(row_weights(w, self.counts[pids], self._opts), dtype=e[0].dtype)
+            fb = torch.cat([om[k][:, None] * ek[:, : self.data_dim] for k, ek in enumerate(e)])
+        else:
+            fb = torch.cat([float(wk) * ek for wk, ek in zip(w, e, strict=True)])
         if self.setup.scenario.privacy is not None:  # the clients' g_loss is withheld
             return z, fb, None
         losses = [read_step_reply(rep.message).train.get("g_loss", np.nan) for rep in replies]

@@ -78,6 +78,7 @@ from flwr.app import Message, RecordDict
 
 if TYPE_CHECKING:
     import torch
+    from fedgan.simulator.gan.conditional import Condition
     from fedgan.simulator.gan.train import GAN, GANState
     from torch import Tensor
 else:  # `check` (the preflight) needs no torch: a run imports it on first use
@@ -107,7 +108,7 @@ class ServerHeld(Protocol):
     ) -> None:
         # torch's, imported when a run builds the protocol (its `check` needs none of them)
         from fedgan.simulator.gan.train import GAN
-        from fedgan.simulator.prepare import critic_state, initial_state
+        from fedgan.simulator.prepare import condition_of, critic_state, initial_state
 
         super().__init__(setup)
         s = setup.scenario
@@ -116,13 +117,27 @@ class ServerHeld(Protocol):
         self.exchanges = s.federation.local_steps
         self.total = s.federation.rounds * s.federation.local_steps
         # The server's GAN keeps the per-step generator EMA, as the centralized twin does.
-        self.gan = GAN(s.gan.config(), data.train.X.shape[1], data.train.image_shape)
+        self.gan = GAN(
+            s.gan.config(), data.train.X.shape[1], data.train.image_shape, condition=condition_of(s)
+        )
         self.gstate: GANState = initial_state(s, self.gan)
         self.weighting: Weighting = build_weighting(weighting)
         self.weights_every = weights_every
         self.sizes = np.array([len(ix) for ix in data.client_train], dtype=np.float64)
         self.critic_shapes = {k: tuple(v.shape) for k, v in critic_state(s).items()}
-        self.dim = int(data.train.X.shape[1])
+        self.data_dim = int(data.train.X.shape[1])
+        """d, the generated rows' width."""
+        self.dim = self.data_dim
+        """The width of the rows that travel: d, or d + K with the one-hot condition."""
+        self.cond: Condition | None = self.gan.condition
+        if self.cond is not None:
+            from fedgan.simulator.gan.conditional import client_counts, renormalized
+
+            self.dim += self.cond.width
+            self.counts = client_counts(self.cond, data)
+            """n_{j,o}: client j's training rows of option o (the counts clients release)."""
+            self.global_p = self.cond.global_probs(self.counts.sum(axis=0))
+            self.client_p = [renormalized(self.global_p, n > 0) for n in self.counts]
         self.weight_of: dict[int, float] = {}
         """The weighting's latest weight of each client scored so far (unnormalised)."""
         self._losses: list[float] = []
@@ -396,6 +411,32 @@ class ServerHeld(Protocol):
         return out
 
 
+def draw_options(
+    s: Scenario, gan: GAN, z: Tensor, probs: np.ndarray, t: int, *keys: int
+) -> np.ndarray:
+    """Conditional training: draw each row's option of latents z [..., latent] from `probs`
+    [K] (a stream of its own, `torch_generator(seed, "server-c", t, *keys)`: the latents'
+    streams stay those of an unconditional run) and set it in z's condition coordinate, in
+    place. Returns the options [...]."""
+    cond = gan.condition
+    assert cond is not None
+    gen = torch_generator(s.seed, "server-c", t, *keys)
+    n = int(np.prod(z.shape[:-1]))
+    opts = torch.multinomial(torch.as_tensor(probs), n, replacement=True, generator=gen)
+    opts = opts.view(*z.shape[:-1])
+    z[..., -1] = cond.code(opts)
+    return opts.numpy()
+
+
+def with_condition(gan: GAN, x: np.ndarray, z: Tensor) -> np.ndarray:
+    """Generated rows x [..., d] with the one-hot condition of their latents z appended:
+    [..., d + K], what travels to the clients (their critics see [x, c])."""
+    if gan.condition is None:
+        return x
+    c = gan.cond(z).numpy().astype(x.dtype)
+    return np.concatenate([x, c], axis=-1)
+
+
 def latents(s: Scenario, gan: GAN, t: int, *keys: int) -> tuple[Tensor, Tensor]:
     """Step `t`'s latents (for a client when `keys` name it): (critic batches [n_critic, B,
     latent], feedback batch [B, latent])."""
@@ -419,4 +460,4 @@ def generate(gan: GAN, g: dict[str, Tensor], zs: Sequence[Tensor]) -> list[np.nd
     return out
 
 
-__all__ = ["ServerHeld", "generate", "latents"]
+__all__ = ["ServerHeld", "draw_options", "generate", "latents", "with_condition"]

@@ -56,7 +56,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fedgan.server.protocols.base import Reply, Round, Setup
-from fedgan.server.protocols.server_held import ServerHeld, generate, latents
+from fedgan.server.protocols.server_held import (
+    ServerHeld,
+    draw_options,
+    generate,
+    latents,
+    with_condition,
+)
 from fedgan.simulator.gan.objectives import OBJECTIVES
 from fedgan.simulator.lazy import lazy
 from fedgan.simulator.messages import (
@@ -107,6 +113,8 @@ class UAGAN(ServerHeld):
         super().__init__(setup, weighting, weights_every)
         self.pi = pi
         self._z: Tensor | None = None
+        self._opts: np.ndarray | None = None
+        """Conditional training: the feedback rows' options [B]."""
 
     @classmethod
     def check(cls, s: Scenario) -> list[str]:
@@ -136,11 +144,35 @@ class UAGAN(ServerHeld):
         return self.sizes[list(pids)]
 
     def fakes(self, r: Round, t: int) -> dict[int, dict[str, np.ndarray]]:
-        z_d, z_g = latents(self.setup.scenario, self.gan, t)
+        s = self.setup.scenario
+        z_d, z_g = latents(s, self.gan, t)
         self._z = z_g
+        if self.cond is not None:
+            return self._conditional_fakes(r, t, z_d, z_g)
         x_d, x_g = generate(self.gan, self.gstate.g, [z_d, z_g])
         batch = {FAKE_CRITIC: x_d, FAKE_FEEDBACK: x_g}  # one object: the same for every client
         return {p: batch for p in r.clients}
+
+    def _conditional_fakes(
+        self, r: Round, t: int, z_d: Tensor, z_g: Tensor
+    ) -> dict[int, dict[str, np.ndarray]]:
+        """Conditional training: one feedback batch for all (its options from the global
+        sampler: Φ(x|c) needs every client's logit at the same [x, c]); each client's critic
+        batches on the same latents with options of the categories it holds (its renormalized
+        sampler: it pairs each with a real row of its own)."""
+        s = self.setup.scenario
+        self._opts = draw_options(s, self.gan, z_g, self.global_p, t)
+        zs = []
+        for p in r.clients:
+            z = z_d.clone()
+            draw_options(s, self.gan, z, self.client_p[p], t, p)
+            zs.append(z)
+        xs = generate(self.gan, self.gstate.g, [*zs, z_g])
+        x_g = with_condition(self.gan, xs[-1], z_g)
+        return {
+            p: {FAKE_CRITIC: with_condition(self.gan, xs[i], zs[i]), FAKE_FEEDBACK: x_g}
+            for i, p in enumerate(r.clients)
+        }
 
     def feedback(
         self, replies: Sequence[Reply], w: np.ndarray
@@ -148,6 +180,15 @@ class UAGAN(ServerHeld):
         answers = [rep.arrays() for rep in replies]
         logits = torch.as_tensor(np.stack([a[LOGITS] for a in answers]))
         grads = torch.as_tensor(np.stack([a[LOGIT_GRADS] for a in answers]))
+        if self.cond is not None:  # Φ(x|c): per-row π_j(c) (`conditional.row_weights`)
+            from fedgan.simulator.gan.conditional import row_weights, uagan_feedback_rows
+
+            assert self._opts is not None
+            pids = [rep.partition_id for rep in replies]
+            pi = torch.as_tensor(row_weights(w, self.counts[pids], self._opts), dtype=logits.dtype)
+            e, loss = uagan_feedback_rows(self.gan, logits, grads[..., : self.data_dim], pi)
+            assert self._z is not None
+            return self._z, e, loss
         log_pi = torch.log(torch.as_tensor(w, dtype=logits.dtype))
         from fedgan.simulator.gan.split import uagan_feedback
 

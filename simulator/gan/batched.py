@@ -23,6 +23,7 @@ from dataclasses import fields
 import numpy as np
 import torch
 from fedgan.simulator.gan import dpsgd, fastmlp
+from fedgan.simulator.gan.conditional import Sampler
 from fedgan.simulator.gan.train import (
     ARRAY_GROUPS,
     DRAW_BLOCK,
@@ -171,6 +172,7 @@ def _draw(
     block: int,
     offset: int,
     dp_out: Tensor | None = None,
+    sampler: Sampler | None = None,
 ) -> StepNoise:
     """A client's noise for steps offset..offset+block of its loop: the steps it really takes
     are drawn exactly as `GAN.train` draws them; steps past its end are zeros (masked). Under
@@ -192,7 +194,7 @@ def _draw(
         )
     if own == 0:
         return pad
-    drawn = gan.draw_steps(n_data, gen, own, None if dp_out is None else dp_out[:own])
+    drawn = gan.draw_steps(n_data, gen, own, None if dp_out is None else dp_out[:own], sampler)
     drawn = StepNoise(**{k: v for k, v in drawn.tensors().items() if k != "dp_noise"})
     if own == block:
         return drawn
@@ -208,13 +210,17 @@ def train_batched(
     n_steps: int | Sequence[int],
     total_steps: int | Sequence[int] | None = None,
     start_steps: Sequence[int] | None = None,
+    samplers: Sequence[Sampler] | None = None,
 ) -> tuple[GANState, dict[str, Tensor]]:
     """Train C clients at once: `n_steps` (one count, or one per client) generator steps each.
 
     state: stacked (`stack`); data [C, N, ...] padded client data (`pad_data`), client c's
     real points in its first `n_data[c]` rows; gens: one generator per client (its noise
     stream). Client c's lr schedule spans `total_steps` (one, or one per client) from its
-    `start_steps[c]` (default: `state.step` for all), as in `GAN.train`. Returns the stacked
+    `start_steps[c]` (default: `state.step` for all), as in `GAN.train`. A conditional GAN
+    takes `samplers` (client c's `Condition.sampler`): the vmapped step is the same
+    `GAN.step` (its [x, c] concatenations and cross-entropy term are pure), not the
+    hand-batched MLP step (`fastmlp.why_not`). Returns the stacked
     new state (step counter advanced by the largest count) and each statistic's mean over the
     client's own steps, [C].
     """
@@ -255,7 +261,16 @@ def train_batched(
         dp = None if dp_buf is None else dp_buf[:, :block]
         noise = _stack_noise(
             [
-                _draw(gan, n_data[c], gens[c], steps[c], block, t, None if dp is None else dp[c])
+                _draw(
+                    gan,
+                    n_data[c],
+                    gens[c],
+                    steps[c],
+                    block,
+                    t,
+                    None if dp is None else dp[c],
+                    None if samplers is None else samplers[c],
+                )
                 for c in range(C)
             ],
             device,

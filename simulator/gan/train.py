@@ -70,6 +70,8 @@ class GAN:
         # condition's (config.latent_dim = L + 1); the generator's input is [z, c] (L + K) and
         # the critic's [x, c] (d + K). None: the unconditional GAN, untouched.
         self.condition = condition
+        self.sample_option: int | None = None
+        """A conditional GAN's `sample` draws this option only (`conditional.conditioned`)."""
         if condition is not None:
             if image_shape is not None and config.critic.kind != "mlp":
                 raise ValueError("a conditional GAN needs MLP networks (the critic sees [x, c])")
@@ -373,6 +375,8 @@ class GAN:
         """n generated points [n, d] (from the EMA generator when there is one)."""
         g = s.g_ema if (use_ema and s.g_ema) else s.g
         z = torch.randn(n, self.config.latent_dim, generator=gen)
+        if self.condition is not None and self.sample_option is not None:
+            z[:, -1] = self.condition.code(torch.full((n,), self.sample_option, dtype=torch.long))
         return self.G(g, z)
 
 
