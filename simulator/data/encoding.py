@@ -427,6 +427,25 @@ def category_of(encoding: Mapping[str, Any], X: np.ndarray, column: str) -> np.n
     return cats[np.argmax(span, axis=1)]
 
 
+def generated_groups(
+    encoding: Mapping[str, Any], X: np.ndarray, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Rows of X [n, dim] grouped by their *generated* value: a DataFrame [n] with one column
+    per categorical column (default: every one), each row's argmax category, labelled as the
+    table's group columns label it (a bool column as 0/1, `table._group_column`). Feed it to
+    `grouping.group_labels(frame, grouping)` for a grouping whose columns are all generated
+    (e.g. a sensitive attribute that is also a group column, or an intersection of two)."""
+    names = [c["name"] for c in encoding["columns"] if c["kind"] == "categorical"]
+    cols = names if columns is None else list(columns)
+    out: dict[str, Any] = {}
+    for name in cols:
+        v = category_of(encoding, X, name)
+        if _column(encoding, name)["dtype"] == "bool":
+            v = v.astype(np.int64)
+        out[name] = v
+    return pd.DataFrame(out)
+
+
 def _column(encoding: Mapping[str, Any], column: str) -> Mapping[str, Any]:
     for c in encoding["columns"]:
         if c["name"] == column:

@@ -225,7 +225,8 @@ def refit(
     each client's statistics merged at the server) or pooled over `train` (the oracle).
 
     `fit` defaults to the dataset's `encoding` parameter; `client_rows` None means pooled.
-    Returns (train, held, bytes the clients sent for the fit; 0 when pooled). A dataset
+    Returns (train, held, bytes the clients sent for the fit; 0 when pooled), the bytes also
+    in both sets' `info["encoding_bytes"]`. A dataset
     without an encoding (not a table) comes back unchanged, 0 bytes.
 
     The rows are read back from X by `encoding.decode` (exact for categories and integers,
@@ -249,7 +250,8 @@ def refit(
     held_rows = enc.decode(old, held.X)
 
     def put(ds: Dataset, df: pd.DataFrame) -> Dataset:
-        info = {**ds.info, "encoding": new}
+        # The bytes ride along, so whoever reports the run's traffic reads them here.
+        info = {**ds.info, "encoding": new, "encoding_bytes": n_bytes}
         if "feature_mean" in info:
             info["feature_mean"] = [c["mean"] for c in new["columns"]]
             info["feature_std"] = [c["std"] for c in new["columns"]]

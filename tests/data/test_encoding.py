@@ -270,6 +270,7 @@ def test_refit_federated_and_pooled(tmp_path: Path) -> None:
     ftr, fho, n_bytes = refit(train, held, rows)
     ptr, pho, zero = refit(train, held, rows, fit="pooled")
     assert ftr.info["encoding"]["fit"] == "federated" and zero == 0 and n_bytes > 0
+    assert ftr.info["encoding_bytes"] == fho.info["encoding_bytes"] == n_bytes
     df = pd.read_csv(path).iloc[:300]
     wage = ftr.info["encoding"]["columns"][-1]
     assert wage["mean"] == pytest.approx(df["wage"].mean(), rel=1e-6)
@@ -307,3 +308,20 @@ def test_tables_of_other_shapes_round_trip(tmp_path: Path, n_rows: int) -> None:
         assert back["only"].tolist() == ["k"] * n_rows
         np.testing.assert_allclose(back["const"], 4.0, rtol=1e-6)
         assert back["i"].tolist() == list(range(n_rows))
+
+
+def test_generated_groups_label_rows_as_the_group_columns_do(tmp_path: Path) -> None:
+    from fedgan.simulator.grouping import group_labels
+
+    path = tmp_path / "g.csv"
+    pd.DataFrame(
+        {"sex": ["F", "M", "F", "M"], "flag": [True, False, False, True], "x": [1.0, 2, 3, 4]}
+    ).to_csv(path, index=False)
+    ds = table(path=str(path), groups=["sex", "flag"], features=["sex", "flag", "x"])
+    gen = enc.generated_groups(ds.info["encoding"], ds.X)
+    assert list(gen.columns) == ["sex", "flag"]
+    # On real rows the generated value is the row's own group, labelled the same way.
+    assert gen["sex"].tolist() == ds.labels("sex").astype(str).tolist()
+    assert gen["flag"].tolist() == ds.labels("flag").tolist() == [1, 0, 0, 1]
+    both = group_labels(gen, ["sex", "flag"])
+    assert both.tolist() == ["F|1", "M|0", "F|0", "M|1"]
