@@ -202,7 +202,7 @@ def _fit_vgm(v: np.ndarray, max_modes: int, seed: int) -> list[tuple[float, floa
         weight_concentration_prior=0.001,
         max_iter=100,
         n_init=1,
-        random_state=seed,
+        random_state=seed % 2**32,  # run seeds are 64-bit; sklearn takes 32
     )
     with warnings.catch_warnings():
         # A DP-prior VGM often stops at max_iter with spare components (CTGAN's settings too);

@@ -325,3 +325,11 @@ def test_generated_groups_label_rows_as_the_group_columns_do(tmp_path: Path) -> 
     assert gen["flag"].tolist() == ds.labels("flag").tolist() == [1, 0, 0, 1]
     both = group_labels(gen, ["sex", "flag"])
     assert both.tolist() == ["F|1", "M|0", "F|0", "M|1"]
+
+
+def test_a_64_bit_run_seed_fits_a_mixture(tmp_path: Path) -> None:
+    # Runs derive 64-bit data seeds; sklearn's random_state takes 32 bits.
+    path = tmp_path / "b.csv"
+    _bimodal(200).assign(s=0).to_csv(path, index=False)
+    ds = table(None, 2**63 - 7, path=str(path), groups="s", continuous="mode_specific")
+    assert ds.info["encoding"]["columns"][0]["kind"] == "mode_specific"
