@@ -123,19 +123,30 @@ def test_mdgan_feedback_rows_are_weighted_by_pi(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize("protocol", ["fedavg", "mdgan", "uagan"])
-def test_a_conditional_run_takes_its_steps(protocol: str, tmp_path: Path) -> None:
+def test_a_conditional_run_takes_its_steps_alike_on_both_engines(
+    protocol: str, tmp_path: Path
+) -> None:
     fed: dict[str, Any] = {"rounds": 1, "local_steps": 2}
     if protocol != "fedavg":
         fed["protocol"] = protocol
-    s = tiny(
-        gan={"conditional": {"column": "mode", "sampling": "uniform"}},
-        federation=fed,
-        evaluation={"n_samples": 100},
-    )
-    run = run_federated(s, tmp_path)
-    m = load_run(run.path).metrics
+    tables = []
+    for engine in ("inprocess", "vectorized"):  # one client at a time vs vmapped clients
+        s = tiny(
+            gan={"conditional": {"column": "mode", "sampling": "uniform"}},
+            federation=fed,
+            evaluation={"n_samples": 100},
+            engine={"name": engine},
+        )
+        tables.append(load_run(run_federated(s, tmp_path / engine).path).metrics)
+    m = tables[0]
     if protocol == "fedavg":
         ce = m[m.metric == "train.g_cond_ce"].value
         assert len(ce) and np.all(ce == 0)  # `mode` is not a column of X: no term
     assert np.isfinite(m[m.metric.str.startswith("train.")].value.astype(float)).all()
     assert (m.metric == "eval.coverage").any()
+    keys = ["round", "scope", "client", "group_by", "group", "metric"]
+    both = tables[0].merge(tables[1], on=keys, suffixes=("_seq", "_vec"))
+    assert len(both) == len(tables[0]) == len(tables[1])
+    np.testing.assert_allclose(
+        both.value_vec.astype(float), both.value_seq.astype(float), rtol=1e-4, atol=1e-5
+    )
