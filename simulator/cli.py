@@ -797,8 +797,11 @@ def _sample_group(run_dir: Path, group: str, n: int, round_: int | None, seed: i
         option = option_index(gan.condition, group)
     except ValueError as exc:
         _fail(str(exc))
-    with conditioned(gan, option):
-        return draw(run_dir, n, round_, seed)
+    with conditioned(gan, option) as drawn:
+        samples = draw(run_dir, n, round_, seed)
+    if sum(drawn) != n:  # `draw` built another GAN object: its rows are not conditioned
+        _fail(f"--group {group}: the sampler did not draw through the conditional generator")
+    return samples
 
 
 @app.command()

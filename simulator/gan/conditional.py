@@ -237,8 +237,9 @@ class Condition:
     # --- the generator's cross-entropy term -----------------------------------------------------
 
     def cross_entropy(self, x: Tensor, c: Tensor) -> Tensor:
-        """−(1/B) Σ_i log x_i[span_pos(c_i)] over rows whose option's column is generated
-        (the others add 0); x [B, d] generated rows, c [B, K] one-hot. Pure (vmap)."""
+        """−(1/B) Σ_i log(x_i[span_pos(c_i)] / span_scale) over rows whose option's column is
+        generated (the others add 0): CTGAN's masked cross-entropy, read from the softmax
+        head's probabilities. x [B, d] generated rows, c [B, K] one-hot; a scalar. Pure."""
         pos = torch.as_tensor(self.span_pos, device=x.device)
         has = (pos >= 0).to(x.dtype)
         at = (c * pos.clamp(min=0).to(x.dtype)).sum(-1).long()  # [B]: each row's entry in X
@@ -396,6 +397,8 @@ def client_sampler(cond: Condition, data: FederatedData, client: int) -> Sampler
         return hit[1]
     total = client_counts(cond, data).sum(axis=0)
     out = cond.sampler(data.client_train[client], total)
+    if len(_SAMPLERS) > 4096:  # many runs in one process: drop the old ones
+        _SAMPLERS.clear()
     _SAMPLERS[key] = (cond, out)
     return out
 
@@ -405,13 +408,16 @@ _SAMPLERS: dict[tuple[int, int], tuple[Condition, Sampler]] = {}
 
 
 @contextlib.contextmanager
-def conditioned(gan: Any, option: int) -> Iterator[None]:
+def conditioned(gan: Any, option: int) -> Iterator[list[int]]:
     """Within the block, `gan.sample` (a conditional GAN's) draws rows of `option` only —
-    what `fedgan sample --group` wraps around `simulator.sample.draw`."""
+    what `fedgan sample --group` wraps around `simulator.sample.draw`. Yields a list that
+    collects the sizes of the conditioned draws (empty after the block: nothing sampled
+    through this GAN object, so the caller must not claim the rows are of `option`)."""
     if gan.condition is None:
         raise ValueError("the GAN is not conditional")
     old, gan.sample_option = gan.sample_option, option
+    old_log, gan.sample_log = gan.sample_log, []
     try:
-        yield
+        yield gan.sample_log
     finally:
-        gan.sample_option = old
+        gan.sample_option, gan.sample_log = old, old_log

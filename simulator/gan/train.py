@@ -72,6 +72,8 @@ class GAN:
         self.condition = condition
         self.sample_option: int | None = None
         """A conditional GAN's `sample` draws this option only (`conditional.conditioned`)."""
+        self.sample_log: list[int] = []
+        """Sizes of the draws `sample` conditioned on `sample_option` (`conditioned`'s check)."""
         if condition is not None:
             if image_shape is not None and config.critic.kind != "mlp":
                 raise ValueError("a conditional GAN needs MLP networks (the critic sees [x, c])")
@@ -377,6 +379,7 @@ class GAN:
         z = torch.randn(n, self.config.latent_dim, generator=gen)
         if self.condition is not None and self.sample_option is not None:
             z[:, -1] = self.condition.code(torch.full((n,), self.sample_option, dtype=torch.long))
+            self.sample_log.append(n)
         return self.G(g, z)
 
 

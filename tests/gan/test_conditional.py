@@ -205,8 +205,9 @@ def test_conditioned_sampling_draws_one_option() -> None:
     with pytest.raises(ValueError, match="allowed: a, b, c"):
         option_index(cond, "d")
     gen = torch.Generator().manual_seed(3)
-    with conditioned(gan, 2):
+    with conditioned(gan, 2) as drawn:
         x = gan.sample(s, 6, gen)
+    assert drawn == [6]
     z = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
     z[:, -1] = cond.code(torch.full((6,), 2))
     torch.testing.assert_close(x, gan.G(s.g, z))

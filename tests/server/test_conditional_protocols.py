@@ -150,3 +150,29 @@ def test_a_conditional_run_takes_its_steps_alike_on_both_engines(
     np.testing.assert_allclose(
         both.value_vec.astype(float), both.value_seq.astype(float), rtol=1e-4, atol=1e-5
     )
+
+
+def test_fedgan_sample_group_draws_one_category(tmp_path: Path) -> None:
+    from fedgan.simulator.cli import app
+    from typer.testing import CliRunner
+
+    s = tiny(
+        gan={"conditional": {"column": "mode"}},
+        federation={"rounds": 1, "local_steps": 2},
+        evaluation={"n_samples": 100},
+    )
+    run = run_federated(s, tmp_path).path
+    out = tmp_path / "g.npz"
+    args = ["sample", str(run), "--n", "30", "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--group", "3"])
+    assert res.exit_code == 0, res.output
+    with np.load(out) as z:
+        rows = z["x"]
+    assert rows.shape == (30, 2)
+    res = CliRunner().invoke(app, [*args, "--group", "0"])
+    with np.load(out) as z:
+        assert not np.allclose(z["x"], rows)  # another condition, the same latents
+    res = CliRunner().invoke(app, [*args, "--group", "9"])
+    assert res.exit_code == 2
+    assert "not a category of the conditioned column mode" in res.output
+    assert "allowed: 0, 1, 2, 3, 4, 5, 6, 7" in res.output
