@@ -176,3 +176,25 @@ def test_fedgan_sample_group_draws_one_category(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "not a category of the conditioned column mode" in res.output
     assert "allowed: 0, 1, 2, 3, 4, 5, 6, 7" in res.output
+
+
+def test_a_client_pairs_each_fake_row_with_a_real_row_of_its_condition() -> None:
+    from fedgan.clients.answers import StepRequest, _prepare
+    from fedgan.simulator.messages import ANSWER_LOGITS, StepInstruction
+    from fedgan.simulator.prepare import critic_state
+
+    proto, data = _server("uagan")
+    s, gan, cond = proto.setup.scenario, proto.gan, proto.cond
+    clients = list(range(data.n_clients))
+    fakes = proto.fakes(Round(1, clients, {}, None), 0)  # type: ignore[arg-type]
+    for p in clients:
+        req = StepRequest(p, StepInstruction(1, 0, ANSWER_LOGITS), fakes[p])
+        prep = _prepare(s, gan, data, req, critic_state(s, gan))
+        reals = prep.reals.numpy()
+        np.testing.assert_array_equal(reals[..., 2:], fakes[p][FAKE_CRITIC][..., 2:])
+        own = data.client_train[p]
+        where = {data.train.X[i].tobytes(): i for i in own}
+        rows = np.array([where[r.tobytes()] for r in reals[..., :2].reshape(-1, 2)])
+        np.testing.assert_array_equal(
+            cond.codes[rows, 0], reals[..., 2:].argmax(-1).reshape(-1)
+        )  # every real row is the client's own, of the fake row's category
