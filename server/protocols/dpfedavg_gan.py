@@ -90,7 +90,14 @@ class DPFedAvgGAN(Protocol):
         )
         self.total = s.federation.rounds * self.generator_steps
         # The server's GAN keeps the per-step generator EMA, as the centralized twin does.
-        self.gan = GAN(s.gan.config(), data.train.X.shape[1], data.train.image_shape)
+        from fedgan.simulator.data.encoding import output_spans
+
+        self.gan = GAN(  # the clients' networks (a mixed table's output heads)
+            s.gan.config(),
+            data.train.X.shape[1],
+            data.train.image_shape,
+            output_spans(data.train.info),
+        )
         self.gstate: GANState = initial_state(s, self.gan)
         self.critic: dict[str, np.ndarray] = select(self.gstate.arrays(), CRITIC_PREFIXES)
         """The global critic (and its buffers) after the last combination."""

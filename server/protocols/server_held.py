@@ -117,8 +117,15 @@ class ServerHeld(Protocol):
         self.exchanges = s.federation.local_steps
         self.total = s.federation.rounds * s.federation.local_steps
         # The server's GAN keeps the per-step generator EMA, as the centralized twin does.
+        from fedgan.simulator.data.encoding import output_spans
+
+        # The clients' networks: a mixed table's output heads, the condition (if any).
         self.gan = GAN(
-            s.gan.config(), data.train.X.shape[1], data.train.image_shape, condition=condition_of(s)
+            s.gan.config(),
+            data.train.X.shape[1],
+            data.train.image_shape,
+            output_spans(data.train.info),
+            condition_of(s),
         )
         self.gstate: GANState = initial_state(s, self.gan)
         self.weighting: Weighting = build_weighting(weighting)
