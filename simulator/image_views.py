@@ -77,11 +77,10 @@ def image_views(
         The data are not images, or the samples do not match them.
     """
     from fedgan.simulator.data import load_dataset
-    from fedgan.simulator.prepare import scenario_feature_space
     from fedgan.simulator.metrics.forgetting import ball_pairs, coverage_against
     from fedgan.simulator.metrics.groups import group_labels, group_sort_key
     from fedgan.simulator.metrics.prdc import prdc
-    from fedgan.simulator.prepare import federated_data, prepare_data
+    from fedgan.simulator.prepare import federated_data, prepare_data, scenario_feature_space
     from fedgan.simulator.scenario import validate
 
     s = validate(scenario)
