@@ -87,6 +87,12 @@ def start(grid: Grid, s: Scenario, store: RunStore, resume: bool) -> tuple[Run, 
     evaluator = make_evaluator(s, data.held, data.train)
     record_feature_space(store, evaluator.space)
     store.write_table("partition.csv", _partition_table(data))
+    enc_bytes = int(data.train.info.get("encoding_bytes", 0) or 0)
+    if enc_bytes and not resume:
+        # A table's federated encoding fit (Fed-TGAN): the statistics the clients sent once,
+        # before round 1 — traffic as real as the rounds'.
+        row = {"round": 0, "scope": "global", "metric": "fed.bytes_encoding", "value": enc_bytes}
+        store.add_metrics([row])
     ckpt = load_latest(store.path) if resume else None
     first = ckpt.round + 1 if ckpt is not None else 1
     if resume:

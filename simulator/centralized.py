@@ -7,10 +7,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from fedgan.simulator.data import Dataset
+from fedgan.simulator.data.encoding import output_spans
 from fedgan.simulator.messages import TRAIN
-from fedgan.simulator.prepare import dp_sgd, prepare_data
+from fedgan.simulator.prepare import condition_of, dp_sgd, prepare_data
 from fedgan.simulator.progress import Progress, ProgressHook, ProgressLog
 from fedgan.simulator.scenario import Scenario, resolved_yaml
 from fedgan.simulator.seeding import derive_seed, torch_generator
@@ -42,7 +44,15 @@ def run_centralized(
     from fedgan.simulator.gan.train import GAN
 
     train, held = prepare_data(s)
-    gan = GAN(replace(s.gan.config(), dp=dp_sgd(s)), train.X.shape[1], train.image_shape)
+    condition = condition_of(s)
+    gan = GAN(
+        replace(s.gan.config(), dp=dp_sgd(s)),
+        train.X.shape[1],
+        train.image_shape,
+        output_spans(train.info),  # a mixed table's softmax heads
+        condition,  # training-by-sampling over the pooled rows (the federated runs' twin)
+    )
+    sampler = condition.sampler(np.arange(train.n)) if condition is not None else None
     evaluator = make_evaluator(s, held, train)
     store = RunStore.create(
         out_dir,
@@ -69,11 +79,12 @@ def run_centralized(
             t0 = time.perf_counter()
             n = min(every, total - state.step)
             phase = "train"
-            state, history = gan.train(state, data, n, gen, total_steps=total)
+            state, history = gan.train(state, data, n, gen, total_steps=total, sampler=sampler)
             t_train = time.perf_counter() - t0
             means = dict(pd.DataFrame(history).mean())
             lip_gen = torch_generator(s.seed, "lipschitz", state.step)
-            means.update(lipschitz_metrics(gan, state, data, lip_gen))
+            if condition is None:  # the estimates probe the critic at unconditioned points
+                means.update(lipschitz_metrics(gan, state, data, lip_gen))
             store.add_metrics(
                 (
                     {

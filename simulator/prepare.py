@@ -68,7 +68,15 @@ def _prepare(key: str) -> tuple[Dataset, Dataset]:
     spec = DataSpec.model_validate(data)
     ds = load_dataset(spec.dataset, spec.n_samples, derive_seed(seed, "data"), spec.params)
     tr, ho = stratified_split(ds, spec.holdout, numpy_rng(seed, "split"))
-    return ds.subset(tr), ds.subset(ho)
+    train, held = ds.subset(tr), ds.subset(ho)
+    if ds.info.get("encoding"):
+        # A table's encoding (vocabularies, normalizers) fitted on the training rows only: the
+        # loader fitted it on every row, held-out ones included. A federated run refits it
+        # from the clients' statistics (`_federated_data`).
+        from fedgan.simulator.data.table import refit
+
+        train, held, _ = refit(train, held, None, fit="pooled")
+    return train, held
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,13 @@ def _federated_data(scenario_json: str) -> FederatedData:
             n_held = min(max(n_held, 1), len(idx) - 1)
         client_held.append(np.sort(idx[:n_held]))
         client_train.append(np.sort(idx[n_held:]))
+    if train.info.get("encoding") and train.info.get("encoding_fit", "federated") == "federated":
+        # Fed-TGAN: the encoding from each client's statistics of its own training rows,
+        # merged at the server (their bytes in info["encoding_bytes"]); `encoding: pooled`
+        # keeps the oracle fit on the pooled training rows.
+        from fedgan.simulator.data.table import refit
+
+        train, held, _ = refit(train, held, client_train)
     groups = sorted(pd.unique(train.groups[col]).tolist(), key=group_sort_key)
     others = []
     for grouping in s.evaluation.group_by or [str(c) for c in train.groups.columns]:
@@ -257,8 +272,8 @@ def _condition(scenario_json: str) -> Condition:
 def conditional_problems(s: Scenario, train: Dataset) -> list[str]:
     """What `gan.conditional` cannot be combined with, as 'path: message' lines: a column
     that is not a group column of the data, privacy (the per-category counts the samplers need
-    are client statistics: refused, not accounted), a centralized run (its GAN is not built
-    conditional yet), a protocol that draws no conditions, networks other than MLPs."""
+    are client statistics: refused, not accounted), a protocol that draws no conditions,
+    networks other than MLPs."""
     c = s.gan.conditional
     if c is None:
         return []
@@ -275,12 +290,7 @@ def conditional_problems(s: Scenario, train: Dataset) -> list[str]:
             "counts (the global frequencies the samplers renormalize, π_j(c) of the server-held "
             "protocols): client statistics no privacy budget accounts — not allowed with privacy"
         )
-    if s.federation is None:
-        out.append(
-            "gan.conditional: a centralized run does not build a conditional GAN yet (federated "
-            "runs only: fedavg, mdgan, uagan)"
-        )
-    elif s.federation.protocol not in ("fedavg", "mdgan", "uagan"):
+    if s.federation is not None and s.federation.protocol not in ("fedavg", "mdgan", "uagan"):
         out.append(
             f"gan.conditional: protocol {s.federation.protocol!r} draws no conditions "
             "(fedavg, mdgan and uagan do)"

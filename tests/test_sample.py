@@ -73,11 +73,19 @@ def test_a_table_comes_back_in_its_columns_and_units(tmp_path: Path) -> None:
     (path,) = write(s, tmp_path / "syn.csv")
     got = pd.read_csv(path)
     assert list(got.columns) == ["x1", "x2"]
-    # Data units: the model's standardized points times the file's std plus its mean (pandas
-    # on the file itself; population std, as the loader documents).
-    table = pd.read_csv(csv)[["x1", "x2"]]
-    expect = _saved(res.path, r) * table.std(ddof=0).to_numpy() + table.mean().to_numpy()
-    np.testing.assert_allclose(got.to_numpy(), expect, rtol=1e-5, atol=1e-5)
+    # Data units: the model's standardized points times the clients' training rows' std plus
+    # their mean (the encoding is fitted on what the clients train on — from their moments,
+    # which merge to the pooled ones). Those rows in raw units: the same split and partition
+    # of the same file, unstandardized; numpy's population statistics of them.
+    from fedgan.simulator.prepare import federated_data
+    from fedgan.simulator.scenario import validate
+
+    plain = table_raw(csv)
+    plain["data"]["params"]["standardize"] = False
+    fd = federated_data(validate(plain))
+    rows = fd.train.X[np.concatenate(fd.client_train)].astype(np.float64)
+    expect = _saved(res.path, r) * rows.std(axis=0) + rows.mean(axis=0)
+    np.testing.assert_allclose(got.to_numpy(), expect, rtol=1e-4, atol=1e-4)
 
 
 def test_images_come_back_as_uint8_with_a_grid(tmp_path: Path) -> None:
@@ -135,7 +143,14 @@ def test_the_bundled_mixed_scenario_validates_and_runs(mixed_run: Path) -> None:
     res = CliRunner().invoke(app, ["validate", str(MIXED)])
     assert res.exit_code == 0, res.output
     metrics = pd.read_csv(mixed_run / "metrics.csv")
-    assert sorted(set(metrics["round"])) == [1, 2]
+    assert sorted(set(metrics["round"])) == [0, 1, 2]
+    # Round 0: the federated encoding fit, the clients' statistics sent once before training.
+    (enc,) = metrics.loc[metrics["metric"] == "fed.bytes_encoding", "value"]
+    from fedgan.simulator.prepare import federated_data
+    from fedgan.simulator.scenario import load
+
+    assert enc == federated_data(load(mixed_run / "scenario.yaml")).train.info["encoding_bytes"]
+    assert enc > 0 and set(metrics.loc[metrics["round"] == 0, "metric"]) == {"fed.bytes_encoding"}
     # 7 columns encoded: 5 regions + 2 sexes + 4 educations + 2 smoker + age, hours, income.
     assert _saved(mixed_run, 2).shape == (300, 5 + 2 + 4 + 2 + 3)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -234,10 +235,21 @@ def test_the_preflight_refuses_what_cannot_work_with_paths() -> None:
     raw = tiny_raw(gan={"conditional": {"column": "mode"}})
     raw["federation"] = None
     raw["train"] = {"steps": 3}
-    assert any("centralized" in p for p in data_problems(validate(raw)))
+    assert data_problems(validate(raw)) == [], "a centralized run (a twin) builds one too"
     private = tiny(
         gan={"conditional": {"column": "mode"}},
         privacy={"level": "sample", "noise_multiplier": 1.0, "clip": 1.0},
     )
     assert any(p.startswith("gan.conditional: ") and "privacy" in p for p in data_problems(private))
     assert data_problems(tiny(gan={"conditional": {"column": "mode"}})) == []
+
+
+def test_the_centralized_twin_of_a_conditional_run_trains_by_sampling(tmp_path: Path) -> None:
+    from fedgan.simulator.api import run
+
+    raw = tiny_raw(gan={"conditional": {"column": "mode", "sampling": "uniform"}})
+    res = run(raw, out_dir=tmp_path, centralized=True)
+    m = res.metrics
+    assert set(m["scope"]) == {"centralized"}
+    assert int(m["round"].max()) == 6, "rounds × local steps of the federated scenario"
+    assert not any(str(k).startswith("train.lipschitz") for k in m["metric"].unique())
