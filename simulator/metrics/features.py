@@ -633,7 +633,7 @@ def feature_space(
                 f"{FEATURES_KEY}: a feature extractor needs image data; dataset {real.name!r} "
                 "is not images"
             )
-        return FeatureSpace("data")
+        return _table_space(real)
     if _bundled_digits(real):
         stacked = Stacked.of(real)
         space = _digit_space(shape, str(real.groups.columns[0]), stacked)
@@ -648,6 +648,27 @@ def feature_space(
         space.embed, space.kind = _torchscript(features, real), "torchscript"
         space.info = {**space.info, "kind": "torchscript", "features": str(features)}
     return space
+
+
+def _table_space(real: Dataset) -> FeatureSpace:
+    """A mixed table's space (`encoding.prdc_space`): numbers standardized, each category a
+    one-hot × 1/√2 hardened to its argmax — so a generated row's softmax output is compared
+    as the category it would decode to, and two rows differing in one category are at
+    distance 1. The data space itself for everything else (all-numeric tables included:
+    there `prdc_space` would be X)."""
+    enc = real.info.get("encoding")
+    kinds = {c.get("kind") for c in enc["columns"]} if isinstance(enc, dict) else set()
+    if not kinds & {"categorical", "mode_specific"}:
+        return FeatureSpace("data")
+    from fedgan.simulator.data.encoding import prdc_space
+
+    assert isinstance(enc, dict)
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        return prdc_space(enc, x)
+
+    info = {"kind": "table", "space": "numbers standardized, categories one-hot × 1/√2"}
+    return FeatureSpace("table", embed=embed, info=info)
 
 
 def _bundled_digits(ds: Dataset) -> bool:
@@ -871,6 +892,8 @@ def describe(info: dict[str, Any]) -> str | None:
         return f"feature space: {info.get('features')} (evaluation.features)" + said
     if kind == "digit-mlp":
         return "feature space: the digit classifier" + said
+    if kind == "table":
+        return f"feature space: the table's, {info.get('space')}"
     if kind == "classifier":
         cached = " (cached)" if info.get("loaded_from_cache") else ""
         return f"feature space: a conv classifier trained on the training split{cached}" + said
