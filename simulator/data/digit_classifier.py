@@ -229,14 +229,9 @@ def _load(path: Path) -> DigitClassifier | None:
     return DigitClassifier(net, acc, secs, loaded_from_cache=True, cache_path=path)
 
 
-def _save(path: Path, clf: DigitClassifier) -> bool:
-    """Write atomically (temp file in the same directory, then os.replace); False on failure."""
-    blob = {
-        "version": VERSION,
-        "state_dict": clf.net.state_dict(),
-        "test_accuracy": clf.test_accuracy,
-        "train_seconds": clf.train_seconds,
-    }
+def save_torch(path: Path, blob: dict[str, object], what: str) -> bool:
+    """`torch.save(blob)` to `path` atomically (temp file in the same directory, then
+    os.replace); False, with a warning naming `what`, when it cannot be written."""
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,10 +243,20 @@ def _save(path: Path, clf: DigitClassifier) -> bool:
         os.replace(tmp, path)
         return True
     except OSError as exc:  # read-only home, full disk: the classifier still works uncached
-        warnings.warn(f"cannot cache the digit classifier at {str(path)!r}: {exc}", stacklevel=3)
+        warnings.warn(f"cannot cache the {what} at {str(path)!r}: {exc}", stacklevel=4)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         return False
+
+
+def _save(path: Path, clf: DigitClassifier) -> bool:
+    blob = {
+        "version": VERSION,
+        "state_dict": clf.net.state_dict(),
+        "test_accuracy": clf.test_accuracy,
+        "train_seconds": clf.train_seconds,
+    }
+    return save_torch(path, blob, "digit classifier")
 
 
 _MEMO: dict[Path, DigitClassifier] = {}

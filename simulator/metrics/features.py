@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -47,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 from fedgan.simulator.data.base import DataError, Dataset
-from fedgan.simulator.data.digit_classifier import _one_thread, cache_dir
+from fedgan.simulator.data.digit_classifier import _one_thread, cache_dir, save_torch
 from fedgan.simulator.metrics.frechet import frechet_distance
 from fedgan.simulator.metrics.groups import group_sort_key
 from fedgan.simulator.metrics.modes import histogram_stats
@@ -338,7 +337,6 @@ def _load(path: Path, task: Task, key: str) -> ImageClassifier | None:
 
 
 def _save(path: Path, clf: ImageClassifier) -> bool:
-    """Write atomically (temp file in the same folder, then os.replace); False on failure."""
     blob = {
         "version": VERSION,
         "key": clf.key,
@@ -348,19 +346,7 @@ def _save(path: Path, clf: ImageClassifier) -> bool:
         "n_val": clf.n_val,
         "seconds": clf.train_seconds,
     }
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-        os.replace(tmp, path)
-        return True
-    except OSError as exc:  # read-only home, full disk: the classifier still works uncached
-        warnings.warn(f"cannot cache the image classifier at {str(path)!r}: {exc}", stacklevel=3)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        return False
+    return save_torch(path, blob, "image classifier")
 
 
 @contextlib.contextmanager
