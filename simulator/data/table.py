@@ -21,9 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import fedgan.simulator.data.encoding as enc
 import numpy as np
 import pandas as pd
-from fedgan.simulator.data import encoding as enc
 from fedgan.simulator.data.base import DataError, Dataset, check_int, check_n_samples
 from fedgan.simulator.data.registry import DATASETS
 from pandas.api import types as ptypes

@@ -49,7 +49,7 @@ import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -57,7 +57,15 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from fedgan.simulator.data.base import Dataset
-    from fedgan.simulator.prepare import FederatedData
+
+
+class FederatedData(Protocol):
+    """What the samplers read of `prepare.FederatedData` (named here, not imported: prepare
+    builds GANs, which import this module): each client's training row positions."""
+
+    @property
+    def client_train(self) -> list[np.ndarray]: ...
+
 
 SAMPLINGS = ("log_frequency", "uniform", "empirical")
 ALL = "all"
