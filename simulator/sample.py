@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fedgan.simulator.messages import GENERATOR, GENERATOR_EMA
 
 SUFFIXES = {"table": (".csv",), "images": (".npz",), "arrays": (".npz",)}
 """What `--out` may end with, per kind of data."""
-GENERATOR, EMA = "generator.", "generator_ema."
-"""Prefixes of the generator's arrays and of its EMA's in a checkpoint (`GANState.arrays`)."""
 GRID = 8
 """The PNG grid beside an image `.npz` shows GRID × GRID samples."""
 
@@ -120,7 +119,7 @@ def draw(
         arrays = {k: z[k] for k in z.files}
     # The generator the evaluation scored: its EMA where the run keeps one (the server's, in
     # a federated run, which the clients' GAN does not know), else the generator itself.
-    ema = {k: v for k, v in arrays.items() if k.startswith(EMA)}
+    ema = {k: v for k, v in arrays.items() if k.startswith(GENERATOR_EMA)}
     chosen = ema or {k: v for k, v in arrays.items() if k.startswith(GENERATOR)}
     generator = {GENERATOR + k.split(".", 1)[1]: v for k, v in chosen.items()}
     try:
