@@ -761,10 +761,7 @@ def sample(
 
     run_dir = _run_folder(run_dir)
     try:
-        if group is None:
-            samples = draw(run_dir, n, round_, seed)
-        else:
-            samples = _sample_group(run_dir, group, n, round_, seed)
+        samples = draw(run_dir, n, round_, seed, group)
         if out is None:
             suffix = "csv" if samples.kind == "table" else "npz"
             out = run_dir / f"synthetic-{samples.round}.{suffix}"
@@ -773,35 +770,6 @@ def sample(
         _fail(str(exc))
     for f in files:
         console.print(f"wrote [bold]{f}[/bold]", soft_wrap=True)
-
-
-def _sample_group(run_dir: Path, group: str, n: int, round_: int | None, seed: int | None) -> Any:
-    """`fedgan sample --group G`: `simulator.sample.draw` with the run's conditional generator
-    held at G's option (`simulator.gan.conditional.conditioned`); G must be a category of
-    `gan.conditional.column` (the message lists them)."""
-    from fedgan.simulator.sample import draw
-    from fedgan.simulator.scenario import load
-
-    s = load(run_dir / "scenario.yaml")
-    if s.gan.conditional is None:
-        _fail(
-            f"--group {group}: the run's generator is not conditional (no gan.conditional in "
-            "its scenario): it cannot be asked for one group"
-        )
-    from fedgan.simulator.gan.conditional import conditioned, option_index
-    from fedgan.simulator.prepare import make_gan
-
-    gan = make_gan(s)  # the cached template `draw` builds again (the same object)
-    assert gan.condition is not None
-    try:
-        option = option_index(gan.condition, group)
-    except ValueError as exc:
-        _fail(str(exc))
-    with conditioned(gan, option) as drawn:
-        samples = draw(run_dir, n, round_, seed)
-    if sum(drawn) != n:  # `draw` built another GAN object: its rows are not conditioned
-        _fail(f"--group {group}: the sampler did not draw through the conditional generator")
-    return samples
 
 
 @app.command()

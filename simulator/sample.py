@@ -83,15 +83,22 @@ def _kind(ds: Any) -> str:
 
 
 def draw(
-    run_dir: str | Path, n: int, round_: int | None = None, seed: int | None = None
+    run_dir: str | Path,
+    n: int,
+    round_: int | None = None,
+    seed: int | None = None,
+    group: str | None = None,
 ) -> Samples:
-    """N points from the generator run `run_dir` evaluated at `round_` (default: its last).
+    """N points from the generator run `run_dir` evaluated at `round_` (default: its last);
+    with `group`, from a conditional generator (`gan.conditional`) held at that category.
 
     Raises
     ------
     SampleError
         No checkpoint (the run evaluated nothing yet), a round that was not evaluated (the
-        message lists those that were), n < 1, or a checkpoint that does not fit the scenario.
+        message lists those that were), n < 1, a checkpoint that does not fit the scenario,
+        a `group` for a generator that is not conditional or that is not one of its
+        categories (the message lists them).
     """
     import torch
     from fedgan.simulator.data import load_dataset
@@ -128,8 +135,22 @@ def draw(
         raise SampleError(f"{rounds[r]}: does not fit the run's networks ({exc})") from exc
     gen = torch_generator(s.seed if seed is None else seed, "sample", r)
     torch.set_num_threads(1)
-    with torch.no_grad():
-        x = gan.sample(state, n, gen, use_ema=False).numpy().astype(np.float32)
+    if group is None:
+        with torch.no_grad():
+            x = gan.sample(state, n, gen, use_ema=False).numpy().astype(np.float32)
+    else:
+        from fedgan.simulator.gan.conditional import option_index, sample_group
+
+        if gan.condition is None:
+            raise SampleError(
+                f"--group {group}: the run's generator is not conditional (no gan.conditional "
+                "in its scenario): it cannot be asked for one group"
+            )
+        try:
+            option = option_index(gan.condition, group)
+        except ValueError as exc:
+            raise SampleError(str(exc)) from None
+        x = sample_group(gan, state.g, n, option, gen).numpy().astype(np.float32)
     data = s.data
     ds = load_dataset(data.dataset, 64, derive_seed(s.seed, "data"), data.params)
     kind = _kind(ds)

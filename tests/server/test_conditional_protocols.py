@@ -176,6 +176,17 @@ def test_fedgan_sample_group_draws_one_category(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "not a category of the conditioned column mode" in res.output
     assert "allowed: 0, 1, 2, 3, 4, 5, 6, 7" in res.output
+    # The Python API: `draw(group=...)` gives the rows `gan.sample` draws held at that option.
+    from fedgan.simulator.gan.conditional import conditioned
+    from fedgan.simulator.prepare import make_gan
+    from fedgan.simulator.sample import SampleError, draw
+
+    with conditioned(make_gan(s), 3):
+        held = draw(run, 30).x
+    np.testing.assert_array_equal(draw(run, 30, group="3").x, held)
+    np.testing.assert_array_equal(held, rows)
+    with pytest.raises(SampleError, match="allowed: 0, 1"):
+        draw(run, 30, group="x")
 
 
 def test_a_client_pairs_each_fake_row_with_a_real_row_of_its_condition() -> None:
