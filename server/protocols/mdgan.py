@@ -112,9 +112,9 @@ class MDGAN(ServerHeld):
         """Swapped critics waiting for their new client (partition id → critic state)."""
         self._z: dict[int, Tensor] = {}
         self._common: Tensor | None = None
+        """Under user-level DP: the step's common feedback latents [B, latent]."""
         self._opts: np.ndarray | None = None
         """Conditional training: the step's feedback rows' options [B] (every client's)."""
-        """Under user-level DP: the step's common feedback latents [B, latent]."""
 
     @classmethod
     def check(cls, s: Scenario) -> list[str]:
