@@ -57,26 +57,44 @@ def stratified_split(
 
 def prepare_data(s: Scenario) -> tuple[Dataset, Dataset]:
     """Load the scenario's dataset and split it into (train, held-out). Cached per data
-    section and seed: the preflight check builds it, the run then reuses it."""
-    key = json.dumps([s.data.model_dump(mode="json"), s.seed], sort_keys=True)
-    return _prepare(key)
+    section and seed: the preflight check builds it, the run then reuses it. A table's
+    encoding (vocabularies, normalizers) is fitted on the training rows only (pooled): the
+    loader fitted it on every row, held-out ones included."""
+    return _prepare(_data_key(s))
+
+
+def _data_key(s: Scenario) -> str:
+    return json.dumps([s.data.model_dump(mode="json"), s.seed], sort_keys=True)
 
 
 @functools.lru_cache(maxsize=4)
-def _prepare(key: str) -> tuple[Dataset, Dataset]:
+def _split(key: str) -> tuple[Dataset, Dataset]:
+    """The dataset split into (train, held-out), encoded as the loader encoded it."""
     data, seed = json.loads(key)
     spec = DataSpec.model_validate(data)
     ds = load_dataset(spec.dataset, spec.n_samples, derive_seed(seed, "data"), spec.params)
     tr, ho = stratified_split(ds, spec.holdout, numpy_rng(seed, "split"))
-    train, held = ds.subset(tr), ds.subset(ho)
-    if ds.info.get("encoding"):
-        # A table's encoding (vocabularies, normalizers) fitted on the training rows only: the
-        # loader fitted it on every row, held-out ones included. A federated run refits it
-        # from the clients' statistics (`_federated_data`).
-        from fedgan.simulator.data.table import refit
+    return ds.subset(tr), ds.subset(ho)
 
-        train, held, _ = refit(train, held, None, fit="pooled")
-    return train, held
+
+@functools.lru_cache(maxsize=4)
+def _prepare(key: str) -> tuple[Dataset, Dataset]:
+    train, held = _split(key)
+    return _refit(train, held, None)
+
+
+def _refit(
+    train: Dataset, held: Dataset, client_rows: list[np.ndarray] | None
+) -> tuple[Dataset, Dataset]:
+    """A table's sets re-encoded from the training rows (`data.table.refit`): pooled, or with
+    `client_rows` from each client's statistics (Fed-TGAN); anything else as it is."""
+    if not train.info.get("encoding"):
+        return train, held
+    from fedgan.simulator.data.table import refit
+
+    if client_rows is None:
+        return refit(train, held, None, fit="pooled")[:2]
+    return refit(train, held, client_rows)[:2]
 
 
 @dataclass(frozen=True)
@@ -142,7 +160,8 @@ class FederatedData:
 @functools.lru_cache(maxsize=8)
 def _federated_data(scenario_json: str) -> FederatedData:
     s = Scenario.model_validate_json(scenario_json)
-    train, held = prepare_data(s)
+    # The loader's split: a federated table is refitted from its clients' rows below, once.
+    train, held = _split(_data_key(s))
     col = s.partition.group_by or train.groups.columns[0]
     if col not in train.groups.columns:
         raise ValueError(
@@ -165,13 +184,11 @@ def _federated_data(scenario_json: str) -> FederatedData:
             n_held = min(max(n_held, 1), len(idx) - 1)
         client_held.append(np.sort(idx[:n_held]))
         client_train.append(np.sort(idx[n_held:]))
-    if train.info.get("encoding") and train.info.get("encoding_fit", "federated") == "federated":
-        # Fed-TGAN: the encoding from each client's statistics of its own training rows,
-        # merged at the server (their bytes in info["encoding_bytes"]); `encoding: pooled`
-        # keeps the oracle fit on the pooled training rows.
-        from fedgan.simulator.data.table import refit
-
-        train, held, _ = refit(train, held, client_train)
+    # A table's encoding: Fed-TGAN's, from each client's statistics of its own training rows
+    # merged at the server (their bytes in info["encoding_bytes"]); `encoding: pooled` keeps
+    # the oracle fit on the pooled training rows.
+    federated = train.info.get("encoding_fit", "federated") == "federated"
+    train, held = _refit(train, held, client_train if federated else None)
     groups = sorted(pd.unique(train.groups[col]).tolist(), key=group_sort_key)
     others = []
     for grouping in s.evaluation.group_by or [str(c) for c in train.groups.columns]:

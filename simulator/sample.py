@@ -49,23 +49,16 @@ class Samples:
     kind: str
     round: int
     image_shape: tuple[int, int, int] | None = None
-    columns: tuple[str, ...] = ()
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
     encoding: dict[str, Any] | None = None
+    """A table's encoding (`info["encoding"]` of the run's training split)."""
 
     def table(self) -> Any:
-        """A table's samples as a DataFrame with its feature columns, in data units."""
-        import pandas as pd
+        """A table's samples as a DataFrame with its columns, in data units (categories as
+        their values, numbers de-normalized, integers and bounds kept)."""
+        from fedgan.simulator.data.encoding import decode
 
-        if self.encoding is not None:
-            from fedgan.simulator.data.encoding import decode
-
-            return decode(self.encoding, self.x)
-        x = self.x.astype(np.float64)
-        if self.mean is not None and self.std is not None:
-            x = x * self.std + self.mean
-        return pd.DataFrame(x, columns=list(self.columns))
+        assert self.encoding is not None
+        return decode(self.encoding, self.x)
 
     def images(self) -> np.ndarray:
         """Images as uint8 [N, H, W] (one channel) or [N, H, W, C]: [−1, 1] → 0..255."""
@@ -155,35 +148,18 @@ def draw(
     ds = load_dataset(data.dataset, 64, derive_seed(s.seed, "data"), data.params)
     kind = _kind(ds)
     if kind == "table":
-        cols = tuple(str(c) for c in ds.info.get("features", [f"x{i}" for i in range(ds.dim)]))
-        if ds.info.get("encoding"):
-            # The encoding the run trained with: fitted on its training rows (federated or
-            # pooled), not the 64-row probe's.
-            from fedgan.simulator.prepare import federated_data, prepare_data
+        # The encoding the run trained with: fitted on its training rows (federated or
+        # pooled), not the 64-row probe's.
+        from fedgan.simulator.prepare import federated_data, prepare_data
 
-            train = federated_data(s).train if s.federated else prepare_data(s)[0]
-            encoding = train.info["encoding"]
-            if int(encoding["dim"]) != x.shape[1]:
-                raise SampleError(
-                    f"{rounds[r]}: the generator makes {x.shape[1]} columns but the table's "
-                    f"encoding has {encoding['dim']}"
-                )
-            return Samples(x, kind, r, columns=cols, encoding=encoding)
-        mean, std = ds.info.get("feature_mean"), ds.info.get("feature_std")
-        if mean is not None and std is not None:
-            # The 64-row probe's statistics are not the run's: re-load every row the run used.
-            full = load_dataset(
-                data.dataset, data.n_samples, derive_seed(s.seed, "data"), data.params
+        train = federated_data(s).train if s.federated else prepare_data(s)[0]
+        encoding = train.info["encoding"]
+        if int(encoding["dim"]) != x.shape[1]:
+            raise SampleError(
+                f"{rounds[r]}: the generator makes {x.shape[1]} columns but the table's "
+                f"encoding has {encoding['dim']}"
             )
-            mean, std = full.info["feature_mean"], full.info["feature_std"]
-        return Samples(
-            x,
-            kind,
-            r,
-            columns=cols,
-            mean=None if mean is None else np.asarray(mean, dtype=np.float64),
-            std=None if std is None else np.asarray(std, dtype=np.float64),
-        )
+        return Samples(x, kind, r, encoding=encoding)
     return Samples(x, kind, r, image_shape=ds.image_shape)
 
 
