@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import fedgan.simulator.data.encoding as encoding
 import numpy as np
 import pandas as pd
 import torch
@@ -117,6 +118,13 @@ class Evaluator:
             )
         # One label per held-out point and grouping (intersections joined: "F|north").
         self.labels = {grouping_name(g): group_labels(real.groups, g) for g in self.group_by}
+        # Groupings whose columns the generator writes (a table's categorical columns): the
+        # generated rows are also grouped by their generated value (`group_declared`).
+        self.encoding = real.info.get("encoding")
+        generated = set(encoding.categorical_columns(self.encoding)) if self.encoding else set()
+        self.generated = {
+            grouping_name(g): g for g in self.group_by if set(grouping_columns(g)) <= generated
+        }
         self.mode_threshold = mode_threshold
         self.min_group_size = min_group_size
         self.n_boot = n_boot
@@ -167,7 +175,7 @@ class Evaluator:
         blurred: list[GroupFidelity] = []
         pairs = ball_pairs(self.real_feats, fake_feats, res.real_radii)  # once, every grouping
         for col, real_labels in self.labels.items():
-            ctx = self._context(col, real_labels, fake_feats, res, pairs)
+            ctx = self._context(col, real_labels, fake_feats, res, pairs, self._declared(col, fake))
             before = len(rows)
             for name in self.metrics:
                 for row in METRICS.get(name)(ctx):
@@ -239,6 +247,7 @@ class Evaluator:
         fake_feats: np.ndarray,
         res: PRDC,
         pairs: tuple[np.ndarray, np.ndarray],
+        fake_labels: pd.Series | None = None,
     ) -> GroupingContext:
         """The `GroupingContext` of grouping `col` at this evaluation."""
         groups = sorted(pd.unique(real_labels).tolist(), key=group_sort_key)
@@ -257,7 +266,17 @@ class Evaluator:
             min_group_size=self.min_group_size,
             n_boot=self.n_boot,
             seed=self.seed,
+            fake_labels=fake_labels,
         )
+
+    def _declared(self, col: str, fake: np.ndarray) -> pd.Series | None:
+        """Each generated row's group under grouping `col` by its generated values (fake
+        [M, d] in data space); None when the generator does not write the grouping's columns."""
+        g = self.generated.get(col)
+        if g is None or self.encoding is None:
+            return None
+        frame = encoding.generated_groups(self.encoding, fake, grouping_columns(g))
+        return group_labels(frame, g)
 
     def _mode_rows(self, fake: np.ndarray, rows: list[Row], summary: dict[str, float]) -> None:
         """Append mode metrics (mixtures: 3σ protocol; digits: classifier labels), if any."""

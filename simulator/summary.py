@@ -38,7 +38,7 @@ HEADLINE = [
 ]
 
 
-PER_GROUP = ("coverage", "mass", "precision")
+PER_GROUP = ("coverage", "mass", "declared_share", "precision")
 """The per-group columns the printed tables (run summary, report) show. Not recall: its balls
 come from the generated samples, so a few strays with large balls can make a forgotten group
 read high (it stays in the metrics table, the gaps and `inspect --by metric`)."""
@@ -544,6 +544,12 @@ def legend_text(view: GroupView) -> str:
         f"(1/{len(t)}; weights: {view.weight_source})"
         + (f": {', '.join(minority)}" if minority else ": none")
     ]
+    if "declared_share" in t.columns:
+        # Two groupings of the same samples, named apart: one must not read as the other.
+        lines.append(
+            "declared: share of the samples whose generated value is the group — what the "
+            "rows say, not where they lie; forgotten reads mass (where they lie) only"
+        )
     if rare:
         many = len(rare) > 1
         lines.append(
@@ -558,7 +564,7 @@ def _cell(key: str, v: float) -> str:
     return format_value(key, float(v))
 
 
-HEADERS = {"mass": "mass"}
+HEADERS = {"mass": "mass", "declared_share": "declared"}
 """Short headers of the per-group columns."""
 
 

@@ -427,6 +427,11 @@ def category_of(encoding: Mapping[str, Any], X: np.ndarray, column: str) -> np.n
     return cats[np.argmax(span, axis=1)]
 
 
+def categorical_columns(encoding: Mapping[str, Any]) -> list[str]:
+    """The names of the generated categorical columns (one-hot spans), in column order."""
+    return [str(c["name"]) for c in encoding["columns"] if c["kind"] == "categorical"]
+
+
 def generated_groups(
     encoding: Mapping[str, Any], X: np.ndarray, columns: Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -435,8 +440,7 @@ def generated_groups(
     table's group columns label it (a bool column as 0/1, `table._group_column`). Feed it to
     `grouping.group_labels(frame, grouping)` for a grouping whose columns are all generated
     (e.g. a sensitive attribute that is also a group column, or an intersection of two)."""
-    names = [c["name"] for c in encoding["columns"] if c["kind"] == "categorical"]
-    cols = names if columns is None else list(columns)
+    cols = categorical_columns(encoding) if columns is None else list(columns)
     out: dict[str, Any] = {}
     for name in cols:
         v = category_of(encoding, X, name)

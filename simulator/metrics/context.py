@@ -43,6 +43,10 @@ class GroupingContext:
         Bootstrap resamples for intervals (0: none).
     seed : int
         Seed of anything random (the bootstrap).
+    fake_labels : Series, length M, or None
+        Each generated point's group by its *generated* value, when every column of the
+        grouping is generated (a table's categorical column); None otherwise
+        (`simulator.metrics.group_declared`).
     """
 
     grouping: str
@@ -56,6 +60,7 @@ class GroupingContext:
     min_group_size: int
     n_boot: int = 0
     seed: int = 0
+    fake_labels: pd.Series | None = None
 
     @property
     def sizes(self) -> NDArray[np.int64]:

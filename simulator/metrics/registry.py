@@ -16,7 +16,7 @@ rule changes every view at once (tested).
 
 from __future__ import annotations
 
-from fedgan.simulator.metrics import group_frechet, group_mass, group_prdc_rows
+from fedgan.simulator.metrics import group_declared, group_frechet, group_mass, group_prdc_rows
 from fedgan.simulator.metrics.context import GroupingContext, GroupMetric, Row, group_row
 from fedgan.simulator.metrics.rules import RULES
 from fedgan.simulator.registry import Registry
@@ -41,7 +41,10 @@ METRICS: Registry[GroupMetric] = Registry("metric", check=_check_metric)
 METRICS.add("prdc", group_prdc_rows.prdc_rows)
 METRICS.add("mass", group_mass.mass_rows)
 METRICS.add("group_frechet", group_frechet.group_frechet_rows)
+METRICS.add("declared", group_declared.declared_rows)
 
-DEFAULT_METRICS = ("prdc", "mass")
+DEFAULT_METRICS = ("prdc", "mass", "declared")
 """What every evaluation computes unless `evaluation.metrics` adds more: per-group PRDC (with
-fairlearn's gaps) and the generated mass with the forgotten groups."""
+fairlearn's gaps), the generated mass with the forgotten groups, and — for a grouping the
+generated rows carry (a table's generated categorical column) — the share that declares each
+group by its generated value (no rows otherwise)."""
