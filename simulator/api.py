@@ -47,9 +47,7 @@ def run(
 
     problems = check_scenario(s)  # the checks `fedgan validate` makes, before any run folder
     if problems:
-        raise ScenarioError(
-            str(scenario) if isinstance(scenario, str | Path) else s.name, problems
-        )
+        raise ScenarioError(str(scenario) if isinstance(scenario, str | Path) else s.name, problems)
     if not s.federated:
         return run_centralized(s, out_dir, progress)
     return run_federated(s, out_dir, progress)

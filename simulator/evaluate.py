@@ -7,6 +7,7 @@ the sample → evaluate → rows → diagnosis sequence federated and centralize
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from fedgan.simulator.metrics import (
     mode_metrics,
     prdc,
 )
+from fedgan.simulator.metrics.context import DecodedRows
 from fedgan.simulator.metrics.diagnosis import MIN_GROUP_DENSITY, ForgottenGroup, GroupFidelity
 from fedgan.simulator.metrics.features import (
     FeatureSpace,
@@ -125,6 +127,8 @@ class Evaluator:
         self.generated = {
             grouping_name(g): g for g in self.group_by if set(grouping_columns(g)) <= generated
         }
+        # A table's held-out rows in the user's units, decoded once (`column_fidelity`).
+        self._real_rows = encoding.decode(self.encoding, real.X) if self.encoding else None
         self.mode_threshold = mode_threshold
         self.min_group_size = min_group_size
         self.n_boot = n_boot
@@ -174,8 +178,16 @@ class Evaluator:
         named: list[ForgottenGroup] = []
         blurred: list[GroupFidelity] = []
         pairs = ball_pairs(self.real_feats, fake_feats, res.real_radii)  # once, every grouping
+        decoded = None
+        if self.encoding is not None and self._real_rows is not None:
+            decoded = DecodedRows(
+                self._real_rows,
+                encoding.decode(self.encoding, fake),
+                frozenset(encoding.categorical_columns(self.encoding)),
+            )
         for col, real_labels in self.labels.items():
             ctx = self._context(col, real_labels, fake_feats, res, pairs, self._declared(col, fake))
+            ctx = dataclasses.replace(ctx, decoded=decoded)
             before = len(rows)
             for name in self.metrics:
                 for row in METRICS.get(name)(ctx):

@@ -370,9 +370,13 @@ def explicit(
         min_size = _int("min_size", min_size, 0)
         pinned = np.array([sum(len(p) for p in ps) for ps in pieces])
         for _ in range(_int("max_retries", max_retries, 1)):
-            draw = [_split(rng.permutation(idx),
-                           _allocate(len(idx), rng.dirichlet(np.full(n_clients, float(alpha)))))
-                    for idx in remaining]
+            draw = [
+                _split(
+                    rng.permutation(idx),
+                    _allocate(len(idx), rng.dirichlet(np.full(n_clients, float(alpha)))),
+                )
+                for idx in remaining
+            ]
             sizes = pinned + np.array([sum(len(d[c]) for d in draw) for c in range(n_clients)])
             if sizes.min() >= min_size:
                 break

@@ -22,7 +22,6 @@ from numpy import bool_ as np_bool  # not a bool subclass: a parameter check mus
 T = TypeVar("T")
 
 
-
 class RegistryError(ValueError):
     """An unknown name, or a plug-in that cannot be imported or has the wrong type."""
 

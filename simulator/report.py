@@ -35,6 +35,7 @@ from fedgan.simulator.summary import (
     SEPARATOR,
     GroupView,
     client_group_table,
+    fidelity_table,
     forgotten_sets,
     gap_rows,
     group_order,
@@ -1394,7 +1395,30 @@ def headline_section(ctx: _Context) -> str:
         )
         g_header, g_body = gap_rows(view)
         out.append(_table(g_header, g_body, f"gaps{suffix}"))
+        out.append(_fidelity_html(ctx, rnd, view.grouping, suffix))
     return "\n".join(out)
+
+
+def _fidelity_html(ctx: _Context, rnd: int, grouping: str, suffix: str) -> str:
+    """A table's per-column fidelity (SDMetrics' KS / TV complements) overall and per group of
+    `grouping`; "" for data that is not a table."""
+    t = fidelity_table(ctx.run.metrics, ctx.scope, rnd, grouping)
+    if t.empty:
+        return ""
+    header = ["column", *(str(c) for c in t.columns)]
+    body = [
+        [str(col), *("n/a" if pd.isna(v) else f"{float(v):.3f}" for v in t.loc[col])]
+        for col in t.index
+    ]
+    return (
+        f"<h4>Fidelity per column and {html.escape(grouping)}</h4>"
+        + _table(header, body, f"fidelity{suffix}")
+        + '<p class="legend">1 − the Kolmogorov–Smirnov statistic for numbers, 1 − the total '
+        "variation distance for categories (SDMetrics' KSComplement / TVComplement): 1 = the "
+        "generated marginal matches the real one. A group's generated rows are those that "
+        "declare it by their generated value, else those nearest its held-out rows; n/a: no "
+        "generated row. A description of fidelity, not the forgotten rule.</p>"
+    )
 
 
 def diagnosis_section(ctx: _Context) -> str:

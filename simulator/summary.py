@@ -112,6 +112,28 @@ def group_table(
     return wide.reindex(group_order(wide.index))
 
 
+def fidelity_table(metrics: pd.DataFrame, scope: str, round_: int, group_by: str) -> pd.DataFrame:
+    """A table's per-column fidelity at one evaluation (`metrics.column_fidelity`): a row per
+    column (and `all`, the mean over columns), a column for the whole table ("all rows") and one
+    per group of `group_by`; empty when the evaluation has no fidelity rows (not a table)."""
+    rows = metrics[
+        (metrics["scope"] == scope)
+        & (metrics["round"] == round_)
+        & (metrics["group_by"] == group_by)
+        & metrics["metric"].astype(str).str.startswith("fidelity")
+    ]
+    if rows.empty:
+        return pd.DataFrame()
+    column = rows["metric"].astype(str).str.removeprefix("fidelity").str.removeprefix(".")
+    wide = rows.assign(column=column.replace("", "all")).pivot_table(
+        index="column", columns="group", values="value", aggfunc="first", dropna=False, sort=False
+    )
+    groups = [g for g in group_order(wide.columns) if g != ""]
+    wide = wide[["", *groups]].rename(columns={"": "all rows"})
+    wide.columns.name = group_by
+    return wide
+
+
 def client_group_table(
     metrics: pd.DataFrame,
     round_: int | None = None,

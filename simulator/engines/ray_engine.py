@@ -212,8 +212,11 @@ class _DropDeprecation(logging.Filter):
     """Drops Flower's per-call 'run_simulation is deprecated' warning (we know; see above)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.WARNING and "DEPRECATED FEATURE" in str(record.msg)
-                    and "run_simulation" in str(record.args))
+        return not (
+            record.levelno == logging.WARNING
+            and "DEPRECATED FEATURE" in str(record.msg)
+            and "run_simulation" in str(record.args)
+        )
 
 
 @contextlib.contextmanager
@@ -288,8 +291,12 @@ def run_ray(
         ray_procs.update(_ray_descendants(os.getpid()) - before)
 
     wrapped_server, wrapped_client = with_run_config(
-        server_app, client_app, run_config,
-        num_nodes=num_nodes, torch_threads=threads, on_server_exit=snapshot,
+        server_app,
+        client_app,
+        run_config,
+        num_nodes=num_nodes,
+        torch_threads=threads,
+        on_server_exit=snapshot,
     )
     with _run_environment(QUIET_ENV), _quiet():
         # Imported late: flwr.simulation costs ~1.3 s to import and is only useful with Ray.

@@ -144,15 +144,19 @@ def resume_federated(
         if s.federation.rounds < max(done, 1):
             raise ScenarioError(
                 source,
-                [f"federation.rounds: {s.federation.rounds} is before round {done}, "
-                 "which the run has already checkpointed"],
+                [
+                    f"federation.rounds: {s.federation.rounds} is before round {done}, "
+                    "which the run has already checkpointed"
+                ],
             )
         if s.federation.rounds != old.federation.rounds and s.gan.lr_schedule != "constant":
             raise ScenarioError(
                 source,
-                [f"gan.lr_schedule: {s.gan.lr_schedule} decays over the run's rounds, so more "
-                 "rounds would change the learning rate of rounds already played; only runs "
-                 "with a constant learning rate can be extended"],
+                [
+                    f"gan.lr_schedule: {s.gan.lr_schedule} decays over the run's rounds, so more "
+                    "rounds would change the learning rate of rounds already played; only runs "
+                    "with a constant learning rate can be extended"
+                ],
             )
         rounds = s.federation.rounds
         if s.privacy is not None and rounds > old.federation.rounds:

@@ -47,6 +47,9 @@ class GroupingContext:
         Each generated point's group by its *generated* value, when every column of the
         grouping is generated (a table's categorical column); None otherwise
         (`simulator.metrics.group_declared`).
+    decoded : DecodedRows or None
+        A table's rows in the user's columns (`simulator.metrics.column_fidelity`); None for
+        data that is not a table.
     """
 
     grouping: str
@@ -61,6 +64,7 @@ class GroupingContext:
     n_boot: int = 0
     seed: int = 0
     fake_labels: pd.Series | None = None
+    decoded: DecodedRows | None = None
 
     @property
     def sizes(self) -> NDArray[np.int64]:
@@ -72,6 +76,26 @@ class GroupingContext:
         """Each group's share of the held-out points [G] (its true share)."""
         n = len(self.codes)
         return self.sizes / n if n else np.zeros(len(self.groups))
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedRows:
+    """A table's held-out and generated rows in the user's columns and units (decoded once
+    per evaluation, shared by every grouping).
+
+    Attributes
+    ----------
+    real : DataFrame, shape [N, C]
+        Held-out rows, in the order of the held-out set.
+    fake : DataFrame, shape [M, C]
+        Generated rows (argmax categories, numbers in data units).
+    discrete : frozenset of str
+        The columns compared as categories (the rest as numbers).
+    """
+
+    real: pd.DataFrame
+    fake: pd.DataFrame
+    discrete: frozenset[str]
 
 
 GroupMetric = Callable[[GroupingContext], list[Row]]

@@ -16,7 +16,13 @@ rule changes every view at once (tested).
 
 from __future__ import annotations
 
-from fedgan.simulator.metrics import group_declared, group_frechet, group_mass, group_prdc_rows
+from fedgan.simulator.metrics import (
+    column_fidelity,
+    group_declared,
+    group_frechet,
+    group_mass,
+    group_prdc_rows,
+)
 from fedgan.simulator.metrics.context import GroupingContext, GroupMetric, Row, group_row
 from fedgan.simulator.metrics.rules import RULES
 from fedgan.simulator.registry import Registry
@@ -42,9 +48,11 @@ METRICS.add("prdc", group_prdc_rows.prdc_rows)
 METRICS.add("mass", group_mass.mass_rows)
 METRICS.add("group_frechet", group_frechet.group_frechet_rows)
 METRICS.add("declared", group_declared.declared_rows)
+METRICS.add("fidelity", column_fidelity.fidelity_rows)
 
-DEFAULT_METRICS = ("prdc", "mass", "declared")
+DEFAULT_METRICS = ("prdc", "mass", "declared", "fidelity")
 """What every evaluation computes unless `evaluation.metrics` adds more: per-group PRDC (with
 fairlearn's gaps), the generated mass with the forgotten groups, and — for a grouping the
 generated rows carry (a table's generated categorical column) — the share that declares each
-group by its generated value (no rows otherwise)."""
+group by its generated value — and, for tables, each column's marginal fidelity overall and per
+group (no rows otherwise)."""

@@ -76,9 +76,7 @@ def releases(s: Scenario, sizes: Sizes, rounds: int) -> dict[int, int]:
     return {u.key: u.per_round * counts[u.key] for u in us}
 
 
-def epsilon(
-    s: Scenario, unit: Unit, steps: int, noise: float | None = None
-) -> float:
+def epsilon(s: Scenario, unit: Unit, steps: int, noise: float | None = None) -> float:
     """ε of `unit` after `steps` releases at the run's δ (noise: the run's σ by default)."""
     p = s.privacy
     assert p is not None
@@ -190,9 +188,7 @@ def flower_epsilon(s: Scenario, sizes: Sizes, rounds: int, noise: float | None =
     return _curve("poisson", 1, 1, sigma).epsilon(steps, p.delta)
 
 
-def extension_problems(
-    old: Scenario, new: Scenario, sizes: Sizes
-) -> list[str]:
+def extension_problems(old: Scenario, new: Scenario, sizes: Sizes) -> list[str]:
     """A resume to more rounds under a `target_epsilon`: refused when the run, with the σ it
     was calibrated with, would end above the target."""
     p = old.privacy
