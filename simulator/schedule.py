@@ -18,6 +18,7 @@ SCORE_READERS = (
     "quality_qfedavg",
     "agnostic",
     "group_aware",
+    "group_dro",
     "qfedavg",
 )
 """Built-in strategies whose aggregation reads the replies' local scores every round."""

@@ -95,3 +95,70 @@ def test_weighting_specs_are_checked_naming_the_key() -> None:
     assert check_weighting("agnostic", path)[0].startswith(f"{path}: expected {{name, params}}")
     assert type(build_weighting(None)) is Weighting
     assert isinstance(build_weighting({"name": "group_aware"}), GroupAware)
+
+
+# --- group_dro ----------------------------------------------------------------------------------
+
+
+def test_group_dro_weights_by_hand() -> None:
+    from fedgan.simulator.weighting import group_dro_weights
+
+    # Two clients, three groups; client 1 has a NaN coverage (not measured): its counts still
+    # say which groups it holds, its zero hits are not misses.
+    n = np.array([[6.0, 2.0, 0.0], [2.0, 0.0, 4.0]])
+    hits = np.array([[3.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    measured = np.array([True, False])
+    w, lq, q, cov = group_dro_weights(np.zeros(3), n, hits, measured, step_size=1.0, floor=0.5)
+    # Pooled over measured clients: c = (3/6, 0/2, NaN) → shortfall (0.5, 1, 0: nobody measured).
+    np.testing.assert_allclose(cov, [0.5, 0.0, np.nan])
+    # log q = (0.5, 1, 0) − 1 → q ∝ (e^-0.5, 1, e^-1); q̃ = 0.5 q/Σq + 0.5/3.
+    raw = np.exp([-0.5, 0.0, -1.0])
+    qt = 0.5 * raw / raw.sum() + 0.5 / 3
+    np.testing.assert_allclose(lq, [-0.5, 0.0, -1.0])
+    np.testing.assert_allclose(q, qt)
+    # Shares of each group's points: group 0 6/8 vs 2/8, group 1 all client 0, group 2 client 1.
+    np.testing.assert_allclose(w, [qt[0] * 0.75 + qt[1], qt[0] * 0.25 + qt[2]])
+    assert w.sum() == pytest.approx(1.0)  # the two clients hold every group
+
+
+def test_group_dro_moves_toward_the_worst_covered_group() -> None:
+    from fedgan.simulator.weighting import GroupDRO
+
+    # Client 0 holds the minority group 0 (never covered) and a share of group 1 (covered);
+    # clients 1, 2 hold group 1 only.
+    def ev(n: tuple[int, int], hits: tuple[int, int]) -> LocalEvaluation:
+        return LocalEvaluation(0.5, sum(hits) / sum(n), 0.9, sum(n), [0, 0], list(hits), list(n))
+
+    scores = [ev((10, 10), (0, 8)), ev((0, 20), (0, 16)), ev((0, 20), (0, 16))]
+    rule = GroupDRO(step_size=0.5, floor=0.0)
+    seen = []
+    for _ in range(5):
+        w = rule.weights([0, 1, 2], np.array([20.0, 20.0, 20.0]), scores)
+        assert w.mean() == pytest.approx(1.0)  # relative to an average client
+        seen.append(w[0] / w.sum())
+    # Group 0's shortfall is 1, group 1's 0.2: q_0 grows every round and client 0 with it.
+    assert all(b > a for a, b in zip(seen, seen[1:], strict=False))
+    q0 = np.exp(0.5 * 5 * 1.0) / (np.exp(0.5 * 5 * 1.0) + np.exp(0.5 * 5 * 0.2))
+    # Client 0's share: q_0 (all of group 0) + q_1 · 10/50 (its share of group 1), over Σ = 1.
+    assert seen[-1] == pytest.approx(q0 + (1 - q0) * 10 / 50)
+    # State survives a round trip (a resume), and η = 0, floor 1 is group-balanced.
+    other = GroupDRO(step_size=0.5, floor=0.0)
+    other.load_state(rule.state())
+    assert other.log_q == rule.log_q
+    flat = GroupDRO(step_size=0.0, floor=1.0).weights([0, 1, 2], np.ones(3), scores)
+    np.testing.assert_allclose(flat / flat.sum(), [0.5 + 0.5 * 0.2, 0.5 * 0.4, 0.5 * 0.4])
+
+
+def test_group_dro_without_group_counts_is_the_base_rule() -> None:
+    from fedgan.simulator.weighting import GroupDRO
+
+    base = np.array([3.0, 1.0])
+    skipped = [LocalEvaluation.skipped(), LocalEvaluation.skipped()]
+    np.testing.assert_allclose(GroupDRO().weights([0, 1], base, skipped), base)
+    assert GroupDRO().unscored(7, 123.0) == 1.0
+
+
+def test_group_dro_parameters_are_checked() -> None:
+    assert check_weighting({"name": "group_dro", "params": {"floor": 1.5}}, "w")
+    assert check_weighting({"name": "group_dro", "params": {"step_size": -1}}, "w")
+    assert not check_weighting({"name": "group_dro", "params": {"step_size": 0.2}}, "w")

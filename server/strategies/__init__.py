@@ -131,6 +131,7 @@ from fedgan.server.strategies.fair import (  # noqa: E402
     AgnosticFedAvg,
     CoverageWeightedFedAvg,
     GroupAwareFedAvg,
+    GroupDROFedAvg,
     QualityQFedAvg,
 )
 
@@ -139,6 +140,7 @@ for _name, _cls in {
     "quality_qfedavg": QualityQFedAvg,
     "agnostic": AgnosticFedAvg,
     "group_aware": GroupAwareFedAvg,
+    "group_dro": GroupDROFedAvg,
     "critic_swap": CriticSwapFedAvg,
 }.items():
     STRATEGIES.add(_name, cast(type[Strategy], _cls))

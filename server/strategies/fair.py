@@ -9,6 +9,8 @@ what two same-distribution samples reach) and per-group counts `local.recall_hit
 - `QualityQFedAvg` (`quality_qfedavg`): q-FFL's q-FedAvg update driven by the quality loss.
 - `AgnosticFedAvg` (`agnostic`): AFL's mixture weights λ, moved by exponentiated gradient.
 - `GroupAwareFedAvg` (`group_aware`): n_k · (1 + β · Σ_g share_kg · (1 − recall_g)).
+- `GroupDROFedAvg` (`group_dro`): Σ_g q_g · n_kg / N_g, q moved by exponentiated gradient on
+  each group's pooled coverage shortfall (group DRO).
 
 The weighted strategies compute one weight per reply, put it into a copy of the reply's
 MetricRecord under `WEIGHT_KEY` and average with Flower's own `aggregate_arrayrecords`, so the
@@ -33,15 +35,19 @@ from fedgan.simulator.messages import (
     local_key,
 )
 from fedgan.simulator.weighting import (
+    GROUP_DRO_FLOOR,
+    GROUP_DRO_STEP_SIZE,
     agnostic_weights,
     check,
     check_agnostic,
     check_coverage,
     check_group_aware,
+    check_group_dro,
     coverage_weights,
     finite,
     group_aware_weights,
     group_deficits,
+    group_dro_weights,
 )
 from fedgan.wire.flwr_internals import (
     AggregationError,
@@ -414,3 +420,60 @@ class GroupAwareFedAvg(_ReweightedFedAvg):
             self._sizes(replies), n, hits, measured, self.beta, self.worst_groups
         )
         return weights
+
+
+class GroupDROFedAvg(_ReweightedFedAvg):
+    """FedAvg weighted by group DRO: a weight per group, spread over the clients that hold it.
+
+    The signal is per group, not per client (a client's coverage averages its rare groups with
+    its well-covered majority): pool the replies' per-group counts of the generator they
+    received, c_g = Σ_k coverage_hits_kg / Σ_k group_n_kg; move log q_g by η (1 − c_g)
+    (exponentiated gradient, Sagawa et al. 2020, "Distributionally Robust Neural Networks for
+    Group Shifts", ICLR); mix in an even share, q̃ = (1 − floor)·q + floor/G; and give client k
+    the weight Σ_g q̃_g · n_kg / N_g — each group's weight split over the clients holding it by
+    their share of its points (`simulator.weighting.group_dro_weights`). With η = 0 and floor 1
+    every group weighs the same: a group-balanced FedAvg. Clients whose coverage is not
+    measured (NaN) still hold their groups but do not move q. log q is the run's state (saved
+    in the resume checkpoint as this object's attribute).
+
+    Parameters
+    ----------
+    step_size : float (default: `GROUP_DRO_STEP_SIZE`)
+        η ≥ 0.
+    floor : float (default: `GROUP_DRO_FLOOR`)
+        The share of the weight spread evenly over the groups, in [0, 1].
+    **kwargs
+        Passed on to `FedAvg`.
+    """
+
+    def __init__(
+        self,
+        step_size: float = GROUP_DRO_STEP_SIZE,
+        floor: float = GROUP_DRO_FLOOR,
+        **kwargs: Any,
+    ) -> None:
+        check_group_dro(step_size, floor)
+        super().__init__(
+            **kwargs,
+        )
+        self.step_size = float(step_size)
+        self.floor = float(floor)
+        self.log_q: list[float] = []
+        self.last_group_weights: np.ndarray = np.array([])
+
+    def client_weights(self, server_round: int, replies: Sequence[Message]) -> np.ndarray:
+        """Σ_g q̃_g n_kg / N_g, after this round's move of q."""
+        try:
+            n = np.stack([_counts(m, GROUP_N) for m in replies])
+            hits = np.stack([_counts(m, hits_key("coverage")) for m in replies])
+        except ValueError as exc:  # lists of different lengths
+            raise AggregationError(f"per-group lists differ in length: {exc}") from exc
+        if n.shape[1] == 0:  # no group labels anywhere: the base rule (FedAvg)
+            return self._sizes(replies)
+        measured = np.isfinite([_scalar(m, LOCAL_COVERAGE) for m in replies])
+        w, lq, q, _ = group_dro_weights(
+            np.asarray(self.log_q), n, hits, measured, self.step_size, self.floor
+        )
+        self.log_q = lq.tolist()
+        self.last_group_weights = q
+        return w

@@ -14,6 +14,7 @@ from fedgan.server.strategies.fair import (
     AgnosticFedAvg,
     CoverageWeightedFedAvg,
     GroupAwareFedAvg,
+    GroupDROFedAvg,
     QualityQFedAvg,
 )
 from fedgan.simulator.engines.runner import run_federated
@@ -229,6 +230,40 @@ def test_group_aware_up_weights_the_client_holding_the_worst_group() -> None:
     assert_record(got1, weighted_mean(arrays, w1))
 
 
+def test_group_dro_oracle_over_two_rounds() -> None:
+    arrays = [random_arrays(i) for i in range(3)]
+    # Group 1 lives on client 2 alone and is never covered; group 0 is spread and covered half.
+    group_n = np.array([[10, 0], [10, 0], [5, 5]])
+    hits = np.array([[5, 0], [5, 0], [2, 0]])
+    replies = [
+        reply(
+            i,
+            arrays[i],
+            **{
+                "num-examples": 100.0,  # sizes do not enter: the rule weighs groups
+                "local.group_n": group_n[i].tolist(),
+                "local.coverage_hits": hits[i].tolist(),
+                "local.coverage": 0.5,
+            },
+        )
+        for i in range(3)
+    ]
+    s = GroupDROFedAvg(step_size=1.0, floor=0.2)
+    cov = hits.sum(0) / group_n.sum(0)  # (12/25, 0)
+    log_q = np.zeros(2)
+    for rnd in (1, 2):
+        got, _ = s.aggregate_train(rnd, replies)
+        log_q = log_q + 1.0 * (1 - cov)
+        q = np.exp(log_q - log_q.max())
+        qt = 0.8 * q / q.sum() + 0.2 / 2
+        shares = group_n / group_n.sum(0)
+        w = shares @ qt
+        assert_record(got, weighted_mean(arrays, w))
+        np.testing.assert_allclose(s.last_group_weights, qt)
+    # Two rounds of shortfall 1 vs 13/25 tilt q toward group 1, so client 2 outweighs the rest.
+    assert s.last_weights[2] > s.last_weights[0] == pytest.approx(s.last_weights[1])
+
+
 def test_group_aware_is_fedavg_when_groups_are_served_equally() -> None:
     arrays = [random_arrays(i) for i in range(2)]
     # Pooled recall is 5/10 in both groups: equal deficits, so shares don't matter.
@@ -342,6 +377,7 @@ def test_real_round_equals_hand_weighted_mean_of_client_updates(
         ("quality_qfedavg", {"client_learning_rate": 0.1}),
         ("agnostic", {"step_size": 1.0}),
         ("group_aware", {"worst_groups": 2}),
+        ("group_dro", {"step_size": 0.5}),
     ],
 )
 def test_every_fair_strategy_runs_two_rounds_by_name(

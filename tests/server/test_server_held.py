@@ -396,6 +396,7 @@ def _real_rows_in(messages: list[Message], X: np.ndarray) -> int:
         ("mdgan", {"swap_every": 1, "weighting": {"name": "coverage_weighted"}}, Recording),
         ("uagan", {"weighting": {"name": "agnostic"}}, Recording),
         ("mdgan", {"swap_every": 2, "weighting": {"name": "group_aware"}}, RecordingVectorized),
+        ("uagan", {"weighting": {"name": "group_dro"}}, RecordingVectorized),
     ],
 )
 def test_no_real_sample_in_any_server_bound_message(
