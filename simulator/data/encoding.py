@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -507,16 +507,36 @@ def decode(encoding: Mapping[str, Any], X: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def prdc_space(encoding: Mapping[str, Any], X: np.ndarray) -> np.ndarray:
+GROUP_SEPARATION = 100.0
+"""Distance between two rows that differ in a generated *group* column, in the PRDC space of a
+table (`prdc_space`'s `separate`): far beyond any k-NN radius within a group (numbers are in
+standard deviations, a differing category elsewhere costs 1), so a row of one group never lies
+in another group's ball — small enough for float32 distances to stay exact to ~1e-3."""
+
+
+def prdc_space(
+    encoding: Mapping[str, Any], X: np.ndarray, separate: Collection[str] = ()
+) -> np.ndarray:
     """X [n, dim] → the space PRDC runs in on mixed tables, float32 [n, n_cont + n_cat]:
     each continuous column standardized by its data mean and std, each categorical one-hot ×
-    1/√2 (hardened to the argmax). With standard encoding this is X itself, hardened; under
-    mode-specific normalization the numbers are decoded and standardized."""
+    1/√2 (hardened to the argmax): two rows differing in one category are at distance 1. The
+    categorical columns in `separate` (generated group columns) are one-hot ×
+    GROUP_SEPARATION/√2 instead: rows differing there are `GROUP_SEPARATION` apart, so every
+    k-NN ball stays inside one group and a generated row counts for the group it *says* it is
+    in as well as where it lies — mass, coverage and the declared share then cannot
+    disagree about who is forgotten. With standard encoding and nothing separated this is X
+    itself, hardened; under mode-specific normalization the numbers are decoded and
+    standardized."""
     df = decode(encoding, X)
+    hard = harden(encoding, X)
+    scale = float(encoding["onehot_scale"])
     parts = []
     for c in encoding["columns"]:
         if c["kind"] == "categorical":
-            parts.append(harden(encoding, X)[:, int(c["start"]) : int(c["end"])])
+            span = hard[:, int(c["start"]) : int(c["end"])]
+            if c["name"] in separate:
+                span = span * np.float32(GROUP_SEPARATION / math.sqrt(2.0) / scale)
+            parts.append(span)
         else:
             v = df[c["name"]].to_numpy(dtype=np.float64)
             parts.append(((v - c["data_mean"]) / c["data_std"])[:, None].astype(np.float32))

@@ -640,20 +640,27 @@ def _table_space(real: Dataset) -> FeatureSpace:
     """A mixed table's space (`encoding.prdc_space`): numbers standardized, each category a
     one-hot × 1/√2 hardened to its argmax — so a generated row's softmax output is compared
     as the category it would decode to, and two rows differing in one category are at
-    distance 1. The data space itself for everything else (all-numeric tables included:
+    distance 1 — except the generated group columns, whose categories are
+    `GROUP_SEPARATION` apart (every ball inside one group: where a row lies and what it says
+    it is agree). The data space itself for everything else (all-numeric tables included:
     there `prdc_space` would be X)."""
     enc = real.info.get("encoding")
     kinds = {c.get("kind") for c in enc["columns"]} if isinstance(enc, dict) else set()
     if not kinds & {"categorical", "mode_specific"}:
         return FeatureSpace("data")
-    from fedgan.simulator.data.encoding import prdc_space
+    from fedgan.simulator.data.encoding import GROUP_SEPARATION, categorical_columns, prdc_space
 
     assert isinstance(enc, dict)
+    generated = set(categorical_columns(enc))
+    separate = tuple(str(c) for c in real.groups.columns if str(c) in generated)
 
     def embed(x: np.ndarray) -> np.ndarray:
-        return prdc_space(enc, x)
+        return prdc_space(enc, x, separate)
 
-    info = {"kind": "table", "space": "numbers standardized, categories one-hot × 1/√2"}
+    space = "numbers standardized, categories one-hot × 1/√2"
+    if separate:
+        space += f"; group columns {', '.join(separate)} {GROUP_SEPARATION:g} apart"
+    info = {"kind": "table", "space": space, "separated": list(separate)}
     return FeatureSpace("table", embed=embed, info=info)
 
 

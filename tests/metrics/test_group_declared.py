@@ -97,3 +97,38 @@ def test_a_generator_that_writes_the_minority_label_on_majority_rows(tmp_path: P
     assert out.forgotten["region"] == ["islands"]  # the one rule reads where rows lie
     # `band` is a group column but not generated: no declared rows for it.
     assert not any(k[0] == "band" and k[1].startswith("declared") for k in rows)
+
+
+def test_rows_that_lie_in_a_group_but_say_another_do_not_keep_it(tmp_path: Path) -> None:
+    # The converse trap: rows shaped like the islanders (x ≈ 10) that *say* mainland. Before
+    # group columns were separated in the table's space, they sat inside the islanders' balls
+    # (one differing category is distance 1) and the islands read covered while no generated
+    # row was an islander. Now where a row lies and what it says agree.
+    # Few islanders and a many-valued column: their 5th neighbour differs in `band`, so
+    # their balls are wider than one differing category.
+    rng = np.random.default_rng(5)
+    region = np.array(["islands"] * 30 + ["mainland"] * 270)
+    pd.DataFrame(
+        {
+            "region": region,
+            "band": rng.choice(list("abcdefgh"), 300),
+            "x": np.where(region == "islands", 10.0, 0.0) + rng.normal(0, 1, 300),
+        }
+    ).to_csv(path := tmp_path / "p.csv", index=False)
+    ds = table(path=str(path), groups=["region"], features=["region", "band", "x"])
+    e = ds.info["encoding"]
+    real_df = enc.decode(e, ds.X)
+    islanders = real_df[real_df["region"] == "islands"]
+    mislabelled = islanders.assign(region="mainland")
+    fake = enc.encode(e, pd.concat([real_df[real_df["region"] == "mainland"], mislabelled]))
+    out = Evaluator(ds, k=5, group_by=["region"], min_group_size=1)(fake)
+    rows = {(r["metric"], r["group"]): r["value"] for r in out.rows if r.get("group_by")}
+    assert rows[("coverage", "islands")] == 0.0
+    assert rows[("mass", "islands")] == 0.0 and rows[("declared_share", "islands")] == 0.0
+    assert out.forgotten["region"] == ["islands"]
+    # The same rows with their own label keep the group (control: the check can pass).
+    honest = enc.encode(e, pd.concat([real_df[real_df["region"] == "mainland"], islanders]))
+    ok = Evaluator(ds, k=5, group_by=["region"], min_group_size=1)(honest)
+    assert ok.forgotten["region"] == []
+    kept = {(r["metric"], r["group"]): r["value"] for r in ok.rows if r.get("group_by")}
+    assert kept[("coverage", "islands")] > 0.9
