@@ -15,6 +15,7 @@ import numpy as np
 from fedgan.simulator.findings.batch import Outcome
 from fedgan.simulator.findings.bootstrap import Interval, bonferroni, paired_bootstrap
 from fedgan.simulator.metrics.diagnosis import kept
+from fedgan.simulator.weighting import GROUP_DRO_FLOOR, GROUP_DRO_STEP_SIZE
 
 PROTOCOLS = ("fedavg", "mdgan", "uagan")
 LABELS = {"fedavg": "FedAvg", "mdgan": "MD-GAN", "uagan": "UA-GAN", "centralized": "twin"}
@@ -32,6 +33,11 @@ WEIGHTINGS: dict[str, dict[str, Any]] = {
 }
 """The fairness weightings, usable with every protocol: for FedAvg the Flower strategy of the
 same name, for MD-GAN / UA-GAN `federation.protocol_params.weighting`; the same parameters."""
+GROUP_WEIGHTINGS: dict[str, dict[str, Any]] = {
+    "group_dro": {"step_size": GROUP_DRO_STEP_SIZE, "floor": GROUP_DRO_FLOOR},
+}
+"""Group-level weightings (issue 27), at their preregistered parameters: usable by every
+protocol like `WEIGHTINGS`, measured by item 12 (not part of `every_method`'s grid)."""
 FEDAVG_RULES: dict[str, dict[str, Any]] = {
     # QFedAvg's L = 1 / client_learning_rate must stay small against q‖Δw‖²/F, or the step
     # shrinks to nothing.
@@ -68,14 +74,15 @@ class Method:
         if self.protocol in ("centralized", "fedavg"):
             if self.rule == NONE:
                 return ()
-            params = {**WEIGHTINGS, **FEDAVG_RULES}[self.rule]
+            params = {**WEIGHTINGS, **GROUP_WEIGHTINGS, **FEDAVG_RULES}[self.rule]
             spec: dict[str, Any] = {"name": self.rule}
             if params:
                 spec["params"] = params
             return (f"strategy={_flow(spec)}",)
         pp = dict(PROTOCOL_PARAMS.get(self.protocol, {}))
         if self.rule != NONE:
-            pp["weighting"] = {"name": self.rule, "params": WEIGHTINGS[self.rule]}
+            params = {**WEIGHTINGS, **GROUP_WEIGHTINGS}[self.rule]
+            pp["weighting"] = {"name": self.rule, "params": params}
         out = [f"federation.protocol={self.protocol}"]
         if pp:
             out.append(f"federation.protocol_params={_flow(pp)}")

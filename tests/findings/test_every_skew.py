@@ -4,11 +4,14 @@ are the defaults `group_dro` runs with."""
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from pathlib import Path
 
 from fedgan.server.strategies.fair import GroupDROFedAvg
 from fedgan.simulator.findings import every_skew as f12
+from fedgan.simulator.findings.batch import Outcome
+from fedgan.simulator.findings.fedmethods import Method
 from fedgan.simulator.weighting import GroupDRO
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,5 +36,91 @@ def test_every_entry_point_defaults_to_the_preregistered_parameters() -> None:
 
 
 def test_the_skews_scenarios_exist() -> None:
-    for where in f12.SKEWS.values():
-        assert (ROOT / where.split(" ")[0]).is_file(), where
+    for where, _ in f12.SKEWS.values():
+        assert (ROOT / where).is_file(), where
+
+
+# --- the runner's pieces, on hand-made outcomes -----------------------------------------------
+
+
+def _o(cov: tuple[float, float], precision: float, mass: float = 0.05, seed: int = 0) -> Outcome:
+    return Outcome(
+        key=("x", seed),
+        summary={"precision": precision},
+        groups={
+            "coverage": {"0": cov[0], "1": cov[1]},
+            "mode_mass": {"0": mass, "1": mass},
+        },
+    )
+
+
+def test_judge_meets_and_misses_by_hand() -> None:
+    twin = [_o((0.6, 0.5), 0.9, seed=s) for s in range(3)]
+    res = {
+        ("one-of-5", f12.TWIN): twin,
+        # FedAvg + group_dro: keeps both in 2 of 3, precision 0.85 ≥ 0.9 × 0.9 = 0.81 → met.
+        ("one-of-5", Method("fedavg", "group_dro")): [
+            _o((0.4, 0.35), 0.85, seed=0),
+            _o((0.5, 0.2), 0.85, seed=1),
+            _o((0.31, 0.3), 0.85, seed=2),
+        ],
+        # UA-GAN + group_dro: keeps none, minority mass 0 → dropped.
+        ("one-of-5", Method("uagan", "group_dro")): [
+            _o((0.0, 0.0), 0.95, 0.0, seed=s) for s in range(3)
+        ],
+        ("one-of-5", Method("uagan")): [_o((0.1, 0.1), 0.95, 0.0, seed=s) for s in range(3)],
+        # Twin misses here: not judged (group_dro absent does not count against it).
+        ("two-of-20", f12.TWIN): [_o((0.1, 0.5), 0.9, seed=s) for s in range(3)],
+    }
+    j = f12.judge(res)
+    assert j.regime == {"one-of-5": True, "two-of-20": False}
+    assert j.met == {"fedavg": True, "uagan": False}
+    assert j.reasons["uagan one-of-5"].startswith("dropped")
+    assert j.best["one-of-5"].startswith("FedAvg + group_dro (2 of 3")
+    # group_dro − none under UA-GAN: 0 − 0.1 in every seed.
+    (comp,) = [c for c in j.comparisons if "uagan" in c]
+    assert "group_dro − none" in comp and "−0.10" in comp.replace("-", "−")
+
+
+def test_precision_below_the_bar_is_the_majority_paying() -> None:
+    res = {
+        ("one-of-10", f12.TWIN): [_o((0.6, 0.6), 1.0, seed=s) for s in range(3)],
+        ("one-of-10", Method("fedavg", "group_dro")): [
+            _o((0.6, 0.6), 0.8, seed=s) for s in range(3)
+        ],
+    }
+    j = f12.judge(res)
+    assert not j.met["fedavg"]
+    assert "the majority paid" in j.reasons["fedavg one-of-10"]
+
+
+def test_grown_budget_stops_when_doubling_gains_little() -> None:
+    def twins(*covs: float) -> dict[int, list[Outcome]]:
+        return {2**i: [_o((c, c), 1.0)] for i, c in enumerate(covs)}
+
+    assert f12.grown_budget(twins(0.1, 0.3, 0.31)) == 2  # 2× → 4× gains 0.01
+    assert f12.grown_budget(twins(0.1, 0.11)) == 1
+    assert f12.grown_budget(twins(0.1, 0.2, 0.4)) == 4  # still gaining: the largest measured
+
+
+def test_plan_runs_every_method_with_the_preregistered_parameters() -> None:
+    jobs = f12.plan(quick=False)
+    assert len(jobs) == len(f12.SKEWS) * (1 + 2 * 4) * 3
+    dro = [j for (sk, m), j in jobs if m == Method("uagan", "group_dro") and sk == "one-of-5"]
+    assert len(dro) == 3
+    (pp,) = [o for o in dro[0].overrides if o.startswith("federation.protocol_params=")]
+    assert json.loads(pp.split("=", 1)[1])["weighting"] == {
+        "name": "group_dro",
+        "params": f12.PARAMS,
+    }
+    fed = [j for (sk, m), j in jobs if m == Method("fedavg", "group_dro")][0]
+    assert 'strategy={"name": "group_dro"' in " ".join(fed.overrides)
+    # Every planned run is one the code can run (the preflight of `fedgan validate`).
+    from fedgan.simulator.findings.fedmethods import unavailable
+
+    seen = set()
+    for (sk, m), j in jobs:
+        if (sk, m) in seen:
+            continue
+        seen.add((sk, m))
+        assert unavailable(Path(j.scenario), j.overrides, j.centralized) == "", (sk, m)

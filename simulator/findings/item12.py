@@ -1,0 +1,37 @@
+"""Findings item 12 (issue 27): `python -m fedgan.simulator.findings.item12 --cache DIR` runs
+the preregistered design (docs/prereg-every-skew.md) and stores the item in docs/findings.md.
+With `--cache`, each run's outcome is kept as it finishes, so the item — several CPU-hours —
+resumes where it stopped, across sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedgan.simulator.findings import every_skew
+from fedgan.simulator.findings.suite import store_item
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run item 12 and store it in docs/findings.md."""
+    import argparse
+    import time
+
+    ap = argparse.ArgumentParser(description="findings item 12: one weighting for every skew")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default="docs")
+    ap.add_argument("--quick", action="store_true", help="1 seed, tiny nets, 4 rounds")
+    ap.add_argument("--cache", default=None, help="folder keeping each run's outcome (resumes)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    cache = Path(args.cache) if args.cache else None
+    f = every_skew.run(args.quick, args.jobs, cache)
+    if not args.quick:
+        store_item(Path(args.out), f, time.perf_counter() - t0)
+    print(f"item 12: {f.outcome}. {f.verdict}")
+    print(f.table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
