@@ -7,7 +7,6 @@ the sample → evaluate → rows → diagnosis sequence federated and centralize
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,8 +185,8 @@ class Evaluator:
                 frozenset(encoding.categorical_columns(self.encoding)),
             )
         for col, real_labels in self.labels.items():
-            ctx = self._context(col, real_labels, fake_feats, res, pairs, self._declared(col, fake))
-            ctx = dataclasses.replace(ctx, decoded=decoded)
+            declared = self._declared(col, fake)
+            ctx = self._context(col, real_labels, fake_feats, res, pairs, declared, decoded)
             before = len(rows)
             for name in self.metrics:
                 for row in METRICS.get(name)(ctx):
@@ -260,8 +259,10 @@ class Evaluator:
         res: PRDC,
         pairs: tuple[np.ndarray, np.ndarray],
         fake_labels: pd.Series | None = None,
+        decoded: DecodedRows | None = None,
     ) -> GroupingContext:
-        """The `GroupingContext` of grouping `col` at this evaluation."""
+        """The `GroupingContext` of grouping `col` at this evaluation (`fake_labels`: the
+        generated rows' groups by their generated values; `decoded`: a table's rows)."""
         groups = sorted(pd.unique(real_labels).tolist(), key=group_sort_key)
         lookup = {g: i for i, g in enumerate(groups)}
         codes = np.fromiter((lookup[v] for v in real_labels), dtype=np.intp, count=len(real_labels))
@@ -279,6 +280,7 @@ class Evaluator:
             n_boot=self.n_boot,
             seed=self.seed,
             fake_labels=fake_labels,
+            decoded=decoded,
         )
 
     def _declared(self, col: str, fake: np.ndarray) -> pd.Series | None:
