@@ -94,14 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("scenario", nargs="?", default=str(ROOT / "scenarios" / "quickstart.yaml"))
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for both (as `fedgan run --threads`; measure on a quiet machine)",
+    )
     args = ap.parse_args(argv)
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     path = Path(args.scenario)
     alone = min(steps_alone(path) for _ in range(args.repeats))
     wall = min(run_wall(path) for _ in range(args.repeats))
-    print(f"scenario {path.name}, commit {_commit()}, one torch thread")
+    threads = "one torch thread" if args.threads == 1 else f"{args.threads} torch threads"
+    print(f"scenario {path.name}, commit {_commit()}, {threads}")
     print(f"run (fedgan.run, wall): {wall:.1f} s")
     print(f"the same GAN steps alone, one loop: {alone:.1f} s")
     print(f"overhead ratio {wall / alone:.2f}")
