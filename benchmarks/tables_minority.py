@@ -12,7 +12,8 @@ Every run's saved samples (`samples/round-*.npy`) are scored again here with tod
 (`make_evaluator` on the run's own resolved scenario), so runs made by older code read through
 one instrument. Prints per run and evaluation: the islands' coverage, mass ratio, declared
 ratio and forgotten flag, the other regions' mean coverage, precision and mean column
-fidelity; then per method the last evaluation as mean ± std over seeds and how many seeds keep
+fidelity (whole table, and the rows declaring the islands against the real islanders); then per
+method the last evaluation as mean ± std over seeds and how many seeds keep
 the islands (coverage ≥ 0.3).
 """
 
@@ -29,7 +30,7 @@ RARE = "islands"
 KEEP = 0.3
 
 
-def _evaluator(run: Path) -> tuple[Any, str]:
+def _evaluator(run: Path) -> tuple[Any, str, int]:
     from fedgan.simulator.evaluate import make_evaluator
     from fedgan.simulator.prepare import federated_data, prepare_data
     from fedgan.simulator.scenario import load
@@ -37,14 +38,14 @@ def _evaluator(run: Path) -> tuple[Any, str]:
     s = load(run / "scenario.yaml")
     if s.federation is None:
         train, held = prepare_data(s)
-        return make_evaluator(s, held, train), s.name
+        return make_evaluator(s, held, train), s.name, s.seed
     data = federated_data(s)
-    return make_evaluator(s, data.held, data.train), s.name
+    return make_evaluator(s, data.held, data.train), s.name, s.seed
 
 
 def score(run: Path) -> list[dict[str, float]]:
     """Per saved evaluation of `run`: the islands and the rest, read by today's evaluator."""
-    ev, _ = _evaluator(run)
+    ev, _, _ = _evaluator(run)
     out = []
     for f in sorted((run / "samples").glob("round-*.npy")):
         e = ev(np.load(f))
@@ -64,6 +65,7 @@ def score(run: Path) -> list[dict[str, float]]:
                 "rest": float(np.mean([r[("coverage", str(g))] for g in rest])),
                 "precision": e.summary["precision"],
                 "fidelity": r.get(("fidelity", ""), float("nan")),
+                "fid_islands": r.get(("fidelity", RARE), float("nan")),
             }
         )
     return out
@@ -76,26 +78,47 @@ def main() -> None:
     runs = sorted(
         {p.parent for p in args.root.rglob("scenario.yaml") if (p.parent / "samples").is_dir()}
     )
-    last: dict[str, list[dict[str, float]]] = defaultdict(list)
-    keys = ("islands", "mass_ratio", "declared", "forgotten", "rest", "precision", "fidelity")
+    last: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+    keys = (
+        "islands",
+        "mass_ratio",
+        "declared",
+        "forgotten",
+        "rest",
+        "precision",
+        "fidelity",
+        "fid_islands",
+    )
     for run in runs:
         rows = score(run)
         if not rows:
             continue
-        _, name = _evaluator(run)
+        _, name, seed = _evaluator(run)
         print(f"\n{name} {run}")
         print("  round  " + "  ".join(f"{k:>10}" for k in keys))
         for r in rows:
             print(f"  {r['round']:5d}  " + "  ".join(f"{r[k]:10.3f}" for k in keys))
-        last[name].append(rows[-1])
+        last[name][seed] = rows[-1]
     print("\nlast evaluation, mean ± std over seeds (kept: islands coverage ≥ 0.3)")
-    for name, rs in sorted(last.items()):
+    for name, by_seed in sorted(last.items()):
+        rs = [by_seed[k] for k in sorted(by_seed)]
         cells = []
-        for k in ("islands", "mass_ratio", "rest", "precision", "fidelity"):
+        for k in ("islands", "mass_ratio", "rest", "precision", "fidelity", "fid_islands"):
             v = np.array([r[k] for r in rs])
-            cells.append(f"{k} {v.mean():.3f} ± {v.std():.3f}")
+            cells.append(f"{k} {np.nanmean(v):.3f} ± {np.nanstd(v):.3f}")
         kept = sum(r["islands"] >= KEEP for r in rs)
         print(f"{name}: n={len(rs)} kept {kept}/{len(rs)}; " + "; ".join(cells))
+    from fedgan.simulator.findings.bootstrap import paired_bootstrap
+
+    print("\nconditional − unconditioned islands coverage, paired by seed (95 % bootstrap)")
+    for name in sorted(last):
+        twin = name.replace("-conditional", "")
+        if "-conditional" not in name or twin not in last:
+            continue
+        seeds = sorted(set(last[name]) & set(last[twin]))
+        a = [last[name][k]["islands"] for k in seeds]
+        b = [last[twin][k]["islands"] for k in seeds]
+        print(f"{name} − {twin}: {paired_bootstrap(a, b).cell()} (seeds {seeds})")
 
 
 if __name__ == "__main__":
