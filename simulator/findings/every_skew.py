@@ -283,6 +283,7 @@ def run(quick: bool, n_jobs: int = 2, cache: Path | None = None) -> Finding:
 
 def _setup(quick: bool, budgets: Mapping[str, int], twins: Mapping[int, Sequence[Outcome]]) -> str:
     grown = ", ".join(f"{m}×: {_mean(os_, _cov):.2f}" for m, os_ in sorted(twins.items()))
+    grown = grown or "not measured yet"
     return (
         "Four skews (`SKEWS`): minority modes 0 and 1 (5 % each) on one client of 5 (the "
         "quickstart), on one client of 10, Dirichlet 0.05 over 5 clients (item 10), and on 2 of "
@@ -336,3 +337,24 @@ def _tables(res: Mapping[Cell, Sequence[Outcome]], skipped: Mapping[Cell, str]) 
         if rows:
             out.append(f"{sk}:\n\n" + md_table(["method", *HEADER], rows))
     return "\n\n".join(out) or "Not measured yet."
+
+
+def pending() -> Finding:
+    """Item 12 before its full run: the design, its cost, no number."""
+    n = len(plan(False)) + 2 * len(SEEDS)  # and two-of-20's twins at 2× and 4×
+    return Finding(
+        number=12,
+        title=TITLE,
+        setup=_setup(False, {}, {}),
+        expectation=EXPECTATION,
+        rule=RULE,
+        table=(
+            f"*Not measured yet.* `python -m fedgan.simulator.findings.item12 --cache DIR` runs "
+            f"the preregistered design: about {n} runs (5–8 CPU-hours on 2 cores, resumable); it "
+            "writes a table per skew (minority coverage, seeds keeping both, minority mass "
+            "ratio, precision, per method beside the twin)."
+        ),
+        verdict="Not measured yet: the verdict comes from the full run, by the rule above.",
+        agrees=False,
+        decided=False,
+    )

@@ -16,6 +16,7 @@ from fedgan.simulator.findings import (
     critics,
     divergences,
     dynamics,
+    every_skew,
     gradients,
     mode_items,
     privacy_cost,
@@ -40,6 +41,7 @@ ITEMS: dict[int, ItemFn] = {
     9: lambda q, f, j: protocol.run(q, f, j),
     10: lambda q, f, j: skew.run(q, f, j),
     11: lambda q, f, j: privacy_cost.run(q, f, j),
+    12: lambda q, f, j: every_skew.run(q, j),
 }
 
 CI_ITEMS = (1, 3, 5, 7, 8, 10)

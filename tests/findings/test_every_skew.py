@@ -124,3 +124,10 @@ def test_plan_runs_every_method_with_the_preregistered_parameters() -> None:
             continue
         seen.add((sk, m))
         assert unavailable(Path(j.scenario), j.overrides, j.centralized) == "", (sk, m)
+
+
+def test_pending_states_the_design_and_no_number() -> None:
+    f = f12.pending()
+    assert f.number == 12 and f.outcome == "undecided"
+    assert f.expectation == f12.EXPECTATION and f.rule == f12.RULE
+    assert "Not measured yet" in f.table and "item12" in f.table

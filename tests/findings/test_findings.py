@@ -115,9 +115,9 @@ def test_a_run_cut_short_keeps_the_items_it_finished(
 
 def test_only_rejects_unknown_items() -> None:
     assert parse_only("3,1,3") == [1, 3]
-    assert parse_only(None) == list(range(0, 12))
-    with pytest.raises(ValueError, match=r"no item\(s\) \[12\]; items are 0–11"):
-        parse_only("1,12")
+    assert parse_only(None) == list(range(0, 13))
+    with pytest.raises(ValueError, match=r"no item\(s\) \[13\]; items are 0–12"):
+        parse_only("1,13")
     res = CliRunner().invoke(app, ["findings", "--only", "x"])
     assert res.exit_code == 2 and "item numbers" in res.output
 
