@@ -14,6 +14,16 @@ from fedgan.simulator.gan.optim import OptimizerSpec
 from fedgan.simulator.gan.train import GAN, GANConfig, GANState
 from torch import Tensor
 
+QUICK_RUN = (
+    "gan.generator.widths=[16, 16]",
+    "gan.critic.widths=[16, 16]",
+    "data.n_samples=2000",
+    "evaluation.n_samples=500",
+    "federation.rounds=4",
+    "evaluation.every=4",
+)
+"""Overrides of a quick (CI-sized) run of a quickstart-shaped item: smoke values only."""
+
 
 @dataclass
 class Finding:

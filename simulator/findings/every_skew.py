@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from fedgan.simulator.findings.batch import SCENARIOS, Job, Outcome, run_jobs
 from fedgan.simulator.findings.bootstrap import bonferroni
-from fedgan.simulator.findings.common import Finding, md_table, mean_std
+from fedgan.simulator.findings.common import QUICK_RUN, Finding, md_table, mean_std
 from fedgan.simulator.findings.fedmethods import (
     NONE,
     Method,
@@ -211,14 +211,7 @@ def plan(quick: bool, budgets: Mapping[str, int] | None = None) -> list[tuple[Ce
     return out
 
 
-QUICK = (
-    "gan.generator.widths=[16, 16]",
-    "gan.critic.widths=[16, 16]",
-    "data.n_samples=2000",
-    "evaluation.n_samples=500",
-    "federation.rounds=4",
-    "evaluation.every=4",
-)
+QUICK = QUICK_RUN
 
 
 def _budget(scenario: str, multiple: int) -> tuple[str, ...]:

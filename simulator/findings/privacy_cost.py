@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 from fedgan.simulator.findings.batch import Job, Outcome, run_jobs
 from fedgan.simulator.findings.bootstrap import bonferroni
-from fedgan.simulator.findings.common import Finding, md_table, mean_std, pyplot, save_figure
+from fedgan.simulator.findings.common import (
+    QUICK_RUN,
+    Finding,
+    md_table,
+    mean_std,
+    pyplot,
+    save_figure,
+)
 from fedgan.simulator.findings.fedmethods import (
     keeps_all,
     minority_coverage,
@@ -79,14 +86,7 @@ PARTS: dict[str, tuple[str, tuple[Method, ...]]] = {
 only at ε = ∞ (user-level DP has no meaning without users): it checks the regime."""
 
 QUICK = {
-    "sample": (
-        "gan.generator.widths=[16, 16]",
-        "gan.critic.widths=[16, 16]",
-        "data.n_samples=2000",
-        "evaluation.n_samples=500",
-        "federation.rounds=4",
-        "evaluation.every=4",
-    ),
+    "sample": QUICK_RUN,
     "user": (
         "gan.generator.widths=[16, 16]",
         "gan.critic.widths=[16, 16]",

@@ -61,15 +61,8 @@ def fidelity_rows(ctx: GroupingContext) -> list[Row]:
     d = ctx.decoded
     if d is None:
         return []
-    if ctx.fake_labels is not None:
-        lookup = {str(g): i for i, g in enumerate(ctx.groups)}
-        owner: NDArray[np.intp] = np.fromiter(
-            (lookup.get(str(v), -1) for v in ctx.fake_labels),
-            dtype=np.intp,
-            count=len(ctx.fake_labels),
-        )
-    else:
-        owner = ctx.codes[ctx.result.nearest_real_index]
+    declared = ctx.declared_codes
+    owner = declared if declared is not None else ctx.codes[ctx.result.nearest_real_index]
     rows: list[Row] = []
     parts: list[tuple[object, NDArray[np.bool_], NDArray[np.bool_]]] = [
         ("", np.ones(len(d.real), dtype=bool), np.ones(len(d.fake), dtype=bool))

@@ -72,6 +72,16 @@ class GroupingContext:
         return np.bincount(self.codes, minlength=len(self.groups)).astype(np.int64)
 
     @property
+    def declared_codes(self) -> NDArray[np.intp] | None:
+        """Each generated point's position in `groups` by its generated value [M] (−1: a value
+        no held-out point has); None when the grouping is not generated (`fake_labels`)."""
+        if self.fake_labels is None:
+            return None
+        lookup = {str(g): i for i, g in enumerate(self.groups)}
+        labels = self.fake_labels
+        return np.fromiter((lookup.get(str(v), -1) for v in labels), np.intp, count=len(labels))
+
+    @property
     def shares(self) -> NDArray[np.float64]:
         """Each group's share of the held-out points [G] (its true share)."""
         n = len(self.codes)

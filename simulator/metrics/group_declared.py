@@ -21,21 +21,17 @@ none does). No rows for a grouping whose labels the generated rows do not carry.
 
 from __future__ import annotations
 
-import numpy as np
 from fedgan.simulator.metrics.context import GroupingContext, Row, group_row
 
 
 def declared_rows(ctx: GroupingContext) -> list[Row]:
     """`declared_share`, `declared_ratio` and `declared_on_support` of every group of `ctx`;
     [] when `ctx.fake_labels` is None (the grouping is not generated)."""
-    if ctx.fake_labels is None:
+    codes = ctx.declared_codes
+    if codes is None:
         return []
-    lookup = {str(g): i for i, g in enumerate(ctx.groups)}
     # A generated value no held-out row has (a category absent from the test split) counts in
-    # the denominator of every share but belongs to no group here.
-    codes = np.fromiter(
-        (lookup.get(str(v), -1) for v in ctx.fake_labels), dtype=np.intp, count=len(ctx.fake_labels)
-    )
+    # the denominator of every share but belongs to no group here (code −1).
     m = len(codes)
     rows: list[Row] = []
     for i, (g, share, n) in enumerate(
