@@ -25,8 +25,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     help="A federated, fairness-aware GAN simulator: run scenarios, inspect per-group metrics.",
 )
-console = Console()
-err = Console(stderr=True)
+# Soft wrap by default: a path or a message broken across lines can't be copied back (rich
+# folds long lines at the terminal's width, 80 columns under a pipe).
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
 
