@@ -115,6 +115,21 @@ def job_digest(job: Job) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def read_cached(job: Job, cache: Path) -> Outcome | None:
+    """The outcome an earlier run of `job` left in `cache`, or None (nothing runs)."""
+    return _read(job, cache / f"{job_digest(job)}.json")
+
+
+def _read(job: Job, file: Path) -> Outcome | None:
+    import json
+
+    if not file.exists():
+        return None
+    stored = json.loads(file.read_text())
+    stored.pop("key", None)
+    return Outcome(job.key, **stored)
+
+
 def _cached(job: Job, cache: Path | None) -> Outcome:
     """`_one`, reading the outcome from `cache` where an earlier run of the same resolved
     scenario left it, and leaving it there when it runs (written whole, then renamed: an
@@ -126,10 +141,9 @@ def _cached(job: Job, cache: Path | None) -> Outcome:
     if cache is None:
         return _one(job)
     file = cache / f"{job_digest(job)}.json"
-    if file.exists():
-        stored = json.loads(file.read_text())
-        stored.pop("key", None)
-        return Outcome(job.key, **stored)
+    hit = _read(job, file)
+    if hit is not None:
+        return hit
     out = _one(job)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(f".{os.getpid()}.tmp")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fedgan.simulator.findings.batch import SCENARIOS, Job, Outcome, run_jobs
+from fedgan.simulator.findings.batch import SCENARIOS, Job, Outcome, read_cached, run_jobs
 from fedgan.simulator.findings.bootstrap import bonferroni
 from fedgan.simulator.findings.common import QUICK_RUN, Finding, md_table, mean_std
 from fedgan.simulator.findings.fedmethods import (
@@ -226,15 +226,30 @@ def _budget(scenario: str, multiple: int) -> tuple[str, ...]:
     return (f"federation.rounds={rounds}", f"evaluation.every={rounds}")
 
 
-def run(quick: bool, n_jobs: int = 2, cache: Path | None = None) -> Finding:
+def run(quick: bool, n_jobs: int = 2, cache: Path | None = None, interim: bool = False) -> Finding:
     """Measure the item: the twins first (two-of-20's at 1, 2, 4 × its budget, until doubling
-    gains < `BUDGET_GAIN`), then every method at each skew's budget."""
+    gains < `BUDGET_GAIN`), then every method at each skew's budget.
+
+    With `interim` (needs `cache`), nothing runs: the item is written from the runs the cache
+    already holds, its tables partial and its verdict pending (a long sweep's progress)."""
+    if interim and cache is None:
+        raise ValueError("an interim item reads the cache: give cache")
+
+    def outcomes(jobs: Sequence[Job]) -> list[Outcome]:
+        if not interim:
+            return run_jobs(jobs, n_jobs, cache)
+        assert cache is not None
+        return [o for o in (read_cached(j, cache) for j in jobs) if o is not None]
+
     budgets: dict[str, int] = {}
     twins: dict[int, list[Outcome]] = {}
     m_budget = 1
     while True:
         jobs = [j for (sk, m), j in plan(quick, {GROWN: m_budget}) if sk == GROWN and m == TWIN]
-        twins[m_budget] = run_jobs(jobs, n_jobs, cache)
+        got = outcomes(jobs)
+        if len(got) < len(jobs):  # interim: this budget's twins are not all measured yet
+            break
+        twins[m_budget] = got
         if quick or m_budget >= BUDGET_MAX or (len(twins) > 1 and grown_budget(twins) < m_budget):
             break
         m_budget *= 2
@@ -250,10 +265,32 @@ def run(quick: bool, n_jobs: int = 2, cache: Path | None = None) -> Finding:
             continue
         todo.append((cell, job))
     res: dict[Cell, list[Outcome]] = {}
-    for (cell, _), o in zip(todo, run_jobs([j for _, j in todo], n_jobs, cache), strict=True):
-        res.setdefault(cell, []).append(o)
+    if interim:
+        assert cache is not None
+        for cell, job in todo:
+            o = read_cached(job, cache)
+            if o is not None:
+                res.setdefault(cell, []).append(o)
+    else:
+        for (cell, _), o in zip(todo, outcomes([j for _, j in todo]), strict=True):
+            res.setdefault(cell, []).append(o)
+    notes = "Skipped: " + skip_note(skipped) if skipped else ""
+    if interim:
+        done = sum(len(v) for v in res.values())
+        return Finding(
+            number=12,
+            title=TITLE,
+            setup=_setup(quick, budgets, twins),
+            expectation=EXPECTATION,
+            rule=RULE,
+            table=_tables(res, skipped),
+            verdict=_pending_verdict(res, todo, done),
+            agrees=False,
+            decided=False,
+            notes=notes,
+            values={"done": done, "runs": len(todo)},
+        )
     j = judge(res)
-    verdict = _verdict(j, budgets)
     return Finding(
         number=12,
         title=TITLE,
@@ -261,16 +298,31 @@ def run(quick: bool, n_jobs: int = 2, cache: Path | None = None) -> Finding:
         expectation=EXPECTATION,
         rule=RULE,
         table=_tables(res, skipped),
-        verdict=verdict,
+        verdict=_verdict(j, budgets),
         agrees=any(j.met.values()),
         decided=j.decided,
-        notes="Skipped: " + skip_note(skipped) if skipped else "",
+        notes=notes,
         values={
             "regime": j.regime,
             "met": j.met,
             "budget": budgets,
             "coverage": {f"{c[0]}/{c[1].label}": _mean(os_, _cov) for c, os_ in res.items()},
         },
+    )
+
+
+def _pending_verdict(
+    res: Mapping[Cell, Sequence[Outcome]], todo: Sequence[tuple[Cell, Job]], done: int
+) -> str:
+    """An interim item's verdict line: how far the sweep is, per skew; no judgement."""
+    per = []
+    for sk in SKEWS:
+        n = sum(1 for (s, _), _ in todo if s == sk)
+        k = sum(len(v) for (s, _), v in res.items() if s == sk)
+        per.append(f"{sk} {k} of {n}")
+    return (
+        f"Pending: {done} of {len(todo)} runs measured ({', '.join(per)}); the tables above are "
+        "partial and not judged — the verdict comes from the full run, by the rule above."
     )
 
 

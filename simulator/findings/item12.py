@@ -1,7 +1,8 @@
 """Findings item 12 (issue 27): `python -m fedgan.simulator.findings.item12 --cache DIR` runs
 the preregistered design (docs/prereg-every-skew.md) and stores the item in docs/findings.md.
 With `--cache`, each run's outcome is kept as it finishes, so the item — several CPU-hours —
-resumes where it stopped, across sessions."""
+resumes where it stopped, across sessions; `--interim` runs nothing and stores the item from
+what the cache holds (partial tables, verdict pending)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedgan.simulator.findings import every_skew
-from fedgan.simulator.findings.suite import store_item
+from fedgan.simulator.findings.suite import record_pending, store_item
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,11 +23,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="docs")
     ap.add_argument("--quick", action="store_true", help="1 seed, tiny nets, 4 rounds")
     ap.add_argument("--cache", default=None, help="folder keeping each run's outcome (resumes)")
+    ap.add_argument(
+        "--interim",
+        action="store_true",
+        help="run nothing: store the item from the runs --cache holds (partial, verdict pending)",
+    )
     args = ap.parse_args(argv)
+    if args.interim and not args.cache:
+        ap.error("--interim reads the runs kept in --cache: give --cache DIR")
     t0 = time.perf_counter()
     cache = Path(args.cache) if args.cache else None
-    f = every_skew.run(args.quick, args.jobs, cache)
-    if not args.quick:
+    f = every_skew.run(args.quick, args.jobs, cache, interim=args.interim)
+    if args.interim:
+        status = f"measuring: {f.values['done']} of {f.values['runs']} runs"
+        record_pending(Path(args.out), [f], status)
+    elif not args.quick:
         store_item(Path(args.out), f, time.perf_counter() - t0)
     print(f"item 12: {f.outcome}. {f.verdict}")
     print(f.table)

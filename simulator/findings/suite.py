@@ -212,16 +212,19 @@ def _write(out: Path, items: dict[int, dict[str, Any]], quick: bool) -> Path:
     return path
 
 
-def record_pending(out: Path, findings: Sequence[Finding]) -> Path:
-    """Put preregistered items that have not run yet into out/findings.md (full mode): their
-    section as given (setup, expectation, rule, what the run will write; no number) and "not
-    measured yet" in the summary; every other item is kept. The item's own run replaces it."""
+def record_pending(
+    out: Path, findings: Sequence[Finding], status: str = "not measured yet"
+) -> Path:
+    """Put preregistered items that have not run (or not finished) yet into out/findings.md
+    (full mode): their section as given (setup, expectation, rule, what the run will write or
+    the partial tables of an interim item; no verdict) and `status` in the summary; every
+    other item is kept. The item's own full run replaces it."""
     out.mkdir(parents=True, exist_ok=True)
     items = _stored(out, quick=False)
     for f in findings:
         items[f.number] = {
             "section": section(f),
-            "row": f"| [{f.number}](#{f.number}) | {f.title} | not measured yet | — |",
+            "row": f"| [{f.number}](#{f.number}) | {f.title} | {status} | — |",
             "seconds": 0.0,
             "stamp": "",
             "agrees": False,

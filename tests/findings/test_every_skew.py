@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from fedgan.server.strategies.fair import GroupDROFedAvg
 from fedgan.simulator.findings import every_skew as f12
 from fedgan.simulator.findings.batch import Outcome
@@ -131,3 +132,33 @@ def test_pending_states_the_design_and_no_number() -> None:
     assert f.number == 12 and f.outcome == "undecided"
     assert f.expectation == f12.EXPECTATION and f.rule == f12.RULE
     assert "Not measured yet" in f.table and "item12" in f.table
+
+
+def test_interim_writes_what_the_cache_holds_and_runs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from fedgan.simulator.findings import batch
+
+    def run(_job: object) -> Outcome:
+        raise AssertionError("an interim item ran a job")
+
+    monkeypatch.setattr(batch, "_one", run)
+    # The cache holds one-of-5's twin (3 seeds) and one seed of its UA-GAN + group_dro.
+    held = {(f12.TWIN, s): _o((0.6, 0.4), 0.8, seed=s) for s in (0, 1, 2)}
+    held[(Method("uagan", "group_dro"), 0)] = _o((0.2, 0.0), 0.5)
+    for (sk, m), job in f12.plan(quick=False):
+        seed = int(job.overrides[-1].removeprefix("seed="))
+        if sk == "one-of-5" and (m, seed) in held:
+            out = dataclasses.asdict(held[(m, seed)])
+            (tmp_path / f"{batch.job_digest(job)}.json").write_text(json.dumps(out))
+    f = f12.run(quick=False, cache=tmp_path, interim=True)
+    assert f.outcome == "undecided" and f.values == {"done": 4, "runs": 108}
+    assert "one-of-5 4 of 27" in f.verdict and "two-of-20 0 of 27" in f.verdict
+    # Means by hand: the twin's minority coverage (0.6 + 0.4) / 2, UA-GAN's (0.2 + 0) / 2.
+    assert "| twin | 0.50 ± 0.00 | 3 of 3 |" in f.table
+    assert "| UA-GAN + group_dro | 0.10 ± 0.00 | 0 of 1 |" in f.table
+    assert "one-of-10" not in f.table, "a skew with no run has no table"
+    with pytest.raises(ValueError, match="cache"):
+        f12.run(quick=False, interim=True)
