@@ -13,9 +13,11 @@ twin. A method the code under test cannot run (a protocol not merged yet) is ski
 
 For each method against FedAvg: the paired-by-seed bootstrap (10,000 resamples of the seeds)
 95 % interval of the mean difference in minority coverage (modes 0 and 1) and in worst-group
-recall (the lowest per-mode recall). Multiple comparisons: Bonferroni within each metric over
-the 13 planned comparisons — "higher"/"lower" only when the interval at 1 − 0.05/13 excludes 0,
-otherwise "indistinguishable". Preregistered in docs/prereg-findings-10.md.
+coverage (the lowest per-mode coverage; item 10's preregistration named worst-group recall,
+which reads high for a forgotten mode — docs/guide/metrics.md). Multiple comparisons:
+Bonferroni within each metric over the 13 planned comparisons — "higher"/"lower" only when
+the interval at 1 − 0.05/13 excludes 0, otherwise "indistinguishable". Preregistered in
+docs/prereg-findings-10.md.
 
 Cost (measured 2026-12-02, quiet machine): 44–78 CPU s a run (one torch thread),
 `quality_qfedavg` 605 s before the frozen-heap fix (`server/heap.py`) → 75 runs in 60 min on
@@ -66,7 +68,7 @@ QUICK = (
 )
 METRICS: dict[str, Callable[[Outcome], float]] = {
     "minority coverage": lambda o: minority_coverage(o, MINORITY),
-    "worst-group recall": lambda o: score(o, "recall.group_min"),
+    "worst-group coverage": lambda o: score(o, "coverage.group_min"),
 }
 
 
@@ -123,7 +125,7 @@ def main() -> None:
             m.label,
             mean_std([METRICS["minority coverage"](o) for o in os_], ".2f"),
             f"{sum(keeps_all(o, MINORITY) for o in os_)} of {len(os_)}",
-            mean_std([METRICS["worst-group recall"](o) for o in os_], ".2f"),
+            mean_std([METRICS["worst-group coverage"](o) for o in os_], ".2f"),
         ]
         for metric in METRICS:
             c = by.get((m, metric))
@@ -144,9 +146,9 @@ def main() -> None:
         "method",
         "minority coverage",
         "seeds keeping both",
-        "worst-group recall",
+        "worst-group coverage",
         "Δ minority coverage vs FedAvg [95 %]",
-        "Δ worst-group recall vs FedAvg [95 %]",
+        "Δ worst-group coverage vs FedAvg [95 %]",
         "precision",
         "modes (of 8)",
         "min mode mass ratio",

@@ -214,7 +214,8 @@ def run(
                     description=(
                         f"{'round' if f else 'step'} {p.done}: "
                         f"recall {sm.get('recall', float('nan')):.3f}"
-                        f" worst group {sm.get('worst_group_recall', float('nan')):.3f}"
+                        f" coverage {sm.get('coverage', float('nan')):.3f}"
+                        f" worst group {sm.get('worst_group_coverage', float('nan')):.3f}"
                         f" modes {sm.get('modes_captured', float('nan')):.0f}"
                     ),
                 )
@@ -599,7 +600,7 @@ def sweep(
             "status",
             "recall",
             "coverage",
-            "recall.group_min",
+            "coverage.group_min",
             "min_mass_ratio",
             "groups_forgotten",
             "worst_client_served",

@@ -23,24 +23,22 @@ from fedgan.simulator.summary import forgotten_sets, group_order, headline, last
 DEFAULT_METRICS = [
     "recall",
     "coverage",
-    "recall.group_min",
     "coverage.group_min",
     "groups_kept",
     "groups_forgotten",
     "min_mass_ratio",
     "worst_client_served",
     "modes_captured",
-    "recall.difference",
+    "coverage.difference",
 ]
 LABELS = {
-    "recall.group_min": "worst-group recall",
     "coverage.group_min": "worst-group coverage",
     "groups_kept": "groups kept",
     "min_mass_ratio": "min mode mass ratio",
     "groups_forgotten": "groups forgotten",
     "worst_client_served": "worst-served client's share",
     "modes_captured": "modes captured",
-    "recall.difference": "recall gap",
+    "coverage.difference": "coverage gap",
 }
 IGNORED = ("seed", "name", "description")
 """Scenario keys that never change a result's distribution: not part of a configuration."""

@@ -212,9 +212,8 @@ class Evaluator:
                 )
         first = next(iter(self.labels), "")
         for key, metric in (
-            ("worst_group_recall", "recall.group_min"),
             ("worst_group_coverage", "coverage.group_min"),
-            ("recall_difference", "recall.difference"),
+            ("coverage_difference", "coverage.difference"),
         ):
             stat = _grouping_value(rows, first, metric)
             if stat is not None:

@@ -546,7 +546,8 @@ def fig_group_metrics(ctx: _Context) -> list[Panel]:
     panels = []
     for view in ctx.views:
         g = view.grouping
-        frames = {k: _group_rows(ctx.run, ctx.scope, g, k) for k in ("recall", "coverage")}
+        # Coverage and mass: the forgotten rule's inputs. Not recall (`summary.PER_GROUP`).
+        frames = {k: _group_rows(ctx.run, ctx.scope, g, k) for k in ("coverage", "mass")}
         if all(f.empty for f in frames.values()):
             continue
         groups = group_order(pd.concat(frames.values())["group"].unique())
@@ -557,7 +558,8 @@ def fig_group_metrics(ctx: _Context) -> list[Panel]:
         for i, (metric, df) in enumerate(frames.items()):
             ax = fig.add_subplot(1, 2, i + 1)
             _lines(ax, df, groups, colors, marked)
-            ax.set_ylim(-0.03, 1.03)
+            # Mass is a share of the samples (a 5 % group's is ~0.05): its own scale.
+            ax.set_ylim(-0.03, 1.03) if metric == "coverage" else ax.set_ylim(bottom=0)
             _round_axis(ax, ctx.step_word)
             ax.set_title(f"{metric} per {g}")
         handles, names = fig.axes[0].get_legend_handles_labels()
@@ -565,13 +567,14 @@ def fig_group_metrics(ctx: _Context) -> list[Panel]:
         panels.append(
             (
                 fig,
-                f"Per-group recall and coverage of the {ctx.scope} evaluation over "
-                f"{ctx.step_word}s (one line per {g}): a line near 0 is a group the generator "
-                f"forgets.{_minority_note(ctx, g)}",
+                f"Per-group coverage and mass (the share of the generated samples in the "
+                f"group's k-NN balls) of the {ctx.scope} evaluation over {ctx.step_word}s (one "
+                f"line per {g}): a line near 0 is a group the generator forgets."
+                f"{_minority_note(ctx, g)}",
             )
         )
     if not panels:
-        raise _NoData("the run has no per-group recall or coverage rows")
+        raise _NoData("the run has no per-group coverage or mass rows")
     return panels
 
 
@@ -1068,12 +1071,12 @@ def fig_training(ctx: _Context) -> list[Panel]:
 
 def fig_fairness(ctx: _Context) -> list[Panel]:
     m = ctx.run.metrics
-    stats = ("recall", "precision")
+    stats = ("coverage", "precision")  # not recall: `summary.GAP_METRICS`
     keys = [f"{s}.{k}" for s in stats for k in ("difference", "ratio")]
     rows = m[(m["scope"] == ctx.scope) & (m["group"] == "") & m["metric"].isin(keys)]
     names = [v.grouping for v in ctx.views if v.grouping in set(rows["group_by"])]
     if not names:
-        raise _NoData("the run has no recall.difference / recall.ratio rows")
+        raise _NoData("the run has no coverage.difference / coverage.ratio rows")
     fig = _figure(MAX_WIDTH, 3.6)
     colors = dict(zip(names, _colors(len(names)), strict=True))
     for i, stat in enumerate(stats):
@@ -1120,7 +1123,7 @@ def fig_against(ctx: _Context) -> list[Panel]:
         marked = ctx.marked(g)
         fig = _figure(min(3.0 + 0.45 * len(groups) * 2, MAX_WIDTH), 4.4)
         x = np.arange(len(groups))
-        for i, metric in enumerate(("recall", "coverage")):
+        for i, metric in enumerate(("coverage", "mass")):  # not recall: `summary.PER_GROUP`
             ax = fig.add_subplot(2, 1, i + 1)
             for j, (name, table) in enumerate(zip(ctx.names, (mine, theirs), strict=True)):
                 v = table.reindex(groups)[metric] if metric in table.columns else np.nan
@@ -1129,7 +1132,7 @@ def fig_against(ctx: _Context) -> list[Panel]:
                 )
             _group_ticks(ax, x.tolist(), groups, marked)
             _mark_forgotten_ticks(ax, groups, set(ctx.forgotten(g)))
-            ax.set_ylim(0, 1.03)
+            ax.set_ylim(0, 1.03) if metric == "coverage" else ax.set_ylim(bottom=0)
             ax.set_ylabel(metric)
             ax.grid(axis="y", alpha=0.3)
         handles, labels = fig.axes[0].get_legend_handles_labels()
@@ -1137,7 +1140,7 @@ def fig_against(ctx: _Context) -> list[Panel]:
         panels.append(
             (
                 fig,
-                f"Per-{g} recall and coverage at the last evaluation of {ctx.names[0]} "
+                f"Per-{g} coverage and mass at the last evaluation of {ctx.names[0]} "
                 f"({ctx.run.path}) and {ctx.names[1]} ({other.path}). Forgotten by "
                 f"{ctx.names[0]} (red labels): {', '.join(ctx.forgotten(g)) or 'none'}; by "
                 f"{ctx.names[1]}: {', '.join(theirs_lost.get(g, [])) or 'none'}."
@@ -1150,7 +1153,7 @@ def fig_against(ctx: _Context) -> list[Panel]:
 
 
 def _last_groups(run: Run, scope: str, grouping: str) -> pd.DataFrame:
-    """Per-group recall and coverage of a run's last evaluation (index: group labels)."""
+    """Per-group table (coverage, mass, …) of a run's last evaluation (index: group labels)."""
     rnd = last_round(run.metrics, scope, "recall")
     if rnd is None:
         return pd.DataFrame()

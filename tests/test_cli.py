@@ -25,12 +25,14 @@ def test_run_federated_prints_tables_and_the_run_folder(tmp_path: Path) -> None:
         app, ["run", str(p), "federation.rounds=1", "--out", str(tmp_path / "runs")]
     )
     assert res.exit_code == 0, res.output
-    assert "per-group (mode)" in res.output and "worst-group recall" in res.output
+    assert "per-group (mode)" in res.output and "worst-group coverage" in res.output
+    assert "worst-group recall" not in res.output and "recall gap" not in res.output
     folder = res.output.split("run folder:")[1].split()[0]
     assert (Path(folder) / "metrics.parquet").is_file()
     inspect = runner.invoke(app, ["inspect", folder, "--by", "group"])
     assert inspect.exit_code == 0, inspect.output
-    assert "recall" in inspect.output
+    # Per group: coverage (and its gap), never recall (it can read high for a forgotten group).
+    assert "coverage" in inspect.output and "recall" not in inspect.output
     clients = runner.invoke(app, ["inspect", folder, "--by", "client"])
     assert clients.exit_code == 0, clients.output
     assert "eval.coverage" in clients.output and "served" in clients.output

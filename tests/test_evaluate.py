@@ -40,7 +40,8 @@ def test_missing_mode_three_shows_in_the_group_rows_and_diagnosis(held) -> None:
     recall = _rows(ev, "recall").set_index("group")["value"]
     assert recall["3"] == 0.0
     assert all(recall[str(g)] > 0.9 for g in range(8) if g != 3)
-    assert ev.summary["worst_group_recall"] == 0.0
+    assert ev.summary["worst_group_coverage"] == 0.0
+    assert "worst_group_recall" not in ev.summary  # recall names no worst group
     assert ev.summary["modes_captured"] == 7
     assert ev.summary["min_mass_ratio"] == 0.0
     # Reverse KL of 7 equal modes against 8: log(8/7).

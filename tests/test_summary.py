@@ -43,3 +43,29 @@ def test_client_group_table_is_clients_by_groups() -> None:
     assert table.loc[0, "2"] == 0.5 and table.loc[1, "2"] == 0.25
     assert math.isnan(table.loc[1, "10"])  # client 1 holds none of group 10
     assert client_group_table(_rows(), 2).loc[0, "2"] == 0.0
+
+
+def test_no_headline_line_reads_recall_for_a_group() -> None:
+    """A forgotten mode whose per-group recall reads 1.0 (a few strays' large balls: item 11's
+    UA-GAN) must not make the headline's worst group look reached: its worst group and gap are
+    coverage's, the numbers given below by hand."""
+    from fedgan.simulator.summary import headline, headline_rows
+
+    rows = [
+        {"metric": "recall", "value": 0.97},
+        {"metric": "coverage", "value": 0.70},
+        {"metric": "recall.group_min", "value": 0.94, "group_by": "mode"},
+        {"metric": "recall.difference", "value": 0.06, "group_by": "mode"},
+        {"metric": "coverage.group_min", "value": 0.0, "group_by": "mode"},
+        {"metric": "coverage.difference", "value": 0.9, "group_by": "mode"},
+    ]
+    m = pd.DataFrame(
+        [
+            {"round": 4, "scope": "global", "client": -1, "group_by": "", "group": "", "n": 0} | r
+            for r in rows
+        ]
+    )
+    lines = dict(headline_rows(headline(m)))
+    assert lines["worst-group coverage"] == "0.000"
+    assert lines["coverage gap (max − min)"] == "0.900"
+    assert not [label for label in lines if "recall" in label and label != "recall"]

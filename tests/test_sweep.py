@@ -69,7 +69,7 @@ def test_one_folder_per_combination_with_overrides_and_resume(tmp_path: Path) ->
     summary = pd.read_csv(res.path / "summary.csv")
     assert list(summary["seed"]) == [0, 1, 0, 1]
     assert list(summary["federation.federate"]) == ["both", "both", "generator", "generator"]
-    assert {"recall", "coverage", "recall.group_min", "worst_client_served"} <= set(summary)
+    assert {"recall", "coverage", "coverage.group_min", "worst_client_served"} <= set(summary)
 
     stamps = {p: p.stat().st_mtime_ns for p in res.run_dirs()}
     # An interrupted run: no marker, and its events never say run_finished.

@@ -1,4 +1,4 @@
-"""Item 11: who privacy forgets — minority coverage, worst-group recall and precision against ε,
+"""Item 11: who privacy forgets — minority coverage, worst-group coverage and precision against ε,
 at sample level (the quickstart) and at user level (the cross-device shape), each method beside
 its twin.
 
@@ -311,7 +311,7 @@ def pending() -> Finding:
             "runs — sample level ≈ 1.5 CPU-min each (the quickstart's 4,000 steps with DP-SGD), "
             "user level ≈ 7 CPU-min each (400 rounds of 50 of 1,000 clients on the vectorized "
             "engine) — about 3 hours on 2 cores; it writes a table per part (minority and "
-            "majority coverage, worst-group recall, precision and the ε reached, per method "
+            "majority coverage, worst-group coverage, precision and the ε reached, per method "
             "and ε) and a figure of each mode's coverage against ε per method."
         ),
         verdict="Not measured yet: the verdict comes from the full run, by the rule above.",
@@ -393,7 +393,7 @@ HEADER = [
     "minority coverage",
     "majority coverage",
     "seeds keeping both",
-    "worst-group recall",
+    "worst-group coverage",
     "precision",
     "ε reached",
 ]
@@ -423,7 +423,7 @@ def _tables(
                         mean_std([_cov(o) for o in os_], ".2f"),
                         mean_std([_maj(o) for o in os_], ".2f"),
                         f"{sum(keeps_all(o, MINORITY) for o in os_)} of {len(os_)}",
-                        mean_std([score(o, "recall.group_min") for o in os_], ".2f"),
+                        mean_std([score(o, "coverage.group_min") for o in os_], ".2f"),
                         mean_std([score(o, "precision") for o in os_], ".2f"),
                         "∞"
                         if math.isinf(eps)
