@@ -40,7 +40,7 @@ HEADLINE = [
 PER_GROUP = ("coverage", "mass", "declared_share", "precision")
 """The per-group columns the printed tables (run summary, report) show. Not recall: its balls
 come from the generated samples, so a few strays with large balls can make a forgotten group
-read high (it stays in the metrics table, the gaps and `inspect --by metric`)."""
+read high (it stays in the metrics table and `inspect --by metric`)."""
 GAP_METRICS = ("coverage", "precision")
 """Metrics whose gaps across groups (worst group, min, max − min, min / max) are shown. Not
 recall, for the reason of `PER_GROUP`: item 11's UA-GAN read worst-group recall 0.94 with both
