@@ -454,6 +454,9 @@ def _figure(res: Mapping[Cell, Sequence[Outcome]], fig_dir: Path, parts: Sequenc
                     color=color,
                     ls="-" if minority else ":",
                     lw=1.8 if minority else 0.8,
+                    # Markers: a setting measured at one ε (the user-level twin) is a point.
+                    marker="o" if minority else ".",
+                    ms=4 if minority else 3,
                     label=m.label if mode == MINORITY[0] else None,
                 )
         ax.set_xticks(range(len(EPSILONS)), ["1", "3", "10", "∞"])
