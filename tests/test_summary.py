@@ -69,3 +69,13 @@ def test_no_headline_line_reads_recall_for_a_group() -> None:
     assert lines["worst-group coverage"] == "0.000"
     assert lines["coverage gap (max − min)"] == "0.900"
     assert not [label for label in lines if "recall" in label and label != "recall"]
+
+
+def test_no_view_lists_a_per_group_recall() -> None:
+    """The views' column lists: per-group recall (and its worst group and gaps) in none."""
+    from fedgan.simulator.compare import DEFAULT_METRICS
+    from fedgan.simulator.summary import GAP_METRICS, HEADLINE, PER_GROUP
+
+    assert "recall" not in PER_GROUP and "recall" not in GAP_METRICS
+    keys = [k for k, _ in HEADLINE] + list(DEFAULT_METRICS)
+    assert not [k for k in keys if k.startswith("recall.")], keys
