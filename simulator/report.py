@@ -559,7 +559,8 @@ def fig_group_metrics(ctx: _Context) -> list[Panel]:
             ax = fig.add_subplot(1, 2, i + 1)
             _lines(ax, df, groups, colors, marked)
             # Mass is a share of the samples (a 5 % group's is ~0.05): its own scale.
-            ax.set_ylim(-0.03, 1.03) if metric == "coverage" else ax.set_ylim(bottom=0)
+            rate = metric == "coverage"
+            ax.set_ylim(-0.03 if rate else 0, 1.03 if rate else None)
             _round_axis(ax, ctx.step_word)
             ax.set_title(f"{metric} per {g}")
         handles, names = fig.axes[0].get_legend_handles_labels()
@@ -1132,7 +1133,7 @@ def fig_against(ctx: _Context) -> list[Panel]:
                 )
             _group_ticks(ax, x.tolist(), groups, marked)
             _mark_forgotten_ticks(ax, groups, set(ctx.forgotten(g)))
-            ax.set_ylim(0, 1.03) if metric == "coverage" else ax.set_ylim(bottom=0)
+            ax.set_ylim(0, 1.03 if metric == "coverage" else None)
             ax.set_ylabel(metric)
             ax.grid(axis="y", alpha=0.3)
         handles, labels = fig.axes[0].get_legend_handles_labels()

@@ -235,18 +235,20 @@ def run(quick: bool, n_jobs: int = 2, cache: Path | None = None, interim: bool =
     if interim and cache is None:
         raise ValueError("an interim item reads the cache: give cache")
 
-    def outcomes(jobs: Sequence[Job]) -> list[Outcome]:
+    def outcomes(jobs: Sequence[Job]) -> list[Outcome | None]:
+        """Each job's outcome in order: run (or read back), or with `interim` read from the
+        cache, None where it holds none."""
         if not interim:
-            return run_jobs(jobs, n_jobs, cache)
+            return list(run_jobs(jobs, n_jobs, cache))
         assert cache is not None
-        return [o for o in (read_cached(j, cache) for j in jobs) if o is not None]
+        return [read_cached(j, cache) for j in jobs]
 
     budgets: dict[str, int] = {}
     twins: dict[int, list[Outcome]] = {}
     m_budget = 1
     while True:
         jobs = [j for (sk, m), j in plan(quick, {GROWN: m_budget}) if sk == GROWN and m == TWIN]
-        got = outcomes(jobs)
+        got = [o for o in outcomes(jobs) if o is not None]
         if len(got) < len(jobs):  # interim: this budget's twins are not all measured yet
             break
         twins[m_budget] = got
@@ -265,50 +267,37 @@ def run(quick: bool, n_jobs: int = 2, cache: Path | None = None, interim: bool =
             continue
         todo.append((cell, job))
     res: dict[Cell, list[Outcome]] = {}
-    if interim:
-        assert cache is not None
-        for cell, job in todo:
-            o = read_cached(job, cache)
-            if o is not None:
-                res.setdefault(cell, []).append(o)
-    else:
-        for (cell, _), o in zip(todo, outcomes([j for _, j in todo]), strict=True):
+    for (cell, _), o in zip(todo, outcomes([j for _, j in todo]), strict=True):
+        if o is not None:
             res.setdefault(cell, []).append(o)
-    notes = "Skipped: " + skip_note(skipped) if skipped else ""
-    if interim:
-        done = sum(len(v) for v in res.values())
-        return Finding(
-            number=12,
-            title=TITLE,
-            setup=_setup(quick, budgets, twins),
-            expectation=EXPECTATION,
-            rule=RULE,
-            table=_tables(res, skipped),
-            verdict=_pending_verdict(res, todo, done),
-            agrees=False,
-            decided=False,
-            notes=notes,
-            values={"done": done, "runs": len(todo)},
-        )
-    j = judge(res)
-    return Finding(
+    f = Finding(
         number=12,
         title=TITLE,
         setup=_setup(quick, budgets, twins),
         expectation=EXPECTATION,
         rule=RULE,
         table=_tables(res, skipped),
-        verdict=_verdict(j, budgets),
-        agrees=any(j.met.values()),
-        decided=j.decided,
-        notes=notes,
-        values={
-            "regime": j.regime,
-            "met": j.met,
-            "budget": budgets,
-            "coverage": {f"{c[0]}/{c[1].label}": _mean(os_, _cov) for c, os_ in res.items()},
-        },
+        verdict="",
+        agrees=False,
+        decided=False,
+        notes="Skipped: " + skip_note(skipped) if skipped else "",
     )
+    if interim:
+        done = sum(len(v) for v in res.values())
+        f.verdict = _pending_verdict(res, todo, done)
+        f.values = {"done": done, "runs": len(todo)}
+        return f
+    j = judge(res)
+    f.verdict = _verdict(j, budgets)
+    f.agrees = any(j.met.values())
+    f.decided = j.decided
+    f.values = {
+        "regime": j.regime,
+        "met": j.met,
+        "budget": budgets,
+        "coverage": {f"{c[0]}/{c[1].label}": _mean(os_, _cov) for c, os_ in res.items()},
+    }
+    return f
 
 
 def _pending_verdict(
