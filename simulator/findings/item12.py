@@ -1,8 +1,9 @@
-"""Findings item 12 (issue 27): `python -m fedgan.simulator.findings.item12 --cache DIR` runs
-the preregistered design (docs/prereg-every-skew.md) and stores the item in docs/findings.md.
-With `--cache`, each run's outcome is kept as it finishes, so the item — several CPU-hours —
-resumes where it stopped, across sessions; `--interim` runs nothing and stores the item from
-what the cache holds (partial tables, verdict pending)."""
+"""Findings item 12 (issue 27): `python -m fedgan.simulator.findings.item12` runs the
+preregistered design (docs/prereg-every-skew.md) and stores the item in docs/findings.md.
+Each run's outcome is kept as it finishes in the tracked records folder
+(`every_skew.RECORDS`, or `--cache DIR`), so the item — several CPU-hours — resumes where it
+stopped, across sessions and fresh checkouts once the records are committed; `--interim` runs
+nothing and stores the item from what the records hold (partial tables, verdict pending)."""
 
 from __future__ import annotations
 
@@ -22,17 +23,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="docs")
     ap.add_argument("--quick", action="store_true", help="1 seed, tiny nets, 4 rounds")
-    ap.add_argument("--cache", default=None, help="folder keeping each run's outcome (resumes)")
+    ap.add_argument(
+        "--cache",
+        default=str(every_skew.RECORDS),
+        help="folder keeping each run's outcome (resumes; default: the tracked records folder)",
+    )
     ap.add_argument(
         "--interim",
         action="store_true",
         help="run nothing: store the item from the runs --cache holds (partial, verdict pending)",
     )
     args = ap.parse_args(argv)
-    if args.interim and not args.cache:
-        ap.error("--interim reads the runs kept in --cache: give --cache DIR")
     t0 = time.perf_counter()
-    cache = Path(args.cache) if args.cache else None
+    cache = Path(args.cache)
     f = every_skew.run(args.quick, args.jobs, cache, interim=args.interim)
     if args.interim:
         status = f"measuring: {f.values['done']} of {f.values['runs']} runs"

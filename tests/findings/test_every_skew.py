@@ -162,3 +162,51 @@ def test_interim_writes_what_the_cache_holds_and_runs_nothing(
     assert "one-of-10" not in f.table, "a skew with no run has no table"
     with pytest.raises(ValueError, match="cache"):
         f12.run(quick=False, interim=True)
+
+
+def test_the_recommended_scenario_is_the_setting_item_12_measured() -> None:
+    """README's recommendation runs exactly item 12's one-of-5 UA-GAN + group_dro cell: the
+    same resolved scenario (data, partition, GAN, budget, protocol, weighting, parameters),
+    name and description aside."""
+    from fedgan.simulator.scenario import load
+
+    (job,) = [
+        j
+        for (sk, m), j in f12.plan(quick=False)
+        if sk == "one-of-5" and m == Method("uagan", "group_dro") and j.overrides[-1] == "seed=0"
+    ]
+    measured = json.loads(load(job.scenario, list(job.overrides)).to_json())
+    recommended = json.loads(load(ROOT / "scenarios" / "protocols" / "recommended.yaml").to_json())
+    for d in (measured, recommended):
+        d.pop("name"), d.pop("description")
+    assert recommended == measured
+    assert recommended["federation"]["protocol"] == "uagan"
+    assert recommended["federation"]["protocol_params"]["weighting"] == {
+        "name": "group_dro",
+        "params": f12.PARAMS,
+    }
+    assert recommended["partition"]["name"] == "explicit"
+
+
+def test_the_cells_the_rule_reads_run_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep cut short still decides: the twins and group_dro cells precede the others."""
+    calls: list[list[tuple[object, ...]]] = []
+
+    def fake(jobs: list[object], n_jobs: int, cache: object) -> list[Outcome]:
+        calls.append([j.key for j in jobs])  # type: ignore[attr-defined]
+        return [_o((0.6, 0.6), 0.9) for _ in jobs]
+
+    monkeypatch.setattr(f12, "run_jobs", fake)
+    f12.run(quick=False)
+    keys = calls[-1]  # the methods' sweep, after two-of-20's twins (1×, 2×)
+    assert len(keys) == 108
+    first = [k[1] == "centralized" or k[2] == "group_dro" for k in keys]
+    assert first == sorted(first, reverse=True) and sum(first) == 4 * 3 * 3
+    assert f12.decisive(("one-of-5", f12.TWIN))
+    assert f12.decisive(("two-of-20", Method("fedavg", "group_dro")))
+    assert not f12.decisive(("one-of-5", Method("uagan", "agnostic")))
+    assert not f12.decisive(("one-of-5", Method("uagan")))
+    # The default records folder is tracked (not ignored), so committed runs survive a checkout.
+    ignored = (ROOT / ".gitignore").read_text().split()
+    rel = f12.RECORDS.relative_to(ROOT).as_posix()
+    assert not any(rel.startswith(p.strip("/")) for p in ignored)
