@@ -4,8 +4,8 @@ runner.
 Preregistered in docs/prereg-every-skew.md (this module's constants, `EXPECTATION` and `RULE`
 verbatim; a test keeps them equal). The group-level rule is `group_dro`
 (`simulator.weighting.group_dro_weights`), its parameters the defaults committed with it
-(`GROUP_DRO_STEP_SIZE`, `GROUP_DRO_FLOOR`). `python -m fedgan.simulator.findings.item12
---cache DIR` runs it (resumable) and stores the item in docs/findings.md."""
+(`GROUP_DRO_STEP_SIZE`, `GROUP_DRO_FLOOR`). `python -m fedgan.simulator.findings.item12`
+runs it (resumable from the runs kept in `RECORDS`) and stores the item in docs/findings.md."""
 
 from __future__ import annotations
 
@@ -395,7 +395,7 @@ def pending() -> Finding:
         expectation=EXPECTATION,
         rule=RULE,
         table=(
-            f"*Not measured yet.* `python -m fedgan.simulator.findings.item12 --cache DIR` runs "
+            f"*Not measured yet.* `python -m fedgan.simulator.findings.item12` runs "
             f"the preregistered design: about {n} runs (5–8 CPU-hours on 2 cores, resumable); it "
             "writes a table per skew (minority coverage, seeds keeping both, minority mass "
             "ratio, precision, per method beside the twin)."
