@@ -94,6 +94,17 @@ def _flow(value: object) -> str:
     return json.dumps(value)
 
 
+RECOMMENDED = Method("uagan", "group_dro")
+"""The setting README recommends (`scenarios/protocols/recommended.yaml`; findings item 12)."""
+
+
+def group_methods() -> list[Method]:
+    """Every protocol with every group-level weighting (issue 27's rows): shown beside
+    `every_method`'s grid in item 10 and the fairness benchmark, outside their preregistered
+    comparison families (those were fixed before group_dro existed)."""
+    return [Method(p, g) for p in PROTOCOLS for g in GROUP_WEIGHTINGS]
+
+
 def every_method(rules_for_fedavg: Sequence[str] = ()) -> list[Method]:
     """Every protocol unweighted and with every weighting (FedAvg first), then FedAvg with
     the extra FedAvg-only `rules_for_fedavg`."""

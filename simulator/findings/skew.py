@@ -20,6 +20,7 @@ from fedgan.simulator.findings.fedmethods import (
     WEIGHTINGS,
     Method,
     every_method,
+    group_methods,
     keeps_all,
     minority_coverage,
     minority_mass_ratio,
@@ -46,8 +47,10 @@ MINORITY_WEIGHT = 0.05
 N_MODES = 8
 FEDAVG = Method("fedavg")
 TWIN = Method("centralized")
-SMALL_METHODS = every_method()
-"""At the small α: every protocol unweighted and with every weighting (FedAvg first)."""
+SMALL_METHODS = every_method() + group_methods()
+"""At the small α: every protocol unweighted and with every weighting (FedAvg first), then with
+each group-level weighting (issue 27's rows: in the tables and figures, outside the rule's
+preregistered comparisons (c), which loop over `WEIGHTINGS`)."""
 SERVER_HELD = ("mdgan", "uagan")
 A_DROP = 0.1
 """(a): FedAvg's minority coverage at the small α at least this below its value at α = 100."""
@@ -341,7 +344,9 @@ def _plan(quick: bool) -> tuple[dict[int, int], int, list[Cell]]:
     cells: list[Cell] = [(m, SMALL_ALPHA, default) for m in SMALL_METHODS if m.protocol != "fedavg"]
     cells += [(FEDAVG, DRIFT_ALPHA, k) for k in local if k != default]
     cells += [(FEDAVG, a, default) for a in ALPHAS]
-    cells += [(m, SMALL_ALPHA, default) for m in SMALL_METHODS[1 : 1 + len(WEIGHTINGS)]]
+    cells += [
+        (m, SMALL_ALPHA, default) for m in SMALL_METHODS if m.protocol == "fedavg" and m != FEDAVG
+    ]
     cells.append((TWIN, SMALL_ALPHA, default))
     return local, default, cells  # longest first (server-held, many rounds): the pool ends evenly
 
@@ -515,7 +520,13 @@ def _tables(
 # --- figures -----------------------------------------------------------------------------------
 
 COLORS = {"fedavg": "tab:blue", "mdgan": "tab:orange", "uagan": "tab:green", "centralized": "k"}
-MARKERS = {NONE: "o", "coverage_weighted": "s", "agnostic": "^", "group_aware": "D"}
+MARKERS = {
+    NONE: "o",
+    "coverage_weighted": "s",
+    "agnostic": "^",
+    "group_aware": "D",
+    "group_dro": "*",
+}
 
 
 def _interval(os_: Sequence[Outcome]) -> Interval:

@@ -195,6 +195,24 @@ def test_rule_undecided_when_the_protocols_were_skipped() -> None:
     assert "3 of 9 comparisons measured" in j.parts[2].text
 
 
+def test_group_dro_rows_are_shown_but_outside_the_preregistered_family() -> None:
+    """Issue 27's group_dro rows join item 10's grid at the small α (every protocol) without
+    changing rule (c): its family stays 3 protocols × 3 weightings, and a group_dro cell far
+    above its unweighted base cannot become the rule's "highest lower end"."""
+    dro = [m for m in f10.SMALL_METHODS if m.rule == "group_dro"]
+    assert dro == [Method(p, "group_dro") for p in ("fedavg", "mdgan", "uagan")]
+    _, _, cells = f10._plan(quick=False)
+    assert {c[0] for c in cells if c[0].rule == "group_dro"} == set(dro)
+    assert len(cells) == len(set(cells)), "a cell planned twice"
+    res = _cells()
+    d = f10.DEFAULT_LOCAL
+    for m in dro:
+        res[(m, f10.SMALL_ALPHA, d)] = [_o((m.label, s), 0.9, 0.9) for s in range(3)]
+    j = f10.judge(res)
+    (c,) = [p for p in j.parts if p.name == "c"]
+    assert "9 of 9 comparisons measured" in c.text and "group_dro" not in c.text
+
+
 def test_rule_no_regime_means_nothing_is_judged() -> None:
     j = f10.judge(_cells(twin=(0.5, 0.1, 0.2)))  # twin keeps both in 1 of 3 seeds
     assert not j.regime and j.twin_kept == 1
