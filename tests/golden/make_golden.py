@@ -66,6 +66,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "scale/ring-100-clients.yaml",
         [*FEDERATED[:-1], "data.n_samples=6000", "partition.n_clients=30"],
     ),
+    "protocols-recommended": ("protocols/recommended.yaml", FEDERATED),
     # Variants: paths of the loop no bundled scenario takes.
     "v-ema": ("quickstart.yaml", [*FEDERATED, "gan.ema=0.9"]),
     "v-private-generator-ema": (
