@@ -337,7 +337,8 @@ def _setup(quick: bool, budgets: Mapping[str, int], twins: Mapping[int, Sequence
         "unweighted, + agnostic (step 0.5), + coverage_weighted (q 2), + group_dro (η 0.1, "
         "floor 0.2), beside the matched centralized twin; seeds 0, 1, 2 paired. two-of-20's "
         f"budget: {budgets.get(GROWN, 1)}× (twin minority coverage by budget: {grown}). "
-        "Preregistered in `docs/prereg-every-skew.md`"
+        "Preregistered in `docs/prereg-every-skew.md`; every run's outcome is kept in "
+        "`benchmarks/findings-runs/item12/` (committed), from which this item is rebuilt"
         + (" (quick: 1 seed, MLPs 2×16, 4 rounds — smoke values that mean nothing)" * quick)
         + "."
     )
