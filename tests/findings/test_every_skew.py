@@ -210,3 +210,40 @@ def test_the_cells_the_rule_reads_run_first(monkeypatch: pytest.MonkeyPatch) -> 
     ignored = (ROOT / ".gitignore").read_text().split()
     rel = f12.RECORDS.relative_to(ROOT).as_posix()
     assert not any(rel.startswith(p.strip("/")) for p in ignored)
+
+
+def _item12_rows() -> dict[str, dict[str, list[str]]]:
+    """docs/findings.md's item 12 tables: skew → method → cells (means and counts)."""
+    text = (ROOT / "docs" / "findings.md").read_text(encoding="utf-8")
+    section = text.split('<a id="12"></a>', 1)[1].split("<a id=", 1)[0]
+    out: dict[str, dict[str, list[str]]] = {}
+    for block in re.split(r"\n(?=[a-z0-9.-]+:\n\n\|)", section)[1:]:
+        skew, table = block.split(":\n\n", 1)
+        for line in table.splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) == 5 and cells[0] not in ("method", "---"):
+                out.setdefault(skew.strip(), {})[cells[0]] = cells[1:]
+    return out
+
+
+def test_readme_quotes_item_12_as_stored() -> None:
+    """One story: the README's recommendation quotes the stored item 12 — for every skew where
+    the recommended setting was measured, its mean minority coverage and precision and the
+    twin's — and calls the target missed exactly when the item does."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Keeping the minority", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split())
+    rows = _item12_rows()
+    assert set(rows) >= {"one-of-5", "one-of-10", "dirichlet-0.05"}
+    label = Method("uagan", "group_dro").label
+    for skew, table in rows.items():
+        if label not in table:
+            continue
+        cov, _kept, _mass, prec = (c.split(" ± ")[0] for c in table[label])
+        twin_cov, twin_prec = table["twin"][0].split(" ± ")[0], table["twin"][3].split(" ± ")[0]
+        for value in (cov, prec, twin_cov, twin_prec):
+            assert value in flat, (skew, value)
+    findings = (ROOT / "docs" / "findings.md").read_text(encoding="utf-8")
+    verdict = findings.split('<a id="12"></a>', 1)[1].split("**Verdict:", 1)[1][:40]
+    if "missed" in verdict or "disagrees" in verdict:
+        assert "target is missed" in flat.lower()
