@@ -164,5 +164,13 @@ def run_jobs(jobs: Sequence[Job], n_jobs: int = 2, cache: Path | None = None) ->
     one = partial(_cached, cache=cache)
     if n_jobs <= 1:
         return [one(j) for j in jobs]
-    with ProcessPoolExecutor(n_jobs) as pool:
-        return list(pool.map(one, jobs))
+    # What the cache holds is read here, not in a worker: a resumed sweep starts no process
+    # for a finished run.
+    kept = [read_cached(j, cache) if cache is not None else None for j in jobs]
+    todo = [j for j, o in zip(jobs, kept, strict=True) if o is None]
+    # A fresh process per run: a worker reused for dozens of runs grew to 9–11 GB of RSS in
+    # item 12's sweep (24 GB machine, thrashing), and a run's memory is only surely returned
+    # when its process ends. Starting one costs a few seconds against runs of minutes.
+    with ProcessPoolExecutor(n_jobs, max_tasks_per_child=1) as pool:
+        ran = iter(pool.map(one, todo))
+        return [o if o is not None else next(ran) for o in kept]

@@ -39,3 +39,19 @@ def test_digest_follows_the_resolved_scenario():
     # The same value written differently resolves to the same scenario: the same run.
     same = Job(base.scenario, (*TINY, "seed=0", "federation.rounds=4"), (), True)
     assert job_digest(same) == job_digest(base)
+
+
+def test_a_pool_runs_only_what_the_cache_lacks_in_job_order(tmp_path: Path) -> None:
+    """With processes, a cached outcome is read in the parent (a value no run can give comes
+    back as stored) and the rest run in fresh workers; outcomes stay in job order."""
+    import dataclasses
+    import json
+
+    cached = Job("privacy-user.yaml", (*TINY, "seed=0"), ("a",), centralized=True)
+    fresh = Job("privacy-user.yaml", (*TINY, "seed=1"), ("b",), centralized=True)
+    stored = batch.Outcome(("stored",), summary={"precision": -1.0})
+    (tmp_path / f"{job_digest(cached)}.json").write_text(json.dumps(dataclasses.asdict(stored)))
+    a, b = run_jobs([cached, fresh], 2, tmp_path)
+    assert a.key == ("a",) and a.summary == {"precision": -1.0}
+    assert b.key == ("b",) and b.groups and 0.0 <= b.summary["precision"] <= 1.0
+    assert (tmp_path / f"{job_digest(fresh)}.json").is_file(), "the new run is kept too"
