@@ -470,7 +470,11 @@ def sweep(
             finish(entry, _run_one(s.model_dump(mode="json"), str(path / entry["folder"])))
     else:
         ctx = get_context("spawn")  # fork after torch/Flower started threads can deadlock
-        with ProcessPoolExecutor(min(jobs, len(todo)), ctx, initializer=_worker_init) as pool:
+        # One process per run: its memory is surely returned when it ends (a findings worker
+        # reused for dozens of runs grew to 11 GB; simulator/findings/batch.py).
+        with ProcessPoolExecutor(
+            min(jobs, len(todo)), ctx, initializer=_worker_init, max_tasks_per_child=1
+        ) as pool:
             futures: dict[Future[dict[str, Any]], dict[str, Any]] = {
                 pool.submit(_run_one, s.model_dump(mode="json"), str(path / e["folder"])): e
                 for e, s in todo
