@@ -249,7 +249,7 @@ def run(quick: bool, n_jobs: int = 2, cache: Path | None = None, interim: bool =
         """Each job's outcome in order: run (or read back), or with `interim` read from the
         cache, None where it holds none."""
         if not interim:
-            return list(run_jobs(jobs, n_jobs, cache))
+            return list(run_jobs(jobs, n_jobs, cache))  # a copy typed with None (invariance)
         assert cache is not None
         return [read_cached(j, cache) for j in jobs]
 

@@ -12,7 +12,7 @@ import pytest
 from fedgan.server.strategies.fair import GroupDROFedAvg
 from fedgan.simulator.findings import every_skew as f12
 from fedgan.simulator.findings.batch import Outcome
-from fedgan.simulator.findings.fedmethods import Method
+from fedgan.simulator.findings.fedmethods import RECOMMENDED, Method
 from fedgan.simulator.weighting import GroupDRO
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,7 +173,7 @@ def test_the_recommended_scenario_is_the_setting_item_12_measured() -> None:
     (job,) = [
         j
         for (sk, m), j in f12.plan(quick=False)
-        if sk == "one-of-5" and m == Method("uagan", "group_dro") and j.overrides[-1] == "seed=0"
+        if sk == "one-of-5" and m == RECOMMENDED and j.overrides[-1] == "seed=0"
     ]
     measured = json.loads(load(job.scenario, list(job.overrides)).to_json())
     recommended = json.loads(load(ROOT / "scenarios" / "protocols" / "recommended.yaml").to_json())
@@ -235,7 +235,7 @@ def test_readme_quotes_item_12_as_stored() -> None:
     flat = " ".join(section.split())
     rows = _item12_rows()
     assert set(rows) >= {"one-of-5", "one-of-10", "dirichlet-0.05"}
-    label = Method("uagan", "group_dro").label
+    label = RECOMMENDED.label
     for skew, table in rows.items():
         if label not in table:
             continue
