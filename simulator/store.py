@@ -80,13 +80,60 @@ def _versions() -> dict[str, str]:
     return out
 
 
+class _Appended:
+    """A table that only grows (rows appended in order), written whole at every flush without
+    formatting again the rows written before: their CSV text and frame are kept, and a flush
+    formats only the rows added since. A 400-round run's metrics (30,000 rows) are written 9
+    times; rebuilding the frame and its CSV each time was ~0.5 s of the quickstart's 22 s.
+    The text and frame are those of the whole table made at once (tests/test_store.py)."""
+
+    def __init__(self, columns: list[str] | None = None) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.columns = columns
+        self._frames: list[pd.DataFrame] = []
+        self._text: list[str] = []
+        self._done = 0
+
+    def _catch_up(self) -> None:
+        if self._done > len(self.rows):  # rows were taken away (never done here): start over
+            self._frames, self._text, self._done = [], [], 0
+        if self._done == len(self.rows):
+            return
+        new = pd.DataFrame(self.rows[self._done :], columns=self.columns)
+        if self._frames and (
+            list(new.columns) != list(self._frames[0].columns)
+            or not new.dtypes.equals(self._frames[0].dtypes)
+        ):
+            # Columns or types the earlier rows did not have: made whole again, as pandas
+            # would make it at once.
+            new = pd.DataFrame(self.rows, columns=self.columns)
+            self._frames, self._text = [], []
+        self._text.append(new.to_csv(index=False, header=not self._frames))
+        self._frames.append(new)
+        self._done = len(self.rows)
+
+    def frame(self) -> pd.DataFrame:
+        """The whole table (a new frame: the caller may change it)."""
+        self._catch_up()
+        if not self._frames:
+            return pd.DataFrame(self.rows, columns=self.columns)
+        return pd.concat(self._frames, ignore_index=True)
+
+    def csv(self) -> str:
+        """`frame().to_csv(index=False)`, formatting only the rows added since the last call."""
+        self._catch_up()
+        if not self._frames:
+            return pd.DataFrame(self.rows, columns=self.columns).to_csv(index=False)
+        return "".join(self._text)
+
+
 class RunStore:
     """Writer of one run folder `<out>/<scenario-name>/<YYYYmmdd-HHMMSS>-<id>/`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._metrics: list[dict[str, Any]] = []
-        self._timings: list[dict[str, Any]] = []
+        self._metrics = _Appended(METRIC_COLUMNS)
+        self._timings = _Appended()
         self._diagnoses: list[dict[str, Any]] = []
 
     @classmethod
@@ -113,7 +160,10 @@ class RunStore:
         if metrics.is_file():
             df = pd.read_parquet(metrics)
             self.add_metrics(df[df["round"] <= last_round].to_dict("records"), flush=False)
-        for name, rows in (("timings.csv", self._timings), ("diagnosis.csv", self._diagnoses)):
+        for name, rows in (
+            ("timings.csv", self._timings.rows),
+            ("diagnosis.csv", self._diagnoses),
+        ):
             p = self.path / name
             if p.is_file() and p.stat().st_size:
                 df = pd.read_csv(p, keep_default_na=False)
@@ -124,7 +174,7 @@ class RunStore:
                 self.path / "diagnosis.csv", pd.DataFrame(self._diagnoses).to_csv(index=False)
             )
         # A table whose every row was of a later round: as if never written.
-        for name, rows in (("timings.csv", self._timings), ("diagnosis.csv", self._diagnoses)):
+        for name, rows in (("timings.csv", self._timings.rows), ("diagnosis.csv", self._diagnoses)):
             if not rows:
                 (self.path / name).unlink(missing_ok=True)
         return dropped
@@ -148,7 +198,7 @@ class RunStore:
         flush=False and written at the next evaluation (or `flush()` at the end).
         """
         for r in rows:
-            self._metrics.append(
+            self._metrics.rows.append(
                 {
                     "round": int(r["round"]),
                     "scope": r.get("scope", "global"),
@@ -165,23 +215,20 @@ class RunStore:
 
     def flush(self) -> None:
         """Rewrite metrics (CSV + Parquet) and timings atomically from what was added."""
-        df = self.metrics()
-        atomic_write_text(self.path / "metrics.csv", df.to_csv(index=False))
+        atomic_write_text(self.path / "metrics.csv", self._metrics.csv())
         tmp = self.path / ".metrics.parquet.tmp"
-        df.to_parquet(tmp, index=False)
+        self._metrics.frame().to_parquet(tmp, index=False)
         os.replace(tmp, self.path / "metrics.parquet")
-        if self._timings:
-            atomic_write_text(
-                self.path / "timings.csv", pd.DataFrame(self._timings).to_csv(index=False)
-            )
+        if self._timings.rows:
+            atomic_write_text(self.path / "timings.csv", self._timings.csv())
 
     def metrics(self) -> pd.DataFrame:
-        return pd.DataFrame(self._metrics, columns=METRIC_COLUMNS)
+        return self._metrics.frame()
 
     def add_timings(self, rows: Iterable[dict[str, Any]]) -> None:
         """Wall times live here, never in the (deterministic) metrics table; written with the
         metrics at the next `flush()`."""
-        self._timings.extend(rows)
+        self._timings.rows.extend(rows)
 
     def add_diagnosis(self, row: dict[str, Any]) -> None:
         self._diagnoses.append(row)

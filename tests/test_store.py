@@ -75,3 +75,39 @@ def test_deferred_rows_are_written_at_the_next_flush(tmp_path: Path) -> None:
     st.flush()
     assert load_run(st.path).metrics["round"].tolist() == [1, 2]
     assert pd.read_csv(st.path / "timings.csv")["seconds"].tolist() == [0.5]
+
+
+def test_tables_written_in_parts_are_the_whole_table_pandas_writes(tmp_path: Path) -> None:
+    """Each flush formats only the rows added since the last; the files are what pandas
+    writes for the whole table at once — also when a later part brings a type the earlier
+    rows did not have (an int column that turns float, a new timings column)."""
+    st = _store(tmp_path)
+    metrics: list[dict] = []
+    timings: list[dict] = []
+    parts = [
+        ([{"round": 1, "metric": "a", "value": 0.1}], [{"round": 1, "phase": "t", "seconds": 1}]),
+        ([], [{"round": 2, "phase": "t", "seconds": 2}]),  # int seconds so far
+        (
+            [{"round": 3, "scope": "client", "client": 2, "group_by": "mode", "group": 7,
+              "metric": "b", "value": 1e-17, "n": 40}],
+            [{"round": 3, "phase": "t", "seconds": 0.25}],  # now float
+        ),
+        ([{"round": 4, "metric": "c", "value": float("nan")}],
+         [{"round": 4, "phase": "t", "seconds": 0.5, "client": 3}]),  # a new column
+    ]  # fmt: skip
+    for rows, times in parts:
+        st.add_metrics(rows, flush=False)
+        st.add_timings(times)
+        metrics += rows
+        timings += times
+        st.flush()
+        whole = RunStore(tmp_path / "whole")
+        whole.path.mkdir(exist_ok=True)
+        whole.add_metrics(metrics, flush=False)
+        expected = pd.DataFrame(whole._metrics.rows, columns=METRIC_COLUMNS)
+        assert (st.path / "metrics.csv").read_text() == expected.to_csv(index=False)
+        pd.testing.assert_frame_equal(pd.read_parquet(st.path / "metrics.parquet"), expected)
+        assert (st.path / "timings.csv").read_text() == pd.DataFrame(timings).to_csv(index=False)
+    pd.testing.assert_frame_equal(st.metrics(), expected)
+    st.metrics().loc[0, "value"] = 99.0  # a caller's change to its copy changes nothing here
+    assert st.metrics()["value"].iloc[0] == 0.1
