@@ -1,13 +1,13 @@
-"""A Flower strategy that collects garbage per reply, with and without the frozen heap.
+"""A Flower strategy that collects garbage per reply, with and without young collections only.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/strategy_gc.py [--rounds 20] [--repeats 2]
 
 Flower's `QFedAvg` (our `quality_qfedavg` extends it) reads every reply with
 `to_numpy_ndarrays(keep_input=False)`, which calls `gc.collect()` each time; a full collection
 walks the whole heap of the process (torch, pandas, fairlearn, …). The FedAvg protocol
-aggregates inside `server.heap.young_heap_only`, which freezes the heap from before the
-aggregation so those collections walk only what it allocated. This runs the quickstart with
-`quality_qfedavg` for `--rounds` rounds, alternately with the freeze (as landed) and without it
+aggregates inside `server.heap.young_heap_only`, where `gc.collect()` collects only the young
+generations, so those collections walk only what the aggregation allocated. This runs the quickstart with
+`quality_qfedavg` for `--rounds` rounds, alternately with young collections (as landed) and without
 (the reference: `young_heap_only` swapped for a null context), in this process, and prints CPU
 seconds a run, the ratio, and whether both give the same metrics (they must: garbage collection
 changes no number).
@@ -36,10 +36,10 @@ QFEDAVG = 'strategy={"name": "quality_qfedavg", "params": {"client_learning_rate
 LANDED = fedavg_protocol.young_heap_only
 
 
-def one(rounds: int, frozen: bool) -> tuple[float, pd.DataFrame]:
+def one(rounds: int, young: bool) -> tuple[float, pd.DataFrame]:
     """CPU seconds of one run and its metric values (the seconds columns dropped)."""
     fedavg_protocol.young_heap_only = (  # type: ignore[assignment]
-        LANDED if frozen else contextlib.nullcontext
+        LANDED if young else contextlib.nullcontext
     )
     with tempfile.TemporaryDirectory() as tmp:
         c0 = time.process_time()
@@ -66,16 +66,16 @@ def main() -> None:
     times: dict[bool, list[float]] = {True: [], False: []}
     metrics = {}
     for _ in range(a.repeats):
-        for frozen in (False, True):
-            cpu, m = one(a.rounds, frozen)
-            times[frozen].append(cpu)
-            metrics[frozen] = m
+        for young in (False, True):
+            cpu, m = one(a.rounds, young)
+            times[young].append(cpu)
+            metrics[young] = m
     same = metrics[True].equals(metrics[False])
     ref, new = statistics.median(times[False]), statistics.median(times[True])
     print(f"objects tracked by gc: {len(gc.get_objects()):,}")
     print(f"quickstart + quality_qfedavg, {a.rounds} rounds, median of {a.repeats}, CPU s:")
     print(f"  full collections (reference): {ref:.1f} s")
-    print(f"  frozen heap (landed):         {new:.1f} s")
+    print(f"  young collections (landed):   {new:.1f} s")
     print(f"  speed-up: {ref / new:.1f}×; same metrics: {'yes' if same else 'NO'}")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from fedgan.simulator.messages import ARRAYS, METRICS, PARTITION_ID, TRAIN, TRAIN_REPLY_KEYS
+from fedgan.wire.records import values as array_values
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 
@@ -104,7 +105,7 @@ def _problem(
         a = arrays[k]
         if tuple(a.shape) != tuple(shape):
             return "bad_reply", f"{k} has shape {tuple(a.shape)}, expected {tuple(shape)}"
-        values = a.numpy()
+        values = array_values(a)  # read only: no copy
         if not np.isfinite(values).all():
             return "client_diverged", f"{k} holds non-finite values"
         # Only the arrays the reference names count (a server-held generator bounds the

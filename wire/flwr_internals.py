@@ -109,6 +109,10 @@ def check_and_log_replies(strategy: Strategy, replies: Iterable[Message]) -> lis
     return list(valid)
 
 
+NUMPY_STYPE = SType.NUMPY
+"""`Array.stype` of an array serialized with `np.save` (`Array(ndarray)`)."""
+
+
 def fill_numpy_array(array: Array, dtype: str, shape: tuple[int, ...], data: bytes) -> None:
     """Set the fields of a NumPy-serialized `Array` (`array` made with `Array.__new__` or a
     subclass that skips `Array.__init__`) as `Array(ndarray)` ends with them.

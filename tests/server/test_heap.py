@@ -1,5 +1,6 @@
-"""`young_heap_only`: what exists before the block is out of a collection's reach inside it,
-back in reach after it (nothing leaks), and the FedAvg protocol aggregates inside it."""
+"""`young_heap_only`: inside the block `gc.collect()` collects only the young generations
+(what the aggregation dropped), the process's own heap is left where it is (nothing promoted,
+nothing pinned), and the FedAvg protocol aggregates inside it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gc
 import weakref
 from pathlib import Path
 
+import numpy as np
 import yaml
 from fedgan.server.heap import young_heap_only
 
@@ -36,35 +38,64 @@ def _old_cycle() -> weakref.ref[Node]:
     return ref
 
 
-def test_old_cycles_wait_for_the_block_to_end_and_new_ones_are_collected_inside() -> None:
+def test_flower_s_collections_inside_reach_only_the_young_generations() -> None:
     gc.collect()
     old = _old_cycle()
+    full = gc.collect
     with young_heap_only():
-        assert gc.get_freeze_count() > 0
         new = _cycle()
-        gc.collect()
+        gc.collect()  # what ArrayRecord.to_numpy_ndarrays, or a plug-in strategy, calls
         assert new() is None, "garbage made inside the block is collected inside it"
-        assert old() is not None, "the heap from before the block is out of reach"
-    assert gc.get_freeze_count() == 0, "nothing stays frozen"
+        assert old() is not None, "the old generation is out of reach"
+    assert gc.collect is full, "gc.collect is the full collection again"
     gc.collect()
-    assert old() is None, "after the block the old cycle is collected: nothing leaks"
+    assert old() is None, "after the block a full collection frees the old cycle"
 
 
-def test_nested_blocks_keep_the_outer_freeze_until_the_outer_end() -> None:
+def test_flower_s_own_call_runs_no_full_collection_inside() -> None:
+    from flwr.app import ArrayRecord
+
+    def full_collections() -> int:
+        return int(gc.get_stats()[2]["collections"])
+
+    before = full_collections()
+    ArrayRecord([np.zeros(3)]).to_numpy_ndarrays(keep_input=False)
+    assert full_collections() == before + 1, "outside the block Flower's call is a full one"
+    with young_heap_only():
+        for _ in range(5):
+            ArrayRecord([np.zeros(3)]).to_numpy_ndarrays(keep_input=False)
+        assert full_collections() == before + 1, "inside, none"
+
+
+def test_young_garbage_from_before_the_block_stays_young() -> None:
+    # A cycle that became garbage just before the block (a round's `array_records` views do)
+    # is not moved to the oldest generation by the block (gc.freeze/unfreeze did that, and
+    # only a full collection, rare in a process holding torch and pandas, reached it then).
+    gc.collect()
+    young = _cycle()
+    with young_heap_only():
+        pass
+    gc.collect(0)  # the youngest generation only, as the interpreter's own trigger would run
+    assert young() is None
+
+
+def test_nested_blocks_keep_the_outer_swap_until_the_outer_end() -> None:
+    full = gc.collect
     with young_heap_only():
         with young_heap_only():
             pass
-        assert gc.get_freeze_count() > 0
-    assert gc.get_freeze_count() == 0
+        assert gc.collect is not full
+    assert gc.collect is full
 
 
-def test_an_exception_in_the_block_still_unfreezes() -> None:
+def test_an_exception_in_the_block_still_restores() -> None:
+    full = gc.collect
     try:
         with young_heap_only():
             raise ValueError("boom")
     except ValueError:
         pass
-    assert gc.get_freeze_count() == 0
+    assert gc.collect is full
 
 
 PLUGIN = '''
@@ -72,47 +103,40 @@ import gc
 from pathlib import Path
 from flwr.serverapp.strategy import FedAvg
 
-class FrozenHeapProbe(FedAvg):
-    """FedAvg that writes, each round, whether the heap was frozen while it aggregated."""
+FULL = gc.collect  # imported when the strategy is built, before any aggregation
+
+
+class YoungHeapProbe(FedAvg):
+    """FedAvg that writes, each round, whether gc.collect() reached only the young
+    generations while it aggregated."""
 
     def aggregate_train(self, server_round, replies):
         with open(Path(__file__).with_suffix(".log"), "a") as fh:
-            fh.write(f"{gc.get_freeze_count() > 0}\\n")
+            fh.write(f"{gc.collect is not FULL}\\n")
         return super().aggregate_train(server_round, replies)
 '''
 
 
-def test_the_fedavg_protocol_aggregates_with_the_old_heap_frozen(tmp_path: Path) -> None:
+def test_the_fedavg_protocol_aggregates_with_young_collections_only(tmp_path: Path) -> None:
     from fedgan.simulator.api import run
 
     plugin = tmp_path / "recording.py"
     plugin.write_text(PLUGIN)
-    raw = tiny_raw(strategy={"name": f"{plugin}:FrozenHeapProbe"})
+    raw = tiny_raw(strategy={"name": f"{plugin}:YoungHeapProbe"})
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(raw))
     run(path, [], out_dir=tmp_path / "runs")
+    full = gc.collect
     assert (tmp_path / "recording.log").read_text().split() == ["True", "True"]  # 2 rounds
-    assert gc.get_freeze_count() == 0
-
-
-def test_young_garbage_from_before_the_block_is_freed_without_a_full_collection() -> None:
-    # A cycle that became garbage just before the block (a round's `array_records` views do):
-    # the block must not freeze it into the oldest generation, where only a full collection
-    # (rare in a process holding torch and pandas) would reach it.
-    gc.collect()
-    young = _cycle()
-    with young_heap_only():
-        pass
-    gc.collect(0)  # the youngest generation only, as the interpreter's own trigger would run
-    assert young() is None, "the young cycle was freed, not promoted to the oldest generation"
+    assert gc.collect is full
 
 
 def test_the_arrays_alive_do_not_grow_with_the_rounds(tmp_path: Path) -> None:
     """The quickstart for 30 rounds: the Flower arrays alive at each round's end (counted
-    without a collection, as the process holds them) stay below five rounds' replies. Before
-    the young collection each round's replies (5 clients, generator and critic: 12 arrays
-    each) waited in the oldest generation for a full collection, which a process holding
-    torch and pandas runs rarely: ~1,800 arrays alive by round 30, and +1.4 MB a round."""
+    without a collection, as the process holds them) stay below five rounds' replies. With the
+    heap frozen around the aggregation each round's replies (5 clients, generator and critic:
+    12 arrays each) waited in the oldest generation for a full collection, which a process
+    holding torch and pandas runs rarely: ~1,800 arrays alive by round 30, +1.4 MB a round."""
     from fedgan.simulator.api import run
     from flwr.app import Array
 
@@ -127,4 +151,4 @@ def test_the_arrays_alive_do_not_grow_with_the_rounds(tmp_path: Path) -> None:
     overrides = [f"federation.rounds={rounds}", f"evaluation.every={rounds}"]
     run(quickstart, overrides, out_dir=tmp_path / "runs", progress=count)
     assert len(alive) == rounds
-    assert max(alive) < 5 * clients * per_reply, alive
+    assert max(alive) < 5 * clients * per_reply, str(alive)

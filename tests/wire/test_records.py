@@ -42,3 +42,39 @@ def test_decoded_arrays_carry_the_bytes_flower_would_write() -> None:
         got = d.numpy()
         got[...] = 0 if got.size else got  # a copy: the record itself is not changed
         np.testing.assert_array_equal(d.numpy(), v)
+
+
+def test_values_read_what_flower_decodes_without_a_copy() -> None:
+    """`values` against Flower's own `Array.numpy()` (np.load) for what `Array(ndarray)`
+    writes: numeric dtypes of both byte orders, 0-d, empty, Fortran order (np.load's job),
+    a structured dtype; the result is read-only, from_record's is a writable copy."""
+    import pytest
+    from fedgan.wire.records import to_decoded_record, values
+    from flwr.app import Array
+
+    rng = np.random.default_rng(1)
+    cases = {
+        "f32": rng.normal(size=(4, 129)).astype(np.float32),
+        "f64 big-endian": rng.normal(size=(3, 2)).astype(">f8"),
+        "0-d": np.array(7.0, np.float32),
+        "empty": np.zeros((0, 3), np.int16),
+        "bool": np.array([True, False, True]),
+        "int64": np.arange(24, dtype=np.int64).reshape(2, 3, 4),
+        "fortran": np.asfortranarray(rng.normal(size=(3, 5))),
+        "structured": np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+    }
+    for name, x in cases.items():
+        a = Array(x)
+        expected = a.numpy()
+        got = values(a)
+        assert got.dtype == expected.dtype and got.shape == expected.shape, name
+        np.testing.assert_array_equal(got, expected)
+        if name not in ("fortran", "structured"):  # these np.load decodes (writable)
+            with pytest.raises(ValueError):
+                got[...] = got  # read-only: the bytes are not ours to change
+    decoded = to_decoded_record({"w": cases["f32"]})
+    with pytest.raises(ValueError):
+        values(decoded["w"])[0, 0] = 1.0
+    back = from_record(decoded)
+    back["w"][0, 0] = 1.0  # a writable copy
+    np.testing.assert_array_equal(values(decoded["w"]), cases["f32"])
