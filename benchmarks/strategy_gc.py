@@ -6,11 +6,11 @@ Flower's `QFedAvg` (our `quality_qfedavg` extends it) reads every reply with
 `to_numpy_ndarrays(keep_input=False)`, which calls `gc.collect()` each time; a full collection
 walks the whole heap of the process (torch, pandas, fairlearn, …). The FedAvg protocol
 aggregates inside `server.heap.young_heap_only`, where `gc.collect()` collects only the young
-generations, so those collections walk only what the aggregation allocated. This runs the quickstart with
-`quality_qfedavg` for `--rounds` rounds, alternately with young collections (as landed) and without
-(the reference: `young_heap_only` swapped for a null context), in this process, and prints CPU
-seconds a run, the ratio, and whether both give the same metrics (they must: garbage collection
-changes no number).
+generations, so those collections walk only what the aggregation allocated. This runs the
+quickstart with `quality_qfedavg` for `--rounds` rounds, alternately with young collections (as
+landed) and without (the reference: `young_heap_only` swapped for a null context), in this
+process, and prints CPU seconds a run, the ratio, and whether both give the same metrics (they
+must: garbage collection changes no number).
 """
 
 from __future__ import annotations
