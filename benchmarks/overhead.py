@@ -10,7 +10,7 @@ same GAN steps without the federation around them — every client's `local_step
 call per round from the round-0 state, no messages, aggregation, statistics, evaluation or
 checkpoints —, the commit it measured, and as its last line `overhead ratio R` = run / steps
 (target R ≤ 1.15). Both are measured in this one process, the steps first (they also warm the
-caches the run would warm); best of `--repeats`. The modules a run imports beyond the steps'
+caches the run would warm), alternating `--repeats` times; the best of each. The modules a run imports beyond the steps'
 (the server and client apps, the engines, and through them fairlearn, scikit-learn and scipy:
 ~1 s) are imported before either is timed, and that time is printed on its own line: it is
 start-up, which `fedgan run` pays once, as the issue's profile counts it ("imports 4.5 s; the
@@ -121,9 +121,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     path = Path(args.scenario)
-    alone = min(steps_alone(path) for _ in range(args.repeats))
     imports = import_run_modules()
-    wall = min(run_wall(path) for _ in range(args.repeats))
+    alones, walls = [], []
+    for _ in range(args.repeats):  # interleaved: a drift of the machine's speed hits both
+        alones.append(steps_alone(path))
+        walls.append(run_wall(path))
+    alone, wall = min(alones), min(walls)
     threads = "one torch thread" if args.threads == 1 else f"{args.threads} torch threads"
     print(f"scenario {path.name}, commit {_commit()}, {threads}")
     print(f"start-up: the run's own imports, once: {imports:.1f} s")

@@ -53,14 +53,21 @@ class DecodedArray(Array):
     _decoded: np.ndarray
 
     def __init__(self, ndarray: np.ndarray) -> None:
-        a = np.array(ndarray, order="C", copy=True)  # the caller may reuse its buffer
+        a = np.asarray(ndarray)
         # What `Array.__init__` ends with on its (dtype, shape, stype, data) path — four fields
         # and a fresh object's dirty flag — without its argument parsing and per-field hooks,
         # which cost more than the copy (tested: the same bytes and object id as Flower's own
         # Array(ndarray), decoded the same).
-        fill_numpy_array(self, str(a.dtype), tuple(int(n) for n in a.shape), _npy_bytes(a))
-        a.flags.writeable = False  # `values` hands it out to read; `numpy()` gives copies
-        self._decoded = a
+        data = _npy_bytes(a)  # a copy: the caller may reuse its buffer
+        shape = tuple(int(n) for n in a.shape)
+        fill_numpy_array(self, str(a.dtype), shape, data)
+        if isinstance(np.lib.format.dtype_to_descr(a.dtype), str):
+            # The values are the tail of the .npy bytes: a read-only view, no second copy.
+            start = len(data) - a.nbytes
+            self._decoded = np.frombuffer(data, a.dtype, offset=start).reshape(shape)
+        else:  # a structured dtype: numpy wrote it
+            self._decoded = np.array(a, order="C", copy=True)
+            self._decoded.flags.writeable = False  # `values` hands it out to read
 
     def numpy(self) -> np.ndarray:
         return self._decoded.copy()
