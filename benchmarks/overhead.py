@@ -10,11 +10,11 @@ same GAN steps without the federation around them — every client's `local_step
 call per round from the round-0 state, no messages, aggregation, statistics, evaluation or
 checkpoints —, the commit it measured, and as its last line `overhead ratio R` = run / steps
 (target R ≤ 1.15). Both are measured in this one process, the steps first (they also warm the
-caches the run would warm), alternating `--repeats` times; the best of each. The modules a run imports beyond the steps'
-(the server and client apps, the engines, and through them fairlearn, scikit-learn and scipy:
-~1 s) are imported before either is timed, and that time is printed on its own line: it is
-start-up, which `fedgan run` pays once, as the issue's profile counts it ("imports 4.5 s; the
-run 45 s"), not a cost of the rounds.
+caches the run would warm), alternating `--repeats` times; the best of each. The modules a run
+imports beyond the steps' (the server and client apps, the engines, and through them
+fairlearn, scikit-learn and scipy: ~1 s) are imported before either is timed, and that time
+is printed on its own line: it is start-up, which `fedgan run` pays once, as the issue's
+profile counts it ("imports 4.5 s; the run 45 s"), not a cost of the rounds.
 """
 
 from __future__ import annotations
@@ -130,8 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     threads = "one torch thread" if args.threads == 1 else f"{args.threads} torch threads"
     print(f"scenario {path.name}, commit {_commit()}, {threads}")
     print(f"start-up: the run's own imports, once: {imports:.1f} s")
-    print(f"run (fedgan.run, wall): {wall:.1f} s")
-    print(f"the same GAN steps alone, one loop: {alone:.1f} s")
+    each = " / ".join(f"{w:.1f}" for w in walls)
+    print(
+        f"run (fedgan.run, wall): {wall:.1f} s" + (f" (best of {each})" if len(walls) > 1 else "")
+    )
+    each = " / ".join(f"{a:.1f}" for a in alones)
+    print(
+        f"the same GAN steps alone, one loop: {alone:.1f} s"
+        + (f" (best of {each})" if len(alones) > 1 else "")
+    )
     print(f"overhead ratio {wall / alone:.2f}")
     return 0
 
