@@ -471,7 +471,8 @@ def sweep(
     else:
         ctx = get_context("spawn")  # fork after torch/Flower started threads can deadlock
         # One process per run: its memory is surely returned when it ends (a findings worker
-        # reused for dozens of runs grew to 11 GB; simulator/findings/batch.py).
+        # reused for dozens of runs grew to 11 GB before server/heap.py's fix; what a plug-in
+        # keeps could grow the same way).
         with ProcessPoolExecutor(
             min(jobs, len(todo)), ctx, initializer=_worker_init, max_tasks_per_child=1
         ) as pool:

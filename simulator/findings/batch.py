@@ -168,9 +168,11 @@ def run_jobs(jobs: Sequence[Job], n_jobs: int = 2, cache: Path | None = None) ->
     # for a finished run.
     kept = [read_cached(j, cache) if cache is not None else None for j in jobs]
     todo = [j for j, o in zip(jobs, kept, strict=True) if o is None]
-    # A fresh process per run: a worker reused for dozens of runs grew to 9–11 GB of RSS in
-    # item 12's sweep (24 GB machine, thrashing), and a run's memory is only surely returned
-    # when its process ends. Starting one costs a few seconds against runs of minutes.
+    # A fresh process per run: a run's memory is surely returned when its process ends. A
+    # worker reused for dozens of runs grew to 9–11 GB of RSS in item 12's sweep (24 GB
+    # machine, thrashing) — the round's replies pinned in the oldest gc generation, fixed in
+    # server/heap.py — and whatever a plug-in keeps is kept no longer than its run. Starting
+    # one costs a few seconds against runs of minutes.
     with ProcessPoolExecutor(n_jobs, max_tasks_per_child=1) as pool:
         ran = iter(pool.map(one, todo))
         return [o if o is not None else next(ran) for o in kept]
