@@ -60,8 +60,9 @@ class DecodedArray(Array):
         # Array(ndarray), decoded the same).
         data = _npy_bytes(a)  # a copy: the caller may reuse its buffer
         shape = tuple(int(n) for n in a.shape)
-        fill_numpy_array(self, str(a.dtype), shape, data)
-        if isinstance(np.lib.format.dtype_to_descr(a.dtype), str):
+        name, descr = _dtype_names(a.dtype)
+        fill_numpy_array(self, name, shape, data)
+        if isinstance(descr, str):
             # The values are the tail of the .npy bytes: a read-only view, no second copy.
             start = len(data) - a.nbytes
             self._decoded = np.frombuffer(data, a.dtype, offset=start).reshape(shape)
@@ -87,9 +88,16 @@ def _header(descr: str, shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=256)
+def _dtype_names(dtype: np.dtype) -> tuple[str, Any]:
+    """(`str(dtype)`, as `Array` names it; its `.npy` descr) — cached: numpy builds both
+    anew each call, a third of a small array's encoding."""
+    return str(dtype), np.lib.format.dtype_to_descr(dtype)
+
+
 def _npy_bytes(a: np.ndarray) -> bytes:
     """What `np.save` writes for C-ordered `a`; the header is cached per dtype and shape."""
-    descr = np.lib.format.dtype_to_descr(a.dtype)
+    descr = _dtype_names(a.dtype)[1]
     if isinstance(descr, str):
         return _header(descr, tuple(a.shape)) + a.tobytes()
     buf = io.BytesIO()  # a structured dtype: leave it to numpy
