@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedgan.server.heap import library_heap_frozen
 from fedgan.server.loop import run_rounds
 from fedgan.simulator.progress import ProgressLog
 from fedgan.simulator.scenario import Scenario, ScenarioError, resolved_yaml
@@ -30,7 +31,8 @@ def main(grid: Grid, context: Context) -> None:
         store = _flwr_run_store(s, cfg, len(list(grid.get_node_ids())))
     resume = bool(cfg.get(RESUME_KEY, False))
     # Progress goes to the run folder: the command line follows it from its own process.
-    run_rounds(grid, s, store, resume=resume, progress=ProgressLog(store.path))
+    with library_heap_frozen():
+        run_rounds(grid, s, store, resume=resume, progress=ProgressLog(store.path))
 
 
 def _flwr_run_store(s: Scenario, cfg: Mapping[str, Any], nodes: int) -> RunStore:

@@ -152,3 +152,67 @@ def test_the_arrays_alive_do_not_grow_with_the_rounds(tmp_path: Path) -> None:
     run(quickstart, overrides, out_dir=tmp_path / "runs", progress=count)
     assert len(alive) == rounds
     assert max(alive) < 5 * clients * per_reply, str(alive)
+
+
+FREEZE_PROBE = '''
+import gc
+import weakref
+from pathlib import Path
+from flwr.serverapp.strategy import FedAvg
+
+FULL = gc.collect  # imported when the strategy is built, before the rounds
+
+
+class Node:
+    other = None
+
+
+class FreezeProbe(FedAvg):
+    """FedAvg that writes, each round: the heap frozen?, a cycle made now freed by a full
+    collection?, the old cycle the test left (OLD) still there?"""
+
+    OLD = None
+
+    def aggregate_train(self, server_round, replies):
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        new = weakref.ref(a)
+        del a, b
+        FULL()
+        old = FreezeProbe.OLD
+        row = (gc.get_freeze_count() > 0, new() is None, old is not None and old() is not None)
+        with open(Path(__file__).with_suffix(".log"), "a") as fh:
+            fh.write(f"{row}\\n")
+        return super().aggregate_train(server_round, replies)
+'''
+
+
+def test_a_run_freezes_only_what_existed_before_it_and_unfreezes_after(tmp_path: Path) -> None:
+    """During the rounds the heap from before the run is frozen (a full collection walks only
+    the run's objects): garbage the rounds make is collected by such a collection, an old
+    cycle from before the run is not; after the run nothing stays frozen and the old cycle is
+    collectable again."""
+    from fedgan.server.heap import library_heap_frozen
+    from fedgan.server.strategies import STRATEGIES
+    from fedgan.simulator.api import run
+
+    plugin = tmp_path / "freeze_probe.py"
+    plugin.write_text(FREEZE_PROBE)
+    gc.collect()
+    old = _old_cycle()
+    raw = tiny_raw(engine={"name": "vectorized"}, strategy={"name": f"{plugin}:FreezeProbe"})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    # The registry loads the plug-in once (cached by path): the run builds this very class.
+    STRATEGIES.get(f"{plugin}:FreezeProbe").OLD = old  # type: ignore[attr-defined]
+    run(path, [], out_dir=tmp_path / "runs")
+    rows = (tmp_path / "freeze_probe.log").read_text().split("\n")[:-1]
+    assert rows == ["(True, True, True)"] * 2, rows  # 2 rounds
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert old() is None, "after the run the old cycle is collected: nothing leaks"
+    with library_heap_frozen():  # nested: the outer freeze stays until the outer end
+        with library_heap_frozen():
+            pass
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
