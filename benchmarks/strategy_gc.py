@@ -1,16 +1,16 @@
-"""A Flower strategy that collects garbage per reply, with and without young collections only.
+"""A Flower strategy that collects garbage per reply, with and without the frozen library heap.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/strategy_gc.py [--rounds 20] [--repeats 2]
 
 Flower's `QFedAvg` (our `quality_qfedavg` extends it) reads every reply with
 `to_numpy_ndarrays(keep_input=False)`, which calls `gc.collect()` each time; a full collection
-walks the whole heap of the process (torch, pandas, fairlearn, …). The FedAvg protocol
-aggregates inside `server.heap.young_heap_only`, where `gc.collect()` collects only the young
-generations, so those collections walk only what the aggregation allocated. This runs the
-quickstart with `quality_qfedavg` for `--rounds` rounds, alternately with young collections (as
-landed) and without (the reference: `young_heap_only` swapped for a null context), in this
-process, and prints CPU seconds a run, the ratio, and whether both give the same metrics (they
-must: garbage collection changes no number).
+walks the whole heap of the process (torch, pandas, fairlearn, …). A run's rounds run inside
+`server.heap.library_heap_frozen`, which freezes the heap from before the run, so those
+collections walk only the run's own objects. This runs the quickstart with `quality_qfedavg`
+for `--rounds` rounds, alternately with the freeze (as landed) and without (the reference:
+`library_heap_frozen` swapped for a null context), in this process, and prints CPU seconds a
+run, the ratio, and whether both give the same metrics (they must: garbage collection changes
+no number).
 """
 
 from __future__ import annotations
@@ -29,17 +29,17 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import fedgan.server.protocols.fedavg as fedavg_protocol  # noqa: E402
+import fedgan.server.app as server_app  # noqa: E402
 from fedgan.simulator.api import run  # noqa: E402
 
 QFEDAVG = 'strategy={"name": "quality_qfedavg", "params": {"client_learning_rate": 50.0, "q": 1.0}}'
-LANDED = fedavg_protocol.young_heap_only
+LANDED = server_app.library_heap_frozen
 
 
-def one(rounds: int, young: bool) -> tuple[float, pd.DataFrame]:
+def one(rounds: int, frozen: bool) -> tuple[float, pd.DataFrame]:
     """CPU seconds of one run and its metric values (the seconds columns dropped)."""
-    fedavg_protocol.young_heap_only = (  # type: ignore[assignment]
-        LANDED if young else contextlib.nullcontext
+    server_app.library_heap_frozen = (  # type: ignore[assignment]
+        LANDED if frozen else contextlib.nullcontext
     )
     with tempfile.TemporaryDirectory() as tmp:
         c0 = time.process_time()
@@ -66,16 +66,16 @@ def main() -> None:
     times: dict[bool, list[float]] = {True: [], False: []}
     metrics = {}
     for _ in range(a.repeats):
-        for young in (False, True):
-            cpu, m = one(a.rounds, young)
-            times[young].append(cpu)
-            metrics[young] = m
+        for frozen in (False, True):
+            cpu, m = one(a.rounds, frozen)
+            times[frozen].append(cpu)
+            metrics[frozen] = m
     same = metrics[True].equals(metrics[False])
     ref, new = statistics.median(times[False]), statistics.median(times[True])
     print(f"objects tracked by gc: {len(gc.get_objects()):,}")
     print(f"quickstart + quality_qfedavg, {a.rounds} rounds, median of {a.repeats}, CPU s:")
     print(f"  full collections (reference): {ref:.1f} s")
-    print(f"  young collections (landed):   {new:.1f} s")
+    print(f"  frozen library heap (landed): {new:.1f} s")
     print(f"  speed-up: {ref / new:.1f}×; same metrics: {'yes' if same else 'NO'}")
 
 

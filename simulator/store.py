@@ -95,8 +95,6 @@ class _Appended:
         self._done = 0
 
     def _catch_up(self) -> None:
-        if self._done > len(self.rows):  # rows were taken away (never done here): start over
-            self._frames, self._text, self._done = [], [], 0
         if self._done == len(self.rows):
             return
         new = pd.DataFrame(self.rows[self._done :], columns=self.columns)

@@ -3,7 +3,6 @@ private state a node keeps in its context."""
 
 from __future__ import annotations
 
-import ast
 import functools
 import io
 import json
@@ -143,19 +142,22 @@ def values(a: Array) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4096)
 def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]] | None:
-    """(dtype, shape) of a C-ordered numeric `.npy` header (magic, version, length and the
-    dict `np.save` writes), or None for what `np.load` had better read (Fortran order,
-    structured or object dtypes, anything unexpected)."""
+    """(dtype, shape) of a C-ordered numeric `.npy` header (numpy's own reader), or None for
+    what `np.load` had better read (Fortran order, structured or object dtypes, version 3)."""
+    fp = io.BytesIO(header)
     try:
-        start = 10 if header[6] == 1 else 12
-        d = ast.literal_eval(header[start:].decode("latin1"))
-        dtype = np.dtype(d["descr"])
-        shape = tuple(int(n) for n in d["shape"])
-    except (ValueError, TypeError, KeyError, SyntaxError, IndexError):
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            return None
+    except ValueError:
         return None
-    if d.get("fortran_order") is not False or dtype.hasobject or dtype.fields is not None:
+    if fortran or dtype.hasobject or dtype.fields is not None:
         return None
-    return dtype, shape
+    return dtype, tuple(shape)
 
 
 def metric_record(values: Mapping[str, Any]) -> MetricRecord:

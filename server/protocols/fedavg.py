@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from fedgan.server.heap import young_heap_only
 from fedgan.server.protocols.base import Expect, Protocol, ProtocolState, Reply, Round, Setup
 from fedgan.server.strategies import STRATEGIES, build_strategy, check_strategy
 from fedgan.server.strategies.critic_swap import CriticSwapFedAvg
@@ -140,8 +139,9 @@ class FedAvgProtocol(Protocol):
             self._clipped.append(out.clipped_fraction)
             new: ArrayRecord | None = to_record(out.mean)
         else:
-            with young_heap_only():  # Flower's QFedAvg collects garbage once per reply
-                new, _ = self.strategy.aggregate_train(r.number, [rep.message for rep in replies])
+            # Flower's QFedAvg collects garbage once per reply: cheap, since the run's rounds
+            # have the heap from before them frozen (server/heap.py).
+            new, _ = self.strategy.aggregate_train(r.number, [rep.message for rep in replies])
         if new is not None:
             self.record = new
             if self.ema is not None:

@@ -1,6 +1,6 @@
-"""`young_heap_only`: inside the block `gc.collect()` collects only the young generations
-(what the aggregation dropped), the process's own heap is left where it is (nothing promoted,
-nothing pinned), and the FedAvg protocol aggregates inside it."""
+"""`library_heap_frozen`: during a run's rounds collections walk only what the run made (the
+heap from before it frozen, never a round's messages), nothing stays frozen after, and a run's
+replies do not outlive their rounds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from fedgan.server.heap import young_heap_only
+from fedgan.server.heap import library_heap_frozen
 
 from tests.conftest import tiny_raw
 
@@ -38,105 +38,63 @@ def _old_cycle() -> weakref.ref[Node]:
     return ref
 
 
-def test_flower_s_collections_inside_reach_only_the_young_generations() -> None:
+def test_collections_inside_reach_only_what_the_block_made() -> None:
     gc.collect()
     old = _old_cycle()
-    full = gc.collect
-    with young_heap_only():
+    with library_heap_frozen():
+        assert gc.get_freeze_count() > 0
         new = _cycle()
-        gc.collect()  # what ArrayRecord.to_numpy_ndarrays, or a plug-in strategy, calls
+        gc.collect()  # a full one: what ArrayRecord.to_numpy_ndarrays, or a plug-in, calls
         assert new() is None, "garbage made inside the block is collected inside it"
-        assert old() is not None, "the old generation is out of reach"
-    assert gc.collect is full, "gc.collect is the full collection again"
+        assert old() is not None, "the heap from before the block is out of reach"
+    assert gc.get_freeze_count() == 0, "nothing stays frozen"
     gc.collect()
-    assert old() is None, "after the block a full collection frees the old cycle"
+    assert old() is None, "after the block the old cycle is collected: nothing leaks"
 
 
-def test_flower_s_own_call_runs_no_full_collection_inside() -> None:
+def test_flower_s_own_call_inside_leaves_the_old_heap_alone() -> None:
     from flwr.app import ArrayRecord
 
-    def full_collections() -> int:
-        return int(gc.get_stats()[2]["collections"])
-
-    before = full_collections()
+    gc.collect()
+    old = _old_cycle()
     ArrayRecord([np.zeros(3)]).to_numpy_ndarrays(keep_input=False)
-    assert full_collections() == before + 1, "outside the block Flower's call is a full one"
-    with young_heap_only():
-        for _ in range(5):
-            ArrayRecord([np.zeros(3)]).to_numpy_ndarrays(keep_input=False)
-        assert full_collections() == before + 1, "inside, none"
+    assert old() is None, "outside the block Flower's call walks the whole heap"
+    old = _old_cycle()
+    with library_heap_frozen():
+        ArrayRecord([np.zeros(3)]).to_numpy_ndarrays(keep_input=False)
+        assert old() is not None, "inside, it walks only what the block made"
 
 
-def test_young_garbage_from_before_the_block_stays_young() -> None:
-    # A cycle that became garbage just before the block (a round's `array_records` views do)
-    # is not moved to the oldest generation by the block (gc.freeze/unfreeze did that, and
-    # only a full collection, rare in a process holding torch and pandas, reached it then).
+def test_young_garbage_from_before_the_block_is_freed_not_frozen() -> None:
     gc.collect()
     young = _cycle()
-    with young_heap_only():
-        pass
-    gc.collect(0)  # the youngest generation only, as the interpreter's own trigger would run
-    assert young() is None
+    with library_heap_frozen():
+        assert young() is None
 
 
-def test_nested_blocks_keep_the_outer_swap_until_the_outer_end() -> None:
-    full = gc.collect
-    with young_heap_only():
-        with young_heap_only():
+def test_nested_blocks_keep_the_outer_freeze_until_the_outer_end() -> None:
+    with library_heap_frozen():
+        with library_heap_frozen():
             pass
-        assert gc.collect is not full
-    assert gc.collect is full
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
 
 
-def test_an_exception_in_the_block_still_restores() -> None:
-    full = gc.collect
+def test_an_exception_in_the_block_still_unfreezes() -> None:
     try:
-        with young_heap_only():
+        with library_heap_frozen():
             raise ValueError("boom")
     except ValueError:
         pass
-    assert gc.collect is full
-
-
-PLUGIN = '''
-import gc
-from pathlib import Path
-from flwr.serverapp.strategy import FedAvg
-
-FULL = gc.collect  # imported when the strategy is built, before any aggregation
-
-
-class YoungHeapProbe(FedAvg):
-    """FedAvg that writes, each round, whether gc.collect() reached only the young
-    generations while it aggregated."""
-
-    def aggregate_train(self, server_round, replies):
-        with open(Path(__file__).with_suffix(".log"), "a") as fh:
-            fh.write(f"{gc.collect is not FULL}\\n")
-        return super().aggregate_train(server_round, replies)
-'''
-
-
-def test_the_fedavg_protocol_aggregates_with_young_collections_only(tmp_path: Path) -> None:
-    from fedgan.simulator.api import run
-
-    plugin = tmp_path / "recording.py"
-    plugin.write_text(PLUGIN)
-    raw = tiny_raw(strategy={"name": f"{plugin}:YoungHeapProbe"})
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    run(path, [], out_dir=tmp_path / "runs")
-    full = gc.collect
-    assert (tmp_path / "recording.log").read_text().split() == ["True", "True"]  # 2 rounds
-    assert gc.collect is full
+    assert gc.get_freeze_count() == 0
 
 
 def test_the_arrays_alive_do_not_grow_with_the_rounds(tmp_path: Path) -> None:
     """The quickstart for 30 rounds: the Flower arrays alive at each round's end (counted
     without a collection, as the process holds them) stay below five rounds' replies. With the
-    heap frozen around the aggregation each round's replies (5 clients, generator and critic:
-    12 arrays each) waited in the oldest generation for a full collection, which a process
-    holding torch and pandas runs rarely: ~1,800 arrays alive by round 30, +1.4 MB a round."""
+    heap frozen around each aggregation instead, each round's replies (5 clients, generator
+    and critic: 12 arrays each) waited in the oldest generation for a full collection, which a
+    process holding torch and pandas runs rarely: ~1,800 arrays alive by round 30."""
     from fedgan.simulator.api import run
     from flwr.app import Array
 
@@ -192,7 +150,6 @@ def test_a_run_freezes_only_what_existed_before_it_and_unfreezes_after(tmp_path:
     the run's objects): garbage the rounds make is collected by such a collection, an old
     cycle from before the run is not; after the run nothing stays frozen and the old cycle is
     collectable again."""
-    from fedgan.server.heap import library_heap_frozen
     from fedgan.server.strategies import STRATEGIES
     from fedgan.simulator.api import run
 
@@ -211,8 +168,3 @@ def test_a_run_freezes_only_what_existed_before_it_and_unfreezes_after(tmp_path:
     assert gc.get_freeze_count() == 0
     gc.collect()
     assert old() is None, "after the run the old cycle is collected: nothing leaks"
-    with library_heap_frozen():  # nested: the outer freeze stays until the outer end
-        with library_heap_frozen():
-            pass
-        assert gc.get_freeze_count() > 0
-    assert gc.get_freeze_count() == 0
